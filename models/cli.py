@@ -1,0 +1,217 @@
+"""`reid train | embed | eval | export`: the embedder's commands. Torch is imported only inside
+train and export, so embed and eval run on a runtime-only install."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from models.datasets import ImageSet, image_set, iconic_set, read_list_file
+from models.errors import ReidError
+
+
+def _need_train_extra() -> None:
+    try:
+        import timm  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        raise ReidError("this command needs the training dependencies: pip install 'retail-reid[train]'") from None
+
+
+def _limit(images: ImageSet, skus: int, per_sku: int) -> ImageSet:
+    """The first `skus` SKUs (sorted) with at most `per_sku` images each: small, reproducible runs."""
+    keep = set(sorted(set(images.labels))[:skus]) if skus else set(images.labels)
+    seen: dict[str, int] = {}
+    paths, labels = [], []
+    for p, s in zip(images.paths, images.labels):
+        if s in keep and (not per_sku or seen.get(s, 0) < per_sku):
+            seen[s] = seen.get(s, 0) + 1
+            paths.append(p)
+            labels.append(s)
+    return ImageSet(tuple(paths), tuple(labels))
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    _need_train_extra()
+    from models.train import TrainConfig, train
+
+    train_set = _limit(image_set(a.train, a.root), a.limit_skus, a.limit_per_sku)
+    if a.iconic:
+        train_set = train_set + iconic_set(a.root).only(set(train_set.labels))
+    val_set = image_set(a.val, a.root)
+    if a.limit_skus:
+        val_set = val_set.only(set(train_set.labels))
+    cfg = TrainConfig(
+        out=a.out, backbone=a.backbone, pretrained=not a.no_pretrained, weights=a.weights, dim=a.dim, size=a.size,
+        loss=a.loss, miner=a.miner, margin=a.margin, epochs=a.epochs, skus_per_batch=a.skus_per_batch, per_sku=a.per_sku,
+        lr_backbone=a.lr_backbone, lr_head=a.lr_head, weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs,
+        freeze_blocks=a.freeze_blocks, seed=a.seed, threads=a.threads, device=a.device, steps_per_epoch=a.steps_per_epoch,
+    )
+    try:
+        best = train(cfg, train_set, val_set, resume=a.resume, progress=not a.quiet)
+    except ValueError as e:
+        raise ReidError(str(e)) from None
+    print(f"best checkpoint: {best}")
+    return 0
+
+
+def cmd_embed(a: argparse.Namespace) -> int:
+    from models.runtime import OnnxEmbedder
+
+    if bool(a.list) == bool(a.images):
+        raise ReidError("give either --list FILE or image paths, not both and not neither")
+    root = Path(a.root) if a.root else None
+    paths = read_list_file(a.list, root) if a.list else [root / p if root else Path(p) for p in a.images]
+    embedder = OnnxEmbedder(a.model)
+    emb, good, errors = embedder.embed_files(paths, progress=not a.quiet)
+    for e in errors:
+        print(f"bad image: {e}", file=sys.stderr)
+    if errors and not a.skip_bad:
+        print(f"{len(errors)} of {len(paths)} images could not be read; nothing written (use --skip-bad to embed the rest)", file=sys.stderr)
+        return 1
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, emb)
+    rows = out.with_suffix(".paths.txt")
+    rows.write_text("".join(f"{paths[i]}\n" for i in good))
+    print(f"wrote {len(good)} embeddings of dimension {embedder.dim} to {out} (row order in {rows})")
+    return 1 if errors else 0
+
+
+def _format_report(name: str, report: dict) -> str:
+    lines = [f"== {name}"]
+    for section, metrics in report.items():
+        lines.append(f"  {section}:")
+        lines += [f"    {k:<22} {v:.4f}" for k, v in metrics.items()]
+    return "\n".join(lines)
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from models.evaluate import evaluate
+    from models.runtime import OnnxEmbedder
+
+    gallery, queries = image_set(a.gallery, a.root), image_set(a.queries, a.root)
+    iconic = iconic_set(a.root) if a.iconic else None
+    models = a.model or [None]
+    reports = {}
+    for m in models:
+        embedder = OnnxEmbedder(m)
+        reports[str(embedder.path)] = evaluate(embedder, gallery, queries, iconic, progress=not a.quiet)
+        print(_format_report(str(embedder.path), reports[str(embedder.path)]))
+    if len(reports) > 1:
+        (base_name, base), *others = reports.items()
+        for name, rep in others:
+            print(f"== change from {base_name} to {name}")
+            for section in rep:
+                for k, v in rep[section].items():
+                    if not k.startswith("threshold"):
+                        print(f"    {section}.{k:<22} {v - base[section][k]:+.4f}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(reports, indent=2))
+    return 0
+
+
+def cmd_export(a: argparse.Namespace) -> int:
+    _need_train_extra()
+    from models.evaluate import calibrate, embed_set
+    from models.export import check_parity, export_onnx, quantize_int8, set_calibration
+    from models.runtime import OnnxEmbedder
+
+    if bool(a.checkpoint) == a.imagenet_only:
+        raise ReidError("give a CHECKPOINT or --imagenet-only")
+    if a.imagenet_only:
+        from models.backbone import DEFAULT_BACKBONE, create_backbone
+        from models.preprocess import Preprocess
+        from models.net import ImageNetFeatures
+
+        net, pre, extra = ImageNetFeatures(create_backbone(DEFAULT_BACKBONE)), Preprocess(size=a.size), {"backbone": DEFAULT_BACKBONE, "trained": "imagenet-only"}
+    else:
+        from models.train import load_checkpoint
+
+        net, pre, state = load_checkpoint(a.checkpoint)
+        extra = {"backbone": state["config"]["backbone"], "trained": state["config"]["loss"], "skus": len(state["skus"]), "val": state["val"]}
+    out = Path(a.out)
+    export_onnx(net, pre, out, extra, flip_tta=not a.no_flip)
+    calib = image_set(a.calib, a.root)
+    worst = check_parity(net, out, list(calib.paths[:32]))
+    print(f"parity: min cosine torch vs ONNX fp32 over 32 real images = {worst:.6f}")
+    gallery = embed_set(OnnxEmbedder(out), image_set(a.gallery, a.root), progress=not a.quiet)
+    set_calibration(out, calibrate(gallery, embed_set(OnnxEmbedder(out), calib, progress=not a.quiet)))
+    print(f"wrote {out} (calibrated on {a.calib})")
+    if a.int8:
+        q = quantize_int8(out, Path(a.int8), list(image_set(a.gallery, a.root).paths[:: max(1, len(gallery.labels) // a.int8_images)]))
+        g8 = embed_set(OnnxEmbedder(q), image_set(a.gallery, a.root), progress=not a.quiet)
+        set_calibration(q, calibrate(g8, embed_set(OnnxEmbedder(q), calib)))
+        print(f"wrote {q} (int8, calibrated on {a.calib})")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="fine-tune the embedder (needs the [train] extra)")
+    p.add_argument("--root", help="folder that relative paths in split files start from")
+    p.add_argument("--train", required=True, help="split file (train.txt) or folder-per-SKU tree")
+    p.add_argument("--val", required=True, help="split file (val.txt) or folder-per-SKU tree, for keep-best")
+    p.add_argument("--iconic", action="store_true", help="add the catalog photos of ROOT/classes.csv as extra training views")
+    p.add_argument("--out", required=True, help="run folder: checkpoints, config.json, metrics.jsonl")
+    p.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm model name")
+    p.add_argument("--weights", help="backbone state dict file (any naming scheme with matching tensor order)")
+    p.add_argument("--no-pretrained", action="store_true", help="random initialisation")
+    p.add_argument("--dim", type=int, default=128, help="embedding size")
+    p.add_argument("--size", type=int, default=224, help="input size in pixels")
+    p.add_argument("--loss", default="triplet", choices=["triplet", "contrastive", "multi-similarity", "arcface"])
+    p.add_argument("--miner", default="semihard", choices=["all", "hard", "semihard", "easy"], help="triplet miner type")
+    p.add_argument("--margin", type=float, default=0.2, help="triplet loss and miner margin")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--skus-per-batch", type=int, default=16, help="P")
+    p.add_argument("--per-sku", type=int, default=4, help="K")
+    p.add_argument("--lr-backbone", type=float, default=2e-4)
+    p.add_argument("--lr-head", type=float, default=2e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--warmup-epochs", type=float, default=0.5)
+    p.add_argument("--freeze-blocks", type=int, default=0, help="freeze the stem and the first N blocks")
+    p.add_argument("--steps-per-epoch", type=int, default=0, help="0: one pass over the training images")
+    p.add_argument("--limit-skus", type=int, default=0, help="use only the first N SKUs (quick runs)")
+    p.add_argument("--limit-per-sku", type=int, default=0, help="at most N training images per SKU")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("embed", help="embed images with an ONNX model into a .npy file")
+    p.add_argument("images", nargs="*", help="image files")
+    p.add_argument("--list", help="file with one image path per line (text after a comma is ignored)")
+    p.add_argument("--root", help="folder that relative paths start from")
+    p.add_argument("--model", help="ONNX embedder (default: the shipped model)")
+    p.add_argument("--out", required=True, help="output .npy (float32, unit rows, input order)")
+    p.add_argument("--skip-bad", action="store_true", help="embed the readable images and list the others")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("eval", help="retrieval and verification metrics of ONNX models")
+    p.add_argument("--model", action="append", help="ONNX embedder; repeat to compare (default: the shipped model)")
+    p.add_argument("--root", help="folder that relative paths in split files start from")
+    p.add_argument("--gallery", required=True, help="split file or folder: the references")
+    p.add_argument("--queries", required=True, help="split file or folder: the queries")
+    p.add_argument("--iconic", action="store_true", help="also use ROOT/classes.csv catalog photos as a gallery")
+    p.add_argument("--json", help="write the reports as JSON here")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="export a checkpoint to calibrated ONNX (and int8)")
+    p.add_argument("checkpoint", nargs="?", help="best.pt from reid train")
+    p.add_argument("--imagenet-only", action="store_true", help="export the ImageNet backbone's pooled features (a baseline)")
+    p.add_argument("--size", type=int, default=224, help="input size for --imagenet-only")
+    p.add_argument("--out", required=True, help="output .onnx")
+    p.add_argument("--root", help="folder that relative paths in split files start from")
+    p.add_argument("--gallery", required=True, help="references for calibration (e.g. train.txt)")
+    p.add_argument("--calib", required=True, help="validation queries for parity and calibration (e.g. val.txt)")
+    p.add_argument("--no-flip", action="store_true", help="do not bake test-time flip averaging into the graph")
+    p.add_argument("--int8", help="also write a statically quantised int8 model here")
+    p.add_argument("--int8-images", type=int, default=200, help="real images used to calibrate int8 ranges")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_export)

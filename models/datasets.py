@@ -1,0 +1,110 @@
+"""Where labelled product photos come from: list files, split files, folder-per-SKU trees and
+the catalog ("iconic") photos of the grocery data. Torch-free: used by embed, eval and training."""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.errors import ReidError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+class DataError(ReidError, ValueError):
+    """A list file or image folder that cannot be read; names the file and line."""
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    """Image paths with their SKU labels (one label per path)."""
+
+    paths: tuple[Path, ...]
+    labels: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __add__(self, other: "ImageSet") -> "ImageSet":
+        return ImageSet(self.paths + other.paths, self.labels + other.labels)
+
+    @property
+    def skus(self) -> list[str]:
+        return sorted(set(self.labels))
+
+    def only(self, skus: set[str]) -> "ImageSet":
+        """The images whose SKU is in `skus`."""
+        keep = [i for i, s in enumerate(self.labels) if s in skus]
+        return ImageSet(tuple(self.paths[i] for i in keep), tuple(self.labels[i] for i in keep))
+
+
+def read_list_file(path: str | Path, root: str | Path | None = None) -> list[Path]:
+    """One image path per line; anything after the first comma is ignored (so the grocery
+    split files work as they are); blank lines and a UTF-8 BOM are tolerated.
+    Relative paths are taken from `root`, else from the list file's folder."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(f"{p}: list file not found") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{p}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise DataError(f"{p}: cannot read list file ({e.strerror or e})") from None
+    base = Path(root) if root is not None else p.parent
+    out = []
+    for line in text.splitlines():
+        entry = line.split(",", 1)[0].strip()
+        if entry:
+            out.append(base / entry)
+    if not out:
+        raise DataError(f"{p}: list file names no images")
+    return out
+
+
+def split_file_set(path: str | Path, root: str | Path | None = None) -> ImageSet:
+    """A grocery-style split file: the SKU of each image is the name of its folder."""
+    paths = read_list_file(path, root)
+    return ImageSet(tuple(paths), tuple(q.parent.name for q in paths))
+
+
+def folder_set(folder: str | Path) -> ImageSet:
+    """FOLDER/<sku>/*.jpg (any common image suffix), sorted for reproducibility."""
+    f = Path(folder)
+    if not f.is_dir():
+        raise DataError(f"{f}: not a folder")
+    paths, labels = [], []
+    for sku_dir in sorted(d for d in f.iterdir() if d.is_dir()):
+        for img in sorted(sku_dir.iterdir()):
+            if img.suffix.lower() in IMAGE_SUFFIXES and img.is_file():
+                paths.append(img)
+                labels.append(sku_dir.name)
+    if not paths:
+        raise DataError(f"{f}: no images found in FOLDER/<sku>/ sub-folders")
+    return ImageSet(tuple(paths), tuple(labels))
+
+
+def iconic_set(root: str | Path) -> ImageSet:
+    """The one catalog photo per SKU listed in ROOT/classes.csv."""
+    csv_path = Path(root) / "classes.csv"
+    try:
+        rows = list(csv.DictReader(csv_path.read_text(encoding="utf-8-sig").splitlines()))
+    except FileNotFoundError:
+        raise DataError(f"{csv_path}: not found (the iconic gallery needs the dataset's classes.csv)") from None
+    paths, labels = [], []
+    for lineno, row in enumerate(rows, start=2):
+        try:
+            name, rel = row["Class Name (str)"], row["Iconic Image Path (str)"]
+        except KeyError as e:
+            raise DataError(f"{csv_path}:{lineno}: missing column {e}") from None
+        paths.append(Path(root) / rel.lstrip("/"))
+        labels.append(name)
+    return ImageSet(tuple(paths), tuple(labels))
+
+
+def image_set(spec: str | Path, root: str | Path | None = None) -> ImageSet:
+    """A split/list file (labels from folder names) or a folder-per-SKU tree."""
+    p = Path(spec)
+    if p.is_dir():
+        return folder_set(p)
+    return split_file_set(p, root)

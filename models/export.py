@@ -1,0 +1,97 @@
+"""Export a trained embedder to a self-describing ONNX file, check it against torch on real
+images, calibrate it on validation data, and quantise it to int8 with onnxruntime."""
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from models.calibration import Calibration
+from models.errors import ReidError
+from models.images import read_image
+from models.net import FlipAverage
+from models.preprocess import Preprocess
+from models.runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo, OnnxEmbedder
+
+OPSET = 17
+PARITY_MIN_COSINE = 0.9999
+
+
+class ParityError(ReidError):
+    """The ONNX graph does not reproduce the torch network."""
+
+
+def write_metadata(path: Path, info: ModelInfo) -> None:
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, info.to_json()
+    onnx.save(model, str(path))
+
+
+def export_onnx(net: torch.nn.Module, pre: Preprocess, out: Path, extra: dict, flip_tta: bool = True) -> Path:
+    """Write net (optionally with test-time flip averaging baked in) as ONNX with dynamic batch."""
+    net = net.eval()
+    graph = FlipAverage(net) if flip_tta else net
+    dummy = torch.zeros(1, 3, pre.size, pre.size)
+    with torch.no_grad():
+        dim = graph(dummy).shape[1]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        graph, (dummy,), str(out), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}, opset_version=OPSET, dynamo=False,
+    )
+    write_metadata(out, ModelInfo(dim, pre, None, {**extra, "flip_tta": flip_tta}))
+    return out
+
+
+def check_parity(net: torch.nn.Module, onnx_path: Path, images: Sequence[Path]) -> float:
+    """The smallest cosine similarity between torch and ONNX embeddings of real images."""
+    emb = OnnxEmbedder(onnx_path)
+    graph = FlipAverage(net.eval()) if emb.info.extra.get("flip_tta") else net.eval()
+    x = np.stack([emb.preprocess(read_image(p)) for p in images])
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(graph(torch.from_numpy(x)), dim=1).numpy()
+    got = emb.embed_tensors(x)
+    worst = float((ref * got).sum(1).min())
+    if worst < PARITY_MIN_COSINE:
+        raise ParityError(f"{onnx_path}: ONNX and torch embeddings differ (min cosine {worst:.6f} < {PARITY_MIN_COSINE})")
+    return worst
+
+
+def set_calibration(path: Path, calibration: Calibration) -> None:
+    info = OnnxEmbedder(path).info
+    write_metadata(path, ModelInfo(info.embedding_dim, info.preprocess, calibration, info.extra))
+
+
+class _ImageReader(CalibrationDataReader):
+    """Feeds real, preprocessed images to onnxruntime's static quantisation calibrator."""
+
+    def __init__(self, pre: Preprocess, images: Sequence[Path], batch: int = 8):
+        self.batches = [np.stack([pre(read_image(p)) for p in images[i : i + batch]]) for i in range(0, len(images), batch)]
+        self.it = iter(self.batches)
+
+    def get_next(self) -> dict | None:
+        x = next(self.it, None)
+        return None if x is None else {INPUT_NAME: x}
+
+
+def quantize_int8(fp32: Path, out: Path, calibration_images: Sequence[Path]) -> Path:
+    """Static int8 quantisation (QDQ, per-channel weights) calibrated on real images; the model's
+    metadata is carried over (recalibrate afterwards: int8 scores shift slightly)."""
+    info = OnnxEmbedder(fp32).info
+    with tempfile.TemporaryDirectory() as tmp:
+        prepped = Path(tmp) / "prepped.onnx"
+        quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepped), str(out), _ImageReader(info.preprocess, calibration_images),
+            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        )
+    write_metadata(out, ModelInfo(info.embedding_dim, info.preprocess, info.calibration, {**info.extra, "quantized": "int8-static"}))
+    return out

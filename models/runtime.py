@@ -1,0 +1,183 @@
+"""The torch-free embedder used by the gallery and the pipeline: an ONNX model file that
+describes itself (preprocessing, embedding size, calibration) in its metadata."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from models.calibration import Calibration
+from models.errors import ReidError
+from models.images import ImageError, read_image
+from models.preprocess import Preprocess
+
+METADATA_KEY = "retail_reid"
+FORMAT = "retail-reid-embedder"
+FORMAT_VERSION = 1
+INPUT_NAME = "images"
+OUTPUT_NAME = "embeddings"
+
+
+class ModelError(ReidError, ValueError):
+    """A model file that cannot be used as an embedder; the message names the file."""
+
+
+def default_model_path() -> Path:
+    """The model shipped inside the package (trained on the grocery data, see docs/model-card.md)."""
+    return Path(__file__).parent / "default" / "embedder.onnx"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model file's metadata says about it."""
+
+    embedding_dim: int
+    preprocess: Preprocess
+    calibration: Calibration | None  # None only between export and calibration
+    extra: dict
+
+    @classmethod
+    def parse(cls, raw: str | None, source: str) -> "ModelInfo":
+        if raw is None:
+            raise ModelError(f"{source}: no '{METADATA_KEY}' metadata; not a retail-reid embedder (export it with `reid export`)")
+        try:
+            meta = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise ModelError(f"{source}: '{METADATA_KEY}' metadata is not valid JSON ({e})") from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ModelError(f"{source}: metadata 'format' must be {FORMAT!r}")
+        if meta.get("version") != FORMAT_VERSION:
+            raise ModelError(f"{source}: metadata version {meta.get('version')!r} is not supported (expected {FORMAT_VERSION})")
+        try:
+            dim = int(meta["embedding_dim"])
+            pre = Preprocess.from_dict(meta["preprocess"])
+            cal = None if meta["calibration"] is None else Calibration.from_dict(meta["calibration"])
+        except KeyError as e:
+            raise ModelError(f"{source}: metadata field {e} is missing") from None
+        except (TypeError, ValueError) as e:
+            raise ModelError(f"{source}: metadata is wrong: {e}") from None
+        if dim <= 0:
+            raise ModelError(f"{source}: metadata embedding_dim must be positive, got {dim}")
+        extra = {k: v for k, v in meta.items() if k not in ("format", "version", "embedding_dim", "preprocess", "calibration")}
+        return cls(dim, pre, cal, extra)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": FORMAT,
+                "version": FORMAT_VERSION,
+                "embedding_dim": self.embedding_dim,
+                "preprocess": self.preprocess.to_dict(),
+                "calibration": None if self.calibration is None else self.calibration.to_dict(),
+                **self.extra,
+            },
+            sort_keys=True,
+        )
+
+
+def file_fingerprint(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class OnnxEmbedder:
+    """Maps BGR crops to L2-normalised embeddings with onnxruntime.
+
+    >>> emb = OnnxEmbedder()            # the shipped default model
+    >>> vecs = emb.embed([bgr_crop])    # (1, D) float32, unit rows
+    """
+
+    def __init__(self, path: str | Path | None = None, threads: int | None = None, batch_size: int = 32):
+        self.path = Path(path) if path is not None else default_model_path()
+        if not self.path.is_file():
+            raise ModelError(f"{self.path}: model file not found")
+        opts = ort.SessionOptions()
+        n = threads or int(os.environ.get("REID_THREADS", "0"))
+        if n:
+            opts.intra_op_num_threads = n
+            opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for bad files
+            raise ModelError(f"{self.path}: not a loadable ONNX model ({str(e).splitlines()[0]})") from None
+        raw = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        self.info = ModelInfo.parse(raw, str(self.path))
+        inputs = [i.name for i in self.session.get_inputs()]
+        if inputs != [INPUT_NAME]:
+            raise ModelError(f"{self.path}: expected one input named {INPUT_NAME!r}, found {inputs}")
+        self.batch_size = batch_size
+        self._fingerprint: str | None = None
+
+    @property
+    def dim(self) -> int:
+        return self.info.embedding_dim
+
+    @property
+    def preprocess(self) -> Preprocess:
+        return self.info.preprocess
+
+    @property
+    def calibration(self) -> Calibration:
+        """Similarity -> confidence and the alert thresholds, fitted on validation data at export."""
+        if self.info.calibration is None:
+            raise ModelError(f"{self.path}: model is not calibrated; export it with calibration data (`reid export --calib ...`)")
+        return self.info.calibration
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the model file: a gallery is bound to exactly this model."""
+        if self._fingerprint is None:
+            self._fingerprint = file_fingerprint(self.path)
+        return self._fingerprint
+
+    def embed_tensors(self, batch: np.ndarray) -> np.ndarray:
+        """Embed already preprocessed NCHW float32 input; returns unit rows."""
+        out = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(batch, np.float32)})[0]
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return (out / np.maximum(norms, 1e-12)).astype(np.float32)
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Embed uint8 BGR images (any size) in batches; returns (N, D) float32 unit rows."""
+        if len(images) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        outs = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            outs.append(self.embed_tensors(np.stack([self.preprocess(im) for im in chunk])))
+        return np.concatenate(outs)
+
+    def embed_files(self, paths: Iterable[str | Path], progress: bool = False) -> tuple[np.ndarray, list[int], list[str]]:
+        """Embed image files; a bad file does not stop the others.
+
+        Returns (embeddings of the good files in input order, their input indices, error messages).
+        """
+        from tqdm import tqdm
+
+        paths = list(paths)
+        good_idx: list[int] = []
+        errors: list[str] = []
+        outs: list[np.ndarray] = []
+        batch: list[np.ndarray] = []
+        for i, p in enumerate(tqdm(paths, desc="embed", unit="img", disable=not progress)):
+            try:
+                batch.append(self.preprocess(read_image(p)))
+                good_idx.append(i)
+            except ImageError as e:
+                errors.append(str(e))
+            if len(batch) == self.batch_size:
+                outs.append(self.embed_tensors(np.stack(batch)))
+                batch = []
+        if batch:
+            outs.append(self.embed_tensors(np.stack(batch)))
+        emb = np.concatenate(outs) if outs else np.zeros((0, self.dim), np.float32)
+        return emb, good_idx, errors

@@ -1,0 +1,1 @@
+"""Checkout pipeline: frame sources, detection, tracking, matching, events, replay, edge service."""
