@@ -1,0 +1,117 @@
+"""The point-of-sale log: what the till says was scanned, and when.
+
+One JSON object per line, e.g. `{"ts": 12.34, "type": "scan", "sku": "Granny-Smith", "txn": "T1"}`.
+A real POS export is messy, so a bad line is skipped with a warning naming its line rather than
+failing the whole shift's log; only a log with nothing usable in it is an error.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.errors import ReidError
+
+EVENT_TYPES = ("scan", "txn_start", "txn_end")
+_TEXT_FIELDS = ("sku", "barcode", "txn")
+
+
+class PosError(ReidError, ValueError):
+    """A POS event or log that cannot be used; the message names the file, line and field."""
+
+
+@dataclass(frozen=True)
+class PosEvent:
+    """One till event. `ts` is on the POS clock: video seconds when replaying, Unix seconds live."""
+
+    ts: float
+    type: str  # "scan" | "txn_start" | "txn_end"
+    sku: str | None = None
+    barcode: str | None = None
+    txn: str | None = None
+    line: int = 0  # line number in the source file (0 when it came over HTTP)
+
+    def to_json(self) -> str:
+        """The event as one POS-log line (the inverse of `parse_pos_event`; `line` is not stored)."""
+        obj: dict[str, object] = {"ts": self.ts, "type": self.type}
+        obj.update({k: getattr(self, k) for k in _TEXT_FIELDS if getattr(self, k) is not None})
+        return json.dumps(obj)
+
+
+def _text(obj: dict, key: str, where: str) -> str | None:
+    value = obj.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        hint = " (quote it, so leading zeros survive)" if key == "barcode" and isinstance(value, int) else ""
+        raise PosError(f"{where}: field '{key}' must be a string, got {type(value).__name__}{hint}")
+    value = value.strip()
+    if not value:
+        raise PosError(f"{where}: field '{key}' is empty")
+    return value
+
+
+def parse_pos_event(obj: dict, where: str) -> PosEvent:
+    """Validate one decoded JSON object; `where` (e.g. "pos.jsonl:12" or "HTTP body") leads every error."""
+    if not isinstance(obj, dict):
+        raise PosError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    if "ts" not in obj:
+        raise PosError(f"{where}: missing field 'ts'")
+    ts = obj["ts"]
+    if isinstance(ts, bool) or not isinstance(ts, (int, float)):
+        raise PosError(f"{where}: field 'ts' must be a number of seconds, got {type(ts).__name__}")
+    if not math.isfinite(ts):
+        raise PosError(f"{where}: field 'ts' must be finite, got {ts}")
+    kind = obj.get("type")
+    if kind is None:
+        raise PosError(f"{where}: missing field 'type'")
+    if kind not in EVENT_TYPES:
+        raise PosError(f"{where}: field 'type' is {kind!r}, expected one of {', '.join(EVENT_TYPES)}")
+    sku, barcode, txn = (_text(obj, k, where) for k in _TEXT_FIELDS)
+    if kind == "scan" and sku is None and barcode is None:
+        raise PosError(f"{where}: a scan needs a 'sku' or a 'barcode'")
+    if kind != "scan" and txn is None:
+        raise PosError(f"{where}: a {kind} needs a 'txn' (the transaction it opens or closes)")
+    return PosEvent(ts=float(ts), type=kind, sku=sku, barcode=barcode, txn=txn)
+
+
+def read_pos_log(path: str | Path) -> tuple[list[PosEvent], list[str]]:
+    """All valid events sorted by `ts` (ties keep file order), and one "FILE:LINE: reason" warning
+    per skipped line. A missing, unreadable or empty file, or one with no valid event, is a PosError."""
+    p = Path(path)
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise PosError(f"{p}: POS log not found") from None
+    except IsADirectoryError:
+        raise PosError(f"{p}: is a directory, not a POS log") from None
+    except OSError as e:
+        raise PosError(f"{p}: cannot read POS log ({e.strerror or e})") from None
+    if not data.strip():
+        raise PosError(f"{p}: POS log is empty")
+    events: list[PosEvent] = []
+    warnings: list[str] = []
+    for lineno, raw in enumerate(data.removeprefix(b"\xef\xbb\xbf").splitlines(), start=1):
+        where = f"{p}:{lineno}"
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            warnings.append(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})")
+            continue
+        except json.JSONDecodeError as e:
+            warnings.append(f"{where}: not valid JSON ({e.msg} at column {e.colno})")
+            continue
+        try:
+            event = parse_pos_event(obj, where)
+        except PosError as e:
+            warnings.append(str(e))
+            continue
+        events.append(PosEvent(event.ts, event.type, event.sku, event.barcode, event.txn, line=lineno))
+    if not events:
+        first = f"; first problem: {warnings[0]}" if warnings else ""
+        raise PosError(f"{p}: no valid POS event in {len(warnings)} non-blank lines{first}")
+    events.sort(key=lambda e: e.ts)
+    return events, warnings
