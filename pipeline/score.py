@@ -1,0 +1,341 @@
+"""How well a run's alerts (events.jsonl) agree with the truth about a scenario (truth.json).
+
+An alert counts as found when an alert of the same type overlaps a true anomaly's time span,
+give or take a tolerance; each true anomaly and each alert is used at most once, so a burst of
+duplicate alerts for one non-scan costs precision instead of being free.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from models.errors import ReidError
+from pipeline.simulate import Anomaly, Pass, Truth
+
+SCORED_TYPES = ("non_scan", "product_switch", "scan_without_item")
+# Alert types with a time span; "unknown_item" is scored only when the truth labels some.
+SPAN_TYPES = SCORED_TYPES + ("unknown_item",)
+DEFAULT_TOL = 1.0
+
+
+class ScoreError(ReidError, ValueError):
+    """A truth or events file that cannot be scored; the message names the file, line and field."""
+
+
+@dataclass(frozen=True)
+class Alert:
+    """One time-span line of events.jsonl, as scoring needs it."""
+
+    type: str
+    t_start: float
+    t_end: float
+    seen_sku: str | None
+    scanned_sku: str | None
+    line: int
+
+
+@dataclass(frozen=True)
+class BasketLine:
+    """One `basket` line of events.jsonl: what the run saw and what it says the till scanned."""
+
+    txn: str | None
+    seen: Counter
+    scanned: Counter
+    line: int
+
+
+@dataclass(frozen=True)
+class Events:
+    """Everything read from events.jsonl; `other` counts lines of types scoring has no use for."""
+
+    alerts: tuple[Alert, ...]
+    baskets: tuple[BasketLine, ...]
+    other: Counter
+
+
+# --- reading -----------------------------------------------------------------------------------
+
+def _load_json(path: Path, what: str) -> object:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ScoreError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise ScoreError(f"{path}: is a directory, not a {what}") from None
+    except UnicodeDecodeError as e:
+        raise ScoreError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise ScoreError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ScoreError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+
+
+def _number(obj: dict, key: str, where: str) -> float:
+    if key not in obj:
+        raise ScoreError(f"{where}: missing field '{key}'")
+    v = obj[key]
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        raise ScoreError(f"{where}: field '{key}' must be a finite number, got {v!r}")
+    return float(v)
+
+
+def _sku(obj: dict, key: str, where: str, required: bool = False) -> str | None:
+    v = obj.get(key)
+    if v is None and not required:
+        return None
+    if not isinstance(v, str) or not v:
+        raise ScoreError(f"{where}: field '{key}' must be a non-empty string{'' if required else ' or null'}, got {v!r}")
+    return v
+
+
+def _span(obj: dict, where: str) -> tuple[float, float]:
+    start, end = _number(obj, "t_start", where), _number(obj, "t_end", where)
+    if end < start:
+        raise ScoreError(f"{where}: t_end {end} is before t_start {start}")
+    return start, end
+
+
+def _object(obj: object, where: str) -> dict:
+    if not isinstance(obj, dict):
+        raise ScoreError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def read_truth(path: str | Path) -> Truth:
+    """truth.json as written by `reid simulate` (or by hand for a recorded lane), fully checked."""
+    p = Path(path)
+    top = _object(_load_json(p, "truth file"), str(p))
+    for key in ("video", "fps", "size", "zone", "passes", "anomalies"):
+        if key not in top:
+            raise ScoreError(f"{p}: missing field '{key}'")
+    if not isinstance(top["video"], str) or not top["video"]:
+        raise ScoreError(f"{p}: field 'video' must be a file name")
+    fps = _number(top, "fps", str(p))
+    if fps <= 0:
+        raise ScoreError(f"{p}: field 'fps' must be positive, got {fps}")
+    for key, n in (("size", 2), ("zone", 4)):
+        v = top[key]
+        if not isinstance(v, list) or len(v) != n or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+            raise ScoreError(f"{p}: field '{key}' must be a list of {n} integers, got {v!r}")
+    passes, anomalies = [], []
+    for key, out in (("passes", passes), ("anomalies", anomalies)):
+        if not isinstance(top[key], list):
+            raise ScoreError(f"{p}: field '{key}' must be a list")
+        for i, item in enumerate(top[key]):
+            where = f"{p}: {key}[{i}]"
+            obj = _object(item, where)
+            start, end = _span(obj, where)
+            txn = _sku(obj, "txn", where)
+            if key == "passes":
+                out.append(Pass(start, end, _sku(obj, "sku", where, required=True), _sku(obj, "scanned_sku", where), txn))
+                continue
+            kind = obj.get("type")
+            if kind not in SPAN_TYPES:
+                raise ScoreError(f"{where}: field 'type' is {kind!r}, expected one of {', '.join(SPAN_TYPES)}")
+            out.append(Anomaly(kind, start, end, _sku(obj, "seen_sku", where), _sku(obj, "scanned_sku", where), txn))
+    return Truth(top["video"], fps, tuple(top["size"]), tuple(top["zone"]), tuple(passes), tuple(anomalies))
+
+
+def _counts(obj: dict, key: str, where: str) -> Counter:
+    v = obj.get(key)
+    if not isinstance(v, dict) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in v.values()):
+        raise ScoreError(f"{where}: field '{key}' must be an object of SKU: count (counts >= 0), got {v!r}")
+    return Counter({k: n for k, n in v.items() if n})
+
+
+def read_events(path: str | Path) -> Events:
+    """events.jsonl from a replay. Any malformed line is an error naming its line: a score that
+    silently skipped alerts would be a wrong score. An empty file is valid (no alerts)."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ScoreError(f"{p}: events file not found") from None
+    except IsADirectoryError:
+        raise ScoreError(f"{p}: is a directory, not an events file") from None
+    except OSError as e:
+        raise ScoreError(f"{p}: cannot read events file ({e.strerror or e})") from None
+    alerts, baskets, other = [], [], Counter()
+    basket_lines: dict[str | None, int] = {}
+    for lineno, data in enumerate(raw.removeprefix(b"\xef\xbb\xbf").splitlines(), start=1):
+        where = f"{p}:{lineno}"
+        if not data.strip():
+            continue
+        try:
+            obj = _object(json.loads(data.decode("utf-8")), where)
+        except UnicodeDecodeError as e:
+            raise ScoreError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        except json.JSONDecodeError as e:
+            raise ScoreError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        kind = obj.get("type")
+        if not isinstance(kind, str) or not kind:
+            raise ScoreError(f"{where}: missing or empty field 'type'")
+        if kind in SPAN_TYPES:
+            start, end = _span(obj, where)
+            alerts.append(Alert(kind, start, end, _sku(obj, "seen_sku", where), _sku(obj, "scanned_sku", where), lineno))
+        elif kind == "basket":
+            txn = _sku(obj, "txn", where)
+            if txn in basket_lines:
+                raise ScoreError(f"{where}: a second basket for transaction {txn!r} (the first is on line {basket_lines[txn]})")
+            basket_lines[txn] = lineno
+            baskets.append(BasketLine(txn, _counts(obj, "seen", where), _counts(obj, "scanned", where), lineno))
+        else:
+            other[kind] += 1
+    return Events(tuple(alerts), tuple(baskets), other)
+
+
+# --- matching and scoring ----------------------------------------------------------------------
+
+def _gap(a: Anomaly | Alert, b: Anomaly | Alert) -> float:
+    """Seconds between two spans (0 when they overlap)."""
+    return max(0.0, a.t_start - b.t_end, b.t_start - a.t_end)
+
+
+def match(truth: list[Anomaly], alerts: list[Alert], tol: float) -> list[tuple[int, int]]:
+    """A largest one-to-one pairing of true anomalies with alerts whose spans come within `tol`
+    seconds, as (truth index, alert index), preferring the nearest alert. Kuhn's augmenting paths:
+    a dozen lines here instead of SciPy on the edge box; spans are time-local, so paths stay short."""
+    near = [sorted((j for j, e in enumerate(alerts) if _gap(t, e) <= tol),
+                   key=lambda j, t=t: (_gap(t, alerts[j]), abs(alerts[j].t_start + alerts[j].t_end - t.t_start - t.t_end)))
+            for t in truth]
+    owner: dict[int, int] = {}  # alert index -> truth index
+
+    def augment(i: int, tried: set[int]) -> bool:
+        for j in near[i]:
+            if j not in tried:
+                tried.add(j)
+                if j not in owner or augment(owner[j], tried):
+                    owner[j] = i
+                    return True
+        return False
+
+    for i in range(len(truth)):
+        augment(i, set())
+    return sorted((i, j) for j, i in owner.items())
+
+
+@dataclass(frozen=True)
+class TypeScore:
+    """Precision and recall of one alert type; None where undefined (nothing to divide by)."""
+
+    type: str
+    truth: int
+    alerts: int
+    matched: int
+    missed: tuple[Anomaly, ...]
+    false_alarms: tuple[Alert, ...]
+
+    @property
+    def precision(self) -> float | None:
+        return self.matched / self.alerts if self.alerts else None
+
+    @property
+    def recall(self) -> float | None:
+        return self.matched / self.truth if self.truth else None
+
+
+@dataclass(frozen=True)
+class BasketCheck:
+    """Transactions whose seen / scanned baskets the run reported exactly as the truth has them."""
+
+    transactions: int
+    reported: int
+    seen_exact: int
+    scanned_exact: int
+
+
+@dataclass(frozen=True)
+class Score:
+    tol: float
+    types: tuple[TypeScore, ...]
+    switches_matched: int
+    switches_sku_right: int  # matched switches whose alert named the seen SKU right
+    baskets: BasketCheck
+    not_scored: dict[str, int]
+
+    def to_dict(self) -> dict:
+        return {
+            "tol": self.tol,
+            "types": {s.type: {"truth": s.truth, "alerts": s.alerts, "matched": s.matched, "precision": s.precision,
+                               "recall": s.recall,
+                               "missed": [asdict(a) for a in s.missed],
+                               "false_alarm_lines": [e.line for e in s.false_alarms]} for s in self.types},
+            "switch_seen_sku": {"matched": self.switches_matched, "right": self.switches_sku_right,
+                                "rate": _ratio(self.switches_sku_right, self.switches_matched)},
+            "baskets": vars(self.baskets),
+            "not_scored": self.not_scored,
+        }
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return a / b if b else None
+
+
+def _true_baskets(truth: Truth) -> dict[str, tuple[Counter, Counter]]:
+    """Per transaction: the SKUs that crossed the lane, and the SKUs the till scanned."""
+    out: dict[str, tuple[Counter, Counter]] = {}
+    for p in truth.passes:
+        if p.txn is not None:
+            seen, scanned = out.setdefault(p.txn, (Counter(), Counter()))
+            seen[p.sku] += 1
+            if p.scanned_sku:
+                scanned[p.scanned_sku] += 1
+    for a in truth.anomalies:
+        if a.type == "scan_without_item" and a.txn is not None and a.scanned_sku:
+            out.setdefault(a.txn, (Counter(), Counter()))[1][a.scanned_sku] += 1
+    return out
+
+
+def _check_baskets(truth: Truth, lines: tuple[BasketLine, ...]) -> BasketCheck:
+    true = _true_baskets(truth)
+    by_txn = {b.txn: b for b in lines}
+    reported = [(by_txn[t], true[t]) for t in true if t in by_txn]
+    return BasketCheck(len(true), len(reported), sum(b.seen == s for b, (s, _) in reported),
+                       sum(b.scanned == c for b, (_, c) in reported))
+
+
+def score(truth: Truth, events: Events, tol: float = DEFAULT_TOL) -> Score:
+    """Score every alert type the truth or the run has (unknown_item only if the truth labels some)."""
+    if not (math.isfinite(tol) and tol >= 0):
+        raise ScoreError(f"tolerance must be a number of seconds >= 0, got {tol}")
+    kinds = list(SCORED_TYPES) + sorted({a.type for a in truth.anomalies} - set(SCORED_TYPES))
+    not_scored = dict(events.other)
+    for kind in set(SPAN_TYPES) - set(kinds):
+        n = sum(e.type == kind for e in events.alerts)
+        if n:
+            not_scored[kind] = n
+    types, switched, right = [], 0, 0
+    for kind in kinds:
+        t = [a for a in truth.anomalies if a.type == kind]
+        e = [x for x in events.alerts if x.type == kind]
+        pairs = match(t, e, tol)
+        got_t, got_e = {i for i, _ in pairs}, {j for _, j in pairs}
+        types.append(TypeScore(kind, len(t), len(e), len(pairs), tuple(a for i, a in enumerate(t) if i not in got_t),
+                               tuple(x for j, x in enumerate(e) if j not in got_e)))
+        if kind == "product_switch":
+            switched = len(pairs)
+            right = sum(e[j].seen_sku == t[i].seen_sku for i, j in pairs)
+    return Score(tol, tuple(types), switched, right, _check_baskets(truth, events.baskets), dict(sorted(not_scored.items())))
+
+
+def format_score(s: Score) -> str:
+    """The score as a small table for people."""
+    def num(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    rows = [f"matched within {s.tol:g} s",
+            f"{'type':<18} {'truth':>6} {'alerts':>7} {'matched':>8} {'precision':>10} {'recall':>7}"]
+    rows += [f"{t.type:<18} {t.truth:>6} {t.alerts:>7} {t.matched:>8} {num(t.precision):>10} {num(t.recall):>7}" for t in s.types]
+    rows.append(f"product_switch: seen SKU named right in {s.switches_sku_right} of {s.switches_matched} matched"
+                f" ({num(_ratio(s.switches_sku_right, s.switches_matched))})")
+    b = s.baskets
+    rows.append(f"baskets: {b.reported} of {b.transactions} transactions reported; seen basket exact in {b.seen_exact},"
+                f" scanned basket exact in {b.scanned_exact}")
+    if s.not_scored:
+        rows.append("not scored: " + ", ".join(f"{n} {k}" for k, n in s.not_scored.items()))
+    return "\n".join(rows)
