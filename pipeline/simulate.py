@@ -251,7 +251,7 @@ def _item(photo: np.ndarray, rng: np.random.Generator, long_side: float, hand: s
     k = max(1, int(round(blur_px)))
     blurred = cv2.blur(sprite, (k, 1), borderType=cv2.BORDER_CONSTANT) if k > 1 else sprite
     rad = math.radians(angle)
-    return _Item(sprite, blurred, (centre[0] - x0, centre[1] - y0), abs(w * math.cos(rad)) + abs(h * math.sin(rad)))
+    return _Item(sprite, blurred, (float(centre[0] - x0), float(centre[1] - y0)), abs(w * math.cos(rad)) + abs(h * math.sin(rad)))
 
 
 def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator) -> _Plan:
@@ -293,13 +293,13 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator) -> _Plan:
     t, gi, off_frame = 0.5, 0, 0.0
     for txn, groups in txn_groups:
         plan.pos.append(PosEvent(round(t, 3), "txn_start", txn=txn))
-        t_free = t + 1.0  # when the next item may enter the zone
+        t_free = t + 0.5  # when the next item may start to enter the zone (the zone is empty then)
         for members in groups:
             speed = float(rng.uniform(250, 400))
             blur_px = 0.35 * speed / cfg.fps  # the shutter is open about a third of the frame time
             items, prev = [], None
             for j, pass_index in enumerate(members):
-                sku = str(rng.choice(skus)) if prev is None else other_sku(prev)
+                sku = str(rng.choice(skus)) if prev is None or len(skus) < 2 else other_sku(prev)
                 prev = sku
                 photo = read_image(by_sku[sku][int(rng.integers(len(by_sku[sku])))])
                 hand = ("below" if j == 0 else "behind") if len(members) == 2 else str(rng.choice(["behind", "below"]))
@@ -315,7 +315,8 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator) -> _Plan:
             if gi in pausing:
                 group.pause_x = mid + group.items[-1].offset / 2 + rng.uniform(-20, 20)
                 group.pause_s = float(rng.uniform(0.6, 1.8))
-            group.t0 = t_free - (x1 - group.x0) / speed
+            lead = group.items[0]
+            group.t0 = t_free - (x1 - (lead.sprite.shape[1] - lead.anchor[0]) - group.x0) / speed
             plan.groups.append(group)
             for item, pass_index, sku in items:
                 t_in, t_out = group.time_at(x1 + item.offset), group.time_at(x2 + item.offset)
@@ -328,17 +329,18 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator) -> _Plan:
                 plan.passes.append(Pass(round(start, 3), round(end, 3), sku, scanned, txn))
                 if kind != "ok":
                     plan.anomalies.append(Anomaly(kind, round(start, 3), round(end, 3), sku, scanned, txn))
-            last_out = group.time_at(x2 + group.items[-1].offset)
-            off_frame = max(off_frame, group.time_at(w + group.items[-1].offset + reach))
-            t_free = last_out + rng.uniform(0.5, 1.0)
+            last = group.items[-1]
+            clear = group.time_at(x2 + last.offset + last.anchor[0])  # the last sprite has left the zone
+            off_frame = max(off_frame, group.time_at(w + last.offset + last.anchor[0]))
+            t_free = clear + rng.uniform(0.3, 0.8)
             if gi in phantom_after:
-                ts = round(last_out + 1.5, 3)
+                ts = round(clear + 1.0, 3)
                 sku = str(rng.choice(skus))
                 plan.pos.append(PosEvent(ts, "scan", sku=sku, txn=txn))
                 plan.anomalies.append(Anomaly("scan_without_item", ts, ts, None, sku, txn))
-                t_free = last_out + 3.0
+                t_free = clear + 2.0
             gi += 1
-        t_end = round(max(t_free, last_out + 0.8), 3)
+        t_end = round(t_free, 3)
         plan.pos.append(PosEvent(t_end, "txn_end", txn=txn))
         t = t_end + 1.0
     plan.duration = max(t - 0.5, off_frame)

@@ -1,0 +1,194 @@
+"""Scoring alerts against truth: one-to-one time-span matching, per-type precision and recall,
+the switch SKU check, basket check, and clear errors for bad truth or events files."""
+from __future__ import annotations
+
+import itertools
+import json
+
+import pytest
+from hypothesis import given, strategies as st
+
+from pipeline.cli import main
+from pipeline.score import Alert, ScoreError, match, read_events, read_truth, score
+from pipeline.simulate import Anomaly, Pass, Truth
+
+PASSES = (
+    Pass(1.0, 2.0, "Kiwi", "Kiwi", "T1"),
+    Pass(3.0, 4.0, "Lime", None, "T1"),
+    Pass(5.0, 6.0, "Lemon", "Banana", "T1"),
+    Pass(9.0, 10.0, "Kiwi", "Kiwi", "T2"),
+)
+ANOMALIES = (
+    Anomaly("non_scan", 3.0, 4.0, "Lime", None, "T1"),
+    Anomaly("product_switch", 5.0, 6.0, "Lemon", "Banana", "T1"),
+    Anomaly("scan_without_item", 7.5, 7.5, None, "Avocado", "T1"),
+)
+TRUTH = Truth("video.mp4", 15.0, (640, 480), (192, 86, 448, 413), PASSES, ANOMALIES)
+
+
+def write_truth(tmp_path, truth: Truth | dict = TRUTH):
+    p = tmp_path / "truth.json"
+    p.write_text(json.dumps(truth.to_dict() if isinstance(truth, Truth) else truth))
+    return p
+
+
+def write_events(tmp_path, lines: list[dict | str]):
+    p = tmp_path / "events.jsonl"
+    p.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return p
+
+
+def alert(kind: str, t0: float, t1: float, seen: str | None = None, scanned: str | None = None) -> dict:
+    return {"type": kind, "t_start": t0, "t_end": t1, "track_id": 1, "seen_sku": seen, "seen_score": 0.8,
+            "scanned_sku": scanned, "scanned_score": 0.3, "txn": "T1", "evidence": []}
+
+
+def perfect_events() -> list[dict]:
+    return [
+        alert("non_scan", 3.1, 3.9, "Lime"),
+        alert("product_switch", 5.2, 5.8, "Lemon", "Banana"),
+        alert("scan_without_item", 7.5, 7.5, None, "Avocado"),
+        {"type": "basket", "txn": "T1", "seen": {"Kiwi": 1, "Lime": 1, "Lemon": 1},
+         "scanned": {"Kiwi": 1, "Banana": 1, "Avocado": 1}, "jaccard": 0.2, "dice": 0.33, "overlap": 0.33, "tversky": 0.25},
+        {"type": "basket", "txn": "T2", "seen": {"Kiwi": 1}, "scanned": {"Kiwi": 1},
+         "jaccard": 1.0, "dice": 1.0, "overlap": 1.0, "tversky": 1.0},
+    ]
+
+
+def test_truth_round_trips(tmp_path):
+    assert read_truth(write_truth(tmp_path)) == TRUTH
+
+
+def test_perfect_alerts_score_one(tmp_path):
+    s = score(TRUTH, read_events(write_events(tmp_path, perfect_events())))
+    assert [(t.type, t.precision, t.recall) for t in s.types] == [
+        ("non_scan", 1.0, 1.0), ("product_switch", 1.0, 1.0), ("scan_without_item", 1.0, 1.0)]
+    assert (s.switches_matched, s.switches_sku_right) == (1, 1)
+    assert vars(s.baskets) == {"transactions": 2, "reported": 2, "seen_exact": 2, "scanned_exact": 2}
+    assert s.not_scored == {}
+
+
+def test_duplicates_misses_wrong_types_and_tolerance(tmp_path):
+    events = read_events(write_events(tmp_path, [
+        alert("non_scan", 3.2, 3.5, "Lime"),
+        alert("non_scan", 3.6, 3.8, "Lime"),             # a duplicate: a false alarm
+        alert("non_scan", 5.0, 6.0, "Lemon"),            # the switch, reported as the wrong type
+        alert("product_switch", 6.8, 7.0, "Pear", "Banana"),  # 0.8 s after the switch ended
+        alert("unknown_item", 1.0, 2.0),
+        {"type": "pass_summary", "n": 3},
+    ]))
+    s = score(TRUTH, events, tol=1.0)
+    by = {t.type: t for t in s.types}
+    assert (by["non_scan"].matched, by["non_scan"].alerts) == (1, 3)
+    assert by["non_scan"].precision == pytest.approx(1 / 3) and by["non_scan"].recall == 1.0
+    assert [a.line for a in by["non_scan"].false_alarms] == [2, 3]
+    assert by["product_switch"].recall == 1.0 and s.switches_sku_right == 0
+    assert by["scan_without_item"].recall == 0.0 and by["scan_without_item"].precision is None
+    assert by["scan_without_item"].missed == (ANOMALIES[2],)
+    assert s.not_scored == {"pass_summary": 1, "unknown_item": 1}
+    assert score(TRUTH, events, tol=0.5).types[1].matched == 0
+
+
+def test_unknown_item_is_scored_when_truth_labels_it(tmp_path):
+    truth = Truth(TRUTH.video, TRUTH.fps, TRUTH.size, TRUTH.zone, PASSES,
+                  ANOMALIES + (Anomaly("unknown_item", 11.0, 12.0, None, None),))
+    events = read_events(write_events(tmp_path, [alert("unknown_item", 11.5, 12.5), alert("unknown_item", 20, 21)]))
+    s = score(truth, events)
+    assert s.types[-1].type == "unknown_item" and (s.types[-1].matched, s.types[-1].alerts) == (1, 2)
+    assert s.not_scored == {}
+
+
+def test_matching_reassigns_to_find_the_most_pairs():
+    # t0 prefers e0 (closer), but e0 is t1's only candidate: a greedy pairing would find one match.
+    t = [Anomaly("non_scan", 0.0, 2.0, "A", None), Anomaly("non_scan", 2.04, 3.0, "B", None)]
+    e = [Alert("non_scan", 1.0, 2.05, "A", None, 1), Alert("non_scan", 0.0, 0.2, "A", None, 2)]
+    assert match(t, e, tol=0.0) == [(0, 1), (1, 0)]
+
+
+spans = st.tuples(st.floats(0, 20), st.floats(0, 3)).map(lambda s: (s[0], s[0] + s[1]))
+
+
+@given(st.lists(spans, max_size=5), st.lists(spans, max_size=5), st.floats(0, 2))
+def test_matching_is_one_to_one_within_tolerance_and_maximum(truth_spans, alert_spans, tol):
+    t = [Anomaly("non_scan", a, b, None, None) for a, b in truth_spans]
+    e = [Alert("non_scan", a, b, None, None, i) for i, (a, b) in enumerate(alert_spans)]
+    pairs = match(t, e, tol)
+    assert len({i for i, _ in pairs}) == len({j for _, j in pairs}) == len(pairs)
+    ok = {(i, j) for i in range(len(t)) for j in range(len(e))
+          if e[j].t_start <= t[i].t_end + tol and t[i].t_start <= e[j].t_end + tol}
+    assert set(pairs) <= ok
+    best = max((sum((i, j) in ok for i, j in zip(order, range(len(e))))
+                for order in itertools.permutations(list(range(len(t))) + [-1] * len(e), len(e))), default=0)
+    assert len(pairs) == best
+
+
+@pytest.mark.parametrize("content, needle", [
+    ('{"type": "non_scan", "t_start": 1', "events.jsonl:2: not valid JSON"),
+    ('[1, 2]', "events.jsonl:2: expected a JSON object"),
+    ('{"t_start": 1, "t_end": 2}', "events.jsonl:2: missing or empty field 'type'"),
+    ('{"type": "non_scan", "t_end": 2}', "events.jsonl:2: missing field 't_start'"),
+    ('{"type": "non_scan", "t_start": 3, "t_end": 2}', "events.jsonl:2: t_end 2.0 is before t_start 3.0"),
+    ('{"type": "non_scan", "t_start": "3", "t_end": 4}', "field 't_start' must be a finite number"),
+    ('{"type": "product_switch", "t_start": 3, "t_end": 4, "seen_sku": 7}', "field 'seen_sku' must be a non-empty string"),
+    ('{"type": "basket", "txn": "T1", "seen": {"Kiwi": -1}, "scanned": {}}', "field 'seen' must be an object"),
+    ('{"type": "basket", "txn": "T2", "seen": {}, "scanned": {}}', "events.jsonl:2: a second basket for transaction 'T2'"),
+])
+def test_bad_event_lines_are_errors_with_their_line(tmp_path, content, needle):
+    first = '{"type": "basket", "txn": "T2", "seen": {}, "scanned": {}}'
+    with pytest.raises(ScoreError, match=needle.replace("[", r"\[")):
+        read_events(write_events(tmp_path, [first, content]))
+
+
+def test_empty_events_file_means_no_alerts(tmp_path):
+    p = tmp_path / "events.jsonl"
+    p.write_text("")
+    s = score(TRUTH, read_events(p))
+    assert all(t.recall == 0.0 and t.precision is None for t in s.types)
+
+
+def bad_truth(**change) -> dict:
+    d = TRUTH.to_dict()
+    d.update(change)
+    return d
+
+
+@pytest.mark.parametrize("truth, needle", [
+    ({"video": "v.mp4"}, "missing field 'fps'"),
+    (bad_truth(zone=[1, 2, 3]), "field 'zone' must be a list of 4 integers"),
+    (bad_truth(fps=0), "field 'fps' must be positive"),
+    (bad_truth(passes=[{"t_start": 1, "t_end": 2}]), r"passes\[0\]: field 'sku' must be a non-empty string"),
+    (bad_truth(anomalies=[{"type": "theft", "t_start": 1, "t_end": 2}]), r"anomalies\[0\]: field 'type' is 'theft'"),
+    (bad_truth(anomalies=[{"type": "non_scan", "t_start": 3, "t_end": 2}]), r"anomalies\[0\]: t_end 2.0 is before"),
+    ([1, 2], "expected a JSON object"),
+])
+def test_bad_truth_is_refused_naming_the_field(tmp_path, truth, needle):
+    with pytest.raises(ScoreError, match=needle):
+        read_truth(write_truth(tmp_path, truth))
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(ScoreError, match="truth file not found"):
+        read_truth(tmp_path / "nope.json")
+    (tmp_path / "broken.json").write_text('{"video":\n  "v.mp4",\n  oops}')
+    with pytest.raises(ScoreError, match=r"broken.json:3: not valid JSON"):
+        read_truth(tmp_path / "broken.json")
+    with pytest.raises(ScoreError, match="events file not found"):
+        read_events(tmp_path / "nope.jsonl")
+    with pytest.raises(ScoreError, match="tolerance"):
+        score(TRUTH, read_events(write_events(tmp_path, [])), tol=-1)
+
+
+def test_cli_text_json_and_errors(tmp_path, capsys):
+    truth, events = write_truth(tmp_path), write_events(tmp_path, perfect_events()[:2])
+    assert main(["score", str(truth), str(events)]) == 0
+    text = capsys.readouterr().out
+    assert "non_scan" in text and "scan_without_item" in text and "seen SKU named right in 1 of 1" in text
+    assert main(["score", str(truth), str(events), "--json", "--tol", "0.5"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tol"] == 0.5 and out["types"]["non_scan"]["recall"] == 1.0
+    assert out["types"]["scan_without_item"]["missed"][0]["scanned_sku"] == "Avocado"
+    assert out["types"]["scan_without_item"]["precision"] is None
+    events.write_text('{"type": "non_scan"}\n')
+    assert main(["score", str(truth), str(events)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{events}:1: missing field 't_start'" in err
