@@ -182,14 +182,14 @@ class _Plan:
 def _product(photo: np.ndarray, rng: np.random.Generator, long_side: float) -> tuple[np.ndarray, np.ndarray]:
     """The photo cropped a little, scaled and cut to a rounded rectangle: (BGR float32, alpha)."""
     h, w = photo.shape[:2]
-    fy, fx = rng.uniform(0.85, 1.0, 2)
+    fy, fx = rng.uniform(0.9, 1.0, 2)
     ch, cw = max(8, int(h * fy)), max(8, int(w * fx))
     y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
     scale = long_side / max(ch, cw)
     size = (max(8, round(cw * scale)), max(8, round(ch * scale)))
     img = cv2.resize(photo[y0:y0 + ch, x0:x0 + cw], size, interpolation=cv2.INTER_AREA).astype(np.float32)
     sw, sh = size
-    r = int(rng.uniform(0.1, 0.35) * min(sw, sh))
+    r = int(rng.uniform(0.08, 0.25) * min(sw, sh))
     mask = np.zeros((sh * 4, sw * 4), np.uint8)  # drawn 4x larger, then shrunk: smooth edges
     cv2.rectangle(mask, (r * 4, 0), ((sw - r) * 4 - 1, sh * 4 - 1), 255, -1)
     cv2.rectangle(mask, (0, r * 4), (sw * 4 - 1, (sh - r) * 4 - 1), 255, -1)
@@ -240,7 +240,7 @@ def _item(photo: np.ndarray, rng: np.random.Generator, long_side: float, hand: s
     canvas[m:m + h, m:m + w, 3] = alpha
     if hand:
         _hand(canvas, (m, m, m + w, m + h), hand, rng)
-    angle = float(rng.uniform(-15, 15))
+    angle = float(rng.uniform(-10, 10))
     centre = (m + w / 2, m + h / 2)
     rot = cv2.getRotationMatrix2D(centre, angle, 1.0)
     canvas = cv2.warpAffine(canvas, rot, canvas.shape[1::-1], flags=cv2.INTER_LINEAR, borderValue=0)
@@ -296,14 +296,14 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator) -> _Plan:
         t_free = t + 0.5  # when the next item may start to enter the zone (the zone is empty then)
         for members in groups:
             speed = float(rng.uniform(250, 400))
-            blur_px = 0.35 * speed / cfg.fps  # the shutter is open about a third of the frame time
+            blur_px = 0.2 * speed / cfg.fps  # the shutter is open a fifth of the frame time
             items, prev = [], None
             for j, pass_index in enumerate(members):
                 sku = str(rng.choice(skus)) if prev is None or len(skus) < 2 else other_sku(prev)
                 prev = sku
                 photo = read_image(by_sku[sku][int(rng.integers(len(by_sku[sku])))])
                 hand = ("below" if j == 0 else "behind") if len(members) == 2 else str(rng.choice(["behind", "below"]))
-                item = _item(photo, rng, rng.uniform(0.24, 0.32) * h, hand, blur_px)
+                item = _item(photo, rng, rng.uniform(0.26, 0.34) * h, hand, blur_px)
                 item.y = 0.52 * h + rng.uniform(-0.07, 0.07) * h
                 if j:
                     ahead = items[-1][0]
