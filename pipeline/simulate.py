@@ -130,16 +130,59 @@ class Truth:
 
 # --- planning: who crosses when, and what the till says ---------------------------------------
 
+@dataclass(frozen=True)
+class _Look:
+    """How one item is drawn. Its own seed rebuilds the same sprites when the item comes into
+    view, so only the items in the frame hold pixels: memory does not grow with the video."""
+
+    photo: Path
+    seed: int
+    long_side: float
+    hand: str | None  # "behind", "below" or None
+    blur_px: float
+
+    def sprites(self) -> tuple[np.ndarray, np.ndarray, tuple[float, float], float]:
+        """Premultiplied BGRA float32 sprites (still, and smeared along the motion), the product's
+        centre inside them (x, y), and the product's own width on screen (without the hand)."""
+        rng = np.random.default_rng(self.seed)
+        img, alpha = _product(read_image(self.photo), rng, self.long_side)
+        h, w = alpha.shape
+        m = int(0.7 * self.long_side)  # room for the hand and the rotation
+        canvas = np.zeros((h + 2 * m, w + 2 * m, 4), np.float32)
+        canvas[m:m + h, m:m + w, :3] = img * alpha[..., None]
+        canvas[m:m + h, m:m + w, 3] = alpha
+        if self.hand:
+            _hand(canvas, (m, m, m + w, m + h), self.hand, rng)
+        angle = float(rng.uniform(-10, 10))
+        centre = (m + w / 2, m + h / 2)
+        rot = cv2.getRotationMatrix2D(centre, angle, 1.0)
+        canvas = cv2.warpAffine(canvas, rot, canvas.shape[1::-1], flags=cv2.INTER_LINEAR, borderValue=0)
+        ys, xs = np.nonzero(canvas[..., 3] > 1e-3)
+        pad = int(self.blur_px) + 2
+        y0, y1, x0, x1 = ys.min() - pad, ys.max() + pad + 1, xs.min() - pad, xs.max() + pad + 1
+        sprite = np.ascontiguousarray(np.pad(canvas, ((pad, pad), (pad, pad), (0, 0)))[y0 + pad:y1 + pad, x0 + pad:x1 + pad])
+        k = max(1, int(round(self.blur_px)))
+        blurred = cv2.blur(sprite, (k, 1), borderType=cv2.BORDER_CONSTANT) if k > 1 else sprite
+        rad = math.radians(angle)
+        anchor = (float(centre[0] - x0), float(centre[1] - y0))
+        return sprite, blurred, anchor, abs(w * math.cos(rad)) + abs(h * math.sin(rad))
+
+
 @dataclass
 class _Item:
     """One product on its way across the lane; `offset` is how far it trails its group's lead."""
 
-    sprite: np.ndarray  # premultiplied BGR float32, with alpha as a 4th channel
-    blurred: np.ndarray  # the same, smeared along the motion
+    look: _Look
+    size: tuple[int, int]  # the sprite's width and height
     anchor: tuple[float, float]  # the product's centre inside the sprite (x, y)
     width: float  # the product's own width on screen (without the hand)
     offset: float = 0.0
     y: float = 0.0
+
+    @classmethod
+    def planned(cls, look: _Look) -> "_Item":
+        sprite, _, anchor, width = look.sprites()
+        return cls(look, (sprite.shape[1], sprite.shape[0]), anchor, width)
 
 
 @dataclass
@@ -153,6 +196,7 @@ class _Group:
     speed: float = 300.0
     pause_x: float = math.inf
     pause_s: float = 0.0
+    t_gone: float = math.inf  # when the last sprite has left the frame
 
     def lead_x(self, t: float) -> tuple[float, bool]:
         """The lead's centre at time t, and whether the group is moving then."""
@@ -230,30 +274,6 @@ def _hand(canvas: np.ndarray, box: tuple[float, float, float, float], side: str,
     canvas[..., 3:] = canvas[..., 3:] * (1 - a) + a
 
 
-def _item(photo: np.ndarray, rng: np.random.Generator, long_side: float, hand: str | None, blur_px: float) -> _Item:
-    """A product with its hand, rotated a little, as premultiplied sprites (still and blurred)."""
-    img, alpha = _product(photo, rng, long_side)
-    h, w = alpha.shape
-    m = int(0.7 * long_side)  # room for the hand and the rotation
-    canvas = np.zeros((h + 2 * m, w + 2 * m, 4), np.float32)
-    canvas[m:m + h, m:m + w, :3] = img * alpha[..., None]
-    canvas[m:m + h, m:m + w, 3] = alpha
-    if hand:
-        _hand(canvas, (m, m, m + w, m + h), hand, rng)
-    angle = float(rng.uniform(-10, 10))
-    centre = (m + w / 2, m + h / 2)
-    rot = cv2.getRotationMatrix2D(centre, angle, 1.0)
-    canvas = cv2.warpAffine(canvas, rot, canvas.shape[1::-1], flags=cv2.INTER_LINEAR, borderValue=0)
-    ys, xs = np.nonzero(canvas[..., 3] > 1e-3)
-    pad = int(blur_px) + 2
-    y0, y1, x0, x1 = ys.min() - pad, ys.max() + pad + 1, xs.min() - pad, xs.max() + pad + 1
-    sprite = np.ascontiguousarray(np.pad(canvas, ((pad, pad), (pad, pad), (0, 0)))[y0 + pad:y1 + pad, x0 + pad:x1 + pad])
-    k = max(1, int(round(blur_px)))
-    blurred = cv2.blur(sprite, (k, 1), borderType=cv2.BORDER_CONSTANT) if k > 1 else sprite
-    rad = math.radians(angle)
-    return _Item(sprite, blurred, (float(centre[0] - x0), float(centre[1] - y0)), abs(w * math.cos(rad)) + abs(h * math.sin(rad)))
-
-
 def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator) -> _Plan:
     """Decide every pass, its timing, its scan and its anomaly; load and shape the photos."""
     skus = images.skus
@@ -301,22 +321,22 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator) -> _Plan:
             for j, pass_index in enumerate(members):
                 sku = str(rng.choice(skus)) if prev is None or len(skus) < 2 else other_sku(prev)
                 prev = sku
-                photo = read_image(by_sku[sku][int(rng.integers(len(by_sku[sku])))])
+                photo = by_sku[sku][int(rng.integers(len(by_sku[sku])))]
                 hand = ("below" if j == 0 else "behind") if len(members) == 2 else str(rng.choice(["behind", "below"]))
-                item = _item(photo, rng, rng.uniform(0.26, 0.34) * h, hand, blur_px)
+                item = _Item.planned(_Look(photo, int(rng.integers(2**63)), rng.uniform(0.26, 0.34) * h, hand, blur_px))
                 item.y = 0.52 * h + rng.uniform(-0.07, 0.07) * h
                 if j:
                     ahead = items[-1][0]
                     item.offset = ahead.offset + (ahead.width + item.width) / 2 + rng.uniform(20, 45)
                 items.append((item, pass_index, sku))
             group = _Group([it for it, _, _ in items], speed=speed)
-            reach = max(max(it.sprite.shape[:2]) for it in group.items)
+            reach = max(max(it.size) for it in group.items)
             group.x0 = -(group.items[-1].offset + reach)
             if gi in pausing:
                 group.pause_x = mid + group.items[-1].offset / 2 + rng.uniform(-20, 20)
                 group.pause_s = float(rng.uniform(0.6, 1.8))
             lead = group.items[0]
-            group.t0 = t_free - (x1 - (lead.sprite.shape[1] - lead.anchor[0]) - group.x0) / speed
+            group.t0 = t_free - (x1 - (lead.size[0] - lead.anchor[0]) - group.x0) / speed
             plan.groups.append(group)
             for item, pass_index, sku in items:
                 t_in, t_out = group.time_at(x1 + item.offset), group.time_at(x2 + item.offset)
@@ -331,7 +351,8 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator) -> _Plan:
                     plan.anomalies.append(Anomaly(kind, round(start, 3), round(end, 3), sku, scanned, txn))
             last = group.items[-1]
             clear = group.time_at(x2 + last.offset + last.anchor[0])  # the last sprite has left the zone
-            off_frame = max(off_frame, group.time_at(w + last.offset + last.anchor[0]))
+            group.t_gone = group.time_at(w + last.offset + last.anchor[0])
+            off_frame = max(off_frame, group.t_gone)
             t_free = clear + rng.uniform(0.3, 0.8)
             if gi in phantom_after:
                 ts = round(clear + 1.0, 3)
@@ -400,13 +421,19 @@ def _frames(plan: _Plan, cfg: SimConfig, rng: np.random.Generator) -> Iterator[n
     # noise fields are just as random to look at and several times cheaper.
     pad = 64
     bank = rng.standard_normal((4, h + pad, w + pad, 3), dtype=np.float32) * np.float32(cfg.noise)
+    pending = sorted(plan.groups, key=lambda g: g.t0)[::-1]
+    live: list[tuple[_Group, list[tuple[np.ndarray, np.ndarray]]]] = []
     for i in range(math.ceil(plan.duration * cfg.fps)):
         t = i / cfg.fps
+        while pending and pending[-1].t0 <= t:  # a group starts just outside the frame's left edge
+            group = pending.pop()
+            live.append((group, [it.look.sprites()[:2] for it in group.items]))
+        live = [(g, s) for g, s in live if g.t_gone >= t]
         frame = bg.copy()
-        for group in plan.groups:
+        for group, sprites in live:
             lead, moving = group.lead_x(t)
-            for item in group.items:
-                sprite = item.blurred if moving else item.sprite
+            for item, (still, blurred) in zip(group.items, sprites):
+                sprite = blurred if moving else still
                 left = round(lead - item.offset - item.anchor[0])
                 if left < w and left + sprite.shape[1] > 0:
                     _paste(frame, sprite, left, round(item.y - item.anchor[1]))
