@@ -50,7 +50,7 @@ class SimConfig:
     transactions: int = 2
     non_scan_rate: float = 0.15
     switch_rate: float = 0.15
-    scan_without_item_rate: float = 0.05  # phantom scans, as a share of passes
+    scan_without_item_rate: float = 0.05  # phantom scans, as a share of passes (at most one per item group)
     pair_rate: float = 0.2  # chance that a pass is followed closely by a second item
     pause_rate: float = 0.3  # share of item groups that stop on the scanner for a moment
     fps: float = 15.0
@@ -126,6 +126,14 @@ class Truth:
     def to_dict(self) -> dict:
         return {"video": self.video, "fps": self.fps, "size": list(self.size), "zone": list(self.zone),
                 "passes": [asdict(p) for p in self.passes], "anomalies": [asdict(a) for a in self.anomalies]}
+
+    def to_json(self) -> str:
+        """JSON with one pass or anomaly per line, so a person can read and diff it."""
+        d = self.to_dict()
+        head = "".join(f' "{k}": {json.dumps(d[k])},\n' for k in ("video", "fps", "size", "zone"))
+        lists = [f' "{k}": [' + ",".join(f"\n  {json.dumps(x)}" for x in d[k]) + ("\n ]" if d[k] else "]")
+                 for k in ("passes", "anomalies")]
+        return "{\n" + head + ",\n".join(lists) + "\n}\n"
 
 
 # --- planning: who crosses when, and what the till says ---------------------------------------
@@ -216,6 +224,8 @@ class _Group:
 
 @dataclass
 class _Plan:
+    """The whole scenario before any frame is drawn."""
+
     groups: list[_Group] = field(default_factory=list)
     passes: list[Pass] = field(default_factory=list)
     anomalies: list[Anomaly] = field(default_factory=list)
@@ -355,11 +365,11 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator) -> _Plan:
             off_frame = max(off_frame, group.t_gone)
             t_free = clear + rng.uniform(0.3, 0.8)
             if gi in phantom_after:
-                ts = round(clear + 1.0, 3)
+                ts = round(clear + 1.5, 3)  # well apart from both neighbouring passes
                 sku = str(rng.choice(skus))
                 plan.pos.append(PosEvent(ts, "scan", sku=sku, txn=txn))
                 plan.anomalies.append(Anomaly("scan_without_item", ts, ts, None, sku, txn))
-                t_free = clear + 2.0
+                t_free = clear + 3.0
             gi += 1
         t_end = round(t_free, 3)
         plan.pos.append(PosEvent(t_end, "txn_end", txn=txn))
@@ -507,5 +517,5 @@ def simulate(images: ImageSet, out: str | Path, cfg: SimConfig, overwrite: bool 
             (out / stale).unlink()
     truth = Truth(name, cfg.fps, (cfg.width, cfg.height), cfg.zone, tuple(plan.passes), tuple(plan.anomalies))
     _write_text(out / "pos.jsonl", "".join(e.to_json() + "\n" for e in plan.pos))
-    _write_text(out / "truth.json", json.dumps(truth.to_dict(), indent=1) + "\n")
+    _write_text(out / "truth.json", truth.to_json())
     return Scenario(truth, tuple(plan.pos), count, out / name, out / "pos.jsonl", out / "truth.json")
