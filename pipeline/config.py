@@ -1,0 +1,214 @@
+"""The lane's settings: a TOML file mapped onto dataclasses whose defaults suit a 640x480, 15 fps
+checkout camera. Unknown keys and wrong types are errors naming the file and the key, so a typo
+never silently falls back to a default."""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models.errors import ReidError
+from pipeline.types import Zone, ZoneError
+
+DETECTOR_KINDS = ("motion", "onnx")
+
+
+class ConfigError(ReidError, ValueError):
+    """A config file or value that cannot be used; names the file and key."""
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclass(frozen=True)
+class MotionConfig:
+    """Background subtraction (OpenCV MOG2) inside the zone."""
+
+    scale: float = 0.5  # the zone is processed at this scale: speed, and fewer noise specks
+    history: int = 500  # frames MOG2 remembers: long, so an item resting on the scanner stays foreground
+    background_ratio: float = 0.7  # MOG2 weight share that is background; lower keeps resting items longer
+    var_threshold: float = 32.0  # MOG2 squared-distance threshold: higher ignores more sensor noise
+    blur: int = 5  # Gaussian kernel (odd, pixels at scale) applied before subtraction, against noise
+    min_area: float = 0.02  # smallest blob, as a share of the zone's area
+    core: float = 0.7  # box only the blob's part deeper than this share of its thickest point (0: whole blob)
+    relearn_above: float = 0.7  # foreground share of the zone treated as a change of light: relearn
+    relearn_jump: float = 0.3  # ... and so is a rise of the share by this much from one frame to the next
+    warmup_frames: int = 10  # frames that only teach the background at start
+
+    def __post_init__(self) -> None:
+        _check(0.1 <= self.scale <= 1.0, "detector.motion.scale", f"must be in [0.1, 1], got {self.scale}")
+        _check(self.history >= 2, "detector.motion.history", f"must be at least 2, got {self.history}")
+        _check(0 < self.background_ratio < 1, "detector.motion.background_ratio", f"must be in (0, 1), got {self.background_ratio}")
+        _check(0 <= self.core < 1, "detector.motion.core", f"must be in [0, 1), got {self.core}")
+        _check(self.var_threshold > 0, "detector.motion.var_threshold", f"must be positive, got {self.var_threshold}")
+        _check(self.blur >= 1 and self.blur % 2 == 1, "detector.motion.blur", f"must be an odd number >= 1, got {self.blur}")
+        _check(0 < self.min_area < 1, "detector.motion.min_area", f"must be in (0, 1), got {self.min_area}")
+        _check(0 < self.relearn_above <= 1, "detector.motion.relearn_above", f"must be in (0, 1], got {self.relearn_above}")
+        _check(0 < self.relearn_jump <= 1, "detector.motion.relearn_jump", f"must be in (0, 1], got {self.relearn_jump}")
+        _check(self.warmup_frames >= 0, "detector.motion.warmup_frames", f"must be >= 0, got {self.warmup_frames}")
+
+
+@dataclass(frozen=True)
+class OnnxDetectorConfig:
+    """A user-supplied YOLO-style ONNX detection model."""
+
+    model: str = ""  # path to the .onnx file (relative paths are taken from the config file's folder)
+    input_size: int = 640  # the square the frame is letterboxed to
+    conf_threshold: float = 0.25
+    iou_threshold: float = 0.45  # class-agnostic NMS
+    classes: list[int] = field(default_factory=list)  # class ids that are items; empty means all
+
+    def __post_init__(self) -> None:
+        _check(32 <= self.input_size <= 4096, "detector.onnx.input_size", f"must be in [32, 4096], got {self.input_size}")
+        _check(0 <= self.conf_threshold <= 1, "detector.onnx.conf_threshold", f"must be in [0, 1], got {self.conf_threshold}")
+        _check(0 <= self.iou_threshold <= 1, "detector.onnx.iou_threshold", f"must be in [0, 1], got {self.iou_threshold}")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    kind: str = "motion"  # "motion" or "onnx"
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    onnx: OnnxDetectorConfig = field(default_factory=OnnxDetectorConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.kind in DETECTOR_KINDS, "detector.kind", f"must be one of {', '.join(DETECTOR_KINDS)}, got {self.kind!r}")
+        _check(self.kind != "onnx" or bool(self.onnx.model), "detector.onnx.model", "is required when detector.kind is 'onnx'")
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """One track per item pass; a track ends when its item has been unseen for `max_lost_s`."""
+
+    min_iou: float = 0.1  # overlap with the predicted box that continues a track
+    max_jump: float = 1.0  # else: centre distance, in box diagonals, that still continues it
+    max_lost_s: float = 0.4  # unseen this long = the item has left (covers brief occlusion)
+    min_frames: int = 3  # shorter tracks are noise, not items
+
+    def __post_init__(self) -> None:
+        _check(0 < self.min_iou <= 1, "tracker.min_iou", f"must be in (0, 1], got {self.min_iou}")
+        _check(self.max_jump >= 0, "tracker.max_jump", f"must be >= 0, got {self.max_jump}")
+        _check(self.max_lost_s > 0, "tracker.max_lost_s", f"must be positive, got {self.max_lost_s}")
+        _check(self.min_frames >= 1, "tracker.min_frames", f"must be >= 1, got {self.min_frames}")
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    per_track: int = 3  # crops embedded per pass; their embeddings are averaged
+    margin: float = 0.05  # context added around the box, as a share of its size
+    min_side: int = 24  # smaller crops carry no product detail
+
+    def __post_init__(self) -> None:
+        _check(1 <= self.per_track <= 32, "crops.per_track", f"must be in [1, 32], got {self.per_track}")
+        _check(0 <= self.margin <= 1, "crops.margin", f"must be in [0, 1], got {self.margin}")
+        _check(self.min_side >= 8, "crops.min_side", f"must be >= 8, got {self.min_side}")
+
+
+Threshold = typing.Union[str, float]  # a calibration threshold name ("eer", "far_0.01", ...) or a similarity
+
+
+@dataclass(frozen=True)
+class EventConfig:
+    """Lining passes up with scans, and the similarity thresholds behind the alerts."""
+
+    window_before_s: float = 1.0  # a scan this long before an item enters still belongs to it
+    window_after_s: float = 0.5  # ... and this long after it leaves (the non-scan alert waits for it)
+    clock_offset_s: float = 0.0  # POS clock minus camera clock
+    switch_reject: Threshold = "eer"  # scanned SKU below this similarity: it does not look like the item
+    switch_accept: Threshold = "far_0.01"  # another SKU at or above this: the item looks like that one
+    unknown_below: Threshold = "eer"  # best match below this: the item is not in the gallery
+    min_margin: float = 0.05  # the other SKU must beat the scanned one by at least this much
+
+    def __post_init__(self) -> None:
+        _check(self.window_before_s >= 0, "events.window_before_s", f"must be >= 0, got {self.window_before_s}")
+        _check(self.window_after_s >= 0, "events.window_after_s", f"must be >= 0, got {self.window_after_s}")
+        _check(self.min_margin >= 0, "events.min_margin", f"must be >= 0, got {self.min_margin}")
+
+
+@dataclass(frozen=True)
+class BasketConfig:
+    """Tversky weights: alpha for items seen but not scanned (the loss), beta for the reverse."""
+
+    tversky_alpha: float = 1.0
+    tversky_beta: float = 0.5
+
+    def __post_init__(self) -> None:
+        _check(self.tversky_alpha >= 0, "basket.tversky_alpha", f"must be >= 0, got {self.tversky_alpha}")
+        _check(self.tversky_beta >= 0, "basket.tversky_beta", f"must be >= 0, got {self.tversky_beta}")
+
+
+@dataclass(frozen=True)
+class LaneConfig:
+    zone: Zone | None = None  # [x1, y1, x2, y2]; the command line's --zone overrides it
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    crops: CropConfig = field(default_factory=CropConfig)
+    events: EventConfig = field(default_factory=EventConfig)
+    basket: BasketConfig = field(default_factory=BasketConfig)
+
+
+def _convert(value: object, kind: object, key: str) -> object:
+    """Check one TOML value against a field's annotated type (ints pass as floats, never bools)."""
+    if dataclasses.is_dataclass(kind):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: must be a table ([{key}]), got {type(value).__name__}")
+        return _build(kind, value, key)
+    if kind is Zone or kind == (Zone | None):
+        try:
+            return Zone.from_list(value, key)
+        except ZoneError as e:
+            raise ConfigError(str(e)) from None
+    options = typing.get_args(kind) if isinstance(kind, (types.UnionType, typing._UnionGenericAlias)) else (kind,)  # type: ignore[attr-defined]
+    for option in options:
+        if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option in (str, bool) and type(value) is option:
+            return value
+        if typing.get_origin(option) is list and isinstance(value, list) and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            return list(value)
+    names = " or ".join("list of integers" if typing.get_origin(o) is list else o.__name__ for o in options)
+    raise ConfigError(f"{key}: must be {names}, got {type(value).__name__} {value!r}")
+
+
+def _build(cls: type, data: dict, prefix: str = "") -> object:
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    for name in data:
+        if name not in known:
+            key = f"{prefix}.{name}" if prefix else name
+            raise ConfigError(f"unknown key '{key}' (known here: {', '.join(sorted(known))})")
+    kwargs = {name: _convert(value, hints[name], f"{prefix}.{name}" if prefix else name) for name, value in data.items()}
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path | None) -> LaneConfig:
+    """The defaults, overridden by a TOML file if given. Relative model paths are resolved
+    against the file's folder."""
+    if path is None:
+        return LaneConfig()
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read config file ({e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML ({e})") from None
+    try:
+        config = _build(LaneConfig, data)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
+    model = config.detector.onnx.model
+    if model and not Path(model).is_absolute():
+        onnx = dataclasses.replace(config.detector.onnx, model=str(p.parent / model))
+        config = dataclasses.replace(config, detector=dataclasses.replace(config.detector, onnx=onnx))
+    return config

@@ -1,0 +1,81 @@
+"""Choosing the crops a pass is recognised from: the embedder is the costly stage, so each track
+keeps only its few best views, judged by size, sharpness and whether the zone edge cuts the item."""
+from __future__ import annotations
+
+import heapq
+import itertools
+
+import cv2
+import numpy as np
+
+from pipeline.config import CropConfig
+from pipeline.types import Crop, Detections, Frame, Zone
+
+CUT_PENALTY = 0.25  # a box touching the zone edge shows only part of the item
+EDGE_TOLERANCE = 2  # pixels from the zone edge that still count as touching it
+SHARPNESS_SIDE = 96  # crops are measured at this long side, so sharpness does not grow with size
+
+
+def sharpness(image: np.ndarray) -> float:
+    """Variance of the Laplacian at a fixed scale: low for motion-blurred or out-of-focus views."""
+    h, w = image.shape[:2]
+    s = SHARPNESS_SIDE / max(h, w)
+    gray = cv2.cvtColor(cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+    return float(cv2.Laplacian(gray, cv2.CV_32F).var())
+
+
+def touches_edge(box: np.ndarray, zone: Zone) -> bool:
+    x1, y1, x2, y2 = box
+    t = EDGE_TOLERANCE
+    return x1 <= zone.x1 + t or y1 <= zone.y1 + t or x2 >= zone.x2 - t or y2 >= zone.y2 - t
+
+
+def crop_quality(image: np.ndarray, box: np.ndarray, zone: Zone) -> float:
+    """Bigger, sharper and whole is better; only the order within one track matters."""
+    area = float((box[2] - box[0]) * (box[3] - box[1]))
+    q = np.sqrt(area) * np.sqrt(sharpness(image) + 1.0)
+    return float(q * (CUT_PENALTY if touches_edge(box, zone) else 1.0))
+
+
+def cut_crop(image: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray:
+    """The box plus a margin of context, clipped to the frame; a copy, so the frame can be freed."""
+    h, w = image.shape[:2]
+    x1, y1, x2, y2 = box
+    mx, my = (x2 - x1) * margin, (y2 - y1) * margin
+    a, b = max(0, int(x1 - mx)), max(0, int(y1 - my))
+    c, d = min(w, int(np.ceil(x2 + mx))), min(h, int(np.ceil(y2 + my)))
+    return image[b:d, a:c].copy()
+
+
+class CropSelector:
+    """Keeps, per open track, the `per_track` best crops seen so far (a bounded heap each)."""
+
+    def __init__(self, zone: Zone, config: CropConfig = CropConfig()):
+        self.zone = zone
+        self.config = config
+        self._best: dict[int, list[tuple[float, int, Crop]]] = {}
+        self._order = itertools.count()  # tie-breaker: heaps never compare crops
+
+    def add(self, frame: Frame, detections: Detections) -> None:
+        """Offer the tracked detections of one frame."""
+        for box, tid in zip(detections.xyxy, detections.tracker_id):
+            if tid < 0 or min(box[2] - box[0], box[3] - box[1]) < self.config.min_side:
+                continue
+            heap = self._best.setdefault(int(tid), [])
+            image = cut_crop(frame.image, box, self.config.margin)
+            q = crop_quality(image, box, self.zone)
+            item = (q, next(self._order), Crop(image, frame.ts, tuple(int(v) for v in box), q))
+            if len(heap) < self.config.per_track:
+                heapq.heappush(heap, item)
+            elif q > heap[0][0]:
+                heapq.heapreplace(heap, item)
+
+    def take(self, track_id: int) -> tuple[Crop, ...]:
+        """The track's kept crops, best first; forgets the track."""
+        heap = self._best.pop(track_id, [])
+        return tuple(c for _, _, c in sorted(heap, key=lambda t: (-t[0], t[1])))
+
+    def forget(self, active_ids: set[int]) -> None:
+        """Drop crops of tracks that ended without becoming a pass (noise)."""
+        for tid in [t for t in self._best if t not in active_ids]:
+            del self._best[tid]

@@ -1,0 +1,213 @@
+"""The plain data that flows from one lane stage to the next: frames, zone, detections, crops,
+item passes and events. Stages share nothing else, so each can be swapped or tested alone."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.errors import ReidError
+
+
+class ZoneError(ReidError, ValueError):
+    """A scan zone that is malformed or lies outside the frame."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded camera frame; `ts` is seconds on the camera clock (container time when replaying)."""
+
+    index: int
+    ts: float
+    image: np.ndarray  # uint8 BGR, H x W x 3
+
+
+@dataclass(frozen=True)
+class Zone:
+    """The scan zone in frame pixels, x2/y2 exclusive."""
+
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+
+    def __post_init__(self) -> None:
+        if self.x2 <= self.x1 or self.y2 <= self.y1:
+            raise ZoneError(f"zone {self.as_text()} is empty: x2 must exceed x1 and y2 must exceed y1")
+
+    @classmethod
+    def parse(cls, text: str, where: str = "zone") -> "Zone":
+        """'X1,Y1,X2,Y2' (integers) as given on the command line."""
+        parts = [p.strip() for p in str(text).split(",")]
+        try:
+            if len(parts) != 4:
+                raise ValueError
+            return cls(*(int(p) for p in parts))
+        except ValueError:
+            raise ZoneError(f"{where}: expected four integers X1,Y1,X2,Y2, got {text!r}") from None
+
+    @classmethod
+    def from_list(cls, values: object, where: str = "zone") -> "Zone":
+        if not isinstance(values, (list, tuple)) or len(values) != 4 or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in values
+        ):
+            raise ZoneError(f"{where}: expected a list of four integers [x1, y1, x2, y2], got {values!r}")
+        return cls(*values)
+
+    def as_text(self) -> str:
+        return f"{self.x1},{self.y1},{self.x2},{self.y2}"
+
+    @property
+    def width(self) -> int:
+        return self.x2 - self.x1
+
+    @property
+    def height(self) -> int:
+        return self.y2 - self.y1
+
+    def clip(self, width: int, height: int) -> tuple["Zone", str | None]:
+        """The zone cut to a width x height frame, with a warning if it had to be cut.
+        A zone wholly outside the frame is an error: nothing could ever be seen in it."""
+        x1, y1 = max(0, self.x1), max(0, self.y1)
+        x2, y2 = min(width, self.x2), min(height, self.y2)
+        if x2 <= x1 or y2 <= y1:
+            raise ZoneError(f"zone {self.as_text()} lies wholly outside the {width}x{height} frame")
+        clipped = Zone(x1, y1, x2, y2)
+        if clipped == self:
+            return self, None
+        return clipped, f"zone {self.as_text()} reaches outside the {width}x{height} frame; clipped to {clipped.as_text()}"
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Boxes found in one frame, as supervision's Detections: arrays that travel together through
+    detector, tracker and crop selection. `tracker_id` is -1 until a tracker assigns one."""
+
+    xyxy: np.ndarray  # (N, 4) float32, full-frame pixels
+    confidence: np.ndarray  # (N,) float32
+    tracker_id: np.ndarray  # (N,) int64
+
+    def __post_init__(self) -> None:
+        n = len(self.xyxy)
+        if self.xyxy.shape != (n, 4) or self.confidence.shape != (n,) or self.tracker_id.shape != (n,):
+            raise ValueError(f"detections arrays disagree: xyxy {self.xyxy.shape}, confidence {self.confidence.shape}, tracker_id {self.tracker_id.shape}")
+
+    @classmethod
+    def from_boxes(cls, xyxy: np.ndarray | list, confidence: np.ndarray | list | None = None) -> "Detections":
+        boxes = np.asarray(xyxy, np.float32).reshape(-1, 4)
+        conf = np.ones(len(boxes), np.float32) if confidence is None else np.asarray(confidence, np.float32).reshape(-1)
+        return cls(boxes, conf, np.full(len(boxes), -1, np.int64))
+
+    @classmethod
+    def empty(cls) -> "Detections":
+        return cls.from_boxes(np.zeros((0, 4), np.float32))
+
+    def __len__(self) -> int:
+        return len(self.xyxy)
+
+    def with_tracker_ids(self, ids: np.ndarray) -> "Detections":
+        return Detections(self.xyxy, self.confidence, np.asarray(ids, np.int64))
+
+    def subset(self, keep: np.ndarray) -> "Detections":
+        return Detections(self.xyxy[keep], self.confidence[keep], self.tracker_id[keep])
+
+
+@dataclass(frozen=True)
+class Crop:
+    """A picture of a tracked item cut from one frame, with how useful it is for recognition."""
+
+    image: np.ndarray  # uint8 BGR
+    ts: float  # camera clock
+    box: tuple[int, int, int, int]  # full-frame pixels
+    quality: float  # higher is better; see pipeline.crops
+
+
+@dataclass(frozen=True)
+class ItemPass:
+    """One item's pass through the scan zone: a finished track with its best crops."""
+
+    track_id: int
+    t_start: float  # camera clock, first frame the item was seen
+    t_end: float  # camera clock, last frame the item was seen
+    frames: int  # frames in which the item was detected
+    crops: tuple[Crop, ...]
+
+
+@dataclass(frozen=True)
+class Event:
+    """One alert line of events.jsonl. Times are on the POS clock; scores are cosine similarities."""
+
+    type: str  # "non_scan" | "product_switch" | "unknown_item" | "scan_without_item"
+    t_start: float
+    t_end: float
+    track_id: int | None = None
+    seen_sku: str | None = None
+    seen_score: float | None = None
+    seen_confidence: float | None = None
+    scanned_sku: str | None = None
+    scanned_score: float | None = None
+    scanned_confidence: float | None = None
+    scan_ts: float | None = None
+    txn: str | None = None
+    evidence: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {
+            "type": self.type,
+            "t_start": round(self.t_start, 3),
+            "t_end": round(self.t_end, 3),
+            "track_id": self.track_id,
+            "seen_sku": self.seen_sku,
+            "seen_score": _round(self.seen_score),
+            "seen_confidence": _round(self.seen_confidence),
+            "scanned_sku": self.scanned_sku,
+            "scanned_score": _round(self.scanned_score),
+            "scanned_confidence": _round(self.scanned_confidence),
+            "scan_ts": _round(self.scan_ts),
+            "txn": self.txn,
+            "evidence": list(self.evidence),
+        }
+
+
+@dataclass(frozen=True)
+class BasketEvent:
+    """Per transaction: the basket the camera saw against the basket the till scanned."""
+
+    txn: str | None
+    seen: dict[str, int]
+    scanned: dict[str, int]
+    jaccard: float
+    dice: float
+    overlap: float
+    tversky: float
+    type: str = field(default="basket", init=False)
+
+    def to_dict(self) -> dict:
+        return {
+            "type": self.type,
+            "txn": self.txn,
+            "seen": dict(sorted(self.seen.items())),
+            "scanned": dict(sorted(self.scanned.items())),
+            "jaccard": round(self.jaccard, 4),
+            "dice": round(self.dice, 4),
+            "overlap": round(self.overlap, 4),
+            "tversky": round(self.tversky, 4),
+        }
+
+
+@dataclass(frozen=True)
+class PassRecord:
+    """What was decided about one item pass, alert or not (for the report's timeline)."""
+
+    track_id: int
+    t_start: float  # POS clock
+    t_end: float
+    seen_sku: str | None
+    seen_score: float
+    scanned_sku: str | None
+    scan_ts: float | None
+    verdict: str  # "ok" or the alert type
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 4)
