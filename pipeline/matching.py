@@ -1,0 +1,140 @@
+"""Recognising item passes against the gallery, and judging a pass against the SKU the till
+scanned for it. The alert thresholds come from the model's calibration (by name) or from the
+config (as numbers), so a new model brings its own operating points."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from models.calibration import Calibration
+from pipeline.config import ConfigError, EventConfig, Threshold
+from pipeline.types import ItemPass
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from gallery import SkuMatch, Verification
+    from models.runtime import OnnxEmbedder
+
+MATCHES_KEPT = 5
+
+# Verdicts on one pass: an alert type, or "ok" (nothing to report), or "unverified" (the scanned
+# SKU has no references in the gallery, so the camera cannot check it).
+VERDICTS = ("ok", "unverified", "non_scan", "product_switch", "unknown_item")
+
+
+class GalleryLike(Protocol):
+    """What the pipeline needs from `gallery.Gallery`."""
+
+    embedder: "OnnxEmbedder"
+    version: int
+
+    def match(self, embeddings: np.ndarray, k: int = 5) -> list[list["SkuMatch"]]: ...
+    def verify(self, embedding: np.ndarray, sku: str) -> "Verification": ...
+    def has_sku(self, sku: str) -> bool: ...
+    def sku_for_barcode(self, code: str) -> str | None: ...
+    def reference_image(self, sku: str) -> "Path | None": ...
+    def display_name(self, sku: str) -> str: ...
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Similarities behind the decisions (cosine, accept a claim when similarity >= threshold)."""
+
+    switch_reject: float  # the scanned SKU scores below this: it does not look like the item
+    switch_accept: float  # another SKU scores at least this: the item looks like that one
+    unknown_below: float  # no SKU reaches this: the item is not in the gallery
+    min_margin: float  # the other SKU must beat the scanned one by this much
+
+    @classmethod
+    def resolve(cls, config: EventConfig, calibration: Calibration | None) -> "Thresholds":
+        def value(key: str, spec: Threshold) -> float:
+            if isinstance(spec, float):
+                if not -1.0 <= spec <= 1.0:
+                    raise ConfigError(f"events.{key}: a similarity must be in [-1, 1], got {spec}")
+                return spec
+            if calibration is None:
+                raise ConfigError(f"events.{key} = {spec!r} names a calibrated threshold, but the model has no calibration; give a number")
+            if spec not in calibration.thresholds:
+                raise ConfigError(f"events.{key} = {spec!r}: the model's calibration has only {', '.join(sorted(calibration.thresholds))}")
+            return calibration.threshold(spec)
+
+        return cls(value("switch_reject", config.switch_reject), value("switch_accept", config.switch_accept),
+                   value("unknown_below", config.unknown_below), config.min_margin)
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """A pass's aggregated embedding and its best gallery matches, best first; no embedding when
+    the pass left no usable crop (too small throughout)."""
+
+    embedding: np.ndarray | None
+    matches: tuple["SkuMatch", ...]
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """The verdict on one pass given the SKU scanned for it (None: no scan)."""
+
+    verdict: str  # one of VERDICTS
+    seen_sku: str | None  # what the camera believes passed; None when it cannot tell
+    seen_score: float
+    seen_confidence: float
+    scanned_score: float | None = None
+    scanned_confidence: float | None = None
+
+
+def aggregate(embeddings: np.ndarray) -> np.ndarray:
+    """One unit vector for a pass from its crops' unit embeddings (their normalised mean)."""
+    mean = embeddings.mean(axis=0)
+    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+
+
+class Recogniser:
+    """Embeds passes (all their crops in one batch) and judges them against scans."""
+
+    def __init__(self, gallery: GalleryLike, thresholds: Thresholds):
+        self.gallery = gallery
+        self.thresholds = thresholds
+
+    def recognise(self, passes: list[ItemPass]) -> list[Recognition]:
+        """One Recognition per pass, in order; all crops go through the embedder in one batch."""
+        seen = [p for p in passes if p.crops]
+        if not seen:
+            return [Recognition(None, ()) for _ in passes]
+        vectors = self.gallery.embedder.embed([c.image for p in seen for c in p.crops])
+        bounds = np.cumsum([0] + [len(p.crops) for p in seen])
+        embeddings = np.stack([aggregate(vectors[a:b]) for a, b in zip(bounds[:-1], bounds[1:])])
+        found = iter(zip(embeddings, self.gallery.match(embeddings, k=MATCHES_KEPT)))
+        out = []
+        for p in passes:
+            if p.crops:
+                embedding, matches = next(found)
+                out.append(Recognition(embedding, tuple(matches)))
+            else:
+                out.append(Recognition(None, ()))
+        return out
+
+    def judge(self, rec: Recognition, scanned_sku: str | None) -> Judgement:
+        t = self.thresholds
+        if rec.embedding is None:
+            return Judgement("non_scan" if scanned_sku is None else "unverified", None, -1.0, 0.0)
+        best = rec.matches[0] if rec.matches else None
+        best_score = best.score if best else -1.0
+        best_conf = best.confidence if best else 0.0
+        known = best is not None and best_score >= t.unknown_below
+        if scanned_sku is None:
+            return Judgement("non_scan", best.sku if known else None, best_score, best_conf)
+        if not self.gallery.has_sku(scanned_sku):
+            return Judgement("unverified", best.sku if known else None, best_score, best_conf)
+        v = self.gallery.verify(rec.embedding, scanned_sku)
+        scanned = dict(scanned_score=v.similarity, scanned_confidence=v.confidence)
+        if max(v.similarity, v.best_other_similarity) < t.unknown_below:
+            return Judgement("unknown_item", None, best_score, best_conf, **scanned)
+        if (v.best_other_sku is not None and v.similarity < t.switch_reject
+                and v.best_other_similarity >= t.switch_accept and -v.margin >= t.min_margin):
+            other_conf = next((m.confidence for m in rec.matches if m.sku == v.best_other_sku), best_conf)
+            return Judgement("product_switch", v.best_other_sku, v.best_other_similarity, other_conf, **scanned)
+        return Judgement("ok", scanned_sku, v.similarity, v.confidence, **scanned)

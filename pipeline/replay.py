@@ -1,0 +1,273 @@
+"""The lane: frames and POS events in, events out. `LaneProcessor` is fed incrementally, so the
+same object serves the live edge service and the offline replay; `replay` is a thin loop over it
+that reads a recording and a POS log and writes events.jsonl, summary.json and report.html."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from models.errors import ReidError
+from pipeline.config import LaneConfig
+from pipeline.crops import CropSelector
+from pipeline.detector import make_detector
+from pipeline.events import EventBuilder
+from pipeline.matching import GalleryLike, Recogniser, Thresholds
+from pipeline.pos import PosEvent, read_pos_log
+from pipeline.report import write_report
+from pipeline.sources import FrameSource, open_source
+from pipeline.tracker import PassTracker
+from pipeline.types import BasketEvent, Event, Frame, ItemPass, PassRecord, Zone, ZoneError
+
+OUTPUT_NAMES = ("events.jsonl", "summary.json", "report.html", "crops")
+
+
+class ReplayError(ReidError, ValueError):
+    """Replay inputs or outputs that cannot be used; the message names them."""
+
+
+class LaneProcessor:
+    """Detector -> tracker -> crop selection -> embedding and matching -> events, for one lane.
+
+    Feed frames (camera clock) with `feed_frame` and till events (POS clock) with `feed_pos`, in
+    any interleaving; each call returns the events decided so far, at the latest one association
+    window after the item left the zone. `flush()` decides the rest (end of a recording).
+    """
+
+    def __init__(
+        self,
+        gallery: GalleryLike,
+        zone: Zone,
+        config: LaneConfig = LaneConfig(),
+        evidence_dir: Path | None = None,
+        on_pass: Callable[[PassRecord], None] | None = None,
+    ):
+        self.gallery = gallery
+        self.config = config
+        self.zone = zone
+        self.detector = make_detector(zone, config.detector)
+        self.tracker = PassTracker(config.tracker)
+        self.crops = CropSelector(zone, config.crops)
+        thresholds = Thresholds.resolve(config.events, gallery.embedder.info.calibration)
+        self.recogniser = Recogniser(gallery, thresholds)
+        self.evidence_dir = evidence_dir
+        self.events = EventBuilder(
+            self.recogniser.judge, config.events, config.basket,
+            resolve_barcode=gallery.sku_for_barcode,
+            save_evidence=self._save_evidence, on_pass=on_pass,
+        )
+        self.offset = config.events.clock_offset_s
+        self.frames = 0
+        self.passes = 0
+
+    def feed_pos(self, event: PosEvent) -> None:
+        self.events.add_pos(event)
+
+    def feed_frame(self, frame: Frame) -> list[Event | BasketEvent]:
+        detections = self.detector.detect(frame)
+        tracked, ended = self.tracker.update(detections, frame.ts)
+        self.crops.add(frame, tracked)
+        self._finish(ended)
+        self.frames += 1
+        open_starts = [t + self.offset for t in self.tracker.open_tracks.values()]
+        return self.events.advance(frame.ts + self.offset, open_starts)
+
+    def flush(self) -> list[Event | BasketEvent]:
+        self._finish(self.tracker.flush())
+        return self.events.flush()
+
+    def _finish(self, spans: list) -> None:
+        passes = [ItemPass(s.track_id, s.t_start + self.offset, s.t_end + self.offset, s.frames, self.crops.take(s.track_id)) for s in spans]
+        self.crops.forget(set(self.tracker.open_tracks))
+        for item, rec in zip(passes, self.recogniser.recognise(passes)):
+            self.events.add_pass(item, rec)
+        self.passes += len(passes)
+
+    def _save_evidence(self, item: ItemPass) -> tuple[str, ...]:
+        """Write the pass's crops as JPEGs under evidence_dir/crops; paths relative to evidence_dir."""
+        if self.evidence_dir is None:
+            return ()
+        folder = self.evidence_dir / "crops"
+        folder.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, crop in enumerate(item.crops):
+            name = f"crops/track{item.track_id:05d}_{i}.jpg"
+            if not cv2.imwrite(str(self.evidence_dir / name), crop.image, [cv2.IMWRITE_JPEG_QUALITY, 90]):
+                raise ReplayError(f"{self.evidence_dir / name}: cannot write evidence crop")
+            paths.append(name)
+        return tuple(paths)
+
+
+@dataclass
+class ReplayStats:
+    """What summary.json reports besides the event counts."""
+
+    frames_processed: int = 0
+    frames_dropped: int = 0
+    video_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    alert_delays: list[float] = field(default_factory=list)  # seconds of lane time from item leaving to alert
+
+    @property
+    def speed(self) -> float:
+        return self.video_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+
+def prepare_output(out: Path, overwrite: bool) -> Path:
+    """A fresh staging folder next to OUT; results move into OUT only when complete, so an
+    interrupted or failed run never leaves half-written files that look finished."""
+    if out.exists() and not out.is_dir():
+        raise ReplayError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ReplayError(f"{out}: output folder exists and is not empty; choose another or pass --overwrite")
+    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish_output(staging: Path, out: Path) -> None:
+    """Move the finished outputs into OUT, replacing earlier replay outputs only (other files in
+    OUT are left alone)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OUTPUT_NAMES:
+        target, made = out / name, staging / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+        if made.exists():
+            os.replace(made, target)
+    shutil.rmtree(staging)
+
+
+def resolve_zone(zone: Zone | None, size: tuple[int, int], warnings: list[str]) -> Zone:
+    if zone is None:
+        raise ZoneError("no scan zone: give --zone X1,Y1,X2,Y2 or 'zone = [x1, y1, x2, y2]' in the config file")
+    clipped, warning = zone.clip(*size)
+    if warning:
+        warnings.append(warning)
+    return clipped
+
+
+def replay(
+    video: str | Path,
+    pos_path: str | Path,
+    gallery: GalleryLike,
+    out: str | Path,
+    config: LaneConfig = LaneConfig(),
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict:
+    """Run the lane over a recording and its POS log; write OUT/events.jsonl, summary.json,
+    report.html and the evidence crops. Returns the summary."""
+    out = Path(out)
+    pos, warnings = read_pos_log(pos_path)
+    source = open_source(str(video))
+    zone = resolve_zone(config.zone, source.size, warnings)
+    staging = prepare_output(out, overwrite)
+    try:
+        records: list[PassRecord] = []
+        lane = LaneProcessor(gallery, zone, replace(config, zone=zone), evidence_dir=staging, on_pass=records.append)
+        events, stats = _run(lane, source, pos, staging / "events.jsonl", progress)
+        warnings += source.problems + lane.events.warnings
+        summary = _summary(events, records, pos, stats, lane, gallery, source, warnings, video, pos_path)
+        (staging / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+        write_report(staging / "report.html", staging, events, records, pos, gallery, summary)
+        publish_output(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    finally:
+        source.close()
+    return summary
+
+
+def _run(lane: LaneProcessor, source: FrameSource, pos: list[PosEvent], events_path: Path, progress: bool
+         ) -> tuple[list[Event | BasketEvent], ReplayStats]:
+    """Feed every frame, and each POS event as soon as the lane's clock reaches it."""
+    stats = ReplayStats()
+    events: list[Event | BasketEvent] = []
+    offset = lane.offset
+    next_pos = 0
+    first_ts = last_ts = None
+    start = time.perf_counter()
+    with open(events_path, "w", encoding="utf-8") as sink, tqdm(total=source.frame_count, desc="replay", unit="frame", disable=not progress) as bar:
+        def emit(batch: list[Event | BasketEvent], now: float) -> None:
+            for e in batch:
+                sink.write(json.dumps(e.to_dict()) + "\n")
+                if isinstance(e, Event) and e.track_id is not None:
+                    stats.alert_delays.append(now - e.t_end)
+            events.extend(batch)
+
+        for frame in source:
+            now = frame.ts + offset
+            while next_pos < len(pos) and pos[next_pos].ts <= now:
+                lane.feed_pos(pos[next_pos])
+                next_pos += 1
+            emit(lane.feed_frame(frame), now)
+            first_ts = frame.ts if first_ts is None else first_ts
+            last_ts = frame.ts
+            bar.update(1)
+        for event in pos[next_pos:]:
+            lane.feed_pos(event)
+        for e in lane.flush():
+            sink.write(json.dumps(e.to_dict()) + "\n")
+            events.append(e)
+    stats.wall_seconds = time.perf_counter() - start
+    stats.frames_processed = lane.frames
+    stats.frames_dropped = source.dropped
+    if first_ts is not None:
+        stats.video_seconds = last_ts - first_ts + 1.0 / source.fps
+    return events, stats
+
+
+def _summary(events, records, pos, stats: ReplayStats, lane: LaneProcessor, gallery, source: FrameSource,
+             warnings: list[str], video, pos_path) -> dict:
+    counts = Counter(e.type for e in events)
+    delays = np.asarray(stats.alert_delays, np.float64)
+    embedder = gallery.embedder
+    return {
+        "video": str(video),
+        "pos": str(pos_path),
+        "counts": {t: counts.get(t, 0) for t in ("non_scan", "product_switch", "unknown_item", "scan_without_item", "basket")},
+        "passes": len(records),
+        "verdicts": dict(Counter(r.verdict for r in records)),
+        "scans": sum(e.type == "scan" for e in pos),
+        "frames_processed": stats.frames_processed,
+        "frames_dropped": stats.frames_dropped,
+        "video_seconds": round(stats.video_seconds, 3),
+        "processing_seconds": round(stats.wall_seconds, 3),
+        "speed_x_realtime": round(stats.speed, 2),
+        "alert_delay_s": None if delays.size == 0 else {
+            "p50": round(float(np.percentile(delays, 50)), 3), "p95": round(float(np.percentile(delays, 95)), 3),
+            "max": round(float(delays.max()), 3)},
+        "frame_size": list(source.size),
+        "fps": source.fps,
+        "zone": [lane.zone.x1, lane.zone.y1, lane.zone.x2, lane.zone.y2],
+        "lighting_relearns": getattr(lane.detector, "relearned", 0),
+        "model": {"path": str(embedder.path), "fingerprint": embedder.fingerprint, "embedding_dim": embedder.dim},
+        "gallery_version": gallery.version,
+        "thresholds": asdict(lane.recogniser.thresholds),
+        "config": _plain(asdict(lane.config)),
+        "warnings": warnings,
+    }
+
+
+def _plain(obj):
+    """Config as JSON (the zone dataclass becomes a list)."""
+    if isinstance(obj, dict):
+        if set(obj) == {"x1", "y1", "x2", "y2"}:
+            return [obj["x1"], obj["y1"], obj["x2"], obj["y2"]]
+        return {k: _plain(v) for k, v in obj.items()}
+    return obj

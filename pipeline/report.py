@@ -1,0 +1,164 @@
+"""report.html: one self-contained page for the investigator (every image inlined as base64, no
+scripts, no outside files): what ran, a timeline of item passes and scans, and for each alert
+the item's crops beside reference photos of the SKU seen and the SKU scanned."""
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from models.images import ImageError, read_image
+from pipeline.pos import PosEvent
+from pipeline.types import BasketEvent, Event, PassRecord
+
+THUMB_SIDE = 220  # long side of inlined pictures: enough to judge, small enough to mail
+TIMELINE_WIDTH = 1100
+VERDICT_COLOURS = {
+    "ok": "#9aa5b1", "unverified": "#c8cdd3", "non_scan": "#d64545", "product_switch": "#e08a1e",
+    "unknown_item": "#8a5cc2", "scan_without_item": "#1f7ae0",
+}
+TITLES = {
+    "non_scan": "Item passed without a scan", "product_switch": "Scanned SKU does not match the item",
+    "unknown_item": "Item not recognised", "scan_without_item": "Scan with no item seen",
+}
+
+STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2733;max-width:1200px}
+h1{font-size:22px}h2{font-size:17px;margin-top:28px}
+table{border-collapse:collapse}td,th{padding:3px 10px;border-bottom:1px solid #e3e6ea;text-align:left}
+.card{border:1px solid #d5dae0;border-left:6px solid var(--c);border-radius:6px;padding:10px 14px;margin:12px 0}
+.pics{display:flex;gap:14px;flex-wrap:wrap;align-items:flex-end}.pics figure{margin:0}
+.pics img{max-height:220px;border:1px solid #d5dae0}figcaption{font-size:12px;color:#5b6773}
+.warn{color:#9a5b00}.legend span{display:inline-block;margin-right:14px}
+.legend i{display:inline-block;width:12px;height:12px;margin-right:4px;vertical-align:-1px}
+"""
+
+
+def _data_uri(image: np.ndarray) -> str:
+    h, w = image.shape[:2]
+    s = min(1.0, THUMB_SIDE / max(h, w))
+    if s < 1.0:
+        image = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return "data:image/jpeg;base64," + base64.b64encode(buf.tobytes()).decode("ascii") if ok else ""
+
+
+def _figure(path: Path | None, caption: str) -> str:
+    cap = html.escape(caption)
+    if path is None:
+        return f'<figure><div style="width:120px;height:90px;background:#eef0f3"></div><figcaption>{cap}<br>(no photo)</figcaption></figure>'
+    try:
+        uri = _data_uri(read_image(path))
+    except ImageError as e:
+        return f'<figure><figcaption>{cap}<br>(unreadable: {html.escape(str(e))})</figcaption></figure>'
+    return f'<figure><img src="{uri}" alt="{cap}"><figcaption>{cap}</figcaption></figure>'
+
+
+def _fmt(x: float | None, digits: int = 3) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def _timeline(records: list[PassRecord], pos: list[PosEvent], events: list[Event]) -> str:
+    """SVG: passes as bars coloured by verdict, scans as ticks (blue when no item was seen)."""
+    times = [r.t_start for r in records] + [r.t_end for r in records] + [p.ts for p in pos]
+    if not times:
+        return "<p>Nothing happened in this recording.</p>"
+    t0, t1 = min(times), max(times)
+    span = max(t1 - t0, 1e-3)
+    width, left = TIMELINE_WIDTH, 60
+
+    def x(t: float) -> float:
+        return left + (t - t0) / span * (width - left - 10)
+
+    parts = [f'<svg width="{width}" height="150" xmlns="http://www.w3.org/2000/svg" font-size="11">']
+    txn_open: dict[str, float] = {}
+    for p in pos:
+        if p.type == "txn_start":
+            txn_open[p.txn] = p.ts
+        elif p.type == "txn_end" and p.txn in txn_open:
+            a = txn_open.pop(p.txn)
+            parts.append(f'<rect x="{x(a):.1f}" y="8" width="{max(1.0, x(p.ts) - x(a)):.1f}" height="130" fill="#f3f5f8"/>'
+                         f'<text x="{x(a) + 3:.1f}" y="20" fill="#5b6773">{html.escape(p.txn)}</text>')
+    parts.append('<text x="4" y="62">passes</text><text x="4" y="112">scans</text>')
+    for r in records:
+        colour = VERDICT_COLOURS.get(r.verdict, "#777")
+        tip = html.escape(f"track {r.track_id}: {r.verdict}, seen {r.seen_sku}, scanned {r.scanned_sku}, {r.t_start:.2f}–{r.t_end:.2f}s")
+        parts.append(f'<rect x="{x(r.t_start):.1f}" y="45" width="{max(2.0, x(r.t_end) - x(r.t_start)):.1f}" height="26" '
+                     f'fill="{colour}"><title>{tip}</title></rect>')
+    lonely = {round(e.t_start, 3) for e in events if e.type == "scan_without_item"}
+    for p in pos:
+        if p.type != "scan":
+            continue
+        colour = VERDICT_COLOURS["scan_without_item"] if round(p.ts, 3) in lonely else "#33414f"
+        tip = html.escape(f"scan {p.sku or p.barcode} at {p.ts:.2f}s")
+        parts.append(f'<line x1="{x(p.ts):.1f}" y1="95" x2="{x(p.ts):.1f}" y2="125" stroke="{colour}" stroke-width="2"><title>{tip}</title></line>')
+    for k in range(11):
+        t = t0 + span * k / 10
+        parts.append(f'<text x="{x(t) - 10:.1f}" y="146" fill="#5b6773">{t:.1f}s</text>')
+    parts.append("</svg>")
+    legend = "".join(f'<span><i style="background:{c}"></i>{html.escape(v)}</span>' for v, c in VERDICT_COLOURS.items())
+    return "".join(parts) + f'<div class="legend">{legend}</div>'
+
+
+def _event_card(e: Event, run_dir: Path, gallery) -> str:
+    colour = VERDICT_COLOURS.get(e.type, "#777")
+    head = (f"<b>{html.escape(TITLES.get(e.type, e.type))}</b> — {_fmt(e.t_start, 2)}s to {_fmt(e.t_end, 2)}s"
+            f"{'' if e.track_id is None else f', track {e.track_id}'}{'' if e.txn is None else f', transaction {html.escape(e.txn)}'}")
+    rows = [("seen SKU", e.seen_sku, e.seen_score, e.seen_confidence), ("scanned SKU", e.scanned_sku, e.scanned_score, e.scanned_confidence)]
+    table = "<table><tr><th></th><th>SKU</th><th>similarity</th><th>confidence</th></tr>" + "".join(
+        f"<tr><td>{label}</td><td>{html.escape(gallery.display_name(sku)) if sku else '–'}</td><td>{_fmt(score)}</td><td>{_fmt(conf)}</td></tr>"
+        for label, sku, score, conf in rows) + "</table>"
+    if e.scan_ts is not None:
+        table += f"<div>scan at {e.scan_ts:.2f}s</div>"
+    pics = [_figure(run_dir / p, f"crop {i + 1}") for i, p in enumerate(e.evidence[:3])]
+    if e.seen_sku:
+        pics.append(_figure(gallery.reference_image(e.seen_sku), f"seen: {gallery.display_name(e.seen_sku)}"))
+    if e.scanned_sku:
+        pics.append(_figure(gallery.reference_image(e.scanned_sku), f"scanned: {gallery.display_name(e.scanned_sku)}"))
+    return f'<div class="card" style="--c:{colour}"><div>{head}</div>{table}<div class="pics">{"".join(pics)}</div></div>'
+
+
+def _baskets(baskets: list[BasketEvent]) -> str:
+    if not baskets:
+        return ""
+    def counts(c: dict[str, int]) -> str:
+        return html.escape(", ".join(f"{k} ×{n}" for k, n in sorted(c.items())) or "–")
+    rows = "".join(
+        f"<tr><td>{html.escape(b.txn or '(none)')}</td><td>{counts(b.seen)}</td><td>{counts(b.scanned)}</td>"
+        f"<td>{b.jaccard:.2f}</td><td>{b.dice:.2f}</td><td>{b.overlap:.2f}</td><td>{b.tversky:.2f}</td></tr>"
+        for b in baskets)
+    return ("<h2>Baskets</h2><table><tr><th>transaction</th><th>seen</th><th>scanned</th><th>Jaccard</th><th>Dice</th>"
+            f"<th>overlap</th><th>Tversky</th></tr>{rows}</table>")
+
+
+def write_report(path: Path, run_dir: Path, events: list, records: list[PassRecord], pos: list[PosEvent], gallery, summary: dict) -> None:
+    """Write the page; evidence paths in events are relative to `run_dir`."""
+    alerts = [e for e in events if isinstance(e, Event)]
+    baskets = [e for e in events if isinstance(e, BasketEvent)]
+    c = summary["counts"]
+    facts = [
+        ("video", summary["video"]), ("POS log", summary["pos"]),
+        ("frames", f"{summary['frames_processed']} processed, {summary['frames_dropped']} dropped"),
+        ("duration", f"{summary['video_seconds']:.1f}s, processed at {summary['speed_x_realtime']}× real time"),
+        ("item passes", summary["passes"]), ("scans", summary["scans"]),
+        ("alerts", ", ".join(f"{k}: {v}" for k, v in c.items() if k != "basket")),
+        ("model", f"{Path(summary['model']['path']).name} ({summary['model']['fingerprint'][:12]})"),
+    ]
+    body = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>retail-reid replay report</title>",
+        f"<style>{STYLE}</style></head><body><h1>Checkout replay report</h1><table>",
+        "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts), "</table>",
+    ]
+    if summary["warnings"]:
+        body.append("<h2>Warnings</h2><ul>" + "".join(f'<li class="warn">{html.escape(w)}</li>' for w in summary["warnings"]) + "</ul>")
+    body.append("<h2>Timeline</h2>" + _timeline(records, pos, alerts))
+    body.append(f"<h2>Alerts ({len(alerts)})</h2>")
+    body.extend(_event_card(e, run_dir, gallery) for e in sorted(alerts, key=lambda e: e.t_start))
+    if not alerts:
+        body.append("<p>No alerts: every item pass lined up with a scan of the SKU it looks like.</p>")
+    body.append(_baskets(baskets))
+    body.append("</body></html>\n")
+    path.write_text("".join(body), encoding="utf-8")
