@@ -27,7 +27,7 @@ def cmd_simulate(a: argparse.Namespace) -> int:
     cfg.check()  # before the photos are listed: a typo in a setting should not wait on a big folder
     if not Path(a.images).exists():
         raise ReidError(f"{a.images}: no such folder or split file")
-    result = simulate(image_set(a.images, a.root), a.out, cfg, overwrite=a.overwrite)
+    result = simulate(image_set(a.images, a.root), a.out, cfg, overwrite=a.overwrite, progress=not a.quiet)
     truth = result.truth
     kinds = {k: sum(x.type == k for x in truth.anomalies) for k in ("non_scan", "product_switch", "scan_without_item")}
     scans = sum(e.type == "scan" for e in result.pos)
@@ -66,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--noise", type=float, default=d.noise, help="sensor noise, standard deviation in grey levels")
     p.add_argument("--lighting", type=float, default=d.lighting, help="peak relative brightness drift")
     p.add_argument("--overwrite", action="store_true", help="replace scenario files already in OUT")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("score", help="precision and recall of a run's alerts against a scenario's truth.json")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from models.datasets import ImageSet
 from models.errors import ReidError
@@ -456,7 +457,7 @@ def _frames(plan: _Plan, cfg: SimConfig, rng: np.random.Generator) -> Iterator[n
         yield np.clip(frame, 0, 255).astype(np.uint8)
 
 
-def _write_video(frames: Iterator[np.ndarray], out: Path, cfg: SimConfig) -> tuple[str, int]:
+def _write_video(frames: Iterator[np.ndarray], total: int, out: Path, cfg: SimConfig, progress: bool) -> tuple[str, int]:
     """Encode to the first container OpenCV can write here; written under a temporary name and
     renamed when complete, so an interrupted run leaves no half video behind."""
     for name, fourcc in _CONTAINERS:
@@ -469,13 +470,14 @@ def _write_video(frames: Iterator[np.ndarray], out: Path, cfg: SimConfig) -> tup
         raise SimulationError(f"OpenCV cannot write {' or '.join(n for n, _ in _CONTAINERS)} on this system")
     count = 0
     try:
-        for frame in frames:
+        for frame in tqdm(frames, total=total, disable=not progress, unit="frame", desc="simulate"):
             writer.write(frame)
             count += 1
-    finally:
+    except BaseException:  # a bad photo, or Ctrl-C: leave no partial file
         writer.release()
-        if count == 0 or not tmp.exists():
-            tmp.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+        raise
+    writer.release()
     os.replace(tmp, out / name)
     return name, count
 
@@ -498,7 +500,7 @@ class Scenario:
     truth_path: Path
 
 
-def simulate(images: ImageSet, out: str | Path, cfg: SimConfig, overwrite: bool = False) -> Scenario:
+def simulate(images: ImageSet, out: str | Path, cfg: SimConfig, overwrite: bool = False, progress: bool = False) -> Scenario:
     """Write OUT/video.mp4 (or .avi), OUT/pos.jsonl and OUT/truth.json for one seeded scenario.
     Existing scenario files in OUT are kept unless `overwrite`."""
     cfg.check()
@@ -508,10 +510,10 @@ def simulate(images: ImageSet, out: str | Path, cfg: SimConfig, overwrite: bool 
     existing = [n for n in OUTPUT_NAMES if (out / n).exists()]
     if existing and not overwrite:
         raise SimulationError(f"{out}: already holds {', '.join(existing)}; choose another folder or overwrite them (--overwrite)")
-    out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
-    plan = _plan(images, cfg, rng)
-    name, count = _write_video(_frames(plan, cfg, rng), out, cfg)
+    plan = _plan(images, cfg, rng)  # reads every photo once: a bad one stops us before OUT is touched
+    out.mkdir(parents=True, exist_ok=True)
+    name, count = _write_video(_frames(plan, cfg, rng), math.ceil(plan.duration * cfg.fps), out, cfg, progress)
     for stale in existing:
         if stale.startswith("video.") and stale != name:
             (out / stale).unlink()

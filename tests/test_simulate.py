@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from models.datasets import folder_set
+from models.images import ImageError
 from pipeline.cli import main
 from pipeline.pos import read_pos_log
 from pipeline.score import read_truth
@@ -173,3 +174,15 @@ def test_cli_prints_the_zone_and_reports_errors_in_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "already holds" in err and "--overwrite" in err
     assert main(["simulate", str(tmp_path / "x"), "--images", str(tmp_path / "missing")]) == 2
     assert "no such folder or split file" in capsys.readouterr().err
+
+
+def test_unreadable_photo_is_named_and_nothing_is_written(tmp_path):
+    photos = tmp_path / "photos"
+    for sku in ("Kiwi", "Lime"):
+        (photos / sku).mkdir(parents=True)
+    (photos / "Kiwi" / "k.jpg").write_bytes((VAL / "Kiwi" / "Kiwi_001.jpg").read_bytes())
+    (photos / "Lime" / "broken.jpg").write_bytes((VAL / "Lime" / "Lime_001.jpg").read_bytes()[:2000])
+    out = tmp_path / "out"
+    with pytest.raises(ImageError, match="broken.jpg: image file is truncated"):
+        simulate(folder_set(photos), out, SimConfig(passes=6, seed=3, **SMALL))
+    assert not out.exists()
