@@ -1,0 +1,178 @@
+"""`reid gallery ...`: the operators' commands. Each change prints the version it made; bad input is a
+one-line error (GalleryError) and leaves the gallery as it was."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from gallery.store import DEFAULT_KEEP, ChangeResult, GalleryStore
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _report(result: ChangeResult) -> int:
+    for line in result.skipped:
+        print(f"skipped: {line}", file=sys.stderr)
+    print(f"version {result.version}: {result.summary}")
+    return 0
+
+
+def cmd_init(a: argparse.Namespace) -> int:
+    return _report(GalleryStore.init(a.dir, model=a.model, keep=a.keep, operator=a.operator))
+
+
+def cmd_add(a: argparse.Namespace) -> int:
+    with GalleryStore.open(a.dir) as store:
+        return _report(store.add(
+            a.sku, a.images, name=a.name, barcodes=a.barcode, category=a.category, price=a.price,
+            operator=a.operator, skip_bad=a.skip_bad, progress=True, model=a.model,
+        ))
+
+
+def cmd_import_folder(a: argparse.Namespace) -> int:
+    with GalleryStore.open(a.dir) as store:
+        return _report(store.import_folder(a.folder, operator=a.operator, skip_bad=a.skip_bad, progress=True, model=a.model))
+
+
+def cmd_remove(a: argparse.Namespace) -> int:
+    with GalleryStore.open(a.dir) as store:
+        if a.ref is not None:
+            return _report(store.remove_ref(a.ref, operator=a.operator))
+        return _report(store.remove_sku(a.sku, operator=a.operator))
+
+
+def cmd_list(a: argparse.Namespace) -> int:
+    with GalleryStore.open(a.dir, readonly=True) as store:
+        rows = store.products()
+        if a.json:
+            print(json.dumps([{**r.product.to_dict(), "refs": r.n_refs} for r in rows], ensure_ascii=False, indent=1))
+            return 0
+        print(f"{'SKU':<30} {'refs':>4}  {'name':<30} barcodes")
+        for r in rows:
+            p = r.product
+            print(f"{p.sku:<30} {r.n_refs:>4}  {p.name:<30} {' '.join(p.barcodes)}")
+        print(f"{len(rows)} products, {sum(r.n_refs for r in rows)} references")
+    return 0
+
+
+def cmd_show(a: argparse.Namespace) -> int:
+    with GalleryStore.open(a.dir, readonly=True) as store:
+        row, refs = store.product(a.sku)
+    p = row.product
+    if a.json:
+        print(json.dumps({**p.to_dict(), "refs": [vars(r) for r in refs]}, ensure_ascii=False, indent=1))
+        return 0
+    print(f"SKU:      {p.sku}\nname:     {p.name}\nbarcodes: {' '.join(p.barcodes) or '-'}")
+    print(f"category: {p.category or '-'}\nprice:    {'-' if p.price is None else f'{p.price:.2f}'}")
+    print(f"{len(refs)} references (remove one with `reid gallery remove {a.dir} --ref ID`):")
+    for r in refs:
+        print(f"  {r.id:>6}  v{r.added_version:<4} {r.image}  (from {r.source})")
+    return 0
+
+
+def cmd_history(a: argparse.Namespace) -> int:
+    with GalleryStore.open(a.dir, readonly=True) as store:
+        rows = store.history()
+    if a.json:
+        print(json.dumps([{**vars(r), "entries": [list(e) for e in r.entries]} for r in rows], ensure_ascii=False, indent=1))
+        return 0
+    for r in rows:
+        mark = "*" if r.current else (" " if r.stored else "-")
+        print(f"{mark}{r.version:>5}  {_when(r.created)}  {r.operator:<12} {r.action:<13} {r.summary}")
+        for sku, detail in r.entries if a.verbose else ():
+            print(f"{'':>8}{sku}: {detail}")
+    print("* current version; - no longer stored (cannot be rolled back to)")
+    return 0
+
+
+def cmd_rollback(a: argparse.Namespace) -> int:
+    with GalleryStore.open(a.dir) as store:
+        return _report(store.rollback(a.version, operator=a.operator))
+
+
+def cmd_rebuild(a: argparse.Namespace) -> int:
+    with GalleryStore.open(a.dir) as store:
+        return _report(store.rebuild(a.model, operator=a.operator, progress=True))
+
+
+def _operator_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--operator", help="who makes the change, for the audit log (default: your user name)")
+
+
+def _model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="the gallery's ONNX model file, if it is no longer where the gallery was created")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    g = sub.add_parser("gallery", help="create and change the gallery of reference photos per SKU")
+    gs = g.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
+
+    p = gs.add_parser("init", help="create an empty gallery bound to an embedder model")
+    p.add_argument("dir", help="the new gallery's directory (must not exist, or be empty)")
+    p.add_argument("--model", help="ONNX embedder (default: the shipped model)")
+    p.add_argument("--keep", type=int, default=DEFAULT_KEEP, help=f"versions kept for rollback (default {DEFAULT_KEEP})")
+    _operator_arg(p)
+    p.set_defaults(func=cmd_init)
+
+    p = gs.add_parser("add", help="add reference photos of one SKU (creating the product if new)")
+    p.add_argument("dir")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="photos of the product")
+    p.add_argument("--sku", required=True)
+    p.add_argument("--name", help="display name (default: the SKU id for a new product)")
+    p.add_argument("--barcode", action="append", default=[], help="GTIN or PLU scanned for this product (repeatable)")
+    p.add_argument("--category")
+    p.add_argument("--price", type=float)
+    p.add_argument("--skip-bad", action="store_true", help="add the good photos and report the bad ones, instead of refusing all")
+    _model_arg(p)
+    _operator_arg(p)
+    p.set_defaults(func=cmd_add)
+
+    p = gs.add_parser("import-folder", help="add FOLDER/<sku>/*.jpg for many products at once")
+    p.add_argument("dir")
+    p.add_argument("folder")
+    p.add_argument("--skip-bad", action="store_true", help="import the good photos and report the bad ones, instead of refusing all")
+    _model_arg(p)
+    _operator_arg(p)
+    p.set_defaults(func=cmd_import_folder)
+
+    p = gs.add_parser("remove", help="retire a product (--sku) or take out one reference (--ref, see `show`)")
+    p.add_argument("dir")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--sku")
+    what.add_argument("--ref", type=int, help="reference id, as `reid gallery show` lists them")
+    _operator_arg(p)
+    p.set_defaults(func=cmd_remove)
+
+    p = gs.add_parser("list", help="the products and how many references each has")
+    p.add_argument("dir")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+    p = gs.add_parser("show", help="one product's details and references")
+    p.add_argument("dir")
+    p.add_argument("--sku", required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_show)
+
+    p = gs.add_parser("history", help="the versions: who changed what, when")
+    p.add_argument("dir")
+    p.add_argument("-v", "--verbose", action="store_true", help="also each change's per-SKU entries")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_history)
+
+    p = gs.add_parser("rollback", help="make a new version with the contents of an older one")
+    p.add_argument("dir")
+    p.add_argument("version", type=int)
+    _operator_arg(p)
+    p.set_defaults(func=cmd_rollback)
+
+    p = gs.add_parser("rebuild", help="re-embed every reference with another model into a new version")
+    p.add_argument("dir")
+    p.add_argument("--model", required=True, help="the new ONNX embedder")
+    _operator_arg(p)
+    p.set_defaults(func=cmd_rebuild)

@@ -1,0 +1,99 @@
+"""The gallery's SQLite database: the catalogue, the references (with their embeddings), the
+versions and the audit log. WAL mode lets readers (list, show, history) run while a writer commits;
+synchronous=FULL makes a commit durable before the version switch that follows it."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from gallery.errors import GalleryError
+
+DB_NAME = "gallery.db"
+FORMAT = "retail-reid-gallery"
+FORMAT_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE products (
+    sku TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    category TEXT,
+    price REAL,
+    active INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE barcodes (code TEXT PRIMARY KEY, sku TEXT NOT NULL REFERENCES products(sku));
+CREATE TABLE refs (
+    id INTEGER PRIMARY KEY,
+    sku TEXT NOT NULL REFERENCES products(sku),
+    image TEXT NOT NULL,            -- path of the photo in the content-addressed store
+    sha256 TEXT NOT NULL,           -- of the photo file's bytes
+    phash INTEGER NOT NULL,         -- 64-bit perceptual hash, for near-duplicate checks
+    source TEXT NOT NULL,           -- the file name it was added from
+    added_version INTEGER NOT NULL,
+    removed_version INTEGER,        -- NULL while the reference is part of the gallery
+    embedding BLOB NOT NULL         -- float32, unit length, under the gallery's model
+);
+CREATE UNIQUE INDEX refs_active_photo ON refs(sha256) WHERE removed_version IS NULL;
+CREATE INDEX refs_sku ON refs(sku);
+CREATE TABLE versions (
+    version INTEGER PRIMARY KEY,
+    created REAL NOT NULL,
+    operator TEXT NOT NULL,
+    action TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    model_fingerprint TEXT NOT NULL,
+    n_refs INTEGER NOT NULL,
+    n_skus INTEGER NOT NULL
+);
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY,
+    version INTEGER NOT NULL REFERENCES versions(version),
+    at REAL NOT NULL,
+    operator TEXT NOT NULL,
+    action TEXT NOT NULL,
+    sku TEXT,
+    detail TEXT NOT NULL
+);
+"""
+
+
+def connect(root: Path, readonly: bool = False) -> sqlite3.Connection:
+    """Open the gallery database; explicit transactions only (the writer manages BEGIN/COMMIT)."""
+    path = root / DB_NAME
+    if not path.is_file():
+        raise GalleryError(f"{root}: not a gallery (no {DB_NAME}); create one with `reid gallery init {root}`")
+    uri = f"{path.resolve().as_uri()}?mode={'ro' if readonly else 'rw'}"
+    try:
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=60.0)
+        conn.execute("PRAGMA foreign_keys = ON")
+        if not readonly:
+            conn.execute("PRAGMA synchronous = FULL")
+        fmt = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('format', 'format_version')").fetchall())
+    except sqlite3.DatabaseError as e:
+        raise GalleryError(f"{path}: not a gallery database ({e})") from None
+    if fmt.get("format") != FORMAT or fmt.get("format_version") != str(FORMAT_VERSION):
+        conn.close()
+        raise GalleryError(f"{path}: not a {FORMAT} database of format version {FORMAT_VERSION} (found {fmt or 'nothing'})")
+    return conn
+
+
+def create(path: Path, meta: dict[str, str]) -> None:
+    """Create a new database file with the schema and the gallery's settings."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.executescript("BEGIN;" + SCHEMA + "COMMIT;")
+        conn.execute("BEGIN")
+        rows = {"format": FORMAT, "format_version": str(FORMAT_VERSION), **meta}
+        conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", rows.items())
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+def get_meta(conn: sqlite3.Connection) -> dict[str, str]:
+    return dict(conn.execute("SELECT key, value FROM meta").fetchall())
+
+
+def set_meta(conn: sqlite3.Connection, **values: str) -> None:
+    conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", values.items())

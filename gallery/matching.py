@@ -1,0 +1,197 @@
+"""The gallery as the checkout pipeline uses it: rank SKUs for item embeddings, verify a scanned
+SKU, and follow new versions published by operators without stopping.
+
+Queries run against an immutable in-memory snapshot of one version; `refresh` loads a newer version
+beside it and swaps a single reference, so queries in flight finish on the version they started with.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gallery.binding import bound_embedder
+from gallery.errors import GalleryError
+from gallery.snapshot import Snapshot, read_current
+from models.runtime import OnnxEmbedder
+
+LOAD_TRIES = 5  # a version can be pruned between reading CURRENT and loading it; then read CURRENT again
+EXTRA_CANDIDATES = 8  # with mean-of-top-n scoring, SKUs beyond the k nearest that are rescored
+
+
+@dataclass(frozen=True)
+class SkuMatch:
+    """One ranked candidate for a query."""
+
+    sku: str
+    score: float  # cosine similarity (max over the SKU's references, or mean of top n)
+    confidence: float  # calibrated, in [0, 1], from the model's Calibration
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Does the item look like the SKU that was scanned?"""
+
+    sku: str  # the claimed SKU
+    similarity: float  # similarity of the embedding to the claimed SKU (-1.0 if the SKU has no references)
+    confidence: float  # calibrated confidence of the claimed SKU
+    best_other_sku: str | None
+    best_other_similarity: float  # -1.0 if no other SKU has references
+    margin: float  # similarity - best_other_similarity
+
+
+def load_current(root: Path) -> Snapshot:
+    """Load the version CURRENT names, retrying if a writer prunes it meanwhile."""
+    for _ in range(LOAD_TRIES):
+        version = read_current(root)
+        try:
+            return Snapshot.load(root, version)
+        except FileNotFoundError:
+            if read_current(root) == version:
+                raise GalleryError(f"{root}: version {version}, which CURRENT names, is missing or incomplete") from None
+    raise GalleryError(f"{root}: the current version changed {LOAD_TRIES} times while loading; try again")
+
+
+class Gallery:
+    """Reference embeddings per SKU, searched with FAISS.
+
+    >>> g = Gallery.open("galleries/store-12")
+    >>> g.match(g.embedder.embed([crop]), k=3)[0][0].sku
+    """
+
+    def __init__(self, root: Path, snapshot: Snapshot, embedder: OnnxEmbedder, mean_top: int | None):
+        self.root = root
+        self._snap = snapshot
+        self.embedder = embedder
+        self.mean_top = mean_top
+        self._calibration = embedder.calibration
+
+    @classmethod
+    def open(
+        cls, path: str | Path, embedder: OnnxEmbedder | None = None, model: str | Path | None = None, *, mean_top: int | None = None
+    ) -> "Gallery":
+        """Open the current version. The embedder must be the gallery's model (refused otherwise).
+
+        mean_top=None scores a SKU by its best reference; mean_top=n by the mean of its n best (steadier
+        when one reference is unusually close to a look-alike).
+        """
+        root = Path(path)
+        if not root.is_dir():
+            raise GalleryError(f"{root}: no such gallery directory")
+        if mean_top is not None and mean_top < 1:
+            raise GalleryError(f"mean_top must be at least 1, got {mean_top}")
+        snap = load_current(root)
+        return cls(root, snap, bound_embedder(root, snap.model_fingerprint, snap.manifest["model_path"], embedder, model), mean_top)
+
+    @property
+    def version(self) -> int:
+        return self._snap.version
+
+    def refresh(self) -> bool:
+        """Switch to a newer published version if there is one; True if switched.
+
+        A version built with another model (after `rebuild`) is refused and the current one kept: the
+        process must restart with the new model, since its embeddings would not be comparable.
+        """
+        if read_current(self.root) == self._snap.version:
+            return False
+        snap = load_current(self.root)
+        if snap.model_fingerprint != self.embedder.fingerprint:
+            raise GalleryError(
+                f"{self.root}: version {snap.version} was built with model {snap.model_fingerprint[:12]} ({snap.manifest['model_path']}), "
+                f"this process embeds with {self.embedder.fingerprint[:12]}; restart it with the new model (still on version {self.version})"
+            )
+        self._snap = snap
+        return True
+
+    def match(self, embeddings: np.ndarray, k: int = 5) -> list[list[SkuMatch]]:
+        """Per query row, up to k SKUs ranked by score, with calibrated confidences."""
+        if k < 1:
+            raise GalleryError(f"k must be at least 1, got {k}")
+        snap = self._snap
+        queries = self._queries(embeddings, snap)
+        return [[self._sku_match(snap, pos, score) for pos, score in ranked] for ranked in self._rank(snap, queries, k, None)]
+
+    def verify(self, embedding: np.ndarray, sku: str) -> Verification:
+        """Similarity to the claimed SKU, the best other SKU, and the margin between them."""
+        snap = self._snap
+        embedding = np.asarray(embedding)
+        if embedding.ndim != 1:
+            raise GalleryError(f"verify takes one embedding (a 1-D array), got shape {embedding.shape}")
+        query = self._queries(embedding, snap)
+        pos = snap.position.get(sku)
+        rows = snap.sku_rows[pos] if pos is not None else np.zeros(0, np.int64)
+        similarity = self._aggregate(snap.vectors[rows] @ query[0]) if len(rows) else -1.0
+        others = self._rank(snap, query, 1, pos)[0]
+        other_sku, other_sim = (snap.skus[others[0][0]], others[0][1]) if others else (None, -1.0)
+        return Verification(sku, similarity, self._confidence(similarity), other_sku, other_sim, similarity - other_sim)
+
+    def _queries(self, embeddings: np.ndarray, snap: Snapshot) -> np.ndarray:
+        q = np.asarray(embeddings, np.float32)
+        if q.ndim == 1:
+            q = q[None]
+        dim = snap.index.d
+        if q.ndim != 2 or q.shape[1] != dim:
+            raise GalleryError(f"embeddings must have shape (N, {dim}) for this gallery's model, got {np.shape(embeddings)}")
+        norms = np.linalg.norm(q, axis=1, keepdims=True)
+        if not np.all(np.isfinite(q)) or np.any(norms == 0):
+            raise GalleryError("embeddings contain non-finite values or all-zero rows")
+        return np.ascontiguousarray(q / norms)
+
+    def _aggregate(self, sims: np.ndarray) -> float:
+        if self.mean_top is None:
+            return float(sims.max())
+        return float(np.sort(sims)[-self.mean_top :].mean())
+
+    def _rank(self, snap: Snapshot, queries: np.ndarray, k: int, exclude: int | None) -> list[list[tuple[int, float]]]:
+        """Per query, (SKU position, score) best first: candidate SKUs from the nearest references,
+        each scored exactly over all its references."""
+        ntotal = snap.index.ntotal
+        results: list[list[tuple[int, float]]] = [[] for _ in range(len(queries))]
+        if ntotal == 0:
+            return results
+        pool = k if self.mean_top is None else k + EXTRA_CANDIDATES
+        depth = min(ntotal, max(4 * (pool + 1), 16))
+        todo = list(range(len(queries)))
+        while todo:
+            _, ids = snap.index.search(queries[todo], depth)
+            retry = []
+            for qi, row_ids in zip(todo, ids):
+                labels = snap.row_sku[row_ids[row_ids >= 0]]
+                if exclude is not None:
+                    labels = labels[labels != exclude]
+                _, first = np.unique(labels, return_index=True)
+                candidates = labels[np.sort(first)][:pool]
+                if len(candidates) < pool and depth < ntotal:
+                    retry.append(qi)
+                    continue
+                scored = [(int(c), self._aggregate(snap.vectors[snap.sku_rows[c]] @ queries[qi])) for c in candidates]
+                results[qi] = sorted(scored, key=lambda t: -t[1])[:k]
+            todo, depth = retry, min(ntotal, depth * 4)
+        return results
+
+    def _confidence(self, score: float) -> float:
+        return float(self._calibration.confidence(score))
+
+    def _sku_match(self, snap: Snapshot, pos: int, score: float) -> SkuMatch:
+        return SkuMatch(snap.skus[pos], score, self._confidence(score))
+
+    def sku_for_barcode(self, code: str) -> str | None:
+        return self._snap.barcodes.get(code)
+
+    def has_sku(self, sku: str) -> bool:
+        return sku in self._snap.products
+
+    def skus(self) -> list[str]:
+        return list(self._snap.skus)
+
+    def reference_image(self, sku: str) -> Path | None:
+        """A stored reference photo of the SKU (for reports), or None if it has none."""
+        rel = self._snap.images.get(sku)
+        return self.root / rel if rel else None
+
+    def display_name(self, sku: str) -> str:
+        """The product's name; the SKU id itself for a SKU the gallery does not know (e.g. from a POS log)."""
+        product = self._snap.products.get(sku)
+        return product.name if product else sku

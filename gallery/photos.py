@@ -1,0 +1,90 @@
+"""Reading reference photos for the gallery: decode (refusing bad files with their name), embed,
+and fingerprint them twice: sha256 of the bytes (the same photo is stored once, and added once) and
+a perceptual hash of the pixels (the same picture re-saved or resized, for `check`)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from gallery.files import image_extension, image_relpath, sha256_bytes
+from models.images import ImageError, decode_image
+from models.runtime import OnnxEmbedder
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A readable reference photo, ready to be stored under `sku`."""
+
+    sku: str
+    path: Path  # where its bytes are read from now
+    source: str  # where the operator added it from (recorded in the gallery)
+    sha256: str
+    ext: str
+    phash: int  # 64 bits as a signed integer (SQLite's INTEGER)
+
+    @property
+    def relpath(self) -> str:
+        return image_relpath(self.sha256, self.ext)
+
+
+def perceptual_hash(image: np.ndarray) -> int:
+    """DCT hash: the signs of the 8x8 lowest frequencies of a 32x32 grey thumbnail against their median.
+
+    Robust to re-encoding, resizing and small colour changes; two different product photos of
+    the sample set differ in at least 14 of the 64 bits.
+    """
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    low = cv2.dct(cv2.resize(grey, (32, 32), interpolation=cv2.INTER_AREA))[:8, :8].ravel()
+    bits = np.packbits(low > np.median(low[1:]))
+    return int.from_bytes(bits.tobytes(), "big", signed=True)
+
+
+def read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a directory, not an image") from None
+    except OSError as e:
+        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
+
+
+def embed_photos(
+    items: Sequence[tuple[str, Path]], embedder: OnnxEmbedder, progress: bool = False
+) -> tuple[list[Photo], np.ndarray, list[str]]:
+    """Read and embed (sku, path) pairs; a bad file or a repeated photo does not stop the others.
+
+    Returns the good photos, their embeddings (rows in the same order) and one error message per bad file.
+    """
+    photos: list[Photo] = []
+    errors: list[str] = []
+    seen: dict[str, Path] = {}
+    batch: list[np.ndarray] = []
+    outs: list[np.ndarray] = []
+    for sku, path in tqdm(items, desc="embed", unit="img", disable=not progress):
+        try:
+            data = read_bytes(path)
+            image = decode_image(data, str(path))
+        except ImageError as e:
+            errors.append(str(e))
+            continue
+        sha = sha256_bytes(data)
+        if sha in seen:
+            errors.append(f"{path}: the same photo as {seen[sha]} (given twice)")
+            continue
+        seen[sha] = path
+        photos.append(Photo(sku, path, str(path), sha, image_extension(data), perceptual_hash(image)))
+        batch.append(embedder.preprocess(image))
+        if len(batch) == embedder.batch_size:
+            outs.append(embedder.embed_tensors(np.stack(batch)))
+            batch = []
+    if batch:
+        outs.append(embedder.embed_tensors(np.stack(batch)))
+    vectors = np.concatenate(outs) if outs else np.zeros((0, embedder.dim), np.float32)
+    return photos, vectors, errors

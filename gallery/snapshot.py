@@ -1,0 +1,199 @@
+"""Published gallery versions: one immutable directory per version (index, row labels, catalogue,
+manifest) and the CURRENT pointer that names the version readers use.
+
+A version directory is written under a temporary name and renamed into place; CURRENT is replaced
+atomically. A reader therefore sees a whole version or the previous one, never a mix, and it never
+needs the database (a lane can read a gallery it is not allowed to write).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from gallery.catalog import Product
+from gallery.errors import GalleryError
+from gallery.files import fsync_dir, fsync_file, remove_tree, replace_atomically, write_durably
+from gallery.index import build_index, factory_for, stored_vectors, tune
+
+VERSIONS_DIR = "versions"
+CURRENT = "CURRENT"
+MANIFEST, INDEX, ROWS, CATALOG = "manifest.json", "index.faiss", "rows.npy", "catalog.json"
+FORMAT = "retail-reid-gallery-version"
+FORMAT_VERSION = 1
+
+
+def version_dir(root: Path, version: int) -> Path:
+    return root / VERSIONS_DIR / f"{version:08d}"
+
+
+def stored_versions(root: Path) -> list[int]:
+    """Numbers of the complete version directories on disk, oldest first."""
+    d = root / VERSIONS_DIR
+    return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.is_dir() else []
+
+
+def read_current(root: Path) -> int:
+    """The published version number (one small file read: cheap enough to poll)."""
+    path = root / CURRENT
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise GalleryError(f"{root}: not a gallery (no {CURRENT} file); create one with `reid gallery init {root}`") from None
+    except OSError as e:
+        raise GalleryError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not text.strip().isdigit():
+        raise GalleryError(f"{path}: expected a version number, found {text[:40]!r}")
+    return int(text)
+
+
+def switch_current(root: Path, version: int) -> None:
+    """Publish `version` (it must be written completely already)."""
+    replace_atomically(root / CURRENT, f"{version}\n".encode(), "switch")
+
+
+@dataclass(frozen=True)
+class VersionContent:
+    """What a writer publishes: the catalogue and the reference vectors with their labels."""
+
+    version: int
+    products: list[Product]  # sorted by SKU id
+    images: dict[str, str]  # SKU -> a reference photo (path inside the gallery), for reports
+    ref_ids: np.ndarray  # (N,) int64, the database ids of the references, row by row
+    ref_skus: np.ndarray  # (N,) int32, row -> position in `products`
+    vectors: np.ndarray  # (N, D) float32, unit rows
+    model_fingerprint: str
+    model_path: str
+    operator: str
+
+
+def write_version(root: Path, content: VersionContent) -> Path:
+    """Build the index and write the version directory durably, under its final name only when whole."""
+    final = version_dir(root, content.version)
+    tmp = final.with_name(f".tmp-{final.name}-{os.getpid()}")
+    remove_tree(tmp)
+    remove_tree(final)  # a leftover of a writer that died before committing this number
+    tmp.mkdir(parents=True)
+    try:
+        factory = factory_for(len(content.ref_ids))
+        index = build_index(content.vectors, factory)
+        write_durably(tmp / INDEX, faiss.serialize_index(index).tobytes(), "version")
+        rows = np.stack([content.ref_ids.astype(np.int64), content.ref_skus.astype(np.int64)], axis=1).reshape(-1, 2)
+        with open(tmp / ROWS, "wb") as f:
+            np.save(f, rows)
+        fsync_file(tmp / ROWS)
+        catalog = [{**p.to_dict(), "image": content.images.get(p.sku)} for p in content.products]
+        write_durably(tmp / CATALOG, json.dumps({"products": catalog}, ensure_ascii=False).encode(), "version")
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "version": content.version,
+            "created": time.time(),
+            "operator": content.operator,
+            "model_fingerprint": content.model_fingerprint,
+            "model_path": content.model_path,
+            "embedding_dim": int(content.vectors.shape[1]),
+            "index_factory": factory,
+            "refs": len(content.ref_ids),
+            "skus": len(content.products),
+            "files": {name: (tmp / name).stat().st_size for name in (INDEX, ROWS, CATALOG)},
+        }
+        write_durably(tmp / MANIFEST, json.dumps(manifest, indent=1).encode(), "version")
+        fsync_dir(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        remove_tree(tmp)
+        raise
+    fsync_dir(final.parent)
+    return final
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One published version, loaded into memory and never changed: queries use it without locks."""
+
+    root: Path
+    version: int
+    manifest: dict
+    products: dict[str, Product]
+    skus: list[str]  # position -> SKU id, as rows refer to them
+    position: dict[str, int]  # SKU id -> position
+    images: dict[str, str]
+    barcodes: dict[str, str]  # barcode -> SKU
+    index: faiss.Index
+    vectors: np.ndarray  # (N, D) view into the index's storage
+    ref_ids: np.ndarray  # (N,) int64
+    row_sku: np.ndarray  # (N,) int64, row -> position in `skus`
+    sku_rows: list[np.ndarray]  # position in `skus` -> its rows
+
+    @property
+    def model_fingerprint(self) -> str:
+        return self.manifest["model_fingerprint"]
+
+    @classmethod
+    def load(cls, root: Path, version: int) -> "Snapshot":
+        """Read the version's files into memory (FileNotFoundError if it is pruned meanwhile) and check them."""
+        d = version_dir(root, version)
+        manifest = _read_manifest(d, version)
+        data = {name: (d / name).read_bytes() for name in (INDEX, ROWS, CATALOG)}
+        for name, size in manifest["files"].items():
+            if len(data.get(name, b"")) != size:
+                raise GalleryError(f"{d / name}: is {len(data.get(name, b''))} bytes, the manifest says {size}; the version is damaged")
+        try:
+            index = faiss.deserialize_index(np.frombuffer(data[INDEX], np.uint8))
+            rows = np.load(io.BytesIO(data[ROWS]), allow_pickle=False)
+            raw = json.loads(data[CATALOG])
+        except (RuntimeError, ValueError) as e:
+            raise GalleryError(f"{d}: damaged version files ({str(e).splitlines()[0]})") from None
+        tune(index)
+        products = [Product.from_dict(p, f"{d / CATALOG}: product {i}") for i, p in enumerate(raw["products"])]
+        n, dim = manifest["refs"], manifest["embedding_dim"]
+        if index.ntotal != n or index.d != dim or rows.shape != (n, 2):
+            raise GalleryError(f"{d}: index ({index.ntotal}x{index.d}), rows {rows.shape} and manifest ({n}x{dim}) disagree")
+        if n and not (0 <= rows[:, 1].min() and rows[:, 1].max() < len(products)):
+            raise GalleryError(f"{d / ROWS}: refers to products outside the catalogue of {len(products)}")
+        row_sku = rows[:, 1].copy()
+        order = np.argsort(row_sku, kind="stable")
+        bounds = np.searchsorted(row_sku[order], np.arange(len(products) + 1))
+        return cls(
+            root=root,
+            version=version,
+            manifest=manifest,
+            products={p.sku: p for p in products},
+            skus=[p.sku for p in products],
+            position={p.sku: i for i, p in enumerate(products)},
+            images={p["sku"]: p["image"] for p in raw["products"] if p.get("image")},
+            barcodes={b: p.sku for p in products for b in p.barcodes},
+            index=index,
+            vectors=stored_vectors(index),
+            ref_ids=rows[:, 0].copy(),
+            row_sku=row_sku,
+            sku_rows=[order[bounds[i] : bounds[i + 1]] for i in range(len(products))],
+        )
+
+
+def _read_manifest(d: Path, version: int) -> dict:
+    path = d / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise GalleryError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise GalleryError(f"{path}: not a {FORMAT} manifest of format version {FORMAT_VERSION}")
+    if manifest.get("version") != version:
+        raise GalleryError(f"{path}: says version {manifest.get('version')!r}, but the directory is for version {version}")
+    return manifest
+
+
+def read_manifest(root: Path, version: int) -> dict:
+    """The manifest of a stored version (model, size, index type) without loading the version."""
+    try:
+        return _read_manifest(version_dir(root, version), version)
+    except FileNotFoundError:
+        raise GalleryError(f"{root}: version {version} is not stored (old versions are pruned)") from None

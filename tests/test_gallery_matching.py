@@ -1,0 +1,169 @@
+"""The pipeline's view of the gallery (gallery.Gallery): matching and verification against a brute-force
+reference computation, following new versions, and refusing another model."""
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gallery import Gallery, GalleryError, SkuMatch, Verification
+from gallery import index as gallery_index
+from gallery.snapshot import read_manifest
+from gallery.store import GalleryStore
+from gallery_fixtures import SKUS, TRAIN, VAL, built_gallery, embedder, gallery_dir, variant_model  # noqa: F401
+from models.images import read_image
+
+
+@pytest.fixture(scope="module")
+def val_queries(embedder):
+    paths = sorted(VAL.glob("*/*.jpg"))
+    return embedder.embed([read_image(p) for p in paths]), [p.parent.name for p in paths]
+
+
+def stored_refs(root: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(SKU per reference, embeddings) straight from the database, for brute-force answers."""
+    with sqlite3.connect(root / "gallery.db") as conn:
+        rows = conn.execute("SELECT sku, embedding FROM refs WHERE removed_version IS NULL").fetchall()
+    return np.array([r[0] for r in rows]), np.stack([np.frombuffer(r[1], np.float32) for r in rows])
+
+
+def brute_force(query: np.ndarray, labels: np.ndarray, vectors: np.ndarray, mean_top: int | None = None) -> dict[str, float]:
+    sims = vectors @ query
+    out = {}
+    for sku in np.unique(labels):
+        s = np.sort(sims[labels == sku])
+        out[str(sku)] = float(s[-1] if mean_top is None else s[-mean_top:].mean())
+    return out
+
+
+def test_stored_embeddings_are_the_models_embeddings_of_the_photos(built_gallery, embedder):
+    with sqlite3.connect(built_gallery / "gallery.db") as conn:
+        rows = conn.execute("SELECT source, image, embedding FROM refs ORDER BY id LIMIT 3").fetchall()
+    for source, image, blob in rows:
+        expect = embedder.embed([read_image(source)])[0]
+        assert np.allclose(np.frombuffer(blob, np.float32), expect, atol=1e-5)
+        assert (built_gallery / image).read_bytes() == Path(source).read_bytes()
+
+
+@pytest.mark.parametrize("mean_top", [None, 3])
+def test_match_ranks_skus_exactly_as_brute_force(built_gallery, embedder, val_queries, mean_top):
+    g = Gallery.open(built_gallery, embedder=embedder, mean_top=mean_top)
+    queries, _ = val_queries
+    labels, vectors = stored_refs(built_gallery)
+    results = g.match(queries, k=4)
+    assert len(results) == len(queries)
+    for q, ranked in zip(queries, results):
+        expect = sorted(brute_force(q, labels, vectors, mean_top).items(), key=lambda t: -t[1])[:4]
+        assert [m.sku for m in ranked] == [s for s, _ in expect]
+        assert np.allclose([m.score for m in ranked], [v for _, v in expect], atol=1e-5)
+        assert all(isinstance(m, SkuMatch) and 0.0 <= m.confidence <= 1.0 for m in ranked)
+        assert np.allclose([m.confidence for m in ranked], embedder.calibration.confidence([m.score for m in ranked]), atol=1e-6)
+
+
+def test_a_reference_photo_finds_its_own_sku_with_similarity_one(built_gallery, embedder):
+    g = Gallery.open(built_gallery, embedder=embedder)
+    photo = sorted((TRAIN / "Kiwi").glob("*.jpg"))[0]
+    best = g.match(embedder.embed([read_image(photo)]), k=1)[0][0]
+    assert best.sku == "Kiwi" and best.score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_match_takes_a_single_vector_and_k_larger_than_the_gallery(built_gallery, embedder, val_queries):
+    g = Gallery.open(built_gallery, embedder=embedder)
+    ranked = g.match(val_queries[0][0], k=50)
+    assert len(ranked) == 1 and sorted(m.sku for m in ranked[0]) == SKUS
+
+
+def test_verify_agrees_with_brute_force(built_gallery, embedder, val_queries):
+    g = Gallery.open(built_gallery, embedder=embedder)
+    labels, vectors = stored_refs(built_gallery)
+    queries, truth = val_queries
+    for q, claimed in [(queries[0], truth[0]), (queries[0], "Lemon"), (queries[-1], truth[-1])]:
+        scores = brute_force(q, labels, vectors)
+        v = g.verify(q, claimed)
+        other = max((s for s in scores if s != claimed), key=scores.get)
+        assert isinstance(v, Verification) and v.sku == claimed
+        assert v.similarity == pytest.approx(scores[claimed], abs=1e-5)
+        assert v.best_other_sku == other and v.best_other_similarity == pytest.approx(scores[other], abs=1e-5)
+        assert v.margin == pytest.approx(v.similarity - v.best_other_similarity, abs=1e-6)
+        assert v.confidence == pytest.approx(float(embedder.calibration.confidence(v.similarity)), abs=1e-6)
+
+
+def test_verify_of_an_unknown_sku_gives_similarity_minus_one(built_gallery, embedder, val_queries):
+    g = Gallery.open(built_gallery, embedder=embedder)
+    q = val_queries[0][0]
+    v = g.verify(q, "NOT-IN-GALLERY")
+    best = g.match(q, k=1)[0][0]
+    assert v.similarity == -1.0 and v.best_other_sku == best.sku
+    assert v.margin == pytest.approx(-1.0 - best.score, abs=1e-6)
+
+
+def test_bad_query_shapes_are_refused(built_gallery, embedder):
+    g = Gallery.open(built_gallery, embedder=embedder)
+    with pytest.raises(GalleryError, match=f"shape \\(N, {embedder.dim}\\)"):
+        g.match(np.ones((2, embedder.dim + 1), np.float32))
+    with pytest.raises(GalleryError, match="non-finite|all-zero"):
+        g.match(np.zeros((1, embedder.dim), np.float32))
+    with pytest.raises(GalleryError, match="1-D"):
+        g.verify(np.ones((2, embedder.dim), np.float32), "Kiwi")
+    with pytest.raises(GalleryError, match="k must be"):
+        g.match(np.ones(embedder.dim, np.float32), k=0)
+
+
+def test_catalogue_lookups(gallery_dir, embedder):
+    with GalleryStore.open(gallery_dir) as store:
+        store.add("Kiwi", [], name="Kiwi Hayward", barcodes=["4011", "5000112637922"], operator="t", embedder=embedder)
+    g = Gallery.open(gallery_dir, embedder=embedder)
+    assert g.skus() == SKUS and g.has_sku("Kiwi") and not g.has_sku("kiwi")
+    assert g.sku_for_barcode("5000112637922") == "Kiwi" and g.sku_for_barcode("4011") == "Kiwi"
+    assert g.sku_for_barcode("0000000000000") is None
+    assert g.display_name("Kiwi") == "Kiwi Hayward" and g.display_name("Lemon") == "Lemon"
+    assert g.display_name("FROM-THE-POS-LOG") == "FROM-THE-POS-LOG"
+    ref = g.reference_image("Kiwi")
+    assert ref is not None and ref.is_file() and ref.read_bytes() in {p.read_bytes() for p in (TRAIN / "Kiwi").glob("*.jpg")}
+    assert g.reference_image("NOPE") is None
+
+
+def test_refresh_follows_new_versions_and_keeps_the_old_until_then(gallery_dir, embedder, val_queries):
+    g = Gallery.open(gallery_dir, embedder=embedder)
+    assert g.version == 2 and g.refresh() is False
+    with GalleryStore.open(gallery_dir) as store:
+        store.remove_sku("Kiwi", operator="t")
+    assert g.has_sku("Kiwi") and g.version == 2  # not yet refreshed: still the whole old version
+    assert g.refresh() is True and g.version == 3 and not g.has_sku("Kiwi")
+    assert all(m.sku != "Kiwi" for ranked in g.match(val_queries[0], k=11) for m in ranked)
+
+
+def test_opening_with_another_model_is_refused_suggesting_rebuild(built_gallery, variant_model):
+    with pytest.raises(GalleryError, match="reid gallery rebuild"):
+        Gallery.open(built_gallery, model=variant_model)
+
+
+def test_not_a_gallery_is_refused(tmp_path, embedder):
+    with pytest.raises(GalleryError, match="not a gallery"):
+        Gallery.open(tmp_path, embedder=embedder)
+    with pytest.raises(GalleryError, match="no such gallery"):
+        Gallery.open(tmp_path / "missing", embedder=embedder)
+    (tmp_path / "CURRENT").write_text("garbage")
+    with pytest.raises(GalleryError, match="expected a version number"):
+        Gallery.open(tmp_path, embedder=embedder)
+
+
+def test_index_type_follows_the_gallery_size():
+    assert gallery_index.factory_for(10) == gallery_index.EXACT
+    assert gallery_index.factory_for(gallery_index.EXACT_MAX_REFS) == gallery_index.EXACT
+    assert gallery_index.factory_for(gallery_index.EXACT_MAX_REFS + 1) == gallery_index.APPROX
+
+
+def test_a_gallery_on_the_approximate_index_matches_like_exact_search(gallery_dir, embedder, val_queries, monkeypatch):
+    exact = Gallery.open(gallery_dir, embedder=embedder).match(val_queries[0], k=3)
+    monkeypatch.setattr(gallery_index, "EXACT_MAX_REFS", 10)
+    with GalleryStore.open(gallery_dir) as store:
+        store.remove_sku("Lime", operator="t")
+        store.rollback(2, operator="t")
+    g = Gallery.open(gallery_dir, embedder=embedder)
+    assert g.version == 4 and read_manifest(gallery_dir, 4)["index_factory"] == gallery_index.APPROX
+    approx = g.match(val_queries[0], k=3)
+    assert [[m.sku for m in r] for r in approx] == [[m.sku for m in r] for r in exact]
+    assert np.allclose([[m.score for m in r] for r in approx], [[m.score for m in r] for r in exact], atol=1e-5)
