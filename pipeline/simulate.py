@@ -258,7 +258,7 @@ def _hand(canvas: np.ndarray, box: tuple[float, float, float, float], side: str,
     """Paint a hand on the RGBA canvas holding the product in `box` by its trailing ("behind")
     or bottom ("below") edge; the fingers reach only a little way onto the product."""
     x1, y1, x2, y2 = box
-    size = max(x2 - x1, y2 - y1)
+    size = 0.7 * max(x2 - x1, y2 - y1)  # the hand's scale: a palm a quarter to a third of the item's size
     mask = np.zeros(canvas.shape[:2], np.uint8)
     finger_w = max(2, int(0.05 * size))
     if side == "behind":
