@@ -3,6 +3,7 @@ versions and the audit log. WAL mode lets readers (list, show, history) run whil
 synchronous=FULL makes a commit durable before the version switch that follows it."""
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -35,6 +36,7 @@ CREATE TABLE refs (
 );
 CREATE UNIQUE INDEX refs_active_photo ON refs(sha256) WHERE removed_version IS NULL;
 CREATE INDEX refs_sku ON refs(sku);
+CREATE INDEX refs_sha256 ON refs(sha256);
 CREATE TABLE versions (
     version INTEGER PRIMARY KEY,
     created REAL NOT NULL,
@@ -62,7 +64,13 @@ def connect(root: Path, readonly: bool = False) -> sqlite3.Connection:
     path = root / DB_NAME
     if not path.is_file():
         raise GalleryError(f"{root}: not a gallery (no {DB_NAME}); create one with `reid gallery init {root}`")
+    if not readonly and not (os.access(root, os.W_OK) and os.access(path, os.W_OK)):
+        raise GalleryError(f"{root}: cannot change the gallery: it is read-only for this user")
     uri = f"{path.resolve().as_uri()}?mode={'ro' if readonly else 'rw'}"
+    if readonly and not os.access(root, os.W_OK) and not path.with_name(f"{DB_NAME}-wal").exists():
+        # SQLite cannot set up WAL's shared memory in a directory it may not write; with no -wal file
+        # no writer has the database open, so the file is complete and can be read as immutable.
+        uri += "&immutable=1"
     try:
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, timeout=60.0)
         conn.execute("PRAGMA foreign_keys = ON")

@@ -13,6 +13,7 @@ import numpy as np
 
 from gallery.binding import bound_embedder
 from gallery.errors import GalleryError
+from gallery.index import reference_vectors
 from gallery.snapshot import Snapshot, read_current
 from models.runtime import OnnxEmbedder
 
@@ -122,7 +123,7 @@ class Gallery:
         query = self._queries(embedding, snap)
         pos = snap.position.get(sku)
         rows = snap.sku_rows[pos] if pos is not None else np.zeros(0, np.int64)
-        similarity = self._aggregate(snap.vectors[rows] @ query[0]) if len(rows) else -1.0
+        similarity = self._aggregate(reference_vectors(snap.index, rows) @ query[0]) if len(rows) else -1.0
         others = self._rank(snap, query, 1, pos)[0]
         other_sku, other_sim = (snap.skus[others[0][0]], others[0][1]) if others else (None, -1.0)
         return Verification(sku, similarity, self._confidence(similarity), other_sku, other_sim, similarity - other_sim)
@@ -166,7 +167,7 @@ class Gallery:
                 if len(candidates) < pool and depth < ntotal:
                     retry.append(qi)
                     continue
-                scored = [(int(c), self._aggregate(snap.vectors[snap.sku_rows[c]] @ queries[qi])) for c in candidates]
+                scored = [(int(c), self._aggregate(reference_vectors(snap.index, snap.sku_rows[c]) @ queries[qi])) for c in candidates]
                 results[qi] = sorted(scored, key=lambda t: -t[1])[:k]
             todo, depth = retry, min(ntotal, depth * 4)
         return results

@@ -20,7 +20,7 @@ import numpy as np
 from gallery.catalog import Product
 from gallery.errors import GalleryError
 from gallery.files import fsync_dir, fsync_file, remove_tree, replace_atomically, write_durably
-from gallery.index import build_index, factory_for, stored_vectors, tune
+from gallery.index import build_index, factory_for, tune
 
 VERSIONS_DIR = "versions"
 CURRENT = "CURRENT"
@@ -126,8 +126,7 @@ class Snapshot:
     position: dict[str, int]  # SKU id -> position
     images: dict[str, str]
     barcodes: dict[str, str]  # barcode -> SKU
-    index: faiss.Index
-    vectors: np.ndarray  # (N, D) view into the index's storage
+    index: faiss.Index  # row i of the version is the index's id i
     ref_ids: np.ndarray  # (N,) int64
     row_sku: np.ndarray  # (N,) int64, row -> position in `skus`
     sku_rows: list[np.ndarray]  # position in `skus` -> its rows
@@ -171,7 +170,6 @@ class Snapshot:
             images={p["sku"]: p["image"] for p in raw["products"] if p.get("image")},
             barcodes={b: p.sku for p in products for b in p.barcodes},
             index=index,
-            vectors=stored_vectors(index),
             ref_ids=rows[:, 0].copy(),
             row_sku=row_sku,
             sku_rows=[order[bounds[i] : bounds[i + 1]] for i in range(len(products))],

@@ -32,6 +32,7 @@ from gallery.catalog import Product, check_barcode, check_price, check_sku, chec
 from gallery.errors import GalleryError
 from gallery.faults import checkpoint
 from gallery.files import IMAGES_DIR, fsync_dir, remove_tree, replace_atomically, sha256_bytes, store_image
+from gallery.index import reference_vectors
 from gallery.photos import Photo, embed_photos, read_bytes
 from gallery.snapshot import (
     CURRENT,
@@ -47,6 +48,7 @@ from gallery.snapshot import (
 from models.runtime import OnnxEmbedder
 
 LOCK = "lock"
+PENDING = "images/.pending"  # images stored by the change in progress, one path a line
 DEFAULT_KEEP = 5
 MAX_LISTED = 10  # errors listed in one message; the rest are counted
 log = logging.getLogger(__name__)
@@ -226,8 +228,9 @@ class GalleryStore:
         for v in stored_versions(self.root):
             if v > last:  # written by a writer that died before committing it
                 remove_tree(version_dir(self.root, v))
-        for tmp in (self.root / IMAGES_DIR).glob("*/.*.tmp-*"):
+        for tmp in [*(self.root / IMAGES_DIR).glob("*/.*.tmp-*"), *self.root.glob(f".{CURRENT}.tmp-*")]:
             tmp.unlink(missing_ok=True)
+        self._remove_orphan_images()
         if last > read_current(self.root):  # committed, not yet published
             if last not in stored_versions(self.root):
                 write_version(self.root, self._content(last, self._version_operator(last)))
@@ -269,14 +272,18 @@ class GalleryStore:
                 if isinstance(e, (OSError, sqlite3.OperationalError)):
                     raise GalleryError(f"{self.root}: could not write the change ({_reason(e)}); nothing changed, still at version {before}") from None
                 raise
+            self._forget_pending()
             try:
                 switch_current(self.root, version)
-                self._prune()
             except OSError as e:
                 raise GalleryError(
                     f"{self.root}: version {version} is saved but could not be published ({_reason(e)}); "
                     "the next change of this gallery publishes it"
                 ) from None
+            try:
+                self._prune()
+            except OSError as e:  # the change is made and published; old versions go at the next change
+                log.warning("%s: could not remove old versions (%s)", self.root, _reason(e))
             return ChangeResult(version, summary)
 
     def _undo(self, version: int) -> None:
@@ -286,6 +293,27 @@ class GalleryStore:
             remove_tree(version_dir(self.root, version))
             for path in self._created:
                 path.unlink(missing_ok=True)
+            self._forget_pending()
+
+    def _note_pending(self, relpath: str) -> None:
+        """Record an image about to be stored by an uncommitted change, so that if this writer is
+        killed the next one removes it (unless the database refers to it)."""
+        with open(self.root / PENDING, "a", encoding="utf-8") as f:
+            f.write(relpath + "\n")
+
+    def _forget_pending(self) -> None:
+        (self.root / PENDING).unlink(missing_ok=True)
+
+    def _remove_orphan_images(self) -> None:
+        """Images a killed writer stored for a change it never committed."""
+        try:
+            listed = (self.root / PENDING).read_text(encoding="utf-8").split()
+        except FileNotFoundError:
+            return
+        for relpath in listed:
+            if self.conn.execute("SELECT 1 FROM refs WHERE sha256 = ? LIMIT 1", (Path(relpath).stem,)).fetchone() is None:
+                (self.root / relpath).unlink(missing_ok=True)
+        self._forget_pending()
 
     def _prune(self) -> None:
         keep = int(self.meta["keep_versions"])
@@ -361,6 +389,8 @@ class GalleryStore:
             data = read_bytes(photo.path)
             if sha256_bytes(data) != photo.sha256:
                 raise GalleryError(f"{photo.path}: the file changed while it was being added; add it again")
+            if not (self.root / photo.relpath).is_file():
+                self._note_pending(photo.relpath)
             if store_image(self.root, photo.relpath, data):
                 self._created.append(self.root / photo.relpath)
             cur = self.conn.execute(
@@ -575,7 +605,7 @@ class GalleryStore:
             ) from None
         m = snap.manifest
         return self.replace_contents(
-            list(snap.products.values()), [int(i) for i in snap.ref_ids], snap.vectors,
+            list(snap.products.values()), [int(i) for i in snap.ref_ids], reference_vectors(snap.index),
             action="rollback", summary=f"rolled back to the contents of version {version}", operator=operator,
             model=(m["model_fingerprint"], m["model_path"], int(m["embedding_dim"])),
         )

@@ -153,7 +153,8 @@ def test_not_a_gallery_is_refused(tmp_path, embedder):
 def test_index_type_follows_the_gallery_size():
     assert gallery_index.factory_for(10) == gallery_index.EXACT
     assert gallery_index.factory_for(gallery_index.EXACT_MAX_REFS) == gallery_index.EXACT
-    assert gallery_index.factory_for(gallery_index.EXACT_MAX_REFS + 1) == gallery_index.APPROX
+    assert gallery_index.factory_for(gallery_index.EXACT_MAX_REFS + 1).startswith("IVF")
+    assert gallery_index.factory_for(1_000_000) == "IVF4000,Flat"
 
 
 def test_a_gallery_on_the_approximate_index_matches_like_exact_search(gallery_dir, embedder, val_queries, monkeypatch):
@@ -163,7 +164,7 @@ def test_a_gallery_on_the_approximate_index_matches_like_exact_search(gallery_di
         store.remove_sku("Lime", operator="t")
         store.rollback(2, operator="t")
     g = Gallery.open(gallery_dir, embedder=embedder)
-    assert g.version == 4 and read_manifest(gallery_dir, 4)["index_factory"] == gallery_index.APPROX
+    assert g.version == 4 and read_manifest(gallery_dir, 4)["index_factory"] == gallery_index.factory_for(96)
     approx = g.match(val_queries[0], k=3)
     assert [[m.sku for m in r] for r in approx] == [[m.sku for m in r] for r in exact]
     assert np.allclose([[m.score for m in r] for r in approx], [[m.score for m in r] for r in exact], atol=1e-5)
