@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from gallery.check import MIN_REFS, check_path, format_report
 from gallery.store import DEFAULT_KEEP, ChangeResult, GalleryStore
 
 
@@ -100,6 +101,12 @@ def cmd_rebuild(a: argparse.Namespace) -> int:
         return _report(store.rebuild(a.model, operator=a.operator, progress=True))
 
 
+def cmd_check(a: argparse.Namespace) -> int:
+    report = check_path(a.dir, model=a.model, confusable_threshold=a.threshold, min_refs=a.min_refs)
+    print(json.dumps(report.to_dict(), ensure_ascii=False, indent=1) if a.json else format_report(report))
+    return 0
+
+
 def _operator_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--operator", help="who makes the change, for the audit log (default: your user name)")
 
@@ -158,6 +165,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sku", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
+
+    p = gs.add_parser("check", help="confusable SKUs, likely wrong-product photos, duplicates, SKUs with too few photos")
+    p.add_argument("dir")
+    p.add_argument("--threshold", default="far_0.01",
+                   help="calibrated threshold above which two SKUs count as confusable (default far_0.01, at which the "
+                        "pipeline takes an item for another SKU; also eer, far_0.001)")
+    p.add_argument("--min-refs", type=int, default=MIN_REFS, help=f"fewer references than this are reported (default {MIN_REFS})")
+    p.add_argument("--json", action="store_true")
+    _model_arg(p)
+    p.set_defaults(func=cmd_check)
 
     p = gs.add_parser("history", help="the versions: who changed what, when")
     p.add_argument("dir")

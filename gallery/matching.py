@@ -89,6 +89,11 @@ class Gallery:
     def version(self) -> int:
         return self._snap.version
 
+    @property
+    def snapshot(self) -> Snapshot:
+        """The version in use, as loaded (immutable; `refresh` replaces it rather than changing it)."""
+        return self._snap
+
     def refresh(self) -> bool:
         """Switch to a newer published version if there is one; True if switched.
 

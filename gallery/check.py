@@ -1,0 +1,214 @@
+"""`reid gallery check`: what makes a gallery mislead the lanes, found before it does.
+
+- confusable SKU pairs: references of two SKUs closer than the similarity at which the pipeline
+  takes an item for the other SKU (the model's calibrated threshold), so switches between them are
+  missed or wrongly alerted;
+- outlier references: closer to another SKU's references than to any of its own, and below the
+  calibrated EER threshold to its own (most likely a photo of the wrong product);
+- duplicate photos: the same picture re-encoded or resized (equal or near perceptual hashes);
+- SKUs with too few references to be recognised from different sides.
+
+Neighbours come from the published version's FAISS index, so the check scales like matching does.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from gallery.errors import GalleryError
+from gallery.index import reference_vectors
+from gallery.matching import Gallery
+from gallery.snapshot import Snapshot
+from gallery.store import GalleryStore
+
+NEIGHBOURS = 32  # nearest references looked at per reference
+PHASH_BITS = 64
+NEAR_DUPLICATE_BITS = 8  # re-saved or resized copies differ in 0-4 bits, different photos in 14 or more
+MIN_REFS = 3
+# Perceptual hashes are split into 9 blocks of 7 bits: two hashes within 8 bits agree on a whole block.
+HASH_BLOCKS, HASH_BLOCK_BITS = 9, 7
+
+
+@dataclass(frozen=True)
+class RefInfo:
+    id: int
+    sku: str
+    image: str
+    source: str
+    phash: int
+
+
+@dataclass(frozen=True)
+class ConfusablePair:
+    sku_a: str
+    sku_b: str
+    similarity: float  # the closest pair of their references
+    ref_a: int
+    ref_b: int
+
+
+@dataclass(frozen=True)
+class Outlier:
+    ref: int
+    sku: str
+    source: str
+    own_similarity: float  # to the closest other reference of its own SKU
+    nearest_sku: str
+    nearest_similarity: float  # to the closest reference of another SKU
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    kind: str  # "identical" (same perceptual hash) or "near"
+    bits: int  # perceptual-hash bits that differ
+    ref_a: int
+    sku_a: str
+    source_a: str
+    ref_b: int
+    sku_b: str
+    source_b: str
+
+
+@dataclass(frozen=True)
+class FewRefs:
+    sku: str
+    refs: int
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    version: int
+    refs: int
+    skus: int
+    confusable_threshold: str
+    confusable_similarity: float
+    outlier_threshold: float
+    confusable: list[ConfusablePair]
+    outliers: list[Outlier]
+    duplicates: list[Duplicate]
+    few_refs: list[FewRefs]
+    min_refs: int
+
+    @property
+    def problems(self) -> int:
+        return len(self.confusable) + len(self.outliers) + len(self.duplicates) + len(self.few_refs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_gallery(
+    snap: Snapshot,
+    refs: dict[int, RefInfo],
+    threshold: Callable[[str], float],
+    confusable_threshold: str = "far_0.01",
+    min_refs: int = MIN_REFS,
+) -> CheckReport:
+    """Check a loaded version; `refs` describes its references (by id), `threshold` is the model's
+    calibration lookup (Calibration.threshold)."""
+    n = snap.index.ntotal
+    vectors = reference_vectors(snap.index)
+    own_best = np.full(n, -2.0, np.float32)  # best similarity to another reference of the same SKU
+    for rows in snap.sku_rows:
+        if len(rows) > 1:
+            sims = vectors[rows] @ vectors[rows].T
+            np.fill_diagonal(sims, -2.0)
+            own_best[rows] = sims.max(axis=1)
+    confusable_sim, outlier_sim = threshold(confusable_threshold), threshold("eer")
+    other_best = np.full(n, -2.0, np.float32)  # best similarity to a reference of another SKU
+    other_row = np.zeros(n, np.int64)
+    confusable: list[ConfusablePair] = []
+    if n > 1:
+        sims, nbrs = snap.index.search(vectors, min(n, NEIGHBOURS))
+        cross = (nbrs >= 0) & (snap.row_sku[np.maximum(nbrs, 0)] != snap.row_sku[:, None])
+        masked = np.where(cross, sims, -2.0)
+        best = masked.argmax(axis=1)
+        other_best, other_row = masked[np.arange(n), best], nbrs[np.arange(n), best]
+        confusable = _confusable_pairs(snap, *np.nonzero(cross & (sims >= confusable_sim)), sims, nbrs)
+    ids = snap.ref_ids
+    outliers = [
+        Outlier(int(ids[r]), snap.skus[snap.row_sku[r]], refs[int(ids[r])].source, float(own_best[r]),
+                snap.skus[snap.row_sku[other_row[r]]], float(other_best[r]))
+        for r in np.nonzero((own_best > -2.0) & (other_best > own_best) & (own_best < outlier_sim))[0]
+    ]
+    few = [FewRefs(sku, len(rows)) for sku, rows in zip(snap.skus, snap.sku_rows) if len(rows) < min_refs]
+    return CheckReport(
+        version=snap.version, refs=n, skus=len(snap.skus), confusable_threshold=confusable_threshold,
+        confusable_similarity=confusable_sim, outlier_threshold=outlier_sim, confusable=confusable,
+        outliers=sorted(outliers, key=lambda o: o.own_similarity - o.nearest_similarity),
+        duplicates=find_duplicates([refs[int(i)] for i in ids]), few_refs=few, min_refs=min_refs,
+    )
+
+
+def _confusable_pairs(snap: Snapshot, rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, nbrs: np.ndarray) -> list[ConfusablePair]:
+    """Per SKU pair, its closest cross-SKU neighbours among the (row, neighbour column) hits."""
+    a, b, sim = rows, nbrs[rows, cols], sims[rows, cols]
+    swap = snap.row_sku[a] > snap.row_sku[b]
+    a, b = np.where(swap, b, a), np.where(swap, a, b)
+    best_first = np.argsort(-sim, kind="stable")
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for i in best_first:
+        key = (int(snap.row_sku[a[i]]), int(snap.row_sku[b[i]]))
+        if key not in seen:
+            seen.add(key)
+            out.append(ConfusablePair(snap.skus[key[0]], snap.skus[key[1]], float(sim[i]), int(snap.ref_ids[a[i]]), int(snap.ref_ids[b[i]])))
+    return out
+
+
+def find_duplicates(refs: list[RefInfo], max_bits: int = NEAR_DUPLICATE_BITS) -> list[Duplicate]:
+    """Pairs of references whose perceptual hashes differ in at most `max_bits` bits (FAISS multi-hash
+    range search: exact for up to HASH_BLOCKS - 1 bits, without comparing every pair)."""
+    if len(refs) < 2:
+        return []
+    if max_bits >= HASH_BLOCKS:
+        raise ValueError(f"near-duplicate search finds at most {HASH_BLOCKS - 1} differing bits, asked for {max_bits}")
+    codes = np.array([r.phash for r in refs], np.int64).astype(">i8").view(np.uint8).reshape(len(refs), 8)
+    index = faiss.IndexBinaryMultiHash(PHASH_BITS, HASH_BLOCKS, HASH_BLOCK_BITS)
+    index.add(codes)
+    lims, dists, found = index.range_search(codes, max_bits + 1)
+    out = []
+    for i in range(len(refs)):
+        for d, j in zip(dists[lims[i] : lims[i + 1]], found[lims[i] : lims[i + 1]]):
+            if j > i:
+                a, b = refs[i], refs[int(j)]
+                out.append(Duplicate("identical" if d == 0 else "near", int(d), a.id, a.sku, a.source, b.id, b.sku, b.source))
+    return sorted(out, key=lambda d: (d.bits, d.ref_a, d.ref_b))
+
+
+def format_report(report: CheckReport) -> str:
+    """The report as tables, for an operator."""
+    lines = [f"version {report.version}: {report.refs} references of {report.skus} SKUs"]
+    lines.append(f"\nconfusable SKU pairs (closest references at or above {report.confusable_threshold} = {report.confusable_similarity:.3f}): {len(report.confusable)}")
+    lines += [f"  {p.similarity:6.3f}  {p.sku_a} (ref {p.ref_a})  ~  {p.sku_b} (ref {p.ref_b})" for p in report.confusable]
+    lines.append(f"\noutlier references (nearer another SKU than their own, own below eer = {report.outlier_threshold:.3f}): {len(report.outliers)}")
+    lines += [
+        f"  ref {o.ref:<6} {o.sku}: own {o.own_similarity:.3f} < {o.nearest_similarity:.3f} {o.nearest_sku}  ({o.source})"
+        for o in report.outliers
+    ]
+    lines.append(f"\nduplicate photos (perceptual hash within {NEAR_DUPLICATE_BITS} bits): {len(report.duplicates)}")
+    lines += [
+        f"  {d.kind:<9} {d.bits} bits  ref {d.ref_a} {d.sku_a} ({d.source_a})  =  ref {d.ref_b} {d.sku_b} ({d.source_b})"
+        for d in report.duplicates
+    ]
+    lines.append(f"\nSKUs with fewer than {report.min_refs} references: {len(report.few_refs)}")
+    lines += [f"  {f.sku}: {f.refs}" for f in report.few_refs]
+    return "\n".join(lines)
+
+
+def check_path(root: str | Path, model: str | Path | None = None, confusable_threshold: str = "far_0.01", min_refs: int = MIN_REFS) -> CheckReport:
+    """Check the published version of the gallery at `root` with its model's calibration."""
+    gallery = Gallery.open(root, model=model)
+    snap = gallery.snapshot
+    if confusable_threshold not in gallery.embedder.calibration.thresholds:
+        raise GalleryError(f"the model has no threshold {confusable_threshold!r}; it has {sorted(gallery.embedder.calibration.thresholds)}")
+    if min_refs < 1:
+        raise GalleryError(f"--min-refs must be at least 1, got {min_refs}")
+    with GalleryStore.open(root, readonly=True) as store:
+        rows = store.conn.execute("SELECT id, sku, image, source, phash FROM refs").fetchall()
+    refs = {r[0]: RefInfo(*r) for r in rows}
+    return check_gallery(snap, refs, gallery.embedder.calibration.threshold, confusable_threshold, min_refs)
