@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from gallery.bundle import export_bundle, import_bundle
 from gallery.check import MIN_REFS, check_path, format_report
 from gallery.store import DEFAULT_KEEP, ChangeResult, GalleryStore
 
@@ -107,6 +108,16 @@ def cmd_check(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(a: argparse.Namespace) -> int:
+    info = export_bundle(a.dir, a.bundle)
+    print(f"wrote {info.path}: version {info.version}, {info.refs} references of {info.skus} SKUs, {info.bytes / 2**20:.1f} MiB")
+    return 0
+
+
+def cmd_import(a: argparse.Namespace) -> int:
+    return _report(import_bundle(a.dir, a.bundle, operator=a.operator))
+
+
 def _operator_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--operator", help="who makes the change, for the audit log (default: your user name)")
 
@@ -175,6 +186,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     _model_arg(p)
     p.set_defaults(func=cmd_check)
+
+    p = gs.add_parser("export", help="write the published version to a single archive (a bundle) with checksums")
+    p.add_argument("dir")
+    p.add_argument("bundle", help="the archive to write (.tar)")
+    p.set_defaults(func=cmd_export)
+
+    p = gs.add_parser("import", help="replace the gallery's contents with a bundle's, as a new version (checked first)")
+    p.add_argument("dir", help="a gallery created with the bundle's model")
+    p.add_argument("bundle")
+    _operator_arg(p)
+    p.set_defaults(func=cmd_import)
 
     p = gs.add_parser("history", help="the versions: who changed what, when")
     p.add_argument("dir")

@@ -564,6 +564,7 @@ class GalleryStore:
         """
 
         def apply(version: int) -> tuple[str, list[tuple[str | None, str]]]:
+            refs_before, skus_before = self._active_refs(), {p.product.sku for p in self.products()}
             self.conn.execute("UPDATE products SET active = 0")
             self.conn.execute("DELETE FROM barcodes")
             for p in products:
@@ -583,9 +584,17 @@ class GalleryStore:
                     self.conn.execute("UPDATE refs SET removed_version = NULL, embedding = ? WHERE id = ?", (np.asarray(vec, np.float32).tobytes(), ref_id))
             if model is not None:
                 db.set_meta(self.conn, model_fingerprint=model[0], model_path=model[1], embedding_dim=str(model[2]))
-            return summary, entries
+            refs_after, skus_after = self._active_refs(), {p.sku for p in products}
+            entries += [(sku, "product added") for sku in sorted(skus_after - skus_before)]
+            entries += [(sku, "product removed") for sku in sorted(skus_before - skus_after)]
+            change = (f"{len(refs_after - refs_before)} references in, {len(refs_before - refs_after)} out; "
+                      f"{len(skus_after - skus_before)} SKUs in, {len(skus_before - skus_after)} out")
+            return f"{summary} ({change})", entries
 
         return self._change(action, _operator(operator), apply)
+
+    def _active_refs(self) -> set[int]:
+        return {i for (i,) in self.conn.execute("SELECT id FROM refs WHERE removed_version IS NULL")}
 
     def _find_ref(self, photo: Photo) -> int | None:
         return self.conn.execute("SELECT MAX(id) FROM refs WHERE sku = ? AND sha256 = ?", (photo.sku, photo.sha256)).fetchone()[0]

@@ -1,0 +1,281 @@
+"""Gallery bundles: one tar archive that carries a gallery's published version to another gallery
+(a central gallery deployed to stores, a backup restored).
+
+Members, in this order: `manifest.json` (format, model fingerprint, catalogue, references, and the
+size and sha256 of every other member), `embeddings.npy` (float32, one row per reference), and the
+photos under `images/<2 hex>/<sha256>.<ext>`. Import trusts nothing in the archive: members must be
+regular files with exactly the names and sizes the manifest lists (no absolute paths, no `..`, no
+links, no devices, nothing oversized), each checksum must match, the model must be the gallery's,
+and every photo must decode; only then does the gallery change, as one new version.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+import numpy as np
+
+from gallery.catalog import Product, check_sku
+from gallery.errors import GalleryError
+from gallery.files import fsync_dir, temp_name
+from gallery.index import reference_vectors
+from gallery.matching import load_current
+from gallery.photos import Photo, perceptual_hash
+from gallery.store import ChangeResult, GalleryStore
+from models.images import ImageError, decode_image
+
+FORMAT = "retail-reid-gallery-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+EMBEDDINGS = "embeddings.npy"
+MAX_MANIFEST_BYTES = 512 * 2**20
+MAX_IMAGE_BYTES = 64 * 2**20  # larger than any product photo the embedder would accept
+IMAGE_NAME = re.compile(r"images/([0-9a-f]{2})/([0-9a-f]{64})\.(jpg|png|bmp|tif|webp|img)")
+CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class BundleInfo:
+    path: Path
+    version: int  # the gallery version it holds
+    refs: int
+    skus: int
+    bytes: int
+
+
+def export_bundle(root: str | Path, bundle: str | Path) -> BundleInfo:
+    """Write the published version of the gallery at `root` to `bundle` (complete, or not at all)."""
+    root, bundle = Path(root), Path(bundle)
+    snap = load_current(root)
+    with GalleryStore.open(root, readonly=True) as store:
+        info = {r[0]: r[1:] for r in store.conn.execute("SELECT id, sku, image, sha256, source FROM refs")}
+    refs = []
+    for ref_id in snap.ref_ids.tolist():
+        sku, image, sha, source = info[ref_id]
+        refs.append({"sku": sku, "image": image, "sha256": sha, "source": source})
+    emb = io.BytesIO()
+    np.save(emb, reference_vectors(snap.index).astype(np.float32))
+    files = {EMBEDDINGS: {"size": emb.getbuffer().nbytes, "sha256": hashlib.sha256(emb.getbuffer()).hexdigest()}}
+    for image in dict.fromkeys(r["image"] for r in refs):
+        files[image] = {"size": (root / image).stat().st_size, "sha256": _file_sha256(root / image)}
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": time.time(),
+        "gallery_version": snap.version,
+        "model_fingerprint": snap.model_fingerprint,
+        "model_path": snap.manifest["model_path"],
+        "embedding_dim": int(snap.index.d),
+        "products": [snap.products[sku].to_dict() for sku in snap.skus],
+        "references": refs,
+        "files": files,
+    }
+    data = json.dumps(manifest, ensure_ascii=False, indent=1).encode()
+    if not bundle.parent.is_dir():
+        raise GalleryError(f"{bundle.parent}: no such directory for the bundle")
+    tmp = temp_name(bundle)
+    try:
+        with open(tmp, "wb") as f:
+            with tarfile.open(fileobj=f, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                _add(tar, MANIFEST, io.BytesIO(data), len(data))
+                emb.seek(0)
+                _add(tar, EMBEDDINGS, emb, files[EMBEDDINGS]["size"])
+                for image, meta in files.items():
+                    if image != EMBEDDINGS:
+                        with open(root / image, "rb") as src:
+                            _add(tar, image, src, meta["size"])
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, bundle)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise GalleryError(f"{bundle}: cannot write the bundle ({e.strerror or e})") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(bundle.parent)
+    return BundleInfo(bundle, snap.version, len(refs), len(snap.skus), bundle.stat().st_size)
+
+
+def import_bundle(root: str | Path, bundle: str | Path, operator: str | None = None) -> ChangeResult:
+    """Make the gallery at `root` hold the bundle's catalogue and references, as a new version."""
+    root, bundle = Path(root), Path(bundle)
+    with GalleryStore.open(root) as store:
+        meta = store.meta
+        staging = Path(tempfile.mkdtemp(prefix="reid-bundle-"))
+        try:
+            manifest, products, photos, vectors = _read_bundle(bundle, staging, meta["model_fingerprint"], int(meta["embedding_dim"]))
+            summary = (f"imported {bundle.name}: {len(photos)} references of {len(products)} SKUs "
+                       f"(version {manifest['gallery_version']} of its gallery)")
+            return store.replace_contents(products, photos, vectors, action="import", summary=summary, operator=operator)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _add(tar: tarfile.TarFile, name: str, data: BinaryIO, size: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = size, 0o644, int(time.time())
+    tar.addfile(info, data)
+
+
+def _member_problem(m: tarfile.TarInfo) -> str | None:
+    """Why a member may not be unpacked at all, whatever the manifest says."""
+    path = PurePosixPath(m.name)
+    if m.name.startswith("/") or path.is_absolute() or re.match(r"^[A-Za-z]:", m.name):
+        return "has an absolute path"
+    if ".." in path.parts:
+        return "has '..' in its path"
+    if m.issym() or m.islnk():
+        return f"is a link (to {m.linkname!r})"
+    if not m.isreg():
+        return "is not a regular file"
+    return None
+
+
+def _read_bundle(bundle: Path, staging: Path, fingerprint: str, dim: int) -> tuple[dict, list[Product], list[Photo], np.ndarray]:
+    try:
+        tar = tarfile.open(bundle, "r:*")
+    except FileNotFoundError:
+        raise GalleryError(f"{bundle}: no such file") from None
+    except (tarfile.TarError, OSError) as e:
+        raise GalleryError(f"{bundle}: not a gallery bundle (not a readable tar archive: {e})") from None
+    with tar:
+        try:
+            return _read_members(tar, bundle, staging, fingerprint, dim)
+        except (tarfile.TarError, EOFError) as e:
+            raise GalleryError(f"{bundle}: damaged archive ({e})") from None
+
+
+def _read_members(tar: tarfile.TarFile, bundle: Path, staging: Path, fingerprint: str, dim: int) -> tuple[dict, list[Product], list[Photo], np.ndarray]:
+    first = tar.next()
+    if first is None or first.name != MANIFEST:
+        raise GalleryError(f"{bundle}: not a gallery bundle (its first member must be {MANIFEST}, found {first.name if first else 'nothing'!r})")
+    if problem := _member_problem(first):
+        raise GalleryError(f"{bundle}: member {first.name!r} {problem}; refused")
+    if first.size > MAX_MANIFEST_BYTES:
+        raise GalleryError(f"{bundle}: {MANIFEST} is {first.size} bytes, more than the limit of {MAX_MANIFEST_BYTES}; refused")
+    manifest, products, files = _parse_manifest(tar.extractfile(first).read(), bundle, fingerprint, dim)  # type: ignore[union-attr]
+    free = shutil.disk_usage(staging).free
+    needed = sum(f["size"] for f in files.values())
+    if needed > free:
+        raise GalleryError(f"{bundle}: unpacking needs {needed} bytes, only {free} are free in {staging.parent}; refused")
+    got: dict[str, Path] = {}
+    while (m := tar.next()) is not None:
+        if problem := _member_problem(m):
+            raise GalleryError(f"{bundle}: member {m.name!r} {problem}; refused")
+        if m.name not in files:
+            raise GalleryError(f"{bundle}: member {m.name!r} is not listed in the manifest; refused")
+        if m.name in got:
+            raise GalleryError(f"{bundle}: member {m.name!r} appears twice; refused")
+        if m.size != files[m.name]["size"]:
+            raise GalleryError(f"{bundle}: member {m.name!r} is {m.size} bytes, the manifest says {files[m.name]['size']}; refused")
+        dest = staging / f"{len(got):08d}"
+        h = hashlib.sha256()
+        with tar.extractfile(m) as src, open(dest, "wb") as out:  # type: ignore[union-attr]
+            for chunk in iter(lambda: src.read(CHUNK), b""):
+                h.update(chunk)
+                out.write(chunk)
+        if h.hexdigest() != files[m.name]["sha256"]:
+            raise GalleryError(f"{bundle}: member {m.name!r} does not match its sha256 checksum in the manifest; the archive is damaged or altered")
+        got[m.name] = dest
+    missing = sorted(set(files) - set(got))
+    if missing:
+        raise GalleryError(f"{bundle}: {len(missing)} files listed in the manifest are missing, e.g. {missing[0]!r}")
+    vectors = _load_embeddings(got[EMBEDDINGS], bundle, len(manifest["references"]), dim)
+    photos = []
+    for i, ref in enumerate(manifest["references"]):
+        path = got[ref["image"]]
+        try:
+            image = decode_image(path.read_bytes(), f"{bundle}: {ref['image']}")
+        except ImageError as e:
+            raise GalleryError(str(e)) from None
+        ext = "." + ref["image"].rsplit(".", 1)[1]
+        photos.append(Photo(ref["sku"], path, ref["source"], ref["sha256"], ext, perceptual_hash(image)))
+    return manifest, products, photos, vectors
+
+
+def _parse_manifest(raw: bytes, bundle: Path, fingerprint: str, dim: int) -> tuple[dict, list[Product], dict[str, dict]]:
+    where = f"{bundle}: {MANIFEST}"
+    try:
+        manifest = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GalleryError(f"{where}: not valid JSON ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise GalleryError(f"{where}: not a gallery bundle (field 'format' must be {FORMAT!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise GalleryError(f"{where}: bundle format version {manifest.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
+    for field, kind in (("model_fingerprint", str), ("embedding_dim", int), ("gallery_version", int), ("products", list), ("references", list), ("files", dict)):
+        if not isinstance(manifest.get(field), kind):
+            raise GalleryError(f"{where}: field {field!r} is missing or not a {kind.__name__}")
+    if manifest["model_fingerprint"] != fingerprint:
+        raise GalleryError(
+            f"{where}: the bundle's embeddings are from model {manifest['model_fingerprint'][:12]} ({manifest.get('model_path')}), "
+            f"this gallery's model is {fingerprint[:12]}; import it into a gallery created with that model "
+            "(`reid gallery init DIR --model M`), then `reid gallery rebuild` it if needed"
+        )
+    if manifest["embedding_dim"] != dim:
+        raise GalleryError(f"{where}: embedding_dim {manifest['embedding_dim']} differs from the gallery's {dim}")
+    products = [Product.from_dict(p, f"{where}: products[{i}]") for i, p in enumerate(manifest["products"])]
+    skus = {p.sku for p in products}
+    if len(skus) != len(products):
+        raise GalleryError(f"{where}: a SKU is listed twice in 'products'")
+    codes = [c for p in products for c in p.barcodes]
+    if len(set(codes)) != len(codes):
+        raise GalleryError(f"{where}: a barcode belongs to two products")
+    files: dict[str, dict] = {}
+    for name, f in manifest["files"].items():
+        if name != EMBEDDINGS and not IMAGE_NAME.fullmatch(name):
+            raise GalleryError(f"{where}: files: {name!r} is not a name a bundle may hold (embeddings.npy, images/xx/<sha256>.<ext>)")
+        if not (isinstance(f, dict) and isinstance(f.get("size"), int) and isinstance(f.get("sha256"), str)):
+            raise GalleryError(f"{where}: files[{name!r}] must have an integer 'size' and a 'sha256'")
+        limit = 128 + 4 * dim * len(manifest["references"]) + 1024 if name == EMBEDDINGS else MAX_IMAGE_BYTES
+        if not 0 < f["size"] <= limit:
+            raise GalleryError(f"{where}: files[{name!r}] has an absurd size {f['size']} (limit {limit} bytes); refused")
+        files[name] = f
+    if EMBEDDINGS not in files:
+        raise GalleryError(f"{where}: 'files' does not list {EMBEDDINGS}")
+    seen: set[str] = set()
+    for i, ref in enumerate(manifest["references"]):
+        at = f"{where}: references[{i}]"
+        if not isinstance(ref, dict) or not all(isinstance(ref.get(k), str) for k in ("sku", "image", "sha256", "source")):
+            raise GalleryError(f"{at}: must have text fields 'sku', 'image', 'sha256' and 'source'")
+        if check_sku(ref["sku"], f"{at}: field 'sku'") not in skus:
+            raise GalleryError(f"{at}: SKU {ref['sku']!r} is not in the bundle's products")
+        match = IMAGE_NAME.fullmatch(ref["image"])
+        if not match or ref["image"] not in files or match.group(2) != ref["sha256"] or files[ref["image"]]["sha256"] != ref["sha256"]:
+            raise GalleryError(f"{at}: image {ref['image']!r} is not a listed file named by its sha256 {ref['sha256']!r}")
+        if ref["sha256"] in seen:
+            raise GalleryError(f"{at}: the same photo ({ref['sha256'][:12]}) is a reference twice")
+        seen.add(ref["sha256"])
+    return manifest, products, files
+
+
+def _load_embeddings(path: Path, bundle: Path, n: int, dim: int) -> np.ndarray:
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise GalleryError(f"{bundle}: {EMBEDDINGS}: not a numpy array file ({e})") from None
+    if vectors.dtype != np.float32 or vectors.shape != (n, dim):
+        raise GalleryError(f"{bundle}: {EMBEDDINGS}: expected float32 of shape ({n}, {dim}), found {vectors.dtype} {vectors.shape}")
+    norms = np.linalg.norm(vectors, axis=1)
+    if not np.all(np.isfinite(vectors)) or not np.allclose(norms, 1.0, atol=1e-3):
+        raise GalleryError(f"{bundle}: {EMBEDDINGS}: rows must be finite unit vectors")
+    return vectors

@@ -1,0 +1,193 @@
+"""Bundles (`reid gallery export | import`): a round trip carries the gallery exactly, and every kind
+of malicious or damaged archive is refused with the target gallery left as it was."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import sqlite3
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gallery import Gallery, GalleryError
+from gallery.bundle import EMBEDDINGS, MANIFEST, export_bundle, import_bundle
+from gallery.snapshot import read_current
+from gallery.store import GalleryStore
+from gallery_fixtures import VAL, built_gallery, embedder, gallery_dir, variant_model  # noqa: F401
+from models.images import read_image
+from pipeline.cli import main
+
+
+@pytest.fixture(scope="module")
+def bundle(built_gallery, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("bundle") / "store.tar"
+    export_bundle(built_gallery, path)
+    return path
+
+
+@pytest.fixture
+def empty_gallery(tmp_path, embedder) -> Path:
+    root = tmp_path / "target"
+    GalleryStore.init(root, operator="t")
+    return root
+
+
+def contents(root: Path) -> dict[str, dict]:
+    """Per SKU: its catalogue row and {photo sha256: embedding bytes} of its active references."""
+    with sqlite3.connect(root / "gallery.db") as conn:
+        out = {sku: {"product": (name, cat, price), "refs": {}} for sku, name, cat, price in conn.execute(
+            "SELECT sku, name, category, price FROM products WHERE active")}
+        for sku, sha, emb in conn.execute("SELECT sku, sha256, embedding FROM refs WHERE removed_version IS NULL"):
+            out[sku]["refs"][sha] = emb
+    return out
+
+
+def test_round_trip_carries_the_gallery_exactly(built_gallery, bundle, empty_gallery, embedder, capsys):
+    assert main(["gallery", "import", str(empty_gallery), str(bundle), "--operator", "central"]) == 0
+    assert "version 2: imported store.tar: 96 references of 12 SKUs" in capsys.readouterr().out
+    assert contents(empty_gallery) == contents(built_gallery)
+    queries = embedder.embed([read_image(p) for p in sorted(VAL.glob("*/*.jpg"))[::4]])
+    a = Gallery.open(built_gallery, embedder=embedder).match(queries, k=3)
+    b = Gallery.open(empty_gallery, embedder=embedder).match(queries, k=3)
+    assert a == b
+    with GalleryStore.open(empty_gallery, readonly=True) as store:
+        last = store.history()[-1]
+    assert (last.action, last.operator) == ("import", "central") and "96 references in, 0 out; 12 SKUs in" in last.summary
+    for image in (empty_gallery / "images").rglob("*.jpg"):
+        assert image.read_bytes() in {p.read_bytes() for p in (built_gallery / "images").rglob(image.name)}
+
+
+def test_import_replaces_the_contents_as_one_new_version(gallery_dir, bundle, embedder):
+    with GalleryStore.open(gallery_dir) as store:
+        store.remove_sku("Kiwi", operator="t")
+        store.add("Extra", sorted((VAL / "Kiwi").glob("*.jpg"))[:1], embedder=embedder)
+    result = import_bundle(gallery_dir, bundle, operator="t")
+    g = Gallery.open(gallery_dir, embedder=embedder)
+    assert result.version == g.version == 5 and g.has_sku("Kiwi") and not g.has_sku("Extra")
+    assert "1 SKUs in, 1 out" in result.summary
+
+
+def test_export_via_cli(built_gallery, tmp_path, capsys):
+    out = tmp_path / "b.tar"
+    assert main(["gallery", "export", str(built_gallery), str(out)]) == 0
+    assert "version 2, 96 references of 12 SKUs" in capsys.readouterr().out
+    with tarfile.open(out) as tar:
+        names = tar.getnames()
+    assert names[:2] == [MANIFEST, EMBEDDINGS] and len(names) == 2 + 96
+    with pytest.raises(GalleryError, match="no such directory"):
+        export_bundle(built_gallery, tmp_path / "missing" / "b.tar")
+
+
+def rewrite(bundle: Path, dest: Path, edit) -> Path:
+    """A copy of `bundle` with its members passed through edit(members) -> [(TarInfo, bytes | None)]."""
+    with tarfile.open(bundle) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as out:
+        for info, data in edit(members):
+            out.addfile(info, io.BytesIO(data) if data is not None else None)
+    return dest
+
+
+def with_manifest(members, change):
+    manifest = json.loads(members[0][1])
+    change(manifest)
+    data = json.dumps(manifest).encode()
+    info = tarfile.TarInfo(MANIFEST)
+    info.size = len(data)
+    return [(info, data), *members[1:]]
+
+
+def extra(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "", data: bytes = b"x"):
+    def edit(members):
+        info = tarfile.TarInfo(name)
+        info.type, info.linkname = kind, linkname
+        info.size = len(data) if kind == tarfile.REGTYPE else 0
+        return [*members[:2], (info, data if kind == tarfile.REGTYPE else None), *members[2:]]
+    return edit
+
+
+def as_link(kind: bytes):
+    def edit(members):
+        info = tarfile.TarInfo(members[2][0].name)
+        info.type, info.linkname = kind, "/etc/passwd" if kind == tarfile.SYMTYPE else MANIFEST
+        return [*members[:2], (info, None), *members[3:]]
+    return edit
+
+
+def flip_a_byte(members):
+    info, data = members[5]
+    return [*members[:5], (info, data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]), *members[6:]]
+
+
+def oversized_header(members):
+    info, _ = members[3]
+    info.size = 2**40  # claims a terabyte; the data is not there
+    return [*members[:3], (info, None)]
+
+
+def absurd_manifest_size(manifest):
+    name = next(n for n in manifest["files"] if n.startswith("images/"))
+    manifest["files"][name]["size"] = 10**12
+
+
+MALICIOUS = {
+    "absolute path": (extra("/tmp/reid-evil-absolute"), "absolute path"),
+    "dot-dot": (extra("images/../../reid-evil-dotdot"), "'..'"),
+    "symlink": (as_link(tarfile.SYMTYPE), "is a link"),
+    "hard link": (as_link(tarfile.LNKTYPE), "is a link"),
+    "device": (extra("images/dev", tarfile.CHRTYPE), "not a regular file"),
+    "unlisted member": (extra("images/00/notes.txt"), "not listed in the manifest"),
+    "absurd size in the manifest": (lambda m: with_manifest(m, absurd_manifest_size), "absurd size"),
+    "oversized member": (oversized_header, "bytes, the manifest says"),
+    "altered photo": (flip_a_byte, "does not match its sha256"),
+    "manifest not first": (lambda m: [*m[1:], m[0]], "first member must be manifest.json"),
+    "missing photo": (lambda m: m[:-1], "missing"),
+    "wrong format": (lambda m: with_manifest(m, lambda d: d.update(format="zip")), "not a gallery bundle"),
+    "bad product": (lambda m: with_manifest(m, lambda d: d["products"][0].update(sku="  ")), "products\\[0\\]: field 'sku'"),
+    "bad barcode": (lambda m: with_manifest(m, lambda d: d["products"][0].update(barcodes=["123"])), "barcode"),
+    "same photo twice": (lambda m: with_manifest(m, lambda d: d["references"].append(d["references"][0])), "a reference twice"),
+}
+
+
+@pytest.mark.parametrize("case", MALICIOUS)
+def test_malicious_or_damaged_archives_are_refused(bundle, empty_gallery, tmp_path, case):
+    edit, message = MALICIOUS[case]
+    bad = rewrite(bundle, tmp_path / "bad.tar", edit)
+    with pytest.raises(GalleryError, match=message):
+        import_bundle(empty_gallery, bad)
+    assert read_current(empty_gallery) == 1 and contents(empty_gallery) == {}
+    assert not list((empty_gallery / "images").rglob("*.*"))
+    assert not Path("/tmp/reid-evil-absolute").exists() and not (tmp_path.parent / "reid-evil-dotdot").exists()
+
+
+def test_not_an_archive_and_embeddings_of_another_model_are_refused(bundle, tmp_path, variant_model):
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"not a tar at all" * 100)
+    other = tmp_path / "other"
+    GalleryStore.init(other, model=variant_model)
+    with pytest.raises(GalleryError, match="not a gallery bundle"):
+        import_bundle(other, junk)
+    with pytest.raises(GalleryError, match="no such file"):
+        import_bundle(other, tmp_path / "missing.tar")
+    with pytest.raises(GalleryError, match="embeddings are from model .* this gallery's model is"):
+        import_bundle(other, bundle)
+    assert read_current(other) == 1
+
+
+def test_embeddings_that_are_not_unit_vectors_are_refused(bundle, empty_gallery, tmp_path):
+    def scale(members):
+        emb = np.load(io.BytesIO(members[1][1])) * 2
+        buf = io.BytesIO()
+        np.save(buf, emb)
+        data = buf.getvalue()
+        out = with_manifest(members, lambda d: d["files"][EMBEDDINGS].update(sha256=hashlib.sha256(data).hexdigest()))
+        info = tarfile.TarInfo(EMBEDDINGS)
+        info.size = len(data)
+        return [out[0], (info, data), *out[2:]]
+
+    with pytest.raises(GalleryError, match="finite unit vectors"):
+        import_bundle(empty_gallery, rewrite(bundle, tmp_path / "scaled.tar", scale))
+    assert read_current(empty_gallery) == 1
