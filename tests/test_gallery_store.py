@@ -13,6 +13,7 @@ from gallery import Gallery, GalleryError
 from gallery.snapshot import read_current, stored_versions
 from gallery.store import GalleryStore
 from gallery_fixtures import SKUS, TRAIN, VAL, built_gallery, embedder, gallery_dir, run_reid, variant_model  # noqa: F401
+from models.images import read_image
 from pipeline.cli import main
 
 
@@ -202,3 +203,58 @@ def test_cli_errors_are_one_line_and_exit_2(gallery_dir, tmp_path):
         f"reid gallery: error: 1 of 1 photos cannot be added; nothing changed (--skip-bad adds the rest): {empty}: file is empty (0 bytes)")
     result = run_reid("gallery", "show", tmp_path, "--sku", "Kiwi")
     assert result.returncode == 2 and "not a gallery" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_remove_one_reference_and_a_product(gallery_dir, embedder, capsys):
+    with GalleryStore.open(gallery_dir, readonly=True) as store:
+        ref = store.product("Kiwi")[1][0]
+    assert main(["gallery", "remove", str(gallery_dir), "--ref", str(ref.id), "--operator", "ann"]) == 0
+    assert main(["gallery", "remove", str(gallery_dir), "--sku", "Lemon"]) == 0
+    assert main(["gallery", "remove", str(gallery_dir), "--ref", str(ref.id)]) == 2
+    assert main(["gallery", "remove", str(gallery_dir), "--sku", "Lemon"]) == 2
+    err = capsys.readouterr().err
+    assert f"no reference {ref.id} in the gallery" in err and "unknown SKU 'Lemon'" in err
+    g = Gallery.open(gallery_dir, embedder=embedder)
+    assert g.version == 4 and not g.has_sku("Lemon") and g.has_sku("Kiwi")
+    with GalleryStore.open(gallery_dir, readonly=True) as store:
+        assert [r.id for r in store.product("Kiwi")[1]] == [r.id for r in store.product("Kiwi")[1] if r.id != ref.id]
+        assert store.product("Kiwi")[0].n_refs == 7
+        assert store.history()[2].operator == "ann" and f"removed reference {ref.id}" in store.history()[2].summary
+
+
+def test_rollback_restores_an_older_version_as_a_new_one(gallery_dir, embedder):
+    with GalleryStore.open(gallery_dir) as store:
+        store.remove_sku("Kiwi", operator="t")
+        store.add("Lemon", [], name="Lemon Primofiori", barcodes=["4053"], embedder=embedder)
+        with pytest.raises(GalleryError, match="no version 9"):
+            store.rollback(9)
+        with pytest.raises(GalleryError, match="is the current version already"):
+            store.rollback(4)
+        result = store.rollback(2, operator="undo")
+    assert result.version == 5 and "8 references in, 0 out; 1 SKUs in, 0 out" in result.summary
+    g = Gallery.open(gallery_dir, embedder=embedder)
+    assert g.has_sku("Kiwi") and g.display_name("Lemon") == "Lemon" and g.sku_for_barcode("4053") is None
+    with GalleryStore.open(gallery_dir) as store:
+        for sku in ["Banana", "Lime", "Kiwi", "Avocado", "Pink-Lady"]:  # versions 6-10; 5 are kept
+            store.remove_sku(sku)
+        with pytest.raises(GalleryError, match="no longer stored .* stored versions: 6, 7, 8, 9, 10"):
+            store.rollback(2)
+
+
+def test_rebuild_re_embeds_with_the_new_model_and_readers_must_restart(gallery_dir, embedder, variant_model, capsys):
+    queries = embedder.embed([read_image(p) for p in sorted(VAL.glob("*/*.jpg"))[::5]])
+    old = Gallery.open(gallery_dir, embedder=embedder)
+    before = old.match(queries, k=3)
+    assert main(["gallery", "rebuild", str(gallery_dir), "--model", str(variant_model), "--operator", "ml"]) == 0
+    assert "version 3: re-embedded 96 references with model" in capsys.readouterr().out
+    with pytest.raises(GalleryError, match="restart it with the new model .*still on version 2"):
+        old.refresh()
+    assert old.version == 2 and old.match(queries, k=3) == before
+    new = Gallery.open(gallery_dir, model=variant_model)
+    assert new.version == 3 and new.embedder.fingerprint != embedder.fingerprint
+    after = new.match(queries, k=3)  # the variant is the same network: the same answers
+    assert [[m.sku for m in r] for r in after] == [[m.sku for m in r] for r in before]
+    assert np.allclose([[m.score for m in r] for r in after], [[m.score for m in r] for r in before], atol=1e-5)
+    with GalleryStore.open(gallery_dir) as store:  # rolling back past the rebuild rebinds the old model
+        store.rollback(2)
+    assert Gallery.open(gallery_dir, embedder=embedder).version == 4
