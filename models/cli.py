@@ -40,7 +40,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     train_set = _limit(image_set(a.train, a.root), a.limit_skus, a.limit_per_sku)
     if a.iconic:
-        train_set = train_set + iconic_set(a.root).only(set(train_set.labels))
+        train_set = train_set + iconic_set(a.iconic).only(set(train_set.labels))
     val_set = image_set(a.val, a.root)
     if a.limit_skus:
         val_set = val_set.only(set(train_set.labels))
@@ -94,7 +94,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
     from models.runtime import OnnxEmbedder
 
     gallery, queries = image_set(a.gallery, a.root), image_set(a.queries, a.root)
-    iconic = iconic_set(a.root) if a.iconic else None
+    iconic = iconic_set(a.iconic) if a.iconic else None
     models = a.model or [None]
     reports = {}
     for m in models:
@@ -154,7 +154,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", help="folder that relative paths in split files start from")
     p.add_argument("--train", required=True, help="split file (train.txt) or folder-per-SKU tree")
     p.add_argument("--val", required=True, help="split file (val.txt) or folder-per-SKU tree, for keep-best")
-    p.add_argument("--iconic", action="store_true", help="add the catalog photos of ROOT/classes.csv as extra training views")
+    p.add_argument("--iconic", metavar="PATH", help="add catalog photos as extra training views: a dataset root with classes.csv or a folder of <sku>.jpg")
     p.add_argument("--out", required=True, help="run folder: checkpoints, config.json, metrics.jsonl")
     p.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm model name")
     p.add_argument("--weights", help="backbone state dict file (any naming scheme with matching tensor order)")
@@ -197,7 +197,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", help="folder that relative paths in split files start from")
     p.add_argument("--gallery", required=True, help="split file or folder: the references")
     p.add_argument("--queries", required=True, help="split file or folder: the queries")
-    p.add_argument("--iconic", action="store_true", help="also use ROOT/classes.csv catalog photos as a gallery")
+    p.add_argument("--iconic", metavar="PATH", help="also use catalog photos as the gallery: a dataset root with classes.csv or a folder of <sku>.jpg")
     p.add_argument("--json", help="write the reports as JSON here")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)

@@ -85,19 +85,24 @@ def folder_set(folder: str | Path) -> ImageSet:
 
 
 def iconic_set(root: str | Path) -> ImageSet:
-    """The one catalog photo per SKU listed in ROOT/classes.csv."""
-    csv_path = Path(root) / "classes.csv"
-    try:
-        rows = list(csv.DictReader(csv_path.read_text(encoding="utf-8-sig").splitlines()))
-    except FileNotFoundError:
-        raise DataError(f"{csv_path}: not found (the iconic gallery needs the dataset's classes.csv)") from None
+    """One catalog photo per SKU: ROOT/classes.csv of the grocery data, or a folder of <sku>.jpg files."""
+    root = Path(root)
+    csv_path = root / "classes.csv"
+    if not csv_path.exists():
+        if not root.is_dir():
+            raise DataError(f"{root}: neither a folder of <sku>.jpg catalog photos nor a dataset with classes.csv")
+        photos = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not photos:
+            raise DataError(f"{root}: no catalog photos (<sku>.jpg) found")
+        return ImageSet(tuple(photos), tuple(p.stem for p in photos))
+    rows = list(csv.DictReader(csv_path.read_text(encoding="utf-8-sig").splitlines()))
     paths, labels = [], []
     for lineno, row in enumerate(rows, start=2):
         try:
             name, rel = row["Class Name (str)"], row["Iconic Image Path (str)"]
         except KeyError as e:
             raise DataError(f"{csv_path}:{lineno}: missing column {e}") from None
-        paths.append(Path(root) / rel.lstrip("/"))
+        paths.append(root / rel.lstrip("/"))
         labels.append(name)
     return ImageSet(tuple(paths), tuple(labels))
 

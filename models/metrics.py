@@ -37,7 +37,7 @@ def reality_check(emb: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         n += 1
     if n == 0:
         raise ValueError("every class has a single sample: nothing to retrieve")
-    return {"precision_at_1": p1 / n, "r_precision": rp / n, "map_at_r": mapr / n}
+    return {"precision_at_1": float(p1 / n), "r_precision": float(rp / n), "map_at_r": float(mapr / n)}
 
 
 def sku_scores(gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

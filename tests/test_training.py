@@ -1,0 +1,159 @@
+"""Training side (needs the [train] extra): ImageNet weight mapping, miners, a short real training
+run, export parity and int8 quantisation."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("timm")
+
+from models.backbone import WeightsError, create_backbone, map_state_dict_in_order  # noqa: E402
+from models.data import LabelledImages  # noqa: E402
+from models.datasets import folder_set  # noqa: E402
+from models.images import read_image  # noqa: E402
+from models.losses import build_objective  # noqa: E402
+from models.preprocess import Preprocess  # noqa: E402
+from models.runtime import OnnxEmbedder  # noqa: E402
+
+SAMPLE = Path("sample/grocery")
+pytestmark = pytest.mark.train
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    torch.set_num_threads(2)
+
+
+def test_mapped_imagenet_weights_recognise_a_banana_and_a_granny_smith():
+    net = create_backbone().eval()
+    pre = Preprocess(size=224)
+    for folder, imagenet_class in (("Banana", 954), ("Granny-Smith", 948)):
+        x = np.stack([pre(read_image(p)) for p in sorted((SAMPLE / "train" / folder).glob("*.jpg"))[:3]])
+        with torch.no_grad():
+            top = net(torch.from_numpy(x)).argmax(1)
+        assert (top == imagenet_class).sum() >= 2, (folder, top.tolist())
+
+
+def test_weight_mapping_checks_every_shape():
+    net = create_backbone(pretrained=False)
+    sd = list(net.state_dict().items())
+    renamed = {f"w{i}": v for i, (_, v) in enumerate(sd)}
+    assert list(map_state_dict_in_order(renamed, net, "x").keys()) == [k for k, _ in sd]
+    bad = dict(renamed)
+    bad["w0"] = torch.zeros(1, 2, 3)
+    with pytest.raises(WeightsError, match="w0 has shape"):
+        map_state_dict_in_order(bad, net, "x")
+    with pytest.raises(WeightsError, match="tensors"):
+        map_state_dict_in_order(dict(list(renamed.items())[:-1]), net, "x")
+
+
+def test_no_hub_download_for_other_backbones():
+    with pytest.raises(WeightsError, match="nothing is downloaded"):
+        create_backbone("resnet18", pretrained=True)
+
+
+def _angles(degrees):
+    r = np.deg2rad(degrees)
+    return torch.tensor(np.stack([np.cos(r), np.sin(r)], 1), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("kind", ["all", "hard", "semihard", "easy"])
+def test_triplet_miner_types_select_what_they_claim(kind):
+    margin = 0.2
+    # class 0 at 0 and 40 degrees; class 1 at 30 (hard for 0/40), 50 (semi-hard), 120 and 130 (easy)
+    emb = _angles([0, 40, 30, 50, 120, 130])
+    labels = torch.tensor([0, 0, 1, 1, 1, 1])
+    miner = build_objective("triplet", 2, 2, kind, margin).miner
+    a, p, n = (t.tolist() for t in miner(emb, labels))
+    got = set(zip(a, p, n))
+    d = torch.cdist(emb, emb)
+    want = set()
+    for i in range(6):
+        for j in range(6):
+            for k in range(6):
+                if i == j or labels[i] != labels[j] or labels[i] == labels[k]:
+                    continue
+                gap = float(d[i, k] - d[i, j])  # how much further the negative is than the positive
+                rule = {"all": gap <= margin, "hard": gap <= 0, "semihard": 0 < gap <= margin, "easy": gap > margin}[kind]
+                if rule:
+                    want.add((i, j, k))
+    assert got == want and got  # every type finds some triplets in this layout
+    if kind == "hard":
+        assert (0, 1, 2) in got  # 30 deg lies nearer 0 deg than its positive at 40 deg
+    if kind == "easy":
+        assert (0, 1, 4) in got
+
+
+def test_unknown_loss_and_miner_are_refused():
+    with pytest.raises(ValueError, match="unknown loss"):
+        build_objective("hinge", 8, 2)
+    with pytest.raises(ValueError, match="miner type"):
+        build_objective("triplet", 8, 2, "medium")
+
+
+def test_eval_transform_equals_runtime_preprocessing():
+    """Validation during training must see exactly what the ONNX runtime will see."""
+    images = folder_set(SAMPLE / "val").only({"Lime", "Kiwi"})
+    pre = OnnxEmbedder().preprocess
+    data = LabelledImages(images, {"Lime": 0, "Kiwi": 1}, pre, train=False, progress=False)
+    for i, path in enumerate(images.paths):
+        assert np.array_equal(data[i][0].numpy(), pre(read_image(path)))
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    """One short real training run on four sample SKUs at low resolution."""
+    from models.train import TrainConfig, train
+
+    skus = {"Banana", "Granny-Smith", "Oatly-Oat-Milk", "Red-Bell-Pepper"}
+    out = tmp_path_factory.mktemp("run")
+    cfg = TrainConfig(out=str(out), size=96, epochs=4, skus_per_batch=4, per_sku=4, steps_per_epoch=4,
+                      loss="triplet", miner="semihard", lr_backbone=5e-4, lr_head=5e-3, warmup_epochs=0.25, seed=0)
+    best = train(cfg, folder_set(SAMPLE / "train").only(skus), folder_set(SAMPLE / "val").only(skus), progress=False)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return best, rows, out
+
+
+def test_training_loss_falls_and_retrieval_beats_chance(short_run):
+    best, rows, out = short_run
+    assert len(rows) == 4 and best.exists() and (out / "last.pt").exists()
+    assert rows[-1]["loss"] < rows[0]["loss"]
+    assert max(r["val_precision_at_1"] for r in rows) > 0.5  # chance with 4 SKUs is about 0.25
+
+
+def test_resume_continues_from_the_last_epoch(short_run, tmp_path):
+    from models.train import TrainConfig, train
+
+    best, rows, out = short_run
+    cfg = TrainConfig(**json.loads((out / "config.json").read_text())["config"])
+    cfg.epochs = 5
+    skus = {"Banana", "Granny-Smith", "Oatly-Oat-Milk", "Red-Bell-Pepper"}
+    train(cfg, folder_set(SAMPLE / "train").only(skus), folder_set(SAMPLE / "val").only(skus), resume=True, progress=False)
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4, 5]
+
+
+def test_export_parity_calibration_and_int8(short_run, tmp_path):
+    from models.evaluate import calibrate, embed_set
+    from models.export import check_parity, export_onnx, quantize_int8, set_calibration
+    from models.train import load_checkpoint
+
+    best, _, _ = short_run
+    net, pre, _ = load_checkpoint(best)
+    fp32 = export_onnx(net, pre, tmp_path / "m.onnx", {"backbone": "test"})
+    val = sorted((SAMPLE / "val").glob("*/*.jpg"))
+    assert check_parity(net, fp32, val[:8]) >= 0.9999
+    gallery, queries = folder_set(SAMPLE / "train"), folder_set(SAMPLE / "val")
+    emb = OnnxEmbedder(fp32)
+    set_calibration(fp32, calibrate(embed_set(emb, gallery), embed_set(emb, queries)))
+    assert "far_0.01" in OnnxEmbedder(fp32).calibration.thresholds
+
+    int8 = quantize_int8(fp32, tmp_path / "m8.onnx", list(gallery.paths[::4]))
+    e32, e8 = OnnxEmbedder(fp32), OnnxEmbedder(int8)
+    assert e8.info.extra["quantized"] == "int8-static" and e8.dim == e32.dim
+    imgs = [read_image(p) for p in val[:8]]
+    cos = (e32.embed(imgs) * e8.embed(imgs)).sum(1)
+    assert cos.min() > 0.9
+    assert int8.stat().st_size < fp32.stat().st_size / 2
