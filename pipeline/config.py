@@ -99,16 +99,18 @@ class TrackerConfig:
 @dataclass(frozen=True)
 class CropConfig:
     per_track: int = 3  # crops embedded per pass; their embeddings are averaged
-    margin: float = 0.05  # context added around the box, as a share of its size
+    margin: float = 0.05  # context added around the box, as a share of its size (negative: cut inside it)
     min_side: int = 24  # smaller crops carry no product detail
 
     def __post_init__(self) -> None:
         _check(1 <= self.per_track <= 32, "crops.per_track", f"must be in [1, 32], got {self.per_track}")
-        _check(0 <= self.margin <= 1, "crops.margin", f"must be in [0, 1], got {self.margin}")
+        _check(-0.4 <= self.margin <= 1, "crops.margin", f"must be in [-0.4, 1], got {self.margin}")
         _check(self.min_side >= 8, "crops.min_side", f"must be >= 8, got {self.min_side}")
 
 
-Threshold = typing.Union[str, float]  # a calibration threshold name ("eer", "far_0.01", ...) or a similarity
+# A similarity (number), a calibrated threshold of the model by name ("eer", "far_0.01",
+# "far_0.001"), or "confidence:P": the similarity at which the model's calibrated confidence is P.
+Threshold = typing.Union[str, float]
 
 
 @dataclass(frozen=True)
@@ -119,9 +121,9 @@ class EventConfig:
     window_after_s: float = 0.5  # ... and this long after it leaves (the non-scan alert waits for it)
     clock_offset_s: float = 0.0  # POS clock minus camera clock
     switch_reject: Threshold = "eer"  # scanned SKU below this similarity: it does not look like the item
-    switch_accept: Threshold = "far_0.01"  # another SKU at or above this: the item looks like that one
-    unknown_below: Threshold = "eer"  # best match below this: the item is not in the gallery
-    min_margin: float = 0.05  # the other SKU must beat the scanned one by at least this much
+    switch_accept: Threshold = "confidence:0.2"  # another SKU at or above this: the item may well be that one
+    unknown_below: Threshold = "confidence:0.05"  # no SKU reaches this: the item is not in the gallery
+    min_margin: float = 0.1  # the other SKU must beat the scanned one by at least this much
 
     def __post_init__(self) -> None:
         _check(self.window_before_s >= 0, "events.window_before_s", f"must be >= 0, got {self.window_before_s}")

@@ -183,8 +183,9 @@ class EventBuilder:
         if scan is not None:
             txn.scanned[scan.label] += 1
         if self.on_pass is not None:
-            self.on_pass(PassRecord(item.track_id, item.t_start, item.t_end, judgement.seen_sku, judgement.seen_score,
-                                    None if scan is None else scan.label, None if scan is None else scan.ts, judgement.verdict))
+            self.on_pass(PassRecord(item.track_id, item.t_start, item.t_end, judgement.verdict, judgement.seen_sku,
+                                    judgement.seen_score, None if scan is None else scan.label, judgement.scanned_score,
+                                    None if scan is None else scan.ts, txn_name))
         if judgement.verdict not in ALERT_VERDICTS:
             return []
         return [Event(

@@ -19,10 +19,12 @@ if TYPE_CHECKING:
     from models.runtime import OnnxEmbedder
 
 MATCHES_KEPT = 5
+CONFIDENCE_PREFIX = "confidence:"
 
-# Verdicts on one pass: an alert type, or "ok" (nothing to report), or "unverified" (the scanned
-# SKU has no references in the gallery, so the camera cannot check it).
-VERDICTS = ("ok", "unverified", "non_scan", "product_switch", "unknown_item")
+# Verdicts on one pass: an alert type; or "ok" (the item looks like its scan); "unconfirmed" (it
+# does not quite, but no other SKU clearly does either); "unverified" (the scanned SKU has no
+# references in the gallery, so the camera cannot check it).
+VERDICTS = ("ok", "unconfirmed", "unverified", "non_scan", "product_switch", "unknown_item")
 
 
 class GalleryLike(Protocol):
@@ -50,15 +52,28 @@ class Thresholds:
 
     @classmethod
     def resolve(cls, config: EventConfig, calibration: Calibration | None) -> "Thresholds":
+        """Turn each setting into a similarity: a number is one already; a name ("eer",
+        "far_0.01", ...) is the model's calibrated threshold; "confidence:P" is the similarity at
+        which the model's calibrated confidence is P."""
+
         def value(key: str, spec: Threshold) -> float:
             if isinstance(spec, float):
                 if not -1.0 <= spec <= 1.0:
                     raise ConfigError(f"events.{key}: a similarity must be in [-1, 1], got {spec}")
                 return spec
             if calibration is None:
-                raise ConfigError(f"events.{key} = {spec!r} names a calibrated threshold, but the model has no calibration; give a number")
+                raise ConfigError(f"events.{key} = {spec!r} needs the model's calibration, and it has none; give a number")
+            if spec.startswith(CONFIDENCE_PREFIX):
+                try:
+                    p = float(spec[len(CONFIDENCE_PREFIX):])
+                except ValueError:
+                    p = -1.0
+                if not 0.0 < p < 1.0:
+                    raise ConfigError(f"events.{key} = {spec!r}: the confidence must be a number strictly between 0 and 1")
+                return float((np.log(p / (1.0 - p)) - calibration.b) / calibration.a)
             if spec not in calibration.thresholds:
-                raise ConfigError(f"events.{key} = {spec!r}: the model's calibration has only {', '.join(sorted(calibration.thresholds))}")
+                raise ConfigError(f"events.{key} = {spec!r}: the model's calibration has only "
+                                  f"{', '.join(sorted(calibration.thresholds))} (or use a number, or 'confidence:P')")
             return calibration.threshold(spec)
 
         return cls(value("switch_reject", config.switch_reject), value("switch_accept", config.switch_accept),
@@ -131,10 +146,15 @@ class Recogniser:
             return Judgement("unverified", best.sku if known else None, best_score, best_conf)
         v = self.gallery.verify(rec.embedding, scanned_sku)
         scanned = dict(scanned_score=v.similarity, scanned_confidence=v.confidence)
-        if max(v.similarity, v.best_other_similarity) < t.unknown_below:
-            return Judgement("unknown_item", None, best_score, best_conf, **scanned)
-        if (v.best_other_sku is not None and v.similarity < t.switch_reject
-                and v.best_other_similarity >= t.switch_accept and -v.margin >= t.min_margin):
+        if v.similarity >= t.switch_reject:
+            return Judgement("ok", scanned_sku, v.similarity, v.confidence, **scanned)
+        if v.best_other_sku is not None and v.best_other_similarity >= t.switch_accept and -v.margin >= t.min_margin:
             other_conf = next((m.confidence for m in rec.matches if m.sku == v.best_other_sku), best_conf)
             return Judgement("product_switch", v.best_other_sku, v.best_other_similarity, other_conf, **scanned)
-        return Judgement("ok", scanned_sku, v.similarity, v.confidence, **scanned)
+        if max(v.similarity, v.best_other_similarity) < t.unknown_below:
+            return Judgement("unknown_item", None, best_score, best_conf, **scanned)
+        # The scan is doubtful but no other SKU is clearly it: not an alert, and the scanned SKU
+        # keeps the benefit of the doubt (in the seen basket too) while it is a plausible match.
+        if v.similarity >= t.unknown_below:
+            return Judgement("unconfirmed", scanned_sku, v.similarity, v.confidence, **scanned)
+        return Judgement("unconfirmed", best.sku if known else None, best_score, best_conf, **scanned)

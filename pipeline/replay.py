@@ -28,7 +28,7 @@ from pipeline.sources import FrameSource, open_source
 from pipeline.tracker import PassTracker
 from pipeline.types import BasketEvent, Event, Frame, ItemPass, PassRecord, Zone, ZoneError
 
-OUTPUT_NAMES = ("events.jsonl", "summary.json", "report.html", "crops")
+OUTPUT_NAMES = ("events.jsonl", "passes.jsonl", "summary.json", "report.html", "crops")
 
 
 class ReplayError(ReidError, ValueError):
@@ -116,6 +116,7 @@ class ReplayStats:
     video_seconds: float = 0.0
     wall_seconds: float = 0.0
     alert_delays: list[float] = field(default_factory=list)  # seconds of lane time from item leaving to alert
+    frame_seconds: list[float] = field(default_factory=list)  # processing time of each frame
 
     @property
     def speed(self) -> float:
@@ -181,6 +182,8 @@ def replay(
         lane = LaneProcessor(gallery, zone, replace(config, zone=zone), evidence_dir=staging, on_pass=records.append)
         events, stats = _run(lane, source, pos, staging / "events.jsonl", progress)
         warnings += source.problems + lane.events.warnings
+        with open(staging / "passes.jsonl", "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(r.to_dict()) + "\n" for r in records)
         summary = _summary(events, records, pos, stats, lane, gallery, source, warnings, video, pos_path)
         (staging / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
         write_report(staging / "report.html", staging, events, records, pos, gallery, summary)
@@ -215,7 +218,10 @@ def _run(lane: LaneProcessor, source: FrameSource, pos: list[PosEvent], events_p
             while next_pos < len(pos) and pos[next_pos].ts <= now:
                 lane.feed_pos(pos[next_pos])
                 next_pos += 1
-            emit(lane.feed_frame(frame), now)
+            t = time.perf_counter()
+            batch = lane.feed_frame(frame)
+            stats.frame_seconds.append(time.perf_counter() - t)
+            emit(batch, now)
             first_ts = frame.ts if first_ts is None else first_ts
             last_ts = frame.ts
             bar.update(1)
@@ -235,7 +241,6 @@ def _run(lane: LaneProcessor, source: FrameSource, pos: list[PosEvent], events_p
 def _summary(events, records, pos, stats: ReplayStats, lane: LaneProcessor, gallery, source: FrameSource,
              warnings: list[str], video, pos_path) -> dict:
     counts = Counter(e.type for e in events)
-    delays = np.asarray(stats.alert_delays, np.float64)
     embedder = gallery.embedder
     return {
         "video": str(video),
@@ -249,9 +254,8 @@ def _summary(events, records, pos, stats: ReplayStats, lane: LaneProcessor, gall
         "video_seconds": round(stats.video_seconds, 3),
         "processing_seconds": round(stats.wall_seconds, 3),
         "speed_x_realtime": round(stats.speed, 2),
-        "alert_delay_s": None if delays.size == 0 else {
-            "p50": round(float(np.percentile(delays, 50)), 3), "p95": round(float(np.percentile(delays, 95)), 3),
-            "max": round(float(delays.max()), 3)},
+        "alert_delay_s": _spread(np.asarray(stats.alert_delays), 1.0),
+        "frame_ms": _spread(np.asarray(stats.frame_seconds), 1000.0),
         "frame_size": list(source.size),
         "fps": source.fps,
         "zone": [lane.zone.x1, lane.zone.y1, lane.zone.x2, lane.zone.y2],
@@ -262,6 +266,14 @@ def _summary(events, records, pos, stats: ReplayStats, lane: LaneProcessor, gall
         "config": _plain(asdict(lane.config)),
         "warnings": warnings,
     }
+
+
+def _spread(values: np.ndarray, scale: float) -> dict | None:
+    """Median, 95th percentile and maximum, scaled (e.g. to milliseconds)."""
+    if values.size == 0:
+        return None
+    return {"p50": round(float(np.percentile(values, 50)) * scale, 3), "p95": round(float(np.percentile(values, 95)) * scale, 3),
+            "max": round(float(values.max()) * scale, 3)}
 
 
 def _plain(obj):

@@ -17,7 +17,7 @@ from pipeline.types import BasketEvent, Event, PassRecord
 THUMB_SIDE = 220  # long side of inlined pictures: enough to judge, small enough to mail
 TIMELINE_WIDTH = 1100
 VERDICT_COLOURS = {
-    "ok": "#9aa5b1", "unverified": "#c8cdd3", "non_scan": "#d64545", "product_switch": "#e08a1e",
+    "ok": "#9aa5b1", "unconfirmed": "#b6c2cf", "unverified": "#c8cdd3", "non_scan": "#d64545", "product_switch": "#e08a1e",
     "unknown_item": "#8a5cc2", "scan_without_item": "#1f7ae0",
 }
 TITLES = {

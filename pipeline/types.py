@@ -197,16 +197,27 @@ class BasketEvent:
 
 @dataclass(frozen=True)
 class PassRecord:
-    """What was decided about one item pass, alert or not (for the report's timeline)."""
+    """What was decided about one item pass, alert or not: a line of passes.jsonl and a bar on
+    the report's timeline."""
 
     track_id: int
     t_start: float  # POS clock
     t_end: float
+    verdict: str  # "ok", "unverified" or the alert type
     seen_sku: str | None
     seen_score: float
-    scanned_sku: str | None
-    scan_ts: float | None
-    verdict: str  # "ok" or the alert type
+    scanned_sku: str | None = None  # the SKU, or "barcode:CODE" when the catalogue does not know it
+    scanned_score: float | None = None
+    scan_ts: float | None = None
+    txn: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "track_id": self.track_id, "t_start": round(self.t_start, 3), "t_end": round(self.t_end, 3),
+            "verdict": self.verdict, "seen_sku": self.seen_sku, "seen_score": _round(self.seen_score),
+            "scanned_sku": self.scanned_sku, "scanned_score": _round(self.scanned_score), "scan_ts": _round(self.scan_ts),
+            "txn": self.txn,
+        }
 
 
 def _round(x: float | None) -> float | None:

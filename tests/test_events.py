@@ -1,0 +1,306 @@
+"""Matching verdicts and the association of item passes with scans, with a small in-test gallery
+whose SKUs are known directions in a 4-D embedding space."""
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from models.calibration import Calibration
+from pipeline.config import BasketConfig, ConfigError, EventConfig
+from pipeline.events import EventBuilder
+from pipeline.matching import Recognition, Recogniser, Thresholds
+from pipeline.pos import PosEvent
+from pipeline.types import BasketEvent, Crop, Event, ItemPass
+
+SKUS = {"Apple": [1, 0, 0, 0], "Banana": [0, 1, 0, 0], "Carrot": [0, 0, 1, 0]}
+BARCODES = {"0001": "Apple"}
+
+
+@dataclass(frozen=True)
+class Match:
+    sku: str
+    score: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class Check:
+    sku: str
+    similarity: float
+    confidence: float
+    best_other_sku: str | None
+    best_other_similarity: float
+    margin: float
+
+
+class TinyGallery:
+    """The gallery API (match / verify / has_sku / sku_for_barcode) over SKUS, confidence = (s + 1) / 2."""
+
+    def _scores(self, e: np.ndarray) -> dict[str, float]:
+        return {k: float(np.dot(e, v)) for k, v in SKUS.items()}
+
+    def match(self, embeddings: np.ndarray, k: int = 5) -> list[list[Match]]:
+        out = []
+        for e in embeddings:
+            ranked = sorted(self._scores(e).items(), key=lambda t: -t[1])[:k]
+            out.append([Match(s, v, (v + 1) / 2) for s, v in ranked])
+        return out
+
+    def verify(self, embedding: np.ndarray, sku: str) -> Check:
+        scores = self._scores(embedding)
+        sim = scores.get(sku, -1.0)
+        other = max(((s, v) for s, v in scores.items() if s != sku), key=lambda t: t[1])
+        return Check(sku, sim, (sim + 1) / 2, other[0], other[1], sim - other[1])
+
+    def has_sku(self, sku: str) -> bool:
+        return sku in SKUS
+
+    def sku_for_barcode(self, code: str) -> str | None:
+        return BARCODES.get(code)
+
+
+GALLERY = TinyGallery()
+THRESHOLDS = Thresholds(switch_reject=0.5, switch_accept=0.7, unknown_below=0.5, min_margin=0.05)
+CONFIG = EventConfig(window_before_s=1.0, window_after_s=0.5)
+
+
+def _vec(nothing: float = 0.0, **weights: float) -> np.ndarray:
+    """A unit embedding mixing SKU directions with `nothing`, a direction no SKU has."""
+    v = sum((w * np.array(SKUS[k], np.float32) for k, w in weights.items()), nothing * np.array([0, 0, 0, 1], np.float32))
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+def _pass(track: int, t0: float, t1: float, embedding: np.ndarray) -> tuple[ItemPass, Recognition]:
+    crop = Crop(np.zeros((30, 30, 3), np.uint8), t0, (0, 0, 30, 30), 1.0)
+    return ItemPass(track, t0, t1, 10, (crop,)), Recognition(embedding, tuple(GALLERY.match(embedding[None])[0]))
+
+
+def _builder(config: EventConfig = CONFIG, basket: BasketConfig = BasketConfig(), records: list | None = None) -> EventBuilder:
+    return EventBuilder(Recogniser(GALLERY, THRESHOLDS).judge, config, basket, GALLERY.sku_for_barcode,
+                        save_evidence=lambda item: (f"crops/track{item.track_id}.jpg",),
+                        on_pass=None if records is None else records.append)
+
+
+def _scan(ts: float, sku: str | None = None, barcode: str | None = None, txn: str | None = "T1", line: int = 0) -> PosEvent:
+    return PosEvent(ts, "scan", sku=sku, barcode=barcode, txn=txn, line=line)
+
+
+def _alerts(events) -> list[tuple[str, int | None]]:
+    return [(e.type, e.track_id) for e in events if isinstance(e, Event)]
+
+
+# --- verdicts ---------------------------------------------------------------------------------
+
+def test_a_scanned_item_that_looks_like_its_scan_raises_nothing_and_is_decided_at_once():
+    records = []
+    b = _builder(records=records)
+    b.add_pos(_scan(1.5, "Apple"))
+    b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
+    assert b.advance(2.0, []) == []  # the scan lies inside the pass: no need to wait for the window
+    assert [(r.track_id, r.verdict, r.seen_sku, r.scanned_sku) for r in records] == [(1, "ok", "Apple", "Apple")]
+    assert [e for e in b.flush() if isinstance(e, Event)] == []
+
+
+def test_non_scan_waits_for_the_window_then_names_what_was_seen():
+    b = _builder()
+    b.add_pos(PosEvent(0.0, "txn_start", txn="T1"))
+    b.add_pass(*_pass(4, 1.0, 2.0, _vec(Banana=1)))
+    assert b.advance(2.3, []) == []  # a scan could still come until 2.5
+    (event,) = b.advance(2.5, [])
+    assert event.type == "non_scan" and event.track_id == 4 and event.seen_sku == "Banana"
+    assert event.seen_score == pytest.approx(1.0) and event.scanned_sku is None and event.txn == "T1"
+    assert event.t_start == 1.0 and event.t_end == 2.0 and event.evidence == ("crops/track4.jpg",)
+
+
+def test_a_late_scan_within_the_window_still_belongs_to_the_pass():
+    b = _builder()
+    b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
+    assert b.advance(2.2, []) == []
+    b.add_pos(_scan(2.35, "Apple"))
+    assert _alerts(b.advance(2.6, [])) == []
+    assert _alerts(b.flush()) == []
+
+
+def test_product_switch_names_the_sku_seen_and_the_sku_scanned():
+    b = _builder()
+    b.add_pos(_scan(1.5, "Apple"))
+    b.add_pass(*_pass(2, 1.0, 2.0, _vec(Banana=0.95, Apple=0.3)))
+    (event,) = b.advance(2.0, [])
+    assert event.type == "product_switch" and event.seen_sku == "Banana" and event.scanned_sku == "Apple"
+    assert event.scanned_score < 0.5 < 0.7 <= event.seen_score and event.scan_ts == 1.5
+
+
+def test_close_call_is_not_a_switch():
+    # The scanned SKU scores low, but the other is not clearly better (margin below 0.05).
+    b = _builder()
+    b.add_pos(_scan(1.5, "Apple"))
+    b.add_pass(*_pass(2, 1.0, 2.0, _vec(Banana=1.0, Apple=0.97, Carrot=0.2)))
+    assert _alerts(b.advance(2.0, [])) == []
+
+
+def test_unknown_item_is_reported_as_such_not_as_a_switch():
+    b = _builder()
+    b.add_pos(_scan(1.5, "Apple"))
+    b.add_pass(*_pass(3, 1.0, 2.0, _vec(nothing=1)))  # like nothing in the gallery
+    (event,) = b.advance(2.0, [])
+    assert event.type == "unknown_item" and event.seen_sku is None and event.scanned_sku == "Apple"
+    b.add_pass(*_pass(4, 5.0, 6.0, _vec(nothing=1)))
+    (event,) = b.advance(7.0, [])
+    assert event.type == "non_scan" and event.seen_sku is None
+
+
+def test_a_doubtful_scan_without_a_clear_alternative_is_not_an_alert():
+    records = []
+    b = _builder(records=records)
+    b.add_pos(_scan(1.5, "Apple"))
+    b.add_pos(_scan(5.5, "Apple"))
+    e = _vec(Apple=0.45, Banana=0.6, nothing=0.66)  # Apple 0.45 < 0.5; Banana 0.6: a match, but below 0.7
+    b.add_pass(*_pass(1, 1.0, 2.0, e))
+    e = _vec(Apple=0.55, Banana=0.62, nothing=0.56)  # Apple 0.55 >= 0.5 but Banana is not 0.05 better
+    b.add_pass(*_pass(2, 5.0, 6.0, e))
+    assert _alerts(b.advance(7.0, [])) == []
+    assert [(r.verdict, r.seen_sku) for r in records] == [("unconfirmed", "Banana"), ("ok", "Apple")]
+
+
+def test_a_pass_without_any_usable_crop_is_not_judged_on_appearance():
+    b = _builder()
+    b.add_pos(_scan(1.5, "Apple"))
+    item, _ = _pass(1, 1.0, 2.0, _vec(Banana=1))
+    b.add_pass(item, Recognition(None, ()))
+    assert _alerts(b.advance(3.0, [])) == []
+
+
+# --- association --------------------------------------------------------------------------------
+
+def test_scan_without_item_waits_for_passes_that_could_still_claim_it():
+    b = _builder()
+    b.add_pos(_scan(10.0, "Carrot"))
+    assert b.advance(10.5, []) == []  # an item may yet enter within window_before_s
+    assert b.advance(11.2, [10.6]) == []  # a track opened at 10.6 is still in the zone
+    (event,) = b.advance(11.5, [])
+    assert event.type == "scan_without_item" and event.scanned_sku == "Carrot" and event.t_start == event.t_end == 10.0
+    assert event.track_id is None and event.txn == "T1"
+
+
+def test_each_scan_goes_to_the_nearest_pass_and_to_one_pass_only():
+    b = _builder()
+    b.add_pos(_scan(2.4, "Apple"))  # 0.4 s after pass 1, 0.6 s before pass 2
+    b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
+    b.add_pass(*_pass(2, 3.0, 4.0, _vec(Apple=1)))
+    assert _alerts(b.advance(10.0, [])) == [("non_scan", 2)]
+
+    b = _builder()
+    b.add_pos(_scan(3.5, "Apple"))  # inside pass 2, 1.5 s after pass 1 (outside its window anyway)
+    b.add_pos(_scan(2.6, "Apple"))  # 0.6 s after pass 1 (outside its 0.5 s window), 0.4 s before pass 2
+    b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
+    b.add_pass(*_pass(2, 3.0, 4.0, _vec(Apple=1)))
+    out = b.advance(10.0, [])
+    assert sorted(_alerts(out)) == [("non_scan", 1), ("scan_without_item", None)]
+
+
+def test_a_pass_does_not_take_a_scan_that_fits_a_pass_still_in_the_zone_better():
+    b = _builder()
+    b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
+    b.add_pos(_scan(2.45, "Apple"))  # within pass 1's window, but an item entered at 2.3
+    out = b.advance(2.6, [2.3])
+    assert _alerts(out) == [("non_scan", 1)]
+    b.add_pass(*_pass(2, 2.3, 3.0, _vec(Apple=1)))
+    assert _alerts(b.advance(3.0, [])) == []
+
+
+def test_two_items_side_by_side_and_one_scan():
+    b = _builder()
+    b.add_pos(_scan(2.0, "Apple"))
+    b.add_pass(*_pass(1, 1.0, 3.0, _vec(Apple=1)))
+    b.add_pass(*_pass(2, 1.5, 3.5, _vec(Apple=1)))
+    alerts = _alerts(b.advance(5.0, []))
+    assert len(alerts) == 1 and alerts[0][0] == "non_scan"
+
+
+def test_barcodes_resolve_through_the_catalogue_and_unknown_ones_are_not_alerts():
+    records = []
+    b = _builder(records=records)
+    b.add_pos(_scan(1.5, barcode="0001"))
+    b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
+    b.add_pos(_scan(5.5, barcode="9999", line=7))
+    b.add_pass(*_pass(2, 5.0, 6.0, _vec(Banana=1)))  # would be a switch if the barcode were known
+    assert _alerts(b.advance(10.0, [])) == []
+    assert [r.verdict for r in records] == ["ok", "unverified"]
+    assert b.warnings == ["line 7: barcode '9999' is not in the gallery's catalogue; that scan cannot be verified"]
+    (basket,) = [e for e in b.flush() if isinstance(e, BasketEvent)]
+    assert basket.scanned == {"Apple": 1, "barcode:9999": 1}
+
+
+# --- baskets ------------------------------------------------------------------------------------
+
+def _basket_run(config: BasketConfig) -> list:
+    b = _builder(basket=config)
+    b.add_pos(PosEvent(0.0, "txn_start", txn="T1"))
+    b.add_pos(_scan(1.5, "Apple"))
+    b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
+    b.add_pass(*_pass(2, 3.0, 4.0, _vec(Apple=1)))  # not scanned
+    b.add_pos(_scan(5.5, "Carrot"))
+    b.add_pass(*_pass(3, 5.0, 6.0, _vec(Banana=1)))  # switch
+    b.add_pos(PosEvent(8.0, "txn_end", txn="T1"))
+    early = b.advance(8.2, [])
+    return early, b.advance(8.5, [])
+
+
+def test_basket_per_transaction_once_it_has_closed():
+    early, late = _basket_run(BasketConfig(tversky_alpha=1.0, tversky_beta=0.5))
+    assert not any(isinstance(e, BasketEvent) for e in early)
+    (basket,) = [e for e in late if isinstance(e, BasketEvent)]
+    assert basket.txn == "T1" and basket.seen == {"Apple": 2, "Banana": 1} and basket.scanned == {"Apple": 1, "Carrot": 1}
+    # common 1, seen-only 2, scanned-only 1
+    assert basket.jaccard == pytest.approx(1 / 4) and basket.dice == pytest.approx(2 / 5)
+    assert basket.overlap == pytest.approx(1 / 2) and basket.tversky == pytest.approx(1 / (1 + 2 + 0.5))
+    _, late = _basket_run(BasketConfig(tversky_alpha=2.0, tversky_beta=0.0))
+    (basket,) = [e for e in late if isinstance(e, BasketEvent)]
+    assert basket.tversky == pytest.approx(1 / 5)
+
+
+def test_transactions_known_only_from_their_scans():
+    b = _builder()
+    b.add_pos(_scan(1.5, "Apple", txn="A"))
+    b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
+    b.add_pass(*_pass(2, 2.8, 3.2, _vec(Banana=1)))  # not scanned, after A's last scan: A is still open
+    out = b.advance(3.7, [])
+    b.add_pos(_scan(10.5, "Carrot", txn="B"))  # B begins: A is over
+    b.add_pass(*_pass(3, 10.0, 11.0, _vec(Carrot=1)))
+    out += b.advance(12.0, []) + b.flush()
+    baskets = {e.txn: e for e in out if isinstance(e, BasketEvent)}
+    assert baskets["A"].seen == {"Apple": 1, "Banana": 1} and baskets["A"].scanned == {"Apple": 1}
+    assert baskets["B"].seen == {"Carrot": 1} and baskets["B"].scanned == {"Carrot": 1}
+    assert [e.txn for e in out if isinstance(e, Event)] == ["A"]
+
+
+def test_events_serialise_with_the_documented_fields():
+    b = _builder()
+    b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
+    out = b.flush()
+    lines = [json.loads(json.dumps(e.to_dict())) for e in out]
+    assert {"type", "t_start", "t_end", "track_id", "seen_sku", "seen_score", "scanned_sku", "scanned_score", "txn", "evidence"} <= set(lines[0])
+    assert lines[1]["type"] == "basket" and lines[1]["txn"] is None
+    assert {"seen", "scanned", "jaccard", "dice", "overlap", "tversky"} <= set(lines[1])
+
+
+# --- thresholds ---------------------------------------------------------------------------------
+
+def test_thresholds_come_from_the_calibration_by_name_or_from_numbers():
+    cal = Calibration(10.0, -5.0, {"eer": 0.55, "far_0.01": 0.7, "far_0.001": 0.8})
+    t = Thresholds.resolve(EventConfig(switch_reject="eer", switch_accept="far_0.001", unknown_below=0.3), cal)
+    assert (t.switch_reject, t.switch_accept, t.unknown_below) == (0.55, 0.8, 0.3)
+    with pytest.raises(ConfigError, match=r"events.switch_accept = 'far_0.5'.*eer, far_0.001, far_0.01"):
+        Thresholds.resolve(EventConfig(switch_accept="far_0.5"), cal)
+    with pytest.raises(ConfigError, match="events.unknown_below"):
+        Thresholds.resolve(EventConfig(unknown_below=1.5), cal)
+    with pytest.raises(ConfigError, match="has none"):
+        Thresholds.resolve(EventConfig(), None)
+    # confidence(s) = sigmoid(10 s - 5) is 0.5 at s = 0.5 and 0.1 at s = (ln(1/9) + 5) / 10
+    t = Thresholds.resolve(EventConfig(switch_reject="confidence:0.5", unknown_below="confidence:0.1"), cal)
+    assert t.switch_reject == pytest.approx(0.5) and t.unknown_below == pytest.approx((np.log(1 / 9) + 5) / 10)
+    assert float(cal.confidence(t.unknown_below)) == pytest.approx(0.1, abs=1e-6)
+    for bad in ("confidence:1", "confidence:x"):
+        with pytest.raises(ConfigError, match="strictly between 0 and 1"):
+            Thresholds.resolve(EventConfig(unknown_below=bad), cal)

@@ -1,0 +1,268 @@
+"""`reid replay` end to end: a real gallery built from sample/grocery/train with the shipped model,
+a lane simulated from sample/grocery/val, and the alerts it must raise; then bad input of every
+kind, each refused in one line (exit 2) or processed as far as it goes and reported."""
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from models.datasets import folder_set
+from pipeline.cli import main
+from pipeline.config import ConfigError, load_config
+from pipeline.score import read_events, read_truth, score
+from pipeline.simulate import SimConfig, simulate
+
+SAMPLE = Path(__file__).resolve().parent.parent / "sample" / "grocery"
+# 14 passes in two transactions: 2 never scanned, 2 scanned as another product, 1 phantom scan.
+# Whether a switch is caught depends on the embedder (the benchmark measures that on the full
+# data); this seed's two switches are told apart by both the shipped interim model and an early
+# fine-tuned one, so the test checks the pipeline rather than a model's luck.
+SCENARIO = SimConfig(passes=14, transactions=2, non_scan_rate=0.15, switch_rate=0.15, scan_without_item_rate=0.07, seed=15)
+
+
+@pytest.fixture(scope="module")
+def gallery(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("gallery") / "g"
+    assert main(["gallery", "init", str(root)]) == 0
+    assert main(["gallery", "import-folder", str(root), str(SAMPLE / "train")]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("scenario")
+    simulate(folder_set(SAMPLE / "val"), out, SCENARIO)
+    return out
+
+
+def _zone(scenario: Path) -> str:
+    return ",".join(str(v) for v in json.loads((scenario / "truth.json").read_text())["zone"])
+
+
+def _video(scenario: Path) -> Path:
+    return scenario / json.loads((scenario / "truth.json").read_text())["video"]
+
+
+def _replay(scenario: Path, gallery: Path, out: Path, *extra: str, pos: Path | None = None, video: Path | None = None) -> int:
+    return main(["replay", str(video or _video(scenario)), "--pos", str(pos or scenario / "pos.jsonl"), "--gallery", str(gallery),
+                 "--zone", _zone(scenario), "--out", str(out), *extra])
+
+
+@pytest.fixture(scope="module")
+def run(scenario, gallery, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "out"
+    assert _replay(scenario, gallery, out) == 0
+    return out
+
+
+def _overlaps(a: dict, t0: float, t1: float, tol: float = 0.5) -> bool:
+    return a["t_start"] <= t1 + tol and t0 - tol <= a["t_end"]
+
+
+def test_every_item_pass_is_one_track(run, scenario):
+    truth = read_truth(scenario / "truth.json")
+    passes = [json.loads(line) for line in (run / "passes.jsonl").read_text().splitlines()]
+    assert len(passes) == len(truth.passes)
+    for p in truth.passes:
+        assert sum(_overlaps(q, p.t_start, p.t_end, 0.0) for q in passes) >= 1, f"pass {p} was not tracked"
+
+
+def test_planted_non_scans_and_phantom_scans_are_found_and_nothing_else(run, scenario):
+    result = {s.type: s for s in score(read_truth(scenario / "truth.json"), read_events(run / "events.jsonl"), 1.0).types}
+    for kind in ("non_scan", "scan_without_item"):
+        assert result[kind].truth >= 1
+        assert result[kind].recall == 1.0 and result[kind].precision == 1.0, (kind, result[kind])
+
+
+def test_planted_switches_are_found(run, scenario):
+    truth = read_truth(scenario / "truth.json")
+    alerts = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    switches = [a for a in truth.anomalies if a.type == "product_switch"]
+    assert len(switches) == 2
+    for s in switches:
+        found = [a for a in alerts if a["type"] == "product_switch" and _overlaps(a, s.t_start, s.t_end)]
+        assert len(found) == 1, f"switch {s} not reported"
+        assert found[0]["scanned_sku"] == s.scanned_sku and found[0]["seen_sku"] != s.scanned_sku
+        assert found[0]["seen_score"] > found[0]["scanned_score"]
+
+
+def test_normal_scans_are_not_flagged(run, scenario):
+    truth = read_truth(scenario / "truth.json")
+    alerts = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    for p in truth.passes:
+        if p.scanned_sku == p.sku:
+            flagged = [a for a in alerts if a["type"] in ("non_scan", "product_switch", "unknown_item")
+                       and a["t_start"] <= p.t_end and p.t_start <= a["t_end"]]
+            assert flagged == [], f"normal pass {p} flagged: {flagged}"
+
+
+def test_outputs_summary_baskets_and_report(run, scenario):
+    truth = read_truth(scenario / "truth.json")
+    lines = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    baskets = {b["txn"]: b for b in lines if b["type"] == "basket"}
+    assert set(baskets) == {"T1", "T2"}
+    scanned = {}
+    for p in truth.passes:
+        if p.scanned_sku:
+            scanned.setdefault(p.txn, {}).setdefault(p.scanned_sku, 0)
+            scanned[p.txn][p.scanned_sku] += 1
+    for a in truth.anomalies:
+        if a.type == "scan_without_item":
+            scanned[a.txn][a.scanned_sku] = scanned[a.txn].get(a.scanned_sku, 0) + 1
+    assert {t: b["scanned"] for t, b in baskets.items()} == scanned
+    for b in baskets.values():
+        assert 0 <= b["jaccard"] <= b["dice"] <= 1 and 0 <= b["tversky"] <= 1
+    for a in lines:
+        for path in a.get("evidence", []):
+            assert (run / path).is_file() and not Path(path).is_absolute()
+    summary = json.loads((run / "summary.json").read_text())
+    frames = int(cv2.VideoCapture(str(_video(scenario))).get(cv2.CAP_PROP_FRAME_COUNT))
+    assert summary["frames_processed"] == frames and summary["frames_dropped"] == 0
+    assert summary["speed_x_realtime"] > 0 and summary["counts"]["basket"] == 2
+    assert summary["counts"]["non_scan"] == sum(a["type"] == "non_scan" for a in lines)
+    report = (run / "report.html").read_text()
+    n_alerts = sum(a["type"] != "basket" for a in lines)
+    assert report.count('class="card"') == n_alerts
+    assert report.count("data:image/jpeg;base64,") >= 3 * n_alerts - 1  # crops and reference photos, inlined
+    assert "<svg" in report and "src=\"crops/" not in report
+
+
+def test_clock_offset_puts_events_on_the_pos_clock(scenario, gallery, tmp_path, run):
+    shifted = tmp_path / "pos.jsonl"
+    lines = [json.loads(line) for line in (scenario / "pos.jsonl").read_text().splitlines()]
+    shifted.write_text("".join(json.dumps({**e, "ts": e["ts"] + 1000.0}) + "\n" for e in lines))
+    (tmp_path / "lane.toml").write_text("[events]\nclock_offset_s = 1000.0\n")
+    assert _replay(scenario, gallery, tmp_path / "out", "--config", str(tmp_path / "lane.toml"), pos=shifted) == 0
+    before = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    after = [json.loads(line) for line in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
+    assert [e["type"] for e in after] == [e["type"] for e in before]
+    for a, b in zip(after, before):
+        if "t_start" in a:
+            assert a["t_start"] == pytest.approx(b["t_start"] + 1000.0, abs=1e-3)
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+def _fails(capsys, code: int, *needles: str) -> str:
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    for n in needles:
+        assert n in err, err
+    return err
+
+
+def test_zone_wholly_outside_is_an_error_and_partly_outside_a_warning(scenario, gallery, tmp_path, capsys):
+    code = main(["replay", str(_video(scenario)), "--pos", str(scenario / "pos.jsonl"), "--gallery", str(gallery),
+                 "--zone", "700,10,800,100", "--out", str(tmp_path / "a")])
+    _fails(capsys, code, "wholly outside the 640x480 frame")
+    assert not (tmp_path / "a").exists()
+    short = tmp_path / "short.avi"
+    _short_video(_video(scenario), short, 30)
+    x1, y1, x2, y2 = _zone(scenario).split(",")
+    assert main(["replay", str(short), "--pos", str(scenario / "pos.jsonl"), "--gallery", str(gallery),
+                 "--zone", f"{x1},{y1},{int(x2) + 500},{y2}", "--out", str(tmp_path / "b")]) == 0
+    warnings = json.loads((tmp_path / "b" / "summary.json").read_text())["warnings"]
+    assert any("clipped to" in w for w in warnings)
+
+
+def _short_video(src: Path, dest: Path, frames: int) -> None:
+    cap = cv2.VideoCapture(str(src))
+    writer = None
+    for _ in range(frames):
+        ok, f = cap.read()
+        assert ok
+        if writer is None:
+            writer = cv2.VideoWriter(str(dest), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (f.shape[1], f.shape[0]))
+        writer.write(f)
+    writer.release()
+
+
+def test_existing_output_is_refused_unless_overwrite_and_other_files_are_kept(scenario, gallery, tmp_path, capsys):
+    short = tmp_path / "short.avi"
+    _short_video(_video(scenario), short, 20)
+    out = tmp_path / "out"
+    out.mkdir()
+    capsys.readouterr()
+    (out / "events.jsonl").write_text("precious\n")
+    (out / "notes.txt").write_text("mine\n")
+    _fails(capsys, _replay(scenario, gallery, out, video=short), str(out), "--overwrite")
+    assert (out / "events.jsonl").read_text() == "precious\n"
+    assert _replay(scenario, gallery, out, "--overwrite", video=short) == 0
+    assert (out / "events.jsonl").read_text() != "precious\n" and (out / "notes.txt").read_text() == "mine\n"
+    assert not list(tmp_path.glob(".out.partial-*"))
+
+
+@pytest.mark.parametrize("content, needle", [(None, "not found"), (b"", "empty"), (b"garbage\n{]\n\x00\xff\n", "no valid POS event")])
+def test_unusable_pos_logs_are_refused(scenario, gallery, tmp_path, capsys, content, needle):
+    pos = tmp_path / "pos.jsonl"
+    if content is not None:
+        pos.write_bytes(content)
+    _fails(capsys, _replay(scenario, gallery, tmp_path / "out", pos=pos), str(pos), needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_pos_lines_are_skipped_with_their_line_numbers(scenario, gallery, tmp_path):
+    short = tmp_path / "short.avi"
+    _short_video(_video(scenario), short, 20)
+    pos = tmp_path / "pos.jsonl"
+    pos.write_text('{"ts": 0.5, "type": "scan", "sku": "Lime"}\nnot json\n{"ts": "x", "type": "scan", "sku": "Lime"}\n')
+    assert _replay(scenario, gallery, tmp_path / "out", pos=pos, video=short) == 0
+    warnings = json.loads((tmp_path / "out" / "summary.json").read_text())["warnings"]
+    assert any(f"{pos}:2:" in w for w in warnings) and any(f"{pos}:3:" in w and "'ts'" in w for w in warnings)
+
+
+def test_truncated_video_is_processed_as_far_as_it_decodes(scenario, gallery, tmp_path, capsys):
+    whole = tmp_path / "whole.avi"
+    _short_video(_video(scenario), whole, 60)
+    cut = tmp_path / "cut.avi"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    assert _replay(scenario, gallery, tmp_path / "out", video=cut) == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert 0 < summary["frames_processed"] < 60 and summary["frames_processed"] + summary["frames_dropped"] == 60
+    assert any("could not be read" in w for w in summary["warnings"])
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    capsys.readouterr()
+    _fails(capsys, _replay(scenario, gallery, tmp_path / "out2", video=empty), str(empty), "empty")
+
+
+def test_gallery_made_with_another_model_is_refused(scenario, gallery, tmp_path, capsys):
+    onnx = pytest.importorskip("onnx")  # to write a second, different model file
+    from models.runtime import default_model_path
+
+    model = onnx.load(str(default_model_path()))
+    model.doc_string = "another model"
+    other = tmp_path / "other.onnx"
+    onnx.save(model, str(other))
+    _fails(capsys, _replay(scenario, gallery, tmp_path / "out", "--model", str(other)), "rebuild")
+
+
+def test_config_errors_name_the_file_and_key(scenario, gallery, tmp_path, capsys):
+    bad = tmp_path / "lane.toml"
+    bad.write_text("[tracker]\nmax_lost = 0.5\n")
+    _fails(capsys, _replay(scenario, gallery, tmp_path / "out", "--config", str(bad)), str(bad), "unknown key 'tracker.max_lost'")
+    bad.write_text("[events]\nswitch_accept = \"far_0.5\"\n")
+    _fails(capsys, _replay(scenario, gallery, tmp_path / "out", "--config", str(bad)), "events.switch_accept")
+
+
+def test_config_file_maps_onto_the_defaults(tmp_path):
+    f = tmp_path / "lane.toml"
+    f.write_text('zone = [10, 20, 300, 200]\n[detector]\nkind = "onnx"\n[detector.onnx]\nmodel = "det/yolo.onnx"\n'
+                 "[tracker]\nmax_lost_s = 1\n[events]\nswitch_reject = 0.4\n[basket]\ntversky_alpha = 2\n")
+    c = load_config(f)
+    assert (c.zone.x1, c.zone.y2) == (10, 200) and c.detector.onnx.model == str(tmp_path / "det" / "yolo.onnx")
+    assert c.tracker.max_lost_s == 1.0 and c.tracker.min_frames == 3
+    assert c.events.switch_reject == 0.4 and c.events.switch_accept == "confidence:0.2" and c.basket.tversky_alpha == 2.0
+    for text, needle in [("[tracker]\nmin_frames = 2.5\n", "tracker.min_frames: must be int"),
+                         ("zone = [1, 2, 3]\n", "zone: expected a list of four integers"),
+                         ("[crops]\nper_track = 0\n", "crops.per_track"),
+                         ("[detector]\nkind = \"magic\"\n", "detector.kind"),
+                         ("[events\n", "not valid TOML"), ("tracker = 3\n", "tracker: must be a table")]:
+        f.write_text(text)
+        with pytest.raises(ConfigError, match=needle):
+            load_config(f)
