@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from gallery import index as gallery_index  # noqa: E402
 from gallery.catalog import Product  # noqa: E402
 from gallery.matching import Gallery  # noqa: E402
-from gallery.snapshot import Snapshot, VersionContent, switch_current, write_version  # noqa: E402
+from gallery.snapshot import Snapshot, VersionContent, write_version  # noqa: E402
 from models.calibration import Calibration  # noqa: E402
 
 
@@ -35,9 +35,10 @@ def unit(x: np.ndarray) -> np.ndarray:
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def synthetic(n_refs: int, dim: int, n_queries: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def synthetic(n_refs: int, dim: int, n_queries: int, seed: int, query_noise: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(refs, ref SKU labels, queries, query SKU labels). Families of ~100 SKUs share a direction
-    (similar packaging); noise levels give same-SKU cosine ~0.7 and nearest other SKU ~0.5-0.6."""
+    (similar packaging); by default same-SKU cosine is ~0.7 and the nearest other SKU ~0.55; a larger
+    query noise makes queries harder (e.g. 1.0: some are nearer another SKU, as real crops can be)."""
     rng = np.random.default_rng(seed)
 
     def noisy(centres: np.ndarray, t: float) -> np.ndarray:
@@ -55,7 +56,7 @@ def synthetic(n_refs: int, dim: int, n_queries: int, seed: int) -> tuple[np.ndar
     skus = noisy(families[rng.integers(0, len(families), n_skus)], 0.9)
     refs = noisy(skus[labels], 0.62)
     q_labels = rng.integers(0, n_skus, n_queries)
-    return refs, labels, noisy(skus[q_labels], 0.7), q_labels
+    return refs, labels, noisy(skus[q_labels], query_noise), q_labels
 
 
 def shape_summary(refs: np.ndarray, labels: np.ndarray, queries: np.ndarray, q_labels: np.ndarray, n: int = 300) -> str:
@@ -103,16 +104,15 @@ def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
 
 
-def gallery_over(index: faiss.Index, labels: np.ndarray, root: Path) -> Gallery:
-    """The gallery's own matcher over `index` (rows labelled with synthetic SKUs), as a lane uses it."""
+def synthetic_version(version: int, refs: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> VersionContent:
     n_skus = int(labels.max()) + 1
-    order = np.argsort(labels, kind="stable")
-    bounds = np.searchsorted(labels[order], np.arange(n_skus + 1))
-    snap = Snapshot(root=root, version=1, manifest={"model_fingerprint": "synthetic", "model_path": "synthetic"},
-                    products={}, skus=[f"sku{i}" for i in range(n_skus)], position={}, images={}, barcodes={},
-                    index=index, ref_ids=np.arange(len(labels)), row_sku=labels,
-                    sku_rows=[order[bounds[i] : bounds[i + 1]] for i in range(n_skus)])
-    return Gallery(root, snap, SimpleNamespace(calibration=Calibration(10.0, -5.0)), None)  # type: ignore[arg-type]
+    products = [Product(f"sku{i:07d}", f"product {i}") for i in range(n_skus)]
+    return VersionContent(version, products, {}, ids, labels.astype(np.int32), refs, "synthetic", "synthetic", "bench")
+
+
+def lane_gallery(root: Path, version: int) -> Gallery:
+    """The gallery as a lane opens it (the embedder only lends its calibration to the scores)."""
+    return Gallery(root, Snapshot.load(root, version), SimpleNamespace(calibration=Calibration(10.0, -5.0)), None)  # type: ignore[arg-type]
 
 
 def row(name: str, build_s: float, mem_mb: float, b1: tuple[float, float], b32: tuple[float, float], recall: str = "", agree: str = "", g_agree: str = "") -> None:
@@ -121,7 +121,7 @@ def row(name: str, build_s: float, mem_mb: float, b1: tuple[float, float], b32: 
 
 def bench_size(n: int, a: argparse.Namespace) -> None:
     t = time.perf_counter()
-    refs, labels, queries, q_labels = synthetic(n, a.dim, a.queries, a.seed)
+    refs, labels, queries, q_labels = synthetic(n, a.dim, a.queries, a.seed, a.query_noise)
     print(f"\n### {n:,} references, {int(labels.max()) + 1:,} SKUs, {a.dim}-d, {len(queries)} queries "
           f"(generated in {time.perf_counter() - t:.1f} s)\n", flush=True)
     print(shape_summary(refs, labels, queries, q_labels) + "\n", flush=True)
@@ -135,7 +135,8 @@ def bench_size(n: int, a: argparse.Namespace) -> None:
         latency(lambda q: numpy_top(refs, q), queries, 32, np_reps32))
 
     before, t = rss_mb(), time.perf_counter()
-    exact = gallery_index.build_index(refs, gallery_index.EXACT)
+    exact = faiss.IndexFlatIP(a.dim)
+    exact.add(refs)
     build, mem = time.perf_counter() - t, rss_mb() - before
     faiss.omp_set_num_threads(a.build_threads)
     _, truth = exact.search(queries, 10)
@@ -143,39 +144,42 @@ def bench_size(n: int, a: argparse.Namespace) -> None:
     row("FAISS exact (Flat)", build, mem, latency(lambda q: exact.search(q, 10), queries, 1, reps1),
         latency(lambda q: exact.search(q, 10), queries, 32, reps32), f"{1.0:.4f}", f"{1.0:.4f}")
 
-    factory = gallery_index.factory_for(n)
     with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
         faiss.omp_set_num_threads(a.build_threads)
+        t = time.perf_counter()
+        write_version(root, synthetic_version(1, refs, labels, np.arange(n)))
+        build = time.perf_counter() - t
         before, t = rss_mb(), time.perf_counter()
-        if factory == gallery_index.EXACT:
-            index = exact
-        else:
-            index = gallery_index.build_index(refs, factory)
-        build, mem = time.perf_counter() - t, rss_mb() - before
-        t = time.perf_counter()
-        write_version(Path(tmp), VersionContent(1, [Product("x", "x")], {}, np.arange(n), np.zeros(n, np.int32), refs, "synthetic", "synthetic", "bench"))
-        write_s = time.perf_counter() - t
-        switch_current(Path(tmp), 1)
-        t = time.perf_counter()
-        Snapshot.load(Path(tmp), 1)
-        load_s = time.perf_counter() - t
+        g = lane_gallery(root, 1)
+        load_s, mem = time.perf_counter() - t, rss_mb() - before
+        index = g.snapshot.index
+        factory = g.snapshot.manifest["index_factory"]
         faiss.omp_set_num_threads(a.threads)
-        sweep = a.nprobe if isinstance(index, faiss.IndexIVF) else [None]
-        g = gallery_over(index, labels, Path(tmp))
-        for nprobe in sweep:
+        for nprobe in a.nprobe if isinstance(index, faiss.IndexIVF) else [None]:
             if nprobe is not None:
                 index.nprobe = nprobe
             _, found = index.search(queries, 10)
             name = f"gallery: {factory}" + (f" nprobe {nprobe}" + (" *" if nprobe == gallery_index.IVF_NPROBE else "") if nprobe else "")
             top = np.array([r[0].sku for r in g.match(queries, k=1)])
-            g_agree = np.mean(top == np.array([f"sku{labels[i]}" for i in truth[:, 0]]))
+            g_agree = np.mean(top == np.array([f"sku{labels[i]:07d}" for i in truth[:, 0]]))
             row(name, build, mem, latency(lambda q: index.search(q, 10), queries, 1, reps1),
                 latency(lambda q: index.search(q, 10), queries, 32, reps32), f"{recall_at_10(found, truth):.4f}",
                 f"{np.mean(labels[found[:, 0]] == labels[truth[:, 0]]):.4f}", f"{g_agree:.4f}")
             row("  Gallery.match(k=5)", build, mem, latency(lambda q: g.match(q, k=5), queries, 1, reps1),
                 latency(lambda q: g.match(q, k=5), queries, 32, reps32))
-        print(f"\nversion write (index build + files + fsync) {write_s:.1f} s; Snapshot.load {load_s:.2f} s; "
-              f"index file {(Path(tmp) / 'versions' / '00000001' / 'index.faiss').stat().st_size / 2**20:.0f} MB", flush=True)
+        # an operator's typical change: one SKU's 3 references replaced by 3 new photos
+        faiss.omp_set_num_threads(a.build_threads)
+        keep = labels != labels[0]
+        ids2 = np.concatenate([np.arange(n)[keep], np.arange(n, n + 3)])
+        refs2 = np.concatenate([refs[keep], unit(refs[:3] + 0.1 * np.random.default_rng(1).standard_normal((3, a.dim), dtype=np.float32))])
+        t = time.perf_counter()
+        write_version(root, synthetic_version(2, refs2, np.concatenate([labels[keep], labels[:3]]), ids2))
+        change_s = time.perf_counter() - t
+        how = Snapshot.load(root, 2).manifest["index_made"]
+        print(f"\nversion written in {build:.1f} s (index {factory}, built, files fsynced; "
+              f"{(root / 'versions' / '00000001' / 'index.faiss').stat().st_size / 2**20:.0f} MB); opened by a lane in {load_s:.2f} s "
+              f"using {mem:.0f} MB; next version (one SKU's 3 photos replaced) written in {change_s:.1f} s ({how})", flush=True)
 
     if a.hnsw:
         faiss.omp_set_num_threads(a.build_threads)
@@ -203,6 +207,7 @@ def main() -> None:
     p.add_argument("--build-threads", type=int, default=2, help="FAISS threads while building and for ground truth")
     p.add_argument("--nprobe", type=int, nargs="+", default=[gallery_index.IVF_NPROBE], help="IVF nprobe values to sweep")
     p.add_argument("--hnsw", action="store_true", help="also build HNSW32 for comparison")
+    p.add_argument("--query-noise", type=float, default=0.7, help="how far queries lie from their SKU (0.7 easy, 1.0 hard)")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     print(f"bench_gallery: {platform.processor() or platform.machine()}, {faiss.omp_get_max_threads()} FAISS threads available, "

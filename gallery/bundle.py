@@ -64,7 +64,7 @@ def export_bundle(root: str | Path, bundle: str | Path) -> BundleInfo:
         sku, image, sha, source = info[ref_id]
         refs.append({"sku": sku, "image": image, "sha256": sha, "source": source})
     emb = io.BytesIO()
-    np.save(emb, reference_vectors(snap.index).astype(np.float32))
+    np.save(emb, reference_vectors(snap.index, snap.ref_ids))
     files = {EMBEDDINGS: {"size": emb.getbuffer().nbytes, "sha256": hashlib.sha256(emb.getbuffer()).hexdigest()}}
     for image in dict.fromkeys(r["image"] for r in refs):
         files[image] = {"size": (root / image).stat().st_size, "sha256": _file_sha256(root / image)}

@@ -111,10 +111,12 @@ def check_gallery(
     """Check a loaded version; `refs` describes its references (by id), `threshold` is the model's
     calibration lookup (Calibration.threshold)."""
     n = snap.index.ntotal
-    vectors = reference_vectors(snap.index)
+    vectors = reference_vectors(snap.index, snap.ref_ids)  # row r: reference snap.ref_ids[r]
+    row_sku = snap.ref_sku
     own_best = np.full(n, -2.0, np.float32)  # best similarity to another reference of the same SKU
-    for rows in snap.sku_rows:
-        if len(rows) > 1:
+    for refs_of_sku in snap.sku_refs:
+        if len(refs_of_sku) > 1:
+            rows = snap.rows_of(refs_of_sku)
             sims = vectors[rows] @ vectors[rows].T
             np.fill_diagonal(sims, -2.0)
             own_best[rows] = sims.max(axis=1)
@@ -123,19 +125,20 @@ def check_gallery(
     other_row = np.zeros(n, np.int64)
     confusable: list[ConfusablePair] = []
     if n > 1:
-        sims, nbrs = snap.index.search(vectors, min(n, NEIGHBOURS))
-        cross = (nbrs >= 0) & (snap.row_sku[np.maximum(nbrs, 0)] != snap.row_sku[:, None])
+        sims, found = snap.index.search(vectors, min(n, NEIGHBOURS))
+        nbrs = np.where(found >= 0, snap.rows_of(np.maximum(found, 0)), -1)
+        cross = (nbrs >= 0) & (row_sku[np.maximum(nbrs, 0)] != row_sku[:, None])
         masked = np.where(cross, sims, -2.0)
         best = masked.argmax(axis=1)
         other_best, other_row = masked[np.arange(n), best], nbrs[np.arange(n), best]
         confusable = _confusable_pairs(snap, *np.nonzero(cross & (sims >= confusable_sim)), sims, nbrs)
     ids = snap.ref_ids
     outliers = [
-        Outlier(int(ids[r]), snap.skus[snap.row_sku[r]], refs[int(ids[r])].source, float(own_best[r]),
-                snap.skus[snap.row_sku[other_row[r]]], float(other_best[r]))
+        Outlier(int(ids[r]), snap.skus[row_sku[r]], refs[int(ids[r])].source, float(own_best[r]),
+                snap.skus[row_sku[other_row[r]]], float(other_best[r]))
         for r in np.nonzero((own_best > -2.0) & (other_best > own_best) & (own_best < outlier_sim))[0]
     ]
-    few = [FewRefs(sku, len(rows)) for sku, rows in zip(snap.skus, snap.sku_rows) if len(rows) < min_refs]
+    few = [FewRefs(sku, len(r)) for sku, r in zip(snap.skus, snap.sku_refs) if len(r) < min_refs]
     return CheckReport(
         version=snap.version, refs=n, skus=len(snap.skus), confusable_threshold=confusable_threshold,
         confusable_similarity=confusable_sim, outlier_threshold=outlier_sim, confusable=confusable,
@@ -145,15 +148,16 @@ def check_gallery(
 
 
 def _confusable_pairs(snap: Snapshot, rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, nbrs: np.ndarray) -> list[ConfusablePair]:
-    """Per SKU pair, its closest cross-SKU neighbours among the (row, neighbour column) hits."""
+    """Per SKU pair, its closest cross-SKU neighbours among the (row, neighbour column) hits
+    (`nbrs` holds the neighbours' rows)."""
     a, b, sim = rows, nbrs[rows, cols], sims[rows, cols]
-    swap = snap.row_sku[a] > snap.row_sku[b]
+    swap = snap.ref_sku[a] > snap.ref_sku[b]
     a, b = np.where(swap, b, a), np.where(swap, a, b)
     best_first = np.argsort(-sim, kind="stable")
     seen: set[tuple[int, int]] = set()
     out = []
     for i in best_first:
-        key = (int(snap.row_sku[a[i]]), int(snap.row_sku[b[i]]))
+        key = (int(snap.ref_sku[a[i]]), int(snap.ref_sku[b[i]]))
         if key not in seen:
             seen.add(key)
             out.append(ConfusablePair(snap.skus[key[0]], snap.skus[key[1]], float(sim[i]), int(snap.ref_ids[a[i]]), int(snap.ref_ids[b[i]])))

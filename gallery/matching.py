@@ -127,8 +127,8 @@ class Gallery:
             raise GalleryError(f"verify takes one embedding (a 1-D array), got shape {embedding.shape}")
         query = self._queries(embedding, snap)
         pos = snap.position.get(sku)
-        rows = snap.sku_rows[pos] if pos is not None else np.zeros(0, np.int64)
-        similarity = self._aggregate(reference_vectors(snap.index, rows) @ query[0]) if len(rows) else -1.0
+        refs = snap.sku_refs[pos] if pos is not None else np.zeros(0, np.int64)
+        similarity = self._aggregate(reference_vectors(snap.index, refs) @ query[0]) if len(refs) else -1.0
         others = self._rank(snap, query, 1, pos)[0]
         other_sku, other_sim = (snap.skus[others[0][0]], others[0][1]) if others else (None, -1.0)
         return Verification(sku, similarity, self._confidence(similarity), other_sku, other_sim, similarity - other_sim)
@@ -163,8 +163,8 @@ class Gallery:
         while todo:
             _, ids = snap.index.search(queries[todo], depth)
             retry = []
-            for qi, row_ids in zip(todo, ids):
-                labels = snap.row_sku[row_ids[row_ids >= 0]]
+            for qi, found in zip(todo, ids):
+                labels = snap.ref_sku[snap.rows_of(found[found >= 0])]
                 if exclude is not None:
                     labels = labels[labels != exclude]
                 _, first = np.unique(labels, return_index=True)
@@ -172,7 +172,7 @@ class Gallery:
                 if len(candidates) < pool and depth < ntotal:
                     retry.append(qi)
                     continue
-                scored = [(int(c), self._aggregate(reference_vectors(snap.index, snap.sku_rows[c]) @ queries[qi])) for c in candidates]
+                scored = [(int(c), self._aggregate(reference_vectors(snap.index, snap.sku_refs[c]) @ queries[qi])) for c in candidates]
                 results[qi] = sorted(scored, key=lambda t: -t[1])[:k]
             todo, depth = retry, min(ntotal, depth * 4)
         return results

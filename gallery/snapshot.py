@@ -20,7 +20,7 @@ import numpy as np
 from gallery.catalog import Product
 from gallery.errors import GalleryError
 from gallery.files import fsync_dir, fsync_file, remove_tree, replace_atomically, write_durably
-from gallery.index import build_index, factory_for, tune
+from gallery.index import EXACT, build_index, can_update, describe, factory_for, tune, update_index
 
 VERSIONS_DIR = "versions"
 CURRENT = "CURRENT"
@@ -65,8 +65,8 @@ class VersionContent:
     version: int
     products: list[Product]  # sorted by SKU id
     images: dict[str, str]  # SKU -> a reference photo (path inside the gallery), for reports
-    ref_ids: np.ndarray  # (N,) int64, the database ids of the references, row by row
-    ref_skus: np.ndarray  # (N,) int32, row -> position in `products`
+    ref_ids: np.ndarray  # (N,) int64, the database ids of the references, ascending
+    ref_skus: np.ndarray  # (N,) int32, reference -> position in `products`
     vectors: np.ndarray  # (N, D) float32, unit rows
     model_fingerprint: str
     model_path: str
@@ -81,8 +81,7 @@ def write_version(root: Path, content: VersionContent) -> Path:
     remove_tree(final)  # a leftover of a writer that died before committing this number
     tmp.mkdir(parents=True)
     try:
-        factory = factory_for(len(content.ref_ids))
-        index = build_index(content.vectors, factory)
+        index, how = _index_for(root, content)
         write_durably(tmp / INDEX, faiss.serialize_index(index).tobytes(), "version")
         rows = np.stack([content.ref_ids.astype(np.int64), content.ref_skus.astype(np.int64)], axis=1).reshape(-1, 2)
         with open(tmp / ROWS, "wb") as f:
@@ -99,7 +98,8 @@ def write_version(root: Path, content: VersionContent) -> Path:
             "model_fingerprint": content.model_fingerprint,
             "model_path": content.model_path,
             "embedding_dim": int(content.vectors.shape[1]),
-            "index_factory": factory,
+            "index_factory": describe(index),
+            "index_made": how,
             "refs": len(content.ref_ids),
             "skus": len(content.products),
             "files": {name: (tmp / name).stat().st_size for name in (INDEX, ROWS, CATALOG)},
@@ -114,6 +114,33 @@ def write_version(root: Path, content: VersionContent) -> Path:
     return final
 
 
+def _index_for(root: Path, content: VersionContent) -> tuple[faiss.Index, str]:
+    """The new version's index, and how it was made: an IVF index is updated from the latest stored
+    version's when that one is of the same model and its lists still fit the size."""
+    n = len(content.ref_ids)
+    if factory_for(n) != EXACT:
+        older = [v for v in stored_versions(root) if v < content.version]
+        previous = _stored_index(root, older[-1], content) if older else None
+        if previous is not None and can_update(previous[0], n):
+            return update_index(previous[0], previous[1], content.vectors, content.ref_ids), f"updated from version {older[-1]}"
+    return build_index(content.vectors, content.ref_ids, factory_for(n)), "built"
+
+
+def _stored_index(root: Path, version: int, content: VersionContent) -> tuple[faiss.Index, np.ndarray] | None:
+    """A stored version's index and reference ids, if it can be the base of `content`'s index."""
+    d = version_dir(root, version)
+    try:
+        manifest = _read_manifest(d, version)
+        if manifest["model_fingerprint"] != content.model_fingerprint or manifest["embedding_dim"] != content.vectors.shape[1]:
+            return None
+        data = {name: (d / name).read_bytes() for name in (INDEX, ROWS)}
+        if any(len(data[name]) != manifest["files"][name] for name in data):
+            return None
+        return faiss.deserialize_index(np.frombuffer(data[INDEX], np.uint8)), np.load(io.BytesIO(data[ROWS]))[:, 0]
+    except (GalleryError, OSError, RuntimeError, ValueError, KeyError):
+        return None  # damaged or pruned meanwhile: build afresh
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """One published version, loaded into memory and never changed: queries use it without locks."""
@@ -122,18 +149,22 @@ class Snapshot:
     version: int
     manifest: dict
     products: dict[str, Product]
-    skus: list[str]  # position -> SKU id, as rows refer to them
+    skus: list[str]  # position -> SKU id, as references refer to them
     position: dict[str, int]  # SKU id -> position
     images: dict[str, str]
     barcodes: dict[str, str]  # barcode -> SKU
-    index: faiss.Index  # row i of the version is the index's id i
-    ref_ids: np.ndarray  # (N,) int64
-    row_sku: np.ndarray  # (N,) int64, row -> position in `skus`
-    sku_rows: list[np.ndarray]  # position in `skus` -> its rows
+    index: faiss.Index  # its ids are the references' database ids
+    ref_ids: np.ndarray  # (N,) int64, ascending
+    ref_sku: np.ndarray  # (N,) int64, SKU position of each reference in ref_ids
+    sku_refs: list[np.ndarray]  # SKU position -> the ids of its references
 
     @property
     def model_fingerprint(self) -> str:
         return self.manifest["model_fingerprint"]
+
+    def rows_of(self, ids: np.ndarray) -> np.ndarray:
+        """Positions in `ref_ids` of these reference ids (which must be in the version)."""
+        return np.searchsorted(self.ref_ids, ids)
 
     @classmethod
     def load(cls, root: Path, version: int) -> "Snapshot":
@@ -155,11 +186,11 @@ class Snapshot:
         n, dim = manifest["refs"], manifest["embedding_dim"]
         if index.ntotal != n or index.d != dim or rows.shape != (n, 2):
             raise GalleryError(f"{d}: index ({index.ntotal}x{index.d}), rows {rows.shape} and manifest ({n}x{dim}) disagree")
-        if n and not (0 <= rows[:, 1].min() and rows[:, 1].max() < len(products)):
-            raise GalleryError(f"{d / ROWS}: refers to products outside the catalogue of {len(products)}")
-        row_sku = rows[:, 1].copy()
-        order = np.argsort(row_sku, kind="stable")
-        bounds = np.searchsorted(row_sku[order], np.arange(len(products) + 1))
+        if n and not (0 <= rows[:, 1].min() and rows[:, 1].max() < len(products) and np.all(np.diff(rows[:, 0]) > 0)):
+            raise GalleryError(f"{d / ROWS}: reference ids out of order, or SKUs outside the catalogue of {len(products)}")
+        ref_ids, ref_sku = rows[:, 0].copy(), rows[:, 1].copy()
+        order = np.argsort(ref_sku, kind="stable")
+        bounds = np.searchsorted(ref_sku[order], np.arange(len(products) + 1))
         return cls(
             root=root,
             version=version,
@@ -170,9 +201,9 @@ class Snapshot:
             images={p["sku"]: p["image"] for p in raw["products"] if p.get("image")},
             barcodes={b: p.sku for p in products for b in p.barcodes},
             index=index,
-            ref_ids=rows[:, 0].copy(),
-            row_sku=row_sku,
-            sku_rows=[order[bounds[i] : bounds[i + 1]] for i in range(len(products))],
+            ref_ids=ref_ids,
+            ref_sku=ref_sku,
+            sku_refs=[ref_ids[order[bounds[i] : bounds[i + 1]]] for i in range(len(products))],
         )
 
 

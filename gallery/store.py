@@ -334,7 +334,7 @@ class GalleryStore:
             )
         ]
         position = {p.sku: i for i, p in enumerate(products)}
-        rows = self.conn.execute("SELECT id, sku, image, embedding FROM refs WHERE removed_version IS NULL ORDER BY sku, id").fetchall()
+        rows = self.conn.execute("SELECT id, sku, image, embedding FROM refs WHERE removed_version IS NULL ORDER BY id").fetchall()
         dim = int(meta["embedding_dim"])
         images: dict[str, str] = {}
         for _, sku, image, _ in rows:
@@ -614,7 +614,7 @@ class GalleryStore:
             ) from None
         m = snap.manifest
         return self.replace_contents(
-            list(snap.products.values()), [int(i) for i in snap.ref_ids], reference_vectors(snap.index),
+            list(snap.products.values()), [int(i) for i in snap.ref_ids], reference_vectors(snap.index, snap.ref_ids),
             action="rollback", summary=f"rolled back to the contents of version {version}", operator=operator,
             model=(m["model_fingerprint"], m["model_path"], int(m["embedding_dim"])),
         )
