@@ -115,8 +115,7 @@ def import_bundle(root: str | Path, bundle: str | Path, operator: str | None = N
         staging = Path(tempfile.mkdtemp(prefix="reid-bundle-"))
         try:
             manifest, products, photos, vectors = _read_bundle(bundle, staging, meta["model_fingerprint"], int(meta["embedding_dim"]))
-            summary = (f"imported {bundle.name}: {len(photos)} references of {len(products)} SKUs "
-                       f"(version {manifest['gallery_version']} of its gallery)")
+            summary = f"imported {bundle.name}, version {manifest['gallery_version']} of its gallery"
             return store.replace_contents(products, photos, vectors, action="import", summary=summary, operator=operator)
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -587,8 +587,8 @@ class GalleryStore:
             refs_after, skus_after = self._active_refs(), {p.sku for p in products}
             entries += [(sku, "product added") for sku in sorted(skus_after - skus_before)]
             entries += [(sku, "product removed") for sku in sorted(skus_before - skus_after)]
-            change = (f"{len(refs_after - refs_before)} references in, {len(refs_before - refs_after)} out; "
-                      f"{len(skus_after - skus_before)} SKUs in, {len(skus_before - skus_after)} out")
+            change = (f"{_count(len(refs_after - refs_before), 'reference')} in, {len(refs_before - refs_after)} out; "
+                      f"{_count(len(skus_after - skus_before), 'SKU')} in, {len(skus_before - skus_after)} out")
             return f"{summary} ({change})", entries
 
         return self._change(action, _operator(operator), apply)

@@ -231,7 +231,7 @@ def test_rollback_restores_an_older_version_as_a_new_one(gallery_dir, embedder):
         with pytest.raises(GalleryError, match="is the current version already"):
             store.rollback(4)
         result = store.rollback(2, operator="undo")
-    assert result.version == 5 and "8 references in, 0 out; 1 SKUs in, 0 out" in result.summary
+    assert result.version == 5 and "8 references in, 0 out; 1 SKU in, 0 out" in result.summary
     g = Gallery.open(gallery_dir, embedder=embedder)
     assert g.has_sku("Kiwi") and g.display_name("Lemon") == "Lemon" and g.sku_for_barcode("4053") is None
     with GalleryStore.open(gallery_dir) as store:
