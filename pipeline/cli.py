@@ -9,7 +9,7 @@ import sys
 from models.errors import ReidError
 
 # Modules whose `register(subparsers)` adds their subcommands, in the order `reid --help` lists them.
-COMMAND_MODULES = ("models.cli", "pipeline.scenario_cli", "pipeline.replay_cli", "gallery.cli")
+COMMAND_MODULES = ("models.cli", "pipeline.scenario_cli", "pipeline.replay_cli", "pipeline.edge_cli", "gallery.cli")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,19 @@
+"""The live lane service (`reid edge`): one process per checkout lane on a small CPU box.
+
+It runs the replay's `LaneProcessor` on frames read in real time and POS events received as they
+happen, and sends the alerts on. The parts, each in its own module:
+
+| module | holds |
+| --- | --- |
+| `settings` | the `[edge]` tables of lane.toml (`EdgeConfig`) and `load_edge_config` |
+| `camera` | `CameraFeed`: camera / stream / paced video file, reconnection, `FrameQueue` |
+| `pos_intake` | `PosInbox`, `parse_pos_body` (HTTP), `PosFileTailer` (a JSON-lines file the POS appends to) |
+| `alert_log` | `AlertLog`: events.jsonl with sequence numbers that continue across restarts |
+| `webhook` | `WebhookSender`: at most one delivery per alert, retried with backoff, cursor on disk |
+| `evidence` | `EvidenceWriter`: crops of alert passes, skipped (never fatal) when the disk is short |
+| `lane_worker` | `LaneWorker`: the thread that feeds frames and POS events to the lane |
+| `gallery_watch` | `GalleryWatcher`: follows newly published gallery versions |
+| `metrics` | Prometheus counters, gauges and histograms, written by hand |
+| `http_api` | the loopback HTTP API: POST /pos, GET /events, /health, /metrics |
+| `service` | `EdgeService`: starts, supervises and stops the parts |
+"""

@@ -1,0 +1,192 @@
+"""Prometheus metrics, written by hand: the text format is a few lines per metric, and the edge
+box then needs no client library. Label sets are fixed when a metric is made (event types, POS
+sources), so the number of series, and the memory they take, never grows with time."""
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Callable, Iterable
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Seconds: a frame takes milliseconds, a frame with embeddings up to a few hundred.
+PROCESSING_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Seconds from an item leaving the zone to its alert being written (target: p95 under 1 s).
+ALERT_LATENCY_BUCKETS = (0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 5.0, 10.0)
+
+
+def _labels(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") -> str:
+    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values)]
+    if extra:
+        parts.append(extra)
+    return "{" + ",".join(parts) + "}" if parts else ""
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(x: float) -> str:
+    if math.isinf(x):
+        return "+Inf" if x > 0 else "-Inf"
+    return repr(float(x)) if not float(x).is_integer() else str(int(x))
+
+
+class _Metric:
+    kind = ""
+
+    def __init__(self, name: str, help_text: str, labels: tuple[str, ...] = (), values: Iterable[tuple[str, ...]] = ()):
+        self.name, self.help, self.label_names = name, help_text, labels
+        self._lock = threading.Lock()
+        self._series: dict[tuple[str, ...], object] = {}
+        for v in values if labels else [()]:
+            self._series[tuple(v)] = self._zero()
+
+    def _zero(self) -> object:
+        return 0.0
+
+    def _key(self, labels: tuple[str, ...]) -> tuple[str, ...]:
+        if labels not in self._series:
+            raise KeyError(f"{self.name}: no series {labels!r} (known: {sorted(self._series)})")
+        return labels
+
+    def render(self) -> list[str]:
+        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
+        with self._lock:
+            for labels, value in self._series.items():
+                lines += self._sample_lines(labels, value)
+        return lines
+
+    def _sample_lines(self, labels: tuple[str, ...], value: object) -> list[str]:
+        return [f"{self.name}{_labels(self.label_names, labels)} {_number(value)}"]  # type: ignore[arg-type]
+
+
+class Counter(_Metric):
+    kind = "counter"
+
+    def inc(self, *labels: str, amount: float = 1.0) -> None:
+        with self._lock:
+            key = self._key(labels)
+            self._series[key] += amount  # type: ignore[operator]
+
+    def value(self, *labels: str) -> float:
+        with self._lock:
+            return self._series[self._key(labels)]  # type: ignore[return-value]
+
+
+class Gauge(_Metric):
+    """A value that is set, or read from a function when scraped."""
+
+    kind = "gauge"
+
+    def __init__(self, name: str, help_text: str, read: Callable[[], float] | None = None):
+        super().__init__(name, help_text)
+        self._read = read
+
+    def set(self, value: float) -> None:
+        with self._lock:
+            self._series[()] = float(value)
+
+    def value(self) -> float:
+        if self._read is not None:
+            return float(self._read())
+        with self._lock:
+            return self._series[()]  # type: ignore[return-value]
+
+    def render(self) -> list[str]:
+        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge", f"{self.name} {_number(self.value())}"]
+
+
+class Histogram(_Metric):
+    kind = "histogram"
+
+    def __init__(self, name: str, help_text: str, buckets: tuple[float, ...]):
+        self.buckets = tuple(sorted(buckets)) + (math.inf,)
+        super().__init__(name, help_text)
+
+    def _zero(self) -> object:
+        return [[0] * len(self.buckets), 0.0, 0]  # cumulative-on-render bucket counts, sum, count
+
+    def observe(self, value: float) -> None:
+        with self._lock:
+            counts, _, _ = state = self._series[()]  # type: ignore[misc]
+            for i, upper in enumerate(self.buckets):
+                if value <= upper:
+                    counts[i] += 1
+                    break
+            state[1] += value
+            state[2] += 1
+
+    def count(self) -> int:
+        with self._lock:
+            return self._series[()][2]  # type: ignore[index]
+
+    def _sample_lines(self, labels: tuple[str, ...], value: object) -> list[str]:
+        counts, total, n = value  # type: ignore[misc]
+        lines, running = [], 0
+        for upper, c in zip(self.buckets, counts):
+            running += c
+            lines.append(f'{self.name}_bucket{{le="{_number(upper)}"}} {running}')
+        return lines + [f"{self.name}_sum {_number(total)}", f"{self.name}_count {n}"]
+
+
+def resident_memory_bytes() -> float:
+    """This process's resident set size (Linux), for the soak check and the dashboards."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            return float(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+class Registry:
+    """The metrics in the order /metrics lists them."""
+
+    def __init__(self) -> None:
+        self._metrics: list[_Metric] = []
+
+    def add(self, metric: _Metric) -> _Metric:
+        if any(m.name == metric.name for m in self._metrics):
+            raise ValueError(f"metric {metric.name} registered twice")
+        self._metrics.append(metric)
+        return metric
+
+    def render(self) -> str:
+        return "\n".join(line for m in self._metrics for line in m.render()) + "\n"
+
+
+EVENT_TYPES = ("non_scan", "product_switch", "unknown_item", "scan_without_item", "basket")
+POS_SOURCES = ("http", "file")
+DROP_REASONS = ("queue_full", "frame_size")
+
+
+class EdgeMetrics:
+    """Every metric the lane service exports; the parts update the ones they own."""
+
+    def __init__(self, gallery_version: Callable[[], float], camera_connected: Callable[[], float], webhook_pending: Callable[[], float]):
+        r = self.registry = Registry()
+        self.frames_read = r.add(Counter("reid_frames_read_total", "Frames read from the camera."))
+        self.frames_processed = r.add(Counter("reid_frames_processed_total", "Frames run through the lane."))
+        self.frames_dropped = r.add(Counter("reid_frames_dropped_total", "Frames read but not processed: the lane fell behind "
+                                            "(queue_full) or the frame size changed (frame_size).", ("reason",), [(x,) for x in DROP_REASONS]))
+        self.processing = r.add(Histogram("reid_frame_processing_seconds", "Time to run one frame through the lane.", PROCESSING_BUCKETS))
+        self.alert_latency = r.add(Histogram("reid_alert_latency_seconds", "From an item leaving the zone (its last frame) "
+                                             "to its alert being written.", ALERT_LATENCY_BUCKETS))
+        self.events = r.add(Counter("reid_events_total", "Alerts and basket lines written, by type.", ("type",), [(t,) for t in EVENT_TYPES]))
+        self.pos_received = r.add(Counter("reid_pos_events_total", "POS events accepted, by source.", ("source",), [(s,) for s in POS_SOURCES]))
+        self.pos_rejected = r.add(Counter("reid_pos_rejected_total", "POS payloads or lines refused as malformed, by source.",
+                                          ("source",), [(s,) for s in POS_SOURCES]))
+        self.pos_unverifiable = r.add(Counter("reid_pos_unverifiable_total", "Scans made while the camera was down: not judged."))
+        self.camera_reconnects = r.add(Counter("reid_camera_reconnects_total", "Times the camera or stream was lost and reopened."))
+        self.evidence_failures = r.add(Counter("reid_evidence_failures_total", "Alerts written without their crops (disk full or unwritable)."))
+        self.gallery_reloads = r.add(Counter("reid_gallery_reloads_total", "Newly published gallery versions switched to."))
+        self.gallery_reload_failures = r.add(Counter("reid_gallery_reload_failures_total", "Gallery versions that could not be switched to."))
+        self.webhook_delivered = r.add(Counter("reid_webhook_delivered_total", "Alerts the webhook receiver accepted."))
+        self.webhook_failures = r.add(Counter("reid_webhook_failures_total", "Webhook attempts that failed (to be retried)."))
+        r.add(Gauge("reid_webhook_pending", "Alerts written but not yet delivered to the webhook.", webhook_pending))
+        r.add(Gauge("reid_gallery_version", "Gallery version in use.", gallery_version))
+        r.add(Gauge("reid_camera_connected", "1 while frames are arriving from the camera.", camera_connected))
+        r.add(Gauge("process_resident_memory_bytes", "Resident memory of the service.", resident_memory_bytes))
+
+    def render(self) -> str:
+        return self.registry.render()

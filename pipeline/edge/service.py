@@ -1,0 +1,218 @@
+"""The lane service: starts the parts, watches them, answers health, and stops them in order.
+
+Threads: camera -> frame queue -> lane; HTTP and the POS file -> POS inbox -> lane; lane -> alert
+log -> webhook; and the gallery watcher. The state folder (one per lane, locked while the service
+runs) holds everything that must survive a restart: events.jsonl, the webhook cursor, the POS
+file position, evidence crops, and service.json (pid and address while running).
+
+Stopping (SIGTERM or SIGINT): the HTTP server and the POS file stop taking events, the camera stops,
+the lane processes what is queued, decides everything pending and writes it, the webhook gets
+`shutdown_grace_s` to deliver, and the process exits 0. Undelivered alerts wait on disk.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import secrets
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gallery import Gallery
+from gallery.files import replace_atomically
+from models.errors import ReidError
+from pipeline.config import LaneConfig
+from pipeline.edge.alert_log import AlertLog
+from pipeline.edge.camera import CameraFeed, FrameQueue
+from pipeline.edge.evidence import EvidenceWriter
+from pipeline.edge.gallery_watch import GalleryWatcher
+from pipeline.edge.http_api import ApiContext, ApiServer
+from pipeline.edge.lane_worker import LaneWorker
+from pipeline.edge.metrics import EdgeMetrics
+from pipeline.edge.pos_intake import PosFileTailer, PosInbox
+from pipeline.edge.settings import EdgeConfig, EdgeError
+from pipeline.edge.webhook import WebhookSender
+
+log = logging.getLogger("reid.edge")
+
+STUCK_AFTER_S = 30.0  # a lane thread silent this long is reported failing (HTTP 503: restart it)
+LANE_STOP_TIMEOUT_S = 60.0
+
+EVENTS_FILE = "events.jsonl"
+READY_FILE = "service.json"
+LOCK_FILE = "lock"
+CURSOR_FILE = "webhook.cursor.json"
+POS_OFFSET_FILE = "pos_file.offset.json"
+
+
+class EdgeService:
+    def __init__(self, config: EdgeConfig, lane_config: LaneConfig):
+        self.config = config
+        self.lane_config = lane_config
+        self.state = Path(config.state_dir)
+        self.started_at = time.time()
+        self.stopping = threading.Event()
+        self._lock_fd: int | None = None
+        self._started: list = []  # parts with threads, in start order
+
+    # --- start ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open everything that can fail first (state folder, gallery, alert log, HTTP port), then start the threads."""
+        cfg = self.config
+        try:
+            self.state.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise EdgeError(f"edge.state_dir: cannot create {self.state} ({e.strerror or e})") from None
+        self._take_lock()
+        try:
+            self._build()
+        except BaseException:
+            self._release_lock()
+            raise
+        for part in (self.worker, self.camera, self.webhook, self.tailer, self.watcher):
+            if part is not None:
+                part.start()
+                self._started.append(part)
+        self._http_thread = threading.Thread(target=self.http.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True)
+        self._http_thread.start()
+        url = f"http://{cfg.http.host}:{self.http.port}"
+        ready = {"pid": os.getpid(), "lane": cfg.lane, "url": url, "port": self.http.port, "started_at": round(self.started_at, 3)}
+        replace_atomically(self.state / READY_FILE, (json.dumps(ready) + "\n").encode(), "edge-ready")
+        log.info("lane %s: listening on %s; camera %s; gallery %s version %d", cfg.lane, url, cfg.camera.source, cfg.gallery, self.gallery.version)
+
+    def _build(self) -> None:
+        cfg = self.config
+        self.gallery = Gallery.open(cfg.gallery, model=cfg.model or None)
+        self.gallery.embedder.embed([np.zeros((64, 64, 3), np.uint8)])  # its first run allocates: not on the first alert's time
+        # The gauges read parts made below, when scraped (after start).
+        self.metrics = EdgeMetrics(lambda: self.gallery.version, lambda: float(self.camera.connected),
+                                   lambda: self.webhook.pending() if self.webhook else 0)
+        self.alerts = AlertLog(self.state / EVENTS_FILE, cfg.lane, f"{cfg.lane}-{secrets.token_hex(4)}")
+        self.webhook = WebhookSender(self.alerts, cfg.webhook, self.state / CURSOR_FILE, self.metrics) if cfg.webhook.url else None
+        self.frames = FrameQueue(cfg.camera.queue_frames, lambda: self.metrics.frames_dropped.inc("queue_full"))
+        self.camera = CameraFeed(cfg.camera, self.frames, self.metrics)
+        self.inbox = PosInbox(cfg.pos.queue_events, self.metrics, self.lane_config.events.clock_offset_s, cfg.pos.max_clock_skew_s)
+        run = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.started_at))
+        self.evidence = EvidenceWriter(self.state, f"evidence/{run}", int(cfg.evidence_min_free_mb * 1e6), self.metrics) if cfg.evidence else None
+        self.worker = LaneWorker(self.gallery, self.lane_config, self.camera, self.frames, self.inbox, self.alerts, self.evidence, self.metrics)
+        self.tailer = (PosFileTailer(cfg.pos.file, self.inbox, self.state / POS_OFFSET_FILE, cfg.pos.poll_s, cfg.pos.from_start, self.metrics)
+                       if cfg.pos.file else None)
+        self.watcher = GalleryWatcher(self.gallery, cfg.gallery_poll_s, self.metrics)
+        context = ApiContext(self.inbox, self.alerts, self.metrics, self.health, self._refresh_gallery)
+        try:
+            self.http = ApiServer(cfg.http, context)
+        except OSError as e:
+            raise EdgeError(f"edge.http: cannot listen on {cfg.http.host}:{cfg.http.port} ({e.strerror or e})") from None
+
+    def _take_lock(self) -> None:
+        path = self.state / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise EdgeError(f"{self.state}: in use by another reid edge (pid {holder}); each lane needs its own state_dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _refresh_gallery(self) -> dict:
+        switched = self.watcher.check()
+        return {"switched": switched, "version": self.gallery.version, "error": self.watcher.error}
+
+    # --- run and stop --------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve until SIGTERM or SIGINT, then stop in order. Returns the exit status; a lane that
+        stopped on a user error (e.g. a zone outside the frame) raises it after the shutdown."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stopping.set())
+        self.start()
+        while not self.stopping.wait(0.5):
+            if not self.worker.alive:
+                break
+        self.shutdown()
+        error = self.worker.error
+        if isinstance(error, ReidError):
+            raise error
+        return 1 if error is not None else 0
+
+    def shutdown(self) -> None:
+        log.info("stopping: finishing in-flight work")
+        self.http.shutdown()
+        self.http.server_close()  # waits for requests being served: a POS event answered 202 is in the inbox
+        if self.tailer is not None:
+            self.tailer.stop()
+        self.camera.stop()
+        self.watcher.stop()
+        self.worker.stop(LANE_STOP_TIMEOUT_S)
+        if self.webhook is not None:
+            self.webhook.stop(self.config.shutdown_grace_s)
+            if self.webhook.pending():
+                log.warning("webhook: %d alerts not delivered yet; they are sent after the restart", self.webhook.pending())
+        self.alerts.close()
+        (self.state / READY_FILE).unlink(missing_ok=True)
+        self._release_lock()
+        log.info("stopped")
+
+    # --- health --------------------------------------------------------------------------------
+
+    def health(self) -> tuple[int, dict]:
+        """(HTTP status, body): 200 while the lane runs ("ok", or "degraded" with the problems
+        named), 503 when the lane thread has stopped or hangs (a restart is needed)."""
+        now = time.time()
+        problems: list[str] = []
+        camera = self.camera.status()
+        if not camera["connected"]:
+            problems.append(f"camera {camera['state']}" + (f": {camera['error']}" if camera["error"] else ""))
+        lane = self.worker.status()
+        if lane["frame_size_error"]:
+            problems.append(lane["frame_size_error"])
+        last_pos = self.inbox.last()
+        last_pos_at = last_pos["received_at"] if last_pos else self.started_at
+        silent = now - last_pos_at > self.config.pos.silent_after_s and (self.worker.last_pass_at or 0) > last_pos_at
+        if silent:
+            problems.append(f"POS silent for {now - last_pos_at:.0f} s while items pass")
+        for part, name in ((self.watcher, "gallery"), (self.evidence, "evidence"), (self.alerts, "alert log"), (self.tailer, "POS file")):
+            if part is not None and part.error:
+                problems.append(f"{name}: {part.error}")
+        webhook = self.webhook.status() if self.webhook else None
+        if webhook and webhook["error"]:
+            problems.append(f"webhook: {webhook['error']} ({webhook['pending']} alerts pending)")
+        stuck = time.monotonic() - self.worker.beat > STUCK_AFTER_S
+        failing = not self.worker.alive or stuck
+        if failing:
+            problems.insert(0, "lane stopped" if not self.worker.alive else f"lane thread silent for over {STUCK_AFTER_S:.0f} s")
+        embedder = self.gallery.embedder
+        body = {
+            "status": "failing" if failing else ("degraded" if problems else "ok"),
+            "problems": problems,
+            "lane": self.config.lane,
+            "uptime_s": round(now - self.started_at, 1),
+            "camera": camera,
+            "frames": {"read_fps": camera["fps"], "processed_fps": lane["fps"], "read": int(self.metrics.frames_read.value()),
+                       "processed": lane["frames_processed"],
+                       "dropped": int(sum(self.metrics.frames_dropped.value(r) for r in ("queue_full", "frame_size"))),
+                       "waiting": lane["frames_waiting"]},
+            "lane_state": {"zone": lane["zone"], "item_passes": lane["passes"], "pos_waiting": lane["pos_waiting"]},
+            "gallery": {"path": self.config.gallery, "version": self.gallery.version, "error": self.watcher.error},
+            "model": {"path": str(embedder.path), "fingerprint": embedder.fingerprint},
+            "pos": {"last_event": last_pos, "age_s": round(now - last_pos_at, 1) if last_pos else None, "silent": silent,
+                    "file": self.tailer.status() if self.tailer else None},
+            "alerts": {"last_seq": self.alerts.last_seq, "unwritten": self.alerts.unwritten, "lost": self.alerts.lost},
+            "webhook": webhook,
+            "evidence": None if self.evidence is None else {"error": self.evidence.error},
+        }
+        return (503 if failing else 200), body

@@ -1,0 +1,195 @@
+"""The service's settings: the `[edge]` tables of lane.toml, beside the lane's own settings
+(zone, detector, tracker, ...) that `pipeline.config` reads. One file per lane, so an operator
+edits one place; the same strictness applies: an unknown key or a wrong type names the file and key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from models.errors import ReidError
+from pipeline.config import ConfigError, LaneConfig
+from pipeline.config import _build as build_section  # the lane config's strict TOML-to-dataclass mapping
+
+
+class EdgeError(ReidError):
+    """The service cannot start or go on as configured; the message names the file or setting."""
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"edge.{key}: {message}")
+
+
+@dataclass(frozen=True)
+class CameraConfig:
+    """Where frames come from, and how hard to try when they stop."""
+
+    source: str = ""  # camera index ("0"), stream URL ("rtsp://...", "http://..."), or a video file / image folder
+    loop: bool = False  # video files only: start again at the end (soak tests, demos)
+    open_timeout_s: float = 5.0  # streams: give up connecting after this long
+    read_timeout_s: float = 5.0  # streams: a stream silent this long is lost
+    reconnect_min_s: float = 0.5  # first wait before reconnecting; doubles per failure ...
+    reconnect_max_s: float = 30.0  # ... up to this
+    queue_frames: int = 8  # frames waiting for the lane; beyond it the oldest is dropped
+    folder_fps: float = 15.0  # image folders only: the rate they are played at
+
+    def __post_init__(self) -> None:
+        _check(bool(self.source), "camera.source", "is required (a camera index, a stream URL or a video file)")
+        _check(self.open_timeout_s > 0, "camera.open_timeout_s", f"must be positive, got {self.open_timeout_s}")
+        _check(self.read_timeout_s > 0, "camera.read_timeout_s", f"must be positive, got {self.read_timeout_s}")
+        _check(0 < self.reconnect_min_s <= self.reconnect_max_s, "camera.reconnect_min_s",
+               f"must be positive and at most reconnect_max_s ({self.reconnect_max_s}), got {self.reconnect_min_s}")
+        _check(1 <= self.queue_frames <= 256, "camera.queue_frames", f"must be in [1, 256], got {self.queue_frames}")
+        _check(0 < self.folder_fps <= 120, "camera.folder_fps", f"must be in (0, 120], got {self.folder_fps}")
+
+    @property
+    def is_stream(self) -> bool:
+        """A live camera or stream (stamped with wall-clock time), not a file played at its frame rate."""
+        return self.source.isdigit() or "://" in self.source
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    host: str = "127.0.0.1"  # loopback unless configured; any other address needs a token
+    port: int = 8750  # 0: any free port (written to STATE/service.json)
+    token: str = ""  # bearer token for POST /pos and admin endpoints; empty: none asked for
+    token_file: str = ""  # or read the token from this file (a Docker or systemd secret)
+    max_body_bytes: int = 65536  # larger POST bodies are refused (413) unread
+    max_events_per_post: int = 1000
+    max_connections: int = 16  # requests served at once; more are refused (503)
+    request_timeout_s: float = 10.0  # a client this slow to send its request is cut off
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.port <= 65535, "http.port", f"must be in [0, 65535], got {self.port}")
+        _check(not (self.token and self.token_file), "http.token", "give token or token_file, not both")
+        _check(1024 <= self.max_body_bytes <= 16 << 20, "http.max_body_bytes", f"must be in [1024, 16777216], got {self.max_body_bytes}")
+        _check(1 <= self.max_events_per_post <= 100_000, "http.max_events_per_post", f"must be in [1, 100000], got {self.max_events_per_post}")
+        _check(1 <= self.max_connections <= 1024, "http.max_connections", f"must be in [1, 1024], got {self.max_connections}")
+        _check(self.request_timeout_s > 0, "http.request_timeout_s", f"must be positive, got {self.request_timeout_s}")
+
+
+@dataclass(frozen=True)
+class PosConfig:
+    file: str = ""  # a JSON-lines file the POS appends to (as well as, or instead of, POST /pos)
+    poll_s: float = 0.2  # how often the file is checked for new lines
+    from_start: bool = False  # the first time: read the file from its start (else only lines appended from now on)
+    max_clock_skew_s: float = 300.0  # events further than this from now (POS clock) are refused: a clock is wrong
+    queue_events: int = 10000  # events waiting for the lane; beyond it POST /pos answers 503
+    silent_after_s: float = 300.0  # health reports the POS silent when items pass and no event came for this long
+
+    def __post_init__(self) -> None:
+        _check(0.01 <= self.poll_s <= 60, "pos.poll_s", f"must be in [0.01, 60], got {self.poll_s}")
+        _check(self.max_clock_skew_s > 0, "pos.max_clock_skew_s", f"must be positive, got {self.max_clock_skew_s}")
+        _check(10 <= self.queue_events <= 1_000_000, "pos.queue_events", f"must be in [10, 1000000], got {self.queue_events}")
+        _check(self.silent_after_s > 0, "pos.silent_after_s", f"must be positive, got {self.silent_after_s}")
+
+
+@dataclass(frozen=True)
+class WebhookConfig:
+    url: str = ""  # alerts are POSTed here, one JSON object each; empty: no webhook
+    token: str = ""  # sent as "Authorization: Bearer ..." to the receiver
+    token_file: str = ""
+    timeout_s: float = 5.0
+    backoff_min_s: float = 0.5  # wait after the first failure; doubles per failure ...
+    backoff_max_s: float = 60.0  # ... up to this
+
+    def __post_init__(self) -> None:
+        _check(not self.url or self.url.startswith(("http://", "https://")), "webhook.url", f"must be an http:// or https:// URL, got {self.url!r}")
+        _check(not (self.token and self.token_file), "webhook.token", "give token or token_file, not both")
+        _check(self.timeout_s > 0, "webhook.timeout_s", f"must be positive, got {self.timeout_s}")
+        _check(0 < self.backoff_min_s <= self.backoff_max_s, "webhook.backoff_min_s",
+               f"must be positive and at most backoff_max_s ({self.backoff_max_s}), got {self.backoff_min_s}")
+
+
+@dataclass(frozen=True)
+class EdgeConfig:
+    lane: str = "lane"  # this lane's name, in alerts, alert ids and metrics
+    gallery: str = ""  # gallery folder (reid gallery init / import-folder)
+    model: str = ""  # embedder model file; empty: the gallery's own
+    state_dir: str = ""  # events.jsonl, delivery cursor, POS file offset, evidence crops
+    gallery_poll_s: float = 2.0  # how often to look for a newly published gallery version
+    evidence: bool = True  # save the crops of alert passes
+    evidence_min_free_mb: float = 200.0  # ... only while the disk keeps this much free (the alerts need room too)
+    shutdown_grace_s: float = 5.0  # at SIGTERM, time left to the webhook to deliver what is pending
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    pos: PosConfig = field(default_factory=PosConfig)
+    webhook: WebhookConfig = field(default_factory=WebhookConfig)
+
+    def __post_init__(self) -> None:
+        _check(bool(self.lane) and self.lane.replace("-", "").replace("_", "").isalnum(), "lane",
+               f"must be letters, digits, '-' or '_', got {self.lane!r}")
+        _check(bool(self.gallery), "gallery", "is required (the gallery folder)")
+        _check(bool(self.state_dir), "state_dir", "is required (a folder this lane alone writes to)")
+        _check(0.1 <= self.gallery_poll_s <= 3600, "gallery_poll_s", f"must be in [0.1, 3600], got {self.gallery_poll_s}")
+        _check(self.evidence_min_free_mb >= 0, "evidence_min_free_mb", f"must be >= 0, got {self.evidence_min_free_mb}")
+        _check(0 <= self.shutdown_grace_s <= 300, "shutdown_grace_s", f"must be in [0, 300], got {self.shutdown_grace_s}")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token(token: str, token_file: str, key: str) -> str:
+    """The token itself, or the first line of its file."""
+    if not token_file:
+        return token
+    try:
+        text = Path(token_file).read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise ConfigError(f"edge.{key}_file: cannot read {token_file} ({e.strerror or e})") from None
+    if not text:
+        raise ConfigError(f"edge.{key}_file: {token_file} is empty")
+    return text
+
+
+def _resolve(base: Path, value: str) -> str:
+    return value if not value or Path(value).is_absolute() else str(base / value)
+
+
+def load_edge_config(path: str | Path) -> tuple[EdgeConfig, LaneConfig]:
+    """The `[edge]` tables and the lane settings of one lane.toml. Relative paths are taken from
+    the file's folder; tokens are read from their files here, so a missing secret fails at start."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read config file ({e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML ({e})") from None
+    edge_data = data.pop("edge", None)
+    base = p.parent
+    try:
+        if not isinstance(edge_data, dict):
+            raise ConfigError("no [edge] table (the service's settings: gallery, state_dir, [edge.camera] source, ...)")
+        lane = build_section(LaneConfig, data)
+        if lane.zone is None:
+            raise ConfigError("zone: is required for the service ('zone = [x1, y1, x2, y2]' in frame pixels)")
+        edge = build_section(EdgeConfig, edge_data, "edge")
+        camera = edge.camera if edge.camera.is_stream else dataclasses.replace(edge.camera, source=_resolve(base, edge.camera.source))
+        http = dataclasses.replace(edge.http, token=read_token(edge.http.token, _resolve(base, edge.http.token_file), "http.token"), token_file="")
+        if not http.token and not _is_loopback(http.host):
+            raise ConfigError(f"edge.http.host: {http.host} is reachable from other machines; set edge.http.token or token_file")
+        webhook = dataclasses.replace(
+            edge.webhook, token=read_token(edge.webhook.token, _resolve(base, edge.webhook.token_file), "webhook.token"), token_file="")
+        pos = dataclasses.replace(edge.pos, file=_resolve(base, edge.pos.file))
+        edge = dataclasses.replace(edge, gallery=_resolve(base, edge.gallery), model=_resolve(base, edge.model),
+                                   state_dir=_resolve(base, edge.state_dir), camera=camera, http=http, pos=pos, webhook=webhook)
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {e}") from None
+    model = lane.detector.onnx.model
+    if model and not Path(model).is_absolute():
+        onnx = dataclasses.replace(lane.detector.onnx, model=str(base / model))
+        lane = dataclasses.replace(lane, detector=dataclasses.replace(lane.detector, onnx=onnx))
+    return edge, lane
