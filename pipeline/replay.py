@@ -25,7 +25,7 @@ from pipeline.matching import GalleryLike, Recogniser, Thresholds
 from pipeline.pos import PosEvent, read_pos_log
 from pipeline.report import write_report
 from pipeline.sources import FrameSource, open_source
-from pipeline.tracker import PassTracker
+from pipeline.tracker import PassTracker, TrackSpan
 from pipeline.types import BasketEvent, Event, Frame, ItemPass, PassRecord, Zone, ZoneError
 
 OUTPUT_NAMES = ("events.jsonl", "passes.jsonl", "summary.json", "report.html", "crops")
@@ -85,7 +85,7 @@ class LaneProcessor:
         self._finish(self.tracker.flush())
         return self.events.flush()
 
-    def _finish(self, spans: list) -> None:
+    def _finish(self, spans: list[TrackSpan]) -> None:
         passes = [ItemPass(s.track_id, s.t_start + self.offset, s.t_end + self.offset, s.frames, self.crops.take(s.track_id)) for s in spans]
         self.crops.forget(set(self.tracker.open_tracks))
         for item, rec in zip(passes, self.recogniser.recognise(passes)):
@@ -175,22 +175,23 @@ def replay(
     out = Path(out)
     pos, warnings = read_pos_log(pos_path)
     source = open_source(str(video))
-    zone = resolve_zone(config.zone, source.size, warnings)
-    staging = prepare_output(out, overwrite)
     try:
-        records: list[PassRecord] = []
-        lane = LaneProcessor(gallery, zone, replace(config, zone=zone), evidence_dir=staging, on_pass=records.append)
-        events, stats = _run(lane, source, pos, staging / "events.jsonl", progress)
-        warnings += source.problems + lane.events.warnings
-        with open(staging / "passes.jsonl", "w", encoding="utf-8") as f:
-            f.writelines(json.dumps(r.to_dict()) + "\n" for r in records)
-        summary = _summary(events, records, pos, stats, lane, gallery, source, warnings, video, pos_path)
-        (staging / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-        write_report(staging / "report.html", staging, events, records, pos, gallery, summary)
-        publish_output(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        zone = resolve_zone(config.zone, source.size, warnings)
+        staging = prepare_output(out, overwrite)
+        try:
+            records: list[PassRecord] = []
+            lane = LaneProcessor(gallery, zone, replace(config, zone=zone), evidence_dir=staging, on_pass=records.append)
+            events, stats = _run(lane, source, pos, staging / "events.jsonl", progress)
+            warnings += source.problems + lane.events.warnings
+            with open(staging / "passes.jsonl", "w", encoding="utf-8") as f:
+                f.writelines(json.dumps(r.to_dict()) + "\n" for r in records)
+            summary = _summary(events, records, pos, stats, lane, gallery, source, warnings, video, pos_path)
+            (staging / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+            write_report(staging / "report.html", staging, events, records, pos, gallery, summary)
+            publish_output(staging, out)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     finally:
         source.close()
     return summary
@@ -238,8 +239,9 @@ def _run(lane: LaneProcessor, source: FrameSource, pos: list[PosEvent], events_p
     return events, stats
 
 
-def _summary(events, records, pos, stats: ReplayStats, lane: LaneProcessor, gallery, source: FrameSource,
-             warnings: list[str], video, pos_path) -> dict:
+def _summary(events: list[Event | BasketEvent], records: list[PassRecord], pos: list[PosEvent], stats: ReplayStats,
+             lane: LaneProcessor, gallery: GalleryLike, source: FrameSource, warnings: list[str], video: str | Path,
+             pos_path: str | Path) -> dict:
     counts = Counter(e.type for e in events)
     embedder = gallery.embedder
     return {

@@ -11,11 +11,14 @@ import cv2
 import numpy as np
 
 from models.images import ImageError, read_image
+from pipeline.matching import GalleryLike
 from pipeline.pos import PosEvent
 from pipeline.types import BasketEvent, Event, PassRecord
 
 THUMB_SIDE = 220  # long side of inlined pictures: enough to judge, small enough to mail
-TIMELINE_WIDTH = 1100
+TIMELINE_WIDTH = 1100  # at least; longer recordings get PIXELS_PER_SECOND, up to MAX_TIMELINE_WIDTH
+PIXELS_PER_SECOND = 12
+MAX_TIMELINE_WIDTH = 60_000
 VERDICT_COLOURS = {
     "ok": "#9aa5b1", "unconfirmed": "#b6c2cf", "unverified": "#c8cdd3", "non_scan": "#d64545", "product_switch": "#e08a1e",
     "unknown_item": "#8a5cc2", "scan_without_item": "#1f7ae0",
@@ -68,7 +71,8 @@ def _timeline(records: list[PassRecord], pos: list[PosEvent], events: list[Event
         return "<p>Nothing happened in this recording.</p>"
     t0, t1 = min(times), max(times)
     span = max(t1 - t0, 1e-3)
-    width, left = TIMELINE_WIDTH, 60
+    # A long recording scrolls sideways rather than squeezing a pass into a hairline.
+    width, left = int(min(MAX_TIMELINE_WIDTH, max(TIMELINE_WIDTH, span * PIXELS_PER_SECOND))), 60
 
     def x(t: float) -> float:
         return left + (t - t0) / span * (width - left - 10)
@@ -95,15 +99,16 @@ def _timeline(records: list[PassRecord], pos: list[PosEvent], events: list[Event
         colour = VERDICT_COLOURS["scan_without_item"] if round(p.ts, 3) in lonely else "#33414f"
         tip = html.escape(f"scan {p.sku or p.barcode} at {p.ts:.2f}s")
         parts.append(f'<line x1="{x(p.ts):.1f}" y1="95" x2="{x(p.ts):.1f}" y2="125" stroke="{colour}" stroke-width="2"><title>{tip}</title></line>')
-    for k in range(11):
-        t = t0 + span * k / 10
+    ticks = max(10, round((width - left) / 110))
+    for k in range(ticks + 1):
+        t = t0 + span * k / ticks
         parts.append(f'<text x="{x(t) - 10:.1f}" y="146" fill="#5b6773">{t:.1f}s</text>')
     parts.append("</svg>")
     legend = "".join(f'<span><i style="background:{c}"></i>{html.escape(v)}</span>' for v, c in VERDICT_COLOURS.items())
-    return "".join(parts) + f'<div class="legend">{legend}</div>'
+    return '<div style="overflow-x:auto">' + "".join(parts) + f'</div><div class="legend">{legend}</div>'
 
 
-def _event_card(e: Event, run_dir: Path, gallery) -> str:
+def _event_card(e: Event, run_dir: Path, gallery: GalleryLike) -> str:
     colour = VERDICT_COLOURS.get(e.type, "#777")
     head = (f"<b>{html.escape(TITLES.get(e.type, e.type))}</b> — {_fmt(e.t_start, 2)}s to {_fmt(e.t_end, 2)}s"
             f"{'' if e.track_id is None else f', track {e.track_id}'}{'' if e.txn is None else f', transaction {html.escape(e.txn)}'}")
@@ -134,7 +139,8 @@ def _baskets(baskets: list[BasketEvent]) -> str:
             f"<th>overlap</th><th>Tversky</th></tr>{rows}</table>")
 
 
-def write_report(path: Path, run_dir: Path, events: list, records: list[PassRecord], pos: list[PosEvent], gallery, summary: dict) -> None:
+def write_report(path: Path, run_dir: Path, events: list[Event | BasketEvent], records: list[PassRecord], pos: list[PosEvent],
+                 gallery: GalleryLike, summary: dict) -> None:
     """Write the page; evidence paths in events are relative to `run_dir`."""
     alerts = [e for e in events if isinstance(e, Event)]
     baskets = [e for e in events if isinstance(e, BasketEvent)]

@@ -2,11 +2,9 @@
 a lane simulated from sample/grocery/val, and the alerts it must raise; then bad input of every
 kind, each refused in one line (exit 2) or processed as far as it goes and reported."""
 import json
-import shutil
 from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 
 from models.datasets import folder_set
