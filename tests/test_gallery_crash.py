@@ -3,6 +3,7 @@ reader matching while versions are published, a full disk and a read-only galler
 always openable at a whole version, and nothing is lost or left half done."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -141,8 +142,8 @@ def test_two_writers_at_once_both_succeed_one_after_the_other(gallery_dir, embed
     else:
         raise AssertionError(f"the second writer did not wait for the first: {second.communicate()}")
     os.kill(first.pid, signal.SIGCONT)
-    out1, err1 = first.communicate(timeout=120)
-    out2, err2 = second.communicate(timeout=120)
+    out1, err1 = first.communicate(timeout=600)  # only against a hang
+    out2, err2 = second.communicate(timeout=600)  # only against a hang
     assert first.returncode == 0 and second.returncode == 0, (err1, err2)
     assert "version 3" in out1 and "version 4" in out2
     g = assert_whole(gallery_dir, embedder)
@@ -155,7 +156,7 @@ def test_two_writers_at_once_both_succeed_one_after_the_other(gallery_dir, embed
 def test_many_writers_in_parallel_lose_nothing(gallery_dir, embedder):
     procs = [start_reid("gallery", "remove", gallery_dir, "--sku", sku, "--operator", f"op{i}") for i, sku in enumerate(SKUS[:4])]
     for p in procs:
-        _, err = p.communicate(timeout=120)
+        _, err = p.communicate(timeout=600)  # only against a hang
         assert p.returncode == 0, err
     g = assert_whole(gallery_dir, embedder)
     assert g.version == 6 and g.skus() == SKUS[4:]
@@ -261,4 +262,6 @@ def test_a_read_only_gallery_refuses_changes_but_can_be_read(read_only_gallery):
     assert result.returncode == 2 and "read-only" in result.stderr and "Traceback" not in result.stderr, result.stderr
     result = without_write_override("gallery", "list", root)
     assert result.returncode == 0 and "12 products, 96 references" in result.stdout, result.stderr
+    result = without_write_override("gallery", "check", root, "--json")  # opens it as a lane does (Gallery.open)
+    assert result.returncode == 0 and json.loads(result.stdout)["refs"] == 96, result.stderr
     assert read_current(root) == 2 and len(active_refs(root)) == 96
