@@ -118,21 +118,23 @@ def cmd_export(a: argparse.Namespace) -> int:
     _need_train_extra()
     from models.evaluate import calibrate, embed_set
     from models.export import check_parity, export_onnx, quantize_int8, set_calibration
+    from models.preprocess import Preprocess
     from models.runtime import OnnxEmbedder
 
     if bool(a.checkpoint) == a.imagenet_only:
         raise ReidError("give a CHECKPOINT or --imagenet-only")
     if a.imagenet_only:
         from models.backbone import DEFAULT_BACKBONE, create_backbone
-        from models.preprocess import Preprocess
         from models.net import ImageNetFeatures
 
-        net, pre, extra = ImageNetFeatures(create_backbone(DEFAULT_BACKBONE)), Preprocess(size=a.size), {"backbone": DEFAULT_BACKBONE, "trained": "imagenet-only"}
+        net, pre, extra = ImageNetFeatures(create_backbone(DEFAULT_BACKBONE)), Preprocess(size=a.size or 224), {"backbone": DEFAULT_BACKBONE, "trained": "imagenet-only"}
     else:
         from models.train import load_checkpoint
 
         net, pre, state = load_checkpoint(a.checkpoint)
-        extra = {"backbone": state["config"]["backbone"], "trained": state["config"]["loss"], "skus": len(state["skus"]), "val": state["val"]}
+        extra = {"backbone": state["config"]["backbone"], "trained": state["config"]["loss"], "train_size": pre.size, "skus": len(state["skus"]), "val": state["val"]}
+        if a.size:  # the network is fully convolutional: evaluate at another size than it was trained at
+            pre = Preprocess.from_dict({**pre.to_dict(), "size": a.size})
     out = Path(a.out)
     export_onnx(net, pre, out, extra, flip_tta=not a.no_flip)
     calib = image_set(a.calib, a.root)
@@ -205,7 +207,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint to calibrated ONNX (and int8)")
     p.add_argument("checkpoint", nargs="?", help="best.pt from reid train")
     p.add_argument("--imagenet-only", action="store_true", help="export the ImageNet backbone's pooled features (a baseline)")
-    p.add_argument("--size", type=int, default=224, help="input size for --imagenet-only")
+    p.add_argument("--size", type=int, help="input size in pixels (default: the training size; 224 for --imagenet-only). "
+                   "Random-resized-crop training makes objects look larger than at test time, so a somewhat larger test size often helps")
     p.add_argument("--out", required=True, help="output .onnx")
     p.add_argument("--root", help="folder that relative paths in split files start from")
     p.add_argument("--gallery", required=True, help="references for calibration (e.g. train.txt)")

@@ -30,10 +30,10 @@ def embed_set(embedder: OnnxEmbedder, images: ImageSet, progress: bool = False) 
     return Embedded(emb, np.asarray(images.labels)[good], errors)
 
 
-def protocol(gallery: Embedded, queries: Embedded) -> dict[str, float]:
+def protocol(gallery: Embedded, queries: Embedded, aggregate: str = "max") -> dict[str, float]:
     """Gallery->query recall of the SKU and verification (own SKU vs every other SKU)."""
-    out = gallery_query(gallery.emb, gallery.labels, queries.emb, queries.labels)
-    genuine, impostor = verification_scores(gallery.emb, gallery.labels, queries.emb, queries.labels)
+    out = gallery_query(gallery.emb, gallery.labels, queries.emb, queries.labels, aggregate=aggregate)
+    genuine, impostor = verification_scores(gallery.emb, gallery.labels, queries.emb, queries.labels, aggregate)
     out.update(verification(genuine, impostor, FARS))
     return out
 
@@ -50,10 +50,15 @@ def evaluate(
     embedder: OnnxEmbedder, gallery: ImageSet, queries: ImageSet, iconic: ImageSet | None = None, progress: bool = False
 ) -> dict[str, dict[str, float]]:
     """All reports: reality-check metrics within the query split, gallery->query, and the same
-    protocol with the one-catalog-photo-per-SKU gallery when given."""
+    protocol with the one-catalog-photo-per-SKU gallery when given. Calibration (`calibrate`) uses
+    nearest-reference scores, as the gallery's `verify` does."""
     q = embed_set(embedder, queries, progress)
     g = embed_set(embedder, gallery, progress)
-    report = {"within_queries": reality_check(q.emb, q.labels), "gallery_query": protocol(g, q)}
+    report = {
+        "within_queries": reality_check(q.emb, q.labels),
+        "gallery_query": protocol(g, q),  # SKUs ranked by their nearest reference
+        "gallery_query_centroid": protocol(g, q, "centroid"),  # by their references' mean
+    }
     if iconic is not None:
         report["iconic_query"] = protocol(embed_set(embedder, iconic, progress), q)
     return report

@@ -40,12 +40,28 @@ def reality_check(emb: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return {"precision_at_1": float(p1 / n), "r_precision": float(rp / n), "map_at_r": float(mapr / n)}
 
 
-def sku_scores(gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per query, the best similarity to each SKU's references (max over references).
+AGGREGATES = ("max", "centroid")
+
+
+def sku_scores(
+    gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray, aggregate: str = "max"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per query, a similarity to each SKU: its best reference ("max") or the cosine to the
+    normalised mean of its references ("centroid", a prototype that averages out odd photos).
 
     Returns (skus, scores) with scores of shape (n_queries, n_skus).
     """
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
     skus, inverse = np.unique(np.asarray(gallery_labels), return_inverse=True)
+    if aggregate == "centroid":
+        centroids = np.zeros((len(skus), gallery.shape[1]), np.float64)
+        np.add.at(centroids, inverse, gallery)
+        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+        sims, idx = _flat_search(centroids.astype(np.float32), queries, len(skus))
+        scores = np.empty((len(queries), len(skus)), np.float32)
+        np.put_along_axis(scores, idx, sims, axis=1)
+        return skus, scores
     sims, idx = _flat_search(gallery, queries, len(gallery))
     scores = np.full((len(queries), len(skus)), -np.inf, np.float32)
     for q in range(len(queries)):
@@ -55,10 +71,11 @@ def sku_scores(gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndar
 
 
 def gallery_query(
-    gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray, ks: tuple[int, ...] = (1, 5)
+    gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray,
+    ks: tuple[int, ...] = (1, 5), aggregate: str = "max",
 ) -> dict[str, float]:
     """Recall@k of the SKU: is the query's SKU among the k best-scoring gallery SKUs?"""
-    skus, scores = sku_scores(gallery, gallery_labels, queries)
+    skus, scores = sku_scores(gallery, gallery_labels, queries, aggregate)
     order = np.argsort(-scores, axis=1)
     ranked = skus[order]
     truth = np.asarray(query_labels)[:, None]
@@ -66,13 +83,13 @@ def gallery_query(
 
 
 def verification_scores(
-    gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray
+    gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray, aggregate: str = "max"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Genuine scores (query vs its own SKU) and impostor scores (query vs every other SKU).
 
     Queries whose SKU has no reference in the gallery contribute impostor scores only.
     """
-    skus, scores = sku_scores(gallery, gallery_labels, queries)
+    skus, scores = sku_scores(gallery, gallery_labels, queries, aggregate)
     own = np.asarray(query_labels)[:, None] == skus[None, :]
     return scores[own], scores[~own]
 

@@ -95,3 +95,13 @@ def test_calibration_is_monotone_and_separates_classes():
 def test_calibration_rejects_bad_metadata(bad):
     with pytest.raises(ValueError, match="calibration"):
         Calibration.from_dict(bad)
+
+
+def test_centroid_aggregation_ranks_skus_by_their_prototype():
+    # X's references at 0 and 60 degrees average to 30; Y's one reference sits at 35
+    gallery, labels = on_circle([0, 60, 35]), np.array(["X", "X", "Y"])
+    query = on_circle([29])
+    assert gallery_query(gallery, labels, query, np.array(["X"]), ks=(1,))["recall_at_1"] == 0.0
+    assert gallery_query(gallery, labels, query, np.array(["X"]), ks=(1,), aggregate="centroid")["recall_at_1"] == 1.0
+    with pytest.raises(ValueError, match="aggregate"):
+        gallery_query(gallery, labels, query, np.array(["X"]), aggregate="median")
