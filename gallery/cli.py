@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 from gallery.bundle import export_bundle, import_bundle
 from gallery.check import MIN_REFS, check_path, format_report

@@ -14,7 +14,6 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from gallery import Gallery, GalleryError
