@@ -100,6 +100,10 @@ class Judgement:
     scanned_score: float | None = None
     scanned_confidence: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"unknown verdict {self.verdict!r}")
+
 
 def aggregate(embeddings: np.ndarray) -> np.ndarray:
     """One unit vector for a pass from its crops' unit embeddings (their normalised mean)."""

@@ -108,9 +108,6 @@ class Detections:
     def with_tracker_ids(self, ids: np.ndarray) -> "Detections":
         return Detections(self.xyxy, self.confidence, np.asarray(ids, np.int64))
 
-    def subset(self, keep: np.ndarray) -> "Detections":
-        return Detections(self.xyxy[keep], self.confidence[keep], self.tracker_id[keep])
-
 
 @dataclass(frozen=True)
 class Crop:
