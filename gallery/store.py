@@ -150,10 +150,10 @@ class GalleryStore:
             raise GalleryError(f"{root}: {what}")
         embedder = OnnxEmbedder(model)
         embedder.calibration  # noqa: B018 - refuse an uncalibrated model now, not at the first match
-        root.parent.mkdir(parents=True, exist_ok=True)
         tmp = root.parent / f".{root.name}.init-{os.getpid()}"
-        remove_tree(tmp)
         try:
+            root.parent.mkdir(parents=True, exist_ok=True)
+            remove_tree(tmp)
             tmp.mkdir()
             db.create(tmp / db.DB_NAME, {
                 "model_fingerprint": embedder.fingerprint,
@@ -169,11 +169,11 @@ class GalleryStore:
             with cls.open(tmp) as store:
                 result = store._change("init", operator, lambda v: (f"created, bound to model {embedder.fingerprint[:12]} ({embedder.path})", []))
             os.replace(tmp, root)
-        except OSError as e:
-            remove_tree(tmp)
-            raise GalleryError(f"{root}: cannot create the gallery ({e.strerror or e})") from None
-        except BaseException:
-            remove_tree(tmp)
+        except BaseException as e:
+            with contextlib.suppress(OSError):
+                remove_tree(tmp)
+            if isinstance(e, (OSError, sqlite3.Error)):
+                raise GalleryError(f"{root}: cannot create the gallery ({_reason(e)})") from None
             raise
         fsync_dir(root.parent)
         return result

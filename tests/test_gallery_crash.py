@@ -264,3 +264,6 @@ def test_a_read_only_gallery_refuses_changes_but_can_be_read(read_only_gallery):
     result = without_write_override("gallery", "check", root, "--json")  # opens it as a lane does (Gallery.open)
     assert result.returncode == 0 and json.loads(result.stdout)["refs"] == 96, result.stderr
     assert read_current(root) == 2 and len(active_refs(root)) == 96
+    result = without_write_override("gallery", "init", root.parent / "new-gallery")
+    assert result.returncode == 2 and "cannot create the gallery (Permission denied" in result.stderr, result.stderr
+    assert not (root.parent / "new-gallery").exists()
