@@ -93,13 +93,14 @@ class EdgeService:
         # The gauges read parts made below, when scraped (after start).
         self.metrics = EdgeMetrics(lambda: self.gallery.version, lambda: float(self.camera.connected),
                                    lambda: self.webhook.pending() if self.webhook else 0)
-        self.alerts = AlertLog(self.state / EVENTS_FILE, cfg.lane, f"{cfg.lane}-{secrets.token_hex(4)}")
+        run = secrets.token_hex(4)  # this start's name: in alert ids and the evidence folder, so neither repeats after a restart
+        self.alerts = AlertLog(self.state / EVENTS_FILE, cfg.lane, f"{cfg.lane}-{run}")
         self.webhook = WebhookSender(self.alerts, cfg.webhook, self.state / CURSOR_FILE, self.metrics) if cfg.webhook.url else None
         self.frames = FrameQueue(cfg.camera.queue_frames, lambda: self.metrics.frames_dropped.inc("queue_full"))
         self.camera = CameraFeed(cfg.camera, self.frames, self.metrics)
         self.inbox = PosInbox(cfg.pos.queue_events, self.metrics, self.lane_config.events.clock_offset_s, cfg.pos.max_clock_skew_s)
-        run = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.started_at))
-        self.evidence = EvidenceWriter(self.state, f"evidence/{run}", int(cfg.evidence_min_free_mb * 1e6), self.metrics) if cfg.evidence else None
+        folder = f"evidence/{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(self.started_at))}-{run}"
+        self.evidence = EvidenceWriter(self.state, folder, int(cfg.evidence_min_free_mb * 1e6), self.metrics) if cfg.evidence else None
         self.worker = LaneWorker(self.gallery, self.lane_config, self.camera, self.frames, self.inbox, self.alerts, self.evidence, self.metrics)
         self.tailer = (PosFileTailer(cfg.pos.file, self.inbox, self.state / POS_OFFSET_FILE, cfg.pos.poll_s, cfg.pos.from_start, self.metrics)
                        if cfg.pos.file else None)

@@ -1,0 +1,483 @@
+"""`reid edge` end to end, as a separate process on loopback, the way a lane runs it.
+
+A simulated scenario (the gallery from sample/grocery/train, the lane from sample/grocery/val) is
+played as a live stream while its POS events are posted in time; meanwhile garbage, oversized and
+unauthenticated POS requests arrive, an operator publishes a gallery version, and the webhook
+receiver is down and then comes up. Then SIGTERM, and a restart. A second test pulls the plug on a
+network camera (an MJPEG stream over HTTP) and plugs it back in; a third is a bounded soak with
+the resident memory sampled. Times are bounded generously: a loaded machine makes this slower,
+never wrong.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from gallery_fixtures import built_gallery, embedder  # noqa: F401
+from models.datasets import folder_set
+from pipeline.score import read_events, read_truth, score
+from pipeline.simulate import SimConfig, simulate
+from test_edge_parts import Receiver, free_port, wait_until
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "sample" / "grocery"
+# 8 passes in two transactions, 20 s: 2 never scanned, 2 scanned as another product, 1 phantom scan.
+SCENARIO = SimConfig(passes=8, transactions=2, non_scan_rate=0.25, switch_rate=0.25, scan_without_item_rate=0.13, seed=5)
+TOKEN = "lane-token-7f3a"
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "REID_THREADS": "1", "PYTHONPATH": str(REPO)}
+SLOW = 180.0  # bound on any wait for the service (start-up on a loaded machine included)
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+def toml(data: dict, prefix: str = "") -> str:
+    """A small TOML writer for the test configs: scalars and integer lists, then tables."""
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float, list)):
+            return json.dumps(v)
+        return json.dumps(str(v))
+    lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            name = f"{prefix}.{k}" if prefix else k
+            lines += ["", f"[{name}]", toml(v, name)]
+    return "\n".join(lines) + "\n"
+
+
+class LaneProcess:
+    """One `reid edge` process with its own lane.toml, log and state folder."""
+
+    def __init__(self, folder: Path, config: dict):
+        self.folder = folder
+        self.state = Path(config["edge"]["state_dir"])
+        folder.mkdir(parents=True, exist_ok=True)
+        self.config_path = folder / "lane.toml"
+        self.config_path.write_text(toml(config))
+        self.log_path = folder / "service.log"
+        self.proc: subprocess.Popen | None = None
+        self.url = ""
+
+    def start(self) -> "LaneProcess":
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "edge", "--config", str(self.config_path)],
+                                         cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+
+        def ready() -> bool:
+            assert self.proc.poll() is None, f"the service exited with {self.proc.returncode}:\n{self.log()}"
+            try:
+                info = json.loads((self.state / "service.json").read_text())
+            except (OSError, ValueError):
+                return False
+            self.url = info["url"]
+            return info["pid"] == self.proc.pid
+        assert wait_until(ready, SLOW, 0.1), self.log()
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def request(self, path: str, body: bytes | None = None, token: str | None = TOKEN) -> tuple[int, object]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        req = urllib.request.Request(self.url + path, data=body, headers=headers, method="POST" if body is not None else "GET")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                code, data, kind = r.status, r.read(), r.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as e:
+            code, data, kind = e.code, e.read(), e.headers.get("Content-Type", "")
+        return code, json.loads(data) if kind.startswith("application/json") else data.decode()
+
+    def health(self) -> dict:
+        return self.request("/health")[1]  # type: ignore[return-value]
+
+    def events(self) -> list[dict]:
+        out, since = [], 0
+        while True:
+            page = self.request(f"/events?since={since}&limit=1000")[1]
+            out += page["events"]  # type: ignore[index]
+            if not page["events"]:  # type: ignore[index]
+                return out
+            since = page["next_since"]  # type: ignore[index]
+
+    def post_pos(self, events: list[dict] | dict) -> int:
+        return self.request("/pos", json.dumps(events).encode())[0]
+
+    def terminate(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(SLOW)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(SLOW)
+
+
+def edge_config(gallery: Path, state: Path, source: str, **edge) -> dict:
+    base = {
+        "lane": "t1", "gallery": str(gallery), "state_dir": str(state), "gallery_poll_s": 0.5, "shutdown_grace_s": 3.0,
+        "camera": {"source": source, "queue_frames": 256},  # the deepest queue: a loaded machine lags, it drops nothing
+        "http": {"port": 0, "token": TOKEN},
+    }
+    for key, value in edge.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) and key in base else value
+    zone = list(SCENARIO.zone)
+    return {"zone": zone, "edge": base}
+
+
+def shifted(records: list[dict], origin: float, folder: Path) -> Path:
+    """The service's alerts with Unix times turned back into video seconds, for `score`."""
+    path = folder / "alerts-video-time.jsonl"
+    with open(path, "w") as f:
+        for r in records:
+            r = dict(r)
+            for k in ("t_start", "t_end", "scan_ts"):
+                if r.get(k) is not None:
+                    r[k] = r[k] - origin
+            f.write(json.dumps(r) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def gallery(built_gallery, tmp_path_factory) -> Path:  # noqa: F811
+    dest = tmp_path_factory.mktemp("edge-gallery") / "gallery"
+    shutil.copytree(built_gallery, dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("edge-scenario")
+    simulate(folder_set(SAMPLE / "val"), out, SCENARIO)
+    return out
+
+
+def video_of(scenario: Path) -> Path:
+    return scenario / json.loads((scenario / "truth.json").read_text())["video"]
+
+
+# --- the live run ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def live(gallery, scenario, tmp_path_factory) -> dict:
+    """Run 1: the scenario played live with everything going on; SIGTERM. Run 2: a restart."""
+    root = tmp_path_factory.mktemp("edge-live")
+    state = root / "state"
+    hook_port = free_port()  # the receiver is down: nothing listens here yet
+    config = edge_config(gallery, state, str(video_of(scenario)),
+                         webhook={"url": f"http://127.0.0.1:{hook_port}/alerts", "timeout_s": 2.0, "backoff_min_s": 0.1, "backoff_max_s": 1.0})
+    truth = json.loads((scenario / "truth.json").read_text())
+    pos = [json.loads(line) for line in (scenario / "pos.jsonl").read_text().splitlines()]
+    involved = {a.get(k) for a in truth["anomalies"] for k in ("seen_sku", "scanned_sku")} | {p["sku"] for p in truth["passes"]}
+    added_sku = sorted({p.stem for p in (SAMPLE / "iconic").glob("*.jpg")} - involved)[0]
+    seen: dict = {"posted": [], "refused": {}}
+    lane = LaneProcess(root / "run1", config).start()
+    receiver = Receiver(hook_port)
+    try:
+        assert wait_until(lambda: lane.health()["camera"].get("clock_origin") is not None, SLOW)
+        origin = lane.health()["camera"]["clock_origin"]
+        seen["origin"] = origin
+
+        # Bad requests first: each refused with its reason, none reaching the lane.
+        now = time.time()
+        seen["refused"]["garbage"] = lane.request("/pos", b"{not json, at all")
+        seen["refused"]["bad_field"] = lane.request("/pos", json.dumps([{"ts": now, "type": "txn_start", "txn": "X"},
+                                                                        {"ts": now, "type": "scan"}]).encode())
+        seen["refused"]["oversized"] = lane.request("/pos", b"[" + b'{"ts": 1, "type": "scan", "sku": "A"},' * 3000 + b"]")
+        seen["refused"]["no_token"] = lane.request("/pos", json.dumps({"ts": now, "type": "scan", "sku": "A"}).encode(), token=None)
+        seen["refused"]["wrong_clock"] = lane.request("/pos", json.dumps({"ts": 12.0, "type": "scan", "sku": "A"}).encode())
+
+        def post_in_time() -> None:
+            for e in pos:
+                time.sleep(max(0.0, origin + e["ts"] - time.time()))
+                seen["posted"].append(lane.post_pos({**e, "ts": origin + e["ts"]}))
+        poster = threading.Thread(target=post_in_time)
+        poster.start()
+
+        time.sleep(max(0.0, origin + 9.6 - time.time()))  # between the two transactions: an operator publishes
+        seen["publish_started"] = time.time()
+        add = subprocess.run([sys.executable, "-m", "pipeline.cli", "gallery", "add", str(gallery), "--sku", added_sku,
+                              str(SAMPLE / "iconic" / f"{added_sku}.jpg"), "--operator", "test"], cwd=REPO, env=ENV, capture_output=True, text=True)
+        assert add.returncode == 0, add.stderr
+        assert wait_until(lambda: lane.health()["gallery"]["version"] == 3, SLOW)
+        seen["switched_at"] = time.time()
+        receiver.start()  # the receiver comes up
+        poster.join()
+
+        def settled() -> bool:  # the video played, every frame processed, transaction T2 reported
+            h = lane.health()
+            return h["camera"]["state"] == "ended" and h["frames"]["waiting"] == 0 and any(
+                e["type"] == "basket" and e["txn"] == "T2" for e in lane.events())
+        assert wait_until(settled, SLOW, 0.2)
+        assert wait_until(lambda: lane.health()["webhook"]["pending"] == 0, SLOW)
+        seen["health"], seen["events"] = lane.health(), lane.events()
+        seen["metrics"] = lane.request("/metrics")[1]
+        receiver.stop()  # down again: what the shutdown writes waits for the restart
+
+        lane.post_pos({"ts": time.time(), "type": "txn_start", "txn": "T3"})  # still open at SIGTERM
+        assert wait_until(lambda: lane.health()["lane_state"]["pos_waiting"] == 0, SLOW)
+        seen["exit1"] = lane.terminate()
+        seen["log1"] = lane.log()
+        seen["after1"] = [json.loads(line) for line in (state / "events.jsonl").read_text().splitlines()]
+        seen["cursor1"] = json.loads((state / "webhook.cursor.json").read_text())["seq"]
+        seen["ready_file_left"] = (state / "service.json").exists()
+
+        # Run 2: the same state folder; the receiver is back. No POS this time: items pass unscanned.
+        receiver.start()
+        lane2 = LaneProcess(root / "run2", config).start()
+        try:
+            assert wait_until(lambda: lane2.health()["webhook"]["pending"] == 0, SLOW)
+            last1 = seen["after1"][-1]["seq"]
+            assert wait_until(lambda: any(e["seq"] > last1 and e["type"] == "non_scan" for e in lane2.events()), SLOW, 0.2)
+            seen["exit2"] = lane2.terminate()  # mid-video: in-flight frames are finished, pending decisions flushed
+            seen["log2"] = lane2.log()
+        finally:
+            lane2.kill()
+        seen["after2"] = [json.loads(line) for line in (state / "events.jsonl").read_text().splitlines()]
+        seen["received"] = list(receiver.received)
+        seen["state"] = state
+    finally:
+        lane.kill()
+        receiver.stop()
+    return seen
+
+
+def test_planted_anomalies_arrive_as_alerts(live, scenario, tmp_path):
+    assert all(code == 202 for code in live["posted"]) and len(live["posted"]) == 11
+    events = live["events"]
+    result = {s.type: s for s in score(read_truth(scenario / "truth.json"), read_events(shifted(events, live["origin"], tmp_path)), 1.0).types}
+    for kind in ("non_scan", "product_switch", "scan_without_item"):
+        assert result[kind].truth >= 1 and result[kind].recall == 1.0, (kind, result[kind])
+    assert result["non_scan"].precision == 1.0 and result["scan_without_item"].precision == 1.0
+    truth = read_truth(scenario / "truth.json")
+    for s in (a for a in truth.anomalies if a.type == "product_switch"):
+        [found] = [e for e in events if e["type"] == "product_switch" and abs(e["t_start"] - live["origin"] - s.t_start) < 1.0]
+        assert found["scanned_sku"] == s.scanned_sku and found["seen_sku"] == s.seen_sku
+    for e in events:
+        if e["type"] in ("non_scan", "product_switch"):
+            assert e["evidence"] and all((live["state"] / p).is_file() for p in e["evidence"])
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_bad_pos_requests_are_refused_with_the_reason(live):
+    refused = live["refused"]
+    assert refused["garbage"][0] == 400 and "not valid JSON" in refused["garbage"][1]["error"]
+    assert refused["bad_field"][0] == 400 and "HTTP body[1]: a scan needs a 'sku' or a 'barcode'" in refused["bad_field"][1]["error"]
+    assert refused["oversized"][0] == 413 and "at most 65536" in refused["oversized"][1]["error"]
+    assert refused["no_token"][0] == 401
+    assert refused["wrong_clock"][0] == 400 and "check the POS clock" in refused["wrong_clock"][1]["error"]
+    assert all(e.get("txn") != "X" for e in live["events"])  # the good half of a refused list was not taken either
+    assert "reid_pos_rejected_total{source=\"http\"} 4" in live["metrics"]
+
+
+def test_health_and_metrics_describe_the_lane(live):
+    h = live["health"]
+    assert h["status"] == "degraded" and h["problems"] == ["camera ended"]  # a video file ends; nothing else is wrong
+    assert h["camera"]["frame_size"] == [640, 480] and h["camera"]["reconnects"] == 0
+    assert h["frames"]["read"] == h["frames"]["processed"] > 250 and h["frames"]["dropped"] == 0
+    assert h["model"]["fingerprint"] and h["model"]["path"].endswith(".onnx")
+    assert h["pos"]["last_event"]["type"] == "txn_end" and h["pos"]["last_event"]["source"] == "http" and not h["pos"]["silent"]
+    assert h["alerts"]["last_seq"] == len(live["events"]) and h["alerts"]["unwritten"] == 0
+    m = live["metrics"]
+    frames = h["frames"]["read"]
+    for line in (f"reid_frames_read_total {frames}", f"reid_frames_processed_total {frames}", 'reid_frames_dropped_total{reason="queue_full"} 0',
+                 'reid_events_total{type="non_scan"} 2', 'reid_events_total{type="basket"} 2', 'reid_pos_events_total{source="http"} 11',
+                 "reid_gallery_version 3", "reid_gallery_reloads_total 1", "reid_frame_processing_seconds_count"):
+        assert line in m, line
+    alerts = sum(e["type"] in ("non_scan", "product_switch", "unknown_item") for e in live["events"])
+    assert f"reid_alert_latency_seconds_count {alerts}" in m
+
+
+def test_a_gallery_version_published_mid_run_is_taken_without_stopping(live):
+    versions = [(e["gallery_version"], e["written_at"]) for e in live["events"]]
+    assert {v for v, _ in versions} == {2, 3}
+    assert all(v == 2 for v, t in versions if t < live["publish_started"]) and all(v == 3 for v, t in versions if t > live["switched_at"])
+    assert live["health"]["frames"]["dropped"] == 0 and live["health"]["gallery"]["error"] is None
+
+
+def test_sigterm_flushes_and_exits_0_and_a_restart_sends_nothing_twice(live):
+    assert live["exit1"] == 0 and live["exit2"] == 0, live["log1"][-3000:] + live["log2"][-3000:]
+    assert not live["ready_file_left"]
+    after1 = live["after1"]
+    [t3] = [e for e in after1 if e["type"] == "basket" and e["txn"] == "T3"]  # decided by the flush at SIGTERM
+    assert t3["seq"] == after1[-1]["seq"] and live["cursor1"] < t3["seq"]  # written, not delivered: the receiver was down
+    after2 = live["after2"]
+    assert [e["seq"] for e in after2] == list(range(1, len(after2) + 1))  # numbering went on after the restart
+    assert len(after2) > len(after1) and after2[: len(after1)] == after1
+    assert len({e["id"].rsplit("-", 1)[0] for e in after2}) == 2  # one id prefix per run: ids never repeat
+    received = [r["id"] for r in live["received"]]
+    assert received == [e["id"] for e in after2]  # every alert delivered, once, in order, across the restart
+    assert live["received"] == after2
+
+
+# --- camera lost and found -------------------------------------------------------------------------
+
+class MjpegCamera:
+    """A network camera on loopback: the scenario's frames as an MJPEG stream over HTTP, in real
+    time from `origin` (looped); `unplug()` drops the connections and refuses new ones, `plug()` restores."""
+
+    def __init__(self, video: Path):
+        cap = cv2.VideoCapture(str(video))
+        self.fps = cap.get(cv2.CAP_PROP_FPS)
+        self.jpegs = []
+        while True:
+            ok, image = cap.read()
+            if not ok:
+                break
+            self.jpegs.append(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
+        cap.release()
+        self.port = 0
+        self.origin = 0.0
+        self._live = threading.Event()
+        self._server: ThreadingHTTPServer | None = None
+
+    def plug(self) -> None:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+                self.end_headers()
+                last = -1
+                try:
+                    while owner._live.is_set():
+                        i = int((time.time() - owner.origin) * owner.fps)  # a camera shows now, and never ends:
+                        if i == last:  # the scenario plays in a loop
+                            time.sleep(0.005)
+                            continue
+                        jpeg, last = owner.jpegs[i % len(owner.jpegs)], i
+                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg) + jpeg + b"\r\n")
+                except OSError:
+                    return
+
+            def log_message(self, *args):
+                pass
+
+        if not self.origin:
+            self.origin = time.time()
+        self._live.set()
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+
+    def unplug(self) -> None:
+        self._live.clear()
+        self._server.shutdown()
+        self._server.server_close()  # waits for the streaming handlers, which end their connections
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/stream.mjpg"
+
+
+def test_camera_unplugged_and_plugged_back_and_pos_silent(gallery, scenario, tmp_path):
+    camera = MjpegCamera(video_of(scenario))
+    camera.port = free_port()
+    pos_file = tmp_path / "till" / "pos.jsonl"  # this time the POS writes a file
+    pos_file.parent.mkdir()
+    pos_file.write_text("")
+    config = edge_config(gallery, tmp_path / "state", camera.url, pos={"silent_after_s": 2.0, "file": str(pos_file), "poll_s": 0.1},
+                         camera={"reconnect_min_s": 0.2, "reconnect_max_s": 1.0})
+    lane = LaneProcess(tmp_path / "run", config).start()  # the camera is not there yet: the service waits for it
+    try:
+        assert lane.health()["camera"]["state"] == "connecting"
+        camera.plug()  # the scenario starts now
+        assert wait_until(lambda: lane.health()["camera"]["connected"], SLOW, 0.1)
+        at = lambda t: time.sleep(max(0.0, camera.origin + t - time.time()))  # noqa: E731 - scenario time
+        assert wait_until(lambda: lane.health()["pos"]["silent"], SLOW, 0.2)  # items pass, the POS says nothing
+        silent = lane.health()
+        at(9.0)  # no item in the zone from 8.4 s to 11.2 s
+        camera.unplug()
+        unplugged_at = time.time()
+        assert wait_until(lambda: not lane.health()["camera"]["connected"], SLOW, 0.1)
+        down = lane.health()
+        with open(pos_file, "a") as f:  # the camera cannot see what these were for
+            f.write(json.dumps({"ts": time.time(), "type": "scan", "sku": "Banana"}) + "\n")
+            f.write(json.dumps({"ts": time.time() + 0.2, "type": "scan", "sku": "Lime"}) + "\n")
+        at(10.8)
+        camera.plug()
+        plugged_at = time.time()
+        assert wait_until(lambda: lane.health()["camera"]["connected"], SLOW, 0.1)
+        at(16.5)
+        assert wait_until(lambda: any(e["t_start"] > plugged_at for e in lane.events() if e["type"] == "non_scan"), SLOW, 0.2)
+        up, events = lane.health(), lane.events()
+        metrics = lane.request("/metrics")[1]
+        assert lane.terminate() == 0
+    finally:
+        lane.kill()
+        if camera._live.is_set():
+            camera.unplug()
+    assert silent["status"] == "degraded" and silent["pos"]["silent"] and any("POS silent" in p for p in silent["problems"])
+    assert down["camera"]["state"] == "reconnecting" and down["status"] == "degraded"
+    assert any(p.startswith("camera reconnecting") for p in down["problems"])
+    assert up["camera"]["connected"] and up["camera"]["reconnects"] == 1 and up["camera"]["error"] is None, up["camera"]
+    assert "reid_camera_reconnects_total 1" in metrics and "reid_pos_unverifiable_total 2" in metrics
+    assert 'reid_pos_events_total{source="file"} 2' in metrics and up["pos"]["last_event"]["source"] == "file"
+    assert up["pos"]["file"] == {"file": str(pos_file), "line": 2, "error": None}
+    assert not [e for e in events if e["type"] == "scan_without_item"]  # the unseen scans are not judged
+    assert any(e["t_end"] < unplugged_at for e in events if e["type"] == "non_scan")  # alerts before ...
+    assert any(e["t_start"] > plugged_at for e in events if e["type"] == "non_scan")  # ... and after
+
+
+# --- bounded soak ----------------------------------------------------------------------------------
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_bounded_soak_memory_stays_flat(gallery, scenario, tmp_path):
+    """The scenario looped with its POS posted every pass, the default 8-frame queue (drops allowed);
+    resident memory sampled twice a second. The few-minute version is benchmarks/bench_edge.py.
+    Meanwhile a second service on the same state folder is refused."""
+    config = edge_config(gallery, tmp_path / "state", str(video_of(scenario)), camera={"loop": True, "queue_frames": 8})
+    pos = [json.loads(line) for line in (scenario / "pos.jsonl").read_text().splitlines()]
+    duration = int(cv2.VideoCapture(str(video_of(scenario))).get(cv2.CAP_PROP_FRAME_COUNT)) / SCENARIO.fps
+    lane = LaneProcess(tmp_path / "run", config).start()
+    samples: list[tuple[float, float]] = []
+    try:
+        assert wait_until(lambda: lane.health()["camera"].get("clock_origin") is not None, SLOW)
+        origin = lane.health()["camera"]["clock_origin"]
+        schedule = sorted((origin + k * duration + e["ts"], {**e, "ts": origin + k * duration + e["ts"],
+                                                             **({"txn": f"L{k}-{e['txn']}"} if "txn" in e else {})})
+                          for k in range(3) for e in pos)
+        soak_s = duration + 5.0  # over the loop's seam
+        end = time.time() + soak_s
+        second = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "edge", "--config", str(lane.config_path)],
+                                  cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        while time.time() < end:
+            while schedule and schedule[0][0] <= time.time():
+                assert lane.post_pos(schedule.pop(0)[1]) == 202
+            samples.append((time.time(), rss_mb(lane.proc.pid)))
+            time.sleep(0.5)
+        h = lane.health()
+        assert lane.terminate() == 0
+        _, second_err = second.communicate(timeout=SLOW)
+    finally:
+        lane.kill()
+    assert second.returncode == 2 and "in use by another reid edge" in second_err and second_err.count("\n") == 1, second_err
+    warm = [mb for t, mb in samples if t >= samples[0][0] + soak_s / 3]  # after start-up and the first passes
+    half = len(warm) // 2
+    assert max(warm[half:]) - max(warm[:half]) < 8.0, samples  # no growth from one half to the next
+    f = h["frames"]
+    assert 0 <= f["read"] - (f["processed"] + f["dropped"] + f["waiting"]) <= 1  # at most one frame in the lane's hands
+    assert h["camera"]["loops"] >= 1
+    assert h["alerts"]["last_seq"] > 0 and h["status"] in ("ok", "degraded")
