@@ -1,0 +1,278 @@
+"""The live lane service's figures (docs/edge.md, deploy/sizing.md): `reid edge` run as its own
+process on loopback, a simulated lane (gallery from sample/grocery/train, lane from .../val)
+played as a live stream in a loop, its POS events posted in time, one pass after another.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_edge.py soak [--minutes 3] [--work DIR]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_edge.py sizing [--seconds 60] [--grid 640x480@15,...] [--cpus 1,2]
+
+soak: alert latency (from the item's last frame in the zone, the tracker's pass end, to its line
+in events.jsonl; target p95 <= 1 s), frames read / processed / dropped, CPU used, and the
+resident memory sampled every second (it must stay flat), over a few minutes.
+sizing: the same for each frame size and rate in --grid against each core count in --cpus (the
+service pinned with taskset): what a box of that size keeps up with.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from models.datasets import folder_set  # noqa: E402
+from pipeline.cli import main as reid  # noqa: E402
+from pipeline.score import read_events, read_truth, score  # noqa: E402
+from pipeline.simulate import SimConfig, simulate  # noqa: E402
+
+SAMPLE = REPO / "sample" / "grocery"
+TOKEN = "bench-token"
+LATENCY_TARGET_S = 1.0
+ALERT_TYPES = ("non_scan", "product_switch", "unknown_item")
+SCORED = ("non_scan", "product_switch", "scan_without_item")
+
+
+def build_gallery(work: Path) -> Path:
+    root = work / "gallery"
+    if not (root / "CURRENT").exists():
+        reid(["gallery", "init", str(root)])
+        reid(["gallery", "import-folder", str(root), str(SAMPLE / "train")])
+    return root
+
+
+def make_scenario(work: Path, width: int, height: int, fps: float, passes: int, seed: int) -> Path:
+    out = work / f"lane-{width}x{height}@{fps:g}-{passes}p-s{seed}"
+    if not (out / "truth.json").exists():
+        simulate(folder_set(SAMPLE / "val"), out, SimConfig(passes=passes, transactions=max(1, passes // 6), non_scan_rate=0.15,
+                                                          switch_rate=0.15, scan_without_item_rate=0.07, fps=fps,
+                                                          width=width, height=height, seed=seed))
+    return out
+
+
+def _get(url: str) -> dict | str:
+    with urllib.request.urlopen(url, timeout=30) as r:
+        data = r.read()
+        return json.loads(data) if r.headers.get("Content-Type", "").startswith("application/json") else data.decode()
+
+
+def _post(url: str, obj: dict) -> int:
+    req = urllib.request.Request(url, data=json.dumps(obj).encode(), headers={"Authorization": f"Bearer {TOKEN}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return r.status
+
+
+def _proc_sample(pid: int) -> tuple[float, float]:
+    """(resident MB, CPU seconds used so far) of a process."""
+    rss = next(int(line.split()[1]) / 1024 for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS:"))
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _histogram_quantile(metrics: str, name: str, q: float) -> float | None:
+    """The upper bound of the bucket holding quantile q of a Prometheus histogram."""
+    buckets = []
+    for line in metrics.splitlines():
+        if line.startswith(f"{name}_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            buckets.append((math.inf if le == "+Inf" else float(le), int(line.rsplit(" ", 1)[1])))
+    total = buckets[-1][1] if buckets else 0
+    if not total:
+        return None
+    return next(le for le, count in buckets if count >= q * total)
+
+
+def run_service(work: Path, gallery: Path, scenario: Path, seconds: float, cpus: int | None, queue_frames: int, name: str,
+                nice: int | None = None) -> dict:
+    truth = json.loads((scenario / "truth.json").read_text())
+    pos = [json.loads(line) for line in (scenario / "pos.jsonl").read_text().splitlines()]
+    video = scenario / truth["video"]
+    cap = cv2.VideoCapture(str(video))
+    duration = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) / truth["fps"]
+    cap.release()
+    run = work / "runs" / name
+    state = run / "state"
+    if run.exists():
+        shutil.rmtree(run)
+    run.mkdir(parents=True)
+    (run / "lane.toml").write_text(
+        f"zone = {json.dumps(truth['zone'])}\n[edge]\nlane = \"bench\"\ngallery = \"{gallery}\"\nstate_dir = \"{state}\"\n"
+        f"[edge.camera]\nsource = \"{video}\"\nloop = true\nqueue_frames = {queue_frames}\n[edge.http]\nport = 0\ntoken = \"{TOKEN}\"\n")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "REID_THREADS": str(cpus or os.cpu_count() or 1), "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "pipeline.cli", "edge", "--config", str(run / "lane.toml"), "--log-level", "warning"]
+    if cpus:
+        command = ["taskset", "-c", f"0-{cpus - 1}"] + command
+    if nice is not None:  # the priority a deployment gives the service (systemd Nice=); below 0 needs root
+        command = ["nice", "-n", str(nice)] + command
+    log = open(run / "service.log", "wb")
+    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                info = json.loads((state / "service.json").read_text())
+                if info["pid"] == proc.pid:
+                    break
+            except (OSError, ValueError):
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise SystemExit(f"the service did not start: see {run / 'service.log'}")
+            time.sleep(0.2)
+        url = info["url"]
+        while (origin := _get(url + "/health")["camera"].get("clock_origin")) is None:  # type: ignore[union-attr]
+            time.sleep(0.05)
+        loops = int(seconds / duration) + 2
+        schedule = sorted((origin + k * duration + e["ts"], {**e, "ts": origin + k * duration + e["ts"],
+                                                             **({"txn": f"L{k}-{e['txn']}"} if "txn" in e else {})})
+                          for k in range(loops) for e in pos)
+        samples: list[tuple[float, float, float]] = []  # (seconds since start, RSS MB, CPU seconds)
+        start = time.time()
+        next_sample = start
+        while time.time() - start < seconds:
+            now = time.time()
+            while schedule and schedule[0][0] <= now:
+                _post(url + "/pos", schedule.pop(0)[1])
+            if now >= next_sample:
+                rss, cpu = _proc_sample(proc.pid)
+                samples.append((now - start, rss, cpu))
+                next_sample += 1.0
+            time.sleep(0.01)
+        health = _get(url + "/health")
+        metrics = _get(url + "/metrics")
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+    records = [json.loads(line) for line in (state / "events.jsonl").read_text().splitlines()]
+    return {"records": records, "health": health, "metrics": metrics, "samples": samples, "exit": code, "origin": origin,
+            "duration": duration, "seconds": seconds, "scenario": scenario, "run": run}
+
+
+def latency(result: dict) -> dict:
+    """Seconds from the item's last frame in the zone (the tracker's pass end, camera clock = Unix
+    time of that frame) to its alert being written."""
+    values = np.array([r["written_at"] - r["t_end"] for r in result["records"] if r["type"] in ALERT_TYPES and r.get("track_id")])
+    if not values.size:
+        return {"n": 0}
+    return {"n": int(values.size), "p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)), "max": float(values.max())}
+
+
+def accuracy(result: dict) -> dict[str, tuple[int, int, int]]:
+    """(truth, alerts, matched) per scored type over the loops played in full."""
+    truth = read_truth(result["scenario"] / "truth.json")
+    origin, duration = result["origin"], result["duration"]
+    full = int(result["seconds"] // duration)
+    totals = {t: [0, 0, 0] for t in SCORED}
+    for k in range(full):
+        lo = origin + k * duration
+        part = [r for r in result["records"] if r["type"] != "basket" and lo <= r["t_start"] < lo + duration]
+        path = result["run"] / f"loop{k}.jsonl"
+        path.write_text("".join(json.dumps({**r, "t_start": r["t_start"] - lo, "t_end": r["t_end"] - lo}) + "\n" for r in part))
+        for s in score(truth, read_events(path), 1.0).types:
+            if s.type in totals:
+                totals[s.type][0] += s.truth
+                totals[s.type][1] += s.alerts
+                totals[s.type][2] += s.matched
+    return {t: tuple(v) for t, v in totals.items()}  # type: ignore[misc]
+
+
+def frames_line(result: dict) -> str:
+    f = result["health"]["frames"]
+    cpu = (result["samples"][-1][2] - result["samples"][0][2]) / max(result["samples"][-1][0] - result["samples"][0][0], 1e-9)
+    fps = f["processed"] / result["seconds"]
+    dropped = f["dropped"] / max(f["read"], 1)
+    p95 = _histogram_quantile(result["metrics"], "reid_frame_processing_seconds", 0.95)
+    return (f"frames read {f['read']}, processed {f['processed']} ({fps:.1f}/s), dropped {f['dropped']} ({100 * dropped:.1f}%); "
+            f"frame processing p95 <= {1000 * p95:.0f} ms (histogram bucket); CPU {cpu:.2f} cores")
+
+
+def cmd_soak(a: argparse.Namespace, work: Path) -> int:
+    gallery = build_gallery(work)
+    scenario = make_scenario(work, 640, 480, 15.0, a.passes, a.seed)
+    seconds = a.minutes * 60
+    print(f"soak: {a.minutes:g} min of {scenario.name} looped ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start"
+          f"{'' if a.nice is None else f', service at nice {a.nice}'})")
+    result = run_service(work, gallery, scenario, seconds, a.cpus, a.queue_frames, "soak", a.nice)
+    lat = latency(result)
+    print(f"exit status after SIGTERM: {result['exit']}")
+    print(frames_line(result))
+    if lat["n"]:
+        ok = "meets" if lat["p95"] <= LATENCY_TARGET_S else "MISSES"
+        print(f"alert latency (item leaves the zone -> alert written), {lat['n']} alerts: p50 {lat['p50']:.3f} s, "
+              f"p95 {lat['p95']:.3f} s, max {lat['max']:.3f} s ({ok} the {LATENCY_TARGET_S:g} s target)")
+    acc = accuracy(result)
+    print("accuracy over the loops played in full: " + ", ".join(
+        f"{t} recall {m}/{n} precision {m}/{k}" for t, (n, k, m) in acc.items()))
+    rss = np.array([s[1] for s in result["samples"]])
+    t = np.array([s[0] for s in result["samples"]])
+    warm = t >= min(60.0, seconds / 3)
+    slope = np.polyfit(t[warm], rss[warm], 1)[0] * 3600 if warm.sum() > 2 else float("nan")
+    first = rss[warm][: max(1, warm.sum() // 4)]
+    last = rss[warm][-max(1, warm.sum() // 4):]
+    print(f"resident memory: {rss[0]:.0f} MB at 1 s, after warm-up {rss[warm].min():.0f}-{rss[warm].max():.0f} MB; "
+          f"max of first quarter {first.max():.1f} MB, of last quarter {last.max():.1f} MB; fitted slope {slope:+.1f} MB/hour")
+    print(f"events: {len(result['records'])} lines; run folder {result['run']}")
+    return 0
+
+
+def cmd_sizing(a: argparse.Namespace, work: Path) -> int:
+    gallery = build_gallery(work)
+    print(f"sizing: {a.seconds:g} s per row ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start"
+          f"{'' if a.nice is None else f', service at nice {a.nice}'})")
+    print("| frames | cores | processed / camera fps | dropped | CPU used | frame p95 | alert latency p95 | recall (non_scan, switch) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for spec in a.grid.split(","):
+        size, fps = spec.split("@")
+        w, h = (int(v) for v in size.split("x"))
+        scenario = make_scenario(work, w, h, float(fps), a.passes, a.seed)
+        for cpus in (int(c) for c in a.cpus.split(",")):
+            result = run_service(work, gallery, scenario, a.seconds, cpus, a.queue_frames, f"size-{spec}-{cpus}", a.nice)
+            f = result["health"]["frames"]
+            cpu = (result["samples"][-1][2] - result["samples"][0][2]) / max(result["samples"][-1][0] - result["samples"][0][0], 1e-9)
+            p95 = _histogram_quantile(result["metrics"], "reid_frame_processing_seconds", 0.95)
+            lat = latency(result)
+            acc = accuracy(result)
+            recall = ", ".join(f"{m}/{n}" for t, (n, _, m) in acc.items() if t in ("non_scan", "product_switch"))
+            lat_text = f"{lat['p95']:.2f} s" if lat["n"] else "-"
+            print(f"| {w}x{h} @ {fps} | {cpus} | {f['processed'] / a.seconds:.1f} / {float(fps):g} | {100 * f['dropped'] / max(f['read'], 1):.0f}% | "
+                  f"{cpu:.2f} | {1000 * p95:.0f} ms | {lat_text} | {recall} |", flush=True)
+    return 0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    soak = sub.add_parser("soak")
+    soak.add_argument("--minutes", type=float, default=3.0)
+    soak.add_argument("--cpus", type=int, help="pin the service to this many cores (taskset; default: all)")
+    sizing = sub.add_parser("sizing")
+    sizing.add_argument("--seconds", type=float, default=60.0)
+    sizing.add_argument("--grid", default="640x480@15,640x480@30,1280x720@15")
+    sizing.add_argument("--cpus", default="1,2", help="core counts to pin the service to, comma-separated")
+    for p in (soak, sizing):
+        p.add_argument("--passes", type=int, default=16, help="item passes per scenario (looped)")
+        p.add_argument("--seed", type=int, default=5)
+        p.add_argument("--queue-frames", type=int, default=8, help="the service's frame queue (its default: 8)")
+        p.add_argument("--nice", type=int, help="run the service at this niceness (e.g. -5 as the systemd unit does)")
+        p.add_argument("--work", help="keep the gallery, scenarios and runs here (default: a temporary folder)")
+    a = ap.parse_args()
+    work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="bench_edge_"))
+    work.mkdir(parents=True, exist_ok=True)
+    return cmd_soak(a, work) if a.cmd == "soak" else cmd_sizing(a, work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
