@@ -14,6 +14,7 @@ from tqdm import tqdm
 from gallery.files import image_extension, image_relpath, sha256_bytes
 from models.images import ImageError, decode_image
 from models.runtime import OnnxEmbedder
+from models.userfiles import read_user_file
 
 
 @dataclass(frozen=True)
@@ -45,14 +46,7 @@ def perceptual_hash(image: np.ndarray) -> int:
 
 
 def read_bytes(path: Path) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{path}: is a directory, not an image") from None
-    except OSError as e:
-        raise ImageError(f"{path}: cannot read ({e.strerror or e})") from None
+    return read_user_file(path, "image", ImageError)
 
 
 def embed_photos(

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from models.errors import ReidError
+from models.userfiles import read_user_file
 
 MIN_SIDE = 8  # smaller images carry no product detail; refuse rather than embed noise
 MAX_PIXELS = 120_000_000  # above ~11k x 11k an image is almost surely not a crop or a product photo
@@ -63,13 +64,4 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
 
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image file as uint8 BGR (OpenCV's order), with an error that names the file."""
-    p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise ImageError(f"{p}: no such file") from None
-    except IsADirectoryError:
-        raise ImageError(f"{p}: is a directory, not an image") from None
-    except OSError as e:
-        raise ImageError(f"{p}: cannot read ({e.strerror or e})") from None
-    return decode_image(data, str(p))
+    return decode_image(read_user_file(path, "image", ImageError), str(path))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.errors import ReidError
+from models.userfiles import read_user_file
 
 EVENT_TYPES = ("scan", "txn_start", "txn_end")
 _TEXT_FIELDS = ("sku", "barcode", "txn")
@@ -80,14 +81,7 @@ def read_pos_log(path: str | Path) -> tuple[list[PosEvent], list[str]]:
     """All valid events sorted by `ts` (ties keep file order), and one "FILE:LINE: reason" warning
     per skipped line. A missing, unreadable or empty file, or one with no valid event, is a PosError."""
     p = Path(path)
-    try:
-        data = p.read_bytes()
-    except FileNotFoundError:
-        raise PosError(f"{p}: POS log not found") from None
-    except IsADirectoryError:
-        raise PosError(f"{p}: is a directory, not a POS log") from None
-    except OSError as e:
-        raise PosError(f"{p}: cannot read POS log ({e.strerror or e})") from None
+    data = read_user_file(p, "POS log", PosError)
     if not data.strip():
         raise PosError(f"{p}: POS log is empty")
     events: list[PosEvent] = []

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from models.errors import ReidError
+from models.userfiles import read_user_file
 from pipeline.simulate import Anomaly, Pass, Truth
 
 SCORED_TYPES = ("non_scan", "product_switch", "scan_without_item")
@@ -60,15 +61,9 @@ class Events:
 
 def _load_json(path: Path, what: str) -> object:
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise ScoreError(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise ScoreError(f"{path}: is a directory, not a {what}") from None
+        text = read_user_file(path, what, ScoreError).decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ScoreError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise ScoreError(f"{path}: cannot read {what} ({e.strerror or e})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
@@ -152,14 +147,7 @@ def read_events(path: str | Path) -> Events:
     """events.jsonl from a replay. Any malformed line is an error naming its line: a score that
     silently skipped alerts would be a wrong score. An empty file is valid (no alerts)."""
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise ScoreError(f"{p}: events file not found") from None
-    except IsADirectoryError:
-        raise ScoreError(f"{p}: is a directory, not an events file") from None
-    except OSError as e:
-        raise ScoreError(f"{p}: cannot read events file ({e.strerror or e})") from None
+    raw = read_user_file(p, "events file", ScoreError)
     alerts, baskets, other = [], [], Counter()
     basket_lines: dict[str | None, int] = {}
     for lineno, data in enumerate(raw.removeprefix(b"\xef\xbb\xbf").splitlines(), start=1):

@@ -110,7 +110,7 @@ def test_bad_photos_are_refused_by_name_and_nothing_changes(gallery_dir, embedde
         assert "\n" not in message and "6 of 8 photos cannot be added; nothing changed" in message
         for path in bad.values():
             assert str(path) in message
-        assert "empty (0 bytes)" in message and "truncated" in message and "no such file" in message
+        assert "empty (0 bytes)" in message and "truncated" in message and "image not found" in message
         result = store.add("Lemon", [*good, *bad.values()], skip_bad=True, embedder=embedder)
     assert result.version == 3 and len(result.skipped) == 6
     with GalleryStore.open(gallery_dir, readonly=True) as store:

@@ -51,7 +51,7 @@ def test_refuses_truncated_jpeg(tmp_path, photo):
 
 
 def test_missing_file_and_directory(tmp_path):
-    with pytest.raises(ImageError, match="no such file"):
+    with pytest.raises(ImageError, match="image not found"):
         read_image(tmp_path / "nope.jpg")
     with pytest.raises(ImageError, match="directory"):
         read_image(tmp_path)
