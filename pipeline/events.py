@@ -43,6 +43,7 @@ class _Txn:
     start: float
     end: float | None = None  # None while open
     explicit: bool = False  # opened by a txn_start line, not inferred from its scans
+    last_scan: float | None = None
     seen: Counter = field(default_factory=Counter)
     scanned: Counter = field(default_factory=Counter)
 
@@ -50,6 +51,13 @@ class _Txn:
 def gap(start: float, end: float, ts: float) -> float:
     """Seconds from instant `ts` to the span [start, end] (0 inside it)."""
     return max(0.0, start - ts, ts - end)
+
+
+def fit(start: float, end: float, ts: float) -> tuple[float, float]:
+    """How well a scan at `ts` fits a pass over [start, end], smaller is better: first the gap,
+    then the distance from the pass's middle. The scanner sits mid-zone, so when two items are
+    in the zone together the scan belongs to the one that was crossing the middle."""
+    return gap(start, end, ts), abs(ts - (start + end) / 2)
 
 
 class EventBuilder:
@@ -102,8 +110,10 @@ class EventBuilder:
         if event.txn is not None and event.txn not in self._txns:
             self._close_inferred(event.ts)
         txn = self._txn(event.txn, event.ts) if event.txn is not None else None
-        if txn is not None and not txn.explicit and txn.end is not None:
-            txn.end = max(txn.end, event.ts)
+        if txn is not None:
+            txn.last_scan = event.ts if txn.last_scan is None else max(txn.last_scan, event.ts)
+            if not txn.explicit and txn.end is not None:
+                txn.end = max(txn.end, event.ts)
         self._scans.append(_Scan(event.ts, sku, label, event.txn))
         self._scans.sort(key=lambda s: s.ts)
 
@@ -117,8 +127,7 @@ class EventBuilder:
         """A new transaction begins: one known only from its scans ends at its last scan."""
         for txn in self._txns.values():
             if not txn.explicit and txn.end is None:
-                last = [s.ts for s in self._scans if s.txn == txn.name]
-                txn.end = max(last, default=txn.start)
+                txn.end = txn.start if txn.last_scan is None else txn.last_scan
 
     def add_pass(self, item: ItemPass, rec: Recognition) -> None:
         self._passes.append(_Pass(item, rec))
@@ -158,13 +167,12 @@ class EventBuilder:
         for scan in self._scans:
             if not self._claimable(scan, item.t_start, item.t_end):
                 continue
-            d = gap(item.t_start, item.t_end, scan.ts)
-            rivals = [gap(q.item.t_start, q.item.t_end, scan.ts) for q in self._passes
+            key = fit(item.t_start, item.t_end, scan.ts)
+            rivals = [fit(q.item.t_start, q.item.t_end, scan.ts) for q in self._passes
                       if q is not p and self._claimable(scan, q.item.t_start, q.item.t_end)]
-            rivals += [gap(t0, now, scan.ts) for t0 in open_starts if self._claimable(scan, t0, now)]
-            if any(r < d for r in rivals):
+            rivals += [fit(t0, now, scan.ts) for t0 in open_starts if self._claimable(scan, t0, now)]
+            if any(r < key for r in rivals):
                 continue  # a pass that fits this scan better will take it
-            key = (d, abs(scan.ts - (item.t_start + item.t_end) / 2))
             if best is None or key < best[:2]:
                 best = (*key, scan)
         return (best[2], best[0]) if best else (None, math.inf)

@@ -209,6 +209,16 @@ def test_a_pass_does_not_take_a_scan_that_fits_a_pass_still_in_the_zone_better()
     assert _alerts(b.advance(3.0, [])) == []
 
 
+def test_a_scan_goes_to_the_item_crossing_the_middle_when_two_are_in_the_zone():
+    b = _builder()
+    b.add_pos(_scan(68.2, "Apple"))
+    b.add_pass(*_pass(1, 67.0, 68.5, _vec(Banana=1)))  # the lead item, never scanned
+    assert b.advance(68.9, [67.7]) == []  # the follower, still in the zone, is mid-zone at the scan
+    assert _alerts(b.advance(69.0, [67.7])) == [("non_scan", 1)]
+    b.add_pass(*_pass(2, 67.7, 69.0, _vec(Apple=1)))
+    assert _alerts(b.advance(69.5, [])) == []
+
+
 def test_two_items_side_by_side_and_one_scan():
     b = _builder()
     b.add_pos(_scan(2.0, "Apple"))

@@ -16,9 +16,9 @@ from pipeline.simulate import SimConfig, simulate
 SAMPLE = Path(__file__).resolve().parent.parent / "sample" / "grocery"
 # 14 passes in two transactions: 2 never scanned, 2 scanned as another product, 1 phantom scan.
 # Whether a switch is caught depends on the embedder (the benchmark measures that on the full
-# data); this seed's two switches are told apart by both the shipped interim model and an early
-# fine-tuned one, so the test checks the pipeline rather than a model's luck.
-SCENARIO = SimConfig(passes=14, transactions=2, non_scan_rate=0.15, switch_rate=0.15, scan_without_item_rate=0.07, seed=15)
+# data); this seed's two switches are told apart by both the shipped interim model and the
+# fine-tuned candidate, so the test checks the pipeline rather than a model's luck.
+SCENARIO = SimConfig(passes=14, transactions=2, non_scan_rate=0.15, switch_rate=0.15, scan_without_item_rate=0.07, seed=18)
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +89,16 @@ def test_planted_switches_are_found(run, scenario):
 
 def test_normal_scans_are_not_flagged(run, scenario):
     truth = read_truth(scenario / "truth.json")
+    result = {s.type: s for s in score(truth, read_events(run / "events.jsonl"), 1.0).types}
+    assert result["non_scan"].false_alarms == () and result["product_switch"].false_alarms == ()
     alerts = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
-    for p in truth.passes:
+    assert not any(a["type"] == "unknown_item" for a in alerts)
+    # Each tracked pass, paired with the true pass it overlaps most: the normal ones raised nothing.
+    passes = [json.loads(line) for line in (run / "passes.jsonl").read_text().splitlines()]
+    for q in passes:
+        p = max(truth.passes, key=lambda p: min(q["t_end"], p.t_end) - max(q["t_start"], p.t_start))
         if p.scanned_sku == p.sku:
-            flagged = [a for a in alerts if a["type"] in ("non_scan", "product_switch", "unknown_item")
-                       and a["t_start"] <= p.t_end and p.t_start <= a["t_end"]]
-            assert flagged == [], f"normal pass {p} flagged: {flagged}"
+            assert q["verdict"] in ("ok", "unconfirmed"), f"normal pass {p} judged {q}"
 
 
 def test_outputs_summary_baskets_and_report(run, scenario):
