@@ -98,7 +98,7 @@ class TrackerConfig:
 
 @dataclass(frozen=True)
 class CropConfig:
-    per_track: int = 3  # crops embedded per pass; their embeddings are averaged
+    per_track: int = 2  # crops embedded per pass (averaged); the embedder is the costliest stage
     margin: float = 0.05  # context added around the box, as a share of its size (negative: cut inside it)
     min_side: int = 24  # smaller crops carry no product detail
 
