@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
+        sys.stdout = None  # nothing more can be written; stop Python flushing into the closed pipe
+        return 141
 
 
 if __name__ == "__main__":
