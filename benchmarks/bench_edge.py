@@ -44,6 +44,15 @@ ALERT_TYPES = ("non_scan", "product_switch", "unknown_item")
 SCORED = ("non_scan", "product_switch", "scan_without_item")
 
 
+def contention() -> str:
+    """How busy the machine is: load average and the share of time tasks waited for a CPU (PSI)."""
+    try:
+        psi = Path("/proc/pressure/cpu").read_text().split()[1].split("=")[1]
+        return f"load average {os.getloadavg()[0]:.1f}, CPU pressure {psi}% (tasks waiting for a core, last 10 s)"
+    except (OSError, IndexError):
+        return f"load average {os.getloadavg()[0]:.1f}"
+
+
 def build_gallery(work: Path) -> Path:
     root = work / "gallery"
     if not (root / "CURRENT").exists():
@@ -195,16 +204,20 @@ def frames_line(result: dict) -> str:
     fps = f["processed"] / result["seconds"]
     dropped = f["dropped"] / max(f["read"], 1)
     p95 = _histogram_quantile(result["metrics"], "reid_frame_processing_seconds", 0.95)
+    age50 = _histogram_quantile(result["metrics"], "reid_frame_age_seconds", 0.5)
+    age95 = _histogram_quantile(result["metrics"], "reid_frame_age_seconds", 0.95)
     return (f"frames read {f['read']}, processed {f['processed']} ({fps:.1f}/s), dropped {f['dropped']} ({100 * dropped:.1f}%); "
-            f"frame processing p95 <= {1000 * p95:.0f} ms (histogram bucket); CPU {cpu:.2f} cores")
+            f"frame processing p95 <= {1000 * p95:.0f} ms; frame age when processed p50 <= {1000 * age50:.0f} ms, "
+            f"p95 <= {1000 * age95:.0f} ms (histogram buckets); CPU {cpu:.2f} cores, "
+            f"{1000 * cpu * result['seconds'] / max(f['processed'], 1):.1f} CPU-ms per processed frame (decoding included)")
 
 
 def cmd_soak(a: argparse.Namespace, work: Path) -> int:
     gallery = build_gallery(work)
     scenario = make_scenario(work, 640, 480, 15.0, a.passes, a.seed)
     seconds = a.minutes * 60
-    print(f"soak: {a.minutes:g} min of {scenario.name} looped ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start"
-          f"{'' if a.nice is None else f', service at nice {a.nice}'})")
+    print(f"soak: {a.minutes:g} min of {scenario.name} looped ({os.cpu_count()} CPUs; at start: {contention()}"
+          f"{'' if a.nice is None else f'; service at nice {a.nice}'})")
     result = run_service(work, gallery, scenario, seconds, a.cpus, a.queue_frames, "soak", a.nice)
     lat = latency(result)
     print(f"exit status after SIGTERM: {result['exit']}")
@@ -222,18 +235,21 @@ def cmd_soak(a: argparse.Namespace, work: Path) -> int:
     slope = np.polyfit(t[warm], rss[warm], 1)[0] * 3600 if warm.sum() > 2 else float("nan")
     first = rss[warm][: max(1, warm.sum() // 4)]
     last = rss[warm][-max(1, warm.sum() // 4):]
+    minutes = [f"{rss[(t >= m * 60) & (t < (m + 1) * 60)].max():.1f}" for m in range(int(t[-1] // 60) + 1) if ((t >= m * 60) & (t < (m + 1) * 60)).any()]
+    print(f"resident memory, highest in each minute (MB): {' '.join(minutes)}")
     print(f"resident memory: {rss[0]:.0f} MB at 1 s, after warm-up {rss[warm].min():.0f}-{rss[warm].max():.0f} MB; "
           f"max of first quarter {first.max():.1f} MB, of last quarter {last.max():.1f} MB; fitted slope {slope:+.1f} MB/hour")
-    print(f"events: {len(result['records'])} lines; run folder {result['run']}")
+    print(f"events: {len(result['records'])} lines; run folder {result['run']}; at the end: {contention()}")
     return 0
 
 
 def cmd_sizing(a: argparse.Namespace, work: Path) -> int:
     gallery = build_gallery(work)
-    print(f"sizing: {a.seconds:g} s per row ({os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start"
-          f"{'' if a.nice is None else f', service at nice {a.nice}'})")
-    print("| frames | cores | processed / camera fps | dropped | CPU used | frame p95 | alert latency p95 | recall (non_scan, switch) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(f"sizing: {a.seconds:g} s per row ({os.cpu_count()} CPUs; at start: {contention()}"
+          f"{'' if a.nice is None else f'; service at nice {a.nice}'})")
+    print("| frames | cores | processed / camera fps | dropped | CPU used (cores) | CPU-ms per frame | cores needed | frame age p95 "
+          "| alert latency p95 | recall (non_scan, switch) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for spec in a.grid.split(","):
         size, fps = spec.split("@")
         w, h = (int(v) for v in size.split("x"))
@@ -242,13 +258,14 @@ def cmd_sizing(a: argparse.Namespace, work: Path) -> int:
             result = run_service(work, gallery, scenario, a.seconds, cpus, a.queue_frames, f"size-{spec}-{cpus}", a.nice)
             f = result["health"]["frames"]
             cpu = (result["samples"][-1][2] - result["samples"][0][2]) / max(result["samples"][-1][0] - result["samples"][0][0], 1e-9)
-            p95 = _histogram_quantile(result["metrics"], "reid_frame_processing_seconds", 0.95)
+            age95 = _histogram_quantile(result["metrics"], "reid_frame_age_seconds", 0.95)
+            per_frame = cpu * a.seconds / max(f["processed"], 1)  # CPU seconds per processed frame, decoding included
             lat = latency(result)
             acc = accuracy(result)
             recall = ", ".join(f"{m}/{n}" for t, (n, _, m) in acc.items() if t in ("non_scan", "product_switch"))
             lat_text = f"{lat['p95']:.2f} s" if lat["n"] else "-"
             print(f"| {w}x{h} @ {fps} | {cpus} | {f['processed'] / a.seconds:.1f} / {float(fps):g} | {100 * f['dropped'] / max(f['read'], 1):.0f}% | "
-                  f"{cpu:.2f} | {1000 * p95:.0f} ms | {lat_text} | {recall} |", flush=True)
+                  f"{cpu:.2f} | {1000 * per_frame:.1f} | {per_frame * float(fps):.2f} | {1000 * age95:.0f} ms | {lat_text} | {recall} |", flush=True)
     return 0
 
 

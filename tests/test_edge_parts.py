@@ -121,6 +121,11 @@ def test_the_example_lane_toml_loads_and_relative_paths_follow_the_file(tmp_path
     assert edge.http.token == "tok-123"
 
 
+def test_the_compose_lane_config_is_complete_but_for_its_secret():
+    with pytest.raises(ConfigError, match="edge.http.token_file: cannot read /run/secrets/lane_token"):
+        load_edge_config(REPO / "deploy" / "lane-compose.toml")  # every other key parsed and checked first
+
+
 @pytest.mark.parametrize("text, needle", [
     ('zone = [0, 0, 10, 10]\n', "no [edge] table"),
     ('[edge]\ngallery = "g"\nstate_dir = "s"\n[edge.camera]\nsource = "0"\n', "zone: is required"),
@@ -218,7 +223,7 @@ def test_a_video_file_that_ends_leaves_the_camera_blind_from_its_last_frame(tmp_
     q = FrameQueue(256, lambda: None)
     feed = CameraFeed(CameraConfig(source=str(video)), q, metrics())
     feed.start()
-    assert wait_until(lambda: feed.finished)
+    assert wait_until(lambda: feed.status()["state"] == "ended")
     frames = [q.get(0.01) for _ in range(4)]
     assert feed.status()["state"] == "ended" and not feed.connected
     assert feed.blind_since() == pytest.approx(frames[-1].ts)

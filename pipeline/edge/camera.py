@@ -14,7 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 
 import cv2
 import numpy as np
@@ -128,12 +128,6 @@ class CameraFeed:
         with self._lock:
             return self._state == "connected"
 
-    @property
-    def finished(self) -> bool:
-        """A video file played to its end (and not looping): no more frames will come."""
-        with self._lock:
-            return self._state == "ended"
-
     def blind_since(self) -> float | None:
         """Camera time since which no frames arrive, or None while they do."""
         with self._lock:
@@ -203,7 +197,7 @@ class CameraFeed:
             if error is not None:
                 self._error = error
 
-    def _pump(self, frames: Iterator[tuple[np.ndarray, float]]) -> int:
+    def _pump(self, frames: Generator[tuple[np.ndarray, float], None, None]) -> int:
         count = 0
         try:
             for image, ts in frames:
@@ -219,9 +213,7 @@ class CameraFeed:
                 if self._stop.is_set():
                     break
         finally:
-            close = getattr(frames, "close", None)
-            if close is not None:
-                close()
+            frames.close()  # releases the capture or the file
         return count
 
     def _connected(self, image: np.ndarray, ts: float) -> None:
@@ -236,7 +228,7 @@ class CameraFeed:
             self._state, self._error = "connected", None
             self.size = (image.shape[1], image.shape[0])
 
-    def _open(self) -> Iterator[tuple[np.ndarray, float]]:
+    def _open(self) -> Generator[tuple[np.ndarray, float], None, None]:
         if self.config.is_stream:
             return self._stream_frames(self._open_stream())
         return self._file_frames()
@@ -254,7 +246,7 @@ class CameraFeed:
             raise SourceError(f"camera {src}: cannot be opened (no such device, or the stream is unreachable)")
         return cap
 
-    def _stream_frames(self, cap: cv2.VideoCapture) -> Iterator[tuple[np.ndarray, float]]:
+    def _stream_frames(self, cap: cv2.VideoCapture) -> Generator[tuple[np.ndarray, float], None, None]:
         try:
             while not self._stop.is_set():
                 ok, image = cap.read()
@@ -264,12 +256,12 @@ class CameraFeed:
         finally:
             cap.release()
 
-    def _file_frames(self) -> Iterator[tuple[np.ndarray, float]]:
+    def _file_frames(self) -> Generator[tuple[np.ndarray, float], None, None]:
         """The file's frames, each released at origin + its position and stamped with that time."""
         source = open_source(self.config.source, self.config.folder_fps)
         self._origin = self._next_origin if self._next_origin is not None else self.clock()
 
-        def paced() -> Iterator[tuple[np.ndarray, float]]:
+        def paced() -> Generator[tuple[np.ndarray, float], None, None]:
             origin, last = self._origin, 0.0
             try:
                 for frame in source:

@@ -118,6 +118,7 @@ class LaneWorker:
         started = time.perf_counter()
         events = self.lane.feed_frame(frame)  # type: ignore[union-attr]
         self.metrics.processing.observe(time.perf_counter() - started)
+        self.metrics.frame_age.observe(time.time() - frame.ts)
         self.metrics.frames_processed.inc()
         self.meter.tick()
         self._emit(events)

@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds: a frame takes milliseconds, a frame with embeddings up to a few hundred.
 PROCESSING_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+# Seconds from a frame's capture to the lane having processed it: how far the lane runs behind.
+FRAME_AGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # Seconds from an item leaving the zone to its alert being written (target: p95 under 1 s).
 ALERT_LATENCY_BUCKETS = (0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 5.0, 10.0)
 
@@ -170,6 +172,8 @@ class EdgeMetrics:
         self.frames_dropped = r.add(Counter("reid_frames_dropped_total", "Frames read but not processed: the lane fell behind "
                                             "(queue_full) or the frame size changed (frame_size).", ("reason",), [(x,) for x in DROP_REASONS]))
         self.processing = r.add(Histogram("reid_frame_processing_seconds", "Time to run one frame through the lane.", PROCESSING_BUCKETS))
+        self.frame_age = r.add(Histogram("reid_frame_age_seconds", "From a frame's capture to the lane having processed it "
+                                         "(queue wait included): how far the lane runs behind real time.", FRAME_AGE_BUCKETS))
         self.alert_latency = r.add(Histogram("reid_alert_latency_seconds", "From an item leaving the zone (its last frame) "
                                              "to its alert being written.", ALERT_LATENCY_BUCKETS))
         self.events = r.add(Counter("reid_events_total", "Alerts and basket lines written, by type.", ("type",), [(t,) for t in EVENT_TYPES]))

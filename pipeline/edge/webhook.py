@@ -84,7 +84,13 @@ class WebhookSender:
     def _run(self) -> None:
         backoff = self.config.backoff_min_s
         while not (self._stop.is_set() and time.monotonic() >= self._deadline):
-            batch = self.alerts.read_after(self.delivered_seq, 1)
+            try:
+                batch = self.alerts.read_after(self.delivered_seq, 1)
+            except OSError as e:  # the log unreadable for a moment: the alerts are still there, try again
+                self.error = f"{self.alerts.path}: cannot read ({e.strerror or e})"
+                self._stop.wait(self.config.backoff_max_s if self.failures_in_row else self.config.backoff_min_s)
+                self.failures_in_row += 1
+                continue
             if not batch:
                 if self._stop.is_set():
                     return
