@@ -191,20 +191,25 @@ def _build(cls: type, data: dict, prefix: str = "") -> object:
     return cls(**kwargs)
 
 
+def read_toml(path: Path) -> dict:
+    """A TOML config file as a dict; any problem is a ConfigError naming the file."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read config file ({e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+
+
 def load_config(path: str | Path | None) -> LaneConfig:
     """The defaults, overridden by a TOML file if given. Relative model paths are resolved
     against the file's folder."""
     if path is None:
         return LaneConfig()
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: cannot read config file ({e})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML ({e})") from None
+    data = read_toml(p)
     try:
         config = _build(LaneConfig, data)
     except ConfigError as e:

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from models.errors import ReidError
-from pipeline.config import ConfigError, LaneConfig
+from pipeline.config import ConfigError, LaneConfig, read_toml
 from pipeline.config import _build as build_section  # the lane config's strict TOML-to-dataclass mapping
 
 
@@ -160,14 +159,7 @@ def load_edge_config(path: str | Path) -> tuple[EdgeConfig, LaneConfig]:
     """The `[edge]` tables and the lane settings of one lane.toml. Relative paths are taken from
     the file's folder; tokens are read from their files here, so a missing secret fails at start."""
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: cannot read config file ({e})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML ({e})") from None
+    data = read_toml(p)
     edge_data = data.pop("edge", None)
     base = p.parent
     try:
