@@ -3,13 +3,14 @@ process on loopback, a simulated lane (gallery from sample/grocery/train, lane f
 played as a live stream in a loop, its POS events posted in time, one pass after another.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_edge.py soak [--minutes 3] [--work DIR]
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_edge.py sizing [--seconds 60] [--grid 640x480@15,...] [--cpus 1,2]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_edge.py sizing [--seconds 60] [--grid 640x480@15,...] [--cpus 1,2] [--lanes 1,4]
 
 soak: alert latency (from the item's last frame in the zone, the tracker's pass end, to its line
 in events.jsonl; target p95 <= 1 s), frames read / processed / dropped, CPU used, and the
 resident memory sampled every second (it must stay flat), over a few minutes.
 sizing: the same for each frame size and rate in --grid against each core count in --cpus (the
-service pinned with taskset): what a box of that size keeps up with.
+services pinned with taskset) and each number of lanes in --lanes run side by side on those
+cores: what a box of that size keeps up with.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -51,6 +53,24 @@ def contention() -> str:
         return f"load average {os.getloadavg()[0]:.1f}, CPU pressure {psi}% (tasks waiting for a core, last 10 s)"
     except (OSError, IndexError):
         return f"load average {os.getloadavg()[0]:.1f}"
+
+
+def machine_counters() -> tuple[float, float, float]:
+    """(wall time, microseconds some task waited for a CPU (PSI), CPU ticks stolen by the hypervisor)."""
+    try:
+        stall = float(Path("/proc/pressure/cpu").read_text().split()[4].split("=")[1])
+    except (OSError, IndexError, ValueError):
+        stall = float("nan")
+    steal = float(Path("/proc/stat").read_text().split()[8])
+    return time.time(), stall, steal
+
+
+def busy_share(before: tuple[float, float, float], after: tuple[float, float, float]) -> str:
+    """How contended the machine was between two `machine_counters()` readings."""
+    wall = max(after[0] - before[0], 1e-9)
+    waited = (after[1] - before[1]) / 1e6 / wall
+    stolen = (after[2] - before[2]) / os.sysconf("SC_CLK_TCK") / wall / (os.cpu_count() or 1)
+    return f"{100 * waited:.0f}% / {100 * stolen:.0f}%"
 
 
 def build_gallery(work: Path) -> Path:
@@ -146,6 +166,7 @@ def run_service(work: Path, gallery: Path, scenario: Path, seconds: float, cpus:
                                                              **({"txn": f"L{k}-{e['txn']}"} if "txn" in e else {})})
                           for k in range(loops) for e in pos)
         samples: list[tuple[float, float, float]] = []  # (seconds since start, RSS MB, CPU seconds)
+        machine_before = machine_counters()
         start = time.time()
         next_sample = start
         while time.time() - start < seconds:
@@ -157,6 +178,7 @@ def run_service(work: Path, gallery: Path, scenario: Path, seconds: float, cpus:
                 samples.append((now - start, rss, cpu))
                 next_sample += 1.0
             time.sleep(0.01)
+        machine = busy_share(machine_before, machine_counters())
         health = _get(url + "/health")
         metrics = _get(url + "/metrics")
         proc.send_signal(signal.SIGTERM)
@@ -166,7 +188,7 @@ def run_service(work: Path, gallery: Path, scenario: Path, seconds: float, cpus:
             proc.kill()
         log.close()
     records = [json.loads(line) for line in (state / "events.jsonl").read_text().splitlines()]
-    return {"records": records, "health": health, "metrics": metrics, "samples": samples, "exit": code, "origin": origin,
+    return {"records": records, "health": health, "metrics": metrics, "samples": samples, "exit": code, "origin": origin, "machine": machine,
             "duration": duration, "seconds": seconds, "scenario": scenario, "run": run}
 
 
@@ -220,7 +242,8 @@ def cmd_soak(a: argparse.Namespace, work: Path) -> int:
           f"{'' if a.nice is None else f'; service at nice {a.nice}'})")
     result = run_service(work, gallery, scenario, seconds, a.cpus, a.queue_frames, "soak", a.nice)
     lat = latency(result)
-    print(f"exit status after SIGTERM: {result['exit']}")
+    print(f"exit status after SIGTERM: {result['exit']}; during the run, time some task waited for a CPU / CPU time stolen "
+          f"by the hypervisor: {result['machine']}")
     print(frames_line(result))
     if lat["n"]:
         ok = "meets" if lat["p95"] <= LATENCY_TARGET_S else "MISSES"
@@ -247,26 +270,45 @@ def cmd_sizing(a: argparse.Namespace, work: Path) -> int:
     gallery = build_gallery(work)
     print(f"sizing: {a.seconds:g} s per row ({os.cpu_count()} CPUs; at start: {contention()}"
           f"{'' if a.nice is None else f'; service at nice {a.nice}'})")
-    print("| frames | cores | processed / camera fps | dropped | CPU used (cores) | CPU-ms per frame | cores needed | frame age p95 "
-          "| alert latency p95 | recall (non_scan, switch) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| frames | cores | lanes | processed / camera fps (worst lane) | dropped (worst) | CPU used (cores, all lanes) "
+          "| CPU-ms per frame | frame age p95 (worst) | alert latency p95 (worst) | recall (non_scan, switch) | machine: CPU wait / stolen |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for spec in a.grid.split(","):
         size, fps = spec.split("@")
         w, h = (int(v) for v in size.split("x"))
         scenario = make_scenario(work, w, h, float(fps), a.passes, a.seed)
         for cpus in (int(c) for c in a.cpus.split(",")):
-            result = run_service(work, gallery, scenario, a.seconds, cpus, a.queue_frames, f"size-{spec}-{cpus}", a.nice)
-            f = result["health"]["frames"]
-            cpu = (result["samples"][-1][2] - result["samples"][0][2]) / max(result["samples"][-1][0] - result["samples"][0][0], 1e-9)
-            age95 = _histogram_quantile(result["metrics"], "reid_frame_age_seconds", 0.95)
-            per_frame = cpu * a.seconds / max(f["processed"], 1)  # CPU seconds per processed frame, decoding included
-            lat = latency(result)
-            acc = accuracy(result)
-            recall = ", ".join(f"{m}/{n}" for t, (n, _, m) in acc.items() if t in ("non_scan", "product_switch"))
-            lat_text = f"{lat['p95']:.2f} s" if lat["n"] else "-"
-            print(f"| {w}x{h} @ {fps} | {cpus} | {f['processed'] / a.seconds:.1f} / {float(fps):g} | {100 * f['dropped'] / max(f['read'], 1):.0f}% | "
-                  f"{cpu:.2f} | {1000 * per_frame:.1f} | {per_frame * float(fps):.2f} | {1000 * age95:.0f} ms | {lat_text} | {recall} |", flush=True)
+            for lanes in (int(n) for n in a.lanes.split(",")):
+                with ThreadPoolExecutor(lanes) as pool:  # the lanes of one box, side by side on the same cores
+                    results = list(pool.map(lambda i: run_service(work, gallery, scenario, a.seconds, cpus, a.queue_frames,
+                                                                  f"size-{spec}-{cpus}c-{lanes}l-{i}", a.nice), range(lanes)))
+                print(sizing_row(f"{w}x{h} @ {fps}", float(fps), cpus, results, a.seconds), flush=True)
     return 0
+
+
+def _ms(seconds: float) -> str:
+    return "> 5 s" if math.isinf(seconds) else f"{1000 * seconds:.0f} ms"  # the histogram's last bucket is 5 s
+
+
+def sizing_row(frames: str, fps: float, cpus: int, results: list[dict], seconds: float) -> str:
+    cores, processed, dropped, ages, lats = 0.0, [], [], [], []
+    recall = {t: [0, 0] for t in ("non_scan", "product_switch")}
+    for r in results:
+        f = r["health"]["frames"]
+        cores += (r["samples"][-1][2] - r["samples"][0][2]) / max(r["samples"][-1][0] - r["samples"][0][0], 1e-9)
+        processed.append(f["processed"])
+        dropped.append(f["dropped"] / max(f["read"], 1))
+        ages.append(_histogram_quantile(r["metrics"], "reid_frame_age_seconds", 0.95))
+        lat = latency(r)
+        lats.append(lat["p95"] if lat["n"] else float("nan"))
+        for t, (n, _, m) in accuracy(r).items():
+            if t in recall:
+                recall[t][0] += m
+                recall[t][1] += n
+    per_frame = cores * seconds / max(sum(processed), 1)  # CPU seconds per processed frame, decoding included
+    return (f"| {frames} | {cpus} | {len(results)} | {min(processed) / seconds:.1f} / {fps:g} | {100 * max(dropped):.0f}% | {cores:.2f} "
+            f"| {1000 * per_frame:.1f} | {_ms(max(ages))} | {max(lats):.2f} s | "
+            + ", ".join(f"{m}/{n}" for m, n in recall.values()) + f" | {results[0]['machine']} |")
 
 
 def main() -> int:
@@ -279,6 +321,7 @@ def main() -> int:
     sizing.add_argument("--seconds", type=float, default=60.0)
     sizing.add_argument("--grid", default="640x480@15,640x480@30,1280x720@15")
     sizing.add_argument("--cpus", default="1,2", help="core counts to pin the service to, comma-separated")
+    sizing.add_argument("--lanes", default="1", help="lanes run side by side on those cores, comma-separated counts")
     for p in (soak, sizing):
         p.add_argument("--passes", type=int, default=16, help="item passes per scenario (looped)")
         p.add_argument("--seed", type=int, default=5)

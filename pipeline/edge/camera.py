@@ -3,7 +3,8 @@
 `pipeline.sources` reads as fast as it can decode and gives file frames container time, which is
 what a replay wants. Live, a file must be paced and stamped like a camera: frame at video position
 p is shown at (clock origin + p) and stamped with that Unix time, so a test can post the
-scenario's POS events shifted by the same origin. Streams are opened here with connect and read
+scenario's POS events shifted by the same origin; a frame decoded more than a frame interval late is
+dropped (counted), as a camera's would be, so the stream stays real time. Streams are opened here with connect and read
 timeouts (a silent stream is noticed in seconds, not OpenCV's default 30) and reopened with
 backoff when lost. Frames go to a bounded `FrameQueue` that drops the oldest when the lane falls
 behind, so memory stays fixed and the lane works on fresh frames.
@@ -267,9 +268,12 @@ class CameraFeed:
                 for frame in source:
                     due = origin + frame.ts
                     delay = due - self.clock()
+                    last = frame.ts
+                    if delay < -1.0 / source.fps:  # decoded too late to be shown: a camera would have lost it too
+                        self.metrics.frames_dropped.inc("decode_late")
+                        continue
                     if delay > 0 and self._stop.wait(delay):
                         return
-                    last = frame.ts
                     yield frame.image, due
             finally:
                 source.close()

@@ -159,7 +159,7 @@ class Registry:
 
 EVENT_TYPES = ("non_scan", "product_switch", "unknown_item", "scan_without_item", "basket")
 POS_SOURCES = ("http", "file")
-DROP_REASONS = ("queue_full", "frame_size")
+DROP_REASONS = ("queue_full", "frame_size", "decode_late")
 
 
 class EdgeMetrics:
@@ -169,8 +169,9 @@ class EdgeMetrics:
         r = self.registry = Registry()
         self.frames_read = r.add(Counter("reid_frames_read_total", "Frames read from the camera."))
         self.frames_processed = r.add(Counter("reid_frames_processed_total", "Frames run through the lane."))
-        self.frames_dropped = r.add(Counter("reid_frames_dropped_total", "Frames read but not processed: the lane fell behind "
-                                            "(queue_full) or the frame size changed (frame_size).", ("reason",), [(x,) for x in DROP_REASONS]))
+        self.frames_dropped = r.add(Counter("reid_frames_dropped_total", "Frames not processed: the lane fell behind (queue_full), "
+                                            "the frame size changed (frame_size), or a video file played live could not be "
+                                            "decoded in time (decode_late).", ("reason",), [(x,) for x in DROP_REASONS]))
         self.processing = r.add(Histogram("reid_frame_processing_seconds", "Time to run one frame through the lane.", PROCESSING_BUCKETS))
         self.frame_age = r.add(Histogram("reid_frame_age_seconds", "From a frame's capture to the lane having processed it "
                                          "(queue wait included): how far the lane runs behind real time.", FRAME_AGE_BUCKETS))

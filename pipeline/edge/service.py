@@ -33,7 +33,7 @@ from pipeline.edge.evidence import EvidenceWriter
 from pipeline.edge.gallery_watch import GalleryWatcher
 from pipeline.edge.http_api import ApiContext, ApiServer
 from pipeline.edge.lane_worker import LaneWorker
-from pipeline.edge.metrics import EdgeMetrics
+from pipeline.edge.metrics import DROP_REASONS, EdgeMetrics
 from pipeline.edge.pos_intake import PosFileTailer, PosInbox
 from pipeline.edge.settings import EdgeConfig, EdgeError
 from pipeline.edge.webhook import WebhookSender
@@ -205,7 +205,8 @@ class EdgeService:
             "camera": camera,
             "frames": {"read_fps": camera["fps"], "processed_fps": lane["fps"], "read": int(self.metrics.frames_read.value()),
                        "processed": lane["frames_processed"],
-                       "dropped": int(sum(self.metrics.frames_dropped.value(r) for r in ("queue_full", "frame_size"))),
+                       "dropped": int(sum(self.metrics.frames_dropped.value(r) for r in DROP_REASONS)),
+                       "dropped_by": {r: int(self.metrics.frames_dropped.value(r)) for r in DROP_REASONS},
                        "waiting": lane["frames_waiting"]},
             "lane_state": {"zone": lane["zone"], "item_passes": lane["passes"], "pos_waiting": lane["pos_waiting"]},
             "gallery": {"path": self.config.gallery, "version": self.gallery.version, "error": self.watcher.error},
