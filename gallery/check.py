@@ -205,14 +205,15 @@ def format_report(report: CheckReport) -> str:
 
 
 def check_path(root: str | Path, model: str | Path | None = None, confusable_threshold: str = "far_0.01", min_refs: int = MIN_REFS) -> CheckReport:
-    """Check the published version of the gallery at `root` with its model's calibration."""
-    gallery = Gallery.open(root, model=model)
+    """Check the published version of the gallery at `root` with its model's calibration of
+    nearest-reference scores (the check compares references one to one)."""
+    gallery = Gallery.open(root, model=model, scoring="nearest")
     snap = gallery.snapshot
-    if confusable_threshold not in gallery.embedder.calibration.thresholds:
-        raise GalleryError(f"the model has no threshold {confusable_threshold!r}; it has {sorted(gallery.embedder.calibration.thresholds)}")
+    if confusable_threshold not in gallery.calibration.thresholds:
+        raise GalleryError(f"the model has no threshold {confusable_threshold!r}; it has {sorted(gallery.calibration.thresholds)}")
     if min_refs < 1:
         raise GalleryError(f"--min-refs must be at least 1, got {min_refs}")
     with GalleryStore.open(root, readonly=True) as store:
         rows = store.conn.execute("SELECT id, sku, image, source, phash FROM refs").fetchall()
     refs = {r[0]: RefInfo(*r) for r in rows}
-    return check_gallery(snap, refs, gallery.embedder.calibration.threshold, confusable_threshold, min_refs)
+    return check_gallery(snap, refs, gallery.calibration.threshold, confusable_threshold, min_refs)

@@ -1,6 +1,10 @@
 """The gallery as the checkout pipeline uses it: rank SKUs for item embeddings, verify a scanned
 SKU, and follow new versions published by operators without stopping.
 
+A SKU is scored the way the model's calibration was fitted (its default, or the one asked for):
+"centroid", the cosine to the normalised mean of the SKU's references (steadier: one odd photo does
+not decide), or "nearest", the cosine to its nearest reference.
+
 Queries run against an immutable in-memory snapshot of one version; `refresh` loads a newer version
 beside it and swaps a single reference, so queries in flight finish on the version they started with.
 """
@@ -9,16 +13,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from gallery.binding import bound_embedder
 from gallery.errors import GalleryError
 from gallery.index import reference_vectors
 from gallery.snapshot import Snapshot, read_current
+from models.calibration import SCORINGS, Calibration
+from models.errors import ReidError
 from models.runtime import OnnxEmbedder
 
 LOAD_TRIES = 5  # a version can be pruned between reading CURRENT and loading it; then read CURRENT again
-EXTRA_CANDIDATES = 8  # with mean-of-top-n scoring, SKUs beyond the k nearest that are rescored
+CENTROID_CHUNK = 65_536  # references read at a time while averaging them per SKU
 
 
 @dataclass(frozen=True)
@@ -26,7 +33,7 @@ class SkuMatch:
     """One ranked candidate for a query."""
 
     sku: str
-    score: float  # cosine similarity (max over the SKU's references, or mean of top n)
+    score: float  # cosine similarity to the SKU's centroid or nearest reference (the gallery's scoring)
     confidence: float  # calibrated, in [0, 1], from the model's Calibration
 
 
@@ -54,6 +61,24 @@ def load_current(root: Path) -> Snapshot:
     raise GalleryError(f"{root}: the current version changed {LOAD_TRIES} times while loading; try again")
 
 
+class Centroids:
+    """Each SKU's references averaged and normalised, in a FAISS index of their own (SKUs without
+    references have none). Computed once per loaded version, in chunks, so memory stays small."""
+
+    def __init__(self, snap: Snapshot):
+        dim = snap.index.d
+        sums = np.zeros((len(snap.skus), dim), np.float64)
+        for start in range(0, len(snap.ref_ids), CENTROID_CHUNK):
+            ids = snap.ref_ids[start : start + CENTROID_CHUNK]
+            np.add.at(sums, snap.ref_sku[start : start + CENTROID_CHUNK], reference_vectors(snap.index, ids))
+        norms = np.linalg.norm(sums, axis=1)
+        self.positions = np.flatnonzero(norms > 0)  # index row -> SKU position
+        self.vectors = np.zeros((len(snap.skus), dim), np.float32)  # SKU position -> centroid (zeros: no references)
+        self.vectors[self.positions] = sums[self.positions] / norms[self.positions, None]
+        self.index = faiss.IndexFlatIP(dim)
+        self.index.add(np.ascontiguousarray(self.vectors[self.positions]))
+
+
 class Gallery:
     """Reference embeddings per SKU, searched with FAISS.
 
@@ -61,29 +86,36 @@ class Gallery:
     >>> g.match(g.embedder.embed([crop]), k=3)[0][0].sku
     """
 
-    def __init__(self, root: Path, snapshot: Snapshot, embedder: OnnxEmbedder, mean_top: int | None):
+    def __init__(self, root: Path, snapshot: Snapshot, embedder: OnnxEmbedder, calibration: Calibration):
         self.root = root
         self._snap = snapshot
         self.embedder = embedder
-        self.mean_top = mean_top
-        self._calibration = embedder.calibration
+        self.calibration = calibration
+        self.scoring = calibration.scoring
 
     @classmethod
     def open(
-        cls, path: str | Path, embedder: OnnxEmbedder | None = None, model: str | Path | None = None, *, mean_top: int | None = None
+        cls, path: str | Path, embedder: OnnxEmbedder | None = None, model: str | Path | None = None, *, scoring: str | None = None
     ) -> "Gallery":
         """Open the current version. The embedder must be the gallery's model (refused otherwise).
 
-        mean_top=None scores a SKU by its best reference; mean_top=n by the mean of its n best (steadier
-        when one reference is unusually close to a look-alike).
+        scoring: "centroid" or "nearest" (see the module's docstring); by default the model's default,
+        and always one the model is calibrated for, so scores, confidences and thresholds agree.
         """
         root = Path(path)
         if not root.is_dir():
             raise GalleryError(f"{root}: no such gallery directory")
-        if mean_top is not None and mean_top < 1:
-            raise GalleryError(f"mean_top must be at least 1, got {mean_top}")
+        if scoring is not None and scoring not in SCORINGS:
+            raise GalleryError(f"scoring must be one of {', '.join(SCORINGS)}, got {scoring!r}")
         snap = load_current(root)
-        return cls(root, snap, bound_embedder(root, snap.model_fingerprint, snap.manifest["model_path"], embedder, model), mean_top)
+        bound = bound_embedder(root, snap.model_fingerprint, snap.manifest["model_path"], embedder, model)
+        try:
+            calibration = bound.calibration if scoring is None else bound.calibration_for(scoring)
+        except ReidError as e:
+            raise GalleryError(str(e)) from None
+        gallery = cls(root, snap, bound, calibration)
+        gallery._prepare(snap)
+        return gallery
 
     @property
     def version(self) -> int:
@@ -108,8 +140,18 @@ class Gallery:
                 f"{self.root}: version {snap.version} was built with model {snap.model_fingerprint[:12]} ({snap.manifest['model_path']}), "
                 f"this process embeds with {self.embedder.fingerprint[:12]}; restart it with the new model (still on version {self.version})"
             )
+        self._prepare(snap)
         self._snap = snap
         return True
+
+    def _prepare(self, snap: Snapshot) -> None:
+        """Compute what the scoring needs before the version serves queries (not at the first query)."""
+        if self.scoring == "centroid":
+            self._centroids(snap)
+
+    @staticmethod
+    def _centroids(snap: Snapshot) -> Centroids:
+        return snap.derived("centroids", Centroids)
 
     def match(self, embeddings: np.ndarray, k: int = 5) -> list[list[SkuMatch]]:
         """Per query row, up to k SKUs ranked by score, with calibrated confidences."""
@@ -127,8 +169,7 @@ class Gallery:
             raise GalleryError(f"verify takes one embedding (a 1-D array), got shape {embedding.shape}")
         query = self._queries(embedding, snap)
         pos = snap.position.get(sku)
-        refs = snap.sku_refs[pos] if pos is not None else np.zeros(0, np.int64)
-        similarity = self._aggregate(reference_vectors(snap.index, refs) @ query[0]) if len(refs) else -1.0
+        similarity = self._score(snap, pos, query[0]) if pos is not None and len(snap.sku_refs[pos]) else -1.0
         others = self._rank(snap, query, 1, pos)[0]
         other_sku, other_sim = (snap.skus[others[0][0]], others[0][1]) if others else (None, -1.0)
         return Verification(sku, similarity, self._confidence(similarity), other_sku, other_sim, similarity - other_sim)
@@ -145,20 +186,28 @@ class Gallery:
             raise GalleryError("embeddings contain non-finite values or all-zero rows")
         return np.ascontiguousarray(q / norms)
 
-    def _aggregate(self, sims: np.ndarray) -> float:
-        if self.mean_top is None:
-            return float(sims.max())
-        return float(np.sort(sims)[-self.mean_top :].mean())
+    def _score(self, snap: Snapshot, pos: int, query: np.ndarray) -> float:
+        """The query's score for the SKU at `pos` (which has references)."""
+        if self.scoring == "centroid":
+            return float(self._centroids(snap).vectors[pos] @ query)
+        return float((reference_vectors(snap.index, snap.sku_refs[pos]) @ query).max())
 
     def _rank(self, snap: Snapshot, queries: np.ndarray, k: int, exclude: int | None) -> list[list[tuple[int, float]]]:
-        """Per query, (SKU position, score) best first: candidate SKUs from the nearest references,
-        each scored exactly over all its references."""
+        """Per query, (SKU position, score) best first, leaving out the SKU at `exclude`."""
+        if snap.index.ntotal == 0:
+            return [[] for _ in range(len(queries))]
+        if self.scoring == "centroid":
+            c = self._centroids(snap)
+            scores, rows = c.index.search(queries, min(c.index.ntotal, k + (exclude is not None)))
+            return [[(int(c.positions[r]), float(s)) for s, r in zip(srow, rrow) if r >= 0 and c.positions[r] != exclude][:k]
+                    for srow, rrow in zip(scores, rows)]
+        return self._rank_nearest(snap, queries, k, exclude)
+
+    def _rank_nearest(self, snap: Snapshot, queries: np.ndarray, k: int, exclude: int | None) -> list[list[tuple[int, float]]]:
+        """Candidate SKUs from the nearest references (searching deeper until k distinct SKUs are found)."""
         ntotal = snap.index.ntotal
         results: list[list[tuple[int, float]]] = [[] for _ in range(len(queries))]
-        if ntotal == 0:
-            return results
-        pool = k if self.mean_top is None else k + EXTRA_CANDIDATES
-        depth = min(ntotal, max(4 * (pool + 1), 16))
+        depth = min(ntotal, max(4 * (k + 1), 16))
         todo = list(range(len(queries)))
         while todo:
             _, ids = snap.index.search(queries[todo], depth)
@@ -168,17 +217,17 @@ class Gallery:
                 if exclude is not None:
                     labels = labels[labels != exclude]
                 _, first = np.unique(labels, return_index=True)
-                candidates = labels[np.sort(first)][:pool]
-                if len(candidates) < pool and depth < ntotal:
+                candidates = labels[np.sort(first)][:k]
+                if len(candidates) < k and depth < ntotal:
                     retry.append(qi)
                     continue
-                scored = [(int(c), self._aggregate(reference_vectors(snap.index, snap.sku_refs[c]) @ queries[qi])) for c in candidates]
+                scored = [(int(c), self._score(snap, int(c), queries[qi])) for c in candidates]
                 results[qi] = sorted(scored, key=lambda t: -t[1])[:k]
             todo, depth = retry, min(ntotal, depth * 4)
         return results
 
     def _confidence(self, score: float) -> float:
-        return float(self._calibration.confidence(score))
+        return float(self.calibration.confidence(score))
 
     def _sku_match(self, snap: Snapshot, pos: int, score: float) -> SkuMatch:
         return SkuMatch(snap.skus[pos], score, self._confidence(score))

@@ -11,8 +11,10 @@ import io
 import json
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import faiss
 import numpy as np
@@ -21,6 +23,8 @@ from gallery.catalog import Product
 from gallery.errors import GalleryError
 from gallery.files import fsync_dir, fsync_file, remove_tree, replace_atomically, write_durably
 from gallery.index import EXACT, build_index, can_update, describe, factory_for, tune, update_index
+
+T = TypeVar("T")
 
 VERSIONS_DIR = "versions"
 CURRENT = "CURRENT"
@@ -157,10 +161,17 @@ class Snapshot:
     ref_ids: np.ndarray  # (N,) int64, ascending
     ref_sku: np.ndarray  # (N,) int64, SKU position of each reference in ref_ids
     sku_refs: list[np.ndarray]  # SKU position -> the ids of its references
+    _derived: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def model_fingerprint(self) -> str:
         return self.manifest["model_fingerprint"]
+
+    def derived(self, name: str, make: Callable[["Snapshot"], T]) -> T:
+        """What `make` computes from this version, computed once (the version never changes)."""
+        if name not in self._derived:
+            self._derived[name] = make(self)
+        return self._derived[name]
 
     def rows_of(self, ids: np.ndarray) -> np.ndarray:
         """Positions in `ref_ids` of these reference ids (which must be in the version)."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.calibration import Calibration, fit_calibration
+from models.calibration import SCORINGS, Calibration, fit_calibration
 from models.datasets import DataError, ImageSet
 from models.metrics import gallery_query, reality_check, verification, verification_scores
 from models.runtime import OnnxEmbedder
@@ -30,34 +30,39 @@ def embed_set(embedder: OnnxEmbedder, images: ImageSet, progress: bool = False) 
     return Embedded(emb, np.asarray(images.labels)[good], errors)
 
 
-def protocol(gallery: Embedded, queries: Embedded, aggregate: str = "max") -> dict[str, float]:
+def protocol(gallery: Embedded, queries: Embedded, scoring: str = "nearest") -> dict[str, float]:
     """Gallery->query recall of the SKU and verification (own SKU vs every other SKU)."""
-    out = gallery_query(gallery.emb, gallery.labels, queries.emb, queries.labels, aggregate=aggregate)
-    genuine, impostor = verification_scores(gallery.emb, gallery.labels, queries.emb, queries.labels, aggregate)
+    out = gallery_query(gallery.emb, gallery.labels, queries.emb, queries.labels, scoring=scoring)
+    genuine, impostor = verification_scores(gallery.emb, gallery.labels, queries.emb, queries.labels, scoring)
     out.update(verification(genuine, impostor, FARS))
     return out
 
 
-def calibrate(gallery: Embedded, queries: Embedded) -> Calibration:
-    """Fit the similarity -> confidence mapping and the operating thresholds on validation data."""
-    genuine, impostor = verification_scores(gallery.emb, gallery.labels, queries.emb, queries.labels)
-    v = verification(genuine, impostor, FARS)
-    thresholds = {"eer": v["threshold_eer"], **{f"far_{f:g}": v[f"threshold_far_{f:g}"] for f in FARS}}
-    return fit_calibration(genuine, impostor, thresholds)
+def calibrate(gallery: Embedded, queries: Embedded, default: str = "centroid") -> list[Calibration]:
+    """Fit the similarity -> confidence mapping and the operating thresholds on validation data,
+    for each SKU scoring, the `default` first (the gallery scores that way unless told otherwise)."""
+    if default not in SCORINGS:
+        raise ValueError(f"scoring must be one of {SCORINGS}, got {default!r}")
+    out = []
+    for scoring in sorted(SCORINGS, key=lambda s: s != default):
+        genuine, impostor = verification_scores(gallery.emb, gallery.labels, queries.emb, queries.labels, scoring)
+        v = verification(genuine, impostor, FARS)
+        thresholds = {"eer": v["threshold_eer"], **{f"far_{f:g}": v[f"threshold_far_{f:g}"] for f in FARS}}
+        out.append(fit_calibration(genuine, impostor, thresholds, scoring))
+    return out
 
 
 def evaluate(
     embedder: OnnxEmbedder, gallery: ImageSet, queries: ImageSet, iconic: ImageSet | None = None, progress: bool = False
 ) -> dict[str, dict[str, float]]:
     """All reports: reality-check metrics within the query split, gallery->query, and the same
-    protocol with the one-catalog-photo-per-SKU gallery when given. Calibration (`calibrate`) uses
-    nearest-reference scores, as the gallery's `verify` does."""
+    protocol with the one-catalog-photo-per-SKU gallery when given, SKUs scored both ways."""
     q = embed_set(embedder, queries, progress)
     g = embed_set(embedder, gallery, progress)
     report = {
         "within_queries": reality_check(q.emb, q.labels),
-        "gallery_query": protocol(g, q),  # SKUs ranked by their nearest reference
-        "gallery_query_centroid": protocol(g, q, "centroid"),  # by their references' mean
+        "gallery_query_centroid": protocol(g, q, "centroid"),  # SKUs ranked by their references' mean
+        "gallery_query_nearest": protocol(g, q, "nearest"),  # by their nearest reference
     }
     if iconic is not None:
         report["iconic_query"] = protocol(embed_set(embedder, iconic, progress), q)

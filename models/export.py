@@ -2,6 +2,7 @@
 images, calibrate it on validation data, and quantise it to int8 with onnxruntime."""
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,11 +29,17 @@ class ParityError(ReidError):
 
 
 def write_metadata(path: Path, info: ModelInfo) -> None:
+    """Replace the model's metadata; the file is swapped in whole, never left half written."""
     model = onnx.load(str(path))
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, info.to_json()
-    onnx.save(model, str(path))
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        onnx.save(model, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def export_onnx(net: torch.nn.Module, pre: Preprocess, out: Path, extra: dict, flip_tta: bool = True) -> Path:
@@ -48,7 +55,7 @@ def export_onnx(net: torch.nn.Module, pre: Preprocess, out: Path, extra: dict, f
         graph, (dummy,), str(out), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
         dynamic_shapes={"x": {0: batch}}, opset_version=OPSET, dynamo=True, external_data=False, verbose=False,
     )
-    write_metadata(out, ModelInfo(dim, pre, None, {**extra, "flip_tta": flip_tta}))
+    write_metadata(out, ModelInfo(dim, pre, (), {**extra, "flip_tta": flip_tta}))
     return out
 
 
@@ -66,9 +73,10 @@ def check_parity(net: torch.nn.Module, onnx_path: Path, images: Sequence[Path]) 
     return worst
 
 
-def set_calibration(path: Path, calibration: Calibration) -> None:
+def set_calibration(path: Path, calibrations: Sequence[Calibration]) -> None:
+    """Store the model's calibrations, one per SKU scoring, the default first."""
     info = OnnxEmbedder(path).info
-    write_metadata(path, ModelInfo(info.embedding_dim, info.preprocess, calibration, info.extra))
+    write_metadata(path, ModelInfo(info.embedding_dim, info.preprocess, tuple(calibrations), info.extra))
 
 
 class _ImageReader(CalibrationDataReader):
@@ -94,5 +102,5 @@ def quantize_int8(fp32: Path, out: Path, calibration_images: Sequence[Path]) -> 
             str(prepped), str(out), _ImageReader(info.preprocess, calibration_images),
             quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
         )
-    write_metadata(out, ModelInfo(info.embedding_dim, info.preprocess, info.calibration, {**info.extra, "quantized": "int8-static"}))
+    write_metadata(out, ModelInfo(info.embedding_dim, info.preprocess, info.calibrations, {**info.extra, "quantized": "int8-static"}))
     return out

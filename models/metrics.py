@@ -10,6 +10,8 @@ from collections import Counter
 import faiss
 import numpy as np
 
+from models.calibration import SCORINGS
+
 
 def _flat_search(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     index = faiss.IndexFlatIP(base.shape[1])
@@ -40,21 +42,18 @@ def reality_check(emb: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return {"precision_at_1": float(p1 / n), "r_precision": float(rp / n), "map_at_r": float(mapr / n)}
 
 
-AGGREGATES = ("max", "centroid")
-
-
 def sku_scores(
-    gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray, aggregate: str = "max"
+    gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray, scoring: str = "nearest"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per query, a similarity to each SKU: its best reference ("max") or the cosine to the
+    """Per query, a similarity to each SKU: its nearest reference ("nearest") or the cosine to the
     normalised mean of its references ("centroid", a prototype that averages out odd photos).
 
     Returns (skus, scores) with scores of shape (n_queries, n_skus).
     """
-    if aggregate not in AGGREGATES:
-        raise ValueError(f"aggregate must be one of {AGGREGATES}, got {aggregate!r}")
+    if scoring not in SCORINGS:
+        raise ValueError(f"scoring must be one of {SCORINGS}, got {scoring!r}")
     skus, inverse = np.unique(np.asarray(gallery_labels), return_inverse=True)
-    if aggregate == "centroid":
+    if scoring == "centroid":
         centroids = np.zeros((len(skus), gallery.shape[1]), np.float64)
         np.add.at(centroids, inverse, gallery)
         centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
@@ -72,10 +71,10 @@ def sku_scores(
 
 def gallery_query(
     gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray,
-    ks: tuple[int, ...] = (1, 5), aggregate: str = "max",
+    ks: tuple[int, ...] = (1, 5), scoring: str = "nearest",
 ) -> dict[str, float]:
     """Recall@k of the SKU: is the query's SKU among the k best-scoring gallery SKUs?"""
-    skus, scores = sku_scores(gallery, gallery_labels, queries, aggregate)
+    skus, scores = sku_scores(gallery, gallery_labels, queries, scoring)
     order = np.argsort(-scores, axis=1)
     ranked = skus[order]
     truth = np.asarray(query_labels)[:, None]
@@ -83,13 +82,13 @@ def gallery_query(
 
 
 def verification_scores(
-    gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray, aggregate: str = "max"
+    gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray, scoring: str = "nearest"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Genuine scores (query vs its own SKU) and impostor scores (query vs every other SKU).
 
     Queries whose SKU has no reference in the gallery contribute impostor scores only.
     """
-    skus, scores = sku_scores(gallery, gallery_labels, queries, aggregate)
+    skus, scores = sku_scores(gallery, gallery_labels, queries, scoring)
     own = np.asarray(query_labels)[:, None] == skus[None, :]
     return scores[own], scores[~own]
 

@@ -39,8 +39,13 @@ class ModelInfo:
 
     embedding_dim: int
     preprocess: Preprocess
-    calibration: Calibration | None  # None only between export and calibration
+    calibrations: tuple[Calibration, ...]  # one per SKU scoring, the default first; empty only between export and calibration
     extra: dict
+
+    @property
+    def calibration(self) -> Calibration | None:
+        """The default calibration (and so the gallery's default scoring), None if uncalibrated."""
+        return self.calibrations[0] if self.calibrations else None
 
     @classmethod
     def parse(cls, raw: str | None, source: str) -> "ModelInfo":
@@ -57,7 +62,8 @@ class ModelInfo:
         try:
             dim = int(meta["embedding_dim"])
             pre = Preprocess.from_dict(meta["preprocess"])
-            cal = None if meta["calibration"] is None else Calibration.from_dict(meta["calibration"])
+            raw_cal = meta["calibration"]
+            cals = tuple(Calibration.from_dict(c) for c in ([] if raw_cal is None else raw_cal if isinstance(raw_cal, list) else [raw_cal]))
         except KeyError as e:
             raise ModelError(f"{source}: metadata field {e} is missing") from None
         except (TypeError, ValueError) as e:
@@ -65,7 +71,9 @@ class ModelInfo:
         if dim <= 0:
             raise ModelError(f"{source}: metadata embedding_dim must be positive, got {dim}")
         extra = {k: v for k, v in meta.items() if k not in ("format", "version", "embedding_dim", "preprocess", "calibration")}
-        return cls(dim, pre, cal, extra)
+        if len({c.scoring for c in cals}) != len(cals):
+            raise ModelError(f"{source}: metadata has two calibrations for the same scoring")
+        return cls(dim, pre, cals, extra)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -74,7 +82,7 @@ class ModelInfo:
                 "version": FORMAT_VERSION,
                 "embedding_dim": self.embedding_dim,
                 "preprocess": self.preprocess.to_dict(),
-                "calibration": None if self.calibration is None else self.calibration.to_dict(),
+                "calibration": [c.to_dict() for c in self.calibrations] or None,
                 **self.extra,
             },
             sort_keys=True,
@@ -128,10 +136,20 @@ class OnnxEmbedder:
 
     @property
     def calibration(self) -> Calibration:
-        """Similarity -> confidence and the alert thresholds, fitted on validation data at export."""
+        """Similarity -> confidence and the alert thresholds, fitted on validation data at export,
+        for the model's default SKU scoring."""
         if self.info.calibration is None:
             raise ModelError(f"{self.path}: model is not calibrated; export it with calibration data (`reid export --calib ...`)")
         return self.info.calibration
+
+    def calibration_for(self, scoring: str) -> Calibration:
+        """The calibration of scores made the `scoring` way ("nearest" or "centroid")."""
+        found = [c for c in self.info.calibrations if c.scoring == scoring]
+        if not found:
+            have = ", ".join(c.scoring for c in self.info.calibrations) or "none"
+            raise ModelError(f"{self.path}: model has no calibration for {scoring!r} scoring (it has: {have}); "
+                             "recalibrate it with `reid calibrate`")
+        return found[0]
 
     @property
     def fingerprint(self) -> str:

@@ -31,6 +31,7 @@ class GalleryLike(Protocol):
     """What the pipeline needs from `gallery.Gallery`."""
 
     embedder: "OnnxEmbedder"
+    calibration: Calibration  # of the gallery's SKU scoring: the thresholds that alerts use
     version: int
 
     def match(self, embeddings: np.ndarray, k: int = 5) -> list[list["SkuMatch"]]: ...

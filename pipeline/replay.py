@@ -57,7 +57,7 @@ class LaneProcessor:
         self.detector = make_detector(zone, config.detector)
         self.tracker = PassTracker(config.tracker)
         self.crops = CropSelector(zone, config.crops)
-        thresholds = Thresholds.resolve(config.events, gallery.embedder.info.calibration)
+        thresholds = Thresholds.resolve(config.events, gallery.calibration)
         self.recogniser = Recogniser(gallery, thresholds)
         self.evidence_dir = evidence_dir
         self.events = EventBuilder(

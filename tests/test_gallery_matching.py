@@ -30,12 +30,15 @@ def stored_refs(root: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.array([r[0] for r in rows]), np.stack([np.frombuffer(r[1], np.float32) for r in rows])
 
 
-def brute_force(query: np.ndarray, labels: np.ndarray, vectors: np.ndarray, mean_top: int | None = None) -> dict[str, float]:
-    sims = vectors @ query
+def brute_force(query: np.ndarray, labels: np.ndarray, vectors: np.ndarray, scoring: str = "centroid") -> dict[str, float]:
     out = {}
     for sku in np.unique(labels):
-        s = np.sort(sims[labels == sku])
-        out[str(sku)] = float(s[-1] if mean_top is None else s[-mean_top:].mean())
+        refs = vectors[labels == sku]
+        if scoring == "centroid":
+            mean = refs.astype(np.float64).sum(0)
+            out[str(sku)] = float(mean @ query / np.linalg.norm(mean))
+        else:
+            out[str(sku)] = float((refs @ query).max())
     return out
 
 
@@ -48,26 +51,48 @@ def test_stored_embeddings_are_the_models_embeddings_of_the_photos(built_gallery
         assert (built_gallery / image).read_bytes() == Path(source).read_bytes()
 
 
-@pytest.mark.parametrize("mean_top", [None, 3])
-def test_match_ranks_skus_exactly_as_brute_force(built_gallery, embedder, val_queries, mean_top):
-    g = Gallery.open(built_gallery, embedder=embedder, mean_top=mean_top)
+@pytest.mark.parametrize("scoring", ["centroid", "nearest"])
+def test_match_ranks_skus_exactly_as_brute_force(built_gallery, embedder, val_queries, scoring):
+    g = Gallery.open(built_gallery, embedder=embedder, scoring=scoring)
+    calibration = embedder.calibration_for(scoring)
+    assert g.scoring == scoring and g.calibration == calibration
     queries, _ = val_queries
     labels, vectors = stored_refs(built_gallery)
     results = g.match(queries, k=4)
     assert len(results) == len(queries)
     for q, ranked in zip(queries, results):
-        expect = sorted(brute_force(q, labels, vectors, mean_top).items(), key=lambda t: -t[1])[:4]
+        expect = sorted(brute_force(q, labels, vectors, scoring).items(), key=lambda t: -t[1])[:4]
         assert [m.sku for m in ranked] == [s for s, _ in expect]
         assert np.allclose([m.score for m in ranked], [v for _, v in expect], atol=1e-5)
         assert all(isinstance(m, SkuMatch) and 0.0 <= m.confidence <= 1.0 for m in ranked)
-        assert np.allclose([m.confidence for m in ranked], embedder.calibration.confidence([m.score for m in ranked]), atol=1e-6)
+        assert np.allclose([m.confidence for m in ranked], calibration.confidence([m.score for m in ranked]), atol=1e-6)
+
+
+def test_the_gallery_scores_the_way_the_model_is_calibrated_by_default(built_gallery, embedder, tmp_path):
+    g = Gallery.open(built_gallery, embedder=embedder)
+    assert g.scoring == embedder.calibration.scoring == "centroid" and g.calibration == embedder.calibration
+    with pytest.raises(GalleryError, match="scoring"):
+        Gallery.open(built_gallery, embedder=embedder, scoring="median")
 
 
 def test_a_reference_photo_finds_its_own_sku_with_similarity_one(built_gallery, embedder):
-    g = Gallery.open(built_gallery, embedder=embedder)
+    g = Gallery.open(built_gallery, embedder=embedder, scoring="nearest")
     photo = sorted((TRAIN / "Kiwi").glob("*.jpg"))[0]
     best = g.match(embedder.embed([read_image(photo)]), k=1)[0][0]
     assert best.sku == "Kiwi" and best.score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_a_sku_with_one_reference_has_it_for_centroid(tmp_path, embedder):
+    photo = sorted((TRAIN / "Kiwi").glob("*.jpg"))[0]
+    GalleryStore.init(tmp_path / "g", operator="t")
+    with GalleryStore.open(tmp_path / "g") as store:
+        store.add("Kiwi", [photo], operator="t", embedder=embedder)
+        store.add("Lemon", [], operator="t", embedder=embedder)  # catalogued, no photo yet
+    g = Gallery.open(tmp_path / "g", embedder=embedder)
+    best = g.match(embedder.embed([read_image(photo)]), k=3)[0]
+    assert [m.sku for m in best] == ["Kiwi"] and best[0].score == pytest.approx(1.0, abs=1e-4)  # SKUs without references never rank
+    v = g.verify(embedder.embed([read_image(photo)])[0], "Lemon")
+    assert v.similarity == -1.0 and v.best_other_sku == "Kiwi"
 
 
 def test_match_takes_a_single_vector_and_k_larger_than_the_gallery(built_gallery, embedder, val_queries):
@@ -76,19 +101,20 @@ def test_match_takes_a_single_vector_and_k_larger_than_the_gallery(built_gallery
     assert len(ranked) == 1 and sorted(m.sku for m in ranked[0]) == SKUS
 
 
-def test_verify_agrees_with_brute_force(built_gallery, embedder, val_queries):
-    g = Gallery.open(built_gallery, embedder=embedder)
+@pytest.mark.parametrize("scoring", ["centroid", "nearest"])
+def test_verify_agrees_with_brute_force(built_gallery, embedder, val_queries, scoring):
+    g = Gallery.open(built_gallery, embedder=embedder, scoring=scoring)
     labels, vectors = stored_refs(built_gallery)
     queries, truth = val_queries
     for q, claimed in [(queries[0], truth[0]), (queries[0], "Lemon"), (queries[-1], truth[-1])]:
-        scores = brute_force(q, labels, vectors)
+        scores = brute_force(q, labels, vectors, scoring)
         v = g.verify(q, claimed)
         other = max((s for s in scores if s != claimed), key=scores.get)
         assert isinstance(v, Verification) and v.sku == claimed
         assert v.similarity == pytest.approx(scores[claimed], abs=1e-5)
         assert v.best_other_sku == other and v.best_other_similarity == pytest.approx(scores[other], abs=1e-5)
         assert v.margin == pytest.approx(v.similarity - v.best_other_similarity, abs=1e-6)
-        assert v.confidence == pytest.approx(float(embedder.calibration.confidence(v.similarity)), abs=1e-6)
+        assert v.confidence == pytest.approx(float(embedder.calibration_for(scoring).confidence(v.similarity)), abs=1e-6)
 
 
 def test_verify_of_an_unknown_sku_gives_similarity_minus_one(built_gallery, embedder, val_queries):

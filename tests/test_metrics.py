@@ -88,20 +88,24 @@ def test_calibration_is_monotone_and_separates_classes():
     cal = fit_calibration(genuine, impostor, {"far_0.01": 0.65})
     c = cal.confidence(np.array([0.2, 0.5, 0.6, 0.8, 0.95]))
     assert np.all(np.diff(c) > 0) and c[0] < 0.05 and c[-1] > 0.95
-    assert Calibration.from_dict(cal.to_dict()) == cal
+    assert Calibration.from_dict(cal.to_dict()) == cal and cal.scoring == "nearest"
+    centroid = fit_calibration(genuine, impostor, {}, scoring="centroid")
+    assert Calibration.from_dict(centroid.to_dict()).scoring == "centroid"
+    assert Calibration.from_dict({"a": 1.0, "b": 0.0}).scoring == "nearest"  # written before scorings had names
 
 
-@pytest.mark.parametrize("bad", [{}, {"a": "x", "b": 0}, {"a": -1.0, "b": 0.0}, {"a": float("nan"), "b": 0}])
+@pytest.mark.parametrize("bad", [{}, {"a": "x", "b": 0}, {"a": -1.0, "b": 0.0}, {"a": float("nan"), "b": 0},
+                                 {"a": 1.0, "b": 0.0, "scoring": "median"}, [1, 2]])
 def test_calibration_rejects_bad_metadata(bad):
     with pytest.raises(ValueError, match="calibration"):
         Calibration.from_dict(bad)
 
 
-def test_centroid_aggregation_ranks_skus_by_their_prototype():
+def test_centroid_scoring_ranks_skus_by_their_prototype():
     # X's references at 0 and 60 degrees average to 30; Y's one reference sits at 35
     gallery, labels = on_circle([0, 60, 35]), np.array(["X", "X", "Y"])
     query = on_circle([29])
     assert gallery_query(gallery, labels, query, np.array(["X"]), ks=(1,))["recall_at_1"] == 0.0
-    assert gallery_query(gallery, labels, query, np.array(["X"]), ks=(1,), aggregate="centroid")["recall_at_1"] == 1.0
-    with pytest.raises(ValueError, match="aggregate"):
-        gallery_query(gallery, labels, query, np.array(["X"]), aggregate="median")
+    assert gallery_query(gallery, labels, query, np.array(["X"]), ks=(1,), scoring="centroid")["recall_at_1"] == 1.0
+    with pytest.raises(ValueError, match="scoring"):
+        gallery_query(gallery, labels, query, np.array(["X"]), scoring="median")

@@ -123,6 +123,7 @@ def test_model_with_valid_metadata_loads(tmp_path):
         (json.dumps({k: v for k, v in GOOD_META.items() if k != "preprocess"}), "'preprocess' is missing"),
         (json.dumps({**GOOD_META, "preprocess": {**GOOD_META["preprocess"], "resize": "stretch"}}), "preprocess.resize"),
         (json.dumps({**GOOD_META, "calibration": {"a": "x"}}), "calibration"),
+        (json.dumps({**GOOD_META, "calibration": [GOOD_META["calibration"], GOOD_META["calibration"]]}), "same scoring"),
     ],
 )
 def test_model_with_missing_or_wrong_metadata_is_refused(tmp_path, meta, message):
@@ -130,6 +131,16 @@ def test_model_with_missing_or_wrong_metadata_is_refused(tmp_path, meta, message
     with pytest.raises(ModelError, match=message) as e:
         OnnxEmbedder(path)
     assert str(path) in str(e.value)
+
+
+def test_a_model_carries_one_calibration_per_scoring_the_first_the_default(tmp_path):
+    centroid = {"a": 12.0, "b": -7.0, "thresholds": {"far_0.01": 0.6}, "scoring": "centroid"}
+    e = OnnxEmbedder(_tiny_onnx(tmp_path / "m.onnx", json.dumps({**GOOD_META, "calibration": [centroid, GOOD_META["calibration"]]})))
+    assert e.calibration.scoring == "centroid" and e.calibration.threshold("far_0.01") == 0.6
+    assert e.calibration_for("nearest").threshold("far_0.01") == 0.7
+    old = OnnxEmbedder(_tiny_onnx(tmp_path / "old.onnx", json.dumps(GOOD_META)))  # one calibration, no scoring named
+    with pytest.raises(ModelError, match="no calibration for 'centroid' scoring .*recalibrate"):
+        old.calibration_for("centroid")
 
 
 def test_uncalibrated_model_says_so(tmp_path):

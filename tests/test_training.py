@@ -148,7 +148,17 @@ def test_export_parity_calibration_and_int8(short_run, tmp_path):
     gallery, queries = folder_set(SAMPLE / "train"), folder_set(SAMPLE / "val")
     emb = OnnxEmbedder(fp32)
     set_calibration(fp32, calibrate(embed_set(emb, gallery), embed_set(emb, queries)))
-    assert "far_0.01" in OnnxEmbedder(fp32).calibration.thresholds
+    cal = OnnxEmbedder(fp32)
+    assert "far_0.01" in cal.calibration.thresholds and cal.calibration.scoring == "centroid"
+    assert cal.calibration_for("nearest").threshold("far_0.01") > cal.calibration.threshold("far_0.01")  # a centroid is never as near
+
+    # `reid calibrate` refits in place and can make the other scoring the default
+    from pipeline.cli import main as reid  # noqa: PLC0415
+    assert reid(["calibrate", str(fp32), "--gallery", str(SAMPLE / "train"), "--calib", str(SAMPLE / "val"),
+                        "--scoring", "nearest", "--quiet"]) == 0
+    recal = OnnxEmbedder(fp32)
+    assert recal.calibration.scoring == "nearest" and recal.calibration == cal.calibration_for("nearest")
+    assert not list(tmp_path.glob(".*.tmp"))  # the rewrite left no temporary file
 
     int8 = quantize_int8(fp32, tmp_path / "m8.onnx", list(gallery.paths[::4]))
     e32, e8 = OnnxEmbedder(fp32), OnnxEmbedder(int8)
