@@ -99,7 +99,7 @@ class TrackerConfig:
 @dataclass(frozen=True)
 class CropConfig:
     per_track: int = 2  # crops embedded per pass (averaged); the embedder is the costliest stage
-    margin: float = 0.05  # context added around the box, as a share of its size (negative: cut inside it)
+    margin: float = -0.05  # share of the box added around it as context; negative cuts inside it (the motion box holds hand, shadow and background)
     min_side: int = 24  # smaller crops carry no product detail
 
     def __post_init__(self) -> None:

@@ -1,8 +1,8 @@
 """Lining item passes up with POS scans in time, and turning what does not add up into events.
 
-All times here are on the POS clock. A scan belongs to at most one pass: the pass whose time span
-it falls in or lies nearest to, within `window_before_s` before the item enters and
-`window_after_s` after it leaves. A pass is decided as soon as no later scan could still belong
+All times here are on the POS clock. A scan belongs to at most one pass, within `window_before_s`
+before the item enters and `window_after_s` after it leaves; passes that compete for scans (two
+items in the zone together) get them jointly (`pipeline.association`). A pass is decided as soon as no later scan could still belong
 to it (its window has closed), so alerts go out promptly while a late scan is still matched; a
 scan is decided once no pass, finished or still in the zone, could claim it.
 """
@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pipeline.association import assign
 from pipeline.basket import compare
 from pipeline.config import BasketConfig, EventConfig
 from pipeline.matching import Judgement, Recognition
@@ -46,18 +47,6 @@ class _Txn:
     last_scan: float | None = None
     seen: Counter = field(default_factory=Counter)
     scanned: Counter = field(default_factory=Counter)
-
-
-def gap(start: float, end: float, ts: float) -> float:
-    """Seconds from instant `ts` to the span [start, end] (0 inside it)."""
-    return max(0.0, start - ts, ts - end)
-
-
-def fit(start: float, end: float, ts: float) -> tuple[float, float]:
-    """How well a scan at `ts` fits a pass over [start, end], smaller is better: first the gap,
-    then the distance from the pass's middle. The scanner sits mid-zone, so when two items are
-    in the zone together the scan belongs to the one that was crossing the middle."""
-    return gap(start, end, ts), abs(ts - (start + end) / 2)
 
 
 class EventBuilder:
@@ -137,10 +126,11 @@ class EventBuilder:
     def advance(self, now: float, open_starts: list[float]) -> list[Event | BasketEvent]:
         out: list[Event | BasketEvent] = []
         after = self.config.window_after_s
+        picked = self._pick_scans(open_starts, now)
         for p in sorted(self._passes, key=lambda p: p.item.t_end):
-            scan, distance = self._pick_scan(p, open_starts, now)
+            scan = picked.get(id(p))
             # A scan inside the pass's own span cannot be bettered by a later one: decide now.
-            if now >= p.item.t_end + after or (scan is not None and distance == 0.0):
+            if now >= p.item.t_end + after or (scan is not None and p.item.t_start <= scan.ts <= p.item.t_end):
                 out += self._decide_pass(p, scan)
         out += self._decide_scans(now, open_starts)
         out += self._baskets(now, open_starts)
@@ -160,22 +150,12 @@ class EventBuilder:
     def _claimable(self, scan: _Scan, start: float, end: float) -> bool:
         return start - self.config.window_before_s <= scan.ts <= end + self.config.window_after_s
 
-    def _pick_scan(self, p: _Pass, open_starts: list[float], now: float) -> tuple[_Scan | None, float]:
-        """The scan this pass would take now, and its distance in seconds from the pass's span."""
-        item = p.item
-        best: tuple[float, float, _Scan] | None = None
-        for scan in self._scans:
-            if not self._claimable(scan, item.t_start, item.t_end):
-                continue
-            key = fit(item.t_start, item.t_end, scan.ts)
-            rivals = [fit(q.item.t_start, q.item.t_end, scan.ts) for q in self._passes
-                      if q is not p and self._claimable(scan, q.item.t_start, q.item.t_end)]
-            rivals += [fit(t0, now, scan.ts) for t0 in open_starts if self._claimable(scan, t0, now)]
-            if any(r < key for r in rivals):
-                continue  # a pass that fits this scan better will take it
-            if best is None or key < best[:2]:
-                best = (*key, scan)
-        return (best[2], best[0]) if best else (None, math.inf)
+    def _pick_scans(self, open_starts: list[float], now: float) -> dict[int, _Scan]:
+        """The scan each waiting pass would take now (by id of the pass), assigned jointly with the
+        other waiting passes and the tracks still in the zone (spans so far), which compete for them."""
+        spans = [(p.item.t_start, p.item.t_end) for p in self._passes] + [(t0, now) for t0 in open_starts]
+        chosen = assign(spans, [s.ts for s in self._scans], self.config.window_before_s, self.config.window_after_s)
+        return {id(p): self._scans[chosen[i]] for i, p in enumerate(self._passes) if i in chosen}
 
     def _decide_pass(self, p: _Pass, scan: _Scan | None) -> list[Event]:
         self._passes.remove(p)

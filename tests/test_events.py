@@ -219,6 +219,21 @@ def test_a_scan_goes_to_the_item_crossing_the_middle_when_two_are_in_the_zone():
     assert _alerts(b.advance(69.5, [])) == []
 
 
+def test_a_lead_item_scanned_while_the_follower_crosses_the_middle_keeps_its_scan():
+    # the lead item's scan (4.97) fits the follower's middle better, but the follower has its own (5.28)
+    records = []
+    b = _builder(records=records)
+    b.add_pos(_scan(4.966, "Apple"))
+    b.add_pass(*_pass(1, 3.933, 5.133, _vec(Apple=1)))
+    assert b.advance(5.2, [4.533]) == []  # the follower, still in the zone, may take that scan
+    b.add_pos(_scan(5.278, "Banana"))
+    assert b.advance(5.3, [4.533]) == []  # now each has one: the lead item's is inside its span
+    assert [(r.track_id, r.scanned_sku, r.verdict) for r in records] == [(1, "Apple", "ok")]
+    b.add_pass(*_pass(2, 4.533, 5.867, _vec(Banana=1)))
+    assert _alerts(b.advance(6.5, [])) == []
+    assert [(r.track_id, r.scanned_sku, r.verdict) for r in records] == [(1, "Apple", "ok"), (2, "Banana", "ok")]
+
+
 def test_two_items_side_by_side_and_one_scan():
     b = _builder()
     b.add_pos(_scan(2.0, "Apple"))
