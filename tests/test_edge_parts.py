@@ -4,6 +4,7 @@ write refused by the kernel), webhook delivery (receiver down then up, restart),
 and the HTTP API's answers to good, garbage, oversized and unauthenticated requests."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -20,7 +21,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.config import ConfigError
+from pipeline.config import ConfigError, LaneConfig
 from pipeline.edge.alert_log import AlertLog
 from pipeline.edge.camera import CameraFeed, FrameQueue
 from pipeline.edge.evidence import EvidenceWriter
@@ -112,6 +113,7 @@ def test_the_example_lane_toml_loads_and_relative_paths_follow_the_file(tmp_path
     edge, lane = load_edge_config(REPO / "deploy" / "lane.toml")
     assert edge.lane == "lane-1" and edge.camera.is_stream and edge.http.host == "127.0.0.1"
     assert lane.zone is not None and lane.events.window_after_s == 0.5
+    assert dataclasses.replace(lane, zone=None) == LaneConfig()  # "the default is the value shown"
     (tmp_path / "secret").write_text("tok-123\n")
     (tmp_path / "lane.toml").write_text('zone = [0, 0, 10, 10]\n[edge]\ngallery = "g"\nstate_dir = "s"\n'
                                         '[edge.camera]\nsource = "video.mp4"\n[edge.http]\nhost = "0.0.0.0"\ntoken_file = "secret"\n')
