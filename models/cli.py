@@ -50,6 +50,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         loss=a.loss, miner=a.miner, margin=a.margin, epochs=a.epochs, skus_per_batch=a.skus_per_batch, per_sku=a.per_sku,
         lr_backbone=a.lr_backbone, lr_head=a.lr_head, weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs,
         freeze_blocks=a.freeze_blocks, seed=a.seed, threads=a.threads, device=a.device, steps_per_epoch=a.steps_per_epoch,
+        init=a.init, augment=a.augment,
     )
     try:
         best = train(cfg, train_set, val_set, resume=a.resume, progress=not a.quiet)
@@ -177,6 +178,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm model name")
     p.add_argument("--weights", help="backbone state dict file (any naming scheme with matching tensor order)")
     p.add_argument("--no-pretrained", action="store_true", help="random initialisation")
+    p.add_argument("--init", metavar="CHECKPOINT", help="start from a trained embedder's best.pt (same backbone and size) and fine-tune it further")
+    p.add_argument("--augment", choices=["photo", "checkout"], default="photo",
+                   help="photo: crops, tilts, light and colour; checkout: also views like a lane camera's (whole item, small, "
+                   "low resolution, partly hidden by a hand)")
     p.add_argument("--dim", type=int, default=128, help="embedding size")
     p.add_argument("--size", type=int, default=224, help="input size in pixels")
     p.add_argument("--loss", default="triplet", choices=["triplet", "contrastive", "multi-similarity", "arcface"])

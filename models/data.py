@@ -14,31 +14,66 @@ from models.images import read_image
 from models.preprocess import Preprocess
 
 
-def train_transform(pre: Preprocess) -> v2.Compose:
-    """Crop/scale, mirror, tilt, light and colour changes and motion-like blur, on uint8 RGB tensors."""
+AUGMENTATIONS = ("photo", "checkout")
+SKIN_RGB = (0.80, 0.62, 0.52)  # a hand's colour, in [0, 1], for the occlusions of "checkout" views
+
+
+class LowResolution:
+    """Shrink the image so its longer side is a random length in `sides`, then scale it back up:
+    a checkout camera sees an item at 100-200 pixels, a phone photo at thousands."""
+
+    def __init__(self, sides: tuple[int, int]):
+        self.sides = sides
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        h, w = img.shape[-2:]
+        s = float(np.random.randint(self.sides[0], self.sides[1] + 1)) / max(h, w)
+        if s >= 1:
+            return img
+        small = v2.functional.resize(img, [max(8, round(h * s)), max(8, round(w * s))], antialias=True)
+        return v2.functional.resize(small, [h, w], antialias=True)
+
+
+def train_transform(pre: Preprocess, augment: str = "photo") -> v2.Compose:
+    """Augmentations on uint8 RGB tensors. "photo": crop/scale, mirror, tilt, light and colour
+    changes and motion-like blur. "checkout": views like a lane camera's crops of the product:
+    mostly whole, sometimes smaller in the frame, tilted, at low resolution, partly hidden by a hand."""
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
     fill = [round(255 * m) for m in pre.mean]
-    return v2.Compose(
-        [
+    colour = [
+        v2.ColorJitter(brightness=0.35, contrast=0.3, saturation=0.3, hue=0.03),
+        v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.8))], p=0.25),
+        v2.ToDtype(torch.float32, scale=True),
+    ]
+    if augment == "photo":
+        geometry = [
             v2.RandomResizedCrop(pre.size, scale=(0.35, 1.0), ratio=(0.75, 1.333), antialias=True),
             v2.RandomHorizontalFlip(),
             v2.RandomApply([v2.RandomRotation(20, fill=fill)], p=0.5),
-            v2.ColorJitter(brightness=0.35, contrast=0.3, saturation=0.3, hue=0.03),
-            v2.RandomApply([v2.GaussianBlur(5, sigma=(0.1, 1.8))], p=0.25),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(list(pre.mean), list(pre.std)),
         ]
-    )
+        return v2.Compose(geometry + colour + [v2.Normalize(list(pre.mean), list(pre.std))])
+    geometry = [
+        v2.RandomResizedCrop(pre.size, scale=(0.6, 1.0), ratio=(0.75, 1.333), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.RandomApply([v2.RandomZoomOut(fill=fill, side_range=(1.0, 1.4)), v2.Resize((pre.size, pre.size), antialias=True)], p=0.4),
+        v2.RandomApply([v2.RandomRotation(15, fill=fill)], p=0.5),
+        v2.RandomApply([LowResolution((90, 200))], p=0.6),
+    ]
+    hand = [v2.RandomErasing(p=0.3, scale=(0.02, 0.12), ratio=(0.5, 2.0), value=list(SKIN_RGB))]
+    return v2.Compose(geometry + colour + hand + [v2.Normalize(list(pre.mean), list(pre.std))])
 
 
 class LabelledImages(Dataset):
     """Images with integer SKU labels; train mode augments, eval mode applies the runtime's
     exact preprocessing (models.preprocess), so validation scores match deployment."""
 
-    def __init__(self, images: ImageSet, sku_index: dict[str, int], pre: Preprocess, train: bool, progress: bool = True):
+    def __init__(self, images: ImageSet, sku_index: dict[str, int], pre: Preprocess, train: bool, progress: bool = True,
+                 augment: str = "photo"):
         self.labels = np.array([sku_index[s] for s in images.labels], np.int64)
         self.pre = pre
         self.train = train
-        self.transform = train_transform(pre) if train else None
+        self.transform = train_transform(pre, augment) if train else None
         cache_side = round(pre.size * 1.25)
         self.images = []
         for p in tqdm(images.paths, desc="decode", unit="img", disable=not progress):

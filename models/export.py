@@ -45,7 +45,7 @@ def write_metadata(path: Path, info: ModelInfo) -> None:
 def export_onnx(net: torch.nn.Module, pre: Preprocess, out: Path, extra: dict, flip_tta: bool = True) -> Path:
     """Write net (optionally with test-time flip averaging baked in) as ONNX with dynamic batch."""
     net = net.eval()
-    graph = FlipAverage(net) if flip_tta else net
+    graph = (FlipAverage(net) if flip_tta else net).eval()
     dummy = torch.zeros(1, 3, pre.size, pre.size)
     with torch.no_grad():
         dim = graph(dummy).shape[1]

@@ -48,6 +48,8 @@ class TrainConfig:
     device: str = "auto"
     steps_per_epoch: int = 0  # 0: one pass over the training images
     preprocess: dict = field(default_factory=dict)
+    init: str | None = None  # start from this best.pt's weights (fine-tune a trained embedder further)
+    augment: str = "photo"  # "photo" or "checkout" (models.data.train_transform)
 
 
 def seed_everything(seed: int) -> None:
@@ -89,6 +91,14 @@ def lr_lambda(warmup_steps: int, total_steps: int):
 
 def train(cfg: TrainConfig, train_set: ImageSet, val_set: ImageSet, resume: bool = False, progress: bool = True) -> Path:
     """Train and return the path of the best checkpoint (by validation MAP@R)."""
+    start = None
+    if cfg.init:  # checked before any data is decoded
+        if not Path(cfg.init).is_file():
+            raise ValueError(f"{cfg.init}: checkpoint not found (give a best.pt of reid train)")
+        start = torch.load(cfg.init, map_location="cpu", weights_only=True)
+        were = TrainConfig(**start["config"])
+        if (were.backbone, were.dim) != (cfg.backbone, cfg.dim):
+            raise ValueError(f"{cfg.init}: a {were.backbone} with {were.dim}-d embeddings; this run is a {cfg.backbone} with {cfg.dim}-d")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
@@ -102,14 +112,17 @@ def train(cfg: TrainConfig, train_set: ImageSet, val_set: ImageSet, resume: bool
     if unknown:
         raise ValueError(f"validation SKUs not in the training data: {unknown[:5]}")
 
-    train_data = LabelledImages(train_set, sku_index, pre, train=True, progress=progress)
+    train_data = LabelledImages(train_set, sku_index, pre, train=True, progress=progress, augment=cfg.augment)
     val_data = LabelledImages(val_set, sku_index, pre, train=False, progress=progress)
     batch = cfg.skus_per_batch * cfg.per_sku
     steps = cfg.steps_per_epoch or max(1, len(train_data) // batch)
     sampler = MPerClassSampler(train_data.labels, m=cfg.per_sku, batch_size=batch, length_before_new_iter=steps * batch)
     loader = DataLoader(train_data, batch_size=batch, sampler=sampler, drop_last=True)
 
-    net = build_model(cfg).to(device)
+    net = build_model(cfg)
+    if start is not None:
+        net.load_state_dict(start["model"])
+    net = net.to(device)
     objective = build_objective(cfg.loss, cfg.dim, len(skus), cfg.miner, cfg.margin)
     objective.loss.to(device)
     backbone_params = [p for p in net.backbone.parameters() if p.requires_grad]

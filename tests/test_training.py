@@ -135,6 +135,41 @@ def test_resume_continues_from_the_last_epoch(short_run, tmp_path):
     assert epochs == [1, 2, 3, 4, 5]
 
 
+def test_fine_tuning_from_a_trained_run_with_checkout_views(short_run, tmp_path):
+    from models.train import TrainConfig, train
+
+    best, _, _ = short_run
+    skus = {"Banana", "Granny-Smith", "Oatly-Oat-Milk", "Red-Bell-Pepper"}
+    train_set, val_set = folder_set(SAMPLE / "train").only(skus), folder_set(SAMPLE / "val").only(skus)
+    cfg = TrainConfig(out=str(tmp_path / "ft"), size=96, epochs=1, skus_per_batch=4, per_sku=4, steps_per_epoch=2,
+                      lr_backbone=1e-9, lr_head=1e-9, warmup_epochs=0.0, init=str(best), augment="checkout")
+    tuned = torch.load(train(cfg, train_set, val_set, progress=False), weights_only=True)
+    start = torch.load(best, weights_only=True)
+    weights = [k for k in start["model"] if "running_" not in k and "num_batches" not in k]  # batch-norm statistics move anyway
+    for k in weights:  # started from the run's weights (a learning rate of ~0 keeps them)
+        assert torch.allclose(tuned["model"][k], start["model"][k], atol=1e-4), k
+    with pytest.raises(ValueError, match="not found"):
+        train(TrainConfig(out=str(tmp_path / "none"), init=str(tmp_path / "missing.pt")), train_set, val_set, progress=False)
+    with pytest.raises(ValueError, match="64-d"):
+        train(TrainConfig(out=str(tmp_path / "bad"), size=96, dim=64, epochs=1, init=str(best)), train_set, val_set, progress=False)
+
+
+def test_checkout_views_are_sometimes_partly_hidden_by_a_hand():
+    from models.data import SKIN_RGB, train_transform
+
+    torch.manual_seed(0)
+    np.random.seed(0)
+    pre = Preprocess(size=96)
+    img = torch.from_numpy(np.ascontiguousarray(read_image(sorted((SAMPLE / "train" / "Banana").glob("*.jpg"))[0])[:, :, ::-1])).permute(2, 0, 1)
+    views = torch.stack([train_transform(pre, "checkout")(img) for _ in range(32)])
+    assert views.shape == (32, 3, 96, 96) and torch.isfinite(views).all()
+    skin = ((torch.tensor(SKIN_RGB) - torch.tensor(pre.mean)) / torch.tensor(pre.std))[None, :, None, None]
+    hidden = ((views - skin).abs().amax(1) < 1e-5).flatten(1).sum(1)  # pixels painted the hand's colour
+    assert 0 < int((hidden > 0).sum()) < 32  # p = 0.3
+    with pytest.raises(ValueError, match="augment"):
+        train_transform(pre, "studio")
+
+
 def test_export_parity_calibration_and_int8(short_run, tmp_path):
     from models.evaluate import calibrate, embed_set
     from models.export import check_parity, export_onnx, quantize_int8, set_calibration
