@@ -20,7 +20,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import cv2
@@ -34,6 +33,7 @@ from pipeline.replay import replay
 from pipeline.score import read_events, read_truth, score
 from pipeline.types import Zone
 from pipeline.simulate import SimConfig, simulate
+from camera_fixtures import MjpegCamera
 from test_edge_parts import Receiver, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -357,65 +357,6 @@ def test_sigterm_flushes_and_exits_0_and_a_restart_sends_nothing_twice(live):
 
 
 # --- camera lost and found -------------------------------------------------------------------------
-
-class MjpegCamera:
-    """A network camera on loopback: the scenario's frames as an MJPEG stream over HTTP, in real
-    time from `origin` (looped); `unplug()` drops the connections and refuses new ones, `plug()` restores."""
-
-    def __init__(self, video: Path):
-        cap = cv2.VideoCapture(str(video))
-        self.fps = cap.get(cv2.CAP_PROP_FPS)
-        self.jpegs = []
-        while True:
-            ok, image = cap.read()
-            if not ok:
-                break
-            self.jpegs.append(cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes())
-        cap.release()
-        self.port = 0
-        self.origin = 0.0
-        self._live = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-
-    def plug(self) -> None:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-                self.end_headers()
-                last = -1
-                try:
-                    while owner._live.is_set():
-                        i = int((time.time() - owner.origin) * owner.fps)  # a camera shows now, and never ends:
-                        if i == last:  # the scenario plays in a loop
-                            time.sleep(0.005)
-                            continue
-                        jpeg, last = owner.jpegs[i % len(owner.jpegs)], i
-                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg) + jpeg + b"\r\n")
-                except OSError:
-                    return
-
-            def log_message(self, *args):
-                pass
-
-        if not self.origin:
-            self.origin = time.time()
-        self._live.set()
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-
-    def unplug(self) -> None:
-        self._live.clear()
-        self._server.shutdown()
-        self._server.server_close()  # waits for the streaming handlers, which end their connections
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/stream.mjpg"
-
 
 def test_camera_unplugged_and_plugged_back_and_pos_silent(gallery, scenario, tmp_path):
     camera = MjpegCamera(video_of(scenario))

@@ -1,11 +1,14 @@
 """Frame sources: timestamps from the container, and damaged input processed as far as it goes."""
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from pipeline.sources import ImageFolderSource, SourceError, VideoFileSource, open_source
+from camera_fixtures import MjpegCamera
+from pipeline.sources import ImageFolderSource, LiveSource, SourceError, VideoFileSource, open_source
+from test_edge_parts import free_port
 
 
 def _frames(n: int, w: int = 160, h: int = 120) -> list[np.ndarray]:
@@ -83,3 +86,29 @@ def test_image_folder_skips_bad_frames_and_keeps_time(tmp_path):
 def test_empty_image_folder_is_an_error(tmp_path):
     with pytest.raises(SourceError, match="no image files"):
         ImageFolderSource(tmp_path)
+
+
+def test_a_network_stream_gives_live_frames_stamped_with_unix_time(tmp_path):
+    camera = MjpegCamera(_write_avi(tmp_path / "v.avi", _frames(10), fps=10.0))
+    camera.plug()
+    try:
+        src = open_source(camera.url)
+        assert isinstance(src, LiveSource)
+        before = time.time()
+        frames = []
+        for f in src:
+            frames.append(f)
+            if len(frames) == 5:
+                break
+        after = time.time()
+    finally:
+        camera.unplug()
+    assert [f.image.shape for f in frames] == [(120, 160, 3)] * 5
+    assert all(before - 1.0 <= f.ts <= after for f in frames)  # capture time, not stream position
+    assert [b.ts > a.ts for a, b in zip(frames, frames[1:])] == [True] * 4
+
+
+def test_an_unreachable_stream_is_refused_by_name():
+    url = f"http://127.0.0.1:{free_port()}/cam.mjpg"
+    with pytest.raises(SourceError, match="cannot be opened"):
+        open_source(url)
