@@ -45,7 +45,11 @@ class FlipAverage(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.net(x) + self.net(torch.flip(x, dims=[3])), dim=1)
+        # one pass over the images and their mirrors together: the exported graph then holds each
+        # weight once, so int8 quantisation stores each weight once too
+        both = self.net(torch.cat([x, torch.flip(x, dims=[3])]))
+        n = x.shape[0]
+        return F.normalize(both[:n] + both[n:], dim=1)
 
 
 class ImageNetFeatures(nn.Module):

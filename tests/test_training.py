@@ -201,4 +201,4 @@ def test_export_parity_calibration_and_int8(short_run, tmp_path):
     imgs = [read_image(p) for p in val[:8]]
     cos = (e32.embed(imgs) * e8.embed(imgs)).sum(1)
     assert cos.min() > 0.9
-    assert int8.stat().st_size < fp32.stat().st_size * 0.6  # measured 0.51 (see the closing note: 0.25 is possible)
+    assert int8.stat().st_size < fp32.stat().st_size * 0.35  # int8 weights stored once each: the shipped pair measures 0.29
