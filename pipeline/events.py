@@ -2,9 +2,10 @@
 
 All times here are on the POS clock. A scan belongs to at most one pass, within `window_before_s`
 before the item enters and `window_after_s` after it leaves; passes that compete for scans (two
-items in the zone together) get them jointly (`pipeline.association`). A pass is decided as soon as no later scan could still belong
-to it (its window has closed), so alerts go out promptly while a late scan is still matched; a
-scan is decided once no pass, finished or still in the zone, could claim it.
+items in the zone together) get them jointly (`pipeline.association`). A pass is decided as soon
+as no later scan could still belong to it (its window has closed), so alerts go out promptly
+while a late scan is still matched; a scan is decided once no pass, finished or still in the
+zone, could claim it.
 """
 from __future__ import annotations
 

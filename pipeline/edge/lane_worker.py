@@ -27,7 +27,7 @@ from pipeline.edge.metrics import EdgeMetrics
 from pipeline.edge.pos_intake import PosInbox
 from pipeline.matching import GalleryLike
 from pipeline.pos import PosEvent
-from pipeline.replay import LaneProcessor, resolve_zone
+from pipeline.lane import LaneProcessor, resolve_zone
 from pipeline.types import BasketEvent, Event, Frame, PassRecord
 
 log = logging.getLogger("reid.edge.lane")
