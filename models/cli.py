@@ -154,9 +154,17 @@ def _calibrate(model: Path, references: ImageSet, queries: ImageSet, scoring: st
     from models.export import set_calibration
     from models.runtime import OnnxEmbedder
 
+    if len(set(references.labels)) < 2:
+        raise ReidError("calibration needs references of at least two SKUs (a query must have other SKUs to be told from)")
+    if not set(references.labels) & set(queries.labels):
+        raise ReidError("calibration needs queries of SKUs that have references: no SKU of the queries is among the references' "
+                        f"{len(set(references.labels))} SKUs")
     embedder = OnnxEmbedder(model)
     calibrations = calibrate(embed_set(embedder, references, progress=not quiet), embed_set(embedder, queries, progress=not quiet), scoring)
-    set_calibration(model, calibrations)
+    try:
+        set_calibration(model, calibrations)
+    except OSError as e:
+        raise ReidError(f"{model}: cannot rewrite the model file ({e.strerror or e}); it is unchanged") from None
     for c in calibrations:
         print(f"{model}: {c.scoring} scoring{' (default)' if c is calibrations[0] else ''}: "
               + ", ".join(f"{k} at {v:.3f}" for k, v in sorted(c.thresholds.items())))

@@ -194,6 +194,18 @@ def test_export_parity_calibration_and_int8(short_run, tmp_path):
     recal = OnnxEmbedder(fp32)
     assert recal.calibration.scoring == "nearest" and recal.calibration == cal.calibration_for("nearest")
     assert not list(tmp_path.glob(".*.tmp"))  # the rewrite left no temporary file
+    before = fp32.read_bytes()
+    strangers = tmp_path / "q" / "Unknown-SKU"
+    strangers.mkdir(parents=True)
+    for p in val[:2]:
+        (strangers / p.name).write_bytes(p.read_bytes())
+    assert reid(["calibrate", str(fp32), "--gallery", str(SAMPLE / "train"), "--calib", str(tmp_path / "q"), "--quiet"]) == 2
+    one_sku = tmp_path / "refs" / "Banana"
+    one_sku.mkdir(parents=True)
+    for p in sorted((SAMPLE / "train" / "Banana").glob("*.jpg"))[:2]:
+        (one_sku / p.name).write_bytes(p.read_bytes())
+    assert reid(["calibrate", str(fp32), "--gallery", str(tmp_path / "refs"), "--calib", str(SAMPLE / "val"), "--quiet"]) == 2
+    assert fp32.read_bytes() == before  # refused without touching the model
 
     int8 = quantize_int8(fp32, tmp_path / "m8.onnx", list(gallery.paths[::4]))
     e32, e8 = OnnxEmbedder(fp32), OnnxEmbedder(int8)
