@@ -89,12 +89,45 @@ class ModelInfo:
         )
 
 
-def file_fingerprint(path: str | Path) -> str:
+METADATA_FIELD = 14  # ModelProto.metadata_props, where the preprocessing and calibration live
+
+
+def model_fingerprint(data: bytes, source: str) -> str:
+    """sha256 of an ONNX model file's bytes without its metadata: of everything that decides the
+    embeddings. A gallery is bound to it, so recalibrating a model (which rewrites only its
+    metadata) leaves galleries usable, while any change to the graph or its weights does not."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    pos = 0
+    while pos < len(data):
+        start = pos
+        key, pos = _varint(data, pos, source)
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            _, pos = _varint(data, pos, source)
+        elif wire == 2:
+            size, pos = _varint(data, pos, source)
+            pos += size
+        elif wire in (1, 5):
+            pos += 8 if wire == 1 else 4
+        else:
+            raise ModelError(f"{source}: not an ONNX protobuf (wire type {wire} at byte {start})")
+        if pos > len(data):
+            raise ModelError(f"{source}: truncated ONNX protobuf (field {field} at byte {start})")
+        if field != METADATA_FIELD:
+            h.update(data[start:pos])
     return h.hexdigest()
+
+
+def _varint(data: bytes, pos: int, source: str) -> tuple[int, int]:
+    value, shift = 0, 0
+    while pos < len(data):
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+    raise ModelError(f"{source}: truncated ONNX protobuf")
 
 
 class OnnxEmbedder:
@@ -153,9 +186,9 @@ class OnnxEmbedder:
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the model file: a gallery is bound to exactly this model."""
+        """sha256 of the model without its metadata (`model_fingerprint`): a gallery is bound to it."""
         if self._fingerprint is None:
-            self._fingerprint = file_fingerprint(self.path)
+            self._fingerprint = model_fingerprint(self.path.read_bytes(), str(self.path))
         return self._fingerprint
 
     def embed_tensors(self, batch: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import sqlite3
+from contextlib import closing
 import tarfile
 from pathlib import Path
 
@@ -37,7 +38,7 @@ def empty_gallery(tmp_path, embedder) -> Path:
 
 def contents(root: Path) -> dict[str, dict]:
     """Per SKU: its catalogue row and {photo sha256: embedding bytes} of its active references."""
-    with sqlite3.connect(root / "gallery.db") as conn:
+    with closing(sqlite3.connect(root / "gallery.db")) as conn:
         out = {sku: {"product": (name, cat, price), "refs": {}} for sku, name, cat, price in conn.execute(
             "SELECT sku, name, category, price FROM products WHERE active")}
         for sku, sha, emb in conn.execute("SELECT sku, sha256, embedding FROM refs WHERE removed_version IS NULL"):

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import sqlite3
+from contextlib import closing
 import subprocess
 import sys
 import tempfile
@@ -49,7 +50,7 @@ def kill_at(step: str, *args: object) -> None:
 
 
 def active_refs(root: Path) -> list[int]:
-    with sqlite3.connect(root / "gallery.db") as conn:
+    with closing(sqlite3.connect(root / "gallery.db")) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         return [i for (i,) in conn.execute("SELECT id FROM refs WHERE removed_version IS NULL ORDER BY id")]
 
@@ -71,7 +72,7 @@ def assert_whole(root: Path, embedder, tidy: bool = True) -> Gallery:
 
 
 def set_keep(root: Path, keep: int) -> None:
-    with sqlite3.connect(root / "gallery.db") as conn:
+    with closing(sqlite3.connect(root / "gallery.db")) as conn, conn:  # the inner `with conn` commits
         conn.execute("UPDATE meta SET value = ? WHERE key = 'keep_versions'", (str(keep),))
 
 

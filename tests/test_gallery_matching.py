@@ -3,6 +3,7 @@ reference computation, following new versions, and refusing another model."""
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import faiss
@@ -25,7 +26,7 @@ def val_queries(embedder):
 
 def stored_refs(root: Path) -> tuple[np.ndarray, np.ndarray]:
     """(SKU per reference, embeddings) straight from the database, for brute-force answers."""
-    with sqlite3.connect(root / "gallery.db") as conn:
+    with closing(sqlite3.connect(root / "gallery.db")) as conn:  # closed here: a lingering connection removes its WAL files later, mid-copy of the gallery
         rows = conn.execute("SELECT sku, embedding FROM refs WHERE removed_version IS NULL").fetchall()
     return np.array([r[0] for r in rows]), np.stack([np.frombuffer(r[1], np.float32) for r in rows])
 
@@ -43,7 +44,7 @@ def brute_force(query: np.ndarray, labels: np.ndarray, vectors: np.ndarray, scor
 
 
 def test_stored_embeddings_are_the_models_embeddings_of_the_photos(built_gallery, embedder):
-    with sqlite3.connect(built_gallery / "gallery.db") as conn:
+    with closing(sqlite3.connect(built_gallery / "gallery.db")) as conn:
         rows = conn.execute("SELECT source, image, embedding FROM refs ORDER BY id LIMIT 3").fetchall()
     for source, image, blob in rows:
         expect = embedder.embed([read_image(source)])[0]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from models.images import read_image
-from models.runtime import METADATA_KEY, ModelError, OnnxEmbedder, default_model_path
+from models.runtime import METADATA_KEY, ModelError, OnnxEmbedder, default_model_path, model_fingerprint
 
 SAMPLE = Path("sample/grocery")
 
@@ -141,6 +141,19 @@ def test_a_model_carries_one_calibration_per_scoring_the_first_the_default(tmp_p
     old = OnnxEmbedder(_tiny_onnx(tmp_path / "old.onnx", json.dumps(GOOD_META)))  # one calibration, no scoring named
     with pytest.raises(ModelError, match="no calibration for 'centroid' scoring .*recalibrate"):
         old.calibration_for("centroid")
+
+
+def test_the_fingerprint_covers_the_graph_and_weights_but_not_the_metadata(tmp_path):
+    a = OnnxEmbedder(_tiny_onnx(tmp_path / "a.onnx", json.dumps(GOOD_META)))
+    recalibrated = {**GOOD_META, "calibration": {"a": 3.0, "b": -1.0, "thresholds": {"far_0.01": 0.5}}}
+    b = OnnxEmbedder(_tiny_onnx(tmp_path / "b.onnx", json.dumps(recalibrated)))
+    assert a.path.read_bytes() != b.path.read_bytes() and a.fingerprint == b.fingerprint  # galleries stay bound
+    note = b"another graph"  # ModelProto.doc_string (field 6): not metadata, so another model
+    other = tmp_path / "c.onnx"
+    other.write_bytes(a.path.read_bytes() + bytes([6 << 3 | 2, len(note)]) + note)
+    assert OnnxEmbedder(other).fingerprint != a.fingerprint
+    with pytest.raises(ModelError, match="truncated"):
+        model_fingerprint(a.path.read_bytes()[:-3], "cut.onnx")
 
 
 def test_uncalibrated_model_says_so(tmp_path):

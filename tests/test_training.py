@@ -193,6 +193,7 @@ def test_export_parity_calibration_and_int8(short_run, tmp_path):
                         "--scoring", "nearest", "--quiet"]) == 0
     recal = OnnxEmbedder(fp32)
     assert recal.calibration.scoring == "nearest" and recal.calibration == cal.calibration_for("nearest")
+    assert recal.fingerprint == cal.fingerprint  # only the metadata changed: galleries stay bound to the model
     assert not list(tmp_path.glob(".*.tmp"))  # the rewrite left no temporary file
     before = fp32.read_bytes()
     strangers = tmp_path / "q" / "Unknown-SKU"
