@@ -27,9 +27,12 @@ MAX_LIST_DRIFT = 2.0  # an IVF index is updated while its list count is within t
 
 def factory_for(n_refs: int) -> str:
     """The FAISS index factory string for a gallery of this size."""
-    if n_refs <= EXACT_MAX_REFS:
-        return EXACT
-    return f"IVF{LISTS_PER_SQRT_REF * math.isqrt(n_refs)},Flat"
+    return EXACT if n_refs <= EXACT_MAX_REFS else ivf_factory(n_refs)
+
+
+def ivf_factory(n: int) -> str:
+    """An inverted-file index sized for n vectors."""
+    return f"IVF{LISTS_PER_SQRT_REF * math.isqrt(n)},Flat"
 
 
 def build_index(vectors: np.ndarray, ids: np.ndarray, factory: str) -> faiss.Index:

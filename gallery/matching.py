@@ -13,12 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 from gallery.binding import bound_embedder
 from gallery.errors import GalleryError
-from gallery.index import reference_vectors
+from gallery.index import EXACT, build_index, ivf_factory, reference_vectors
 from gallery.snapshot import Snapshot, read_current
 from models.calibration import SCORINGS, Calibration
 from models.errors import ReidError
@@ -26,6 +25,9 @@ from models.runtime import OnnxEmbedder
 
 LOAD_TRIES = 5  # a version can be pruned between reading CURRENT and loading it; then read CURRENT again
 CENTROID_CHUNK = 65_536  # references read at a time while averaging them per SKU
+# Up to this many SKUs their centroids are searched exactly (about 1.5 ms a query at 50k); beyond,
+# with an IVF index like the references' (benchmarks/bench_gallery.py, docs/gallery.md)
+CENTROID_EXACT_MAX = 50_000
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,9 @@ def load_current(root: Path) -> Snapshot:
 
 
 class Centroids:
-    """Each SKU's references averaged and normalised, in a FAISS index of their own (SKUs without
-    references have none). Computed once per loaded version, in chunks, so memory stays small."""
+    """Each SKU's references averaged and normalised, in a FAISS index of their own (exact up to
+    CENTROID_EXACT_MAX SKUs, IVF beyond; ids are SKU positions; SKUs without references have none).
+    Computed once per loaded version, in chunks, so memory stays small."""
 
     def __init__(self, snap: Snapshot):
         dim = snap.index.d
@@ -75,8 +78,8 @@ class Centroids:
         self.positions = np.flatnonzero(norms > 0)  # index row -> SKU position
         self.vectors = np.zeros((len(snap.skus), dim), np.float32)  # SKU position -> centroid (zeros: no references)
         self.vectors[self.positions] = sums[self.positions] / norms[self.positions, None]
-        self.index = faiss.IndexFlatIP(dim)
-        self.index.add(np.ascontiguousarray(self.vectors[self.positions]))
+        n = len(self.positions)
+        self.index = build_index(self.vectors[self.positions], self.positions, EXACT if n <= CENTROID_EXACT_MAX else ivf_factory(n))
 
 
 class Gallery:
@@ -197,10 +200,9 @@ class Gallery:
         if snap.index.ntotal == 0:
             return [[] for _ in range(len(queries))]
         if self.scoring == "centroid":
-            c = self._centroids(snap)
-            scores, rows = c.index.search(queries, min(c.index.ntotal, k + (exclude is not None)))
-            return [[(int(c.positions[r]), float(s)) for s, r in zip(srow, rrow) if r >= 0 and c.positions[r] != exclude][:k]
-                    for srow, rrow in zip(scores, rows)]
+            index = self._centroids(snap).index
+            scores, found = index.search(queries, min(index.ntotal, k + (exclude is not None)))
+            return [[(int(p), float(s)) for s, p in zip(srow, prow) if p >= 0 and p != exclude][:k] for srow, prow in zip(scores, found)]
         return self._rank_nearest(snap, queries, k, exclude)
 
     def _rank_nearest(self, snap: Snapshot, queries: np.ndarray, k: int, exclude: int | None) -> list[list[tuple[int, float]]]:

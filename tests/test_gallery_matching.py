@@ -221,6 +221,23 @@ def test_an_approximate_index_is_updated_from_the_previous_version_and_stays_exa
                 assert [m.sku for m in ranked] == [s for s, _ in expect]
 
 
+def test_centroids_of_many_skus_are_searched_with_an_ivf_index_that_finds_the_same(built_gallery, embedder, val_queries, monkeypatch):
+    from gallery import matching
+
+    monkeypatch.setattr(matching, "CENTROID_EXACT_MAX", 5)  # 12 SKUs: an IVF index over their centroids
+    monkeypatch.setattr(gallery_index, "LISTS_PER_SQRT_REF", 1)  # 3 lists for 12 centroids
+    monkeypatch.setattr(gallery_index, "IVF_NPROBE", 1000)  # every list: any difference from exact is the index's fault
+    g = Gallery.open(built_gallery, embedder=embedder)
+    assert isinstance(matching.Gallery._centroids(g.snapshot).index, faiss.IndexIVF)
+    labels, vectors = stored_refs(built_gallery)
+    queries, truth = val_queries
+    for q, ranked in zip(queries, g.match(queries, k=3)):
+        expect = sorted(brute_force(q, labels, vectors).items(), key=lambda t: -t[1])[:3]
+        assert [m.sku for m in ranked] == [s for s, _ in expect]
+    v = g.verify(queries[0], truth[0])
+    assert v.best_other_sku != truth[0] and v.similarity == pytest.approx(brute_force(queries[0], labels, vectors)[truth[0]], abs=1e-5)
+
+
 def test_update_index_equals_a_fresh_index_on_the_same_lists():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4000, 16)).astype(np.float32)
