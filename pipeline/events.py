@@ -154,6 +154,8 @@ class EventBuilder:
     def _pick_scans(self, open_starts: list[float], now: float) -> dict[int, _Scan]:
         """The scan each waiting pass would take now (by id of the pass), assigned jointly with the
         other waiting passes and the tracks still in the zone (spans so far), which compete for them."""
+        if not self._passes or not self._scans:
+            return {}  # the usual frame: nothing to assign
         spans = [(p.item.t_start, p.item.t_end) for p in self._passes] + [(t0, now) for t0 in open_starts]
         chosen = assign(spans, [s.ts for s in self._scans], self.config.window_before_s, self.config.window_after_s)
         return {id(p): self._scans[chosen[i]] for i, p in enumerate(self._passes) if i in chosen}
