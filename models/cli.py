@@ -1,5 +1,5 @@
-"""`reid train | embed | eval | export | calibrate`: the embedder's commands. Torch is imported only inside
-train, export and calibrate, so embed and eval run on a runtime-only install."""
+"""`reid train | interpolate | embed | eval | export | calibrate`: the embedder's commands. Torch is imported
+only inside train, interpolate, export and calibrate, so embed and eval run on a runtime-only install."""
 from __future__ import annotations
 
 import argparse
@@ -57,6 +57,18 @@ def cmd_train(a: argparse.Namespace) -> int:
     except ValueError as e:
         raise ReidError(str(e)) from None
     print(f"best checkpoint: {best}")
+    return 0
+
+
+def cmd_interpolate(a: argparse.Namespace) -> int:
+    _need_train_extra()
+    from models.interpolate import interpolate
+
+    try:
+        out = interpolate(a.start, a.tuned, a.weight, Path(a.out) / "best.pt")
+    except ValueError as e:
+        raise ReidError(str(e)) from None
+    print(f"{out}: {1 - a.weight:g} x {a.start} + {a.weight:g} x {a.tuned}")
     return 0
 
 
@@ -212,6 +224,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("interpolate", help="mix a model's weights with its fine-tuned run's (WiSE-FT; needs the [train] extra)")
+    p.add_argument("start", help="best.pt the fine-tuning started from (reid train --init)")
+    p.add_argument("tuned", help="best.pt of the fine-tuned run")
+    p.add_argument("--weight", type=float, required=True, help="share of the fine-tuned weights, 0 to 1")
+    p.add_argument("--out", required=True, help="run folder for the mixed best.pt (export it with reid export)")
+    p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser("embed", help="embed images with an ONNX model into a .npy file")
     p.add_argument("images", nargs="*", help="image files")

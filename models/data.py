@@ -18,26 +18,45 @@ AUGMENTATIONS = ("photo", "checkout")
 SKIN_RGB = (0.80, 0.62, 0.52)  # a hand's colour, in [0, 1], for the occlusions of "checkout" views
 
 
-class LowResolution:
-    """Shrink the image so its longer side is a random length in `sides`, then scale it back up:
-    a checkout camera sees an item at 100-200 pixels, a phone photo at thousands."""
+class LaneCamera:
+    """A checkout camera's view of the product: shrunk so its longer side is a random length in
+    `sides` (a lane camera sees an item at 100-200 pixels, a phone at thousands), smeared along a
+    random direction as if moving during the exposure, with sensor noise and video-codec blocking,
+    then scaled back up. Each degradation is applied at the small size, where the camera makes it."""
 
-    def __init__(self, sides: tuple[int, int]):
-        self.sides = sides
+    def __init__(self, sides: tuple[int, int], blur_px: int = 9, noise: float = 6.0, quality: tuple[int, int] = (35, 95)):
+        self.sides, self.blur_px, self.noise, self.quality = sides, blur_px, noise, quality
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         h, w = img.shape[-2:]
         s = float(np.random.randint(self.sides[0], self.sides[1] + 1)) / max(h, w)
-        if s >= 1:
-            return img
-        small = v2.functional.resize(img, [max(8, round(h * s)), max(8, round(w * s))], antialias=True)
-        return v2.functional.resize(small, [h, w], antialias=True)
+        small = cv2.resize(np.ascontiguousarray(img.permute(1, 2, 0).numpy()),
+                           (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
+        if np.random.rand() < 0.6:
+            small = cv2.filter2D(small, -1, _motion_kernel(np.random.randint(2, self.blur_px + 1), np.random.uniform(0, 180)))
+        noisy = small.astype(np.float32) + np.random.normal(0.0, np.random.uniform(0, self.noise), small.shape)
+        small = np.clip(noisy, 0, 255).astype(np.uint8)
+        if np.random.rand() < 0.5:
+            q = int(np.random.randint(self.quality[0], self.quality[1] + 1))
+            small = cv2.imdecode(cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, q])[1], cv2.IMREAD_UNCHANGED)
+        big = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        return torch.from_numpy(np.ascontiguousarray(big)).permute(2, 0, 1)
+
+
+def _motion_kernel(length: int, angle_deg: float) -> np.ndarray:
+    """A normalised line `length` pixels long at `angle_deg`: the blur of straight motion."""
+    k = np.zeros((length, length), np.float32)
+    k[length // 2, :] = 1.0
+    rot = cv2.getRotationMatrix2D(((length - 1) / 2, (length - 1) / 2), angle_deg, 1.0)
+    k = cv2.warpAffine(k, rot, (length, length))
+    return k / k.sum()
 
 
 def train_transform(pre: Preprocess, augment: str = "photo") -> v2.Compose:
     """Augmentations on uint8 RGB tensors. "photo": crop/scale, mirror, tilt, light and colour
     changes and motion-like blur. "checkout": views like a lane camera's crops of the product:
-    mostly whole, sometimes smaller in the frame, tilted, at low resolution, partly hidden by a hand."""
+    mostly whole, sometimes smaller in the frame, tilted, seen by a lane camera (low resolution,
+    motion blur, sensor noise, compression), partly hidden by a hand."""
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
     fill = [round(255 * m) for m in pre.mean]
@@ -58,7 +77,7 @@ def train_transform(pre: Preprocess, augment: str = "photo") -> v2.Compose:
         v2.RandomHorizontalFlip(),
         v2.RandomApply([v2.RandomZoomOut(fill=fill, side_range=(1.0, 1.4)), v2.Resize((pre.size, pre.size), antialias=True)], p=0.4),
         v2.RandomApply([v2.RandomRotation(15, fill=fill)], p=0.5),
-        v2.RandomApply([LowResolution((90, 200))], p=0.6),
+        v2.RandomApply([LaneCamera((90, 200))], p=0.6),
     ]
     hand = [v2.RandomErasing(p=0.3, scale=(0.02, 0.12), ratio=(0.5, 2.0), value=list(SKIN_RGB))]
     return v2.Compose(geometry + colour + hand + [v2.Normalize(list(pre.mean), list(pre.std))])

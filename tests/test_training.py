@@ -3,6 +3,7 @@ run, export parity and int8 quantisation."""
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -168,6 +169,66 @@ def test_checkout_views_are_sometimes_partly_hidden_by_a_hand():
     assert 0 < int((hidden > 0).sum()) < 32  # p = 0.3
     with pytest.raises(ValueError, match="augment"):
         train_transform(pre, "studio")
+
+
+def test_lane_camera_views_are_small_blurred_noisy_and_compressed_then_scaled_back():
+    from models.data import LaneCamera, _motion_kernel
+
+    k = _motion_kernel(7, 0.0)
+    assert k.shape == (7, 7) and abs(float(k.sum()) - 1.0) < 1e-6 and (k[3] > 0).all() and k[[0, 6]].sum() == 0
+    assert abs(float(_motion_kernel(5, 90.0)[:, 2].sum()) - 1.0) < 1e-5  # vertical motion: one column
+    np.random.seed(0)
+    img = torch.from_numpy(np.ascontiguousarray(read_image(sorted((SAMPLE / "train" / "Oatly-Oat-Milk").glob("*.jpg"))[0])[:, :, ::-1]))
+    img = img.permute(2, 0, 1)[:, :280, :280].contiguous()
+    cam = LaneCamera((90, 120))
+    views = [cam(img) for _ in range(8)]
+    assert all(v.shape == img.shape and v.dtype == torch.uint8 for v in views)
+
+    def detail(x: torch.Tensor) -> float:  # energy of the finest scale: what a small, blurred view loses
+        g = cv2.cvtColor(np.ascontiguousarray(x.permute(1, 2, 0).numpy()), cv2.COLOR_RGB2GRAY)
+        return float(cv2.Laplacian(g, cv2.CV_32F).var())
+
+    assert max(detail(v) for v in views) < 0.5 * detail(img)
+    np.random.seed(1)
+    again = LaneCamera((90, 120))(img)
+    np.random.seed(1)
+    assert torch.equal(again, LaneCamera((90, 120))(img))  # seeded like the rest of training
+
+
+def test_interpolating_a_run_with_its_fine_tuned_copy(short_run, tmp_path):
+    from models.interpolate import interpolate
+    from models.train import load_checkpoint
+    from pipeline.cli import main as reid
+
+    best, _, _ = short_run
+    start = torch.load(best, weights_only=True)
+    tuned = {**start, "model": {k: v + 1.0 if v.is_floating_point() else v + 5 for k, v in start["model"].items()}}
+    torch.save(tuned, tmp_path / "tuned.pt")
+    floats = [k for k, v in start["model"].items() if v.is_floating_point()]
+    for w in (0.0, 0.25, 1.0):
+        mixed = torch.load(interpolate(best, tmp_path / "tuned.pt", w, tmp_path / f"w{w}" / "best.pt"), weights_only=True)
+        for k in floats:
+            assert torch.allclose(mixed["model"][k], start["model"][k] + w, atol=1e-6), (w, k)
+        counters = [k for k in start["model"] if k not in floats]
+        assert counters and all(torch.equal(mixed["model"][k], tuned["model"][k]) for k in counters)
+        assert mixed["interpolated"]["weight"] == w and mixed["skus"] == start["skus"]
+    net, pre, _ = load_checkpoint(tmp_path / "w0.25" / "best.pt")  # exportable like any run
+    assert pre.size == 96 and sum(p.numel() for p in net.parameters()) > 0
+    assert reid(["interpolate", str(best), str(tmp_path / "tuned.pt"), "--weight", "0.5", "--out", str(tmp_path / "cli")]) == 0
+    assert (tmp_path / "cli" / "best.pt").is_file()
+
+    other = {**start, "config": {**start["config"], "dim": 64}}
+    torch.save(other, tmp_path / "other.pt")
+    torch.save({"weights": 1}, tmp_path / "junk.pt")
+    shape = {**start, "model": {**start["model"], floats[0]: torch.zeros(3)}}
+    torch.save(shape, tmp_path / "shape.pt")
+    for path, weight, message in ((tmp_path / "tuned.pt", 1.5, "between 0"), (tmp_path / "missing.pt", 0.5, "not found"),
+                                  (tmp_path / "other.pt", 0.5, "dim 128 against 64"), (tmp_path / "junk.pt", 0.5, "not a checkpoint"),
+                                  (tmp_path / "shape.pt", 0.5, "shape of " + floats[0])):
+        with pytest.raises(ValueError, match=message):
+            interpolate(best, path, weight, tmp_path / "bad" / "best.pt")
+        assert not (tmp_path / "bad" / "best.pt").exists()
+    assert reid(["interpolate", str(best), str(tmp_path / "missing.pt"), "--weight", "0.5", "--out", str(tmp_path / "x")]) == 2
 
 
 def test_export_parity_calibration_and_int8(short_run, tmp_path):
