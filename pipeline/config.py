@@ -121,7 +121,7 @@ class EventConfig:
     window_after_s: float = 0.5  # ... and this long after it leaves (the non-scan alert waits for it)
     clock_offset_s: float = 0.0  # POS clock minus camera clock
     switch_reject: Threshold = "confidence:0.3"  # scanned SKU below this similarity: it does not look like the item
-    switch_accept: Threshold = "confidence:0.2"  # another SKU at or above this: the item may well be that one
+    switch_accept: Threshold = "confidence:0.5"  # another SKU at or above this: the item is more likely that one than not
     unknown_below: Threshold = "confidence:0.05"  # no SKU reaches this: the item is not in the gallery
     min_margin: float = 0.1  # the other SKU must beat the scanned one by at least this much
 

@@ -260,7 +260,7 @@ def test_config_file_maps_onto_the_defaults(tmp_path):
     c = load_config(f)
     assert (c.zone.x1, c.zone.y2) == (10, 200) and c.detector.onnx.model == str(tmp_path / "det" / "yolo.onnx")
     assert c.tracker.max_lost_s == 1.0 and c.tracker.min_frames == 3
-    assert c.events.switch_reject == 0.4 and c.events.switch_accept == "confidence:0.2" and c.basket.tversky_alpha == 2.0
+    assert c.events.switch_reject == 0.4 and c.events.switch_accept == "confidence:0.5" and c.basket.tversky_alpha == 2.0
     for text, needle in [("[tracker]\nmin_frames = 2.5\n", "tracker.min_frames: must be int"),
                          ("zone = [1, 2, 3]\n", "zone: expected a list of four integers"),
                          ("[crops]\nper_track = 0\n", "crops.per_track"),
