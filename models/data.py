@@ -29,14 +29,14 @@ class LaneCamera:
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         h, w = img.shape[-2:]
-        s = float(np.random.randint(self.sides[0], self.sides[1] + 1)) / max(h, w)
+        s = min(1.0, float(np.random.randint(self.sides[0], self.sides[1] + 1)) / max(h, w))  # never enlarge
         small = cv2.resize(np.ascontiguousarray(img.permute(1, 2, 0).numpy()),
                            (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
         if np.random.rand() < 0.6:
             small = cv2.filter2D(small, -1, _motion_kernel(np.random.randint(2, self.blur_px + 1), np.random.uniform(0, 180)))
         noisy = small.astype(np.float32) + np.random.normal(0.0, np.random.uniform(0, self.noise), small.shape)
         small = np.clip(noisy, 0, 255).astype(np.uint8)
-        if np.random.rand() < 0.5:
+        if np.random.rand() < 0.5:  # the RGB view goes to the encoder as is: the same blocking, luma weights of R and B swapped
             q = int(np.random.randint(self.quality[0], self.quality[1] + 1))
             small = cv2.imdecode(cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, q])[1], cv2.IMREAD_UNCHANGED)
         big = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
