@@ -25,13 +25,11 @@ TRAIN_SEED = 0  # the same references always give the same trained lists
 MAX_LIST_DRIFT = 2.0  # an IVF index is updated while its list count is within this factor of the ideal
 
 
-def factory_for(n_refs: int) -> str:
-    """The FAISS index factory string for a gallery of this size."""
-    return EXACT if n_refs <= EXACT_MAX_REFS else ivf_factory(n_refs)
-
-
-def ivf_factory(n: int) -> str:
-    """An inverted-file index sized for n vectors."""
+def factory_for(n: int, exact_max: int | None = None) -> str:
+    """The FAISS index factory string for n vectors: exact up to `exact_max` (default
+    EXACT_MAX_REFS, the references' limit), else an inverted file sized for n."""
+    if n <= (EXACT_MAX_REFS if exact_max is None else exact_max):
+        return EXACT
     return f"IVF{LISTS_PER_SQRT_REF * math.isqrt(n)},Flat"
 
 

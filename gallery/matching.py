@@ -17,7 +17,7 @@ import numpy as np
 
 from gallery.binding import bound_embedder
 from gallery.errors import GalleryError
-from gallery.index import EXACT, build_index, ivf_factory, reference_vectors
+from gallery.index import build_index, factory_for, reference_vectors
 from gallery.snapshot import Snapshot, read_current
 from models.calibration import SCORINGS, Calibration
 from models.errors import ReidError
@@ -78,8 +78,7 @@ class Centroids:
         self.positions = np.flatnonzero(norms > 0)  # index row -> SKU position
         self.vectors = np.zeros((len(snap.skus), dim), np.float32)  # SKU position -> centroid (zeros: no references)
         self.vectors[self.positions] = sums[self.positions] / norms[self.positions, None]
-        n = len(self.positions)
-        self.index = build_index(self.vectors[self.positions], self.positions, EXACT if n <= CENTROID_EXACT_MAX else ivf_factory(n))
+        self.index = build_index(self.vectors[self.positions], self.positions, factory_for(len(self.positions), CENTROID_EXACT_MAX))
 
 
 class Gallery:
