@@ -23,10 +23,16 @@ def cost(start: float, end: float, ts: float) -> float:
     return GAP_WEIGHT * gap + abs(ts - (start + end) / 2)
 
 
+def claimable(start: float, end: float, ts: float, before: float, after: float) -> bool:
+    """Whether a scan at `ts` may belong to a pass over [start, end]: inside it, or up to `before`
+    seconds before its start or `after` seconds after its end."""
+    return start - before <= ts <= end + after
+
+
 def assign(spans: Sequence[tuple[float, float]], scans: Sequence[float], before: float, after: float) -> dict[int, int]:
-    """Span index -> scan index. A scan may go to a span it falls in, or up to `before` seconds
-    before its start or `after` seconds after its end; each span and each scan is used at most once."""
-    edges = {i: [j for j, ts in enumerate(scans) if start - before <= ts <= end + after] for i, (start, end) in enumerate(spans)}
+    """Span index -> scan index, each scan to a span that can claim it (`claimable`); each span and
+    each scan is used at most once."""
+    edges = {i: [j for j, ts in enumerate(scans) if claimable(start, end, ts, before, after)] for i, (start, end) in enumerate(spans)}
     result: dict[int, int] = {}
     for group in _groups(edges):
         solve = _exact if len(group) <= EXACT_MAX else _greedy

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipeline.association import assign
+from pipeline.association import assign, claimable
 from pipeline.basket import compare
 from pipeline.config import BasketConfig, EventConfig
 from pipeline.matching import Judgement, Recognition
@@ -149,7 +149,7 @@ class EventBuilder:
         return out
 
     def _claimable(self, scan: _Scan, start: float, end: float) -> bool:
-        return start - self.config.window_before_s <= scan.ts <= end + self.config.window_after_s
+        return claimable(start, end, scan.ts, self.config.window_before_s, self.config.window_after_s)
 
     def _pick_scans(self, open_starts: list[float], now: float) -> dict[int, _Scan]:
         """The scan each waiting pass would take now (by id of the pass), assigned jointly with the
