@@ -8,14 +8,7 @@ from pathlib import Path
 
 import torch
 
-
-def _load(path: str | Path) -> dict:
-    if not Path(path).is_file():
-        raise ValueError(f"{path}: checkpoint not found (give a best.pt of reid train)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise ValueError(f"{path}: not a checkpoint of reid train (no model weights and config)")
-    return state
+from models.train import read_checkpoint
 
 
 def interpolate(start: str | Path, tuned: str | Path, weight: float, out: str | Path) -> Path:
@@ -23,7 +16,7 @@ def interpolate(start: str | Path, tuned: str | Path, weight: float, out: str | 
     SKUs, preprocessing) is the tuned checkpoint's. Both must be the same network."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"weight must be between 0 (the start) and 1 (the fine-tuned model), got {weight}")
-    a, b = _load(start), _load(tuned)
+    a, b = read_checkpoint(start), read_checkpoint(tuned)
     for key in ("backbone", "dim"):
         if a["config"].get(key) != b["config"].get(key):
             raise ValueError(f"{start} and {tuned} are different networks: {key} {a['config'].get(key)} against {b['config'].get(key)}")

@@ -93,9 +93,7 @@ def train(cfg: TrainConfig, train_set: ImageSet, val_set: ImageSet, resume: bool
     """Train and return the path of the best checkpoint (by validation MAP@R)."""
     start = None
     if cfg.init:  # checked before any data is decoded
-        if not Path(cfg.init).is_file():
-            raise ValueError(f"{cfg.init}: checkpoint not found (give a best.pt of reid train)")
-        start = torch.load(cfg.init, map_location="cpu", weights_only=True)
+        start = read_checkpoint(cfg.init)
         were = TrainConfig(**start["config"])
         if (were.backbone, were.dim) != (cfg.backbone, cfg.dim):
             raise ValueError(f"{cfg.init}: a {were.backbone} with {were.dim}-d embeddings; this run is a {cfg.backbone} with {cfg.dim}-d")
@@ -183,9 +181,19 @@ def train(cfg: TrainConfig, train_set: ImageSet, val_set: ImageSet, resume: bool
     return out / "best.pt"
 
 
-def load_checkpoint(path: str | Path) -> tuple[EmbeddingNet, Preprocess, dict]:
-    """Rebuild a trained network from best.pt (weights only; no pickled code is loaded)."""
+def read_checkpoint(path: str | Path) -> dict:
+    """A best.pt of `reid train` as saved (weights only; no pickled code is loaded)."""
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: checkpoint not found (give a best.pt of reid train)")
     state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise ValueError(f"{path}: not a checkpoint of reid train (no model weights and config)")
+    return state
+
+
+def load_checkpoint(path: str | Path) -> tuple[EmbeddingNet, Preprocess, dict]:
+    """Rebuild a trained network from best.pt."""
+    state = read_checkpoint(path)
     cfg = TrainConfig(**state["config"])
     net = EmbeddingNet(create_backbone(cfg.backbone, pretrained=False), cfg.dim)
     net.load_state_dict(state["model"])

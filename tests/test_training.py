@@ -229,6 +229,7 @@ def test_interpolating_a_run_with_its_fine_tuned_copy(short_run, tmp_path):
             interpolate(best, path, weight, tmp_path / "bad" / "best.pt")
         assert not (tmp_path / "bad" / "best.pt").exists()
     assert reid(["interpolate", str(best), str(tmp_path / "missing.pt"), "--weight", "0.5", "--out", str(tmp_path / "x")]) == 2
+    assert reid(["export", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "x.onnx"), "--gallery", "g", "--calib", "c"]) == 2
 
 
 def test_export_parity_calibration_and_int8(short_run, tmp_path):
