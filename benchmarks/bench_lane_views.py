@@ -24,6 +24,7 @@ sys.path.insert(0, str(REPO))
 
 from models.datasets import split_file_set  # noqa: E402
 from models.images import read_image  # noqa: E402
+from models.metrics import sku_scores  # noqa: E402
 from models.runtime import OnnxEmbedder  # noqa: E402
 from pipeline.simulate import _Look  # noqa: E402  (the simulator's own drawing of an item)
 
@@ -76,14 +77,13 @@ def main() -> int:
         emb = OnnxEmbedder(model)
         refs, good, _ = emb.embed_files(list(train.paths))
         labels = np.array([train.labels[i] for i in good])
-        skus = sorted(set(labels))
-        centroids = np.stack([refs[labels == s].mean(0) for s in skus])
-        centroids /= np.linalg.norm(centroids, axis=1, keepdims=True)
-        own = np.array([skus.index(s) for s in truth])
+        skus = np.unique(labels)
+        own = np.searchsorted(skus, truth)
         print(f"\n{emb.path} ({emb.fingerprint[:12]}): {len(photos)} val photos, {len(skus)} SKUs")
         print(f"{'view':32s} Recall@1  own-SKU similarity (median)")
         for name, make in views(a.side).items():
-            sims = emb.embed([make(img, p, i) for i, (img, p) in enumerate(zip(photos, val.paths))]) @ centroids.T
+            queries = emb.embed([make(img, p, i) for i, (img, p) in enumerate(zip(photos, val.paths))])
+            _, sims = sku_scores(refs, labels, queries, "centroid")
             top1 = float(np.mean(sims.argmax(1) == own))
             print(f"{name:32s} {top1:8.3f}  {np.median(sims[np.arange(len(own)), own]):.3f}", flush=True)
     return 0
