@@ -12,6 +12,7 @@ sizing: the same for each frame size and rate in --grid against each core count 
 services pinned with taskset) and each number of lanes in --lanes run side by side on those
 cores: what a box of that size keeps up with.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,10 +35,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from models.datasets import folder_set  # noqa: E402
-from pipeline.cli import main as reid  # noqa: E402
-from pipeline.score import read_events, read_truth, score  # noqa: E402
-from pipeline.simulate import SimConfig, simulate  # noqa: E402
+from retail_reid.models.datasets import folder_set  # noqa: E402
+from retail_reid.pipeline.cli import main as reid  # noqa: E402
+from retail_reid.pipeline.score import read_events, read_truth, score  # noqa: E402
+from retail_reid.pipeline.simulate import SimConfig, simulate  # noqa: E402
 
 SAMPLE = REPO / "sample" / "grocery"
 TOKEN = "bench-token"
@@ -84,9 +85,21 @@ def build_gallery(work: Path) -> Path:
 def make_scenario(work: Path, width: int, height: int, fps: float, passes: int, seed: int) -> Path:
     out = work / f"lane-{width}x{height}@{fps:g}-{passes}p-s{seed}"
     if not (out / "truth.json").exists():
-        simulate(folder_set(SAMPLE / "val"), out, SimConfig(passes=passes, transactions=max(1, passes // 6), non_scan_rate=0.15,
-                                                          switch_rate=0.15, scan_without_item_rate=0.07, fps=fps,
-                                                          width=width, height=height, seed=seed))
+        simulate(
+            folder_set(SAMPLE / "val"),
+            out,
+            SimConfig(
+                passes=passes,
+                transactions=max(1, passes // 6),
+                non_scan_rate=0.15,
+                switch_rate=0.15,
+                scan_without_item_rate=0.07,
+                fps=fps,
+                width=width,
+                height=height,
+                seed=seed,
+            ),
+        )
     return out
 
 
@@ -104,7 +117,11 @@ def _post(url: str, obj: dict) -> int:
 
 def _proc_sample(pid: int) -> tuple[float, float]:
     """(resident MB, CPU seconds used so far) of a process."""
-    rss = next(int(line.split()[1]) / 1024 for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmRSS:"))
+    rss = next(
+        int(line.split()[1]) / 1024
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith("VmRSS:")
+    )
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return rss, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -122,8 +139,16 @@ def _histogram_quantile(metrics: str, name: str, q: float) -> float | None:
     return next(le for le, count in buckets if count >= q * total)
 
 
-def run_service(work: Path, gallery: Path, scenario: Path, seconds: float, cpus: int | None, queue_frames: int, name: str,
-                nice: int | None = None) -> dict:
+def run_service(
+    work: Path,
+    gallery: Path,
+    scenario: Path,
+    seconds: float,
+    cpus: int | None,
+    queue_frames: int,
+    name: str,
+    nice: int | None = None,
+) -> dict:
     truth = json.loads((scenario / "truth.json").read_text())
     pos = [json.loads(line) for line in (scenario / "pos.jsonl").read_text().splitlines()]
     video = scenario / truth["video"]
@@ -136,10 +161,25 @@ def run_service(work: Path, gallery: Path, scenario: Path, seconds: float, cpus:
         shutil.rmtree(run)
     run.mkdir(parents=True)
     (run / "lane.toml").write_text(
-        f"zone = {json.dumps(truth['zone'])}\n[edge]\nlane = \"bench\"\ngallery = \"{gallery}\"\nstate_dir = \"{state}\"\n"
-        f"[edge.camera]\nsource = \"{video}\"\nloop = true\nqueue_frames = {queue_frames}\n[edge.http]\nport = 0\ntoken = \"{TOKEN}\"\n")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "REID_THREADS": str(cpus or os.cpu_count() or 1), "PYTHONPATH": str(REPO)}
-    command = [sys.executable, "-m", "pipeline.cli", "edge", "--config", str(run / "lane.toml"), "--log-level", "warning"]
+        f'zone = {json.dumps(truth["zone"])}\n[edge]\nlane = "bench"\ngallery = "{gallery}"\nstate_dir = "{state}"\n'
+        f'[edge.camera]\nsource = "{video}"\nloop = true\nqueue_frames = {queue_frames}\n[edge.http]\nport = 0\ntoken = "{TOKEN}"\n'
+    )
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "REID_THREADS": str(cpus or os.cpu_count() or 1),
+        "PYTHONPATH": str(REPO),
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "retail_reid.pipeline.cli",
+        "edge",
+        "--config",
+        str(run / "lane.toml"),
+        "--log-level",
+        "warning",
+    ]
     if cpus:
         command = ["taskset", "-c", f"0-{cpus - 1}"] + command
     if nice is not None:  # the priority a deployment gives the service (systemd Nice=); below 0 needs root
@@ -162,9 +202,14 @@ def run_service(work: Path, gallery: Path, scenario: Path, seconds: float, cpus:
         while (origin := _get(url + "/health")["camera"].get("clock_origin")) is None:  # type: ignore[union-attr]
             time.sleep(0.05)
         loops = int(seconds / duration) + 2
-        schedule = sorted((origin + k * duration + e["ts"], {**e, "ts": origin + k * duration + e["ts"],
-                                                             **({"txn": f"L{k}-{e['txn']}"} if "txn" in e else {})})
-                          for k in range(loops) for e in pos)
+        schedule = sorted(
+            (
+                origin + k * duration + e["ts"],
+                {**e, "ts": origin + k * duration + e["ts"], **({"txn": f"L{k}-{e['txn']}"} if "txn" in e else {})},
+            )
+            for k in range(loops)
+            for e in pos
+        )
         samples: list[tuple[float, float, float]] = []  # (seconds since start, RSS MB, CPU seconds)
         machine_before = machine_counters()
         start = time.time()
@@ -188,17 +233,35 @@ def run_service(work: Path, gallery: Path, scenario: Path, seconds: float, cpus:
             proc.kill()
         log.close()
     records = [json.loads(line) for line in (state / "events.jsonl").read_text().splitlines()]
-    return {"records": records, "health": health, "metrics": metrics, "samples": samples, "exit": code, "origin": origin, "machine": machine,
-            "duration": duration, "seconds": seconds, "scenario": scenario, "run": run}
+    return {
+        "records": records,
+        "health": health,
+        "metrics": metrics,
+        "samples": samples,
+        "exit": code,
+        "origin": origin,
+        "machine": machine,
+        "duration": duration,
+        "seconds": seconds,
+        "scenario": scenario,
+        "run": run,
+    }
 
 
 def latency(result: dict) -> dict:
     """Seconds from the item's last frame in the zone (the tracker's pass end, camera clock = Unix
     time of that frame) to its alert being written."""
-    values = np.array([r["written_at"] - r["t_end"] for r in result["records"] if r["type"] in ALERT_TYPES and r.get("track_id")])
+    values = np.array(
+        [r["written_at"] - r["t_end"] for r in result["records"] if r["type"] in ALERT_TYPES and r.get("track_id")]
+    )
     if not values.size:
         return {"n": 0}
-    return {"n": int(values.size), "p50": float(np.percentile(values, 50)), "p95": float(np.percentile(values, 95)), "max": float(values.max())}
+    return {
+        "n": int(values.size),
+        "p50": float(np.percentile(values, 50)),
+        "p95": float(np.percentile(values, 95)),
+        "max": float(values.max()),
+    }
 
 
 def accuracy(result: dict) -> dict[str, tuple[int, int, int]]:
@@ -211,7 +274,9 @@ def accuracy(result: dict) -> dict[str, tuple[int, int, int]]:
         lo = origin + k * duration
         part = [r for r in result["records"] if r["type"] != "basket" and lo <= r["t_start"] < lo + duration]
         path = result["run"] / f"loop{k}.jsonl"
-        path.write_text("".join(json.dumps({**r, "t_start": r["t_start"] - lo, "t_end": r["t_end"] - lo}) + "\n" for r in part))
+        path.write_text(
+            "".join(json.dumps({**r, "t_start": r["t_start"] - lo, "t_end": r["t_end"] - lo}) + "\n" for r in part)
+        )
         for s in score(truth, read_events(path), 1.0).types:
             if s.type in totals:
                 totals[s.type][0] += s.truth
@@ -222,56 +287,78 @@ def accuracy(result: dict) -> dict[str, tuple[int, int, int]]:
 
 def frames_line(result: dict) -> str:
     f = result["health"]["frames"]
-    cpu = (result["samples"][-1][2] - result["samples"][0][2]) / max(result["samples"][-1][0] - result["samples"][0][0], 1e-9)
+    cpu = (result["samples"][-1][2] - result["samples"][0][2]) / max(
+        result["samples"][-1][0] - result["samples"][0][0], 1e-9
+    )
     fps = f["processed"] / result["seconds"]
     dropped = f["dropped"] / max(f["read"], 1)
     p95 = _histogram_quantile(result["metrics"], "reid_frame_processing_seconds", 0.95)
     age50 = _histogram_quantile(result["metrics"], "reid_frame_age_seconds", 0.5)
     age95 = _histogram_quantile(result["metrics"], "reid_frame_age_seconds", 0.95)
-    return (f"frames read {f['read']}, processed {f['processed']} ({fps:.1f}/s), dropped {f['dropped']} ({100 * dropped:.1f}%); "
-            f"frame processing p95 <= {1000 * p95:.0f} ms; frame age when processed p50 <= {1000 * age50:.0f} ms, "
-            f"p95 <= {1000 * age95:.0f} ms (histogram buckets); CPU {cpu:.2f} cores, "
-            f"{1000 * cpu * result['seconds'] / max(f['processed'], 1):.1f} CPU-ms per processed frame (decoding included)")
+    return (
+        f"frames read {f['read']}, processed {f['processed']} ({fps:.1f}/s), dropped {f['dropped']} ({100 * dropped:.1f}%); "
+        f"frame processing p95 <= {1000 * p95:.0f} ms; frame age when processed p50 <= {1000 * age50:.0f} ms, "
+        f"p95 <= {1000 * age95:.0f} ms (histogram buckets); CPU {cpu:.2f} cores, "
+        f"{1000 * cpu * result['seconds'] / max(f['processed'], 1):.1f} CPU-ms per processed frame (decoding included)"
+    )
 
 
 def cmd_soak(a: argparse.Namespace, work: Path) -> int:
     gallery = build_gallery(work)
     scenario = make_scenario(work, 640, 480, 15.0, a.passes, a.seed)
     seconds = a.minutes * 60
-    print(f"soak: {a.minutes:g} min of {scenario.name} looped ({os.cpu_count()} CPUs; at start: {contention()}"
-          f"{'' if a.nice is None else f'; service at nice {a.nice}'})")
+    print(
+        f"soak: {a.minutes:g} min of {scenario.name} looped ({os.cpu_count()} CPUs; at start: {contention()}"
+        f"{'' if a.nice is None else f'; service at nice {a.nice}'})"
+    )
     result = run_service(work, gallery, scenario, seconds, a.cpus, a.queue_frames, "soak", a.nice)
     lat = latency(result)
-    print(f"exit status after SIGTERM: {result['exit']}; during the run, time some task waited for a CPU / CPU time stolen "
-          f"by the hypervisor: {result['machine']}")
+    print(
+        f"exit status after SIGTERM: {result['exit']}; during the run, time some task waited for a CPU / CPU time stolen "
+        f"by the hypervisor: {result['machine']}"
+    )
     print(frames_line(result))
     if lat["n"]:
         ok = "meets" if lat["p95"] <= LATENCY_TARGET_S else "MISSES"
-        print(f"alert latency (item leaves the zone -> alert written), {lat['n']} alerts: p50 {lat['p50']:.3f} s, "
-              f"p95 {lat['p95']:.3f} s, max {lat['max']:.3f} s ({ok} the {LATENCY_TARGET_S:g} s target)")
+        print(
+            f"alert latency (item leaves the zone -> alert written), {lat['n']} alerts: p50 {lat['p50']:.3f} s, "
+            f"p95 {lat['p95']:.3f} s, max {lat['max']:.3f} s ({ok} the {LATENCY_TARGET_S:g} s target)"
+        )
     acc = accuracy(result)
-    print("accuracy over the loops played in full: " + ", ".join(
-        f"{t} recall {m}/{n} precision {m}/{k}" for t, (n, k, m) in acc.items()))
+    print(
+        "accuracy over the loops played in full: "
+        + ", ".join(f"{t} recall {m}/{n} precision {m}/{k}" for t, (n, k, m) in acc.items())
+    )
     rss = np.array([s[1] for s in result["samples"]])
     t = np.array([s[0] for s in result["samples"]])
     warm = t >= min(60.0, seconds / 3)
     slope = np.polyfit(t[warm], rss[warm], 1)[0] * 3600 if warm.sum() > 2 else float("nan")
     first = rss[warm][: max(1, warm.sum() // 4)]
-    last = rss[warm][-max(1, warm.sum() // 4):]
-    minutes = [f"{rss[(t >= m * 60) & (t < (m + 1) * 60)].max():.1f}" for m in range(int(t[-1] // 60) + 1) if ((t >= m * 60) & (t < (m + 1) * 60)).any()]
+    last = rss[warm][-max(1, warm.sum() // 4) :]
+    minutes = [
+        f"{rss[(t >= m * 60) & (t < (m + 1) * 60)].max():.1f}"
+        for m in range(int(t[-1] // 60) + 1)
+        if ((t >= m * 60) & (t < (m + 1) * 60)).any()
+    ]
     print(f"resident memory, highest in each minute (MB): {' '.join(minutes)}")
-    print(f"resident memory: {rss[0]:.0f} MB at 1 s, after warm-up {rss[warm].min():.0f}-{rss[warm].max():.0f} MB; "
-          f"max of first quarter {first.max():.1f} MB, of last quarter {last.max():.1f} MB; fitted slope {slope:+.1f} MB/hour")
+    print(
+        f"resident memory: {rss[0]:.0f} MB at 1 s, after warm-up {rss[warm].min():.0f}-{rss[warm].max():.0f} MB; "
+        f"max of first quarter {first.max():.1f} MB, of last quarter {last.max():.1f} MB; fitted slope {slope:+.1f} MB/hour"
+    )
     print(f"events: {len(result['records'])} lines; run folder {result['run']}; at the end: {contention()}")
     return 0
 
 
 def cmd_sizing(a: argparse.Namespace, work: Path) -> int:
     gallery = build_gallery(work)
-    print(f"sizing: {a.seconds:g} s per row ({os.cpu_count()} CPUs; at start: {contention()}"
-          f"{'' if a.nice is None else f'; service at nice {a.nice}'})")
-    print("| frames | cores | lanes | processed / camera fps (worst lane) | dropped (worst) | CPU used (cores, all lanes) "
-          "| CPU-ms per frame | frame age p95 (worst) | alert latency p95 (worst) | recall (non_scan, switch) | machine: CPU wait / stolen |")
+    print(
+        f"sizing: {a.seconds:g} s per row ({os.cpu_count()} CPUs; at start: {contention()}"
+        f"{'' if a.nice is None else f'; service at nice {a.nice}'})"
+    )
+    print(
+        "| frames | cores | lanes | processed / camera fps (worst lane) | dropped (worst) | CPU used (cores, all lanes) "
+        "| CPU-ms per frame | frame age p95 (worst) | alert latency p95 (worst) | recall (non_scan, switch) | machine: CPU wait / stolen |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for spec in a.grid.split(","):
         size, fps = spec.split("@")
@@ -280,8 +367,21 @@ def cmd_sizing(a: argparse.Namespace, work: Path) -> int:
         for cpus in (int(c) for c in a.cpus.split(",")):
             for lanes in (int(n) for n in a.lanes.split(",")):
                 with ThreadPoolExecutor(lanes) as pool:  # the lanes of one box, side by side on the same cores
-                    results = list(pool.map(lambda i: run_service(work, gallery, scenario, a.seconds, cpus, a.queue_frames,
-                                                                  f"size-{spec}-{cpus}c-{lanes}l-{i}", a.nice), range(lanes)))
+                    results = list(
+                        pool.map(
+                            lambda i: run_service(
+                                work,
+                                gallery,
+                                scenario,
+                                a.seconds,
+                                cpus,
+                                a.queue_frames,
+                                f"size-{spec}-{cpus}c-{lanes}l-{i}",
+                                a.nice,
+                            ),
+                            range(lanes),
+                        )
+                    )
                 print(sizing_row(f"{w}x{h} @ {fps}", float(fps), cpus, results, a.seconds), flush=True)
     return 0
 
@@ -306,9 +406,12 @@ def sizing_row(frames: str, fps: float, cpus: int, results: list[dict], seconds:
                 recall[t][0] += m
                 recall[t][1] += n
     per_frame = cores * seconds / max(sum(processed), 1)  # CPU seconds per processed frame, decoding included
-    return (f"| {frames} | {cpus} | {len(results)} | {min(processed) / seconds:.1f} / {fps:g} | {100 * max(dropped):.0f}% | {cores:.2f} "
-            f"| {1000 * per_frame:.1f} | {_ms(max(ages))} | {max(lats):.2f} s | "
-            + ", ".join(f"{m}/{n}" for m, n in recall.values()) + f" | {results[0]['machine']} |")
+    return (
+        f"| {frames} | {cpus} | {len(results)} | {min(processed) / seconds:.1f} / {fps:g} | {100 * max(dropped):.0f}% | {cores:.2f} "
+        f"| {1000 * per_frame:.1f} | {_ms(max(ages))} | {max(lats):.2f} s | "
+        + ", ".join(f"{m}/{n}" for m, n in recall.values())
+        + f" | {results[0]['machine']} |"
+    )
 
 
 def main() -> int:

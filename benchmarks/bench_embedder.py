@@ -3,6 +3,7 @@ at the same thread count. Prints images per second and the speed-ups over torch.
 
     python benchmarks/bench_embedder.py --threads 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,9 +11,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+from retail_reid.models.runtime import OnnxEmbedder, default_model_path
 
-from models.images import read_image
-from models.runtime import OnnxEmbedder, default_model_path
+from retail_reid.images import read_image
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample" / "grocery"
 
@@ -43,17 +44,19 @@ def timed(fn, crops: list[np.ndarray], repeats: int) -> float:
 
 def torch_embed_fn(onnx_model: OnnxEmbedder, checkpoint: str | None, threads: int, batch: int):
     import torch
-
-    from models.backbone import create_backbone
-    from models.net import EmbeddingNet, FlipAverage
+    from retail_reid.models.backbone import create_backbone
+    from retail_reid.models.net import EmbeddingNet, FlipAverage
 
     torch.set_num_threads(threads)
     if checkpoint:
-        from models.train import load_checkpoint
+        from retail_reid.models.train import load_checkpoint
 
         net = load_checkpoint(checkpoint)[0]
     else:  # same architecture and size as the shipped model; speed does not depend on the weights
-        net = EmbeddingNet(create_backbone(onnx_model.info.extra.get("backbone", "tf_efficientnet_lite0"), pretrained=False), onnx_model.dim)
+        net = EmbeddingNet(
+            create_backbone(onnx_model.info.extra.get("backbone", "tf_efficientnet_lite0"), pretrained=False),
+            onnx_model.dim,
+        )
     net = FlipAverage(net) if onnx_model.info.extra.get("flip_tta") else net
     net.eval()
     pre = onnx_model.preprocess
@@ -83,7 +86,9 @@ def main() -> None:
     rates = {"torch eager fp32": timed(torch_embed_fn(fp32, a.checkpoint, a.threads, a.batch), crops, a.repeats)}
     rates["onnx fp32"] = timed(fp32.embed, crops, a.repeats)
     rates["onnx int8"] = timed(int8.embed, crops, a.repeats)
-    print(f"{a.crops} real crops, {a.threads} threads, batch {a.batch}, input {fp32.preprocess.size}px, flip-TTA {fp32.info.extra.get('flip_tta')}")
+    print(
+        f"{a.crops} real crops, {a.threads} threads, batch {a.batch}, input {fp32.preprocess.size}px, flip-TTA {fp32.info.extra.get('flip_tta')}"
+    )
     base = rates["torch eager fp32"]
     for name, r in rates.items():
         print(f"  {name:<18} {r:8.1f} img/s   {r / base:5.2f}x torch")

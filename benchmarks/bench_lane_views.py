@@ -9,6 +9,7 @@ finally drawn by `reid simulate` (rounded, tilted, on the belt, held by a hand, 
 Prints per model and view: Recall@1 of the SKU, and the median similarity of a photo to its own
 SKU's centroid. Every degradation is seeded, so runs are comparable between models.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,18 +23,21 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from models.datasets import split_file_set  # noqa: E402
-from models.images import read_image  # noqa: E402
-from models.metrics import sku_scores  # noqa: E402
-from models.runtime import OnnxEmbedder  # noqa: E402
-from pipeline.simulate import _Look  # noqa: E402  (the simulator's own drawing of an item)
+from retail_reid.models.datasets import split_file_set  # noqa: E402
+from retail_reid.models.metrics import sku_scores  # noqa: E402
+from retail_reid.models.runtime import OnnxEmbedder  # noqa: E402
+from retail_reid.pipeline.simulate import _Look  # noqa: E402  (the simulator's own drawing of an item)
+
+from retail_reid.images import read_image  # noqa: E402
 
 BELT_GREY = 60
 
 
 def shrink(img: np.ndarray, side: int) -> np.ndarray:
     s = side / max(img.shape[:2])
-    return cv2.resize(img, (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))), interpolation=cv2.INTER_AREA)
+    return cv2.resize(
+        img, (max(1, round(img.shape[1] * s)), max(1, round(img.shape[0] * s))), interpolation=cv2.INTER_AREA
+    )
 
 
 def held(photo: Path, seed: int, side: int, blur_px: float) -> np.ndarray:

@@ -10,6 +10,7 @@ Prints, over all scenarios together: precision and recall per alert type, how of
 alert names the seen SKU right, replay speed as a multiple of real time (640x480 at 15 fps), and
 the lane-time delay from an item leaving the zone to its alert.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,14 +26,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from gallery import Gallery, GalleryError  # noqa: E402
-from models.datasets import folder_set, split_file_set  # noqa: E402
-from pipeline.cli import main as reid  # noqa: E402
-from pipeline.config import load_config  # noqa: E402
-from pipeline.replay import replay  # noqa: E402
-from pipeline.score import read_events, read_truth, score  # noqa: E402
-from pipeline.simulate import SimConfig, simulate  # noqa: E402
-from pipeline.types import Zone  # noqa: E402
+from retail_reid.gallery import Gallery, GalleryError  # noqa: E402
+from retail_reid.models.datasets import folder_set, split_file_set  # noqa: E402
+from retail_reid.pipeline.cli import main as reid  # noqa: E402
+from retail_reid.pipeline.config import load_config  # noqa: E402
+from retail_reid.pipeline.replay import replay  # noqa: E402
+from retail_reid.pipeline.score import read_events, read_truth, score  # noqa: E402
+from retail_reid.pipeline.simulate import SimConfig, simulate  # noqa: E402
+from retail_reid.pipeline.types import Zone  # noqa: E402
 
 TARGETS = {"non_scan": (0.95, 0.90), "product_switch": (0.85, 0.90)}  # (recall, precision)
 SPEED_TARGET = 10.0
@@ -83,8 +84,10 @@ def main() -> int:
     gallery_dir = build_gallery(work, train, a.model)
     gallery = Gallery.open(gallery_dir, model=a.model)
     config = load_config(a.config)
-    print(f"model: {gallery.embedder.path} ({gallery.embedder.fingerprint[:12]}, dim {gallery.embedder.dim}); "
-          f"threads: REID_THREADS={os.environ.get('REID_THREADS', 'all')}")
+    print(
+        f"model: {gallery.embedder.path} ({gallery.embedder.fingerprint[:12]}, dim {gallery.embedder.dim}); "
+        f"threads: REID_THREADS={os.environ.get('REID_THREADS', 'all')}"
+    )
 
     totals = {k: [0, 0, 0] for k in ("non_scan", "product_switch", "scan_without_item")}  # truth, alerts, matched
     switch_right = switch_matched = 0
@@ -111,24 +114,32 @@ def main() -> int:
         if summary["alert_delay_s"]:
             delays.append(summary["alert_delay_s"]["p95"])
         frame_ms.append(summary["frame_ms"]["max"])
-        print(f"scenario {i}: {len(truth.passes)} passes, {summary['video_seconds']:.0f} s of video, "
-              f"{summary['frames_processed']} frames at {summary['speed_x_realtime']}x real time; "
-              f"alerts {json.dumps(summary['counts'])}")
+        print(
+            f"scenario {i}: {len(truth.passes)} passes, {summary['video_seconds']:.0f} s of video, "
+            f"{summary['frames_processed']} frames at {summary['speed_x_realtime']}x real time; "
+            f"alerts {json.dumps(summary['counts'])}"
+        )
 
     print("\nalert type          truth  alerts  matched  recall  precision  target")
     for kind, (n_truth, n_alerts, n_matched) in totals.items():
         recall = n_matched / n_truth if n_truth else float("nan")
         precision = n_matched / n_alerts if n_alerts else float("nan")
         target = TARGETS.get(kind)
-        verdict = "" if target is None else ("met" if recall >= target[0] and precision >= target[1] else "NOT met") + \
-            f" (recall >= {target[0]}, precision >= {target[1]})"
+        verdict = (
+            ""
+            if target is None
+            else ("met" if recall >= target[0] and precision >= target[1] else "NOT met")
+            + f" (recall >= {target[0]}, precision >= {target[1]})"
+        )
         print(f"{kind:18s} {n_truth:6d} {n_alerts:7d} {n_matched:8d}  {recall:6.3f}  {precision:9.3f}  {verdict}")
     print(f"unknown_item alerts (the simulation plants none): {extra['unknown_item']}")
     rate = switch_right / switch_matched if switch_matched else float("nan")
     print(f"product_switch: seen SKU named right in {switch_right} of {switch_matched} found ({rate:.2f})")
-    print(f"speed: {min(speeds):.1f}x to {max(speeds):.1f}x real time (target >= {SPEED_TARGET}x); "
-          f"alert delay p95 per scenario (lane time, item gone -> alert): {', '.join(f'{d:.2f} s' for d in delays)}; "
-          f"slowest frame per scenario: {', '.join(f'{m:.0f} ms' for m in frame_ms)}")
+    print(
+        f"speed: {min(speeds):.1f}x to {max(speeds):.1f}x real time (target >= {SPEED_TARGET}x); "
+        f"alert delay p95 per scenario (lane time, item gone -> alert): {', '.join(f'{d:.2f} s' for d in delays)}; "
+        f"slowest frame per scenario: {', '.join(f'{m:.0f} ms' for m in frame_ms)}"
+    )
     print(f"work folder: {work}")
     return 0
 

@@ -4,6 +4,7 @@ Reports val MAP@R (within val) and the gallery(train)->query(val) Recall@1 and T
 
     python benchmarks/compare_losses.py --root ../shared/data/grocery --out runs/losses
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,11 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from models.data import LabelledImages
-from models.datasets import split_file_set
-from models.metrics import gallery_query, reality_check, verification, verification_scores
-from models.train import TrainConfig, embed_dataset, load_checkpoint, train
+from retail_reid.models.data import LabelledImages
+from retail_reid.models.datasets import split_file_set
+from retail_reid.models.metrics import gallery_query, reality_check, verification, verification_scores
+from retail_reid.models.train import TrainConfig, embed_dataset, load_checkpoint, train
 
 LOSSES = (("triplet", "semihard"), ("contrastive", None), ("multi-similarity", None), ("arcface", None))
 
@@ -38,8 +38,16 @@ def main() -> None:
     for name, miner in LOSSES:
         if name not in a.losses:
             continue
-        cfg = TrainConfig(out=str(Path(a.out) / name), size=a.size, epochs=a.epochs, loss=name, miner=miner or "semihard",
-                          freeze_blocks=a.freeze_blocks, threads=a.threads, seed=0)
+        cfg = TrainConfig(
+            out=str(Path(a.out) / name),
+            size=a.size,
+            epochs=a.epochs,
+            loss=name,
+            miner=miner or "semihard",
+            freeze_blocks=a.freeze_blocks,
+            threads=a.threads,
+            seed=0,
+        )
         best = train(cfg, train_set, val_set, progress=False)
         net, pre, state = load_checkpoint(best)
         index = {s: i for i, s in enumerate(state["skus"])}

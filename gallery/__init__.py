@@ -2,7 +2,8 @@
 
 Readers (the pipeline) use `Gallery`; operators change it through `GalleryStore` (`reid gallery ...`).
 """
-from gallery.errors import GalleryError
-from gallery.matching import Gallery, SkuMatch, Verification
+
+from retail_reid.gallery.errors import GalleryError
+from retail_reid.gallery.matching import Gallery, SkuMatch, Verification
 
 __all__ = ["Gallery", "GalleryError", "SkuMatch", "Verification"]

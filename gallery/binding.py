@@ -1,11 +1,12 @@
 """A gallery is bound to the embedder model its references were embedded with (by the model file's
 sha256): embeddings of two models are not comparable, so any other model is refused."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-from gallery.errors import GalleryError
-from models.runtime import OnnxEmbedder
+from retail_reid.gallery.errors import GalleryError
+from retail_reid.models.runtime import OnnxEmbedder
 
 
 def bound_embedder(

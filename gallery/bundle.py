@@ -8,6 +8,7 @@ regular files with exactly the names and sizes the manifest lists (no absolute p
 links, no devices, nothing oversized), each checksum must match, the model must be the gallery's,
 and every photo must decode; only then does the gallery change, as one new version.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,15 +25,15 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import numpy as np
+from retail_reid.gallery.catalog import Product, check_sku
+from retail_reid.gallery.errors import GalleryError
+from retail_reid.gallery.index import reference_vectors
+from retail_reid.gallery.matching import load_current
+from retail_reid.gallery.photos import Photo, perceptual_hash
+from retail_reid.gallery.store import ChangeResult, GalleryStore
 
-from gallery.catalog import Product, check_sku
-from gallery.errors import GalleryError
-from gallery.files import fsync_dir, temp_name
-from gallery.index import reference_vectors
-from gallery.matching import load_current
-from gallery.photos import Photo, perceptual_hash
-from gallery.store import ChangeResult, GalleryStore
-from models.images import ImageError, decode_image
+from retail_reid.durable import fsync_dir, temp_name
+from retail_reid.images import ImageError, decode_image
 
 FORMAT = "retail-reid-gallery-bundle"
 FORMAT_VERSION = 1
@@ -114,9 +115,13 @@ def import_bundle(root: str | Path, bundle: str | Path, operator: str | None = N
         meta = store.meta
         staging = Path(tempfile.mkdtemp(prefix="reid-bundle-"))
         try:
-            manifest, products, photos, vectors = _read_bundle(bundle, staging, meta["model_fingerprint"], int(meta["embedding_dim"]))
+            manifest, products, photos, vectors = _read_bundle(
+                bundle, staging, meta["model_fingerprint"], int(meta["embedding_dim"])
+            )
             summary = f"imported {bundle.name}, version {manifest['gallery_version']} of its gallery"
-            return store.replace_contents(products, photos, vectors, action="import", summary=summary, operator=operator)
+            return store.replace_contents(
+                products, photos, vectors, action="import", summary=summary, operator=operator
+            )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -149,7 +154,9 @@ def _member_problem(m: tarfile.TarInfo) -> str | None:
     return None
 
 
-def _read_bundle(bundle: Path, staging: Path, fingerprint: str, dim: int) -> tuple[dict, list[Product], list[Photo], np.ndarray]:
+def _read_bundle(
+    bundle: Path, staging: Path, fingerprint: str, dim: int
+) -> tuple[dict, list[Product], list[Photo], np.ndarray]:
     try:
         tar = tarfile.open(bundle, "r:*")
     except FileNotFoundError:
@@ -163,19 +170,27 @@ def _read_bundle(bundle: Path, staging: Path, fingerprint: str, dim: int) -> tup
             raise GalleryError(f"{bundle}: damaged archive ({e})") from None
 
 
-def _read_members(tar: tarfile.TarFile, bundle: Path, staging: Path, fingerprint: str, dim: int) -> tuple[dict, list[Product], list[Photo], np.ndarray]:
+def _read_members(
+    tar: tarfile.TarFile, bundle: Path, staging: Path, fingerprint: str, dim: int
+) -> tuple[dict, list[Product], list[Photo], np.ndarray]:
     first = tar.next()
     if first is None or first.name != MANIFEST:
-        raise GalleryError(f"{bundle}: not a gallery bundle (its first member must be {MANIFEST}, found {first.name if first else 'nothing'!r})")
+        raise GalleryError(
+            f"{bundle}: not a gallery bundle (its first member must be {MANIFEST}, found {first.name if first else 'nothing'!r})"
+        )
     if problem := _member_problem(first):
         raise GalleryError(f"{bundle}: member {first.name!r} {problem}; refused")
     if first.size > MAX_MANIFEST_BYTES:
-        raise GalleryError(f"{bundle}: {MANIFEST} is {first.size} bytes, more than the limit of {MAX_MANIFEST_BYTES}; refused")
+        raise GalleryError(
+            f"{bundle}: {MANIFEST} is {first.size} bytes, more than the limit of {MAX_MANIFEST_BYTES}; refused"
+        )
     manifest, products, files = _parse_manifest(tar.extractfile(first).read(), bundle, fingerprint, dim)  # type: ignore[union-attr]
     free = shutil.disk_usage(staging).free
     needed = sum(f["size"] for f in files.values())
     if needed > free:
-        raise GalleryError(f"{bundle}: unpacking needs {needed} bytes, only {free} are free in {staging.parent}; refused")
+        raise GalleryError(
+            f"{bundle}: unpacking needs {needed} bytes, only {free} are free in {staging.parent}; refused"
+        )
     got: dict[str, Path] = {}
     while (m := tar.next()) is not None:
         if problem := _member_problem(m):
@@ -185,7 +200,9 @@ def _read_members(tar: tarfile.TarFile, bundle: Path, staging: Path, fingerprint
         if m.name in got:
             raise GalleryError(f"{bundle}: member {m.name!r} appears twice; refused")
         if m.size != files[m.name]["size"]:
-            raise GalleryError(f"{bundle}: member {m.name!r} is {m.size} bytes, the manifest says {files[m.name]['size']}; refused")
+            raise GalleryError(
+                f"{bundle}: member {m.name!r} is {m.size} bytes, the manifest says {files[m.name]['size']}; refused"
+            )
         dest = staging / f"{len(got):08d}"
         h = hashlib.sha256()
         with tar.extractfile(m) as src, open(dest, "wb") as out:  # type: ignore[union-attr]
@@ -193,7 +210,9 @@ def _read_members(tar: tarfile.TarFile, bundle: Path, staging: Path, fingerprint
                 h.update(chunk)
                 out.write(chunk)
         if h.hexdigest() != files[m.name]["sha256"]:
-            raise GalleryError(f"{bundle}: member {m.name!r} does not match its sha256 checksum in the manifest; the archive is damaged or altered")
+            raise GalleryError(
+                f"{bundle}: member {m.name!r} does not match its sha256 checksum in the manifest; the archive is damaged or altered"
+            )
         got[m.name] = dest
     missing = sorted(set(files) - set(got))
     if missing:
@@ -211,7 +230,9 @@ def _read_members(tar: tarfile.TarFile, bundle: Path, staging: Path, fingerprint
     return manifest, products, photos, vectors
 
 
-def _parse_manifest(raw: bytes, bundle: Path, fingerprint: str, dim: int) -> tuple[dict, list[Product], dict[str, dict]]:
+def _parse_manifest(
+    raw: bytes, bundle: Path, fingerprint: str, dim: int
+) -> tuple[dict, list[Product], dict[str, dict]]:
     where = f"{bundle}: {MANIFEST}"
     try:
         manifest = json.loads(raw)
@@ -220,8 +241,17 @@ def _parse_manifest(raw: bytes, bundle: Path, fingerprint: str, dim: int) -> tup
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise GalleryError(f"{where}: not a gallery bundle (field 'format' must be {FORMAT!r})")
     if manifest.get("format_version") != FORMAT_VERSION:
-        raise GalleryError(f"{where}: bundle format version {manifest.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
-    for field, kind in (("model_fingerprint", str), ("embedding_dim", int), ("gallery_version", int), ("products", list), ("references", list), ("files", dict)):
+        raise GalleryError(
+            f"{where}: bundle format version {manifest.get('format_version')!r} is not supported (expected {FORMAT_VERSION})"
+        )
+    for field, kind in (
+        ("model_fingerprint", str),
+        ("embedding_dim", int),
+        ("gallery_version", int),
+        ("products", list),
+        ("references", list),
+        ("files", dict),
+    ):
         if not isinstance(manifest.get(field), kind):
             raise GalleryError(f"{where}: field {field!r} is missing or not a {kind.__name__}")
     if manifest["model_fingerprint"] != fingerprint:
@@ -242,25 +272,38 @@ def _parse_manifest(raw: bytes, bundle: Path, fingerprint: str, dim: int) -> tup
     files: dict[str, dict] = {}
     for name, f in manifest["files"].items():
         if name != EMBEDDINGS and not IMAGE_NAME.fullmatch(name):
-            raise GalleryError(f"{where}: files: {name!r} is not a name a bundle may hold (embeddings.npy, images/xx/<sha256>.<ext>)")
+            raise GalleryError(
+                f"{where}: files: {name!r} is not a name a bundle may hold (embeddings.npy, images/xx/<sha256>.<ext>)"
+            )
         if not (isinstance(f, dict) and isinstance(f.get("size"), int) and isinstance(f.get("sha256"), str)):
             raise GalleryError(f"{where}: files[{name!r}] must have an integer 'size' and a 'sha256'")
         limit = 128 + 4 * dim * len(manifest["references"]) + 1024 if name == EMBEDDINGS else MAX_IMAGE_BYTES
         if not 0 < f["size"] <= limit:
-            raise GalleryError(f"{where}: files[{name!r}] has an absurd size {f['size']} (limit {limit} bytes); refused")
+            raise GalleryError(
+                f"{where}: files[{name!r}] has an absurd size {f['size']} (limit {limit} bytes); refused"
+            )
         files[name] = f
     if EMBEDDINGS not in files:
         raise GalleryError(f"{where}: 'files' does not list {EMBEDDINGS}")
     seen: set[str] = set()
     for i, ref in enumerate(manifest["references"]):
         at = f"{where}: references[{i}]"
-        if not isinstance(ref, dict) or not all(isinstance(ref.get(k), str) for k in ("sku", "image", "sha256", "source")):
+        if not isinstance(ref, dict) or not all(
+            isinstance(ref.get(k), str) for k in ("sku", "image", "sha256", "source")
+        ):
             raise GalleryError(f"{at}: must have text fields 'sku', 'image', 'sha256' and 'source'")
         if check_sku(ref["sku"], f"{at}: field 'sku'") not in skus:
             raise GalleryError(f"{at}: SKU {ref['sku']!r} is not in the bundle's products")
         match = IMAGE_NAME.fullmatch(ref["image"])
-        if not match or ref["image"] not in files or match.group(2) != ref["sha256"] or files[ref["image"]]["sha256"] != ref["sha256"]:
-            raise GalleryError(f"{at}: image {ref['image']!r} is not a listed file named by its sha256 {ref['sha256']!r}")
+        if (
+            not match
+            or ref["image"] not in files
+            or match.group(2) != ref["sha256"]
+            or files[ref["image"]]["sha256"] != ref["sha256"]
+        ):
+            raise GalleryError(
+                f"{at}: image {ref['image']!r} is not a listed file named by its sha256 {ref['sha256']!r}"
+            )
         if ref["sha256"] in seen:
             raise GalleryError(f"{at}: the same photo ({ref['sha256'][:12]}) is a reference twice")
         seen.add(ref["sha256"])
@@ -273,7 +316,9 @@ def _load_embeddings(path: Path, bundle: Path, n: int, dim: int) -> np.ndarray:
     except (ValueError, OSError) as e:
         raise GalleryError(f"{bundle}: {EMBEDDINGS}: not a numpy array file ({e})") from None
     if vectors.dtype != np.float32 or vectors.shape != (n, dim):
-        raise GalleryError(f"{bundle}: {EMBEDDINGS}: expected float32 of shape ({n}, {dim}), found {vectors.dtype} {vectors.shape}")
+        raise GalleryError(
+            f"{bundle}: {EMBEDDINGS}: expected float32 of shape ({n}, {dim}), found {vectors.dtype} {vectors.shape}"
+        )
     norms = np.linalg.norm(vectors, axis=1)
     if not np.all(np.isfinite(vectors)) or not np.allclose(norms, 1.0, atol=1e-3):
         raise GalleryError(f"{bundle}: {EMBEDDINGS}: rows must be finite unit vectors")

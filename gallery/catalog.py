@@ -1,12 +1,13 @@
 """What a product is in the catalogue, and the rules its fields must follow (checked before anything
 is written, so a bad field never reaches the store)."""
+
 from __future__ import annotations
 
 import math
 import unicodedata
 from dataclasses import dataclass
 
-from gallery.errors import GalleryError
+from retail_reid.gallery.errors import GalleryError
 
 MAX_SKU_LEN = 100
 MAX_TEXT_LEN = 200
@@ -23,10 +24,16 @@ class Product:
     price: float | None = None
 
     def to_dict(self) -> dict:
-        return {"sku": self.sku, "name": self.name, "barcodes": list(self.barcodes), "category": self.category, "price": self.price}
+        return {
+            "sku": self.sku,
+            "name": self.name,
+            "barcodes": list(self.barcodes),
+            "category": self.category,
+            "price": self.price,
+        }
 
     @classmethod
-    def from_dict(cls, d: object, where: str) -> "Product":
+    def from_dict(cls, d: object, where: str) -> Product:
         """Parse and validate a product read from a file; `where` names the file and entry for errors."""
         if not isinstance(d, dict):
             raise GalleryError(f"{where}: expected an object with 'sku' and 'name', got {type(d).__name__}")
@@ -87,9 +94,13 @@ def check_barcode(code: object, what: str = "barcode") -> str:
     if len(code) in (4, 5):
         return code
     if len(code) not in (8, 12, 13, 14):
-        raise GalleryError(f"{what}: barcode {code!r} has {len(code)} digits; expected a 4-5 digit PLU or an 8, 12, 13 or 14 digit GTIN")
+        raise GalleryError(
+            f"{what}: barcode {code!r} has {len(code)} digits; expected a 4-5 digit PLU or an 8, 12, 13 or 14 digit GTIN"
+        )
     if gtin_check_digit(code[:-1]) != int(code[-1]):
-        raise GalleryError(f"{what}: barcode {code!r} has a wrong check digit (expected {gtin_check_digit(code[:-1])}); mistyped?")
+        raise GalleryError(
+            f"{what}: barcode {code!r} has a wrong check digit (expected {gtin_check_digit(code[:-1])}); mistyped?"
+        )
     return code
 
 

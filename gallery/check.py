@@ -10,6 +10,7 @@
 
 Neighbours come from the published version's FAISS index, so the check scales like matching does.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -18,12 +19,11 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-
-from gallery.errors import GalleryError
-from gallery.index import reference_vectors
-from gallery.matching import Gallery
-from gallery.snapshot import Snapshot
-from gallery.store import GalleryStore
+from retail_reid.gallery.errors import GalleryError
+from retail_reid.gallery.index import reference_vectors
+from retail_reid.gallery.matching import Gallery
+from retail_reid.gallery.snapshot import Snapshot
+from retail_reid.gallery.store import GalleryStore
 
 NEIGHBOURS = 32  # nearest references looked at per reference
 PHASH_BITS = 64
@@ -134,20 +134,35 @@ def check_gallery(
         confusable = _confusable_pairs(snap, *np.nonzero(cross & (sims >= confusable_sim)), sims, nbrs)
     ids = snap.ref_ids
     outliers = [
-        Outlier(int(ids[r]), snap.skus[row_sku[r]], refs[int(ids[r])].source, float(own_best[r]),
-                snap.skus[row_sku[other_row[r]]], float(other_best[r]))
+        Outlier(
+            int(ids[r]),
+            snap.skus[row_sku[r]],
+            refs[int(ids[r])].source,
+            float(own_best[r]),
+            snap.skus[row_sku[other_row[r]]],
+            float(other_best[r]),
+        )
         for r in np.nonzero((own_best > -2.0) & (other_best > own_best) & (own_best < outlier_sim))[0]
     ]
     few = [FewRefs(sku, len(r)) for sku, r in zip(snap.skus, snap.sku_refs) if len(r) < min_refs]
     return CheckReport(
-        version=snap.version, refs=n, skus=len(snap.skus), confusable_threshold=confusable_threshold,
-        confusable_similarity=confusable_sim, outlier_threshold=outlier_sim, confusable=confusable,
+        version=snap.version,
+        refs=n,
+        skus=len(snap.skus),
+        confusable_threshold=confusable_threshold,
+        confusable_similarity=confusable_sim,
+        outlier_threshold=outlier_sim,
+        confusable=confusable,
         outliers=sorted(outliers, key=lambda o: o.own_similarity - o.nearest_similarity),
-        duplicates=find_duplicates([refs[int(i)] for i in ids]), few_refs=few, min_refs=min_refs,
+        duplicates=find_duplicates([refs[int(i)] for i in ids]),
+        few_refs=few,
+        min_refs=min_refs,
     )
 
 
-def _confusable_pairs(snap: Snapshot, rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, nbrs: np.ndarray) -> list[ConfusablePair]:
+def _confusable_pairs(
+    snap: Snapshot, rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, nbrs: np.ndarray
+) -> list[ConfusablePair]:
     """Per SKU pair, its closest cross-SKU neighbours among the (row, neighbour column) hits
     (`nbrs` holds the neighbours' rows)."""
     a, b, sim = rows, nbrs[rows, cols], sims[rows, cols]
@@ -160,7 +175,15 @@ def _confusable_pairs(snap: Snapshot, rows: np.ndarray, cols: np.ndarray, sims: 
         key = (int(snap.ref_sku[a[i]]), int(snap.ref_sku[b[i]]))
         if key not in seen:
             seen.add(key)
-            out.append(ConfusablePair(snap.skus[key[0]], snap.skus[key[1]], float(sim[i]), int(snap.ref_ids[a[i]]), int(snap.ref_ids[b[i]])))
+            out.append(
+                ConfusablePair(
+                    snap.skus[key[0]],
+                    snap.skus[key[1]],
+                    float(sim[i]),
+                    int(snap.ref_ids[a[i]]),
+                    int(snap.ref_ids[b[i]]),
+                )
+            )
     return out
 
 
@@ -180,16 +203,24 @@ def find_duplicates(refs: list[RefInfo], max_bits: int = NEAR_DUPLICATE_BITS) ->
         for d, j in zip(dists[lims[i] : lims[i + 1]], found[lims[i] : lims[i + 1]]):
             if j > i:
                 a, b = refs[i], refs[int(j)]
-                out.append(Duplicate("identical" if d == 0 else "near", int(d), a.id, a.sku, a.source, b.id, b.sku, b.source))
+                out.append(
+                    Duplicate("identical" if d == 0 else "near", int(d), a.id, a.sku, a.source, b.id, b.sku, b.source)
+                )
     return sorted(out, key=lambda d: (d.bits, d.ref_a, d.ref_b))
 
 
 def format_report(report: CheckReport) -> str:
     """The report as tables, for an operator."""
     lines = [f"version {report.version}: {report.refs} references of {report.skus} SKUs"]
-    lines.append(f"\nconfusable SKU pairs (closest references at or above {report.confusable_threshold} = {report.confusable_similarity:.3f}): {len(report.confusable)}")
-    lines += [f"  {p.similarity:6.3f}  {p.sku_a} (ref {p.ref_a})  ~  {p.sku_b} (ref {p.ref_b})" for p in report.confusable]
-    lines.append(f"\noutlier references (nearer another SKU than their own, own below eer = {report.outlier_threshold:.3f}): {len(report.outliers)}")
+    lines.append(
+        f"\nconfusable SKU pairs (closest references at or above {report.confusable_threshold} = {report.confusable_similarity:.3f}): {len(report.confusable)}"
+    )
+    lines += [
+        f"  {p.similarity:6.3f}  {p.sku_a} (ref {p.ref_a})  ~  {p.sku_b} (ref {p.ref_b})" for p in report.confusable
+    ]
+    lines.append(
+        f"\noutlier references (nearer another SKU than their own, own below eer = {report.outlier_threshold:.3f}): {len(report.outliers)}"
+    )
     lines += [
         f"  ref {o.ref:<6} {o.sku}: own {o.own_similarity:.3f} < {o.nearest_similarity:.3f} {o.nearest_sku}  ({o.source})"
         for o in report.outliers
@@ -204,13 +235,17 @@ def format_report(report: CheckReport) -> str:
     return "\n".join(lines)
 
 
-def check_path(root: str | Path, model: str | Path | None = None, confusable_threshold: str = "far_0.01", min_refs: int = MIN_REFS) -> CheckReport:
+def check_path(
+    root: str | Path, model: str | Path | None = None, confusable_threshold: str = "far_0.01", min_refs: int = MIN_REFS
+) -> CheckReport:
     """Check the published version of the gallery at `root` with its model's calibration of
     nearest-reference scores (the check compares references one to one)."""
     gallery = Gallery.open(root, model=model, scoring="nearest")
     snap = gallery.snapshot
     if confusable_threshold not in gallery.calibration.thresholds:
-        raise GalleryError(f"the model has no threshold {confusable_threshold!r}; it has {sorted(gallery.calibration.thresholds)}")
+        raise GalleryError(
+            f"the model has no threshold {confusable_threshold!r}; it has {sorted(gallery.calibration.thresholds)}"
+        )
     if min_refs < 1:
         raise GalleryError(f"--min-refs must be at least 1, got {min_refs}")
     with GalleryStore.open(root, readonly=True) as store:

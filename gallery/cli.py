@@ -1,5 +1,6 @@
 """`reid gallery ...`: the operators' commands. Each change prints the version it made; bad input is a
 one-line error (GalleryError) and leaves the gallery as it was."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,9 +8,9 @@ import json
 import sys
 import time
 
-from gallery.bundle import export_bundle, import_bundle
-from gallery.check import MIN_REFS, check_path, format_report
-from gallery.store import DEFAULT_KEEP, ChangeResult, GalleryStore
+from retail_reid.gallery.bundle import export_bundle, import_bundle
+from retail_reid.gallery.check import MIN_REFS, check_path, format_report
+from retail_reid.gallery.store import DEFAULT_KEEP, ChangeResult, GalleryStore
 
 
 def _when(t: float) -> str:
@@ -29,15 +30,27 @@ def cmd_init(a: argparse.Namespace) -> int:
 
 def cmd_add(a: argparse.Namespace) -> int:
     with GalleryStore.open(a.dir) as store:
-        return _report(store.add(
-            a.sku, a.images, name=a.name, barcodes=a.barcode, category=a.category, price=a.price,
-            operator=a.operator, skip_bad=a.skip_bad, progress=True, model=a.model,
-        ))
+        return _report(
+            store.add(
+                a.sku,
+                a.images,
+                name=a.name,
+                barcodes=a.barcode,
+                category=a.category,
+                price=a.price,
+                operator=a.operator,
+                skip_bad=a.skip_bad,
+                progress=True,
+                model=a.model,
+            )
+        )
 
 
 def cmd_import_folder(a: argparse.Namespace) -> int:
     with GalleryStore.open(a.dir) as store:
-        return _report(store.import_folder(a.folder, operator=a.operator, skip_bad=a.skip_bad, progress=True, model=a.model))
+        return _report(
+            store.import_folder(a.folder, operator=a.operator, skip_bad=a.skip_bad, progress=True, model=a.model)
+        )
 
 
 def cmd_remove(a: argparse.Namespace) -> int:
@@ -80,7 +93,11 @@ def cmd_history(a: argparse.Namespace) -> int:
     with GalleryStore.open(a.dir, readonly=True) as store:
         rows = store.history()
     if a.json:
-        print(json.dumps([{**vars(r), "entries": [list(e) for e in r.entries]} for r in rows], ensure_ascii=False, indent=1))
+        print(
+            json.dumps(
+                [{**vars(r), "entries": [list(e) for e in r.entries]} for r in rows], ensure_ascii=False, indent=1
+            )
+        )
         return 0
     for r in rows:
         mark = "*" if r.current else (" " if r.stored else "-")
@@ -109,7 +126,9 @@ def cmd_check(a: argparse.Namespace) -> int:
 
 def cmd_export(a: argparse.Namespace) -> int:
     info = export_bundle(a.dir, a.bundle)
-    print(f"wrote {info.path}: version {info.version}, {info.refs} references of {info.skus} SKUs, {info.bytes / 2**20:.1f} MiB")
+    print(
+        f"wrote {info.path}: version {info.version}, {info.refs} references of {info.skus} SKUs, {info.bytes / 2**20:.1f} MiB"
+    )
     return 0
 
 
@@ -132,7 +151,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = gs.add_parser("init", help="create an empty gallery bound to an embedder model")
     p.add_argument("dir", help="the new gallery's directory (must not exist, or be empty)")
     p.add_argument("--model", help="ONNX embedder (default: the shipped model)")
-    p.add_argument("--keep", type=int, default=DEFAULT_KEEP, help=f"versions kept for rollback (default {DEFAULT_KEEP})")
+    p.add_argument(
+        "--keep", type=int, default=DEFAULT_KEEP, help=f"versions kept for rollback (default {DEFAULT_KEEP})"
+    )
     _operator_arg(p)
     p.set_defaults(func=cmd_init)
 
@@ -144,7 +165,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--barcode", action="append", default=[], help="GTIN or PLU scanned for this product (repeatable)")
     p.add_argument("--category")
     p.add_argument("--price", type=float)
-    p.add_argument("--skip-bad", action="store_true", help="add the good photos and report the bad ones, instead of refusing all")
+    p.add_argument(
+        "--skip-bad", action="store_true", help="add the good photos and report the bad ones, instead of refusing all"
+    )
     _model_arg(p)
     _operator_arg(p)
     p.set_defaults(func=cmd_add)
@@ -152,7 +175,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = gs.add_parser("import-folder", help="add FOLDER/<sku>/*.jpg for many products at once")
     p.add_argument("dir")
     p.add_argument("folder")
-    p.add_argument("--skip-bad", action="store_true", help="import the good photos and report the bad ones, instead of refusing all")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="import the good photos and report the bad ones, instead of refusing all",
+    )
     _model_arg(p)
     _operator_arg(p)
     p.set_defaults(func=cmd_import_folder)
@@ -176,12 +203,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
 
-    p = gs.add_parser("check", help="confusable SKUs, likely wrong-product photos, duplicates, SKUs with too few photos")
+    p = gs.add_parser(
+        "check", help="confusable SKUs, likely wrong-product photos, duplicates, SKUs with too few photos"
+    )
     p.add_argument("dir")
-    p.add_argument("--threshold", default="far_0.01",
-                   help="calibrated threshold above which two SKUs count as confusable (default far_0.01, at which the "
-                        "pipeline takes an item for another SKU; also eer, far_0.001)")
-    p.add_argument("--min-refs", type=int, default=MIN_REFS, help=f"fewer references than this are reported (default {MIN_REFS})")
+    p.add_argument(
+        "--threshold",
+        default="far_0.01",
+        help="calibrated threshold above which two SKUs count as confusable (default far_0.01, at which the "
+        "pipeline takes an item for another SKU; also eer, far_0.001)",
+    )
+    p.add_argument(
+        "--min-refs", type=int, default=MIN_REFS, help=f"fewer references than this are reported (default {MIN_REFS})"
+    )
     p.add_argument("--json", action="store_true")
     _model_arg(p)
     p.set_defaults(func=cmd_check)

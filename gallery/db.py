@@ -1,13 +1,14 @@
 """The gallery's SQLite database: the catalogue, the references (with their embeddings), the
 versions and the audit log. WAL mode lets readers (list, show, history) run while a writer commits;
 synchronous=FULL makes a commit durable before the version switch that follows it."""
+
 from __future__ import annotations
 
 import os
 import sqlite3
 from pathlib import Path
 
-from gallery.errors import GalleryError
+from retail_reid.gallery.errors import GalleryError
 
 DB_NAME = "gallery.db"
 FORMAT = "retail-reid-gallery"
@@ -81,7 +82,9 @@ def connect(root: Path, readonly: bool = False) -> sqlite3.Connection:
         raise GalleryError(f"{path}: not a gallery database ({e})") from None
     if fmt.get("format") != FORMAT or fmt.get("format_version") != str(FORMAT_VERSION):
         conn.close()
-        raise GalleryError(f"{path}: not a {FORMAT} database of format version {FORMAT_VERSION} (found {fmt or 'nothing'})")
+        raise GalleryError(
+            f"{path}: not a {FORMAT} database of format version {FORMAT_VERSION} (found {fmt or 'nothing'})"
+        )
     return conn
 
 

@@ -1,5 +1,6 @@
 """The gallery's user-facing error: the `reid` command prints it as one line and exits 2."""
-from models.errors import ReidError
+
+from retail_reid.errors import ReidError
 
 
 class GalleryError(ReidError, ValueError):

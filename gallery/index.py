@@ -8,6 +8,7 @@ new version's IVF index is the previous one with the removed references taken ou
 added (seconds at 1M references, instead of minutes of k-means and assignment); it is trained
 afresh when the size has drifted far from what its lists were made for, or the model changed.
 """
+
 from __future__ import annotations
 
 import math

@@ -8,20 +8,21 @@ not decide), or "nearest", the cosine to its nearest reference.
 Queries run against an immutable in-memory snapshot of one version; `refresh` loads a newer version
 beside it and swaps a single reference, so queries in flight finish on the version they started with.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from retail_reid.gallery.binding import bound_embedder
+from retail_reid.gallery.errors import GalleryError
+from retail_reid.gallery.index import build_index, factory_for, reference_vectors
+from retail_reid.gallery.snapshot import Snapshot, read_current
+from retail_reid.models.calibration import SCORINGS, Calibration
+from retail_reid.models.runtime import OnnxEmbedder
 
-from gallery.binding import bound_embedder
-from gallery.errors import GalleryError
-from gallery.index import build_index, factory_for, reference_vectors
-from gallery.snapshot import Snapshot, read_current
-from models.calibration import SCORINGS, Calibration
-from models.errors import ReidError
-from models.runtime import OnnxEmbedder
+from retail_reid.errors import ReidError
 
 LOAD_TRIES = 5  # a version can be pruned between reading CURRENT and loading it; then read CURRENT again
 CENTROID_CHUNK = 65_536  # references read at a time while averaging them per SKU
@@ -59,7 +60,9 @@ def load_current(root: Path) -> Snapshot:
             return Snapshot.load(root, version)
         except FileNotFoundError:
             if read_current(root) == version:
-                raise GalleryError(f"{root}: version {version}, which CURRENT names, is missing or incomplete") from None
+                raise GalleryError(
+                    f"{root}: version {version}, which CURRENT names, is missing or incomplete"
+                ) from None
     raise GalleryError(f"{root}: the current version changed {LOAD_TRIES} times while loading; try again")
 
 
@@ -78,7 +81,9 @@ class Centroids:
         self.positions = np.flatnonzero(norms > 0)  # index row -> SKU position
         self.vectors = np.zeros((len(snap.skus), dim), np.float32)  # SKU position -> centroid (zeros: no references)
         self.vectors[self.positions] = sums[self.positions] / norms[self.positions, None]
-        self.index = build_index(self.vectors[self.positions], self.positions, factory_for(len(self.positions), CENTROID_EXACT_MAX))
+        self.index = build_index(
+            self.vectors[self.positions], self.positions, factory_for(len(self.positions), CENTROID_EXACT_MAX)
+        )
 
 
 class Gallery:
@@ -97,8 +102,13 @@ class Gallery:
 
     @classmethod
     def open(
-        cls, path: str | Path, embedder: OnnxEmbedder | None = None, model: str | Path | None = None, *, scoring: str | None = None
-    ) -> "Gallery":
+        cls,
+        path: str | Path,
+        embedder: OnnxEmbedder | None = None,
+        model: str | Path | None = None,
+        *,
+        scoring: str | None = None,
+    ) -> Gallery:
         """Open the current version. The embedder must be the gallery's model (refused otherwise).
 
         scoring: "centroid" or "nearest" (see the module's docstring); by default the model's default,
@@ -161,7 +171,10 @@ class Gallery:
             raise GalleryError(f"k must be at least 1, got {k}")
         snap = self._snap
         queries = self._queries(embeddings, snap)
-        return [[self._sku_match(snap, pos, score) for pos, score in ranked] for ranked in self._rank(snap, queries, k, None)]
+        return [
+            [self._sku_match(snap, pos, score) for pos, score in ranked]
+            for ranked in self._rank(snap, queries, k, None)
+        ]
 
     def verify(self, embedding: np.ndarray, sku: str) -> Verification:
         """Similarity to the claimed SKU, the best other SKU, and the margin between them."""
@@ -182,7 +195,9 @@ class Gallery:
             q = q[None]
         dim = snap.index.d
         if q.ndim != 2 or q.shape[1] != dim:
-            raise GalleryError(f"embeddings must have shape (N, {dim}) for this gallery's model, got {np.shape(embeddings)}")
+            raise GalleryError(
+                f"embeddings must have shape (N, {dim}) for this gallery's model, got {np.shape(embeddings)}"
+            )
         norms = np.linalg.norm(q, axis=1, keepdims=True)
         if not np.all(np.isfinite(q)) or np.any(norms == 0):
             raise GalleryError("embeddings contain non-finite values or all-zero rows")
@@ -201,10 +216,15 @@ class Gallery:
         if self.scoring == "centroid":
             index = self._centroids(snap).index
             scores, found = index.search(queries, min(index.ntotal, k + (exclude is not None)))
-            return [[(int(p), float(s)) for s, p in zip(srow, prow) if p >= 0 and p != exclude][:k] for srow, prow in zip(scores, found)]
+            return [
+                [(int(p), float(s)) for s, p in zip(srow, prow) if p >= 0 and p != exclude][:k]
+                for srow, prow in zip(scores, found)
+            ]
         return self._rank_nearest(snap, queries, k, exclude)
 
-    def _rank_nearest(self, snap: Snapshot, queries: np.ndarray, k: int, exclude: int | None) -> list[list[tuple[int, float]]]:
+    def _rank_nearest(
+        self, snap: Snapshot, queries: np.ndarray, k: int, exclude: int | None
+    ) -> list[list[tuple[int, float]]]:
         """Candidate SKUs from the nearest references (searching deeper until k distinct SKUs are found)."""
         ntotal = snap.index.ntotal
         results: list[list[tuple[int, float]]] = [[] for _ in range(len(queries))]

@@ -1,6 +1,7 @@
 """Reading reference photos for the gallery: decode (refusing bad files with their name), embed,
 and fingerprint them twice: sha256 of the bytes (the same photo is stored once, and added once) and
 a perceptual hash of the pixels (the same picture re-saved or resized, for `check`)."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -9,12 +10,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from retail_reid.gallery.image_store import image_extension, image_relpath, sha256_bytes
+from retail_reid.models.runtime import OnnxEmbedder
 from tqdm import tqdm
 
-from gallery.files import image_extension, image_relpath, sha256_bytes
-from models.images import ImageError, decode_image
-from models.runtime import OnnxEmbedder
-from models.userfiles import read_user_file
+from retail_reid.images import ImageError, decode_image
+from retail_reid.userfiles import read_user_file
 
 
 @dataclass(frozen=True)

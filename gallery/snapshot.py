@@ -5,6 +5,7 @@ A version directory is written under a temporary name and renamed into place; CU
 atomically. A reader therefore sees a whole version or the previous one, never a mix, and it never
 needs the database (a lane can read a gallery it is not allowed to write).
 """
+
 from __future__ import annotations
 
 import io
@@ -18,11 +19,11 @@ from typing import TypeVar
 
 import faiss
 import numpy as np
+from retail_reid.gallery.catalog import Product
+from retail_reid.gallery.errors import GalleryError
+from retail_reid.gallery.index import EXACT, build_index, can_update, describe, factory_for, tune, update_index
 
-from gallery.catalog import Product
-from gallery.errors import GalleryError
-from gallery.files import fsync_dir, fsync_file, remove_tree, replace_atomically, write_durably
-from gallery.index import EXACT, build_index, can_update, describe, factory_for, tune, update_index
+from retail_reid.durable import fsync_dir, fsync_file, remove_tree, replace_atomically, write_durably
 
 T = TypeVar("T")
 
@@ -49,7 +50,9 @@ def read_current(root: Path) -> int:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise GalleryError(f"{root}: not a gallery (no {CURRENT} file); create one with `reid gallery init {root}`") from None
+        raise GalleryError(
+            f"{root}: not a gallery (no {CURRENT} file); create one with `reid gallery init {root}`"
+        ) from None
     except OSError as e:
         raise GalleryError(f"{path}: cannot read ({e.strerror or e})") from None
     if not text.strip().isdigit():
@@ -126,7 +129,9 @@ def _index_for(root: Path, content: VersionContent) -> tuple[faiss.Index, str]:
         older = [v for v in stored_versions(root) if v < content.version]
         previous = _stored_index(root, older[-1], content) if older else None
         if previous is not None and can_update(previous[0], n):
-            return update_index(previous[0], previous[1], content.vectors, content.ref_ids), f"updated from version {older[-1]}"
+            return update_index(
+                previous[0], previous[1], content.vectors, content.ref_ids
+            ), f"updated from version {older[-1]}"
     return build_index(content.vectors, content.ref_ids, factory_for(n)), "built"
 
 
@@ -135,7 +140,10 @@ def _stored_index(root: Path, version: int, content: VersionContent) -> tuple[fa
     d = version_dir(root, version)
     try:
         manifest = _read_manifest(d, version)
-        if manifest["model_fingerprint"] != content.model_fingerprint or manifest["embedding_dim"] != content.vectors.shape[1]:
+        if (
+            manifest["model_fingerprint"] != content.model_fingerprint
+            or manifest["embedding_dim"] != content.vectors.shape[1]
+        ):
             return None
         data = {name: (d / name).read_bytes() for name in (INDEX, ROWS)}
         if any(len(data[name]) != manifest["files"][name] for name in data):
@@ -167,7 +175,7 @@ class Snapshot:
     def model_fingerprint(self) -> str:
         return self.manifest["model_fingerprint"]
 
-    def derived(self, name: str, make: Callable[["Snapshot"], T]) -> T:
+    def derived(self, name: str, make: Callable[[Snapshot], T]) -> T:
         """What `make` computes from this version, computed once (the version never changes)."""
         if name not in self._derived:
             self._derived[name] = make(self)
@@ -178,14 +186,16 @@ class Snapshot:
         return np.searchsorted(self.ref_ids, ids)
 
     @classmethod
-    def load(cls, root: Path, version: int) -> "Snapshot":
+    def load(cls, root: Path, version: int) -> Snapshot:
         """Read the version's files into memory (FileNotFoundError if it is pruned meanwhile) and check them."""
         d = version_dir(root, version)
         manifest = _read_manifest(d, version)
         data = {name: (d / name).read_bytes() for name in (INDEX, ROWS, CATALOG)}
         for name, size in manifest["files"].items():
             if len(data.get(name, b"")) != size:
-                raise GalleryError(f"{d / name}: is {len(data.get(name, b''))} bytes, the manifest says {size}; the version is damaged")
+                raise GalleryError(
+                    f"{d / name}: is {len(data.get(name, b''))} bytes, the manifest says {size}; the version is damaged"
+                )
         try:
             index = faiss.deserialize_index(np.frombuffer(data[INDEX], np.uint8))
             rows = np.load(io.BytesIO(data[ROWS]), allow_pickle=False)
@@ -196,9 +206,13 @@ class Snapshot:
         products = [Product.from_dict(p, f"{d / CATALOG}: product {i}") for i, p in enumerate(raw["products"])]
         n, dim = manifest["refs"], manifest["embedding_dim"]
         if index.ntotal != n or index.d != dim or rows.shape != (n, 2):
-            raise GalleryError(f"{d}: index ({index.ntotal}x{index.d}), rows {rows.shape} and manifest ({n}x{dim}) disagree")
-        if n and not (0 <= rows[:, 1].min() and rows[:, 1].max() < len(products) and np.all(np.diff(rows[:, 0]) > 0)):
-            raise GalleryError(f"{d / ROWS}: reference ids out of order, or SKUs outside the catalogue of {len(products)}")
+            raise GalleryError(
+                f"{d}: index ({index.ntotal}x{index.d}), rows {rows.shape} and manifest ({n}x{dim}) disagree"
+            )
+        if n and not (rows[:, 1].min() >= 0 and rows[:, 1].max() < len(products) and np.all(np.diff(rows[:, 0]) > 0)):
+            raise GalleryError(
+                f"{d / ROWS}: reference ids out of order, or SKUs outside the catalogue of {len(products)}"
+            )
         ref_ids, ref_sku = rows[:, 0].copy(), rows[:, 1].copy()
         order = np.argsort(ref_sku, kind="stable")
         bounds = np.searchsorted(ref_sku[order], np.arange(len(products) + 1))
@@ -224,10 +238,16 @@ def _read_manifest(d: Path, version: int) -> dict:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise GalleryError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("format") != FORMAT
+        or manifest.get("format_version") != FORMAT_VERSION
+    ):
         raise GalleryError(f"{path}: not a {FORMAT} manifest of format version {FORMAT_VERSION}")
     if manifest.get("version") != version:
-        raise GalleryError(f"{path}: says version {manifest.get('version')!r}, but the directory is for version {version}")
+        raise GalleryError(
+            f"{path}: says version {manifest.get('version')!r}, but the directory is for version {version}"
+        )
     return manifest
 
 

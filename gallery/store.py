@@ -10,6 +10,7 @@ A writer killed before the commit leaves the database and CURRENT untouched (its
 are removed by the next writer); killed after it, the committed version is published by the next
 writer. Readers only ever follow CURRENT.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,16 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from gallery import db
-from gallery.binding import bound_embedder
-from gallery.catalog import Product, check_barcode, check_price, check_sku, check_text
-from gallery.errors import GalleryError
-from gallery.faults import checkpoint
-from gallery.files import IMAGES_DIR, fsync_dir, remove_tree, replace_atomically, sha256_bytes, store_image
-from gallery.index import reference_vectors
-from gallery.photos import Photo, embed_photos, read_bytes
-from gallery.snapshot import (
+from retail_reid.gallery import db
+from retail_reid.gallery.binding import bound_embedder
+from retail_reid.gallery.catalog import Product, check_barcode, check_price, check_sku, check_text
+from retail_reid.gallery.errors import GalleryError
+from retail_reid.gallery.image_store import IMAGES_DIR, sha256_bytes, store_image
+from retail_reid.gallery.index import reference_vectors
+from retail_reid.gallery.photos import Photo, embed_photos, read_bytes
+from retail_reid.gallery.snapshot import (
     CURRENT,
     VERSIONS_DIR,
     Snapshot,
@@ -45,7 +44,10 @@ from gallery.snapshot import (
     version_dir,
     write_version,
 )
-from models.runtime import OnnxEmbedder
+from retail_reid.models.runtime import OnnxEmbedder
+
+from retail_reid.durable import fsync_dir, remove_tree, replace_atomically
+from retail_reid.faults import checkpoint
 
 LOCK = "lock"
 PENDING = "images/.pending"  # images stored by the change in progress, one path a line
@@ -129,14 +131,16 @@ class GalleryStore:
     # ---- opening ---------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, root: str | Path, readonly: bool = False) -> "GalleryStore":
+    def open(cls, root: str | Path, readonly: bool = False) -> GalleryStore:
         root = Path(root)
         if not root.is_dir():
             raise GalleryError(f"{root}: no such gallery directory; create one with `reid gallery init {root}`")
         return cls(root, db.connect(root, readonly=readonly))
 
     @classmethod
-    def init(cls, root: str | Path, model: str | Path | None = None, keep: int = DEFAULT_KEEP, operator: str | None = None) -> ChangeResult:
+    def init(
+        cls, root: str | Path, model: str | Path | None = None, keep: int = DEFAULT_KEEP, operator: str | None = None
+    ) -> ChangeResult:
         """Create an empty gallery (version 1) bound to `model` (default: the shipped model).
 
         It is built in a hidden sibling directory and renamed into place, so DIR is a whole gallery or absent.
@@ -155,19 +159,26 @@ class GalleryStore:
             root.parent.mkdir(parents=True, exist_ok=True)
             remove_tree(tmp)
             tmp.mkdir()
-            db.create(tmp / db.DB_NAME, {
-                "model_fingerprint": embedder.fingerprint,
-                "model_path": str(embedder.path.resolve()),
-                "embedding_dim": str(embedder.dim),
-                "keep_versions": str(keep),
-                "created": str(time.time()),
-            })
+            db.create(
+                tmp / db.DB_NAME,
+                {
+                    "model_fingerprint": embedder.fingerprint,
+                    "model_path": str(embedder.path.resolve()),
+                    "embedding_dim": str(embedder.dim),
+                    "keep_versions": str(keep),
+                    "created": str(time.time()),
+                },
+            )
             (tmp / LOCK).touch()
             (tmp / VERSIONS_DIR).mkdir()
             (tmp / IMAGES_DIR).mkdir()
             replace_atomically(tmp / CURRENT, b"0\n", "switch")
             with cls.open(tmp) as store:
-                result = store._change("init", operator, lambda v: (f"created, bound to model {embedder.fingerprint[:12]} ({embedder.path})", []))
+                result = store._change(
+                    "init",
+                    operator,
+                    lambda v: (f"created, bound to model {embedder.fingerprint[:12]} ({embedder.path})", []),
+                )
             os.replace(tmp, root)
         except BaseException as e:
             with contextlib.suppress(OSError):
@@ -181,7 +192,7 @@ class GalleryStore:
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self) -> "GalleryStore":
+    def __enter__(self) -> GalleryStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -204,7 +215,9 @@ class GalleryStore:
         try:
             fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
-            raise GalleryError(f"{self.root / LOCK}: cannot open the writer lock ({e.strerror}); is the gallery read-only?") from None
+            raise GalleryError(
+                f"{self.root / LOCK}: cannot open the writer lock ({e.strerror}); is the gallery read-only?"
+            ) from None
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -235,19 +248,25 @@ class GalleryStore:
             if last not in stored_versions(self.root):
                 write_version(self.root, self._content(last, self._version_operator(last)))
             switch_current(self.root, last)
-            log.warning("%s: published version %d, which a previous writer committed but did not publish", self.root, last)
+            log.warning(
+                "%s: published version %d, which a previous writer committed but did not publish", self.root, last
+            )
 
     def _version_operator(self, version: int) -> str:
         return self.conn.execute("SELECT operator FROM versions WHERE version = ?", (version,)).fetchone()[0]
 
-    def _change(self, action: str, operator: str, apply: Callable[[int], tuple[str, list[tuple[str | None, str]]]]) -> ChangeResult:
+    def _change(
+        self, action: str, operator: str, apply: Callable[[int], tuple[str, list[tuple[str | None, str]]]]
+    ) -> ChangeResult:
         """Run `apply(version)` (database changes; returns a summary and audit (sku, detail) entries)
         as a new version, with the lock, transaction, version directory and switch around it."""
         with self._locked():
             try:
                 self._recover()
             except OSError as e:
-                raise GalleryError(f"{self.root}: cannot tidy up after an interrupted change ({e.strerror or e})") from None
+                raise GalleryError(
+                    f"{self.root}: cannot tidy up after an interrupted change ({e.strerror or e})"
+                ) from None
             before = read_current(self.root)
             version = self._last_version() + 1
             self._created = []
@@ -259,7 +278,16 @@ class GalleryStore:
                 now = time.time()
                 self.conn.execute(
                     "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (version, now, operator, action, summary, content.model_fingerprint, len(content.ref_ids), len(content.products)),
+                    (
+                        version,
+                        now,
+                        operator,
+                        action,
+                        summary,
+                        content.model_fingerprint,
+                        len(content.ref_ids),
+                        len(content.products),
+                    ),
                 )
                 self.conn.executemany(
                     "INSERT INTO audit (version, at, operator, action, sku, detail) VALUES (?, ?, ?, ?, ?, ?)",
@@ -270,7 +298,9 @@ class GalleryStore:
             except BaseException as e:
                 self._undo(version)
                 if isinstance(e, (OSError, sqlite3.OperationalError)):
-                    raise GalleryError(f"{self.root}: could not write the change ({_reason(e)}); nothing changed, still at version {before}") from None
+                    raise GalleryError(
+                        f"{self.root}: could not write the change ({_reason(e)}); nothing changed, still at version {before}"
+                    ) from None
                 raise
             self._forget_pending()
             try:
@@ -311,7 +341,10 @@ class GalleryStore:
         except FileNotFoundError:
             return
         for relpath in listed:
-            if self.conn.execute("SELECT 1 FROM refs WHERE sha256 = ? LIMIT 1", (Path(relpath).stem,)).fetchone() is None:
+            if (
+                self.conn.execute("SELECT 1 FROM refs WHERE sha256 = ? LIMIT 1", (Path(relpath).stem,)).fetchone()
+                is None
+            ):
                 (self.root / relpath).unlink(missing_ok=True)
         self._forget_pending()
 
@@ -334,7 +367,9 @@ class GalleryStore:
             )
         ]
         position = {p.sku: i for i, p in enumerate(products)}
-        rows = self.conn.execute("SELECT id, sku, image, embedding FROM refs WHERE removed_version IS NULL ORDER BY id").fetchall()
+        rows = self.conn.execute(
+            "SELECT id, sku, image, embedding FROM refs WHERE removed_version IS NULL ORDER BY id"
+        ).fetchall()
         dim = int(meta["embedding_dim"])
         images: dict[str, str] = {}
         for _, sku, image, _ in rows:
@@ -373,11 +408,22 @@ class GalleryStore:
             )
             line = f"new product {sku!r} ({name})"
         else:
-            fields = {k: v for k, v in (("name", update.name), ("category", update.category), ("price", update.price)) if v is not None}
+            fields = {
+                k: v
+                for k, v in (("name", update.name), ("category", update.category), ("price", update.price))
+                if v is not None
+            }
             if fields:
-                self.conn.execute(f"UPDATE products SET {', '.join(f'{k} = ?' for k in fields)} WHERE sku = ?", (*fields.values(), sku))
+                self.conn.execute(
+                    f"UPDATE products SET {', '.join(f'{k} = ?' for k in fields)} WHERE sku = ?",
+                    (*fields.values(), sku),
+                )
             line = f"updated product {sku!r}: {', '.join(f'{k}={v!r}' for k, v in fields.items())}" if fields else None
-        new_codes = [c for c in update.barcodes if not self.conn.execute("SELECT 1 FROM barcodes WHERE code = ?", (c,)).fetchone()]
+        new_codes = [
+            c
+            for c in update.barcodes
+            if not self.conn.execute("SELECT 1 FROM barcodes WHERE code = ?", (c,)).fetchone()
+        ]
         self.conn.executemany("INSERT INTO barcodes (code, sku) VALUES (?, ?)", [(c, sku) for c in new_codes])
         if new_codes:
             line = f"{line or f'updated product {sku!r}'}; barcodes +{', '.join(new_codes)}"
@@ -395,7 +441,15 @@ class GalleryStore:
                 self._created.append(self.root / photo.relpath)
             cur = self.conn.execute(
                 "INSERT INTO refs (sku, image, sha256, phash, source, added_version, embedding) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (photo.sku, photo.relpath, photo.sha256, photo.phash, photo.source, version, np.asarray(vec, np.float32).tobytes()),
+                (
+                    photo.sku,
+                    photo.relpath,
+                    photo.sha256,
+                    photo.phash,
+                    photo.source,
+                    version,
+                    np.asarray(vec, np.float32).tobytes(),
+                ),
             )
             entries.append((photo.sku, f"added reference {cur.lastrowid}: {photo.source} -> {photo.relpath}"))
         return entries
@@ -404,7 +458,9 @@ class GalleryStore:
         """sha256 -> SKU for the given photos that are already references."""
         found: dict[str, str] = {}
         for photo in photos:
-            row = self.conn.execute("SELECT sku FROM refs WHERE sha256 = ? AND removed_version IS NULL", (photo.sha256,)).fetchone()
+            row = self.conn.execute(
+                "SELECT sku FROM refs WHERE sha256 = ? AND removed_version IS NULL", (photo.sha256,)
+            ).fetchone()
             if row:
                 found[photo.sha256] = row[0]
         return found
@@ -433,14 +489,22 @@ class GalleryStore:
             raise GalleryError(f"{self.root}: cannot change the gallery: the directory is read-only for this user")
         photos, vectors, errors = embed_photos(items, self.embedder(embedder, model), progress=progress)
         if errors and not skip_bad:
-            raise GalleryError(f"{len(errors)} of {len(items)} photos cannot be added; nothing changed (--skip-bad adds the rest):{_listing(errors)}")
+            raise GalleryError(
+                f"{len(errors)} of {len(items)} photos cannot be added; nothing changed (--skip-bad adds the rest):{_listing(errors)}"
+            )
         skipped = list(errors)
 
         def apply(version: int) -> tuple[str, list[tuple[str | None, str]]]:
             known = self._known_photos(photos)
-            dupes = [f"{p.source}: this photo is already a reference of SKU {known[p.sha256]!r}" for p in photos if p.sha256 in known]
+            dupes = [
+                f"{p.source}: this photo is already a reference of SKU {known[p.sha256]!r}"
+                for p in photos
+                if p.sha256 in known
+            ]
             if dupes and not skip_bad:
-                raise GalleryError(f"{len(dupes)} photos are already in the gallery; nothing changed (--skip-bad adds the rest):{_listing(dupes)}")
+                raise GalleryError(
+                    f"{len(dupes)} photos are already in the gallery; nothing changed (--skip-bad adds the rest):{_listing(dupes)}"
+                )
             skipped.extend(dupes)
             keep = [i for i, p in enumerate(photos) if p.sha256 not in known]
             if not keep and not updates:
@@ -453,7 +517,10 @@ class GalleryStore:
                 raise GalleryError("nothing to change: the product already has these details")
             entries += self._insert_refs([photos[i] for i in keep], vectors[keep], version)
             skus = sorted({sku for sku, _ in entries if sku})
-            return f"{action}: {_count(len(keep), 'reference')} for {_count(len(skus), 'SKU')} ({_short(skus)})", entries
+            return (
+                f"{action}: {_count(len(keep), 'reference')} for {_count(len(skus), 'SKU')} ({_short(skus)})",
+                entries,
+            )
 
         result = self._change(action, operator, apply)
         return ChangeResult(result.version, result.summary, tuple(skipped))
@@ -481,7 +548,16 @@ class GalleryStore:
             None if category is None else check_text(category, "--category"),
             check_price(price, "--price"),
         )
-        return self.add_photos([(sku, Path(p)) for p in paths], {sku: update}, action="add", operator=operator, skip_bad=skip_bad, progress=progress, model=model, embedder=embedder)
+        return self.add_photos(
+            [(sku, Path(p)) for p in paths],
+            {sku: update},
+            action="add",
+            operator=operator,
+            skip_bad=skip_bad,
+            progress=progress,
+            model=model,
+            embedder=embedder,
+        )
 
     def import_folder(
         self,
@@ -512,10 +588,21 @@ class GalleryStore:
                 continue
             items += [(sku, p) for p in sorted(entry.iterdir()) if not p.name.startswith(".")]
         if problems and not skip_bad:
-            raise GalleryError(f"{folder}: {len(problems)} entries cannot be imported; nothing changed (--skip-bad imports the rest):{_listing(problems)}")
+            raise GalleryError(
+                f"{folder}: {len(problems)} entries cannot be imported; nothing changed (--skip-bad imports the rest):{_listing(problems)}"
+            )
         if not items:
             raise GalleryError(f"{folder}: no photos found (expected {folder}/<sku>/<photo>)")
-        result = self.add_photos(items, {}, action="import-folder", operator=operator, skip_bad=skip_bad, progress=progress, model=model, embedder=embedder)
+        result = self.add_photos(
+            items,
+            {},
+            action="import-folder",
+            operator=operator,
+            skip_bad=skip_bad,
+            progress=progress,
+            model=model,
+            embedder=embedder,
+        )
         return ChangeResult(result.version, result.summary, tuple(problems) + result.skipped)
 
     def remove_sku(self, sku: str, *, operator: str | None = None) -> ChangeResult:
@@ -525,11 +612,15 @@ class GalleryStore:
         def apply(version: int) -> tuple[str, list[tuple[str | None, str]]]:
             if not self._active_product(sku):
                 raise GalleryError(f"unknown SKU {sku!r} (see `reid gallery list {self.root}`)")
-            n = self.conn.execute("UPDATE refs SET removed_version = ? WHERE sku = ? AND removed_version IS NULL", (version, sku)).rowcount
+            n = self.conn.execute(
+                "UPDATE refs SET removed_version = ? WHERE sku = ? AND removed_version IS NULL", (version, sku)
+            ).rowcount
             codes = [c for (c,) in self.conn.execute("SELECT code FROM barcodes WHERE sku = ?", (sku,))]
             self.conn.execute("DELETE FROM barcodes WHERE sku = ?", (sku,))
             self.conn.execute("UPDATE products SET active = 0 WHERE sku = ?", (sku,))
-            return f"removed SKU {sku!r} ({n} references, barcodes: {', '.join(codes) or 'none'})", [(sku, f"removed product and {n} references")]
+            return f"removed SKU {sku!r} ({n} references, barcodes: {', '.join(codes) or 'none'})", [
+                (sku, f"removed product and {n} references")
+            ]
 
         return self._change("remove", _operator(operator), apply)
 
@@ -537,9 +628,13 @@ class GalleryStore:
         """Take one reference (by its id, see `show`) out of the gallery."""
 
         def apply(version: int) -> tuple[str, list[tuple[str | None, str]]]:
-            row = self.conn.execute("SELECT sku, source FROM refs WHERE id = ? AND removed_version IS NULL", (ref_id,)).fetchone()
+            row = self.conn.execute(
+                "SELECT sku, source FROM refs WHERE id = ? AND removed_version IS NULL", (ref_id,)
+            ).fetchone()
             if row is None:
-                raise GalleryError(f"no reference {ref_id} in the gallery (see `reid gallery show {self.root} --sku SKU`)")
+                raise GalleryError(
+                    f"no reference {ref_id} in the gallery (see `reid gallery show {self.root} --sku SKU`)"
+                )
             self.conn.execute("UPDATE refs SET removed_version = ? WHERE id = ?", (version, ref_id))
             return f"removed reference {ref_id} of SKU {row[0]!r} ({row[1]})", [(row[0], f"removed reference {ref_id}")]
 
@@ -573,7 +668,9 @@ class GalleryStore:
                     "SET name = excluded.name, category = excluded.category, price = excluded.price, active = 1",
                     (p.sku, p.name, p.category, p.price),
                 )
-                self.conn.executemany("INSERT INTO barcodes (code, sku) VALUES (?, ?)", [(c, p.sku) for c in p.barcodes])
+                self.conn.executemany(
+                    "INSERT INTO barcodes (code, sku) VALUES (?, ?)", [(c, p.sku) for c in p.barcodes]
+                )
             self.conn.execute("UPDATE refs SET removed_version = ? WHERE removed_version IS NULL", (version,))
             entries: list[tuple[str | None, str]] = []
             for ref, vec in zip(refs, vectors):
@@ -581,14 +678,19 @@ class GalleryStore:
                 if ref_id is None:
                     entries += self._insert_refs([ref], vec[None], version)  # type: ignore[list-item]
                 else:
-                    self.conn.execute("UPDATE refs SET removed_version = NULL, embedding = ? WHERE id = ?", (np.asarray(vec, np.float32).tobytes(), ref_id))
+                    self.conn.execute(
+                        "UPDATE refs SET removed_version = NULL, embedding = ? WHERE id = ?",
+                        (np.asarray(vec, np.float32).tobytes(), ref_id),
+                    )
             if model is not None:
                 db.set_meta(self.conn, model_fingerprint=model[0], model_path=model[1], embedding_dim=str(model[2]))
             refs_after, skus_after = self._active_refs(), {p.sku for p in products}
             entries += [(sku, "product added") for sku in sorted(skus_after - skus_before)]
             entries += [(sku, "product removed") for sku in sorted(skus_before - skus_after)]
-            change = (f"{_count(len(refs_after - refs_before), 'reference')} in, {len(refs_before - refs_after)} out; "
-                      f"{_count(len(skus_after - skus_before), 'SKU')} in, {len(skus_before - skus_after)} out")
+            change = (
+                f"{_count(len(refs_after - refs_before), 'reference')} in, {len(refs_before - refs_after)} out; "
+                f"{_count(len(skus_after - skus_before), 'SKU')} in, {len(skus_before - skus_after)} out"
+            )
             return f"{summary} ({change})", entries
 
         return self._change(action, _operator(operator), apply)
@@ -597,7 +699,9 @@ class GalleryStore:
         return {i for (i,) in self.conn.execute("SELECT id FROM refs WHERE removed_version IS NULL")}
 
     def _find_ref(self, photo: Photo) -> int | None:
-        return self.conn.execute("SELECT MAX(id) FROM refs WHERE sku = ? AND sha256 = ?", (photo.sku, photo.sha256)).fetchone()[0]
+        return self.conn.execute(
+            "SELECT MAX(id) FROM refs WHERE sku = ? AND sha256 = ?", (photo.sku, photo.sha256)
+        ).fetchone()[0]
 
     def rollback(self, version: int, *, operator: str | None = None) -> ChangeResult:
         """A new version with the contents (and model) of an older, still stored version."""
@@ -614,8 +718,12 @@ class GalleryStore:
             ) from None
         m = snap.manifest
         return self.replace_contents(
-            list(snap.products.values()), [int(i) for i in snap.ref_ids], reference_vectors(snap.index, snap.ref_ids),
-            action="rollback", summary=f"rolled back to the contents of version {version}", operator=operator,
+            list(snap.products.values()),
+            [int(i) for i in snap.ref_ids],
+            reference_vectors(snap.index, snap.ref_ids),
+            action="rollback",
+            summary=f"rolled back to the contents of version {version}",
+            operator=operator,
             model=(m["model_fingerprint"], m["model_path"], int(m["embedding_dim"])),
         )
 
@@ -629,7 +737,9 @@ class GalleryStore:
             rows = self.conn.execute("SELECT id, sku, image FROM refs WHERE removed_version IS NULL").fetchall()
             rows = [r for r in rows if ids is None or r[0] in ids]
             by_path = {self.root / image: ref_id for ref_id, _, image in rows}
-            photos, vecs, errors = embed_photos([(sku, self.root / image) for _, sku, image in rows], embedder, progress=progress)
+            photos, vecs, errors = embed_photos(
+                [(sku, self.root / image) for _, sku, image in rows], embedder, progress=progress
+            )
             if errors:
                 raise GalleryError(f"{len(errors)} stored photos cannot be read; nothing changed:{_listing(errors)}")
             vectors.update({by_path[p.path]: v for p, v in zip(photos, vecs)})
@@ -639,10 +749,20 @@ class GalleryStore:
         def apply(version: int) -> tuple[str, list[tuple[str | None, str]]]:
             active = {i for (i,) in self.conn.execute("SELECT id FROM refs WHERE removed_version IS NULL")}
             embed(active - vectors.keys())  # references added by others meanwhile
-            self.conn.executemany("UPDATE refs SET embedding = ? WHERE id = ?", [(vectors[i].tobytes(), i) for i in active])
+            self.conn.executemany(
+                "UPDATE refs SET embedding = ? WHERE id = ?", [(vectors[i].tobytes(), i) for i in active]
+            )
             old = self.meta["model_fingerprint"]
-            db.set_meta(self.conn, model_fingerprint=embedder.fingerprint, model_path=str(embedder.path.resolve()), embedding_dim=str(embedder.dim))
-            return f"re-embedded {len(active)} references with model {embedder.fingerprint[:12]} ({embedder.path}), was {old[:12]}", []
+            db.set_meta(
+                self.conn,
+                model_fingerprint=embedder.fingerprint,
+                model_path=str(embedder.path.resolve()),
+                embedding_dim=str(embedder.dim),
+            )
+            return (
+                f"re-embedded {len(active)} references with model {embedder.fingerprint[:12]} ({embedder.path}), was {old[:12]}",
+                [],
+            )
 
         return self._change("rebuild", _operator(operator), apply)
 
@@ -655,7 +775,10 @@ class GalleryStore:
             "(SELECT COUNT(*) FROM refs r WHERE r.sku = p.sku AND r.removed_version IS NULL) "
             "FROM products p WHERE active ORDER BY p.sku"
         ).fetchall()
-        return [ProductRow(Product(sku, name, tuple(codes.split("\n")) if codes else (), cat, price), n) for sku, name, cat, price, codes, n in rows]
+        return [
+            ProductRow(Product(sku, name, tuple(codes.split("\n")) if codes else (), cat, price), n)
+            for sku, name, cat, price, codes, n in rows
+        ]
 
     def product(self, sku: str) -> tuple[ProductRow, list[RefRow]]:
         sku = check_sku(sku, "--sku")
@@ -665,7 +788,8 @@ class GalleryStore:
         refs = [
             RefRow(*row)
             for row in self.conn.execute(
-                "SELECT id, sku, image, source, added_version FROM refs WHERE sku = ? AND removed_version IS NULL ORDER BY id", (sku,)
+                "SELECT id, sku, image, source, added_version FROM refs WHERE sku = ? AND removed_version IS NULL ORDER BY id",
+                (sku,),
             )
         ]
         return found[0], refs
@@ -673,7 +797,9 @@ class GalleryStore:
     def history(self) -> list[VersionRow]:
         current, stored = read_current(self.root), set(stored_versions(self.root))
         entries: dict[int, list[tuple[str | None, str]]] = {}
-        for version, sku, detail in self.conn.execute("SELECT version, sku, detail FROM audit WHERE sku IS NOT NULL ORDER BY id"):
+        for version, sku, detail in self.conn.execute(
+            "SELECT version, sku, detail FROM audit WHERE sku IS NOT NULL ORDER BY id"
+        ):
             entries.setdefault(version, []).append((sku, detail))
         return [
             VersionRow(*row, current=row[0] == current, stored=row[0] in stored, entries=tuple(entries.get(row[0], ())))

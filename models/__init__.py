@@ -2,7 +2,9 @@
 
 Only the torch-free pieces are re-exported here, so ``import models`` is safe on an edge box.
 """
-from models.images import ImageError, read_image
-from models.runtime import ModelError, OnnxEmbedder, default_model_path
+
+from retail_reid.models.runtime import ModelError, OnnxEmbedder, default_model_path
+
+from retail_reid.images import ImageError, read_image
 
 __all__ = ["ImageError", "ModelError", "OnnxEmbedder", "default_model_path", "read_image"]

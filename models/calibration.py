@@ -4,6 +4,7 @@ operating thresholds (at chosen false-accept rates) that product-switch alerts u
 Scores, and so thresholds, depend on how a SKU is scored from its references: by its nearest
 reference ("nearest") or by their normalised mean ("centroid"). A calibration says which it was fitted
 for, and the gallery scores that way."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ class Calibration:
         return {"a": self.a, "b": self.b, "thresholds": dict(self.thresholds), "scoring": self.scoring}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Calibration":
+    def from_dict(cls, d: dict) -> Calibration:
         try:
             a, b = float(d["a"]), float(d["b"])
             thresholds = {str(k): float(v) for k, v in d.get("thresholds", {}).items()}
@@ -71,7 +72,9 @@ def fit_logistic(genuine: np.ndarray, impostor: np.ndarray, iters: int = 50) -> 
     return float(theta[0]), float(theta[1])
 
 
-def fit_calibration(genuine: np.ndarray, impostor: np.ndarray, thresholds: dict[str, float], scoring: str = "nearest") -> Calibration:
+def fit_calibration(
+    genuine: np.ndarray, impostor: np.ndarray, thresholds: dict[str, float], scoring: str = "nearest"
+) -> Calibration:
     if len(genuine) == 0 or len(impostor) == 0:
         raise ValueError("calibration needs both genuine and impostor scores")
     a, b = fit_logistic(genuine, impostor)

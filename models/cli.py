@@ -1,5 +1,6 @@
 """`reid train | interpolate | embed | eval | export | calibrate`: the embedder's commands. Torch is imported
 only inside train, interpolate, export and calibrate, so embed and eval run on a runtime-only install."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,10 +9,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from retail_reid.models.calibration import SCORINGS
+from retail_reid.models.datasets import ImageSet, iconic_set, image_set, read_list_file
 
-from models.calibration import SCORINGS
-from models.datasets import ImageSet, image_set, iconic_set, read_list_file
-from models.errors import ReidError
+from retail_reid.errors import ReidError
 
 
 def _need_train_extra() -> None:
@@ -37,7 +38,7 @@ def _limit(images: ImageSet, skus: int, per_sku: int) -> ImageSet:
 
 def cmd_train(a: argparse.Namespace) -> int:
     _need_train_extra()
-    from models.train import TrainConfig, train
+    from retail_reid.models.train import TrainConfig, train
 
     train_set = _limit(image_set(a.train, a.root), a.limit_skus, a.limit_per_sku)
     if a.iconic:
@@ -46,11 +47,29 @@ def cmd_train(a: argparse.Namespace) -> int:
     if a.limit_skus:
         val_set = val_set.only(set(train_set.labels))
     cfg = TrainConfig(
-        out=a.out, backbone=a.backbone, pretrained=not a.no_pretrained, weights=a.weights, dim=a.dim, size=a.size,
-        loss=a.loss, miner=a.miner, margin=a.margin, epochs=a.epochs, skus_per_batch=a.skus_per_batch, per_sku=a.per_sku,
-        lr_backbone=a.lr_backbone, lr_head=a.lr_head, weight_decay=a.weight_decay, warmup_epochs=a.warmup_epochs,
-        freeze_blocks=a.freeze_blocks, seed=a.seed, threads=a.threads, device=a.device, steps_per_epoch=a.steps_per_epoch,
-        init=a.init, augment=a.augment,
+        out=a.out,
+        backbone=a.backbone,
+        pretrained=not a.no_pretrained,
+        weights=a.weights,
+        dim=a.dim,
+        size=a.size,
+        loss=a.loss,
+        miner=a.miner,
+        margin=a.margin,
+        epochs=a.epochs,
+        skus_per_batch=a.skus_per_batch,
+        per_sku=a.per_sku,
+        lr_backbone=a.lr_backbone,
+        lr_head=a.lr_head,
+        weight_decay=a.weight_decay,
+        warmup_epochs=a.warmup_epochs,
+        freeze_blocks=a.freeze_blocks,
+        seed=a.seed,
+        threads=a.threads,
+        device=a.device,
+        steps_per_epoch=a.steps_per_epoch,
+        init=a.init,
+        augment=a.augment,
     )
     try:
         best = train(cfg, train_set, val_set, resume=a.resume, progress=not a.quiet)
@@ -62,7 +81,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 def cmd_interpolate(a: argparse.Namespace) -> int:
     _need_train_extra()
-    from models.interpolate import interpolate
+    from retail_reid.models.interpolate import interpolate
 
     try:
         out = interpolate(a.start, a.tuned, a.weight, Path(a.out) / "best.pt")
@@ -73,7 +92,7 @@ def cmd_interpolate(a: argparse.Namespace) -> int:
 
 
 def cmd_embed(a: argparse.Namespace) -> int:
-    from models.runtime import OnnxEmbedder
+    from retail_reid.models.runtime import OnnxEmbedder
 
     if bool(a.list) == bool(a.images):
         raise ReidError("give either --list FILE or image paths, not both and not neither")
@@ -84,7 +103,10 @@ def cmd_embed(a: argparse.Namespace) -> int:
     for e in errors:
         print(f"bad image: {e}", file=sys.stderr)
     if errors and not a.skip_bad:
-        print(f"{len(errors)} of {len(paths)} images could not be read; nothing written (use --skip-bad to embed the rest)", file=sys.stderr)
+        print(
+            f"{len(errors)} of {len(paths)} images could not be read; nothing written (use --skip-bad to embed the rest)",
+            file=sys.stderr,
+        )
         return 1
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -104,8 +126,8 @@ def _format_report(name: str, report: dict) -> str:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    from models.evaluate import evaluate
-    from models.runtime import OnnxEmbedder
+    from retail_reid.models.evaluate import evaluate
+    from retail_reid.models.runtime import OnnxEmbedder
 
     gallery, queries = image_set(a.gallery, a.root), image_set(a.queries, a.root)
     iconic = iconic_set(a.iconic) if a.iconic else None
@@ -130,24 +152,34 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
 def cmd_export(a: argparse.Namespace) -> int:
     _need_train_extra()
-    from models.export import check_parity, export_onnx, quantize_int8
-    from models.preprocess import Preprocess
+    from retail_reid.models.export import check_parity, export_onnx, quantize_int8
+    from retail_reid.models.preprocess import Preprocess
 
     if bool(a.checkpoint) == a.imagenet_only:
         raise ReidError("give a CHECKPOINT or --imagenet-only")
     if a.imagenet_only:
-        from models.backbone import DEFAULT_BACKBONE, create_backbone
-        from models.net import ImageNetFeatures
+        from retail_reid.models.backbone import DEFAULT_BACKBONE, create_backbone
+        from retail_reid.models.net import ImageNetFeatures
 
-        net, pre, extra = ImageNetFeatures(create_backbone(DEFAULT_BACKBONE)), Preprocess(size=a.size or 224), {"backbone": DEFAULT_BACKBONE, "trained": "imagenet-only"}
+        net, pre, extra = (
+            ImageNetFeatures(create_backbone(DEFAULT_BACKBONE)),
+            Preprocess(size=a.size or 224),
+            {"backbone": DEFAULT_BACKBONE, "trained": "imagenet-only"},
+        )
     else:
-        from models.train import load_checkpoint
+        from retail_reid.models.train import load_checkpoint
 
         try:
             net, pre, state = load_checkpoint(a.checkpoint)
         except ValueError as e:
             raise ReidError(str(e)) from None
-        extra = {"backbone": state["config"]["backbone"], "trained": state["config"]["loss"], "train_size": pre.size, "skus": len(state["skus"]), "val": state["val"]}
+        extra = {
+            "backbone": state["config"]["backbone"],
+            "trained": state["config"]["loss"],
+            "train_size": pre.size,
+            "skus": len(state["skus"]),
+            "val": state["val"],
+        }
         if a.size:  # the network is fully convolutional: evaluate at another size than it was trained at
             pre = Preprocess.from_dict({**pre.to_dict(), "size": a.size})
     out = Path(a.out)
@@ -165,24 +197,32 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 def _calibrate(model: Path, references: ImageSet, queries: ImageSet, scoring: str, quiet: bool) -> None:
     """Fit and store the model's calibrations (every scoring, `scoring` the default) and say what they are."""
-    from models.evaluate import calibrate, embed_set
-    from models.export import set_calibration
-    from models.runtime import OnnxEmbedder
+    from retail_reid.models.evaluate import calibrate, embed_set
+    from retail_reid.models.export import set_calibration
+    from retail_reid.models.runtime import OnnxEmbedder
 
     if len(set(references.labels)) < 2:
-        raise ReidError("calibration needs references of at least two SKUs (a query must have other SKUs to be told from)")
+        raise ReidError(
+            "calibration needs references of at least two SKUs (a query must have other SKUs to be told from)"
+        )
     if not set(references.labels) & set(queries.labels):
-        raise ReidError("calibration needs queries of SKUs that have references: no SKU of the queries is among the references' "
-                        f"{len(set(references.labels))} SKUs")
+        raise ReidError(
+            "calibration needs queries of SKUs that have references: no SKU of the queries is among the references' "
+            f"{len(set(references.labels))} SKUs"
+        )
     embedder = OnnxEmbedder(model)
-    calibrations = calibrate(embed_set(embedder, references, progress=not quiet), embed_set(embedder, queries, progress=not quiet), scoring)
+    calibrations = calibrate(
+        embed_set(embedder, references, progress=not quiet), embed_set(embedder, queries, progress=not quiet), scoring
+    )
     try:
         set_calibration(model, calibrations)
     except OSError as e:
         raise ReidError(f"{model}: cannot rewrite the model file ({e.strerror or e}); it is unchanged") from None
     for c in calibrations:
-        print(f"{model}: {c.scoring} scoring{' (default)' if c is calibrations[0] else ''}: "
-              + ", ".join(f"{k} at {v:.3f}" for k, v in sorted(c.thresholds.items())))
+        print(
+            f"{model}: {c.scoring} scoring{' (default)' if c is calibrations[0] else ''}: "
+            + ", ".join(f"{k} at {v:.3f}" for k, v in sorted(c.thresholds.items()))
+        )
 
 
 def cmd_calibrate(a: argparse.Namespace) -> int:
@@ -196,19 +236,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", help="folder that relative paths in split files start from")
     p.add_argument("--train", required=True, help="split file (train.txt) or folder-per-SKU tree")
     p.add_argument("--val", required=True, help="split file (val.txt) or folder-per-SKU tree, for keep-best")
-    p.add_argument("--iconic", metavar="PATH", help="add catalog photos as extra training views: a dataset root with classes.csv or a folder of <sku>.jpg")
+    p.add_argument(
+        "--iconic",
+        metavar="PATH",
+        help="add catalog photos as extra training views: a dataset root with classes.csv or a folder of <sku>.jpg",
+    )
     p.add_argument("--out", required=True, help="run folder: checkpoints, config.json, metrics.jsonl")
     p.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm model name")
     p.add_argument("--weights", help="backbone state dict file (any naming scheme with matching tensor order)")
     p.add_argument("--no-pretrained", action="store_true", help="random initialisation")
-    p.add_argument("--init", metavar="CHECKPOINT", help="start from a trained embedder's best.pt (same backbone and size) and fine-tune it further")
-    p.add_argument("--augment", choices=["photo", "checkout"], default="photo",
-                   help="photo: crops, tilts, light and colour; checkout: also views like a lane camera's (whole item, small, "
-                   "low resolution, motion-blurred, noisy, compressed, partly hidden by a hand)")
+    p.add_argument(
+        "--init",
+        metavar="CHECKPOINT",
+        help="start from a trained embedder's best.pt (same backbone and size) and fine-tune it further",
+    )
+    p.add_argument(
+        "--augment",
+        choices=["photo", "checkout"],
+        default="photo",
+        help="photo: crops, tilts, light and colour; checkout: also views like a lane camera's (whole item, small, "
+        "low resolution, motion-blurred, noisy, compressed, partly hidden by a hand)",
+    )
     p.add_argument("--dim", type=int, default=128, help="embedding size")
     p.add_argument("--size", type=int, default=224, help="input size in pixels")
     p.add_argument("--loss", default="triplet", choices=["triplet", "contrastive", "multi-similarity", "arcface"])
-    p.add_argument("--miner", default="semihard", choices=["all", "hard", "semihard", "easy"], help="triplet miner type")
+    p.add_argument(
+        "--miner", default="semihard", choices=["all", "hard", "semihard", "easy"], help="triplet miner type"
+    )
     p.add_argument("--margin", type=float, default=0.2, help="triplet loss and miner margin")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--skus-per-batch", type=int, default=16, help="P")
@@ -228,7 +282,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("interpolate", help="mix a model's weights with its fine-tuned run's (WiSE-FT; needs the [train] extra)")
+    p = sub.add_parser(
+        "interpolate", help="mix a model's weights with its fine-tuned run's (WiSE-FT; needs the [train] extra)"
+    )
     p.add_argument("start", help="best.pt the fine-tuning started from (reid train --init)")
     p.add_argument("tuned", help="best.pt of the fine-tuned run")
     p.add_argument("--weight", type=float, required=True, help="share of the fine-tuned weights, 0 to 1")
@@ -250,16 +306,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", help="folder that relative paths in split files start from")
     p.add_argument("--gallery", required=True, help="split file or folder: the references")
     p.add_argument("--queries", required=True, help="split file or folder: the queries")
-    p.add_argument("--iconic", metavar="PATH", help="also use catalog photos as the gallery: a dataset root with classes.csv or a folder of <sku>.jpg")
+    p.add_argument(
+        "--iconic",
+        metavar="PATH",
+        help="also use catalog photos as the gallery: a dataset root with classes.csv or a folder of <sku>.jpg",
+    )
     p.add_argument("--json", help="write the reports as JSON here")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("export", help="export a checkpoint to calibrated ONNX (and int8)")
     p.add_argument("checkpoint", nargs="?", help="best.pt from reid train")
-    p.add_argument("--imagenet-only", action="store_true", help="export the ImageNet backbone's pooled features (a baseline)")
-    p.add_argument("--size", type=int, help="input size in pixels (default: the training size; 224 for --imagenet-only). "
-                   "Random-resized-crop training makes objects look larger than at test time, so a somewhat larger test size often helps")
+    p.add_argument(
+        "--imagenet-only", action="store_true", help="export the ImageNet backbone's pooled features (a baseline)"
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        help="input size in pixels (default: the training size; 224 for --imagenet-only). "
+        "Random-resized-crop training makes objects look larger than at test time, so a somewhat larger test size often helps",
+    )
     p.add_argument("--out", required=True, help="output .onnx")
     p.add_argument("--root", help="folder that relative paths in split files start from")
     p.add_argument("--gallery", required=True, help="references for calibration (e.g. train.txt)")
@@ -271,17 +337,27 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("calibrate", help="refit an ONNX embedder's calibration on your own references and queries (in place)")
-    p.add_argument("model", help="the .onnx file to recalibrate (rewritten whole; galleries bound to it must be rebuilt)")
+    p = sub.add_parser(
+        "calibrate", help="refit an ONNX embedder's calibration on your own references and queries (in place)"
+    )
+    p.add_argument(
+        "model", help="the .onnx file to recalibrate (rewritten whole; galleries bound to it must be rebuilt)"
+    )
     p.add_argument("--root", help="folder that relative paths in split files start from")
     p.add_argument("--gallery", required=True, help="split file or folder-per-SKU tree: the references")
-    p.add_argument("--calib", required=True, help="split file or folder-per-SKU tree: queries of the same SKUs, not in --gallery")
+    p.add_argument(
+        "--calib", required=True, help="split file or folder-per-SKU tree: queries of the same SKUs, not in --gallery"
+    )
     _scoring_option(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_calibrate)
 
 
 def _scoring_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scoring", choices=SCORINGS, default="centroid",
-                   help="how galleries score a SKU by default: the normalised mean of its references (centroid, the default: "
-                   "0.82 Recall@1 on grocery val against 0.78 with the shipped model) or its nearest reference; both are calibrated")
+    p.add_argument(
+        "--scoring",
+        choices=SCORINGS,
+        default="centroid",
+        help="how galleries score a SKU by default: the normalised mean of its references (centroid, the default: "
+        "0.82 Recall@1 on grocery val against 0.78 with the shipped model) or its nearest reference; both are calibrated",
+    )

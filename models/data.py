@@ -1,18 +1,18 @@
 """Training data: decoded once into memory (JPEG decoding would otherwise compete with the
 network for two CPU cores), augmented per sample the way checkout crops vary."""
+
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import torch
+from retail_reid.models.datasets import ImageSet
+from retail_reid.models.preprocess import Preprocess
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
-from models.datasets import ImageSet
-from models.images import read_image
-from models.preprocess import Preprocess
-
+from retail_reid.images import read_image
 
 AUGMENTATIONS = ("photo", "checkout")
 SKIN_RGB = (0.80, 0.62, 0.52)  # a hand's colour, in [0, 1], for the occlusions of "checkout" views
@@ -24,19 +24,28 @@ class LaneCamera:
     random direction as if moving during the exposure, with sensor noise and video-codec blocking,
     then scaled back up. Each degradation is applied at the small size, where the camera makes it."""
 
-    def __init__(self, sides: tuple[int, int], blur_px: int = 9, noise: float = 6.0, quality: tuple[int, int] = (35, 95)):
+    def __init__(
+        self, sides: tuple[int, int], blur_px: int = 9, noise: float = 6.0, quality: tuple[int, int] = (35, 95)
+    ):
         self.sides, self.blur_px, self.noise, self.quality = sides, blur_px, noise, quality
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         h, w = img.shape[-2:]
         s = min(1.0, float(np.random.randint(self.sides[0], self.sides[1] + 1)) / max(h, w))  # never enlarge
-        small = cv2.resize(np.ascontiguousarray(img.permute(1, 2, 0).numpy()),
-                           (max(8, round(w * s)), max(8, round(h * s))), interpolation=cv2.INTER_AREA)
+        small = cv2.resize(
+            np.ascontiguousarray(img.permute(1, 2, 0).numpy()),
+            (max(8, round(w * s)), max(8, round(h * s))),
+            interpolation=cv2.INTER_AREA,
+        )
         if np.random.rand() < 0.6:
-            small = cv2.filter2D(small, -1, _motion_kernel(np.random.randint(2, self.blur_px + 1), np.random.uniform(0, 180)))
+            small = cv2.filter2D(
+                small, -1, _motion_kernel(np.random.randint(2, self.blur_px + 1), np.random.uniform(0, 180))
+            )
         noisy = small.astype(np.float32) + np.random.normal(0.0, np.random.uniform(0, self.noise), small.shape)
         small = np.clip(noisy, 0, 255).astype(np.uint8)
-        if np.random.rand() < 0.5:  # the RGB view goes to the encoder as is: the same blocking, luma weights of R and B swapped
+        if (
+            np.random.rand() < 0.5
+        ):  # the RGB view goes to the encoder as is: the same blocking, luma weights of R and B swapped
             q = int(np.random.randint(self.quality[0], self.quality[1] + 1))
             small = cv2.imdecode(cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, q])[1], cv2.IMREAD_UNCHANGED)
         big = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
@@ -75,7 +84,9 @@ def train_transform(pre: Preprocess, augment: str = "photo") -> v2.Compose:
     geometry = [
         v2.RandomResizedCrop(pre.size, scale=(0.6, 1.0), ratio=(0.75, 1.333), antialias=True),
         v2.RandomHorizontalFlip(),
-        v2.RandomApply([v2.RandomZoomOut(fill=fill, side_range=(1.0, 1.4)), v2.Resize((pre.size, pre.size), antialias=True)], p=0.4),
+        v2.RandomApply(
+            [v2.RandomZoomOut(fill=fill, side_range=(1.0, 1.4)), v2.Resize((pre.size, pre.size), antialias=True)], p=0.4
+        ),
         v2.RandomApply([v2.RandomRotation(15, fill=fill)], p=0.5),
         v2.RandomApply([LaneCamera((90, 200))], p=0.6),
     ]
@@ -85,10 +96,17 @@ def train_transform(pre: Preprocess, augment: str = "photo") -> v2.Compose:
 
 class LabelledImages(Dataset):
     """Images with integer SKU labels; train mode augments, eval mode applies the runtime's
-    exact preprocessing (models.preprocess), so validation scores match deployment."""
+    exact preprocessing (retail_reid.models.preprocess), so validation scores match deployment."""
 
-    def __init__(self, images: ImageSet, sku_index: dict[str, int], pre: Preprocess, train: bool, progress: bool = True,
-                 augment: str = "photo"):
+    def __init__(
+        self,
+        images: ImageSet,
+        sku_index: dict[str, int],
+        pre: Preprocess,
+        train: bool,
+        progress: bool = True,
+        augment: str = "photo",
+    ):
         self.labels = np.array([sku_index[s] for s in images.labels], np.int64)
         self.pre = pre
         self.train = train

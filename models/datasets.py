@@ -1,12 +1,13 @@
 """Where labelled product photos come from: list files, split files, folder-per-SKU trees and
 the catalog ("iconic") photos of the grocery data. Torch-free: used by embed, eval and training."""
+
 from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.errors import ReidError
+from retail_reid.errors import ReidError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -25,14 +26,14 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __add__(self, other: "ImageSet") -> "ImageSet":
+    def __add__(self, other: ImageSet) -> ImageSet:
         return ImageSet(self.paths + other.paths, self.labels + other.labels)
 
     @property
     def skus(self) -> list[str]:
         return sorted(set(self.labels))
 
-    def only(self, skus: set[str]) -> "ImageSet":
+    def only(self, skus: set[str]) -> ImageSet:
         """The images whose SKU is in `skus`."""
         keep = [i for i, s in enumerate(self.labels) if s in skus]
         return ImageSet(tuple(self.paths[i] for i in keep), tuple(self.labels[i] for i in keep))

@@ -1,15 +1,15 @@
 """The evaluation protocols, run on any exported ONNX embedder (so fp32 and int8 models are
 measured the same way, without torch)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
-
-from models.calibration import SCORINGS, Calibration, fit_calibration
-from models.datasets import DataError, ImageSet
-from models.metrics import gallery_query, reality_check, verification, verification_scores
-from models.runtime import OnnxEmbedder
+from retail_reid.models.calibration import SCORINGS, Calibration, fit_calibration
+from retail_reid.models.datasets import DataError, ImageSet
+from retail_reid.models.metrics import gallery_query, reality_check, verification, verification_scores
+from retail_reid.models.runtime import OnnxEmbedder
 
 FARS = (1e-2, 1e-3)
 

@@ -1,5 +1,6 @@
 """Export a trained embedder to a self-describing ONNX file, check it against torch on real
 images, calibrate it on validation data, and quantise it to int8 with onnxruntime."""
+
 from __future__ import annotations
 
 import os
@@ -12,13 +13,13 @@ import onnx
 import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
+from retail_reid.models.calibration import Calibration
+from retail_reid.models.net import FlipAverage
+from retail_reid.models.preprocess import Preprocess
+from retail_reid.models.runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo, OnnxEmbedder
 
-from models.calibration import Calibration
-from models.errors import ReidError
-from models.images import read_image
-from models.net import FlipAverage
-from models.preprocess import Preprocess
-from models.runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo, OnnxEmbedder
+from retail_reid.errors import ReidError
+from retail_reid.images import read_image
 
 OPSET = 18  # the dynamo exporter's own opset; folds TF-style 'same' padding into the convolutions
 PARITY_MIN_COSINE = 0.9999
@@ -52,8 +53,16 @@ def export_onnx(net: torch.nn.Module, pre: Preprocess, out: Path, extra: dict, f
     out.parent.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=4096)
     torch.onnx.export(
-        graph, (dummy,), str(out), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-        dynamic_shapes={"x": {0: batch}}, opset_version=OPSET, dynamo=True, external_data=False, verbose=False,
+        graph,
+        (dummy,),
+        str(out),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes={"x": {0: batch}},
+        opset_version=OPSET,
+        dynamo=True,
+        external_data=False,
+        verbose=False,
     )
     write_metadata(out, ModelInfo(dim, pre, (), {**extra, "flip_tta": flip_tta}))
     return out
@@ -69,7 +78,9 @@ def check_parity(net: torch.nn.Module, onnx_path: Path, images: Sequence[Path]) 
     got = emb.embed_tensors(x)
     worst = float((ref * got).sum(1).min())
     if worst < PARITY_MIN_COSINE:
-        raise ParityError(f"{onnx_path}: ONNX and torch embeddings differ (min cosine {worst:.6f} < {PARITY_MIN_COSINE})")
+        raise ParityError(
+            f"{onnx_path}: ONNX and torch embeddings differ (min cosine {worst:.6f} < {PARITY_MIN_COSINE})"
+        )
     return worst
 
 
@@ -99,8 +110,16 @@ def quantize_int8(fp32: Path, out: Path, calibration_images: Sequence[Path]) -> 
         prepped = Path(tmp) / "prepped.onnx"
         quant_pre_process(str(fp32), str(prepped), skip_symbolic_shape=True)
         quantize_static(
-            str(prepped), str(out), _ImageReader(info.preprocess, calibration_images),
-            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            str(prepped),
+            str(out),
+            _ImageReader(info.preprocess, calibration_images),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
         )
-    write_metadata(out, ModelInfo(info.embedding_dim, info.preprocess, info.calibrations, {**info.extra, "quantized": "int8-static"}))
+    write_metadata(
+        out,
+        ModelInfo(info.embedding_dim, info.preprocess, info.calibrations, {**info.extra, "quantized": "int8-static"}),
+    )
     return out

@@ -2,13 +2,13 @@
 Wortsman et al. 2022). Fine-tuning on lane-camera-like views makes the network robust to blur,
 noise and low resolution but costs accuracy on clean photos; a point on the straight line between
 the two weight sets keeps most of both, at no cost at run time."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
-
-from models.train import read_checkpoint
+from retail_reid.models.train import read_checkpoint
 
 
 def interpolate(start: str | Path, tuned: str | Path, weight: float, out: str | Path) -> Path:
@@ -19,14 +19,18 @@ def interpolate(start: str | Path, tuned: str | Path, weight: float, out: str | 
     a, b = read_checkpoint(start), read_checkpoint(tuned)
     for key in ("backbone", "dim"):
         if a["config"].get(key) != b["config"].get(key):
-            raise ValueError(f"{start} and {tuned} are different networks: {key} {a['config'].get(key)} against {b['config'].get(key)}")
+            raise ValueError(
+                f"{start} and {tuned} are different networks: {key} {a['config'].get(key)} against {b['config'].get(key)}"
+            )
     if a["model"].keys() != b["model"].keys():
         raise ValueError(f"{start} and {tuned} hold different layers; interpolate a model with its own fine-tuned run")
     mixed = {}
     for name, tb in b["model"].items():
         ta = a["model"][name]
         if ta.shape != tb.shape:
-            raise ValueError(f"{start} and {tuned} differ in the shape of {name}: {tuple(ta.shape)} against {tuple(tb.shape)}")
+            raise ValueError(
+                f"{start} and {tuned} differ in the shape of {name}: {tuple(ta.shape)} against {tuple(tb.shape)}"
+            )
         mixed[name] = torch.lerp(ta, tb, weight) if tb.is_floating_point() else tb  # counters come from the tuned run
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ All operate on unit embeddings with PML's default L2 distance. The triplet loss 
 miner margin are set to the same value on purpose: PML's defaults differ (0.05 vs 0.2), which
 would mine triplets the loss then ignores.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,7 +42,11 @@ def build_objective(
         # unit vectors: distance 1.0 is cosine similarity 0.5; push other SKUs beyond it
         return Objective(losses.ContrastiveLoss(pos_margin=0.0, neg_margin=1.0))
     if name == "multi-similarity":
-        return Objective(losses.MultiSimilarityLoss(alpha=2, beta=50, base=0.5), miners.MultiSimilarityMiner(epsilon=0.1))
+        return Objective(
+            losses.MultiSimilarityLoss(alpha=2, beta=50, base=0.5), miners.MultiSimilarityMiner(epsilon=0.1)
+        )
     if name == "arcface":
-        return Objective(losses.ArcFaceLoss(num_classes=num_classes, embedding_size=embedding_dim, margin=28.6, scale=64))
+        return Objective(
+            losses.ArcFaceLoss(num_classes=num_classes, embedding_size=embedding_dim, margin=28.6, scale=64)
+        )
     raise ValueError(f"unknown loss {name!r}; choose from {LOSSES}")

@@ -3,14 +3,14 @@
 Reality-check metrics follow Musgrave et al. 2020 ("A Metric Learning Reality Check"):
 precision@1, R-precision and MAP@R within one split, leaving each query out.
 """
+
 from __future__ import annotations
 
 from collections import Counter
 
 import faiss
 import numpy as np
-
-from models.calibration import SCORINGS
+from retail_reid.models.calibration import SCORINGS
 
 
 def _flat_search(base: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -70,8 +70,12 @@ def sku_scores(
 
 
 def gallery_query(
-    gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray,
-    ks: tuple[int, ...] = (1, 5), scoring: str = "nearest",
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    ks: tuple[int, ...] = (1, 5),
+    scoring: str = "nearest",
 ) -> dict[str, float]:
     """Recall@k of the SKU: is the query's SKU among the k best-scoring gallery SKUs?"""
     skus, scores = sku_scores(gallery, gallery_labels, queries, scoring)
@@ -82,7 +86,11 @@ def gallery_query(
 
 
 def verification_scores(
-    gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray, scoring: str = "nearest"
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
+    queries: np.ndarray,
+    query_labels: np.ndarray,
+    scoring: str = "nearest",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Genuine scores (query vs its own SKU) and impostor scores (query vs every other SKU).
 

@@ -1,4 +1,5 @@
 """The embedding network: a timm backbone's pooled features, projected and L2-normalised."""
+
 from __future__ import annotations
 
 import torch
@@ -29,7 +30,7 @@ class EmbeddingNet(nn.Module):
         for m in self._frozen:
             m.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "EmbeddingNet":
+    def train(self, mode: bool = True) -> EmbeddingNet:
         super().train(mode)
         for m in getattr(self, "_frozen", ()):
             m.eval()

@@ -3,6 +3,7 @@
 Kept in numpy/OpenCV so the ONNX runtime and training share the exact same code; its
 parameters travel in the model file's metadata.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -45,7 +46,7 @@ class Preprocess:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocess":
+    def from_dict(cls, d: dict) -> Preprocess:
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"preprocess has unknown fields {sorted(unknown)}")

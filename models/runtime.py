@@ -1,5 +1,6 @@
 """The torch-free embedder used by the gallery and the pipeline: an ONNX model file that
 describes itself (preprocessing, embedding size, calibration) in its metadata."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from retail_reid.models.calibration import Calibration
+from retail_reid.models.preprocess import Preprocess
 
-from models.calibration import Calibration
-from models.errors import ReidError
-from models.images import ImageError, read_image
-from models.preprocess import Preprocess
+from retail_reid.errors import ReidError
+from retail_reid.images import ImageError, read_image
 
 METADATA_KEY = "retail_reid"
 FORMAT = "retail-reid-embedder"
@@ -39,7 +40,9 @@ class ModelInfo:
 
     embedding_dim: int
     preprocess: Preprocess
-    calibrations: tuple[Calibration, ...]  # one per SKU scoring, the default first; empty only between export and calibration
+    calibrations: tuple[
+        Calibration, ...
+    ]  # one per SKU scoring, the default first; empty only between export and calibration
     extra: dict
 
     @property
@@ -48,9 +51,11 @@ class ModelInfo:
         return self.calibrations[0] if self.calibrations else None
 
     @classmethod
-    def parse(cls, raw: str | None, source: str) -> "ModelInfo":
+    def parse(cls, raw: str | None, source: str) -> ModelInfo:
         if raw is None:
-            raise ModelError(f"{source}: no '{METADATA_KEY}' metadata; not a retail-reid embedder (export it with `reid export`)")
+            raise ModelError(
+                f"{source}: no '{METADATA_KEY}' metadata; not a retail-reid embedder (export it with `reid export`)"
+            )
         try:
             meta = json.loads(raw)
         except json.JSONDecodeError as e:
@@ -58,19 +63,28 @@ class ModelInfo:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ModelError(f"{source}: metadata 'format' must be {FORMAT!r}")
         if meta.get("version") != FORMAT_VERSION:
-            raise ModelError(f"{source}: metadata version {meta.get('version')!r} is not supported (expected {FORMAT_VERSION})")
+            raise ModelError(
+                f"{source}: metadata version {meta.get('version')!r} is not supported (expected {FORMAT_VERSION})"
+            )
         try:
             dim = int(meta["embedding_dim"])
             pre = Preprocess.from_dict(meta["preprocess"])
             raw_cal = meta["calibration"]
-            cals = tuple(Calibration.from_dict(c) for c in ([] if raw_cal is None else raw_cal if isinstance(raw_cal, list) else [raw_cal]))
+            cals = tuple(
+                Calibration.from_dict(c)
+                for c in ([] if raw_cal is None else raw_cal if isinstance(raw_cal, list) else [raw_cal])
+            )
         except KeyError as e:
             raise ModelError(f"{source}: metadata field {e} is missing") from None
         except (TypeError, ValueError) as e:
             raise ModelError(f"{source}: metadata is wrong: {e}") from None
         if dim <= 0:
             raise ModelError(f"{source}: metadata embedding_dim must be positive, got {dim}")
-        extra = {k: v for k, v in meta.items() if k not in ("format", "version", "embedding_dim", "preprocess", "calibration")}
+        extra = {
+            k: v
+            for k, v in meta.items()
+            if k not in ("format", "version", "embedding_dim", "preprocess", "calibration")
+        }
         if len({c.scoring for c in cals}) != len(cals):
             raise ModelError(f"{source}: metadata has two calibrations for the same scoring")
         return cls(dim, pre, cals, extra)
@@ -172,7 +186,9 @@ class OnnxEmbedder:
         """Similarity -> confidence and the alert thresholds, fitted on validation data at export,
         for the model's default SKU scoring."""
         if self.info.calibration is None:
-            raise ModelError(f"{self.path}: model is not calibrated; export it with calibration data (`reid export --calib ...`)")
+            raise ModelError(
+                f"{self.path}: model is not calibrated; export it with calibration data (`reid export --calib ...`)"
+            )
         return self.info.calibration
 
     def calibration_for(self, scoring: str) -> Calibration:
@@ -180,8 +196,10 @@ class OnnxEmbedder:
         found = [c for c in self.info.calibrations if c.scoring == scoring]
         if not found:
             have = ", ".join(c.scoring for c in self.info.calibrations) or "none"
-            raise ModelError(f"{self.path}: model has no calibration for {scoring!r} scoring (it has: {have}); "
-                             "recalibrate it with `reid calibrate`")
+            raise ModelError(
+                f"{self.path}: model has no calibration for {scoring!r} scoring (it has: {have}); "
+                "recalibrate it with `reid calibrate`"
+            )
         return found[0]
 
     @property
@@ -207,7 +225,9 @@ class OnnxEmbedder:
             outs.append(self.embed_tensors(np.stack([self.preprocess(im) for im in chunk])))
         return np.concatenate(outs)
 
-    def embed_files(self, paths: Iterable[str | Path], progress: bool = False) -> tuple[np.ndarray, list[int], list[str]]:
+    def embed_files(
+        self, paths: Iterable[str | Path], progress: bool = False
+    ) -> tuple[np.ndarray, list[int], list[str]]:
         """Embed image files; a bad file does not stop the others.
 
         Returns (embeddings of the good files in input order, their input indices, error messages).

@@ -1,5 +1,6 @@
 """Fine-tuning the embedder: P SKUs x K photos per batch, a PML objective, AdamW with warm-up and
 cosine decay, keep-best on validation MAP@R, resumable checkpoints and a JSON-lines metrics log."""
+
 from __future__ import annotations
 
 import json
@@ -12,16 +13,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from pytorch_metric_learning.samplers import MPerClassSampler
+from retail_reid.models.backbone import DEFAULT_BACKBONE, create_backbone
+from retail_reid.models.data import LabelledImages
+from retail_reid.models.datasets import ImageSet
+from retail_reid.models.losses import build_objective
+from retail_reid.models.metrics import reality_check
+from retail_reid.models.net import EmbeddingNet
+from retail_reid.models.preprocess import Preprocess
 from torch.utils.data import DataLoader
 from tqdm import tqdm
-
-from models.backbone import DEFAULT_BACKBONE, create_backbone
-from models.data import LabelledImages
-from models.datasets import ImageSet
-from models.losses import build_objective
-from models.metrics import reality_check
-from models.net import EmbeddingNet
-from models.preprocess import Preprocess
 
 
 @dataclass
@@ -49,7 +49,7 @@ class TrainConfig:
     steps_per_epoch: int = 0  # 0: one pass over the training images
     preprocess: dict = field(default_factory=dict)
     init: str | None = None  # start from this best.pt's weights (fine-tune a trained embedder further)
-    augment: str = "photo"  # "photo" or "checkout" (models.data.train_transform)
+    augment: str = "photo"  # "photo" or "checkout" (retail_reid.models.data.train_transform)
 
 
 def seed_everything(seed: int) -> None:
@@ -89,14 +89,18 @@ def lr_lambda(warmup_steps: int, total_steps: int):
     return f
 
 
-def train(cfg: TrainConfig, train_set: ImageSet, val_set: ImageSet, resume: bool = False, progress: bool = True) -> Path:
+def train(
+    cfg: TrainConfig, train_set: ImageSet, val_set: ImageSet, resume: bool = False, progress: bool = True
+) -> Path:
     """Train and return the path of the best checkpoint (by validation MAP@R)."""
     start = None
     if cfg.init:  # checked before any data is decoded
         start = read_checkpoint(cfg.init)
         were = TrainConfig(**start["config"])
         if (were.backbone, were.dim) != (cfg.backbone, cfg.dim):
-            raise ValueError(f"{cfg.init}: a {were.backbone} with {were.dim}-d embeddings; this run is a {cfg.backbone} with {cfg.dim}-d")
+            raise ValueError(
+                f"{cfg.init}: a {were.backbone} with {were.dim}-d embeddings; this run is a {cfg.backbone} with {cfg.dim}-d"
+            )
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(cfg.seed)
@@ -165,7 +169,13 @@ def train(cfg: TrainConfig, train_set: ImageSet, val_set: ImageSet, resume: bool
             total, n = total + loss.item(), n + 1
             bar.set_postfix(loss=f"{total / n:.4f}")
         val = reality_check(embed_dataset(net, val_data, device), val_data.labels)
-        row = {"epoch": epoch + 1, "loss": total / max(n, 1), "lr_backbone": opt.param_groups[0]["lr"], "seconds": round(time.time() - t0, 1), **{f"val_{k}": v for k, v in val.items()}}
+        row = {
+            "epoch": epoch + 1,
+            "loss": total / max(n, 1),
+            "lr_backbone": opt.param_groups[0]["lr"],
+            "seconds": round(time.time() - t0, 1),
+            **{f"val_{k}": v for k, v in val.items()},
+        }
         log.write(json.dumps(row) + "\n")
         log.flush()
         if progress:
@@ -174,7 +184,15 @@ def train(cfg: TrainConfig, train_set: ImageSet, val_set: ImageSet, resume: bool
             best = val["map_at_r"]
             torch.save({"model": net.state_dict(), **meta, "epoch": epoch + 1, "val": val}, out / "best.pt")
         torch.save(
-            {"model": net.state_dict(), "loss": objective.loss.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "epoch": epoch, "best": best, "rng": torch.get_rng_state()},
+            {
+                "model": net.state_dict(),
+                "loss": objective.loss.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "epoch": epoch,
+                "best": best,
+                "rng": torch.get_rng_state(),
+            },
             last,
         )
     log.close()

@@ -8,6 +8,7 @@ possible get a scan (a till scans each item once), and among those assignments t
 scans sit closest to their passes (first in time outside the pass, then from its middle, where
 the scanner is) wins.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -32,7 +33,10 @@ def claimable(start: float, end: float, ts: float, before: float, after: float) 
 def assign(spans: Sequence[tuple[float, float]], scans: Sequence[float], before: float, after: float) -> dict[int, int]:
     """Span index -> scan index, each scan to a span that can claim it (`claimable`); each span and
     each scan is used at most once."""
-    edges = {i: [j for j, ts in enumerate(scans) if claimable(start, end, ts, before, after)] for i, (start, end) in enumerate(spans)}
+    edges = {
+        i: [j for j, ts in enumerate(scans) if claimable(start, end, ts, before, after)]
+        for i, (start, end) in enumerate(spans)
+    }
     result: dict[int, int] = {}
     for group in _groups(edges):
         solve = _exact if len(group) <= EXACT_MAX else _greedy
@@ -59,7 +63,9 @@ def _groups(edges: dict[int, list[int]]) -> list[list[int]]:
     return list(groups.values())
 
 
-def _exact(group: list[int], edges: dict[int, list[int]], spans: Sequence[tuple[float, float]], scans: Sequence[float]) -> dict[int, int]:
+def _exact(
+    group: list[int], edges: dict[int, list[int]], spans: Sequence[tuple[float, float]], scans: Sequence[float]
+) -> dict[int, int]:
     best: tuple[int, float, dict[int, int]] = (0, 0.0, {})
 
     def search(k: int, used: set[int], matched: int, total: float, chosen: dict[int, int]) -> None:
@@ -82,7 +88,9 @@ def _exact(group: list[int], edges: dict[int, list[int]], spans: Sequence[tuple[
     return best[2]
 
 
-def _greedy(group: list[int], edges: dict[int, list[int]], spans: Sequence[tuple[float, float]], scans: Sequence[float]) -> dict[int, int]:
+def _greedy(
+    group: list[int], edges: dict[int, list[int]], spans: Sequence[tuple[float, float]], scans: Sequence[float]
+) -> dict[int, int]:
     pairs = sorted((cost(*spans[i], scans[j]), i, j) for i in group for j in edges[i])
     out: dict[int, int] = {}
     taken: set[int] = set()

@@ -6,6 +6,7 @@ disagreement a plain set would hide. Intersection counts the smaller multiplicit
 Empty baskets: two empty baskets agree perfectly (1.0); an empty basket against a non-empty one
 has nothing in common (0.0), including for the overlap coefficient, whose smaller side is then empty.
 """
+
 from __future__ import annotations
 
 import math
@@ -77,5 +78,6 @@ class BasketScores:
 
 def compare(seen: Counter, scanned: Counter, alpha: float = TVERSKY_ALPHA, beta: float = TVERSKY_BETA) -> BasketScores:
     """Every measure at once, for the per-transaction basket event."""
-    return BasketScores(jaccard(seen, scanned), dice(seen, scanned), overlap(seen, scanned),
-                        tversky(seen, scanned, alpha, beta))
+    return BasketScores(
+        jaccard(seen, scanned), dice(seen, scanned), overlap(seen, scanned), tversky(seen, scanned, alpha, beta)
+    )

@@ -1,19 +1,28 @@
 """The `reid` command line. Each package registers its own subcommands; torch is imported only
 by the training-side commands, when they run."""
+
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
 
-from models.errors import ReidError
+from retail_reid.errors import ReidError
 
 # Modules whose `register(subparsers)` adds their subcommands, in the order `reid --help` lists them.
-COMMAND_MODULES = ("models.cli", "pipeline.scenario_cli", "pipeline.replay_cli", "pipeline.edge_cli", "gallery.cli")
+COMMAND_MODULES = (
+    "retail_reid.models.cli",
+    "retail_reid.pipeline.scenario_cli",
+    "retail_reid.pipeline.replay_cli",
+    "retail_reid.pipeline.edge_cli",
+    "retail_reid.gallery.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reid", description="Retail product re-identification for checkout loss prevention.")
+    parser = argparse.ArgumentParser(
+        prog="reid", description="Retail product re-identification for checkout loss prevention."
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)

@@ -1,17 +1,19 @@
 """The lane's settings: a TOML file mapped onto dataclasses whose defaults suit a 640x480, 15 fps
 checkout camera. Unknown keys and wrong types are errors naming the file and the key, so a typo
 never silently falls back to a default."""
+
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.errors import ReidError
-from pipeline.types import Zone, ZoneError
+import tomllib
+from retail_reid.pipeline.types import Zone, ZoneError
+
+from retail_reid.errors import ReidError
 
 DETECTOR_KINDS = ("motion", "onnx")
 
@@ -43,13 +45,25 @@ class MotionConfig:
     def __post_init__(self) -> None:
         _check(0.1 <= self.scale <= 1.0, "detector.motion.scale", f"must be in [0.1, 1], got {self.scale}")
         _check(self.history >= 2, "detector.motion.history", f"must be at least 2, got {self.history}")
-        _check(0 < self.background_ratio < 1, "detector.motion.background_ratio", f"must be in (0, 1), got {self.background_ratio}")
+        _check(
+            0 < self.background_ratio < 1,
+            "detector.motion.background_ratio",
+            f"must be in (0, 1), got {self.background_ratio}",
+        )
         _check(0 <= self.core < 1, "detector.motion.core", f"must be in [0, 1), got {self.core}")
         _check(self.var_threshold > 0, "detector.motion.var_threshold", f"must be positive, got {self.var_threshold}")
-        _check(self.blur >= 1 and self.blur % 2 == 1, "detector.motion.blur", f"must be an odd number >= 1, got {self.blur}")
+        _check(
+            self.blur >= 1 and self.blur % 2 == 1,
+            "detector.motion.blur",
+            f"must be an odd number >= 1, got {self.blur}",
+        )
         _check(0 < self.min_area < 1, "detector.motion.min_area", f"must be in (0, 1), got {self.min_area}")
-        _check(0 < self.relearn_above <= 1, "detector.motion.relearn_above", f"must be in (0, 1], got {self.relearn_above}")
-        _check(0 < self.relearn_jump <= 1, "detector.motion.relearn_jump", f"must be in (0, 1], got {self.relearn_jump}")
+        _check(
+            0 < self.relearn_above <= 1, "detector.motion.relearn_above", f"must be in (0, 1], got {self.relearn_above}"
+        )
+        _check(
+            0 < self.relearn_jump <= 1, "detector.motion.relearn_jump", f"must be in (0, 1], got {self.relearn_jump}"
+        )
         _check(self.warmup_frames >= 0, "detector.motion.warmup_frames", f"must be >= 0, got {self.warmup_frames}")
 
 
@@ -64,9 +78,17 @@ class OnnxDetectorConfig:
     classes: list[int] = field(default_factory=list)  # class ids that are items; empty means all
 
     def __post_init__(self) -> None:
-        _check(32 <= self.input_size <= 4096, "detector.onnx.input_size", f"must be in [32, 4096], got {self.input_size}")
-        _check(0 <= self.conf_threshold <= 1, "detector.onnx.conf_threshold", f"must be in [0, 1], got {self.conf_threshold}")
-        _check(0 <= self.iou_threshold <= 1, "detector.onnx.iou_threshold", f"must be in [0, 1], got {self.iou_threshold}")
+        _check(
+            32 <= self.input_size <= 4096, "detector.onnx.input_size", f"must be in [32, 4096], got {self.input_size}"
+        )
+        _check(
+            0 <= self.conf_threshold <= 1,
+            "detector.onnx.conf_threshold",
+            f"must be in [0, 1], got {self.conf_threshold}",
+        )
+        _check(
+            0 <= self.iou_threshold <= 1, "detector.onnx.iou_threshold", f"must be in [0, 1], got {self.iou_threshold}"
+        )
 
 
 @dataclass(frozen=True)
@@ -76,8 +98,16 @@ class DetectorConfig:
     onnx: OnnxDetectorConfig = field(default_factory=OnnxDetectorConfig)
 
     def __post_init__(self) -> None:
-        _check(self.kind in DETECTOR_KINDS, "detector.kind", f"must be one of {', '.join(DETECTOR_KINDS)}, got {self.kind!r}")
-        _check(self.kind != "onnx" or bool(self.onnx.model), "detector.onnx.model", "is required when detector.kind is 'onnx'")
+        _check(
+            self.kind in DETECTOR_KINDS,
+            "detector.kind",
+            f"must be one of {', '.join(DETECTOR_KINDS)}, got {self.kind!r}",
+        )
+        _check(
+            self.kind != "onnx" or bool(self.onnx.model),
+            "detector.onnx.model",
+            "is required when detector.kind is 'onnx'",
+        )
 
 
 @dataclass(frozen=True)
@@ -121,7 +151,9 @@ class EventConfig:
     window_after_s: float = 0.5  # ... and this long after it leaves (the non-scan alert waits for it)
     clock_offset_s: float = 0.0  # POS clock minus camera clock
     switch_reject: Threshold = "confidence:0.3"  # scanned SKU below this similarity: it does not look like the item
-    switch_accept: Threshold = "confidence:0.5"  # another SKU at or above this: the item is more likely that one than not
+    switch_accept: Threshold = (
+        "confidence:0.5"  # another SKU at or above this: the item is more likely that one than not
+    )
     unknown_below: Threshold = "confidence:0.05"  # no SKU reaches this: the item is not in the gallery
     min_margin: float = 0.1  # the other SKU must beat the scanned one by at least this much
 
@@ -172,8 +204,10 @@ def _convert(value: object, kind: object, key: str) -> object:
             return value
         if option in (str, bool) and type(value) is option:
             return value
-        if typing.get_origin(option) is list and isinstance(value, list) and all(
-            isinstance(v, int) and not isinstance(v, bool) for v in value
+        if (
+            typing.get_origin(option) is list
+            and isinstance(value, list)
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
         ):
             return list(value)
     names = " or ".join("list of integers" if typing.get_origin(o) is list else o.__name__ for o in options)
@@ -187,7 +221,9 @@ def _build(cls: type, data: dict, prefix: str = "") -> object:
         if name not in known:
             key = f"{prefix}.{name}" if prefix else name
             raise ConfigError(f"unknown key '{key}' (known here: {', '.join(sorted(known))})")
-    kwargs = {name: _convert(value, hints[name], f"{prefix}.{name}" if prefix else name) for name, value in data.items()}
+    kwargs = {
+        name: _convert(value, hints[name], f"{prefix}.{name}" if prefix else name) for name, value in data.items()
+    }
     return cls(**kwargs)
 
 

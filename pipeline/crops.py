@@ -1,5 +1,6 @@
 """Choosing the crops a pass is recognised from: the embedder is the costly stage, so each track
 keeps only its few best views, judged by size, sharpness and whether the zone edge cuts the item."""
+
 from __future__ import annotations
 
 import heapq
@@ -7,9 +8,8 @@ import itertools
 
 import cv2
 import numpy as np
-
-from pipeline.config import CropConfig
-from pipeline.types import Crop, Detections, Frame, Zone
+from retail_reid.pipeline.config import CropConfig
+from retail_reid.pipeline.types import Crop, Detections, Frame, Zone
 
 CUT_PENALTY = 0.25  # a box touching the zone edge shows only part of the item
 EDGE_TOLERANCE = 2  # pixels from the zone edge that still count as touching it
@@ -20,7 +20,10 @@ def sharpness(image: np.ndarray) -> float:
     """Variance of the Laplacian at a fixed scale: low for motion-blurred or out-of-focus views."""
     h, w = image.shape[:2]
     s = SHARPNESS_SIDE / max(h, w)
-    gray = cv2.cvtColor(cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2GRAY)
+    gray = cv2.cvtColor(
+        cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA),
+        cv2.COLOR_BGR2GRAY,
+    )
     return float(cv2.Laplacian(gray, cv2.CV_32F).var())
 
 

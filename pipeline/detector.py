@@ -4,6 +4,7 @@
 downscaled and blurred against sensor noise, a cleaned mask, one box per blob. `OnnxYoloDetector`
 runs a user-supplied YOLO-style detection model on the zone instead. Both return full-frame boxes.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,10 +14,10 @@ from typing import Protocol
 import cv2
 import numpy as np
 import onnxruntime as ort
+from retail_reid.pipeline.config import DetectorConfig, MotionConfig, OnnxDetectorConfig
+from retail_reid.pipeline.types import Detections, Frame, Zone
 
-from models.errors import ReidError
-from pipeline.config import DetectorConfig, MotionConfig, OnnxDetectorConfig
-from pipeline.types import Detections, Frame, Zone
+from retail_reid.errors import ReidError
 
 LETTERBOX_FILL = 114  # the grey YOLO models are trained to see as padding
 GAIN_STRIDE = 3  # lighting gain is estimated on every 3rd pixel of every 3rd row
@@ -46,7 +47,9 @@ class MotionDetector:
         self.zone = zone
         self.config = config
         self._size = (max(8, round(zone.width * config.scale)), max(8, round(zone.height * config.scale)))
-        self._subtractor = cv2.createBackgroundSubtractorMOG2(history=config.history, varThreshold=config.var_threshold, detectShadows=False)
+        self._subtractor = cv2.createBackgroundSubtractorMOG2(
+            history=config.history, varThreshold=config.var_threshold, detectShadows=False
+        )
         self._subtractor.setBackgroundRatio(config.background_ratio)
         self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
         self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
@@ -150,7 +153,9 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[in
     nw, nh = max(1, round(w * r)), max(1, round(h * r))
     resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR)
     px, py = (size - nw) // 2, (size - nh) // 2
-    out = cv2.copyMakeBorder(resized, py, size - nh - py, px, size - nw - px, cv2.BORDER_CONSTANT, value=(LETTERBOX_FILL,) * 3)
+    out = cv2.copyMakeBorder(
+        resized, py, size - nh - py, px, size - nw - px, cv2.BORDER_CONSTANT, value=(LETTERBOX_FILL,) * 3
+    )
     return out, r, (px, py)
 
 
@@ -175,7 +180,9 @@ def decode_yolo(output: np.ndarray, conf_threshold: float, classes: list[int]) -
     if classes:
         bad = [c for c in classes if not 0 <= c < cls_scores.shape[1]]
         if bad:
-            raise DetectorError(f"detector.onnx.classes {bad} out of range: the model has {cls_scores.shape[1]} classes")
+            raise DetectorError(
+                f"detector.onnx.classes {bad} out of range: the model has {cls_scores.shape[1]} classes"
+            )
         cls_scores = cls_scores[:, classes]
     scores = cls_scores.max(axis=1)
     keep = scores >= conf_threshold

@@ -2,11 +2,12 @@
 
 All times here are on the POS clock. A scan belongs to at most one pass, within `window_before_s`
 before the item enters and `window_after_s` after it leaves; passes that compete for scans (two
-items in the zone together) get them jointly (`pipeline.association`). A pass is decided as soon
+items in the zone together) get them jointly (`retail_reid.pipeline.association`). A pass is decided as soon
 as no later scan could still belong to it (its window has closed), so alerts go out promptly
 while a late scan is still matched; a scan is decided once no pass, finished or still in the
 zone, could claim it.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,12 +15,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipeline.association import assign, claimable
-from pipeline.basket import compare
-from pipeline.config import BasketConfig, EventConfig
-from pipeline.matching import Judgement, Recognition
-from pipeline.pos import PosEvent
-from pipeline.types import BasketEvent, Event, ItemPass, PassRecord
+from retail_reid.pipeline.association import assign, claimable
+from retail_reid.pipeline.basket import compare
+from retail_reid.pipeline.config import BasketConfig, EventConfig
+from retail_reid.pipeline.matching import Judgement, Recognition
+from retail_reid.pipeline.pos import PosEvent
+from retail_reid.pipeline.types import BasketEvent, Event, ItemPass, PassRecord
 
 UNKNOWN = "unknown"  # the seen-basket entry for an item the gallery could not name
 ALERT_VERDICTS = ("non_scan", "product_switch", "unknown_item")
@@ -96,7 +97,9 @@ class EventBuilder:
             label = sku or f"barcode:{event.barcode}"
             if sku is None:
                 where = f"line {event.line}: " if event.line else ""
-                self.warnings.append(f"{where}barcode {event.barcode!r} is not in the gallery's catalogue; that scan cannot be verified")
+                self.warnings.append(
+                    f"{where}barcode {event.barcode!r} is not in the gallery's catalogue; that scan cannot be verified"
+                )
         if event.txn is not None and event.txn not in self._txns:
             self._close_inferred(event.ts)
         txn = self._txn(event.txn, event.ts) if event.txn is not None else None
@@ -174,18 +177,39 @@ class EventBuilder:
         if scan is not None:
             txn.scanned[scan.label] += 1
         if self.on_pass is not None:
-            self.on_pass(PassRecord(item.track_id, item.t_start, item.t_end, judgement.verdict, judgement.seen_sku,
-                                    judgement.seen_score, None if scan is None else scan.label, judgement.scanned_score,
-                                    None if scan is None else scan.ts, txn_name))
+            self.on_pass(
+                PassRecord(
+                    item.track_id,
+                    item.t_start,
+                    item.t_end,
+                    judgement.verdict,
+                    judgement.seen_sku,
+                    judgement.seen_score,
+                    None if scan is None else scan.label,
+                    judgement.scanned_score,
+                    None if scan is None else scan.ts,
+                    txn_name,
+                )
+            )
         if judgement.verdict not in ALERT_VERDICTS:
             return []
-        return [Event(
-            type=judgement.verdict, t_start=item.t_start, t_end=item.t_end, track_id=item.track_id,
-            seen_sku=judgement.seen_sku, seen_score=judgement.seen_score, seen_confidence=judgement.seen_confidence,
-            scanned_sku=None if scan is None else scan.sku, scanned_score=judgement.scanned_score,
-            scanned_confidence=judgement.scanned_confidence, scan_ts=None if scan is None else scan.ts,
-            txn=txn_name, evidence=self.save_evidence(item),
-        )]
+        return [
+            Event(
+                type=judgement.verdict,
+                t_start=item.t_start,
+                t_end=item.t_end,
+                track_id=item.track_id,
+                seen_sku=judgement.seen_sku,
+                seen_score=judgement.seen_score,
+                seen_confidence=judgement.seen_confidence,
+                scanned_sku=None if scan is None else scan.sku,
+                scanned_score=judgement.scanned_score,
+                scanned_confidence=judgement.scanned_confidence,
+                scan_ts=None if scan is None else scan.ts,
+                txn=txn_name,
+                evidence=self.save_evidence(item),
+            )
+        ]
 
     def _txn_of(self, named: str | None, ts: float) -> str | None:
         """The transaction a scan names, else the one open at `ts` (the latest begun, if several)."""
@@ -208,8 +232,16 @@ class EventBuilder:
             txn_name = self._txn_of(scan.txn, scan.ts)
             txn = self._txns.get(txn_name, self._loose) if txn_name is not None else self._loose
             txn.scanned[scan.label] += 1
-            out.append(Event(type="scan_without_item", t_start=scan.ts, t_end=scan.ts, scanned_sku=scan.sku,
-                             scan_ts=scan.ts, txn=txn_name))
+            out.append(
+                Event(
+                    type="scan_without_item",
+                    t_start=scan.ts,
+                    t_end=scan.ts,
+                    scanned_sku=scan.sku,
+                    scan_ts=scan.ts,
+                    txn=txn_name,
+                )
+            )
         return out
 
     def _baskets(self, now: float, open_starts: list[float]) -> list[BasketEvent]:

@@ -1,21 +1,22 @@
 """The lane: frames and POS events in, events out. `LaneProcessor` is fed incrementally, so the
-same object serves the live edge service (`pipeline.edge`) and the offline replay (`pipeline.replay`)."""
+same object serves the live edge service (`retail_reid.pipeline.edge`) and the offline replay (`retail_reid.pipeline.replay`)."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
 import cv2
+from retail_reid.pipeline.config import LaneConfig
+from retail_reid.pipeline.crops import CropSelector
+from retail_reid.pipeline.detector import make_detector
+from retail_reid.pipeline.events import EventBuilder
+from retail_reid.pipeline.matching import GalleryLike, Recogniser, Thresholds
+from retail_reid.pipeline.pos import PosEvent
+from retail_reid.pipeline.tracker import PassTracker, TrackSpan
+from retail_reid.pipeline.types import BasketEvent, Event, Frame, ItemPass, PassRecord, Zone, ZoneError
 
-from models.errors import ReidError
-from pipeline.config import LaneConfig
-from pipeline.crops import CropSelector
-from pipeline.detector import make_detector
-from pipeline.events import EventBuilder
-from pipeline.matching import GalleryLike, Recogniser, Thresholds
-from pipeline.pos import PosEvent
-from pipeline.tracker import PassTracker, TrackSpan
-from pipeline.types import BasketEvent, Event, Frame, ItemPass, PassRecord, Zone, ZoneError
+from retail_reid.errors import ReidError
 
 
 class EvidenceError(ReidError, OSError):
@@ -48,9 +49,12 @@ class LaneProcessor:
         self.recogniser = Recogniser(gallery, thresholds)
         self.evidence_dir = evidence_dir
         self.events = EventBuilder(
-            self.recogniser.judge, config.events, config.basket,
+            self.recogniser.judge,
+            config.events,
+            config.basket,
             resolve_barcode=gallery.sku_for_barcode,
-            save_evidence=self._save_evidence, on_pass=on_pass,
+            save_evidence=self._save_evidence,
+            on_pass=on_pass,
         )
         self.offset = config.events.clock_offset_s
         self.frames = 0
@@ -73,7 +77,10 @@ class LaneProcessor:
         return self.events.flush()
 
     def _finish(self, spans: list[TrackSpan]) -> None:
-        passes = [ItemPass(s.track_id, s.t_start + self.offset, s.t_end + self.offset, s.frames, self.crops.take(s.track_id)) for s in spans]
+        passes = [
+            ItemPass(s.track_id, s.t_start + self.offset, s.t_end + self.offset, s.frames, self.crops.take(s.track_id))
+            for s in spans
+        ]
         self.crops.forget(set(self.tracker.open_tracks))
         for item, rec in zip(passes, self.recogniser.recognise(passes)):
             self.events.add_pass(item, rec)

@@ -1,22 +1,22 @@
 """Recognising item passes against the gallery, and judging a pass against the SKU the till
 scanned for it. The alert thresholds come from the model's calibration (by name) or from the
 config (as numbers), so a new model brings its own operating points."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-
-from models.calibration import Calibration
-from pipeline.config import ConfigError, EventConfig, Threshold
-from pipeline.types import ItemPass
+from retail_reid.models.calibration import Calibration
+from retail_reid.pipeline.config import ConfigError, EventConfig, Threshold
+from retail_reid.pipeline.types import ItemPass
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from gallery import SkuMatch, Verification
-    from models.runtime import OnnxEmbedder
+    from retail_reid.gallery import SkuMatch, Verification
+    from retail_reid.models.runtime import OnnxEmbedder
 
 MATCHES_KEPT = 5
 CONFIDENCE_PREFIX = "confidence:"
@@ -30,15 +30,15 @@ VERDICTS = ("ok", "unconfirmed", "unverified", "non_scan", "product_switch", "un
 class GalleryLike(Protocol):
     """What the pipeline needs from `gallery.Gallery`."""
 
-    embedder: "OnnxEmbedder"
+    embedder: OnnxEmbedder
     calibration: Calibration  # of the gallery's SKU scoring: the thresholds that alerts use
     version: int
 
-    def match(self, embeddings: np.ndarray, k: int = 5) -> list[list["SkuMatch"]]: ...
-    def verify(self, embedding: np.ndarray, sku: str) -> "Verification": ...
+    def match(self, embeddings: np.ndarray, k: int = 5) -> list[list[SkuMatch]]: ...
+    def verify(self, embedding: np.ndarray, sku: str) -> Verification: ...
     def has_sku(self, sku: str) -> bool: ...
     def sku_for_barcode(self, code: str) -> str | None: ...
-    def reference_image(self, sku: str) -> "Path | None": ...
+    def reference_image(self, sku: str) -> Path | None: ...
     def display_name(self, sku: str) -> str: ...
 
 
@@ -52,7 +52,7 @@ class Thresholds:
     min_margin: float  # the other SKU must beat the scanned one by this much
 
     @classmethod
-    def resolve(cls, config: EventConfig, calibration: Calibration | None) -> "Thresholds":
+    def resolve(cls, config: EventConfig, calibration: Calibration | None) -> Thresholds:
         """Turn each setting into a similarity: a number is one already; a name ("eer",
         "far_0.01", ...) is the model's calibrated threshold; "confidence:P" is the similarity at
         which the model's calibrated confidence is P."""
@@ -63,22 +63,32 @@ class Thresholds:
                     raise ConfigError(f"events.{key}: a similarity must be in [-1, 1], got {spec}")
                 return spec
             if calibration is None:
-                raise ConfigError(f"events.{key} = {spec!r} needs the model's calibration, and it has none; give a number")
+                raise ConfigError(
+                    f"events.{key} = {spec!r} needs the model's calibration, and it has none; give a number"
+                )
             if spec.startswith(CONFIDENCE_PREFIX):
                 try:
-                    p = float(spec[len(CONFIDENCE_PREFIX):])
+                    p = float(spec[len(CONFIDENCE_PREFIX) :])
                 except ValueError:
                     p = -1.0
                 if not 0.0 < p < 1.0:
-                    raise ConfigError(f"events.{key} = {spec!r}: the confidence must be a number strictly between 0 and 1")
+                    raise ConfigError(
+                        f"events.{key} = {spec!r}: the confidence must be a number strictly between 0 and 1"
+                    )
                 return float((np.log(p / (1.0 - p)) - calibration.b) / calibration.a)
             if spec not in calibration.thresholds:
-                raise ConfigError(f"events.{key} = {spec!r}: the model's calibration has only "
-                                  f"{', '.join(sorted(calibration.thresholds))} (or use a number, or 'confidence:P')")
+                raise ConfigError(
+                    f"events.{key} = {spec!r}: the model's calibration has only "
+                    f"{', '.join(sorted(calibration.thresholds))} (or use a number, or 'confidence:P')"
+                )
             return calibration.threshold(spec)
 
-        return cls(value("switch_reject", config.switch_reject), value("switch_accept", config.switch_accept),
-                   value("unknown_below", config.unknown_below), config.min_margin)
+        return cls(
+            value("switch_reject", config.switch_reject),
+            value("switch_accept", config.switch_accept),
+            value("unknown_below", config.unknown_below),
+            config.min_margin,
+        )
 
 
 @dataclass(frozen=True)
@@ -87,7 +97,7 @@ class Recognition:
     the pass left no usable crop (too small throughout)."""
 
     embedding: np.ndarray | None
-    matches: tuple["SkuMatch", ...]
+    matches: tuple[SkuMatch, ...]
 
 
 @dataclass(frozen=True)

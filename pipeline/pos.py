@@ -4,6 +4,7 @@ One JSON object per line, e.g. `{"ts": 12.34, "type": "scan", "sku": "Granny-Smi
 A real POS export is messy, so a bad line is skipped with a warning naming its line rather than
 failing the whole shift's log; only a log with nothing usable in it is an error.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,8 +12,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from models.errors import ReidError
-from models.userfiles import read_user_file
+from retail_reid.errors import ReidError
+from retail_reid.userfiles import read_user_file
 
 EVENT_TYPES = ("scan", "txn_start", "txn_end")
 _TEXT_FIELDS = ("sku", "barcode", "txn")

@@ -1,5 +1,6 @@
-"""Offline replay: a thin loop over `pipeline.lane.LaneProcessor` that reads a recording and a POS
+"""Offline replay: a thin loop over `retail_reid.pipeline.lane.LaneProcessor` that reads a recording and a POS
 log and writes events.jsonl, passes.jsonl, summary.json, report.html and the evidence crops."""
+
 from __future__ import annotations
 
 import json
@@ -11,16 +12,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from retail_reid.pipeline.config import LaneConfig
+from retail_reid.pipeline.lane import LaneProcessor, resolve_zone
+from retail_reid.pipeline.matching import GalleryLike
+from retail_reid.pipeline.pos import PosEvent, read_pos_log
+from retail_reid.pipeline.report import write_report
+from retail_reid.pipeline.sources import FrameSource, open_source
+from retail_reid.pipeline.types import BasketEvent, Event, PassRecord
 from tqdm import tqdm
 
-from models.errors import ReidError
-from pipeline.config import LaneConfig
-from pipeline.lane import LaneProcessor, resolve_zone
-from pipeline.matching import GalleryLike
-from pipeline.pos import PosEvent, read_pos_log
-from pipeline.report import write_report
-from pipeline.sources import FrameSource, open_source
-from pipeline.types import BasketEvent, Event, PassRecord, Zone
+from retail_reid.errors import ReidError
 
 OUTPUT_NAMES = ("events.jsonl", "passes.jsonl", "summary.json", "report.html", "crops")
 
@@ -93,7 +94,9 @@ def replay(
         staging = prepare_output(out, overwrite)
         try:
             records: list[PassRecord] = []
-            lane = LaneProcessor(gallery, zone, replace(config, zone=zone), evidence_dir=staging, on_pass=records.append)
+            lane = LaneProcessor(
+                gallery, zone, replace(config, zone=zone), evidence_dir=staging, on_pass=records.append
+            )
             events, stats = _run(lane, source, pos, staging / "events.jsonl", progress)
             warnings += source.problems + lane.events.warnings
             with open(staging / "passes.jsonl", "w", encoding="utf-8") as f:
@@ -110,8 +113,9 @@ def replay(
     return summary
 
 
-def _run(lane: LaneProcessor, source: FrameSource, pos: list[PosEvent], events_path: Path, progress: bool
-         ) -> tuple[list[Event | BasketEvent], ReplayStats]:
+def _run(
+    lane: LaneProcessor, source: FrameSource, pos: list[PosEvent], events_path: Path, progress: bool
+) -> tuple[list[Event | BasketEvent], ReplayStats]:
     """Feed every frame, and each POS event as soon as the lane's clock reaches it."""
     stats = ReplayStats()
     events: list[Event | BasketEvent] = []
@@ -119,7 +123,11 @@ def _run(lane: LaneProcessor, source: FrameSource, pos: list[PosEvent], events_p
     next_pos = 0
     first_ts = last_ts = None
     start = time.perf_counter()
-    with open(events_path, "w", encoding="utf-8") as sink, tqdm(total=source.frame_count, desc="replay", unit="frame", disable=not progress) as bar:
+    with (
+        open(events_path, "w", encoding="utf-8") as sink,
+        tqdm(total=source.frame_count, desc="replay", unit="frame", disable=not progress) as bar,
+    ):
+
         def emit(batch: list[Event | BasketEvent], now: float) -> None:
             for e in batch:
                 sink.write(json.dumps(e.to_dict()) + "\n")
@@ -152,15 +160,26 @@ def _run(lane: LaneProcessor, source: FrameSource, pos: list[PosEvent], events_p
     return events, stats
 
 
-def _summary(events: list[Event | BasketEvent], records: list[PassRecord], pos: list[PosEvent], stats: ReplayStats,
-             lane: LaneProcessor, gallery: GalleryLike, source: FrameSource, warnings: list[str], video: str | Path,
-             pos_path: str | Path) -> dict:
+def _summary(
+    events: list[Event | BasketEvent],
+    records: list[PassRecord],
+    pos: list[PosEvent],
+    stats: ReplayStats,
+    lane: LaneProcessor,
+    gallery: GalleryLike,
+    source: FrameSource,
+    warnings: list[str],
+    video: str | Path,
+    pos_path: str | Path,
+) -> dict:
     counts = Counter(e.type for e in events)
     embedder = gallery.embedder
     return {
         "video": str(video),
         "pos": str(pos_path),
-        "counts": {t: counts.get(t, 0) for t in ("non_scan", "product_switch", "unknown_item", "scan_without_item", "basket")},
+        "counts": {
+            t: counts.get(t, 0) for t in ("non_scan", "product_switch", "unknown_item", "scan_without_item", "basket")
+        },
         "passes": len(records),
         "verdicts": dict(Counter(r.verdict for r in records)),
         "scans": sum(e.type == "scan" for e in pos),
@@ -187,8 +206,11 @@ def _spread(values: np.ndarray, scale: float) -> dict | None:
     """Median, 95th percentile and maximum, scaled (e.g. to milliseconds)."""
     if values.size == 0:
         return None
-    return {"p50": round(float(np.percentile(values, 50)) * scale, 3), "p95": round(float(np.percentile(values, 95)) * scale, 3),
-            "max": round(float(values.max()) * scale, 3)}
+    return {
+        "p50": round(float(np.percentile(values, 50)) * scale, 3),
+        "p95": round(float(np.percentile(values, 95)) * scale, 3),
+        "max": round(float(values.max()) * scale, 3),
+    }
 
 
 def _plain(obj):

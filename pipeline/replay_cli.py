@@ -1,22 +1,27 @@
 """`reid replay`: run the lane over a recorded video and its POS log."""
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
 from pathlib import Path
 
-from pipeline.config import load_config
-from pipeline.replay import replay
-from pipeline.types import Zone
+from retail_reid.pipeline.config import load_config
+from retail_reid.pipeline.replay import replay
+from retail_reid.pipeline.types import Zone
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "replay", help="find non-scans and product switches in a recorded checkout video",
+        "replay",
+        help="find non-scans and product switches in a recorded checkout video",
         description="Replay a recorded checkout lane against its POS log; writes OUT/events.jsonl, "
-                    "OUT/summary.json, OUT/report.html and the evidence crops (see docs/pipeline.md).")
+        "OUT/summary.json, OUT/report.html and the evidence crops (see docs/pipeline.md).",
+    )
     p.add_argument("video", help="video file (or a folder of frame images, played at 15 fps)")
-    p.add_argument("--pos", required=True, help="POS log, JSON lines; timestamps in seconds from the start of the video")
+    p.add_argument(
+        "--pos", required=True, help="POS log, JSON lines; timestamps in seconds from the start of the video"
+    )
     p.add_argument("--gallery", required=True, help="gallery folder (reid gallery init / import-folder)")
     p.add_argument("--zone", help="scan zone X1,Y1,X2,Y2 in frame pixels (overrides the config's zone)")
     p.add_argument("--out", required=True, help="folder for the results; must not exist or be empty unless --overwrite")
@@ -27,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gallery import Gallery  # imported when used: `reid --help` stays fast
+    from retail_reid.gallery import Gallery  # imported when used: `reid --help` stays fast
 
     config = load_config(args.config)
     if args.zone:
@@ -36,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     summary = replay(args.video, args.pos, gallery, args.out, config, overwrite=args.overwrite, progress=True)
     counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
     print(f"{summary['passes']} item passes, {summary['scans']} scans; events: {counts}")
-    print(f"{summary['frames_processed']} frames ({summary['frames_dropped']} dropped) at {summary['speed_x_realtime']}x real time")
+    print(
+        f"{summary['frames_processed']} frames ({summary['frames_dropped']} dropped) at {summary['speed_x_realtime']}x real time"
+    )
     for w in summary["warnings"][:10]:
         print(f"warning: {w}")
     if len(summary["warnings"]) > 10:

@@ -1,6 +1,7 @@
 """report.html: one self-contained page for the investigator (every image inlined as base64, no
 scripts, no outside files): what ran, a timeline of item passes and scans, and for each alert
 the item's crops beside reference photos of the SKU seen and the SKU scanned."""
+
 from __future__ import annotations
 
 import base64
@@ -9,23 +10,30 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from retail_reid.pipeline.matching import GalleryLike
+from retail_reid.pipeline.pos import PosEvent
+from retail_reid.pipeline.types import BasketEvent, Event, PassRecord
 
-from models.images import ImageError, read_image
-from pipeline.matching import GalleryLike
-from pipeline.pos import PosEvent
-from pipeline.types import BasketEvent, Event, PassRecord
+from retail_reid.images import ImageError, read_image
 
 THUMB_SIDE = 220  # long side of inlined pictures: enough to judge, small enough to mail
 TIMELINE_WIDTH = 1100  # at least; longer recordings get PIXELS_PER_SECOND, up to MAX_TIMELINE_WIDTH
 PIXELS_PER_SECOND = 12
 MAX_TIMELINE_WIDTH = 60_000
 VERDICT_COLOURS = {
-    "ok": "#9aa5b1", "unconfirmed": "#b6c2cf", "unverified": "#c8cdd3", "non_scan": "#d64545", "product_switch": "#e08a1e",
-    "unknown_item": "#8a5cc2", "scan_without_item": "#1f7ae0",
+    "ok": "#9aa5b1",
+    "unconfirmed": "#b6c2cf",
+    "unverified": "#c8cdd3",
+    "non_scan": "#d64545",
+    "product_switch": "#e08a1e",
+    "unknown_item": "#8a5cc2",
+    "scan_without_item": "#1f7ae0",
 }
 TITLES = {
-    "non_scan": "Item passed without a scan", "product_switch": "Scanned SKU does not match the item",
-    "unknown_item": "Item not recognised", "scan_without_item": "Scan with no item seen",
+    "non_scan": "Item passed without a scan",
+    "product_switch": "Scanned SKU does not match the item",
+    "unknown_item": "Item not recognised",
+    "scan_without_item": "Scan with no item seen",
 }
 
 STYLE = """
@@ -56,7 +64,7 @@ def _figure(path: Path | None, caption: str) -> str:
     try:
         uri = _data_uri(read_image(path))
     except ImageError as e:
-        return f'<figure><figcaption>{cap}<br>(unreadable: {html.escape(str(e))})</figcaption></figure>'
+        return f"<figure><figcaption>{cap}<br>(unreadable: {html.escape(str(e))})</figcaption></figure>"
     return f'<figure><img src="{uri}" alt="{cap}"><figcaption>{cap}</figcaption></figure>'
 
 
@@ -84,21 +92,29 @@ def _timeline(records: list[PassRecord], pos: list[PosEvent], events: list[Event
             txn_open[p.txn] = p.ts
         elif p.type == "txn_end" and p.txn in txn_open:
             a = txn_open.pop(p.txn)
-            parts.append(f'<rect x="{x(a):.1f}" y="8" width="{max(1.0, x(p.ts) - x(a)):.1f}" height="130" fill="#f3f5f8"/>'
-                         f'<text x="{x(a) + 3:.1f}" y="20" fill="#5b6773">{html.escape(p.txn)}</text>')
+            parts.append(
+                f'<rect x="{x(a):.1f}" y="8" width="{max(1.0, x(p.ts) - x(a)):.1f}" height="130" fill="#f3f5f8"/>'
+                f'<text x="{x(a) + 3:.1f}" y="20" fill="#5b6773">{html.escape(p.txn)}</text>'
+            )
     parts.append('<text x="4" y="62">passes</text><text x="4" y="112">scans</text>')
     for r in records:
         colour = VERDICT_COLOURS.get(r.verdict, "#777")
-        tip = html.escape(f"track {r.track_id}: {r.verdict}, seen {r.seen_sku}, scanned {r.scanned_sku}, {r.t_start:.2f}–{r.t_end:.2f}s")
-        parts.append(f'<rect x="{x(r.t_start):.1f}" y="45" width="{max(2.0, x(r.t_end) - x(r.t_start)):.1f}" height="26" '
-                     f'fill="{colour}"><title>{tip}</title></rect>')
+        tip = html.escape(
+            f"track {r.track_id}: {r.verdict}, seen {r.seen_sku}, scanned {r.scanned_sku}, {r.t_start:.2f}–{r.t_end:.2f}s"
+        )
+        parts.append(
+            f'<rect x="{x(r.t_start):.1f}" y="45" width="{max(2.0, x(r.t_end) - x(r.t_start)):.1f}" height="26" '
+            f'fill="{colour}"><title>{tip}</title></rect>'
+        )
     lonely = {round(e.t_start, 3) for e in events if e.type == "scan_without_item"}
     for p in pos:
         if p.type != "scan":
             continue
         colour = VERDICT_COLOURS["scan_without_item"] if round(p.ts, 3) in lonely else "#33414f"
         tip = html.escape(f"scan {p.sku or p.barcode} at {p.ts:.2f}s")
-        parts.append(f'<line x1="{x(p.ts):.1f}" y1="95" x2="{x(p.ts):.1f}" y2="125" stroke="{colour}" stroke-width="2"><title>{tip}</title></line>')
+        parts.append(
+            f'<line x1="{x(p.ts):.1f}" y1="95" x2="{x(p.ts):.1f}" y2="125" stroke="{colour}" stroke-width="2"><title>{tip}</title></line>'
+        )
     ticks = max(10, round((width - left) / 110))
     for k in range(ticks + 1):
         t = t0 + span * k / ticks
@@ -110,12 +126,22 @@ def _timeline(records: list[PassRecord], pos: list[PosEvent], events: list[Event
 
 def _event_card(e: Event, run_dir: Path, gallery: GalleryLike) -> str:
     colour = VERDICT_COLOURS.get(e.type, "#777")
-    head = (f"<b>{html.escape(TITLES.get(e.type, e.type))}</b> — {_fmt(e.t_start, 2)}s to {_fmt(e.t_end, 2)}s"
-            f"{'' if e.track_id is None else f', track {e.track_id}'}{'' if e.txn is None else f', transaction {html.escape(e.txn)}'}")
-    rows = [("seen SKU", e.seen_sku, e.seen_score, e.seen_confidence), ("scanned SKU", e.scanned_sku, e.scanned_score, e.scanned_confidence)]
-    table = "<table><tr><th></th><th>SKU</th><th>similarity</th><th>confidence</th></tr>" + "".join(
-        f"<tr><td>{label}</td><td>{html.escape(gallery.display_name(sku)) if sku else '–'}</td><td>{_fmt(score)}</td><td>{_fmt(conf)}</td></tr>"
-        for label, sku, score, conf in rows) + "</table>"
+    head = (
+        f"<b>{html.escape(TITLES.get(e.type, e.type))}</b> — {_fmt(e.t_start, 2)}s to {_fmt(e.t_end, 2)}s"
+        f"{'' if e.track_id is None else f', track {e.track_id}'}{'' if e.txn is None else f', transaction {html.escape(e.txn)}'}"
+    )
+    rows = [
+        ("seen SKU", e.seen_sku, e.seen_score, e.seen_confidence),
+        ("scanned SKU", e.scanned_sku, e.scanned_score, e.scanned_confidence),
+    ]
+    table = (
+        "<table><tr><th></th><th>SKU</th><th>similarity</th><th>confidence</th></tr>"
+        + "".join(
+            f"<tr><td>{label}</td><td>{html.escape(gallery.display_name(sku)) if sku else '–'}</td><td>{_fmt(score)}</td><td>{_fmt(conf)}</td></tr>"
+            for label, sku, score, conf in rows
+        )
+        + "</table>"
+    )
     if e.scan_ts is not None:
         table += f"<div>scan at {e.scan_ts:.2f}s</div>"
     pics = [_figure(run_dir / p, f"crop {i + 1}") for i, p in enumerate(e.evidence[:3])]
@@ -123,43 +149,64 @@ def _event_card(e: Event, run_dir: Path, gallery: GalleryLike) -> str:
         pics.append(_figure(gallery.reference_image(e.seen_sku), f"seen: {gallery.display_name(e.seen_sku)}"))
     if e.scanned_sku:
         pics.append(_figure(gallery.reference_image(e.scanned_sku), f"scanned: {gallery.display_name(e.scanned_sku)}"))
-    return f'<div class="card" style="--c:{colour}"><div>{head}</div>{table}<div class="pics">{"".join(pics)}</div></div>'
+    return (
+        f'<div class="card" style="--c:{colour}"><div>{head}</div>{table}<div class="pics">{"".join(pics)}</div></div>'
+    )
 
 
 def _baskets(baskets: list[BasketEvent]) -> str:
     if not baskets:
         return ""
+
     def counts(c: dict[str, int]) -> str:
         return html.escape(", ".join(f"{k} ×{n}" for k, n in sorted(c.items())) or "–")
+
     rows = "".join(
         f"<tr><td>{html.escape(b.txn or '(none)')}</td><td>{counts(b.seen)}</td><td>{counts(b.scanned)}</td>"
         f"<td>{b.jaccard:.2f}</td><td>{b.dice:.2f}</td><td>{b.overlap:.2f}</td><td>{b.tversky:.2f}</td></tr>"
-        for b in baskets)
-    return ("<h2>Baskets</h2><table><tr><th>transaction</th><th>seen</th><th>scanned</th><th>Jaccard</th><th>Dice</th>"
-            f"<th>overlap</th><th>Tversky</th></tr>{rows}</table>")
+        for b in baskets
+    )
+    return (
+        "<h2>Baskets</h2><table><tr><th>transaction</th><th>seen</th><th>scanned</th><th>Jaccard</th><th>Dice</th>"
+        f"<th>overlap</th><th>Tversky</th></tr>{rows}</table>"
+    )
 
 
-def write_report(path: Path, run_dir: Path, events: list[Event | BasketEvent], records: list[PassRecord], pos: list[PosEvent],
-                 gallery: GalleryLike, summary: dict) -> None:
+def write_report(
+    path: Path,
+    run_dir: Path,
+    events: list[Event | BasketEvent],
+    records: list[PassRecord],
+    pos: list[PosEvent],
+    gallery: GalleryLike,
+    summary: dict,
+) -> None:
     """Write the page; evidence paths in events are relative to `run_dir`."""
     alerts = [e for e in events if isinstance(e, Event)]
     baskets = [e for e in events if isinstance(e, BasketEvent)]
     c = summary["counts"]
     facts = [
-        ("video", summary["video"]), ("POS log", summary["pos"]),
+        ("video", summary["video"]),
+        ("POS log", summary["pos"]),
         ("frames", f"{summary['frames_processed']} processed, {summary['frames_dropped']} dropped"),
         ("duration", f"{summary['video_seconds']:.1f}s, processed at {summary['speed_x_realtime']}× real time"),
-        ("item passes", summary["passes"]), ("scans", summary["scans"]),
+        ("item passes", summary["passes"]),
+        ("scans", summary["scans"]),
         ("alerts", ", ".join(f"{k}: {v}" for k, v in c.items() if k != "basket")),
         ("model", f"{Path(summary['model']['path']).name} ({summary['model']['fingerprint'][:12]})"),
     ]
     body = [
         "<!doctype html><html><head><meta charset='utf-8'><title>retail-reid replay report</title>",
         f"<style>{STYLE}</style></head><body><h1>Checkout replay report</h1><table>",
-        "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts), "</table>",
+        "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in facts),
+        "</table>",
     ]
     if summary["warnings"]:
-        body.append("<h2>Warnings</h2><ul>" + "".join(f'<li class="warn">{html.escape(w)}</li>' for w in summary["warnings"]) + "</ul>")
+        body.append(
+            "<h2>Warnings</h2><ul>"
+            + "".join(f'<li class="warn">{html.escape(w)}</li>' for w in summary["warnings"])
+            + "</ul>"
+        )
     body.append("<h2>Timeline</h2>" + _timeline(records, pos, alerts))
     body.append(f"<h2>Alerts ({len(alerts)})</h2>")
     body.extend(_event_card(e, run_dir, gallery) for e in sorted(alerts, key=lambda e: e.t_start))

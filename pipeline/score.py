@@ -4,6 +4,7 @@ An alert counts as found when an alert of the same type overlaps a true anomaly'
 give or take a tolerance; each true anomaly and each alert is used at most once, so a burst of
 duplicate alerts for one non-scan costs precision instead of being free.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,10 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from models.errors import ReidError
-from models.userfiles import read_user_file
-from pipeline.simulate import Anomaly, Pass, Truth
+from retail_reid.pipeline.simulate import Anomaly, Pass, Truth
+
+from retail_reid.errors import ReidError
+from retail_reid.userfiles import read_user_file
 
 SCORED_TYPES = ("non_scan", "product_switch", "scan_without_item")
 # Alert types with a time span; "unknown_item" is scored only when the truth labels some.
@@ -59,6 +61,7 @@ class Events:
 
 # --- reading -----------------------------------------------------------------------------------
 
+
 def _load_json(path: Path, what: str) -> object:
     try:
         text = read_user_file(path, what, ScoreError).decode("utf-8-sig")
@@ -84,7 +87,9 @@ def _sku(obj: dict, key: str, where: str, required: bool = False) -> str | None:
     if v is None and not required:
         return None
     if not isinstance(v, str) or not v:
-        raise ScoreError(f"{where}: field '{key}' must be a non-empty string{'' if required else ' or null'}, got {v!r}")
+        raise ScoreError(
+            f"{where}: field '{key}' must be a non-empty string{'' if required else ' or null'}, got {v!r}"
+        )
     return v
 
 
@@ -127,7 +132,9 @@ def read_truth(path: str | Path) -> Truth:
             start, end = _span(obj, where)
             txn = _sku(obj, "txn", where)
             if key == "passes":
-                out.append(Pass(start, end, _sku(obj, "sku", where, required=True), _sku(obj, "scanned_sku", where), txn))
+                out.append(
+                    Pass(start, end, _sku(obj, "sku", where, required=True), _sku(obj, "scanned_sku", where), txn)
+                )
                 continue
             kind = obj.get("type")
             if kind not in SPAN_TYPES:
@@ -138,7 +145,9 @@ def read_truth(path: str | Path) -> Truth:
 
 def _counts(obj: dict, key: str, where: str) -> Counter:
     v = obj.get(key)
-    if not isinstance(v, dict) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in v.values()):
+    if not isinstance(v, dict) or not all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in v.values()
+    ):
         raise ScoreError(f"{where}: field '{key}' must be an object of SKU: count (counts >= 0), got {v!r}")
     return Counter({k: n for k, n in v.items() if n})
 
@@ -165,11 +174,15 @@ def read_events(path: str | Path) -> Events:
             raise ScoreError(f"{where}: missing or empty field 'type'")
         if kind in SPAN_TYPES:
             start, end = _span(obj, where)
-            alerts.append(Alert(kind, start, end, _sku(obj, "seen_sku", where), _sku(obj, "scanned_sku", where), lineno))
+            alerts.append(
+                Alert(kind, start, end, _sku(obj, "seen_sku", where), _sku(obj, "scanned_sku", where), lineno)
+            )
         elif kind == "basket":
             txn = _sku(obj, "txn", where)
             if txn in basket_lines:
-                raise ScoreError(f"{where}: a second basket for transaction {txn!r} (the first is on line {basket_lines[txn]})")
+                raise ScoreError(
+                    f"{where}: a second basket for transaction {txn!r} (the first is on line {basket_lines[txn]})"
+                )
             basket_lines[txn] = lineno
             baskets.append(BasketLine(txn, _counts(obj, "seen", where), _counts(obj, "scanned", where), lineno))
         else:
@@ -178,6 +191,7 @@ def read_events(path: str | Path) -> Events:
 
 
 # --- matching and scoring ----------------------------------------------------------------------
+
 
 def _gap(a: Anomaly | Alert, b: Anomaly | Alert) -> float:
     """Seconds between two spans (0 when they overlap)."""
@@ -188,9 +202,13 @@ def match(truth: list[Anomaly], alerts: list[Alert], tol: float) -> list[tuple[i
     """A largest one-to-one pairing of true anomalies with alerts whose spans come within `tol`
     seconds, as (truth index, alert index), preferring the nearest alert. Kuhn's augmenting paths:
     a dozen lines here instead of SciPy on the edge box; spans are time-local, so paths stay short."""
-    near = [sorted((j for j, e in enumerate(alerts) if _gap(t, e) <= tol),
-                   key=lambda j, t=t: (_gap(t, alerts[j]), abs(alerts[j].t_start + alerts[j].t_end - t.t_start - t.t_end)))
-            for t in truth]
+    near = [
+        sorted(
+            (j for j, e in enumerate(alerts) if _gap(t, e) <= tol),
+            key=lambda j, t=t: (_gap(t, alerts[j]), abs(alerts[j].t_start + alerts[j].t_end - t.t_start - t.t_end)),
+        )
+        for t in truth
+    ]
     owner: dict[int, int] = {}  # alert index -> truth index
 
     def augment(i: int, tried: set[int]) -> bool:
@@ -249,12 +267,23 @@ class Score:
     def to_dict(self) -> dict:
         return {
             "tol": self.tol,
-            "types": {s.type: {"truth": s.truth, "alerts": s.alerts, "matched": s.matched, "precision": s.precision,
-                               "recall": s.recall,
-                               "missed": [asdict(a) for a in s.missed],
-                               "false_alarm_lines": [e.line for e in s.false_alarms]} for s in self.types},
-            "switch_seen_sku": {"matched": self.switches_matched, "right": self.switches_sku_right,
-                                "rate": _ratio(self.switches_sku_right, self.switches_matched)},
+            "types": {
+                s.type: {
+                    "truth": s.truth,
+                    "alerts": s.alerts,
+                    "matched": s.matched,
+                    "precision": s.precision,
+                    "recall": s.recall,
+                    "missed": [asdict(a) for a in s.missed],
+                    "false_alarm_lines": [e.line for e in s.false_alarms],
+                }
+                for s in self.types
+            },
+            "switch_seen_sku": {
+                "matched": self.switches_matched,
+                "right": self.switches_sku_right,
+                "rate": _ratio(self.switches_sku_right, self.switches_matched),
+            },
             "baskets": vars(self.baskets),
             "not_scored": self.not_scored,
         }
@@ -283,8 +312,12 @@ def _check_baskets(truth: Truth, lines: tuple[BasketLine, ...]) -> BasketCheck:
     true = _true_baskets(truth)
     by_txn = {b.txn: b for b in lines}
     reported = [(by_txn[t], true[t]) for t in true if t in by_txn]
-    return BasketCheck(len(true), len(reported), sum(b.seen == s for b, (s, _) in reported),
-                       sum(b.scanned == c for b, (_, c) in reported))
+    return BasketCheck(
+        len(true),
+        len(reported),
+        sum(b.seen == s for b, (s, _) in reported),
+        sum(b.scanned == c for b, (_, c) in reported),
+    )
 
 
 def score(truth: Truth, events: Events, tol: float = DEFAULT_TOL) -> Score:
@@ -303,27 +336,47 @@ def score(truth: Truth, events: Events, tol: float = DEFAULT_TOL) -> Score:
         e = [x for x in events.alerts if x.type == kind]
         pairs = match(t, e, tol)
         got_t, got_e = {i for i, _ in pairs}, {j for _, j in pairs}
-        types.append(TypeScore(kind, len(t), len(e), len(pairs), tuple(a for i, a in enumerate(t) if i not in got_t),
-                               tuple(x for j, x in enumerate(e) if j not in got_e)))
+        types.append(
+            TypeScore(
+                kind,
+                len(t),
+                len(e),
+                len(pairs),
+                tuple(a for i, a in enumerate(t) if i not in got_t),
+                tuple(x for j, x in enumerate(e) if j not in got_e),
+            )
+        )
         if kind == "product_switch":
             switched = len(pairs)
             right = sum(e[j].seen_sku == t[i].seen_sku for i, j in pairs)
-    return Score(tol, tuple(types), switched, right, _check_baskets(truth, events.baskets), dict(sorted(not_scored.items())))
+    return Score(
+        tol, tuple(types), switched, right, _check_baskets(truth, events.baskets), dict(sorted(not_scored.items()))
+    )
 
 
 def format_score(s: Score) -> str:
     """The score as a small table for people."""
+
     def num(x: float | None) -> str:
         return "-" if x is None else f"{x:.3f}"
 
-    rows = [f"matched within {s.tol:g} s",
-            f"{'type':<18} {'truth':>6} {'alerts':>7} {'matched':>8} {'precision':>10} {'recall':>7}"]
-    rows += [f"{t.type:<18} {t.truth:>6} {t.alerts:>7} {t.matched:>8} {num(t.precision):>10} {num(t.recall):>7}" for t in s.types]
-    rows.append(f"product_switch: seen SKU named right in {s.switches_sku_right} of {s.switches_matched} matched"
-                f" ({num(_ratio(s.switches_sku_right, s.switches_matched))})")
+    rows = [
+        f"matched within {s.tol:g} s",
+        f"{'type':<18} {'truth':>6} {'alerts':>7} {'matched':>8} {'precision':>10} {'recall':>7}",
+    ]
+    rows += [
+        f"{t.type:<18} {t.truth:>6} {t.alerts:>7} {t.matched:>8} {num(t.precision):>10} {num(t.recall):>7}"
+        for t in s.types
+    ]
+    rows.append(
+        f"product_switch: seen SKU named right in {s.switches_sku_right} of {s.switches_matched} matched"
+        f" ({num(_ratio(s.switches_sku_right, s.switches_matched))})"
+    )
     b = s.baskets
-    rows.append(f"baskets: {b.reported} of {b.transactions} transactions reported; seen basket exact in {b.seen_exact},"
-                f" scanned basket exact in {b.scanned_exact}")
+    rows.append(
+        f"baskets: {b.reported} of {b.transactions} transactions reported; seen basket exact in {b.seen_exact},"
+        f" scanned basket exact in {b.scanned_exact}"
+    )
     if s.not_scored:
         rows.append("not scored: " + ", ".join(f"{n} {k}" for k, n in s.not_scored.items()))
     return "\n".join(rows)

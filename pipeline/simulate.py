@@ -12,6 +12,7 @@ seed reproduces the same files byte for byte.
 The simulation is fair to the vision stages on purpose: every item is fully visible (the hand
 covers only an edge), enters and leaves the zone clearly, and no two items overlap.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,12 +24,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from retail_reid.models.datasets import ImageSet
+from retail_reid.pipeline.pos import PosEvent
 from tqdm import tqdm
 
-from models.datasets import ImageSet
-from models.errors import ReidError
-from models.images import read_image
-from pipeline.pos import PosEvent
+from retail_reid.errors import ReidError
+from retail_reid.images import read_image
 
 OUTPUT_NAMES = ("video.mp4", "video.avi", "pos.jsonl", "truth.json")
 # Containers tried in order: MPEG-4 Part 2 in MP4 is written by every opencv-python-headless
@@ -72,7 +73,9 @@ class SimConfig:
             if not 0.0 <= value <= 1.0:
                 raise SimulationError(f"{name} must be between 0 and 1, got {value}")
         if self.non_scan_rate + self.switch_rate > 1.0:
-            raise SimulationError("non_scan_rate + switch_rate must not exceed 1 (each pass is one or the other or neither)")
+            raise SimulationError(
+                "non_scan_rate + switch_rate must not exceed 1 (each pass is one or the other or neither)"
+            )
         if not 5.0 <= self.fps <= 60.0:
             raise SimulationError(f"fps must be between 5 and 60, got {self.fps}")
         if not (320 <= self.width <= 1920 and 240 <= self.height <= 1080):
@@ -114,7 +117,7 @@ class Anomaly:
 
 @dataclass(frozen=True)
 class Truth:
-    """The contents of truth.json (read back by `pipeline.score.read_truth`). `video` is relative
+    """The contents of truth.json (read back by `retail_reid.pipeline.score.read_truth`). `video` is relative
     to the truth file's folder."""
 
     video: str
@@ -125,19 +128,28 @@ class Truth:
     anomalies: tuple[Anomaly, ...]
 
     def to_dict(self) -> dict:
-        return {"video": self.video, "fps": self.fps, "size": list(self.size), "zone": list(self.zone),
-                "passes": [asdict(p) for p in self.passes], "anomalies": [asdict(a) for a in self.anomalies]}
+        return {
+            "video": self.video,
+            "fps": self.fps,
+            "size": list(self.size),
+            "zone": list(self.zone),
+            "passes": [asdict(p) for p in self.passes],
+            "anomalies": [asdict(a) for a in self.anomalies],
+        }
 
     def to_json(self) -> str:
         """JSON with one pass or anomaly per line, so a person can read and diff it."""
         d = self.to_dict()
         head = "".join(f' "{k}": {json.dumps(d[k])},\n' for k in ("video", "fps", "size", "zone"))
-        lists = [f' "{k}": [' + ",".join(f"\n  {json.dumps(x)}" for x in d[k]) + ("\n ]" if d[k] else "]")
-                 for k in ("passes", "anomalies")]
+        lists = [
+            f' "{k}": [' + ",".join(f"\n  {json.dumps(x)}" for x in d[k]) + ("\n ]" if d[k] else "]")
+            for k in ("passes", "anomalies")
+        ]
         return "{\n" + head + ",\n".join(lists) + "\n}\n"
 
 
 # --- planning: who crosses when, and what the till says ---------------------------------------
+
 
 @dataclass(frozen=True)
 class _Look:
@@ -158,8 +170,8 @@ class _Look:
         h, w = alpha.shape
         m = int(0.7 * self.long_side)  # room for the hand and the rotation
         canvas = np.zeros((h + 2 * m, w + 2 * m, 4), np.float32)
-        canvas[m:m + h, m:m + w, :3] = img * alpha[..., None]
-        canvas[m:m + h, m:m + w, 3] = alpha
+        canvas[m : m + h, m : m + w, :3] = img * alpha[..., None]
+        canvas[m : m + h, m : m + w, 3] = alpha
         if self.hand:
             _hand(canvas, (m, m, m + w, m + h), self.hand, rng)
         angle = float(rng.uniform(-10, 10))
@@ -169,7 +181,9 @@ class _Look:
         ys, xs = np.nonzero(canvas[..., 3] > 1e-3)
         pad = int(self.blur_px) + 2
         y0, y1, x0, x1 = ys.min() - pad, ys.max() + pad + 1, xs.min() - pad, xs.max() + pad + 1
-        sprite = np.ascontiguousarray(np.pad(canvas, ((pad, pad), (pad, pad), (0, 0)))[y0 + pad:y1 + pad, x0 + pad:x1 + pad])
+        sprite = np.ascontiguousarray(
+            np.pad(canvas, ((pad, pad), (pad, pad), (0, 0)))[y0 + pad : y1 + pad, x0 + pad : x1 + pad]
+        )
         k = max(1, int(round(self.blur_px)))
         blurred = cv2.blur(sprite, (k, 1), borderType=cv2.BORDER_CONSTANT) if k > 1 else sprite
         rad = math.radians(angle)
@@ -189,7 +203,7 @@ class _Item:
     y: float = 0.0
 
     @classmethod
-    def planned(cls, look: _Look) -> "_Item":
+    def planned(cls, look: _Look) -> _Item:
         sprite, _, anchor, width = look.sprites()
         return cls(look, (sprite.shape[1], sprite.shape[0]), anchor, width)
 
@@ -242,7 +256,7 @@ def _product(photo: np.ndarray, rng: np.random.Generator, long_side: float) -> t
     y0, x0 = int(rng.integers(0, h - ch + 1)), int(rng.integers(0, w - cw + 1))
     scale = long_side / max(ch, cw)
     size = (max(8, round(cw * scale)), max(8, round(ch * scale)))
-    img = cv2.resize(photo[y0:y0 + ch, x0:x0 + cw], size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    img = cv2.resize(photo[y0 : y0 + ch, x0 : x0 + cw], size, interpolation=cv2.INTER_AREA).astype(np.float32)
     sw, sh = size
     r = int(rng.uniform(0.08, 0.25) * min(sw, sh))
     mask = np.zeros((sh * 4, sw * 4), np.uint8)  # drawn 4x larger, then shrunk: smooth edges
@@ -296,7 +310,7 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator) -> _Plan:
     order = rng.permutation(n)
     n_non, n_switch = round(cfg.non_scan_rate * n), round(cfg.switch_rate * n)
     kinds[order[:n_non]] = "non_scan"
-    kinds[order[n_non:n_non + n_switch]] = "product_switch"
+    kinds[order[n_non : n_non + n_switch]] = "product_switch"
     w, h = cfg.width, cfg.height
     x1, _, x2, _ = cfg.zone
     mid = (x1 + x2) / 2
@@ -318,8 +332,8 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator) -> _Plan:
                 i += 1
         txn_groups.append((f"T{t}", groups))
     n_groups = sum(len(g) for _, g in txn_groups)
-    phantom_after = set(rng.permutation(n_groups)[:min(n_groups, round(cfg.scan_without_item_rate * n))].tolist())
-    pausing = set(rng.permutation(n_groups)[:round(cfg.pause_rate * n_groups)].tolist())
+    phantom_after = set(rng.permutation(n_groups)[: min(n_groups, round(cfg.scan_without_item_rate * n))].tolist())
+    pausing = set(rng.permutation(n_groups)[: round(cfg.pause_rate * n_groups)].tolist())
 
     t, gi, off_frame = 0.5, 0, 0.0
     for txn, groups in txn_groups:
@@ -384,6 +398,7 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator) -> _Plan:
 
 # --- rendering ---------------------------------------------------------------------------------
 
+
 def _background(cfg: SimConfig, rng: np.random.Generator) -> np.ndarray:
     """A static lane seen from above: steel counter, a ridged dark belt, and the scanner glass
     with its red laser line in the middle of the zone."""
@@ -397,7 +412,7 @@ def _background(cfg: SimConfig, rng: np.random.Generator) -> np.ndarray:
     belt = 58 + ridges + rng.normal(0, 3, (bottom - top, w)).astype(np.float32)
     bg[top:bottom] = np.stack([belt, belt + 2, belt + 4], axis=-1)
     for y in (top, bottom - 3):
-        bg[y:y + 3] = (35, 35, 38)
+        bg[y : y + 3] = (35, 35, 38)
     x1, _, x2, _ = cfg.zone
     gx1, gx2 = round((x1 + x2) / 2 - 0.07 * w), round((x1 + x2) / 2 + 0.07 * w)
     gy1, gy2 = round(0.27 * h), round(0.77 * h)
@@ -405,7 +420,7 @@ def _background(cfg: SimConfig, rng: np.random.Generator) -> np.ndarray:
     bg[gy1:gy2, gx1:gx2] = glass
     cv2.rectangle(bg, (gx1 - 2, gy1 - 2), (gx2 + 1, gy2 + 1), (120, 122, 125), 2)
     cx = (gx1 + gx2) // 2
-    bg[gy1:gy2, cx - 1:cx + 1] = bg[gy1:gy2, cx - 1:cx + 1] * 0.4 + np.array([20, 30, 200], np.float32) * 0.6
+    bg[gy1:gy2, cx - 1 : cx + 1] = bg[gy1:gy2, cx - 1 : cx + 1] * 0.4 + np.array([20, 30, 200], np.float32) * 0.6
     return bg
 
 
@@ -416,7 +431,7 @@ def _paste(frame: np.ndarray, sprite: np.ndarray, left: int, top: int) -> None:
     x0, y0, x1, y1 = max(left, 0), max(top, 0), min(left + sw, fw), min(top + sh, fh)
     if x0 >= x1 or y0 >= y1:
         return
-    s = sprite[y0 - top:y1 - top, x0 - left:x1 - left]
+    s = sprite[y0 - top : y1 - top, x0 - left : x1 - left]
     region = frame[y0:y1, x0:x1]
     region *= 1.0 - s[..., 3:]
     region += s[..., :3]
@@ -453,11 +468,13 @@ def _frames(plan: _Plan, cfg: SimConfig, rng: np.random.Generator) -> Iterator[n
         frame *= (gain * colour).astype(np.float32)
         if cfg.noise:
             k, dy, dx = rng.integers(4), rng.integers(pad), rng.integers(pad)
-            frame += bank[k, dy:dy + h, dx:dx + w]
+            frame += bank[k, dy : dy + h, dx : dx + w]
         yield np.clip(frame, 0, 255).astype(np.uint8)
 
 
-def _write_video(frames: Iterator[np.ndarray], total: int, out: Path, cfg: SimConfig, progress: bool) -> tuple[str, int]:
+def _write_video(
+    frames: Iterator[np.ndarray], total: int, out: Path, cfg: SimConfig, progress: bool
+) -> tuple[str, int]:
     """Encode to the first container OpenCV can write here; written under a temporary name and
     renamed when complete, so an interrupted run leaves no half video behind."""
     for name, fourcc in _CONTAINERS:
@@ -500,7 +517,9 @@ class Scenario:
     truth_path: Path
 
 
-def simulate(images: ImageSet, out: str | Path, cfg: SimConfig, overwrite: bool = False, progress: bool = False) -> Scenario:
+def simulate(
+    images: ImageSet, out: str | Path, cfg: SimConfig, overwrite: bool = False, progress: bool = False
+) -> Scenario:
     """Write OUT/video.mp4 (or .avi), OUT/pos.jsonl and OUT/truth.json for one seeded scenario.
     Existing scenario files in OUT are kept unless `overwrite`."""
     cfg.check()
@@ -509,7 +528,9 @@ def simulate(images: ImageSet, out: str | Path, cfg: SimConfig, overwrite: bool 
         raise SimulationError(f"{out}: exists and is not a folder")
     existing = [n for n in OUTPUT_NAMES if (out / n).exists()]
     if existing and not overwrite:
-        raise SimulationError(f"{out}: already holds {', '.join(existing)}; choose another folder or overwrite them (--overwrite)")
+        raise SimulationError(
+            f"{out}: already holds {', '.join(existing)}; choose another folder or overwrite them (--overwrite)"
+        )
     rng = np.random.default_rng(cfg.seed)
     plan = _plan(images, cfg, rng)  # reads every photo once: a bad one stops us before OUT is touched
     out.mkdir(parents=True, exist_ok=True)

@@ -3,6 +3,7 @@
 Every source yields `Frame`s with a timestamp, and keeps count of what it could not decode so a
 damaged recording is processed as far as it goes and the loss is reported, not hidden.
 """
+
 from __future__ import annotations
 
 import time
@@ -11,11 +12,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from retail_reid.models.datasets import IMAGE_SUFFIXES
+from retail_reid.pipeline.types import Frame
 
-from models.datasets import IMAGE_SUFFIXES
-from models.errors import ReidError
-from models.images import ImageError, read_image
-from pipeline.types import Frame
+from retail_reid.errors import ReidError
+from retail_reid.images import ImageError, read_image
 
 # After a failed read inside a file, try this many more before deciding the rest is unreadable:
 # FFmpeg can resume after a corrupt packet, but a truncated file fails every read at once.
@@ -179,7 +180,9 @@ class ImageFolderSource(FrameSource):
                 continue
             if (image.shape[1], image.shape[0]) != self.size:
                 self.dropped += 1
-                self.problems.append(f"{p}: frame is {image.shape[1]}x{image.shape[0]}, the others {self.size[0]}x{self.size[1]}; skipped")
+                self.problems.append(
+                    f"{p}: frame is {image.shape[1]}x{image.shape[0]}, the others {self.size[0]}x{self.size[1]}; skipped"
+                )
                 continue
             self.decoded += 1
             yield Frame(i, i / self.fps, image)

@@ -7,14 +7,14 @@ detector without useful scores, and a clear end to every pass. So: constant-velo
 greedy matching on IoU (then on centre distance, for fast items), and a track that ends when its
 item has been unseen for `max_lost_s` (long enough to ride out a brief occlusion).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
-
-from pipeline.config import TrackerConfig
-from pipeline.types import Detections
+from retail_reid.pipeline.config import TrackerConfig
+from retail_reid.pipeline.types import Detections
 
 
 @dataclass(frozen=True)
@@ -120,4 +120,6 @@ class PassTracker:
         return self._finish(ended)
 
     def _finish(self, ended: list[_Track]) -> list[TrackSpan]:
-        return [TrackSpan(t.track_id, t.t_start, t.t_last, t.frames) for t in ended if t.frames >= self.config.min_frames]
+        return [
+            TrackSpan(t.track_id, t.t_start, t.t_last, t.frames) for t in ended if t.frames >= self.config.min_frames
+        ]

@@ -1,12 +1,13 @@
 """The plain data that flows from one lane stage to the next: frames, zone, detections, crops,
 item passes and events. Stages share nothing else, so each can be swapped or tested alone."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from models.errors import ReidError
+from retail_reid.errors import ReidError
 
 
 class ZoneError(ReidError, ValueError):
@@ -36,7 +37,7 @@ class Zone:
             raise ZoneError(f"zone {self.as_text()} is empty: x2 must exceed x1 and y2 must exceed y1")
 
     @classmethod
-    def parse(cls, text: str, where: str = "zone") -> "Zone":
+    def parse(cls, text: str, where: str = "zone") -> Zone:
         """'X1,Y1,X2,Y2' (integers) as given on the command line."""
         parts = [p.strip() for p in str(text).split(",")]
         try:
@@ -47,9 +48,11 @@ class Zone:
             raise ZoneError(f"{where}: expected four integers X1,Y1,X2,Y2, got {text!r}") from None
 
     @classmethod
-    def from_list(cls, values: object, where: str = "zone") -> "Zone":
-        if not isinstance(values, (list, tuple)) or len(values) != 4 or not all(
-            isinstance(v, int) and not isinstance(v, bool) for v in values
+    def from_list(cls, values: object, where: str = "zone") -> Zone:
+        if (
+            not isinstance(values, (list, tuple))
+            or len(values) != 4
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in values)
         ):
             raise ZoneError(f"{where}: expected a list of four integers [x1, y1, x2, y2], got {values!r}")
         return cls(*values)
@@ -65,7 +68,7 @@ class Zone:
     def height(self) -> int:
         return self.y2 - self.y1
 
-    def clip(self, width: int, height: int) -> tuple["Zone", str | None]:
+    def clip(self, width: int, height: int) -> tuple[Zone, str | None]:
         """The zone cut to a width x height frame, with a warning if it had to be cut.
         A zone wholly outside the frame is an error: nothing could ever be seen in it."""
         x1, y1 = max(0, self.x1), max(0, self.y1)
@@ -75,7 +78,10 @@ class Zone:
         clipped = Zone(x1, y1, x2, y2)
         if clipped == self:
             return self, None
-        return clipped, f"zone {self.as_text()} reaches outside the {width}x{height} frame; clipped to {clipped.as_text()}"
+        return (
+            clipped,
+            f"zone {self.as_text()} reaches outside the {width}x{height} frame; clipped to {clipped.as_text()}",
+        )
 
 
 @dataclass(frozen=True)
@@ -90,22 +96,24 @@ class Detections:
     def __post_init__(self) -> None:
         n = len(self.xyxy)
         if self.xyxy.shape != (n, 4) or self.confidence.shape != (n,) or self.tracker_id.shape != (n,):
-            raise ValueError(f"detections arrays disagree: xyxy {self.xyxy.shape}, confidence {self.confidence.shape}, tracker_id {self.tracker_id.shape}")
+            raise ValueError(
+                f"detections arrays disagree: xyxy {self.xyxy.shape}, confidence {self.confidence.shape}, tracker_id {self.tracker_id.shape}"
+            )
 
     @classmethod
-    def from_boxes(cls, xyxy: np.ndarray | list, confidence: np.ndarray | list | None = None) -> "Detections":
+    def from_boxes(cls, xyxy: np.ndarray | list, confidence: np.ndarray | list | None = None) -> Detections:
         boxes = np.asarray(xyxy, np.float32).reshape(-1, 4)
         conf = np.ones(len(boxes), np.float32) if confidence is None else np.asarray(confidence, np.float32).reshape(-1)
         return cls(boxes, conf, np.full(len(boxes), -1, np.int64))
 
     @classmethod
-    def empty(cls) -> "Detections":
+    def empty(cls) -> Detections:
         return cls.from_boxes(np.zeros((0, 4), np.float32))
 
     def __len__(self) -> int:
         return len(self.xyxy)
 
-    def with_tracker_ids(self, ids: np.ndarray) -> "Detections":
+    def with_tracker_ids(self, ids: np.ndarray) -> Detections:
         return Detections(self.xyxy, self.confidence, np.asarray(ids, np.int64))
 
 
@@ -210,9 +218,15 @@ class PassRecord:
 
     def to_dict(self) -> dict:
         return {
-            "track_id": self.track_id, "t_start": round(self.t_start, 3), "t_end": round(self.t_end, 3),
-            "verdict": self.verdict, "seen_sku": self.seen_sku, "seen_score": _round(self.seen_score),
-            "scanned_sku": self.scanned_sku, "scanned_score": _round(self.scanned_score), "scan_ts": _round(self.scan_ts),
+            "track_id": self.track_id,
+            "t_start": round(self.t_start, 3),
+            "t_end": round(self.t_end, 3),
+            "verdict": self.verdict,
+            "seen_sku": self.seen_sku,
+            "seen_score": _round(self.seen_score),
+            "scanned_sku": self.scanned_sku,
+            "scanned_score": _round(self.scanned_score),
+            "scan_ts": _round(self.scan_ts),
             "txn": self.txn,
         }
 

@@ -1,4 +1,5 @@
 """A network camera on loopback for tests: frames of a video served as an MJPEG stream over HTTP."""
+
 from __future__ import annotations
 
 import threading
@@ -44,7 +45,11 @@ class MjpegCamera:
                             time.sleep(0.005)
                             continue
                         jpeg, last = owner.jpegs[i % len(owner.jpegs)], i
-                        self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg) + jpeg + b"\r\n")
+                        self.wfile.write(
+                            b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(jpeg)
+                            + jpeg
+                            + b"\r\n"
+                        )
                 except OSError:
                     return
 

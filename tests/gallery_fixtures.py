@@ -1,5 +1,6 @@
 """Shared fixtures of the gallery tests: one real gallery built from sample/grocery/train with the
 shipped ONNX model, once per test session, and a private copy of it for each test."""
+
 from __future__ import annotations
 
 import os
@@ -9,9 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from gallery.store import GalleryStore
-from models.runtime import OnnxEmbedder
+from retail_reid.gallery.store import GalleryStore
+from retail_reid.models.runtime import OnnxEmbedder
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample" / "grocery"
@@ -57,8 +57,14 @@ def writer_env(**extra: str) -> dict[str, str]:
 
 def run_reid(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
     """`reid ...` in a separate process (a real operator's command)."""
-    return subprocess.run([sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=REPO, env=env or writer_env(),
-                          capture_output=True, text=True, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "retail_reid.pipeline.cli", *map(str, args)],
+        cwd=REPO,
+        env=env or writer_env(),
+        capture_output=True,
+        text=True,
+        **kw,
+    )
 
 
 @pytest.fixture(scope="session")

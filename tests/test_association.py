@@ -1,10 +1,10 @@
-"""Joint scan-to-pass assignment (pipeline.association), on the cases that pass-by-pass choice got wrong."""
+"""Joint scan-to-pass assignment (retail_reid.pipeline.association), on the cases that pass-by-pass choice got wrong."""
+
 from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from pipeline.association import EXACT_MAX, assign, cost
+from retail_reid.pipeline.association import EXACT_MAX, assign, cost
 
 
 def test_lead_item_scanned_while_the_follower_crosses_the_middle_keeps_its_scan():
@@ -53,7 +53,9 @@ def brute_force(spans, scans, before, after):
     return best
 
 
-spans_st = st.lists(st.tuples(st.floats(0, 30), st.floats(0.3, 2.5)).map(lambda t: (t[0], t[0] + t[1])), max_size=EXACT_MAX)
+spans_st = st.lists(
+    st.tuples(st.floats(0, 30), st.floats(0.3, 2.5)).map(lambda t: (t[0], t[0] + t[1])), max_size=EXACT_MAX
+)
 
 
 @settings(max_examples=150, deadline=None)

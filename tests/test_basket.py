@@ -1,12 +1,13 @@
 """Basket agreement measures: properties over random multisets, plus worked examples."""
+
 from __future__ import annotations
 
 from collections import Counter
 
 import pytest
-from hypothesis import given, strategies as st
-
-from pipeline.basket import compare, dice, jaccard, overlap, tversky
+from hypothesis import given
+from hypothesis import strategies as st
+from retail_reid.pipeline.basket import compare, dice, jaccard, overlap, tversky
 
 SKUS = st.sampled_from(["Kiwi", "Lime", "Lemon", "Avocado", "Banana"])
 baskets = st.lists(SKUS, max_size=12).map(Counter)

@@ -1,9 +1,9 @@
 """`reid embed` and `reid eval` on the shipped model, including a bad image in the batch."""
+
 from pathlib import Path
 
 import numpy as np
-
-from pipeline.cli import main
+from retail_reid.pipeline.cli import main
 
 SAMPLE = Path("sample/grocery")
 
@@ -47,7 +47,23 @@ def test_user_errors_are_one_line_without_traceback(tmp_path, capsys):
 
 def test_eval_reports_every_protocol(tmp_path, capsys):
     report = tmp_path / "r.json"
-    assert main(["eval", "--gallery", str(SAMPLE / "train"), "--queries", str(SAMPLE / "val"), "--iconic", str(SAMPLE / "iconic"), "--json", str(report), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--gallery",
+                str(SAMPLE / "train"),
+                "--queries",
+                str(SAMPLE / "val"),
+                "--iconic",
+                str(SAMPLE / "iconic"),
+                "--json",
+                str(report),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     import json
 
     r = next(iter(json.loads(report.read_text()).values()))

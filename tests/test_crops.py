@@ -1,14 +1,15 @@
 """Crop selection: per track, the few biggest, sharpest, uncut views of the item, kept as copies."""
+
 from pathlib import Path
 
 import cv2
 import numpy as np
+from retail_reid.pipeline.config import CropConfig
+from retail_reid.pipeline.crops import CropSelector, crop_quality, cut_crop, sharpness
+from retail_reid.pipeline.matching import aggregate
+from retail_reid.pipeline.types import Detections, Frame, Zone
 
-from models.images import read_image
-from pipeline.config import CropConfig
-from pipeline.crops import CropSelector, crop_quality, cut_crop, sharpness
-from pipeline.matching import aggregate
-from pipeline.types import Detections, Frame, Zone
+from retail_reid.images import read_image
 
 PHOTO = next((Path(__file__).resolve().parent.parent / "sample" / "grocery" / "val" / "Kiwi").iterdir())
 ZONE = Zone(50, 20, 450, 300)
@@ -50,7 +51,12 @@ def test_selector_keeps_the_best_crops_per_track_best_first():
     sel = CropSelector(ZONE, CropConfig(per_track=2, margin=0.0))
     sharp, blurred = _photo(100), cv2.blur(_photo(100), (5, 1))
     small = _photo(40)
-    views = [(blurred, 200, 100), (sharp, 200, 100), (small, 200, 100), (sharp, ZONE.x1, 100)]  # last: cut by the zone edge
+    views = [
+        (blurred, 200, 100),
+        (sharp, 200, 100),
+        (small, 200, 100),
+        (sharp, ZONE.x1, 100),
+    ]  # last: cut by the zone edge
     for i, (patch, x, y) in enumerate(views):
         h, w = patch.shape[:2]
         det = Detections.from_boxes([(x, y, x + w, y + h)]).with_tracker_ids(np.array([7]))

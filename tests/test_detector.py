@@ -1,17 +1,26 @@
 """Crop detectors and the scan zone: background subtraction on generated lane footage with a real
 product photo, noise, lighting drift and a hand; the ONNX detector with a tiny model built here."""
+
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from retail_reid.pipeline.config import DetectorConfig, MotionConfig, OnnxDetectorConfig
+from retail_reid.pipeline.detector import (
+    DetectorError,
+    MotionDetector,
+    OnnxYoloDetector,
+    decode_yolo,
+    dominant_body,
+    letterbox,
+    make_detector,
+    nms,
+)
+from retail_reid.pipeline.tracker import iou_matrix
+from retail_reid.pipeline.types import Frame, Zone, ZoneError
 
-from models.images import read_image
-from pipeline.config import DetectorConfig, MotionConfig, OnnxDetectorConfig
-from pipeline.detector import (DetectorError, MotionDetector, OnnxYoloDetector, decode_yolo, dominant_body, letterbox,
-                               make_detector, nms)
-from pipeline.tracker import iou_matrix
-from pipeline.types import Frame, Zone, ZoneError
+from retail_reid.images import read_image
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample" / "grocery" / "val"
 W, H = 320, 240
@@ -93,7 +102,10 @@ def test_motion_detector_ignores_a_sudden_change_of_light():
     assert sum(len(det.detect(f)) for f in frames) == 0
     # A light coming on over one side (uneven, so no single gain explains it): relearnt.
     ramp = np.linspace(1.0, 2.5, W, dtype=np.float32)[None, :, None]
-    frames = [Frame(f.index, f.ts, f.image if f.index < 25 else np.clip(f.image * ramp, 0, 255).astype(np.uint8)) for f in frames]
+    frames = [
+        Frame(f.index, f.ts, f.image if f.index < 25 else np.clip(f.image * ramp, 0, 255).astype(np.uint8))
+        for f in frames
+    ]
     det = MotionDetector(ZONE, MotionConfig())
     assert sum(len(det.detect(f)) for f in frames) == 0
     assert det.relearned >= 1
@@ -118,6 +130,7 @@ def test_dominant_body_drops_a_thin_arm():
 
 # --- the ONNX (YOLO-style) detector ------------------------------------------------------------
 
+
 def test_letterbox_keeps_aspect_and_centres():
     img = np.full((50, 100, 3), 200, np.uint8)
     out, r, (px, py) = letterbox(img, 64)
@@ -134,9 +147,21 @@ def test_decode_yolo_reads_both_layouts():
     boxes, scores = decode_yolo(v8, 0.5, [1])
     assert boxes.tolist() == [[28, 28, 32, 32]]
     # YOLOv5 layout (1, N, 5+C) with objectness: score = objectness * class score.
-    v5 = np.array([[[10, 10, 4, 4, 0.5, 0.9, 0.1], [30, 30, 4, 4, 1.0, 0.2, 0.7], [50, 50, 4, 4, 0.9, 0.9, 0.9],
-                    [70, 70, 4, 4, 0.1, 0.9, 0.9], [90, 90, 4, 4, 0.0, 0.0, 0.0], [5, 5, 2, 2, 0.0, 0.0, 0.0],
-                    [6, 6, 2, 2, 0.0, 0.0, 0.0], [7, 7, 2, 2, 0.0, 0.0, 0.0]]], np.float32)
+    v5 = np.array(
+        [
+            [
+                [10, 10, 4, 4, 0.5, 0.9, 0.1],
+                [30, 30, 4, 4, 1.0, 0.2, 0.7],
+                [50, 50, 4, 4, 0.9, 0.9, 0.9],
+                [70, 70, 4, 4, 0.1, 0.9, 0.9],
+                [90, 90, 4, 4, 0.0, 0.0, 0.0],
+                [5, 5, 2, 2, 0.0, 0.0, 0.0],
+                [6, 6, 2, 2, 0.0, 0.0, 0.0],
+                [7, 7, 2, 2, 0.0, 0.0, 0.0],
+            ]
+        ],
+        np.float32,
+    )
     boxes, scores = decode_yolo(v5, 0.6, [])
     assert scores == pytest.approx([0.7, 0.81])
     with pytest.raises(DetectorError, match="out of range"):
@@ -170,13 +195,19 @@ def _yolo_model(path: Path, size: int = 64) -> Path:
     inits = [
         helper.make_tensor("boxes", TensorProto.FLOAT, boxes.shape, boxes.ravel()),
         helper.make_tensor("weights", TensorProto.FLOAT, weights.shape, weights.ravel()),
-        helper.make_tensor("c0", TensorProto.INT64, [1], [0]), helper.make_tensor("c1", TensorProto.INT64, [1], [1]),
+        helper.make_tensor("c0", TensorProto.INT64, [1], [0]),
+        helper.make_tensor("c1", TensorProto.INT64, [1], [1]),
         helper.make_tensor("axis1", TensorProto.INT64, [1], [1]),
         helper.make_tensor("shape111", TensorProto.INT64, [3], [1, 1, 1]),
         helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0]),
     ]
-    graph = helper.make_graph(nodes, "tiny_yolo", [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
-                              [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 6, 8])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "tiny_yolo",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 6, 8])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
     onnx.checker.check_model(model)
@@ -196,7 +227,10 @@ def test_onnx_detector_maps_boxes_back_through_the_letterbox(tmp_path):
     assert found.confidence.tolist() == pytest.approx([0.724, 0.724], abs=0.01)
     # Boxes 0 and 1 overlap heavily: NMS keeps the stronger, box 0. Input pixels map back as
     # x / 0.5 + 100 and (y - 16) / 0.5 + 50; box 2 is cut at the zone's bottom edge.
-    assert sorted(found.xyxy.tolist()) == [pytest.approx([144, 62, 184, 102], abs=1.0), pytest.approx([172, 98, 188, 114], abs=1.0)]
+    assert sorted(found.xyxy.tolist()) == [
+        pytest.approx([144, 62, 184, 102], abs=1.0),
+        pytest.approx([172, 98, 188, 114], abs=1.0),
+    ]
     blue = np.zeros((200, 300, 3), np.uint8)
     blue[..., 0] = 255  # fed as RGB, the red channel is empty: class 0 scores 0.22, below the threshold
     assert len(det.detect(Frame(1, 0.1, blue))) == 0
@@ -212,6 +246,7 @@ def test_onnx_detector_refuses_a_missing_or_broken_model(tmp_path):
 
 
 # --- the zone ----------------------------------------------------------------------------------
+
 
 def test_zone_parsing_and_clipping():
     assert Zone.parse(" 1, 2,30,40") == Zone(1, 2, 30, 40)

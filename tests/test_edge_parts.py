@@ -2,6 +2,7 @@
 camera feed, POS intake (HTTP bodies, the appended file), the alert log (restart, torn line, a
 write refused by the kernel), webhook delivery (receiver down then up, restart), evidence crops,
 and the HTTP API's answers to good, garbage, oversized and unauthenticated requests."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,18 +21,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-from pipeline.config import ConfigError, LaneConfig
-from pipeline.edge.alert_log import AlertLog
-from pipeline.edge.camera import CameraFeed, FrameQueue
-from pipeline.edge.evidence import EvidenceWriter
-from pipeline.edge.http_api import ApiContext, ApiServer
-from pipeline.edge.metrics import EdgeMetrics
-from pipeline.edge.pos_intake import InboxFull, PosFileTailer, PosInbox, parse_pos_body
-from pipeline.edge.settings import CameraConfig, HttpConfig, WebhookConfig, load_edge_config
-from pipeline.edge.webhook import WebhookSender
-from pipeline.pos import PosError, PosEvent
-from pipeline.types import BasketEvent, Crop, Event, Frame, ItemPass
+from retail_reid.pipeline.config import ConfigError, LaneConfig
+from retail_reid.pipeline.edge.alert_log import AlertLog
+from retail_reid.pipeline.edge.camera import CameraFeed, FrameQueue
+from retail_reid.pipeline.edge.evidence import EvidenceWriter
+from retail_reid.pipeline.edge.http_api import ApiContext, ApiServer
+from retail_reid.pipeline.edge.metrics import EdgeMetrics
+from retail_reid.pipeline.edge.pos_intake import InboxFull, PosFileTailer, PosInbox, parse_pos_body
+from retail_reid.pipeline.edge.settings import CameraConfig, HttpConfig, WebhookConfig, load_edge_config
+from retail_reid.pipeline.edge.webhook import WebhookSender
+from retail_reid.pipeline.pos import PosError, PosEvent
+from retail_reid.pipeline.types import BasketEvent, Crop, Event, Frame, ItemPass
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ class Receiver:
         self.headers: list[dict] = []
         self._server: ThreadingHTTPServer | None = None
 
-    def start(self) -> "Receiver":
+    def start(self) -> Receiver:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -109,14 +109,17 @@ class Receiver:
 
 # --- settings --------------------------------------------------------------------------------------
 
+
 def test_the_example_lane_toml_loads_and_relative_paths_follow_the_file(tmp_path):
     edge, lane = load_edge_config(REPO / "deploy" / "lane.toml")
     assert edge.lane == "lane-1" and edge.camera.is_stream and edge.http.host == "127.0.0.1"
     assert lane.zone is not None and lane.events.window_after_s == 0.5
     assert dataclasses.replace(lane, zone=None) == LaneConfig()  # "the default is the value shown"
     (tmp_path / "secret").write_text("tok-123\n")
-    (tmp_path / "lane.toml").write_text('zone = [0, 0, 10, 10]\n[edge]\ngallery = "g"\nstate_dir = "s"\n'
-                                        '[edge.camera]\nsource = "video.mp4"\n[edge.http]\nhost = "0.0.0.0"\ntoken_file = "secret"\n')
+    (tmp_path / "lane.toml").write_text(
+        'zone = [0, 0, 10, 10]\n[edge]\ngallery = "g"\nstate_dir = "s"\n'
+        '[edge.camera]\nsource = "video.mp4"\n[edge.http]\nhost = "0.0.0.0"\ntoken_file = "secret"\n'
+    )
     edge, _ = load_edge_config(tmp_path / "lane.toml")
     assert edge.gallery == str(tmp_path / "g") and edge.state_dir == str(tmp_path / "s")
     assert edge.camera.source == str(tmp_path / "video.mp4") and not edge.camera.is_stream
@@ -128,22 +131,35 @@ def test_the_compose_lane_config_is_complete_but_for_its_secret():
         load_edge_config(REPO / "deploy" / "lane-compose.toml")  # every other key parsed and checked first
 
 
-@pytest.mark.parametrize("text, needle", [
-    ('zone = [0, 0, 10, 10]\n', "no [edge] table"),
-    ('[edge]\ngallery = "g"\nstate_dir = "s"\n[edge.camera]\nsource = "0"\n', "zone: is required"),
-    ('zone = [0, 0, 10, 10]\n[edge]\ngallery = "g"\nstate_dir = "s"\n[edge.camera]\nsource = "0"\n[edge.http]\nprot = 1\n',
-     "unknown key 'edge.http.prot'"),
-    ('zone = [0, 0, 10, 10]\n[edge]\ngallery = "g"\nstate_dir = "s"\n[edge.camera]\nsource = "0"\n[edge.http]\nport = "80"\n',
-     "edge.http.port: must be int"),
-    ('zone = [0, 0, 10, 10]\n[edge]\ngallery = "g"\nstate_dir = "s"\n', "edge.camera.source: is required"),
-    ('zone = [0, 0, 10, 10]\n[edge]\ngallery = "g"\nstate_dir = "s"\n[edge.camera]\nsource = "0"\n[edge.http]\nhost = "0.0.0.0"\n',
-     "set edge.http.token"),
-    ('zone = [0, 0, 10, 10]\n[edge]\ngallery = "g"\nstate_dir = "s"\n[edge.camera]\nsource = "0"\n[edge.webhook]\nurl = "ftp://x"\n',
-     "edge.webhook.url"),
-    ('zone = [0, 0, 10, 10]\n[edge]\ngallery = "g"\nstate_dir = "s"\n[edge.camera]\nsource = "0"\n[edge.http]\ntoken_file = "nope"\n',
-     "edge.http.token_file: cannot read"),
-    ('zone = [0, 0, 10, 10]\n[edge]\nstate_dir = "s"\n[edge.camera]\nsource = "0"\n', "edge.gallery: is required"),
-])
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("zone = [0, 0, 10, 10]\n", "no [edge] table"),
+        ('[edge]\ngallery = "g"\nstate_dir = "s"\n[edge.camera]\nsource = "0"\n', "zone: is required"),
+        (
+            'zone = [0, 0, 10, 10]\n[edge]\ngallery = "g"\nstate_dir = "s"\n[edge.camera]\nsource = "0"\n[edge.http]\nprot = 1\n',
+            "unknown key 'edge.http.prot'",
+        ),
+        (
+            'zone = [0, 0, 10, 10]\n[edge]\ngallery = "g"\nstate_dir = "s"\n[edge.camera]\nsource = "0"\n[edge.http]\nport = "80"\n',
+            "edge.http.port: must be int",
+        ),
+        ('zone = [0, 0, 10, 10]\n[edge]\ngallery = "g"\nstate_dir = "s"\n', "edge.camera.source: is required"),
+        (
+            'zone = [0, 0, 10, 10]\n[edge]\ngallery = "g"\nstate_dir = "s"\n[edge.camera]\nsource = "0"\n[edge.http]\nhost = "0.0.0.0"\n',
+            "set edge.http.token",
+        ),
+        (
+            'zone = [0, 0, 10, 10]\n[edge]\ngallery = "g"\nstate_dir = "s"\n[edge.camera]\nsource = "0"\n[edge.webhook]\nurl = "ftp://x"\n',
+            "edge.webhook.url",
+        ),
+        (
+            'zone = [0, 0, 10, 10]\n[edge]\ngallery = "g"\nstate_dir = "s"\n[edge.camera]\nsource = "0"\n[edge.http]\ntoken_file = "nope"\n',
+            "edge.http.token_file: cannot read",
+        ),
+        ('zone = [0, 0, 10, 10]\n[edge]\nstate_dir = "s"\n[edge.camera]\nsource = "0"\n', "edge.gallery: is required"),
+    ],
+)
 def test_config_mistakes_name_the_file_and_the_key(tmp_path, text, needle):
     path = tmp_path / "lane.toml"
     path.write_text(text)
@@ -153,6 +169,7 @@ def test_config_mistakes_name_the_file_and_the_key(tmp_path, text, needle):
 
 
 # --- metrics ---------------------------------------------------------------------------------------
+
 
 def test_metrics_are_valid_prometheus_text():
     m = metrics()
@@ -167,7 +184,10 @@ def test_metrics_are_valid_prometheus_text():
     assert 'reid_frames_dropped_total{reason="queue_full"} 1\n' in text
     assert 'reid_frame_processing_seconds_bucket{le="0.002"} 1\n' in text
     assert 'reid_frame_processing_seconds_bucket{le="0.05"} 3\n' in text
-    assert 'reid_frame_processing_seconds_bucket{le="+Inf"} 4\n' in text and "reid_frame_processing_seconds_count 4\n" in text
+    assert (
+        'reid_frame_processing_seconds_bucket{le="+Inf"} 4\n' in text
+        and "reid_frame_processing_seconds_count 4\n" in text
+    )
     assert "reid_gallery_version 7\n" in text and "process_resident_memory_bytes " in text
     for line in text.splitlines():  # every sample line is NAME{labels} NUMBER
         if not line.startswith("#"):
@@ -179,6 +199,7 @@ def test_metrics_are_valid_prometheus_text():
 
 
 # --- frames ----------------------------------------------------------------------------------------
+
 
 def test_frame_queue_drops_the_oldest_and_counts():
     dropped = []
@@ -236,8 +257,13 @@ def test_a_video_file_that_ends_leaves_the_camera_blind_from_its_last_frame(tmp_
 def test_an_unreachable_stream_is_retried_and_health_says_why():
     port = free_port()
     m = metrics()
-    feed = CameraFeed(CameraConfig(source=f"http://127.0.0.1:{port}/cam.mjpg", open_timeout_s=0.5, reconnect_min_s=0.05,
-                                   reconnect_max_s=0.1), FrameQueue(4, lambda: None), m)
+    feed = CameraFeed(
+        CameraConfig(
+            source=f"http://127.0.0.1:{port}/cam.mjpg", open_timeout_s=0.5, reconnect_min_s=0.05, reconnect_max_s=0.1
+        ),
+        FrameQueue(4, lambda: None),
+        m,
+    )
     feed.start()
     assert wait_until(lambda: feed.status()["error"] is not None)
     status = feed.status()
@@ -248,6 +274,7 @@ def test_an_unreachable_stream_is_retried_and_health_says_why():
 
 # --- POS intake ------------------------------------------------------------------------------------
 
+
 def inbox(capacity: int = 100) -> PosInbox:
     return PosInbox(capacity, metrics(), clock_offset_s=0.0, max_skew_s=300.0)
 
@@ -256,23 +283,36 @@ def test_pos_bodies_one_event_or_a_list():
     now = time.time()
     [one] = parse_pos_body(json.dumps({"ts": now, "type": "scan", "sku": "Banana", "txn": "T1"}).encode(), 10)
     assert one == PosEvent(now, "scan", "Banana", None, "T1")
-    many = parse_pos_body(json.dumps([{"ts": now, "type": "txn_start", "txn": "T2"},
-                                      {"ts": now + 1, "type": "scan", "barcode": "0123"}]).encode(), 10)
+    many = parse_pos_body(
+        json.dumps(
+            [{"ts": now, "type": "txn_start", "txn": "T2"}, {"ts": now + 1, "type": "scan", "barcode": "0123"}]
+        ).encode(),
+        10,
+    )
     assert [e.type for e in many] == ["txn_start", "scan"] and many[1].barcode == "0123"
 
 
-@pytest.mark.parametrize("body, needle", [
-    (b"", "HTTP body: empty"),
-    (b"\xff\xfe{}", "not UTF-8"),
-    (b"{\"ts\": 1,", "not valid JSON"),
-    (b"42", "expected a JSON object or a list of them, got int"),
-    (b"[]", "an empty list"),
-    (b"[" * 100000 + b"]" * 100000, "nested too deeply"),
-    (b'{"type": "scan", "sku": "A"}', "HTTP body: missing field 'ts'"),
-    (b'[{"ts": 1.0, "type": "scan", "sku": "A"}, {"ts": 2.0, "type": "refund", "sku": "A"}]', "HTTP body[1]: field 'type' is 'refund'"),
-    (b'{"ts": 1.0, "type": "scan", "barcode": 123}', "field 'barcode' must be a string"),
-    (json.dumps([{"ts": 1.0, "type": "txn_start", "txn": "T"}] * 11).encode(), "11 events in one request, at most 10"),
-])
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        (b"", "HTTP body: empty"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b'{"ts": 1,', "not valid JSON"),
+        (b"42", "expected a JSON object or a list of them, got int"),
+        (b"[]", "an empty list"),
+        (b"[" * 100000 + b"]" * 100000, "nested too deeply"),
+        (b'{"type": "scan", "sku": "A"}', "HTTP body: missing field 'ts'"),
+        (
+            b'[{"ts": 1.0, "type": "scan", "sku": "A"}, {"ts": 2.0, "type": "refund", "sku": "A"}]',
+            "HTTP body[1]: field 'type' is 'refund'",
+        ),
+        (b'{"ts": 1.0, "type": "scan", "barcode": 123}', "field 'barcode' must be a string"),
+        (
+            json.dumps([{"ts": 1.0, "type": "txn_start", "txn": "T"}] * 11).encode(),
+            "11 events in one request, at most 10",
+        ),
+    ],
+)
 def test_garbage_pos_bodies_are_refused_naming_the_event_and_field(body, needle):
     with pytest.raises(PosError) as e:
         parse_pos_body(body, 10)
@@ -281,7 +321,9 @@ def test_garbage_pos_bodies_are_refused_naming_the_event_and_field(body, needle)
 
 def test_events_with_a_wrong_clock_are_refused_and_a_full_inbox_takes_nothing():
     box = inbox(capacity=3)
-    stale = json.dumps([{"ts": time.time(), "type": "txn_start", "txn": "T"}, {"ts": 12.5, "type": "scan", "sku": "A"}]).encode()
+    stale = json.dumps(
+        [{"ts": time.time(), "type": "txn_start", "txn": "T"}, {"ts": 12.5, "type": "scan", "sku": "A"}]
+    ).encode()
     with pytest.raises(PosError, match=r"HTTP body\[1\]: field 'ts' is 12.500, .* check the POS clock"):
         parse_pos_body(stale, 10, box.check)
     events = [PosEvent(time.time(), "scan", "A") for _ in range(2)]
@@ -338,6 +380,7 @@ def test_pos_file_replaced_is_read_from_its_start(tmp_path):
 
 # --- alert log -------------------------------------------------------------------------------------
 
+
 def test_alert_log_numbers_continue_across_restarts_and_since_reads_any_point(tmp_path):
     path = tmp_path / "events.jsonl"
     log = AlertLog(path, "lane-1", "lane-1-aaaa")
@@ -351,7 +394,9 @@ def test_alert_log_numbers_continue_across_restarts_and_since_reads_any_point(tm
     assert [r["seq"] for r in records] == list(range(1, 302))
     assert records[0]["id"] == "lane-1-aaaa-1" and records[-1]["id"] == "lane-1-bbbb-301"
     assert records[1]["type"] == "non_scan" and records[1]["gallery_version"] == 3 and records[1]["track_id"] == 1
-    assert {k: records[1][k] for k in alert(1).to_dict()} == alert(1).to_dict()  # the replay's format, plus the envelope
+    assert {k: records[1][k] for k in alert(1).to_dict()} == alert(
+        1
+    ).to_dict()  # the replay's format, plus the envelope
     for since in (0, 1, 2, 150, 227, 299, 300, 301, 5000):
         assert [r["seq"] for r in log.read_after(since, 50)] == list(range(since + 1, min(since + 51, 302)))
     log.close()
@@ -378,10 +423,10 @@ DISK_FULL_SCRIPT = r"""
 import json, resource, signal, sys
 from pathlib import Path
 import numpy as np
-from pipeline.edge.alert_log import AlertLog
-from pipeline.edge.evidence import EvidenceWriter
-from pipeline.edge.metrics import EdgeMetrics
-from pipeline.types import Crop, Event, ItemPass
+from retail_reid.pipeline.edge.alert_log import AlertLog
+from retail_reid.pipeline.edge.evidence import EvidenceWriter
+from retail_reid.pipeline.edge.metrics import EdgeMetrics
+from retail_reid.pipeline.types import Crop, Event, ItemPass
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 root = Path(sys.argv[1])
 log = AlertLog(root / "events.jsonl", "l", "l-x")
@@ -409,13 +454,19 @@ print(json.dumps({"full": full, "freed": freed}))
 
 def test_a_full_disk_keeps_alerts_in_order_in_memory_and_costs_only_the_evidence(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", DISK_FULL_SCRIPT, str(tmp_path)], capture_output=True, text=True, env=env, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", DISK_FULL_SCRIPT, str(tmp_path)], capture_output=True, text=True, env=env, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)
     full, freed = result["full"], result["freed"]
     assert full["size_kept"] and full["unwritten"] == 2 and full["readable"] == [1]  # no torn line on disk
     assert "cannot write" in full["error"] and "2 alerts wait in memory" in full["error"]
-    assert full["evidence"] == [] and full["evidence_failures"] == 1 and "evidence crops not saved" in full["evidence_error"]
+    assert (
+        full["evidence"] == []
+        and full["evidence_failures"] == 1
+        and "evidence crops not saved" in full["evidence_error"]
+    )
     assert full["evidence_files"] == []  # no half-written JPEG left behind
     assert freed["unwritten"] == 0 and freed["error"] is None
     assert freed["seqs"] == [1, 2, 3] and freed["tracks"] == [1, 2, 3]
@@ -423,6 +474,7 @@ def test_a_full_disk_keeps_alerts_in_order_in_memory_and_costs_only_the_evidence
 
 
 # --- evidence --------------------------------------------------------------------------------------
+
 
 def test_evidence_is_skipped_below_the_free_space_reserve_or_when_unwritable(tmp_path):
     m = metrics()
@@ -441,10 +493,13 @@ def test_evidence_is_skipped_below_the_free_space_reserve_or_when_unwritable(tmp
 
 # --- webhook ---------------------------------------------------------------------------------------
 
+
 def test_webhook_receiver_down_then_up_gets_every_alert_once_in_order_and_a_restart_resends_nothing(tmp_path):
     log = AlertLog(tmp_path / "events.jsonl", "l", "l-x")
     port = free_port()
-    config = WebhookConfig(url=f"http://127.0.0.1:{port}/alerts", token="hook-token", timeout_s=2.0, backoff_min_s=0.05, backoff_max_s=0.2)
+    config = WebhookConfig(
+        url=f"http://127.0.0.1:{port}/alerts", token="hook-token", timeout_s=2.0, backoff_min_s=0.05, backoff_max_s=0.2
+    )
     m = metrics()
     sender = WebhookSender(log, config, tmp_path / "cursor.json", m)
     sender.start()
@@ -460,8 +515,10 @@ def test_webhook_receiver_down_then_up_gets_every_alert_once_in_order_and_a_rest
         sender.stop(grace_s=1.0)
         assert receiver.ids() == [f"l-x-{i}" for i in range(1, 5)]
         assert [r["track_id"] for r in receiver.received] == [1, 2, 3, 4]
-        assert all(h["Idempotency-Key"] == r["id"] and h["Authorization"] == "Bearer hook-token"
-                   for h, r in zip(receiver.headers, receiver.received))
+        assert all(
+            h["Idempotency-Key"] == r["id"] and h["Authorization"] == "Bearer hook-token"
+            for h, r in zip(receiver.headers, receiver.received)
+        )
         log.append(alert(5), 1)  # written while the sender is down
         restarted = WebhookSender(log, config, tmp_path / "cursor.json", m)
         assert restarted.delivered_seq == 4
@@ -477,18 +534,23 @@ def test_webhook_receiver_down_then_up_gets_every_alert_once_in_order_and_a_rest
 
 def test_webhook_stops_within_its_grace_and_leaves_the_rest_on_disk(tmp_path):
     log = AlertLog(tmp_path / "events.jsonl", "l", "l-x")
-    config = WebhookConfig(url=f"http://127.0.0.1:{free_port()}/a", timeout_s=0.5, backoff_min_s=0.05, backoff_max_s=0.1)
+    config = WebhookConfig(
+        url=f"http://127.0.0.1:{free_port()}/a", timeout_s=0.5, backoff_min_s=0.05, backoff_max_s=0.1
+    )
     sender = WebhookSender(log, config, tmp_path / "cursor.json", metrics())
     sender.start()
     log.append(alert(1), 1)
     started = time.monotonic()
     sender.stop(grace_s=0.3)
-    assert not sender._thread.is_alive() and time.monotonic() - started < 10  # bounded: it gives up waiting, not the alert
+    assert (
+        not sender._thread.is_alive() and time.monotonic() - started < 10
+    )  # bounded: it gives up waiting, not the alert
     assert sender.pending() == 1 and json.loads((tmp_path / "cursor.json").read_text())["seq"] == 0
     log.close()
 
 
 # --- HTTP API --------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def api(tmp_path):
@@ -496,9 +558,20 @@ def api(tmp_path):
     box = PosInbox(5, m, 0.0, 300.0)
     log = AlertLog(tmp_path / "events.jsonl", "l", "l-x")
     refreshed = []
-    ctx = ApiContext(box, log, m, lambda: (200, {"status": "ok"}), lambda: refreshed.append(1) or {"switched": False, "version": 7})
-    server = ApiServer(HttpConfig(port=0, token="s3cret", max_body_bytes=2048, max_events_per_post=50, max_connections=3,
-                                  request_timeout_s=20.0), ctx)
+    ctx = ApiContext(
+        box, log, m, lambda: (200, {"status": "ok"}), lambda: refreshed.append(1) or {"switched": False, "version": 7}
+    )
+    server = ApiServer(
+        HttpConfig(
+            port=0,
+            token="s3cret",
+            max_body_bytes=2048,
+            max_events_per_post=50,
+            max_connections=3,
+            request_timeout_s=20.0,
+        ),
+        ctx,
+    )
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     yield f"http://127.0.0.1:{server.port}", box, log, m, refreshed
     server.shutdown()
@@ -506,7 +579,13 @@ def api(tmp_path):
     log.close()
 
 
-def call(url: str, data: bytes | None = None, token: str | None = "s3cret", method: str | None = None, headers: dict | None = None):
+def call(
+    url: str,
+    data: bytes | None = None,
+    token: str | None = "s3cret",
+    method: str | None = None,
+    headers: dict | None = None,
+):
     h = dict(headers or {})
     if token:
         h["Authorization"] = f"Bearer {token}"
@@ -521,8 +600,12 @@ def call(url: str, data: bytes | None = None, token: str | None = "s3cret", meth
 def test_api_pos_accepts_good_events_and_refuses_the_rest_with_the_reason(api):
     url, box, _, m, _ = api
     now = time.time()
-    code, body, _ = call(url + "/pos", json.dumps([{"ts": now, "type": "txn_start", "txn": "T1"},
-                                                   {"ts": now, "type": "scan", "sku": "Banana", "txn": "T1"}]).encode())
+    code, body, _ = call(
+        url + "/pos",
+        json.dumps(
+            [{"ts": now, "type": "txn_start", "txn": "T1"}, {"ts": now, "type": "scan", "sku": "Banana", "txn": "T1"}]
+        ).encode(),
+    )
     assert code == 202 and json.loads(body) == {"accepted": 2} and len(box) == 2
     code, body, _ = call(url + "/pos", b'[{"ts": 1e9, "type": "scan"}]')
     assert code == 400 and "HTTP body[0]" in json.loads(body)["error"]
@@ -540,14 +623,20 @@ def test_api_asks_for_the_token_and_a_length(api):
     event = json.dumps({"ts": time.time(), "type": "scan", "sku": "A"}).encode()
     for token in (None, "wrong"):
         code, body, headers = call(url + "/pos", event, token=token)
-        assert code == 401 and "bearer token" in json.loads(body)["error"] and headers["WWW-Authenticate"].startswith("Bearer")
+        assert (
+            code == 401
+            and "bearer token" in json.loads(body)["error"]
+            and headers["WWW-Authenticate"].startswith("Bearer")
+        )
         code, _, _ = call(url + "/admin/gallery/refresh", b"", token=token)
         assert code == 401
     assert len(box) == 0 and refreshed == []
     code, body, _ = call(url + "/admin/gallery/refresh", b"")
     assert code == 200 and json.loads(body)["version"] == 7 and refreshed == [1]
     with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1]))) as s:
-        s.sendall(b"POST /pos HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        s.sendall(
+            b"POST /pos HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        )
         assert s.recv(100).startswith(b"HTTP/1.0 411")
     code, _, _ = call(url + "/nowhere")
     assert code == 404
@@ -559,14 +648,23 @@ def test_api_events_since_and_limits(api):
         log.append(alert(i), 2)
     code, body, _ = call(url + "/events?since=2&limit=2", token=None)
     page = json.loads(body)
-    assert code == 200 and [e["seq"] for e in page["events"]] == [3, 4] and page["next_since"] == 4 and page["last_seq"] == 5
+    assert (
+        code == 200
+        and [e["seq"] for e in page["events"]] == [3, 4]
+        and page["next_since"] == 4
+        and page["last_seq"] == 5
+    )
     page = json.loads(call(url + "/events?since=4", token=None)[1])
     assert [e["seq"] for e in page["events"]] == [5] and page["events"][0]["type"] == "non_scan"
     for query in ("since=abc", "since=-1", "limit=0", "limit=100000"):
         code, body, _ = call(url + "/events?" + query, token=None)
         assert code == 400 and "query parameter" in json.loads(body)["error"]
     code, body, headers = call(url + "/metrics", token=None)
-    assert code == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4") and b"reid_frames_read_total" in body
+    assert (
+        code == 200
+        and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+        and b"reid_frames_read_total" in body
+    )
     assert json.loads(call(url + "/health", token=None)[1]) == {"status": "ok"}
 
 
@@ -575,6 +673,7 @@ def test_api_serves_a_bounded_number_of_connections_at_once(api):
     port = int(url.rsplit(":", 1)[1])
     idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]  # hold every slot, sending nothing
     try:
+
         def refused() -> bool:
             with socket.create_connection(("127.0.0.1", port)) as s:
                 s.settimeout(1.0)
@@ -582,6 +681,7 @@ def test_api_serves_a_bounded_number_of_connections_at_once(api):
                     return s.recv(100).startswith(b"HTTP/1.0 503")
                 except TimeoutError:
                     return False  # it got a slot: the idle ones were not all taken in yet
+
         assert wait_until(refused)
     finally:
         for s in idle:
@@ -590,6 +690,6 @@ def test_api_serves_a_bounded_number_of_connections_at_once(api):
 
 
 def test_the_service_modules_never_import_torch():
-    code = "import sys, pipeline.edge.service, pipeline.edge_cli, pipeline.cli; pipeline.cli.build_parser(); print('torch' in sys.modules)"
+    code = "import sys, retail_reid.pipeline.edge.service, retail_reid.pipeline.edge_cli, retail_reid.pipeline.cli; retail_reid.pipeline.cli.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr

@@ -8,6 +8,7 @@ network camera (an MJPEG stream over HTTP) and plugs it back in; a third is a bo
 the resident memory sampled. Times are bounded generously: a loaded machine makes this slower,
 never wrong.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,16 +25,14 @@ from pathlib import Path
 
 import cv2
 import pytest
-
-from gallery import Gallery
-from gallery_fixtures import built_gallery, embedder  # noqa: F401
-from models.datasets import folder_set
-from pipeline.config import LaneConfig
-from pipeline.replay import replay
-from pipeline.score import read_events, read_truth, score
-from pipeline.types import Zone
-from pipeline.simulate import SimConfig, simulate
 from camera_fixtures import MjpegCamera
+from retail_reid.gallery import Gallery
+from retail_reid.models.datasets import folder_set
+from retail_reid.pipeline.config import LaneConfig
+from retail_reid.pipeline.replay import replay
+from retail_reid.pipeline.score import read_events, read_truth, score
+from retail_reid.pipeline.simulate import SimConfig, simulate
+from retail_reid.pipeline.types import Zone
 from test_edge_parts import Receiver, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +40,9 @@ SAMPLE = REPO / "sample" / "grocery"
 # 8 passes in two transactions, 21 s: 2 never scanned, 2 scanned as another product, 1 phantom scan
 # (a seed the replay decides without a false alert with the shipped model; the live run is also
 # compared with the replay directly, so that a change of the pipeline's accuracy shows as such).
-SCENARIO = SimConfig(passes=8, transactions=2, non_scan_rate=0.25, switch_rate=0.25, scan_without_item_rate=0.13, seed=1)
+SCENARIO = SimConfig(
+    passes=8, transactions=2, non_scan_rate=0.25, switch_rate=0.25, scan_without_item_rate=0.13, seed=1
+)
 SAME_DECISION = ("type", "track_id", "t_start", "t_end", "seen_sku", "scanned_sku", "scan_ts", "txn")
 TOKEN = "lane-token-7f3a"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "REID_THREADS": "1", "PYTHONPATH": str(REPO)}
@@ -50,14 +51,17 @@ SLOW = 180.0  # bound on any wait for the service (start-up on a loaded machine 
 
 # --- helpers ---------------------------------------------------------------------------------------
 
+
 def toml(data: dict, prefix: str = "") -> str:
     """A small TOML writer for the test configs: scalars and integer lists, then tables."""
+
     def value(v):
         if isinstance(v, bool):
             return "true" if v else "false"
         if isinstance(v, (int, float, list)):
             return json.dumps(v)
         return json.dumps(str(v))
+
     lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
     for k, v in data.items():
         if isinstance(v, dict):
@@ -79,10 +83,15 @@ class LaneProcess:
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
-    def start(self) -> "LaneProcess":
+    def start(self) -> LaneProcess:
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "edge", "--config", str(self.config_path)],
-                                         cwd=REPO, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "retail_reid.pipeline.cli", "edge", "--config", str(self.config_path)],
+                cwd=REPO,
+                env=ENV,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
         def ready() -> bool:
             assert self.proc.poll() is None, f"the service exited with {self.proc.returncode}:\n{self.log()}"
@@ -92,6 +101,7 @@ class LaneProcess:
                 return False
             self.url = info["url"]
             return info["pid"] == self.proc.pid
+
         assert wait_until(ready, SLOW, 0.1), self.log()
         return self
 
@@ -100,7 +110,9 @@ class LaneProcess:
 
     def request(self, path: str, body: bytes | None = None, token: str | None = TOKEN) -> tuple[int, object]:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        req = urllib.request.Request(self.url + path, data=body, headers=headers, method="POST" if body is not None else "GET")
+        req = urllib.request.Request(
+            self.url + path, data=body, headers=headers, method="POST" if body is not None else "GET"
+        )
         try:
             with urllib.request.urlopen(req, timeout=30) as r:
                 code, data, kind = r.status, r.read(), r.headers.get("Content-Type", "")
@@ -135,7 +147,11 @@ class LaneProcess:
 
 def edge_config(gallery: Path, state: Path, source: str, **edge) -> dict:
     base = {
-        "lane": "t1", "gallery": str(gallery), "state_dir": str(state), "gallery_poll_s": 0.5, "shutdown_grace_s": 3.0,
+        "lane": "t1",
+        "gallery": str(gallery),
+        "state_dir": str(state),
+        "gallery_poll_s": 0.5,
+        "shutdown_grace_s": 3.0,
         "camera": {"source": source, "queue_frames": 256},  # the deepest queue: a loaded machine lags, it drops nothing
         "http": {"port": 0, "token": TOKEN},
     }
@@ -159,7 +175,7 @@ def shifted(records: list[dict], origin: float, folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def gallery(built_gallery, tmp_path_factory) -> Path:  # noqa: F811
+def gallery(built_gallery, tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("edge-gallery") / "gallery"
     shutil.copytree(built_gallery, dest)
     return dest
@@ -177,16 +193,22 @@ def video_of(scenario: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def replayed(built_gallery, embedder, scenario, tmp_path_factory) -> list[dict]:  # noqa: F811
+def replayed(built_gallery, embedder, scenario, tmp_path_factory) -> list[dict]:
     """The same scenario through `reid replay`'s loop, on the gallery as the live run starts with it."""
     out = tmp_path_factory.mktemp("edge-replay")
     shutil.copytree(built_gallery, out / "gallery")
-    replay(video_of(scenario), scenario / "pos.jsonl", Gallery.open(out / "gallery", embedder=embedder), out / "run",
-           LaneConfig(zone=Zone(*SCENARIO.zone)))
+    replay(
+        video_of(scenario),
+        scenario / "pos.jsonl",
+        Gallery.open(out / "gallery", embedder=embedder),
+        out / "run",
+        LaneConfig(zone=Zone(*SCENARIO.zone)),
+    )
     return [json.loads(line) for line in (out / "run" / "events.jsonl").read_text().splitlines()]
 
 
 # --- the live run ----------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def live(gallery, scenario, tmp_path_factory) -> dict:
@@ -194,11 +216,22 @@ def live(gallery, scenario, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("edge-live")
     state = root / "state"
     hook_port = free_port()  # the receiver is down: nothing listens here yet
-    config = edge_config(gallery, state, str(video_of(scenario)),
-                         webhook={"url": f"http://127.0.0.1:{hook_port}/alerts", "timeout_s": 2.0, "backoff_min_s": 0.1, "backoff_max_s": 1.0})
+    config = edge_config(
+        gallery,
+        state,
+        str(video_of(scenario)),
+        webhook={
+            "url": f"http://127.0.0.1:{hook_port}/alerts",
+            "timeout_s": 2.0,
+            "backoff_min_s": 0.1,
+            "backoff_max_s": 1.0,
+        },
+    )
     truth = json.loads((scenario / "truth.json").read_text())
     pos = [json.loads(line) for line in (scenario / "pos.jsonl").read_text().splitlines()]
-    involved = {a.get(k) for a in truth["anomalies"] for k in ("seen_sku", "scanned_sku")} | {p[k] for p in truth["passes"] for k in ("sku", "scanned_sku")}
+    involved = {a.get(k) for a in truth["anomalies"] for k in ("seen_sku", "scanned_sku")} | {
+        p[k] for p in truth["passes"] for k in ("sku", "scanned_sku")
+    }
     added_sku = sorted({p.stem for p in (SAMPLE / "iconic").glob("*.jpg")} - involved)[0]
     seen: dict = {"posted": [], "refused": {}}
     lane = LaneProcess(root / "run1", config).start()
@@ -211,23 +244,48 @@ def live(gallery, scenario, tmp_path_factory) -> dict:
         # Bad requests first: each refused with its reason, none reaching the lane.
         now = time.time()
         seen["refused"]["garbage"] = lane.request("/pos", b"{not json, at all")
-        seen["refused"]["bad_field"] = lane.request("/pos", json.dumps([{"ts": now, "type": "txn_start", "txn": "X"},
-                                                                        {"ts": now, "type": "scan"}]).encode())
-        seen["refused"]["oversized"] = lane.request("/pos", b"[" + b'{"ts": 1, "type": "scan", "sku": "A"},' * 3000 + b"]")
-        seen["refused"]["no_token"] = lane.request("/pos", json.dumps({"ts": now, "type": "scan", "sku": "A"}).encode(), token=None)
-        seen["refused"]["wrong_clock"] = lane.request("/pos", json.dumps({"ts": 12.0, "type": "scan", "sku": "A"}).encode())
+        seen["refused"]["bad_field"] = lane.request(
+            "/pos", json.dumps([{"ts": now, "type": "txn_start", "txn": "X"}, {"ts": now, "type": "scan"}]).encode()
+        )
+        seen["refused"]["oversized"] = lane.request(
+            "/pos", b"[" + b'{"ts": 1, "type": "scan", "sku": "A"},' * 3000 + b"]"
+        )
+        seen["refused"]["no_token"] = lane.request(
+            "/pos", json.dumps({"ts": now, "type": "scan", "sku": "A"}).encode(), token=None
+        )
+        seen["refused"]["wrong_clock"] = lane.request(
+            "/pos", json.dumps({"ts": 12.0, "type": "scan", "sku": "A"}).encode()
+        )
 
         def post_in_time() -> None:  # a little early: the lane holds each event until its clock reaches it
             for e in pos:
                 time.sleep(max(0.0, origin + e["ts"] - 0.3 - time.time()))
                 seen["posted"].append(lane.post_pos({**e, "ts": origin + e["ts"]}))
+
         poster = threading.Thread(target=post_in_time)
         poster.start()
 
         time.sleep(max(0.0, origin + 9.6 - time.time()))  # between the two transactions: an operator publishes
         seen["publish_started"] = time.time()
-        add = subprocess.run([sys.executable, "-m", "pipeline.cli", "gallery", "add", str(gallery), "--sku", added_sku,
-                              str(SAMPLE / "iconic" / f"{added_sku}.jpg"), "--operator", "test"], cwd=REPO, env=ENV, capture_output=True, text=True)
+        add = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "retail_reid.pipeline.cli",
+                "gallery",
+                "add",
+                str(gallery),
+                "--sku",
+                added_sku,
+                str(SAMPLE / "iconic" / f"{added_sku}.jpg"),
+                "--operator",
+                "test",
+            ],
+            cwd=REPO,
+            env=ENV,
+            capture_output=True,
+            text=True,
+        )
         assert add.returncode == 0, add.stderr
         assert wait_until(lambda: lane.health()["gallery"]["version"] == 3, SLOW)
         seen["switched_at"] = time.time()
@@ -236,8 +294,12 @@ def live(gallery, scenario, tmp_path_factory) -> dict:
 
         def settled() -> bool:  # the video played, every frame processed, transaction T2 reported
             h = lane.health()
-            return h["camera"]["state"] == "ended" and h["frames"]["waiting"] == 0 and any(
-                e["type"] == "basket" and e["txn"] == "T2" for e in lane.events())
+            return (
+                h["camera"]["state"] == "ended"
+                and h["frames"]["waiting"] == 0
+                and any(e["type"] == "basket" and e["txn"] == "T2" for e in lane.events())
+            )
+
         assert wait_until(settled, SLOW, 0.2)
         assert wait_until(lambda: lane.health()["webhook"]["pending"] == 0, SLOW)
         seen["health"], seen["events"] = lane.health(), lane.events()
@@ -258,7 +320,9 @@ def live(gallery, scenario, tmp_path_factory) -> dict:
         try:
             assert wait_until(lambda: lane2.health()["webhook"]["pending"] == 0, SLOW)
             last1 = seen["after1"][-1]["seq"]
-            assert wait_until(lambda: any(e["seq"] > last1 and e["type"] == "non_scan" for e in lane2.events()), SLOW, 0.2)
+            assert wait_until(
+                lambda: any(e["seq"] > last1 and e["type"] == "non_scan" for e in lane2.events()), SLOW, 0.2
+            )
             seen["exit2"] = lane2.terminate()  # mid-video: in-flight frames are finished, pending decisions flushed
             seen["log2"] = lane2.log()
         finally:
@@ -275,13 +339,20 @@ def live(gallery, scenario, tmp_path_factory) -> dict:
 def test_planted_anomalies_arrive_as_alerts(live, scenario, tmp_path):
     assert all(code == 202 for code in live["posted"]) and len(live["posted"]) == 11
     events = live["events"]
-    result = {s.type: s for s in score(read_truth(scenario / "truth.json"), read_events(shifted(events, live["origin"], tmp_path)), 1.0).types}
+    result = {
+        s.type: s
+        for s in score(
+            read_truth(scenario / "truth.json"), read_events(shifted(events, live["origin"], tmp_path)), 1.0
+        ).types
+    }
     for kind in ("non_scan", "product_switch", "scan_without_item"):
         assert result[kind].truth >= 1 and result[kind].recall == 1.0, (kind, result[kind])
     assert result["non_scan"].precision == 1.0 and result["scan_without_item"].precision == 1.0
     truth = read_truth(scenario / "truth.json")
     for s in (a for a in truth.anomalies if a.type == "product_switch"):
-        [found] = [e for e in events if e["type"] == "product_switch" and abs(e["t_start"] - live["origin"] - s.t_start) < 1.0]
+        [found] = [
+            e for e in events if e["type"] == "product_switch" and abs(e["t_start"] - live["origin"] - s.t_start) < 1.0
+        ]
         assert found["scanned_sku"] == s.scanned_sku and found["seen_sku"] == s.seen_sku
     for e in events:
         if e["type"] in ("non_scan", "product_switch"):
@@ -299,18 +370,22 @@ def test_live_decides_exactly_as_the_replay(live, replayed):
                     d[k] = round(d[k] - origin, 2)
             out.append(d)
         return sorted(out, key=json.dumps)
+
     assert decisions(live["events"], live["origin"]) == decisions(replayed, 0.0)
 
 
 def test_bad_pos_requests_are_refused_with_the_reason(live):
     refused = live["refused"]
     assert refused["garbage"][0] == 400 and "not valid JSON" in refused["garbage"][1]["error"]
-    assert refused["bad_field"][0] == 400 and "HTTP body[1]: a scan needs a 'sku' or a 'barcode'" in refused["bad_field"][1]["error"]
+    assert (
+        refused["bad_field"][0] == 400
+        and "HTTP body[1]: a scan needs a 'sku' or a 'barcode'" in refused["bad_field"][1]["error"]
+    )
     assert refused["oversized"][0] == 413 and "at most 65536" in refused["oversized"][1]["error"]
     assert refused["no_token"][0] == 401
     assert refused["wrong_clock"][0] == 400 and "check the POS clock" in refused["wrong_clock"][1]["error"]
     assert all(e.get("txn") != "X" for e in live["events"])  # the good half of a refused list was not taken either
-    assert "reid_pos_rejected_total{source=\"http\"} 4" in live["metrics"]
+    assert 'reid_pos_rejected_total{source="http"} 4' in live["metrics"]
 
 
 def test_health_and_metrics_describe_the_lane(live):
@@ -319,15 +394,29 @@ def test_health_and_metrics_describe_the_lane(live):
     assert h["camera"]["frame_size"] == [640, 480] and h["camera"]["reconnects"] == 0
     assert h["frames"]["read"] == h["frames"]["processed"] > 250 and h["frames"]["dropped"] == 0
     assert h["model"]["fingerprint"] and h["model"]["path"].endswith(".onnx")
-    assert h["pos"]["last_event"]["type"] == "txn_end" and h["pos"]["last_event"]["source"] == "http" and not h["pos"]["silent"]
+    assert (
+        h["pos"]["last_event"]["type"] == "txn_end"
+        and h["pos"]["last_event"]["source"] == "http"
+        and not h["pos"]["silent"]
+    )
     assert h["alerts"]["last_seq"] == len(live["events"]) and h["alerts"]["unwritten"] == 0
     m = live["metrics"]
     frames = h["frames"]["read"]
-    counts = {t: sum(e["type"] == t for e in live["events"]) for t in ("non_scan", "product_switch", "scan_without_item", "basket")}
-    for line in (f"reid_frames_read_total {frames}", f"reid_frames_processed_total {frames}", 'reid_frames_dropped_total{reason="queue_full"} 0',
-                 *(f'reid_events_total{{type="{t}"}} {n}' for t, n in counts.items()), 'reid_pos_events_total{source="http"} 11',
-                 "reid_gallery_version 3", "reid_gallery_reloads_total 1", f"reid_frame_processing_seconds_count {frames}",
-                 f"reid_frame_age_seconds_count {frames}"):
+    counts = {
+        t: sum(e["type"] == t for e in live["events"])
+        for t in ("non_scan", "product_switch", "scan_without_item", "basket")
+    }
+    for line in (
+        f"reid_frames_read_total {frames}",
+        f"reid_frames_processed_total {frames}",
+        'reid_frames_dropped_total{reason="queue_full"} 0',
+        *(f'reid_events_total{{type="{t}"}} {n}' for t, n in counts.items()),
+        'reid_pos_events_total{source="http"} 11',
+        "reid_gallery_version 3",
+        "reid_gallery_reloads_total 1",
+        f"reid_frame_processing_seconds_count {frames}",
+        f"reid_frame_age_seconds_count {frames}",
+    ):
         assert line in m, line
     assert counts["basket"] == 2 and counts["non_scan"] >= 2
     alerts = sum(e["type"] in ("non_scan", "product_switch", "unknown_item") for e in live["events"])
@@ -337,7 +426,9 @@ def test_health_and_metrics_describe_the_lane(live):
 def test_a_gallery_version_published_mid_run_is_taken_without_stopping(live):
     versions = [(e["gallery_version"], e["written_at"]) for e in live["events"]]
     assert {v for v, _ in versions} == {2, 3}
-    assert all(v == 2 for v, t in versions if t < live["publish_started"]) and all(v == 3 for v, t in versions if t > live["switched_at"])
+    assert all(v == 2 for v, t in versions if t < live["publish_started"]) and all(
+        v == 3 for v, t in versions if t > live["switched_at"]
+    )
     assert live["health"]["frames"]["dropped"] == 0 and live["health"]["gallery"]["error"] is None
 
 
@@ -346,7 +437,9 @@ def test_sigterm_flushes_and_exits_0_and_a_restart_sends_nothing_twice(live):
     assert not live["ready_file_left"]
     after1 = live["after1"]
     [t3] = [e for e in after1 if e["type"] == "basket" and e["txn"] == "T3"]  # decided by the flush at SIGTERM
-    assert t3["seq"] == after1[-1]["seq"] and live["cursor1"] < t3["seq"]  # written, not delivered: the receiver was down
+    assert (
+        t3["seq"] == after1[-1]["seq"] and live["cursor1"] < t3["seq"]
+    )  # written, not delivered: the receiver was down
     after2 = live["after2"]
     assert [e["seq"] for e in after2] == list(range(1, len(after2) + 1))  # numbering went on after the restart
     assert len(after2) > len(after1) and after2[: len(after1)] == after1
@@ -358,14 +451,20 @@ def test_sigterm_flushes_and_exits_0_and_a_restart_sends_nothing_twice(live):
 
 # --- camera lost and found -------------------------------------------------------------------------
 
+
 def test_camera_unplugged_and_plugged_back_and_pos_silent(gallery, scenario, tmp_path):
     camera = MjpegCamera(video_of(scenario))
     camera.port = free_port()
     pos_file = tmp_path / "till" / "pos.jsonl"  # this time the POS writes a file
     pos_file.parent.mkdir()
     pos_file.write_text("")
-    config = edge_config(gallery, tmp_path / "state", camera.url, pos={"silent_after_s": 2.0, "file": str(pos_file), "poll_s": 0.1},
-                         camera={"reconnect_min_s": 0.2, "reconnect_max_s": 1.0})
+    config = edge_config(
+        gallery,
+        tmp_path / "state",
+        camera.url,
+        pos={"silent_after_s": 2.0, "file": str(pos_file), "poll_s": 0.1},
+        camera={"reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
+    )
     lane = LaneProcess(tmp_path / "run", config).start()  # the camera is not there yet: the service waits for it
     try:
         assert lane.health()["camera"]["state"] == "connecting"
@@ -387,7 +486,9 @@ def test_camera_unplugged_and_plugged_back_and_pos_silent(gallery, scenario, tmp
         plugged_at = time.time()
         assert wait_until(lambda: lane.health()["camera"]["connected"], SLOW, 0.1)
         at(16.5)
-        assert wait_until(lambda: any(e["t_start"] > plugged_at for e in lane.events() if e["type"] == "non_scan"), SLOW, 0.2)
+        assert wait_until(
+            lambda: any(e["t_start"] > plugged_at for e in lane.events() if e["type"] == "non_scan"), SLOW, 0.2
+        )
         up, events = lane.health(), lane.events()
         metrics = lane.request("/metrics")[1]
         assert lane.terminate() == 0
@@ -395,7 +496,11 @@ def test_camera_unplugged_and_plugged_back_and_pos_silent(gallery, scenario, tmp
         lane.kill()
         if camera._live.is_set():
             camera.unplug()
-    assert silent["status"] == "degraded" and silent["pos"]["silent"] and any("POS silent" in p for p in silent["problems"])
+    assert (
+        silent["status"] == "degraded"
+        and silent["pos"]["silent"]
+        and any("POS silent" in p for p in silent["problems"])
+    )
     assert down["camera"]["state"] == "reconnecting" and down["status"] == "degraded"
     assert any(p.startswith("camera reconnecting") for p in down["problems"])
     assert up["camera"]["connected"] and up["camera"]["reconnects"] == 1 and up["camera"]["error"] is None, up["camera"]
@@ -408,6 +513,7 @@ def test_camera_unplugged_and_plugged_back_and_pos_silent(gallery, scenario, tmp
 
 
 # --- bounded soak ----------------------------------------------------------------------------------
+
 
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -428,13 +534,24 @@ def test_bounded_soak_memory_stays_flat(gallery, scenario, tmp_path):
     try:
         assert wait_until(lambda: lane.health()["camera"].get("clock_origin") is not None, SLOW)
         origin = lane.health()["camera"]["clock_origin"]
-        schedule = sorted((origin + k * duration + e["ts"], {**e, "ts": origin + k * duration + e["ts"],
-                                                             **({"txn": f"L{k}-{e['txn']}"} if "txn" in e else {})})
-                          for k in range(3) for e in pos)
+        schedule = sorted(
+            (
+                origin + k * duration + e["ts"],
+                {**e, "ts": origin + k * duration + e["ts"], **({"txn": f"L{k}-{e['txn']}"} if "txn" in e else {})},
+            )
+            for k in range(3)
+            for e in pos
+        )
         soak_s = duration + 5.0  # over the loop's seam
         end = time.time() + soak_s
-        second = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "edge", "--config", str(lane.config_path)],
-                                  cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        second = subprocess.Popen(
+            [sys.executable, "-m", "retail_reid.pipeline.cli", "edge", "--config", str(lane.config_path)],
+            cwd=REPO,
+            env=ENV,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         while time.time() < end:
             while schedule and schedule[0][0] <= time.time():
                 assert lane.post_pos(schedule.pop(0)[1]) == 202
@@ -445,11 +562,15 @@ def test_bounded_soak_memory_stays_flat(gallery, scenario, tmp_path):
         _, second_err = second.communicate(timeout=SLOW)
     finally:
         lane.kill()
-    assert second.returncode == 2 and "in use by another reid edge" in second_err and second_err.count("\n") == 1, second_err
+    assert second.returncode == 2 and "in use by another reid edge" in second_err and second_err.count("\n") == 1, (
+        second_err
+    )
     warm = [mb for t, mb in samples if t >= samples[0][0] + soak_s / 3]  # after start-up and the first passes
     half = len(warm) // 2
     assert max(warm[half:]) - max(warm[:half]) < 8.0, samples  # no growth from one half to the next
     f = h["frames"]
-    assert 0 <= f["read"] - (f["processed"] + f["dropped_by"]["queue_full"] + f["waiting"]) <= 1  # at most one frame in the lane's hands
+    assert (
+        0 <= f["read"] - (f["processed"] + f["dropped_by"]["queue_full"] + f["waiting"]) <= 1
+    )  # at most one frame in the lane's hands
     assert h["camera"]["loops"] >= 1
     assert h["alerts"]["last_seq"] > 0 and h["status"] in ("ok", "degraded")

@@ -1,17 +1,17 @@
 """Matching verdicts and the association of item passes with scans, with a small in-test gallery
 whose SKUs are known directions in a 4-D embedding space."""
+
 import json
 from dataclasses import dataclass
 
 import numpy as np
 import pytest
-
-from models.calibration import Calibration
-from pipeline.config import BasketConfig, ConfigError, EventConfig
-from pipeline.events import EventBuilder
-from pipeline.matching import Recognition, Recogniser, Thresholds
-from pipeline.pos import PosEvent
-from pipeline.types import BasketEvent, Crop, Event, ItemPass
+from retail_reid.models.calibration import Calibration
+from retail_reid.pipeline.config import BasketConfig, ConfigError, EventConfig
+from retail_reid.pipeline.events import EventBuilder
+from retail_reid.pipeline.matching import Recogniser, Recognition, Thresholds
+from retail_reid.pipeline.pos import PosEvent
+from retail_reid.pipeline.types import BasketEvent, Crop, Event, ItemPass
 
 SKUS = {"Apple": [1, 0, 0, 0], "Banana": [0, 1, 0, 0], "Carrot": [0, 0, 1, 0]}
 BARCODES = {"0001": "Apple"}
@@ -67,7 +67,9 @@ CONFIG = EventConfig(window_before_s=1.0, window_after_s=0.5)
 
 def _vec(nothing: float = 0.0, **weights: float) -> np.ndarray:
     """A unit embedding mixing SKU directions with `nothing`, a direction no SKU has."""
-    v = sum((w * np.array(SKUS[k], np.float32) for k, w in weights.items()), nothing * np.array([0, 0, 0, 1], np.float32))
+    v = sum(
+        (w * np.array(SKUS[k], np.float32) for k, w in weights.items()), nothing * np.array([0, 0, 0, 1], np.float32)
+    )
     return (v / np.linalg.norm(v)).astype(np.float32)
 
 
@@ -76,13 +78,22 @@ def _pass(track: int, t0: float, t1: float, embedding: np.ndarray) -> tuple[Item
     return ItemPass(track, t0, t1, 10, (crop,)), Recognition(embedding, tuple(GALLERY.match(embedding[None])[0]))
 
 
-def _builder(config: EventConfig = CONFIG, basket: BasketConfig = BasketConfig(), records: list | None = None) -> EventBuilder:
-    return EventBuilder(Recogniser(GALLERY, THRESHOLDS).judge, config, basket, GALLERY.sku_for_barcode,
-                        save_evidence=lambda item: (f"crops/track{item.track_id}.jpg",),
-                        on_pass=None if records is None else records.append)
+def _builder(
+    config: EventConfig = CONFIG, basket: BasketConfig = BasketConfig(), records: list | None = None
+) -> EventBuilder:
+    return EventBuilder(
+        Recogniser(GALLERY, THRESHOLDS).judge,
+        config,
+        basket,
+        GALLERY.sku_for_barcode,
+        save_evidence=lambda item: (f"crops/track{item.track_id}.jpg",),
+        on_pass=None if records is None else records.append,
+    )
 
 
-def _scan(ts: float, sku: str | None = None, barcode: str | None = None, txn: str | None = "T1", line: int = 0) -> PosEvent:
+def _scan(
+    ts: float, sku: str | None = None, barcode: str | None = None, txn: str | None = "T1", line: int = 0
+) -> PosEvent:
     return PosEvent(ts, "scan", sku=sku, barcode=barcode, txn=txn, line=line)
 
 
@@ -91,6 +102,7 @@ def _alerts(events) -> list[tuple[str, int | None]]:
 
 
 # --- verdicts ---------------------------------------------------------------------------------
+
 
 def test_a_scanned_item_that_looks_like_its_scan_raises_nothing_and_is_decided_at_once():
     records = []
@@ -172,6 +184,7 @@ def test_a_pass_without_any_usable_crop_is_not_judged_on_appearance():
 
 
 # --- association --------------------------------------------------------------------------------
+
 
 def test_scan_without_item_waits_for_passes_that_could_still_claim_it():
     b = _builder()
@@ -259,6 +272,7 @@ def test_barcodes_resolve_through_the_catalogue_and_unknown_ones_are_not_alerts(
 
 # --- baskets ------------------------------------------------------------------------------------
 
+
 def _basket_run(config: BasketConfig) -> list:
     b = _builder(basket=config)
     b.add_pos(PosEvent(0.0, "txn_start", txn="T1"))
@@ -276,7 +290,9 @@ def test_basket_per_transaction_once_it_has_closed():
     early, late = _basket_run(BasketConfig(tversky_alpha=1.0, tversky_beta=0.5))
     assert not any(isinstance(e, BasketEvent) for e in early)
     (basket,) = [e for e in late if isinstance(e, BasketEvent)]
-    assert basket.txn == "T1" and basket.seen == {"Apple": 2, "Banana": 1} and basket.scanned == {"Apple": 1, "Carrot": 1}
+    assert (
+        basket.txn == "T1" and basket.seen == {"Apple": 2, "Banana": 1} and basket.scanned == {"Apple": 1, "Carrot": 1}
+    )
     # common 1, seen-only 2, scanned-only 1
     assert basket.jaccard == pytest.approx(1 / 4) and basket.dice == pytest.approx(2 / 5)
     assert basket.overlap == pytest.approx(1 / 2) and basket.tversky == pytest.approx(1 / (1 + 2 + 0.5))
@@ -305,12 +321,24 @@ def test_events_serialise_with_the_documented_fields():
     b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
     out = b.flush()
     lines = [json.loads(json.dumps(e.to_dict())) for e in out]
-    assert {"type", "t_start", "t_end", "track_id", "seen_sku", "seen_score", "scanned_sku", "scanned_score", "txn", "evidence"} <= set(lines[0])
+    assert {
+        "type",
+        "t_start",
+        "t_end",
+        "track_id",
+        "seen_sku",
+        "seen_score",
+        "scanned_sku",
+        "scanned_score",
+        "txn",
+        "evidence",
+    } <= set(lines[0])
     assert lines[1]["type"] == "basket" and lines[1]["txn"] is None
     assert {"seen", "scanned", "jaccard", "dice", "overlap", "tversky"} <= set(lines[1])
 
 
 # --- thresholds ---------------------------------------------------------------------------------
+
 
 def test_thresholds_come_from_the_calibration_by_name_or_from_numbers():
     cal = Calibration(10.0, -5.0, {"eer": 0.55, "far_0.01": 0.7, "far_0.001": 0.8})

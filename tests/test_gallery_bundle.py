@@ -1,25 +1,26 @@
 """Bundles (`reid gallery export | import`): a round trip carries the gallery exactly, and every kind
 of malicious or damaged archive is refused with the target gallery left as it was."""
+
 from __future__ import annotations
 
 import hashlib
 import io
 import json
 import sqlite3
-from contextlib import closing
 import tarfile
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
 import pytest
+from gallery_fixtures import VAL
+from retail_reid.gallery import Gallery, GalleryError
+from retail_reid.gallery.bundle import EMBEDDINGS, MANIFEST, export_bundle, import_bundle
+from retail_reid.gallery.snapshot import read_current
+from retail_reid.gallery.store import GalleryStore
+from retail_reid.pipeline.cli import main
 
-from gallery import Gallery, GalleryError
-from gallery.bundle import EMBEDDINGS, MANIFEST, export_bundle, import_bundle
-from gallery.snapshot import read_current
-from gallery.store import GalleryStore
-from gallery_fixtures import VAL, built_gallery, embedder, gallery_dir, variant_model  # noqa: F401
-from models.images import read_image
-from pipeline.cli import main
+from retail_reid.images import read_image
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +40,10 @@ def empty_gallery(tmp_path, embedder) -> Path:
 def contents(root: Path) -> dict[str, dict]:
     """Per SKU: its catalogue row and {photo sha256: embedding bytes} of its active references."""
     with closing(sqlite3.connect(root / "gallery.db")) as conn:
-        out = {sku: {"product": (name, cat, price), "refs": {}} for sku, name, cat, price in conn.execute(
-            "SELECT sku, name, category, price FROM products WHERE active")}
+        out = {
+            sku: {"product": (name, cat, price), "refs": {}}
+            for sku, name, cat, price in conn.execute("SELECT sku, name, category, price FROM products WHERE active")
+        }
         for sku, sha, emb in conn.execute("SELECT sku, sha256, embedding FROM refs WHERE removed_version IS NULL"):
             out[sku]["refs"][sha] = emb
     return out
@@ -48,7 +51,10 @@ def contents(root: Path) -> dict[str, dict]:
 
 def test_round_trip_carries_the_gallery_exactly(built_gallery, bundle, empty_gallery, embedder, capsys):
     assert main(["gallery", "import", str(empty_gallery), str(bundle), "--operator", "central"]) == 0
-    assert "version 2: imported store.tar, version 2 of its gallery (96 references in, 0 out; 12 SKUs in, 0 out)" in capsys.readouterr().out
+    assert (
+        "version 2: imported store.tar, version 2 of its gallery (96 references in, 0 out; 12 SKUs in, 0 out)"
+        in capsys.readouterr().out
+    )
     assert contents(empty_gallery) == contents(built_gallery)
     queries = embedder.embed([read_image(p) for p in sorted(VAL.glob("*/*.jpg"))[::4]])
     a = Gallery.open(built_gallery, embedder=embedder).match(queries, k=3)
@@ -107,6 +113,7 @@ def extra(name: str, kind: bytes = tarfile.REGTYPE, linkname: str = "", data: by
         info.type, info.linkname = kind, linkname
         info.size = len(data) if kind == tarfile.REGTYPE else 0
         return [*members[:2], (info, data if kind == tarfile.REGTYPE else None), *members[2:]]
+
     return edit
 
 
@@ -115,6 +122,7 @@ def as_link(kind: bytes):
         info = tarfile.TarInfo(members[2][0].name)
         info.type, info.linkname = kind, "/etc/passwd" if kind == tarfile.SYMTYPE else MANIFEST
         return [*members[:2], (info, None), *members[3:]]
+
     return edit
 
 
@@ -147,9 +155,15 @@ MALICIOUS = {
     "manifest not first": (lambda m: [*m[1:], m[0]], "first member must be manifest.json"),
     "missing photo": (lambda m: m[:-1], "missing"),
     "wrong format": (lambda m: with_manifest(m, lambda d: d.update(format="zip")), "not a gallery bundle"),
-    "bad product": (lambda m: with_manifest(m, lambda d: d["products"][0].update(sku="  ")), "products\\[0\\]: field 'sku'"),
+    "bad product": (
+        lambda m: with_manifest(m, lambda d: d["products"][0].update(sku="  ")),
+        "products\\[0\\]: field 'sku'",
+    ),
     "bad barcode": (lambda m: with_manifest(m, lambda d: d["products"][0].update(barcodes=["123"])), "barcode"),
-    "same photo twice": (lambda m: with_manifest(m, lambda d: d["references"].append(d["references"][0])), "a reference twice"),
+    "same photo twice": (
+        lambda m: with_manifest(m, lambda d: d["references"].append(d["references"][0])),
+        "a reference twice",
+    ),
 }
 
 

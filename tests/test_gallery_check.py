@@ -1,5 +1,6 @@
 """`reid gallery check` on real photos: a planted wrong-product reference, a planted re-encoded
 duplicate and a SKU with too few photos are reported; the duplicate search is exact."""
+
 from __future__ import annotations
 
 import json
@@ -9,14 +10,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from gallery_fixtures import TRAIN, VAL
+from retail_reid.gallery import GalleryError
+from retail_reid.gallery.check import NEAR_DUPLICATE_BITS, RefInfo, check_path, find_duplicates
+from retail_reid.gallery.photos import perceptual_hash
+from retail_reid.gallery.store import GalleryStore
+from retail_reid.pipeline.cli import main
 
-from gallery import GalleryError
-from gallery.check import NEAR_DUPLICATE_BITS, RefInfo, check_path, find_duplicates
-from gallery.photos import perceptual_hash
-from gallery.store import GalleryStore
-from gallery_fixtures import TRAIN, VAL, built_gallery, embedder, gallery_dir  # noqa: F401
-from models.images import read_image
-from pipeline.cli import main
+from retail_reid.images import read_image
 
 
 def bits(a: int, b: int) -> int:
@@ -27,7 +28,11 @@ def resaved(src: Path, dest: Path) -> Path:
     """The same picture, smaller and re-encoded, as a second copy from another source would be."""
     img = cv2.imread(str(src))
     h, w = img.shape[:2]
-    cv2.imwrite(str(dest), cv2.resize(img, (w * 3 // 4, h * 3 // 4), interpolation=cv2.INTER_AREA), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    cv2.imwrite(
+        str(dest),
+        cv2.resize(img, (w * 3 // 4, h * 3 // 4), interpolation=cv2.INTER_AREA),
+        [cv2.IMWRITE_JPEG_QUALITY, 80],
+    )
     return dest
 
 
@@ -82,7 +87,9 @@ def test_perceptual_hash_tells_copies_from_different_photos():
     assert closest > NEAR_DUPLICATE_BITS
     for p, h in zip(photos[::12], hashes[::12]):
         img = read_image(p)
-        ok, jpeg = cv2.imencode(".jpg", cv2.resize(img, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA), [cv2.IMWRITE_JPEG_QUALITY, 70])
+        ok, jpeg = cv2.imencode(
+            ".jpg", cv2.resize(img, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA), [cv2.IMWRITE_JPEG_QUALITY, 70]
+        )
         assert bits(perceptual_hash(cv2.imdecode(jpeg, cv2.IMREAD_COLOR)), h) <= 4
 
 

@@ -1,6 +1,7 @@
 """Writers killed with kill -9 at each step of a change, concurrent writers in separate processes, a
 reader matching while versions are published, a full disk and a read-only gallery: the gallery is
 always openable at a whole version, and nothing is lost or left half done."""
+
 from __future__ import annotations
 
 import json
@@ -8,28 +9,34 @@ import os
 import shutil
 import signal
 import sqlite3
-from contextlib import closing
 import subprocess
 import sys
 import tempfile
 import textwrap
+from contextlib import closing
 from pathlib import Path
 
 import pytest
+from gallery_fixtures import REPO, SKUS, VAL, writer_env
+from retail_reid.gallery import Gallery, GalleryError
+from retail_reid.gallery.snapshot import Snapshot, read_current, stored_versions
+from retail_reid.gallery.store import PENDING, GalleryStore
 
-from gallery import Gallery, GalleryError
-from gallery.faults import FAIL_ENV, STEPS, STOP_ENV
-from gallery.snapshot import Snapshot, read_current, stored_versions
-from gallery.store import PENDING, GalleryStore
-from gallery_fixtures import REPO, SKUS, VAL, built_gallery, embedder, gallery_dir, variant_model, writer_env  # noqa: F401
-from models.images import read_image
+from retail_reid.faults import FAIL_ENV, STEPS, STOP_ENV
+from retail_reid.images import read_image
 
 NEW_PHOTOS = sorted((VAL / "Lemon").glob("*.jpg"))[:3]
 
 
 def start_reid(*args: object, **env: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=REPO, env=writer_env(**env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "retail_reid.pipeline.cli", *map(str, args)],
+        cwd=REPO,
+        env=writer_env(**env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_stopped(proc: subprocess.Popen) -> None:
@@ -82,7 +89,11 @@ def test_add_killed_at_any_step_leaves_a_whole_version(gallery_dir, embedder, st
     refs_before, images_before = active_refs(gallery_dir), images(gallery_dir)
     kill_at(step, "gallery", "add", gallery_dir, "--sku", "Lemon", *NEW_PHOTOS)
     committed = STEPS.index(step) > STEPS.index("commit")
-    g = assert_whole(gallery_dir, embedder, tidy=False) if step != "switch" else Gallery.open(gallery_dir, embedder=embedder)
+    g = (
+        assert_whole(gallery_dir, embedder, tidy=False)
+        if step != "switch"
+        else Gallery.open(gallery_dir, embedder=embedder)
+    )
     # a reader sees the previous version until the killed change is published
     assert g.version == (3 if step == "prune" else 2)
     assert (len(active_refs(gallery_dir)) == len(refs_before) + 3) == committed
@@ -133,9 +144,20 @@ def test_add_killed_at_a_random_moment(gallery_dir, embedder, delay):
 
 
 def test_two_writers_at_once_both_succeed_one_after_the_other(gallery_dir, embedder):
-    first = start_reid("gallery", "add", gallery_dir, "--sku", "Lemon", "--operator", "ann", *NEW_PHOTOS, **{STOP_ENV: "commit"})
+    first = start_reid(
+        "gallery", "add", gallery_dir, "--sku", "Lemon", "--operator", "ann", *NEW_PHOTOS, **{STOP_ENV: "commit"}
+    )
     wait_stopped(first)  # holds the lock, in the middle of its change
-    second = start_reid("gallery", "add", gallery_dir, "--sku", "Müsli", "--operator", "bob", *sorted((VAL / "Avocado").glob("*.jpg"))[:2])
+    second = start_reid(
+        "gallery",
+        "add",
+        gallery_dir,
+        "--sku",
+        "Müsli",
+        "--operator",
+        "bob",
+        *sorted((VAL / "Avocado").glob("*.jpg"))[:2],
+    )
     for line in second.stderr:  # the second writer embeds its photos, then waits for the lock
         if "waiting for it to finish" in line:
             break
@@ -154,7 +176,10 @@ def test_two_writers_at_once_both_succeed_one_after_the_other(gallery_dir, embed
 
 
 def test_many_writers_in_parallel_lose_nothing(gallery_dir, embedder):
-    procs = [start_reid("gallery", "remove", gallery_dir, "--sku", sku, "--operator", f"op{i}") for i, sku in enumerate(SKUS[:4])]
+    procs = [
+        start_reid("gallery", "remove", gallery_dir, "--sku", sku, "--operator", f"op{i}")
+        for i, sku in enumerate(SKUS[:4])
+    ]
     for p in procs:
         _, err = p.communicate(timeout=600)  # only against a hang
         assert p.returncode == 0, err
@@ -164,7 +189,7 @@ def test_many_writers_in_parallel_lose_nothing(gallery_dir, embedder):
 
 WRITER = textwrap.dedent("""
     import sys
-    from gallery.store import GalleryStore
+    from retail_reid.gallery.store import GalleryStore
     root, skus = sys.argv[1], sys.argv[2:]
     with GalleryStore.open(root) as store:
         for sku in skus:
@@ -181,8 +206,13 @@ def test_a_reader_matching_while_versions_are_published_only_sees_whole_versions
     expected |= {2 + 2 * i + 2: set(SKUS) for i in range(len(churn))}
     queries = embedder.embed([read_image(p) for p in sorted(VAL.glob("*/*.jpg"))[::3]])
     g = Gallery.open(gallery_dir, embedder=embedder)
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(gallery_dir), *churn], cwd=REPO, env=writer_env(),
-                              stderr=subprocess.PIPE, text=True)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(gallery_dir), *churn],
+        cwd=REPO,
+        env=writer_env(),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seen, fresh_opens = [], 0
     while True:
         done = writer.poll() is not None
@@ -205,11 +235,22 @@ def test_a_reader_matching_while_versions_are_published_only_sees_whole_versions
 
 @pytest.mark.parametrize("step", ["image", "version", "commit"])
 def test_a_full_disk_refuses_the_change_and_changes_nothing(gallery_dir, embedder, monkeypatch, step):
-    refs_before, images_before, versions_before = active_refs(gallery_dir), images(gallery_dir), stored_versions(gallery_dir)
+    refs_before, images_before, versions_before = (
+        active_refs(gallery_dir),
+        images(gallery_dir),
+        stored_versions(gallery_dir),
+    )
     monkeypatch.setenv(FAIL_ENV, step)
-    with GalleryStore.open(gallery_dir) as store, pytest.raises(GalleryError, match="No space left on device.*nothing changed, still at version 2"):
+    with (
+        GalleryStore.open(gallery_dir) as store,
+        pytest.raises(GalleryError, match="No space left on device.*nothing changed, still at version 2"),
+    ):
         store.add("Lemon", NEW_PHOTOS, embedder=embedder)
-    assert (active_refs(gallery_dir), images(gallery_dir), stored_versions(gallery_dir)) == (refs_before, images_before, versions_before)
+    assert (active_refs(gallery_dir), images(gallery_dir), stored_versions(gallery_dir)) == (
+        refs_before,
+        images_before,
+        versions_before,
+    )
     assert not (gallery_dir / PENDING).exists() and read_current(gallery_dir) == 2
     monkeypatch.delenv(FAIL_ENV)
     with GalleryStore.open(gallery_dir) as store:
@@ -217,9 +258,14 @@ def test_a_full_disk_refuses_the_change_and_changes_nothing(gallery_dir, embedde
     assert_whole(gallery_dir, embedder)
 
 
-def test_a_full_disk_at_the_switch_keeps_readers_on_the_old_version_until_the_next_change(gallery_dir, embedder, monkeypatch):
+def test_a_full_disk_at_the_switch_keeps_readers_on_the_old_version_until_the_next_change(
+    gallery_dir, embedder, monkeypatch
+):
     monkeypatch.setenv(FAIL_ENV, "switch")
-    with GalleryStore.open(gallery_dir) as store, pytest.raises(GalleryError, match="version 3 is saved but could not be published"):
+    with (
+        GalleryStore.open(gallery_dir) as store,
+        pytest.raises(GalleryError, match="version 3 is saved but could not be published"),
+    ):
         store.remove_sku("Kiwi")
     assert Gallery.open(gallery_dir, embedder=embedder).has_sku("Kiwi")
     monkeypatch.setenv(FAIL_ENV, "prune")  # failing to delete old versions does not fail a change
@@ -252,8 +298,13 @@ def without_write_override(*args: object) -> subprocess.CompletedProcess:
             pytest.skip("running as root without setpriv (util-linux): cannot make a directory read-only for the test")
         caps = "-dac_override,-dac_read_search,-fowner"
         prefix = [setpriv, "--bounding-set", caps, "--inh-caps", caps]
-    return subprocess.run([*prefix, sys.executable, "-m", "pipeline.cli", *map(str, args)], cwd=REPO, env=writer_env(),
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "retail_reid.pipeline.cli", *map(str, args)],
+        cwd=REPO,
+        env=writer_env(),
+        capture_output=True,
+        text=True,
+    )
 
 
 def test_a_read_only_gallery_refuses_changes_but_can_be_read(read_only_gallery):

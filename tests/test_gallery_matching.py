@@ -1,5 +1,6 @@
 """The pipeline's view of the gallery (gallery.Gallery): matching and verification against a brute-force
 reference computation, following new versions, and refusing another model."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -9,13 +10,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pytest
+from gallery_fixtures import SKUS, TRAIN, VAL
+from retail_reid.gallery import Gallery, GalleryError, SkuMatch, Verification
+from retail_reid.gallery import index as gallery_index
+from retail_reid.gallery.snapshot import read_manifest
+from retail_reid.gallery.store import GalleryStore
 
-from gallery import Gallery, GalleryError, SkuMatch, Verification
-from gallery import index as gallery_index
-from gallery.snapshot import read_manifest
-from gallery.store import GalleryStore
-from gallery_fixtures import SKUS, TRAIN, VAL, built_gallery, embedder, gallery_dir, variant_model  # noqa: F401
-from models.images import read_image
+from retail_reid.images import read_image
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +27,16 @@ def val_queries(embedder):
 
 def stored_refs(root: Path) -> tuple[np.ndarray, np.ndarray]:
     """(SKU per reference, embeddings) straight from the database, for brute-force answers."""
-    with closing(sqlite3.connect(root / "gallery.db")) as conn:  # closed here: a lingering connection removes its WAL files later, mid-copy of the gallery
+    with closing(
+        sqlite3.connect(root / "gallery.db")
+    ) as conn:  # closed here: a lingering connection removes its WAL files later, mid-copy of the gallery
         rows = conn.execute("SELECT sku, embedding FROM refs WHERE removed_version IS NULL").fetchall()
     return np.array([r[0] for r in rows]), np.stack([np.frombuffer(r[1], np.float32) for r in rows])
 
 
-def brute_force(query: np.ndarray, labels: np.ndarray, vectors: np.ndarray, scoring: str = "centroid") -> dict[str, float]:
+def brute_force(
+    query: np.ndarray, labels: np.ndarray, vectors: np.ndarray, scoring: str = "centroid"
+) -> dict[str, float]:
     out = {}
     for sku in np.unique(labels):
         refs = vectors[labels == sku]
@@ -91,7 +96,9 @@ def test_a_sku_with_one_reference_has_it_for_centroid(tmp_path, embedder):
         store.add("Lemon", [], operator="t", embedder=embedder)  # catalogued, no photo yet
     g = Gallery.open(tmp_path / "g", embedder=embedder)
     best = g.match(embedder.embed([read_image(photo)]), k=3)[0]
-    assert [m.sku for m in best] == ["Kiwi"] and best[0].score == pytest.approx(1.0, abs=1e-4)  # SKUs without references never rank
+    assert [m.sku for m in best] == ["Kiwi"] and best[0].score == pytest.approx(
+        1.0, abs=1e-4
+    )  # SKUs without references never rank
     v = g.verify(embedder.embed([read_image(photo)])[0], "Lemon")
     assert v.similarity == -1.0 and v.best_other_sku == "Kiwi"
 
@@ -115,7 +122,9 @@ def test_verify_agrees_with_brute_force(built_gallery, embedder, val_queries, sc
         assert v.similarity == pytest.approx(scores[claimed], abs=1e-5)
         assert v.best_other_sku == other and v.best_other_similarity == pytest.approx(scores[other], abs=1e-5)
         assert v.margin == pytest.approx(v.similarity - v.best_other_similarity, abs=1e-6)
-        assert v.confidence == pytest.approx(float(embedder.calibration_for(scoring).confidence(v.similarity)), abs=1e-6)
+        assert v.confidence == pytest.approx(
+            float(embedder.calibration_for(scoring).confidence(v.similarity)), abs=1e-6
+        )
 
 
 def test_verify_of_an_unknown_sku_gives_similarity_minus_one(built_gallery, embedder, val_queries):
@@ -149,7 +158,11 @@ def test_catalogue_lookups(gallery_dir, embedder):
     assert g.display_name("Kiwi") == "Kiwi Hayward" and g.display_name("Lemon") == "Lemon"
     assert g.display_name("FROM-THE-POS-LOG") == "FROM-THE-POS-LOG"
     ref = g.reference_image("Kiwi")
-    assert ref is not None and ref.is_file() and ref.read_bytes() in {p.read_bytes() for p in (TRAIN / "Kiwi").glob("*.jpg")}
+    assert (
+        ref is not None
+        and ref.is_file()
+        and ref.read_bytes() in {p.read_bytes() for p in (TRAIN / "Kiwi").glob("*.jpg")}
+    )
     assert g.reference_image("NOPE") is None
 
 
@@ -201,15 +214,21 @@ def test_a_gallery_on_the_approximate_index_matches_like_exact_search(gallery_di
     assert np.allclose([[m.score for m in r] for r in approx], [[m.score for m in r] for r in exact], atol=1e-5)
 
 
-def test_an_approximate_index_is_updated_from_the_previous_version_and_stays_exact(gallery_dir, embedder, val_queries, monkeypatch):
+def test_an_approximate_index_is_updated_from_the_previous_version_and_stays_exact(
+    gallery_dir, embedder, val_queries, monkeypatch
+):
     monkeypatch.setattr(gallery_index, "EXACT_MAX_REFS", 10)
-    monkeypatch.setattr(gallery_index, "IVF_NPROBE", 1000)  # every list: any difference from exact is the update's fault
+    monkeypatch.setattr(
+        gallery_index, "IVF_NPROBE", 1000
+    )  # every list: any difference from exact is the update's fault
     queries, _ = val_queries
     with GalleryStore.open(gallery_dir) as store:
-        steps = [lambda: store.remove_sku("Lime"),
-                 lambda: store.add("Lemon", sorted((VAL / "Lemon").glob("*.jpg")), embedder=embedder),
-                 lambda: store.remove_ref(store.product("Kiwi")[1][0].id),
-                 lambda: store.rollback(3)]
+        steps = [
+            lambda: store.remove_sku("Lime"),
+            lambda: store.add("Lemon", sorted((VAL / "Lemon").glob("*.jpg")), embedder=embedder),
+            lambda: store.remove_ref(store.product("Kiwi")[1][0].id),
+            lambda: store.rollback(3),
+        ]
         for step in steps:
             version = step().version
             made = read_manifest(gallery_dir, version)["index_made"]
@@ -221,8 +240,10 @@ def test_an_approximate_index_is_updated_from_the_previous_version_and_stays_exa
                 assert [m.sku for m in ranked] == [s for s, _ in expect]
 
 
-def test_centroids_of_many_skus_are_searched_with_an_ivf_index_that_finds_the_same(built_gallery, embedder, val_queries, monkeypatch):
-    from gallery import matching
+def test_centroids_of_many_skus_are_searched_with_an_ivf_index_that_finds_the_same(
+    built_gallery, embedder, val_queries, monkeypatch
+):
+    from retail_reid.gallery import matching
 
     monkeypatch.setattr(matching, "CENTROID_EXACT_MAX", 5)  # 12 SKUs: an IVF index over their centroids
     monkeypatch.setattr(gallery_index, "LISTS_PER_SQRT_REF", 1)  # 3 lists for 12 centroids
@@ -235,7 +256,9 @@ def test_centroids_of_many_skus_are_searched_with_an_ivf_index_that_finds_the_sa
         expect = sorted(brute_force(q, labels, vectors).items(), key=lambda t: -t[1])[:3]
         assert [m.sku for m in ranked] == [s for s, _ in expect]
     v = g.verify(queries[0], truth[0])
-    assert v.best_other_sku != truth[0] and v.similarity == pytest.approx(brute_force(queries[0], labels, vectors)[truth[0]], abs=1e-5)
+    assert v.best_other_sku != truth[0] and v.similarity == pytest.approx(
+        brute_force(queries[0], labels, vectors)[truth[0]], abs=1e-5
+    )
 
 
 def test_update_index_equals_a_fresh_index_on_the_same_lists():

@@ -1,5 +1,6 @@
 """Operators' changes (`reid gallery init | add | import-folder | remove | list | show | history |
 rollback | rebuild`) on real photos, and bad input refused with the gallery left as it was."""
+
 from __future__ import annotations
 
 import json
@@ -8,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gallery_fixtures import SKUS, TRAIN, VAL, run_reid
+from retail_reid.gallery import Gallery, GalleryError
+from retail_reid.gallery.snapshot import read_current, stored_versions
+from retail_reid.gallery.store import GalleryStore
+from retail_reid.pipeline.cli import main
 
-from gallery import Gallery, GalleryError
-from gallery.snapshot import read_current, stored_versions
-from gallery.store import GalleryStore
-from gallery_fixtures import SKUS, TRAIN, VAL, built_gallery, embedder, gallery_dir, run_reid, variant_model  # noqa: F401
-from models.images import read_image
-from pipeline.cli import main
+from retail_reid.images import read_image
 
 
 def state(root: Path) -> tuple:
@@ -62,8 +63,16 @@ def test_import_folder_adds_every_sku(built_gallery):
 def test_add_creates_a_product_with_a_non_ascii_name_and_barcodes(gallery_dir, embedder):
     photos = sorted((VAL / "Avocado").glob("*.jpg"))[:2]
     with GalleryStore.open(gallery_dir) as store:
-        result = store.add("Müsli-Crunchy", photos, name="Müsli Crunchy 500 g — Bio", barcodes=["4006381333931"],
-                           category="Frühstück", price=3.49, operator="zoë", embedder=embedder)
+        result = store.add(
+            "Müsli-Crunchy",
+            photos,
+            name="Müsli Crunchy 500 g — Bio",
+            barcodes=["4006381333931"],
+            category="Frühstück",
+            price=3.49,
+            operator="zoë",
+            embedder=embedder,
+        )
         row, refs = store.product("Müsli-Crunchy")
     assert result.version == 3 and len(refs) == 2
     assert row.product.name == "Müsli Crunchy 500 g — Bio" and row.product.barcodes == ("4006381333931",)
@@ -88,8 +97,14 @@ def test_the_same_photo_is_stored_once_and_never_added_twice(gallery_dir, embedd
 
 def make_bad_files(tmp_path: Path) -> dict[str, Path]:
     good = sorted((VAL / "Lemon").glob("*.jpg"))[0]
-    files = {"text": tmp_path / "notes.jpg", "empty": tmp_path / "empty.jpg", "truncated": tmp_path / "cut.jpg",
-             "garbage": tmp_path / "garbage.png", "missing": tmp_path / "missing.jpg", "directory": tmp_path / "adir.jpg"}
+    files = {
+        "text": tmp_path / "notes.jpg",
+        "empty": tmp_path / "empty.jpg",
+        "truncated": tmp_path / "cut.jpg",
+        "garbage": tmp_path / "garbage.png",
+        "missing": tmp_path / "missing.jpg",
+        "directory": tmp_path / "adir.jpg",
+    }
     files["text"].write_text("this is not an image\n")
     files["empty"].write_bytes(b"")
     files["truncated"].write_bytes(good.read_bytes()[:2000])
@@ -117,9 +132,16 @@ def test_bad_photos_are_refused_by_name_and_nothing_changes(gallery_dir, embedde
         assert store.product("Lemon")[0].n_refs == 10
 
 
-@pytest.mark.parametrize("sku, message", [("", "empty or only whitespace"), ("   ", "empty or only whitespace"),
-                                          (" Kiwi", "starts or ends with whitespace"), ("Ki\x00wi", "control"),
-                                          ("x" * 101, "more than 100")])
+@pytest.mark.parametrize(
+    "sku, message",
+    [
+        ("", "empty or only whitespace"),
+        ("   ", "empty or only whitespace"),
+        (" Kiwi", "starts or ends with whitespace"),
+        ("Ki\x00wi", "control"),
+        ("x" * 101, "more than 100"),
+    ],
+)
 def test_bad_sku_ids_are_refused(gallery_dir, embedder, sku, message):
     before = state(gallery_dir)
     with GalleryStore.open(gallery_dir) as store, pytest.raises(GalleryError, match=message):
@@ -127,11 +149,17 @@ def test_bad_sku_ids_are_refused(gallery_dir, embedder, sku, message):
     assert state(gallery_dir) == before
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("barcodes", ["4006381333932"], "wrong check digit"), ("barcodes", ["12ab"], "digits only"),
-    ("barcodes", ["123456"], "has 6 digits"), ("name", "  ", "non-empty"), ("price", -1.0, "non-negative"),
-    ("price", float("nan"), "non-negative"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("barcodes", ["4006381333932"], "wrong check digit"),
+        ("barcodes", ["12ab"], "digits only"),
+        ("barcodes", ["123456"], "has 6 digits"),
+        ("name", "  ", "non-empty"),
+        ("price", -1.0, "non-negative"),
+        ("price", float("nan"), "non-negative"),
+    ],
+)
 def test_bad_catalogue_fields_are_refused(gallery_dir, embedder, field, value, message):
     before = state(gallery_dir)
     with GalleryStore.open(gallery_dir) as store, pytest.raises(GalleryError, match=message):
@@ -152,7 +180,9 @@ def test_import_folder_refuses_bad_entries_unless_skip_bad(gallery_dir, embedder
     folder = tmp_path / "photos"
     shutil.copytree(VAL / "Kiwi", folder / "Kiwi-Gold")
     (folder / "Kiwi-Gold" / "broken.jpg").write_bytes(b"")
-    (folder / "loose-file.jpg").write_bytes((VAL / "Kiwi").joinpath(sorted(p.name for p in (VAL / "Kiwi").iterdir())[0]).read_bytes())
+    (folder / "loose-file.jpg").write_bytes(
+        (VAL / "Kiwi").joinpath(sorted(p.name for p in (VAL / "Kiwi").iterdir())[0]).read_bytes()
+    )
     before = state(gallery_dir)
     with GalleryStore.open(gallery_dir) as store:
         with pytest.raises(GalleryError, match="loose-file.jpg: not a SKU folder"):
@@ -182,7 +212,10 @@ def test_cli_init_import_add_list_show(tmp_path, capsys):
     out = capsys.readouterr()
     assert "version 2: import-folder" in out.out and "embed" in out.err  # the progress bar
     photo = sorted((TRAIN / "Kiwi").glob("*.jpg"))[0]
-    assert main(["gallery", "add", str(root), "--sku", "Kiwi", "--name", "Kiwi grün", "--barcode", "4011", str(photo)]) == 0
+    assert (
+        main(["gallery", "add", str(root), "--sku", "Kiwi", "--name", "Kiwi grün", "--barcode", "4011", str(photo)])
+        == 0
+    )
     assert main(["gallery", "list", str(root), "--json"]) == 0
     listed = {p["sku"]: p for p in json.loads(capsys.readouterr().out.split("\n", 1)[1])}
     assert set(listed) == set(SKUS) and listed["Kiwi"]["name"] == "Kiwi grün" and listed["Kiwi"]["barcodes"] == ["4011"]
@@ -200,7 +233,8 @@ def test_cli_errors_are_one_line_and_exit_2(gallery_dir, tmp_path):
     result = run_reid("gallery", "add", gallery_dir, "--sku", "Kiwi", empty)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        f"reid gallery: error: 1 of 1 photos cannot be added; nothing changed (--skip-bad adds the rest): {empty}: file is empty (0 bytes)")
+        f"reid gallery: error: 1 of 1 photos cannot be added; nothing changed (--skip-bad adds the rest): {empty}: file is empty (0 bytes)"
+    )
     result = run_reid("gallery", "show", tmp_path, "--sku", "Kiwi")
     assert result.returncode == 2 and "not a gallery" in result.stderr and "Traceback" not in result.stderr
 

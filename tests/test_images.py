@@ -1,12 +1,13 @@
 """Bad image input: each case is either read correctly or refused with an error naming the file."""
+
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from retail_reid.models.datasets import DataError, read_list_file
 
-from models.datasets import DataError, read_list_file
-from models.images import ImageError, read_image
+from retail_reid.images import ImageError, read_image
 
 SAMPLE = "sample/grocery/train/Banana"
 
@@ -32,7 +33,11 @@ def test_reads_a_real_photo_as_bgr_uint8(photo):
 
 @pytest.mark.parametrize(
     "content, message",
-    [(b"", "empty"), (b"this is not an image at all", "not a readable image"), (b"\x89PNG\r\n\x1a\nbroken", "truncated")],
+    [
+        (b"", "empty"),
+        (b"this is not an image at all", "not a readable image"),
+        (b"\x89PNG\r\n\x1a\nbroken", "truncated"),
+    ],
 )
 def test_refuses_empty_and_corrupt_files(tmp_path, content, message):
     p = tmp_path / "bad.png"

@@ -1,9 +1,16 @@
 """Retrieval and verification metrics against values computed by hand on tiny examples."""
+
 import numpy as np
 import pytest
-
-from models.calibration import Calibration, fit_calibration
-from models.metrics import gallery_query, reality_check, roc_auc, threshold_at_far, verification, verification_scores
+from retail_reid.models.calibration import Calibration, fit_calibration
+from retail_reid.models.metrics import (
+    gallery_query,
+    reality_check,
+    roc_auc,
+    threshold_at_far,
+    verification,
+    verification_scores,
+)
 
 
 def on_circle(degrees):
@@ -43,7 +50,9 @@ def test_reality_check_agrees_with_pytorch_metric_learning():
     ours = reality_check(emb, labels)
     import torch
 
-    calc = AccuracyCalculator(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), k="max_bin_count")
+    calc = AccuracyCalculator(
+        include=("precision_at_1", "r_precision", "mean_average_precision_at_r"), k="max_bin_count"
+    )
     theirs = calc.get_accuracy(torch.from_numpy(emb), torch.from_numpy(labels), ref_includes_query=True)
     assert ours["precision_at_1"] == pytest.approx(theirs["precision_at_1"], abs=1e-6)
     assert ours["r_precision"] == pytest.approx(theirs["r_precision"], abs=1e-6)
@@ -64,7 +73,9 @@ def test_verification_scores_split_own_and_other_skus():
     gallery = on_circle([0, 90])
     genuine, impostor = verification_scores(gallery, np.array(["X", "Y"]), on_circle([0, 60]), np.array(["X", "Z"]))
     assert genuine.tolist() == pytest.approx([1.0])  # Z has no references: impostor scores only
-    assert sorted(impostor.tolist()) == pytest.approx(sorted([0.0, np.cos(np.deg2rad(60)), np.cos(np.deg2rad(30))]), abs=1e-6)
+    assert sorted(impostor.tolist()) == pytest.approx(
+        sorted([0.0, np.cos(np.deg2rad(60)), np.cos(np.deg2rad(30))]), abs=1e-6
+    )
 
 
 def test_roc_auc_eer_and_tar_at_far_by_hand():
@@ -94,8 +105,17 @@ def test_calibration_is_monotone_and_separates_classes():
     assert Calibration.from_dict({"a": 1.0, "b": 0.0}).scoring == "nearest"  # written before scorings had names
 
 
-@pytest.mark.parametrize("bad", [{}, {"a": "x", "b": 0}, {"a": -1.0, "b": 0.0}, {"a": float("nan"), "b": 0},
-                                 {"a": 1.0, "b": 0.0, "scoring": "median"}, [1, 2]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {},
+        {"a": "x", "b": 0},
+        {"a": -1.0, "b": 0.0},
+        {"a": float("nan"), "b": 0},
+        {"a": 1.0, "b": 0.0, "scoring": "median"},
+        [1, 2],
+    ],
+)
 def test_calibration_rejects_bad_metadata(bad):
     with pytest.raises(ValueError, match="calibration"):
         Calibration.from_dict(bad)

@@ -1,17 +1,17 @@
 """`reid replay` end to end: a real gallery built from sample/grocery/train with the shipped model,
 a lane simulated from sample/grocery/val, and the alerts it must raise; then bad input of every
 kind, each refused in one line (exit 2) or processed as far as it goes and reported."""
+
 import json
 from pathlib import Path
 
 import cv2
 import pytest
-
-from models.datasets import folder_set
-from pipeline.cli import main
-from pipeline.config import ConfigError, load_config
-from pipeline.score import read_events, read_truth, score
-from pipeline.simulate import SimConfig, simulate
+from retail_reid.models.datasets import folder_set
+from retail_reid.pipeline.cli import main
+from retail_reid.pipeline.config import ConfigError, load_config
+from retail_reid.pipeline.score import read_events, read_truth, score
+from retail_reid.pipeline.simulate import SimConfig, simulate
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample" / "grocery"
 # 14 passes in two transactions: 2 never scanned, 2 scanned as another product, 1 phantom scan.
@@ -19,7 +19,9 @@ SAMPLE = Path(__file__).resolve().parent.parent / "sample" / "grocery"
 # embedder (benchmarks/bench_replay.py measures that on the full data); this seed is one the
 # shipped model decides without a false alert (seeds 18, 19 and 21 each give it one false
 # switch), so the test checks the pipeline rather than a model's luck.
-SCENARIO = SimConfig(passes=14, transactions=2, non_scan_rate=0.15, switch_rate=0.15, scan_without_item_rate=0.07, seed=20)
+SCENARIO = SimConfig(
+    passes=14, transactions=2, non_scan_rate=0.15, switch_rate=0.15, scan_without_item_rate=0.07, seed=20
+)
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +47,24 @@ def _video(scenario: Path) -> Path:
     return scenario / json.loads((scenario / "truth.json").read_text())["video"]
 
 
-def _replay(scenario: Path, gallery: Path, out: Path, *extra: str, pos: Path | None = None, video: Path | None = None) -> int:
-    return main(["replay", str(video or _video(scenario)), "--pos", str(pos or scenario / "pos.jsonl"), "--gallery", str(gallery),
-                 "--zone", _zone(scenario), "--out", str(out), *extra])
+def _replay(
+    scenario: Path, gallery: Path, out: Path, *extra: str, pos: Path | None = None, video: Path | None = None
+) -> int:
+    return main(
+        [
+            "replay",
+            str(video or _video(scenario)),
+            "--pos",
+            str(pos or scenario / "pos.jsonl"),
+            "--gallery",
+            str(gallery),
+            "--zone",
+            _zone(scenario),
+            "--out",
+            str(out),
+            *extra,
+        ]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +87,9 @@ def test_every_item_pass_is_one_track(run, scenario):
 
 
 def test_planted_non_scans_and_phantom_scans_are_found_and_nothing_else(run, scenario):
-    result = {s.type: s for s in score(read_truth(scenario / "truth.json"), read_events(run / "events.jsonl"), 1.0).types}
+    result = {
+        s.type: s for s in score(read_truth(scenario / "truth.json"), read_events(run / "events.jsonl"), 1.0).types
+    }
     for kind in ("non_scan", "scan_without_item"):
         assert result[kind].truth >= 1
         assert result[kind].recall == 1.0 and result[kind].precision == 1.0, (kind, result[kind])
@@ -130,7 +149,7 @@ def test_outputs_summary_baskets_and_report(run, scenario):
     n_alerts = sum(a["type"] != "basket" for a in lines)
     assert report.count('class="card"') == n_alerts
     assert report.count("data:image/jpeg;base64,") >= 3 * n_alerts - 1  # crops and reference photos, inlined
-    assert "<svg" in report and "src=\"crops/" not in report
+    assert "<svg" in report and 'src="crops/' not in report
 
 
 def test_clock_offset_puts_events_on_the_pos_clock(scenario, gallery, tmp_path, run):
@@ -149,6 +168,7 @@ def test_clock_offset_puts_events_on_the_pos_clock(scenario, gallery, tmp_path, 
 
 # --- bad input -----------------------------------------------------------------------------------
 
+
 def _fails(capsys, code: int, *needles: str) -> str:
     err = capsys.readouterr().err
     assert code == 2, err
@@ -159,15 +179,42 @@ def _fails(capsys, code: int, *needles: str) -> str:
 
 
 def test_zone_wholly_outside_is_an_error_and_partly_outside_a_warning(scenario, gallery, tmp_path, capsys):
-    code = main(["replay", str(_video(scenario)), "--pos", str(scenario / "pos.jsonl"), "--gallery", str(gallery),
-                 "--zone", "700,10,800,100", "--out", str(tmp_path / "a")])
+    code = main(
+        [
+            "replay",
+            str(_video(scenario)),
+            "--pos",
+            str(scenario / "pos.jsonl"),
+            "--gallery",
+            str(gallery),
+            "--zone",
+            "700,10,800,100",
+            "--out",
+            str(tmp_path / "a"),
+        ]
+    )
     _fails(capsys, code, "wholly outside the 640x480 frame")
     assert not (tmp_path / "a").exists()
     short = tmp_path / "short.avi"
     _short_video(_video(scenario), short, 30)
     x1, y1, x2, y2 = _zone(scenario).split(",")
-    assert main(["replay", str(short), "--pos", str(scenario / "pos.jsonl"), "--gallery", str(gallery),
-                 "--zone", f"{x1},{y1},{int(x2) + 500},{y2}", "--out", str(tmp_path / "b")]) == 0
+    assert (
+        main(
+            [
+                "replay",
+                str(short),
+                "--pos",
+                str(scenario / "pos.jsonl"),
+                "--gallery",
+                str(gallery),
+                "--zone",
+                f"{x1},{y1},{int(x2) + 500},{y2}",
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 0
+    )
     warnings = json.loads((tmp_path / "b" / "summary.json").read_text())["warnings"]
     assert any("clipped to" in w for w in warnings)
 
@@ -199,7 +246,9 @@ def test_existing_output_is_refused_unless_overwrite_and_other_files_are_kept(sc
     assert not list(tmp_path.glob(".out.partial-*"))
 
 
-@pytest.mark.parametrize("content, needle", [(None, "not found"), (b"", "empty"), (b"garbage\n{]\n\x00\xff\n", "no valid POS event")])
+@pytest.mark.parametrize(
+    "content, needle", [(None, "not found"), (b"", "empty"), (b"garbage\n{]\n\x00\xff\n", "no valid POS event")]
+)
 def test_unusable_pos_logs_are_refused(scenario, gallery, tmp_path, capsys, content, needle):
     pos = tmp_path / "pos.jsonl"
     if content is not None:
@@ -236,7 +285,7 @@ def test_truncated_video_is_processed_as_far_as_it_decodes(scenario, gallery, tm
 
 def test_gallery_made_with_another_model_is_refused(scenario, gallery, tmp_path, capsys):
     onnx = pytest.importorskip("onnx")  # to write a second, different model file
-    from models.runtime import default_model_path
+    from retail_reid.models.runtime import default_model_path
 
     model = onnx.load(str(default_model_path()))
     model.doc_string = "another model"
@@ -248,24 +297,36 @@ def test_gallery_made_with_another_model_is_refused(scenario, gallery, tmp_path,
 def test_config_errors_name_the_file_and_key(scenario, gallery, tmp_path, capsys):
     bad = tmp_path / "lane.toml"
     bad.write_text("[tracker]\nmax_lost = 0.5\n")
-    _fails(capsys, _replay(scenario, gallery, tmp_path / "out", "--config", str(bad)), str(bad), "unknown key 'tracker.max_lost'")
-    bad.write_text("[events]\nswitch_accept = \"far_0.5\"\n")
+    _fails(
+        capsys,
+        _replay(scenario, gallery, tmp_path / "out", "--config", str(bad)),
+        str(bad),
+        "unknown key 'tracker.max_lost'",
+    )
+    bad.write_text('[events]\nswitch_accept = "far_0.5"\n')
     _fails(capsys, _replay(scenario, gallery, tmp_path / "out", "--config", str(bad)), "events.switch_accept")
 
 
 def test_config_file_maps_onto_the_defaults(tmp_path):
     f = tmp_path / "lane.toml"
-    f.write_text('zone = [10, 20, 300, 200]\n[detector]\nkind = "onnx"\n[detector.onnx]\nmodel = "det/yolo.onnx"\n'
-                 "[tracker]\nmax_lost_s = 1\n[events]\nswitch_reject = 0.4\n[basket]\ntversky_alpha = 2\n")
+    f.write_text(
+        'zone = [10, 20, 300, 200]\n[detector]\nkind = "onnx"\n[detector.onnx]\nmodel = "det/yolo.onnx"\n'
+        "[tracker]\nmax_lost_s = 1\n[events]\nswitch_reject = 0.4\n[basket]\ntversky_alpha = 2\n"
+    )
     c = load_config(f)
     assert (c.zone.x1, c.zone.y2) == (10, 200) and c.detector.onnx.model == str(tmp_path / "det" / "yolo.onnx")
     assert c.tracker.max_lost_s == 1.0 and c.tracker.min_frames == 3
-    assert c.events.switch_reject == 0.4 and c.events.switch_accept == "confidence:0.5" and c.basket.tversky_alpha == 2.0
-    for text, needle in [("[tracker]\nmin_frames = 2.5\n", "tracker.min_frames: must be int"),
-                         ("zone = [1, 2, 3]\n", "zone: expected a list of four integers"),
-                         ("[crops]\nper_track = 0\n", "crops.per_track"),
-                         ("[detector]\nkind = \"magic\"\n", "detector.kind"),
-                         ("[events\n", "not valid TOML"), ("tracker = 3\n", "tracker: must be a table")]:
+    assert (
+        c.events.switch_reject == 0.4 and c.events.switch_accept == "confidence:0.5" and c.basket.tversky_alpha == 2.0
+    )
+    for text, needle in [
+        ("[tracker]\nmin_frames = 2.5\n", "tracker.min_frames: must be int"),
+        ("zone = [1, 2, 3]\n", "zone: expected a list of four integers"),
+        ("[crops]\nper_track = 0\n", "crops.per_track"),
+        ('[detector]\nkind = "magic"\n', "detector.kind"),
+        ("[events\n", "not valid TOML"),
+        ("tracker = 3\n", "tracker: must be a table"),
+    ]:
         f.write_text(text)
         with pytest.raises(ConfigError, match=needle):
             load_config(f)

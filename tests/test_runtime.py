@@ -1,4 +1,5 @@
 """The torch-free ONNX embedder: the shipped model, self-describing metadata, refusal of bad models."""
+
 import json
 import subprocess
 import sys
@@ -6,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from retail_reid.models.runtime import METADATA_KEY, ModelError, OnnxEmbedder, default_model_path, model_fingerprint
 
-from models.images import read_image
-from models.runtime import METADATA_KEY, ModelError, OnnxEmbedder, default_model_path, model_fingerprint
+from retail_reid.images import read_image
 
 SAMPLE = Path("sample/grocery")
 
@@ -61,10 +62,10 @@ def test_runtime_works_without_torch(tmp_path):
     """An edge box has no torch: the runtime must import and embed with torch unavailable."""
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
-        "import models, models.runtime, models.evaluate, models.cli, pipeline.cli\n"
-        "from models.images import read_image\n"
+        "import retail_reid.models, retail_reid.models.runtime, retail_reid.models.evaluate, retail_reid.models.cli, retail_reid.pipeline.cli\n"
+        "from retail_reid.images import read_image\n"
         "import glob\n"
-        "e = models.OnnxEmbedder(threads=1)\n"
+        "e = retail_reid.models.OnnxEmbedder(threads=1)\n"
         "v = e.embed([read_image(sorted(glob.glob('sample/grocery/val/*/*.jpg'))[0])])\n"
         "assert abs(float((v * v).sum()) - 1) < 1e-4\n"
         "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
@@ -90,7 +91,8 @@ def _tiny_onnx(path: Path, metadata: str | None) -> Path:
 
     node = helper.make_node("ReduceMean", ["images"], ["embeddings"], axes=[2, 3], keepdims=0)
     graph = helper.make_graph(
-        [node], "tiny",
+        [node],
+        "tiny",
         [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["n", 3, 32, 32])],
         [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["n", 3])],
     )
@@ -102,7 +104,9 @@ def _tiny_onnx(path: Path, metadata: str | None) -> Path:
 
 
 GOOD_META = {
-    "format": "retail-reid-embedder", "version": 1, "embedding_dim": 3,
+    "format": "retail-reid-embedder",
+    "version": 1,
+    "embedding_dim": 3,
     "preprocess": {"size": 32, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "colour": "RGB", "resize": "pad"},
     "calibration": {"a": 10.0, "b": -6.0, "thresholds": {"far_0.01": 0.7}},
 }
@@ -121,9 +125,15 @@ def test_model_with_valid_metadata_loads(tmp_path):
         (json.dumps({**GOOD_META, "format": "other"}), "format"),
         (json.dumps({**GOOD_META, "version": 99}), "version 99"),
         (json.dumps({k: v for k, v in GOOD_META.items() if k != "preprocess"}), "'preprocess' is missing"),
-        (json.dumps({**GOOD_META, "preprocess": {**GOOD_META["preprocess"], "resize": "stretch"}}), "preprocess.resize"),
+        (
+            json.dumps({**GOOD_META, "preprocess": {**GOOD_META["preprocess"], "resize": "stretch"}}),
+            "preprocess.resize",
+        ),
         (json.dumps({**GOOD_META, "calibration": {"a": "x"}}), "calibration"),
-        (json.dumps({**GOOD_META, "calibration": [GOOD_META["calibration"], GOOD_META["calibration"]]}), "same scoring"),
+        (
+            json.dumps({**GOOD_META, "calibration": [GOOD_META["calibration"], GOOD_META["calibration"]]}),
+            "same scoring",
+        ),
     ],
 )
 def test_model_with_missing_or_wrong_metadata_is_refused(tmp_path, meta, message):
@@ -135,7 +145,9 @@ def test_model_with_missing_or_wrong_metadata_is_refused(tmp_path, meta, message
 
 def test_a_model_carries_one_calibration_per_scoring_the_first_the_default(tmp_path):
     centroid = {"a": 12.0, "b": -7.0, "thresholds": {"far_0.01": 0.6}, "scoring": "centroid"}
-    e = OnnxEmbedder(_tiny_onnx(tmp_path / "m.onnx", json.dumps({**GOOD_META, "calibration": [centroid, GOOD_META["calibration"]]})))
+    e = OnnxEmbedder(
+        _tiny_onnx(tmp_path / "m.onnx", json.dumps({**GOOD_META, "calibration": [centroid, GOOD_META["calibration"]]}))
+    )
     assert e.calibration.scoring == "centroid" and e.calibration.threshold("far_0.01") == 0.6
     assert e.calibration_for("nearest").threshold("far_0.01") == 0.7
     old = OnnxEmbedder(_tiny_onnx(tmp_path / "old.onnx", json.dumps(GOOD_META)))  # one calibration, no scoring named

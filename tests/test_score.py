@@ -1,16 +1,17 @@
 """Scoring alerts against truth: one-to-one time-span matching, per-type precision and recall,
 the switch SKU check, basket check, and clear errors for bad truth or events files."""
+
 from __future__ import annotations
 
 import itertools
 import json
 
 import pytest
-from hypothesis import given, strategies as st
-
-from pipeline.cli import main
-from pipeline.score import Alert, ScoreError, match, read_events, read_truth, score
-from pipeline.simulate import Anomaly, Pass, Truth
+from hypothesis import given
+from hypothesis import strategies as st
+from retail_reid.pipeline.cli import main
+from retail_reid.pipeline.score import Alert, ScoreError, match, read_events, read_truth, score
+from retail_reid.pipeline.simulate import Anomaly, Pass, Truth
 
 PASSES = (
     Pass(1.0, 2.0, "Kiwi", "Kiwi", "T1"),
@@ -39,8 +40,18 @@ def write_events(tmp_path, lines: list[dict | str]):
 
 
 def alert(kind: str, t0: float, t1: float, seen: str | None = None, scanned: str | None = None) -> dict:
-    return {"type": kind, "t_start": t0, "t_end": t1, "track_id": 1, "seen_sku": seen, "seen_score": 0.8,
-            "scanned_sku": scanned, "scanned_score": 0.3, "txn": "T1", "evidence": []}
+    return {
+        "type": kind,
+        "t_start": t0,
+        "t_end": t1,
+        "track_id": 1,
+        "seen_sku": seen,
+        "seen_score": 0.8,
+        "scanned_sku": scanned,
+        "scanned_score": 0.3,
+        "txn": "T1",
+        "evidence": [],
+    }
 
 
 def perfect_events() -> list[dict]:
@@ -48,10 +59,26 @@ def perfect_events() -> list[dict]:
         alert("non_scan", 3.1, 3.9, "Lime"),
         alert("product_switch", 5.2, 5.8, "Lemon", "Banana"),
         alert("scan_without_item", 7.5, 7.5, None, "Avocado"),
-        {"type": "basket", "txn": "T1", "seen": {"Kiwi": 1, "Lime": 1, "Lemon": 1},
-         "scanned": {"Kiwi": 1, "Banana": 1, "Avocado": 1}, "jaccard": 0.2, "dice": 0.33, "overlap": 0.33, "tversky": 0.25},
-        {"type": "basket", "txn": "T2", "seen": {"Kiwi": 1}, "scanned": {"Kiwi": 1},
-         "jaccard": 1.0, "dice": 1.0, "overlap": 1.0, "tversky": 1.0},
+        {
+            "type": "basket",
+            "txn": "T1",
+            "seen": {"Kiwi": 1, "Lime": 1, "Lemon": 1},
+            "scanned": {"Kiwi": 1, "Banana": 1, "Avocado": 1},
+            "jaccard": 0.2,
+            "dice": 0.33,
+            "overlap": 0.33,
+            "tversky": 0.25,
+        },
+        {
+            "type": "basket",
+            "txn": "T2",
+            "seen": {"Kiwi": 1},
+            "scanned": {"Kiwi": 1},
+            "jaccard": 1.0,
+            "dice": 1.0,
+            "overlap": 1.0,
+            "tversky": 1.0,
+        },
     ]
 
 
@@ -62,21 +89,29 @@ def test_truth_round_trips(tmp_path):
 def test_perfect_alerts_score_one(tmp_path):
     s = score(TRUTH, read_events(write_events(tmp_path, perfect_events())))
     assert [(t.type, t.precision, t.recall) for t in s.types] == [
-        ("non_scan", 1.0, 1.0), ("product_switch", 1.0, 1.0), ("scan_without_item", 1.0, 1.0)]
+        ("non_scan", 1.0, 1.0),
+        ("product_switch", 1.0, 1.0),
+        ("scan_without_item", 1.0, 1.0),
+    ]
     assert (s.switches_matched, s.switches_sku_right) == (1, 1)
     assert vars(s.baskets) == {"transactions": 2, "reported": 2, "seen_exact": 2, "scanned_exact": 2}
     assert s.not_scored == {}
 
 
 def test_duplicates_misses_wrong_types_and_tolerance(tmp_path):
-    events = read_events(write_events(tmp_path, [
-        alert("non_scan", 3.2, 3.5, "Lime"),
-        alert("non_scan", 3.6, 3.8, "Lime"),             # a duplicate: a false alarm
-        alert("non_scan", 5.0, 6.0, "Lemon"),            # the switch, reported as the wrong type
-        alert("product_switch", 6.8, 7.0, "Pear", "Banana"),  # 0.8 s after the switch ended
-        alert("unknown_item", 1.0, 2.0),
-        {"type": "pass_summary", "n": 3},
-    ]))
+    events = read_events(
+        write_events(
+            tmp_path,
+            [
+                alert("non_scan", 3.2, 3.5, "Lime"),
+                alert("non_scan", 3.6, 3.8, "Lime"),  # a duplicate: a false alarm
+                alert("non_scan", 5.0, 6.0, "Lemon"),  # the switch, reported as the wrong type
+                alert("product_switch", 6.8, 7.0, "Pear", "Banana"),  # 0.8 s after the switch ended
+                alert("unknown_item", 1.0, 2.0),
+                {"type": "pass_summary", "n": 3},
+            ],
+        )
+    )
     s = score(TRUTH, events, tol=1.0)
     by = {t.type: t for t in s.types}
     assert (by["non_scan"].matched, by["non_scan"].alerts) == (1, 3)
@@ -90,8 +125,14 @@ def test_duplicates_misses_wrong_types_and_tolerance(tmp_path):
 
 
 def test_unknown_item_is_scored_when_truth_labels_it(tmp_path):
-    truth = Truth(TRUTH.video, TRUTH.fps, TRUTH.size, TRUTH.zone, PASSES,
-                  ANOMALIES + (Anomaly("unknown_item", 11.0, 12.0, None, None),))
+    truth = Truth(
+        TRUTH.video,
+        TRUTH.fps,
+        TRUTH.size,
+        TRUTH.zone,
+        PASSES,
+        ANOMALIES + (Anomaly("unknown_item", 11.0, 12.0, None, None),),
+    )
     events = read_events(write_events(tmp_path, [alert("unknown_item", 11.5, 12.5), alert("unknown_item", 20, 21)]))
     s = score(truth, events)
     assert s.types[-1].type == "unknown_item" and (s.types[-1].matched, s.types[-1].alerts) == (1, 2)
@@ -114,25 +155,43 @@ def test_matching_is_one_to_one_within_tolerance_and_maximum(truth_spans, alert_
     e = [Alert("non_scan", a, b, None, None, i) for i, (a, b) in enumerate(alert_spans)]
     pairs = match(t, e, tol)
     assert len({i for i, _ in pairs}) == len({j for _, j in pairs}) == len(pairs)
-    ok = {(i, j) for i in range(len(t)) for j in range(len(e))
-          if e[j].t_start <= t[i].t_end + tol and t[i].t_start <= e[j].t_end + tol}
+    ok = {
+        (i, j)
+        for i in range(len(t))
+        for j in range(len(e))
+        if e[j].t_start <= t[i].t_end + tol and t[i].t_start <= e[j].t_end + tol
+    }
     assert set(pairs) <= ok
-    best = max((sum((i, j) in ok for i, j in zip(order, range(len(e))))
-                for order in itertools.permutations(list(range(len(t))) + [-1] * len(e), len(e))), default=0)
+    best = max(
+        (
+            sum((i, j) in ok for i, j in zip(order, range(len(e))))
+            for order in itertools.permutations(list(range(len(t))) + [-1] * len(e), len(e))
+        ),
+        default=0,
+    )
     assert len(pairs) == best
 
 
-@pytest.mark.parametrize("content, needle", [
-    ('{"type": "non_scan", "t_start": 1', "events.jsonl:2: not valid JSON"),
-    ('[1, 2]', "events.jsonl:2: expected a JSON object"),
-    ('{"t_start": 1, "t_end": 2}', "events.jsonl:2: missing or empty field 'type'"),
-    ('{"type": "non_scan", "t_end": 2}', "events.jsonl:2: missing field 't_start'"),
-    ('{"type": "non_scan", "t_start": 3, "t_end": 2}', "events.jsonl:2: t_end 2.0 is before t_start 3.0"),
-    ('{"type": "non_scan", "t_start": "3", "t_end": 4}', "field 't_start' must be a finite number"),
-    ('{"type": "product_switch", "t_start": 3, "t_end": 4, "seen_sku": 7}', "field 'seen_sku' must be a non-empty string"),
-    ('{"type": "basket", "txn": "T1", "seen": {"Kiwi": -1}, "scanned": {}}', "field 'seen' must be an object"),
-    ('{"type": "basket", "txn": "T2", "seen": {}, "scanned": {}}', "events.jsonl:2: a second basket for transaction 'T2'"),
-])
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ('{"type": "non_scan", "t_start": 1', "events.jsonl:2: not valid JSON"),
+        ("[1, 2]", "events.jsonl:2: expected a JSON object"),
+        ('{"t_start": 1, "t_end": 2}', "events.jsonl:2: missing or empty field 'type'"),
+        ('{"type": "non_scan", "t_end": 2}', "events.jsonl:2: missing field 't_start'"),
+        ('{"type": "non_scan", "t_start": 3, "t_end": 2}', "events.jsonl:2: t_end 2.0 is before t_start 3.0"),
+        ('{"type": "non_scan", "t_start": "3", "t_end": 4}', "field 't_start' must be a finite number"),
+        (
+            '{"type": "product_switch", "t_start": 3, "t_end": 4, "seen_sku": 7}',
+            "field 'seen_sku' must be a non-empty string",
+        ),
+        ('{"type": "basket", "txn": "T1", "seen": {"Kiwi": -1}, "scanned": {}}', "field 'seen' must be an object"),
+        (
+            '{"type": "basket", "txn": "T2", "seen": {}, "scanned": {}}',
+            "events.jsonl:2: a second basket for transaction 'T2'",
+        ),
+    ],
+)
 def test_bad_event_lines_are_errors_with_their_line(tmp_path, content, needle):
     first = '{"type": "basket", "txn": "T2", "seen": {}, "scanned": {}}'
     with pytest.raises(ScoreError, match=needle.replace("[", r"\[")):
@@ -152,15 +211,21 @@ def bad_truth(**change) -> dict:
     return d
 
 
-@pytest.mark.parametrize("truth, needle", [
-    ({"video": "v.mp4"}, "missing field 'fps'"),
-    (bad_truth(zone=[1, 2, 3]), "field 'zone' must be a list of 4 integers"),
-    (bad_truth(fps=0), "field 'fps' must be positive"),
-    (bad_truth(passes=[{"t_start": 1, "t_end": 2}]), r"passes\[0\]: field 'sku' must be a non-empty string"),
-    (bad_truth(anomalies=[{"type": "theft", "t_start": 1, "t_end": 2}]), r"anomalies\[0\]: field 'type' is 'theft'"),
-    (bad_truth(anomalies=[{"type": "non_scan", "t_start": 3, "t_end": 2}]), r"anomalies\[0\]: t_end 2.0 is before"),
-    ([1, 2], "expected a JSON object"),
-])
+@pytest.mark.parametrize(
+    "truth, needle",
+    [
+        ({"video": "v.mp4"}, "missing field 'fps'"),
+        (bad_truth(zone=[1, 2, 3]), "field 'zone' must be a list of 4 integers"),
+        (bad_truth(fps=0), "field 'fps' must be positive"),
+        (bad_truth(passes=[{"t_start": 1, "t_end": 2}]), r"passes\[0\]: field 'sku' must be a non-empty string"),
+        (
+            bad_truth(anomalies=[{"type": "theft", "t_start": 1, "t_end": 2}]),
+            r"anomalies\[0\]: field 'type' is 'theft'",
+        ),
+        (bad_truth(anomalies=[{"type": "non_scan", "t_start": 3, "t_end": 2}]), r"anomalies\[0\]: t_end 2.0 is before"),
+        ([1, 2], "expected a JSON object"),
+    ],
+)
 def test_bad_truth_is_refused_naming_the_field(tmp_path, truth, needle):
     with pytest.raises(ScoreError, match=needle):
         read_truth(write_truth(tmp_path, truth))

@@ -1,5 +1,6 @@
 """The lane simulator: reproducible, readable video; a POS log and truth that agree with each
 other and with what the video shows; refusals that name the problem and keep existing files."""
+
 from __future__ import annotations
 
 import json
@@ -8,13 +9,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from retail_reid.models.datasets import folder_set
+from retail_reid.pipeline.cli import main
+from retail_reid.pipeline.pos import read_pos_log
+from retail_reid.pipeline.score import read_truth
+from retail_reid.pipeline.simulate import SimConfig, SimulationError, simulate
 
-from models.datasets import folder_set
-from models.images import ImageError
-from pipeline.cli import main
-from pipeline.pos import read_pos_log
-from pipeline.score import read_truth
-from pipeline.simulate import SimConfig, SimulationError, simulate
+from retail_reid.images import ImageError
 
 VAL = Path(__file__).resolve().parents[1] / "sample" / "grocery" / "val"
 SMALL = dict(width=320, height=240, fps=10.0)
@@ -28,8 +29,16 @@ def photos():
 @pytest.fixture(scope="module")
 def scenario(photos, tmp_path_factory):
     """One full-size scenario with every kind of anomaly, pairs and pauses (about 14 s of video)."""
-    cfg = SimConfig(passes=6, transactions=2, non_scan_rate=0.2, switch_rate=0.2, scan_without_item_rate=0.2,
-                    pair_rate=0.5, pause_rate=0.5, seed=7)
+    cfg = SimConfig(
+        passes=6,
+        transactions=2,
+        non_scan_rate=0.2,
+        switch_rate=0.2,
+        scan_without_item_rate=0.2,
+        pair_rate=0.5,
+        pause_rate=0.5,
+        seed=7,
+    )
     return simulate(photos, tmp_path_factory.mktemp("lane"), cfg), cfg
 
 
@@ -83,7 +92,8 @@ def test_truth_and_pos_log_agree(scenario):
     assert truth.zone == (192, 86, 448, 413) and truth.size == (640, 480) and truth.video == "video.mp4"
     events, warnings = read_pos_log(result.pos_path)
     assert warnings == [] and tuple(events) == tuple(
-        type(e)(e.ts, e.type, e.sku, e.barcode, e.txn, line=i) for i, e in enumerate(result.pos, start=1))
+        type(e)(e.ts, e.type, e.sku, e.barcode, e.txn, line=i) for i, e in enumerate(result.pos, start=1)
+    )
     scans = [e for e in events if e.type == "scan"]
     skus = set(folder_set(VAL).labels)
     kinds = [a.type for a in truth.anomalies]
@@ -91,7 +101,9 @@ def test_truth_and_pos_log_agree(scenario):
     for p in truth.passes:
         assert p.sku in skus and p.t_start < p.t_end
         if p.scanned_sku is not None:  # the scan falls within a second of the item crossing the scanner
-            assert any(s.sku == p.scanned_sku and s.txn == p.txn and p.t_start - 1 <= s.ts <= p.t_end + 1 for s in scans)
+            assert any(
+                s.sku == p.scanned_sku and s.txn == p.txn and p.t_start - 1 <= s.ts <= p.t_end + 1 for s in scans
+            )
     for a in truth.anomalies:
         if a.type == "product_switch":
             assert a.scanned_sku in skus and a.scanned_sku != a.seen_sku
@@ -115,8 +127,19 @@ def test_same_seed_same_bytes_other_seed_other_scenario(photos, tmp_path):
 
 
 def test_rates_become_exact_counts(photos, tmp_path):
-    cfg = SimConfig(passes=10, transactions=3, non_scan_rate=0.3, switch_rate=0.2, scan_without_item_rate=0.2,
-                    pair_rate=0.0, pause_rate=0.0, noise=0.0, lighting=0.0, seed=1, **SMALL)
+    cfg = SimConfig(
+        passes=10,
+        transactions=3,
+        non_scan_rate=0.3,
+        switch_rate=0.2,
+        scan_without_item_rate=0.2,
+        pair_rate=0.0,
+        pause_rate=0.0,
+        noise=0.0,
+        lighting=0.0,
+        seed=1,
+        **SMALL,
+    )
     truth = simulate(photos, tmp_path, cfg).truth
     kinds = [a.type for a in truth.anomalies]
     assert (kinds.count("non_scan"), kinds.count("product_switch"), kinds.count("scan_without_item")) == (3, 2, 2)
@@ -136,15 +159,18 @@ def test_existing_scenario_is_kept_unless_overwrite(photos, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pos.jsonl", "truth.json", "video.mp4"]
 
 
-@pytest.mark.parametrize("change, needle", [
-    (dict(passes=0), "passes must be at least 1"),
-    (dict(transactions=5, passes=3), "transactions must be between 1 and passes"),
-    (dict(pair_rate=1.5), "pair_rate must be between 0 and 1"),
-    (dict(non_scan_rate=0.6, switch_rate=0.6), "must not exceed 1"),
-    (dict(fps=0.5), "fps must be between"),
-    (dict(width=100), "frame size"),
-    (dict(noise=-1.0), "noise"),
-])
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (dict(passes=0), "passes must be at least 1"),
+        (dict(transactions=5, passes=3), "transactions must be between 1 and passes"),
+        (dict(pair_rate=1.5), "pair_rate must be between 0 and 1"),
+        (dict(non_scan_rate=0.6, switch_rate=0.6), "must not exceed 1"),
+        (dict(fps=0.5), "fps must be between"),
+        (dict(width=100), "frame size"),
+        (dict(noise=-1.0), "noise"),
+    ],
+)
 def test_bad_settings_are_refused(photos, tmp_path, change, needle):
     with pytest.raises(SimulationError, match=needle):
         simulate(photos, tmp_path / "out", SimConfig(**change))
@@ -157,15 +183,33 @@ def test_switches_need_two_skus(tmp_path):
     (one / "k.jpg").write_bytes((VAL / "Kiwi" / "Kiwi_001.jpg").read_bytes())
     with pytest.raises(SimulationError, match="at least two SKUs"):
         simulate(folder_set(tmp_path / "photos"), tmp_path / "out", SimConfig(passes=2, switch_rate=0.5, **SMALL))
-    result = simulate(folder_set(tmp_path / "photos"), tmp_path / "ok",
-                      SimConfig(passes=2, switch_rate=0.0, pair_rate=1.0, **SMALL))
+    result = simulate(
+        folder_set(tmp_path / "photos"), tmp_path / "ok", SimConfig(passes=2, switch_rate=0.0, pair_rate=1.0, **SMALL)
+    )
     assert {p.sku for p in result.truth.passes} == {"Kiwi"}
 
 
 def test_cli_prints_the_zone_and_reports_errors_in_one_line(tmp_path, capsys):
     out = tmp_path / "lane"
-    assert main(["simulate", str(out), "--images", str(VAL), "--passes", "2", "--transactions", "1",
-                 "--size", "320x240", "--fps", "10"]) == 0
+    assert (
+        main(
+            [
+                "simulate",
+                str(out),
+                "--images",
+                str(VAL),
+                "--passes",
+                "2",
+                "--transactions",
+                "1",
+                "--size",
+                "320x240",
+                "--fps",
+                "10",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     zone = json.loads((out / "truth.json").read_text())["zone"]
     assert f"zone: --zone {','.join(map(str, zone))}" in printed and "video.mp4" in printed

@@ -1,13 +1,13 @@
 """Frame sources: timestamps from the container, and damaged input processed as far as it goes."""
+
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-
 from camera_fixtures import MjpegCamera
-from pipeline.sources import ImageFolderSource, LiveSource, SourceError, VideoFileSource, open_source
+from retail_reid.pipeline.sources import ImageFolderSource, LiveSource, SourceError, VideoFileSource, open_source
 from test_edge_parts import free_port
 
 
@@ -56,7 +56,9 @@ def test_truncated_video_yields_what_decodes_and_says_what_did_not(tmp_path):
     assert f"decoded {len(frames)} of the 30 frames" in src.problems[0] and str(cut) in src.problems[0]
 
 
-@pytest.mark.parametrize("content, message", [(None, "not found"), (b"", "empty"), (b"\x00garbage" * 500, "not a readable video")])
+@pytest.mark.parametrize(
+    "content, message", [(None, "not found"), (b"", "empty"), (b"\x00garbage" * 500, "not a readable video")]
+)
 def test_unusable_video_files_are_refused_by_name(tmp_path, content, message):
     path = tmp_path / "bad.mp4"
     if content is not None:

@@ -1,10 +1,10 @@
 """The pass tracker on generated box sequences: one track per item pass, through occlusion,
 fast motion and two items close together."""
-import numpy as np
 
-from pipeline.config import TrackerConfig
-from pipeline.tracker import PassTracker, iou_matrix
-from pipeline.types import Detections
+import numpy as np
+from retail_reid.pipeline.config import TrackerConfig
+from retail_reid.pipeline.tracker import PassTracker, iou_matrix
+from retail_reid.pipeline.types import Detections
 
 FPS = 15.0
 

@@ -1,5 +1,6 @@
 """Training side (needs the [train] extra): ImageNet weight mapping, miners, a short real training
 run, export parity and int8 quantisation."""
+
 import json
 from pathlib import Path
 
@@ -10,13 +11,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
-from models.backbone import WeightsError, create_backbone, map_state_dict_in_order  # noqa: E402
-from models.data import LabelledImages  # noqa: E402
-from models.datasets import folder_set  # noqa: E402
-from models.images import read_image  # noqa: E402
-from models.losses import build_objective  # noqa: E402
-from models.preprocess import Preprocess  # noqa: E402
-from models.runtime import OnnxEmbedder  # noqa: E402
+from retail_reid.models.backbone import WeightsError, create_backbone, map_state_dict_in_order  # noqa: E402
+from retail_reid.models.data import LabelledImages  # noqa: E402
+from retail_reid.models.datasets import folder_set  # noqa: E402
+from retail_reid.models.losses import build_objective  # noqa: E402
+from retail_reid.models.preprocess import Preprocess  # noqa: E402
+from retail_reid.models.runtime import OnnxEmbedder  # noqa: E402
+
+from retail_reid.images import read_image  # noqa: E402
 
 SAMPLE = Path("sample/grocery")
 pytestmark = pytest.mark.train
@@ -77,7 +79,9 @@ def test_triplet_miner_types_select_what_they_claim(kind):
                 if i == j or labels[i] != labels[j] or labels[i] == labels[k]:
                     continue
                 gap = float(d[i, k] - d[i, j])  # how much further the negative is than the positive
-                rule = {"all": gap <= margin, "hard": gap <= 0, "semihard": 0 < gap <= margin, "easy": gap > margin}[kind]
+                rule = {"all": gap <= margin, "hard": gap <= 0, "semihard": 0 < gap <= margin, "easy": gap > margin}[
+                    kind
+                ]
                 if rule:
                     want.add((i, j, k))
     assert got == want and got  # every type finds some triplets in this layout
@@ -106,12 +110,24 @@ def test_eval_transform_equals_runtime_preprocessing():
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
     """One short real training run on four sample SKUs at low resolution."""
-    from models.train import TrainConfig, train
+    from retail_reid.models.train import TrainConfig, train
 
     skus = {"Banana", "Granny-Smith", "Oatly-Oat-Milk", "Red-Bell-Pepper"}
     out = tmp_path_factory.mktemp("run")
-    cfg = TrainConfig(out=str(out), size=96, epochs=4, skus_per_batch=4, per_sku=4, steps_per_epoch=4,
-                      loss="triplet", miner="semihard", lr_backbone=5e-4, lr_head=5e-3, warmup_epochs=0.25, seed=0)
+    cfg = TrainConfig(
+        out=str(out),
+        size=96,
+        epochs=4,
+        skus_per_batch=4,
+        per_sku=4,
+        steps_per_epoch=4,
+        loss="triplet",
+        miner="semihard",
+        lr_backbone=5e-4,
+        lr_head=5e-3,
+        warmup_epochs=0.25,
+        seed=0,
+    )
     best = train(cfg, folder_set(SAMPLE / "train").only(skus), folder_set(SAMPLE / "val").only(skus), progress=False)
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return best, rows, out
@@ -125,43 +141,70 @@ def test_training_loss_falls_and_retrieval_beats_chance(short_run):
 
 
 def test_resume_continues_from_the_last_epoch(short_run, tmp_path):
-    from models.train import TrainConfig, train
+    from retail_reid.models.train import TrainConfig, train
 
     best, rows, out = short_run
     cfg = TrainConfig(**json.loads((out / "config.json").read_text())["config"])
     cfg.epochs = 5
     skus = {"Banana", "Granny-Smith", "Oatly-Oat-Milk", "Red-Bell-Pepper"}
-    train(cfg, folder_set(SAMPLE / "train").only(skus), folder_set(SAMPLE / "val").only(skus), resume=True, progress=False)
+    train(
+        cfg, folder_set(SAMPLE / "train").only(skus), folder_set(SAMPLE / "val").only(skus), resume=True, progress=False
+    )
     epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == [1, 2, 3, 4, 5]
 
 
 def test_fine_tuning_from_a_trained_run_with_checkout_views(short_run, tmp_path):
-    from models.train import TrainConfig, train
+    from retail_reid.models.train import TrainConfig, train
 
     best, _, _ = short_run
     skus = {"Banana", "Granny-Smith", "Oatly-Oat-Milk", "Red-Bell-Pepper"}
     train_set, val_set = folder_set(SAMPLE / "train").only(skus), folder_set(SAMPLE / "val").only(skus)
-    cfg = TrainConfig(out=str(tmp_path / "ft"), size=96, epochs=1, skus_per_batch=4, per_sku=4, steps_per_epoch=2,
-                      lr_backbone=1e-9, lr_head=1e-9, warmup_epochs=0.0, init=str(best), augment="checkout")
+    cfg = TrainConfig(
+        out=str(tmp_path / "ft"),
+        size=96,
+        epochs=1,
+        skus_per_batch=4,
+        per_sku=4,
+        steps_per_epoch=2,
+        lr_backbone=1e-9,
+        lr_head=1e-9,
+        warmup_epochs=0.0,
+        init=str(best),
+        augment="checkout",
+    )
     tuned = torch.load(train(cfg, train_set, val_set, progress=False), weights_only=True)
     start = torch.load(best, weights_only=True)
-    weights = [k for k in start["model"] if "running_" not in k and "num_batches" not in k]  # batch-norm statistics move anyway
+    weights = [
+        k for k in start["model"] if "running_" not in k and "num_batches" not in k
+    ]  # batch-norm statistics move anyway
     for k in weights:  # started from the run's weights (a learning rate of ~0 keeps them)
         assert torch.allclose(tuned["model"][k], start["model"][k], atol=1e-4), k
     with pytest.raises(ValueError, match="not found"):
-        train(TrainConfig(out=str(tmp_path / "none"), init=str(tmp_path / "missing.pt")), train_set, val_set, progress=False)
+        train(
+            TrainConfig(out=str(tmp_path / "none"), init=str(tmp_path / "missing.pt")),
+            train_set,
+            val_set,
+            progress=False,
+        )
     with pytest.raises(ValueError, match="64-d"):
-        train(TrainConfig(out=str(tmp_path / "bad"), size=96, dim=64, epochs=1, init=str(best)), train_set, val_set, progress=False)
+        train(
+            TrainConfig(out=str(tmp_path / "bad"), size=96, dim=64, epochs=1, init=str(best)),
+            train_set,
+            val_set,
+            progress=False,
+        )
 
 
 def test_checkout_views_are_sometimes_partly_hidden_by_a_hand():
-    from models.data import SKIN_RGB, train_transform
+    from retail_reid.models.data import SKIN_RGB, train_transform
 
     torch.manual_seed(0)
     np.random.seed(0)
     pre = Preprocess(size=96)
-    img = torch.from_numpy(np.ascontiguousarray(read_image(sorted((SAMPLE / "train" / "Banana").glob("*.jpg"))[0])[:, :, ::-1])).permute(2, 0, 1)
+    img = torch.from_numpy(
+        np.ascontiguousarray(read_image(sorted((SAMPLE / "train" / "Banana").glob("*.jpg"))[0])[:, :, ::-1])
+    ).permute(2, 0, 1)
     views = torch.stack([train_transform(pre, "checkout")(img) for _ in range(32)])
     assert views.shape == (32, 3, 96, 96) and torch.isfinite(views).all()
     skin = ((torch.tensor(SKIN_RGB) - torch.tensor(pre.mean)) / torch.tensor(pre.std))[None, :, None, None]
@@ -172,13 +215,15 @@ def test_checkout_views_are_sometimes_partly_hidden_by_a_hand():
 
 
 def test_lane_camera_views_are_small_blurred_noisy_and_compressed_then_scaled_back():
-    from models.data import LaneCamera, _motion_kernel
+    from retail_reid.models.data import LaneCamera, _motion_kernel
 
     k = _motion_kernel(7, 0.0)
     assert k.shape == (7, 7) and abs(float(k.sum()) - 1.0) < 1e-6 and (k[3] > 0).all() and k[[0, 6]].sum() == 0
     assert abs(float(_motion_kernel(5, 90.0)[:, 2].sum()) - 1.0) < 1e-5  # vertical motion: one column
     np.random.seed(0)
-    img = torch.from_numpy(np.ascontiguousarray(read_image(sorted((SAMPLE / "train" / "Oatly-Oat-Milk").glob("*.jpg"))[0])[:, :, ::-1]))
+    img = torch.from_numpy(
+        np.ascontiguousarray(read_image(sorted((SAMPLE / "train" / "Oatly-Oat-Milk").glob("*.jpg"))[0])[:, :, ::-1])
+    )
     img = img.permute(2, 0, 1)[:, :280, :280].contiguous()
     cam = LaneCamera((90, 120))
     views = [cam(img) for _ in range(8)]
@@ -196,9 +241,9 @@ def test_lane_camera_views_are_small_blurred_noisy_and_compressed_then_scaled_ba
 
 
 def test_interpolating_a_run_with_its_fine_tuned_copy(short_run, tmp_path):
-    from models.interpolate import interpolate
-    from models.train import load_checkpoint
-    from pipeline.cli import main as reid
+    from retail_reid.models.interpolate import interpolate
+    from retail_reid.models.train import load_checkpoint
+    from retail_reid.pipeline.cli import main as reid
 
     best, _, _ = short_run
     start = torch.load(best, weights_only=True)
@@ -206,7 +251,9 @@ def test_interpolating_a_run_with_its_fine_tuned_copy(short_run, tmp_path):
     torch.save(tuned, tmp_path / "tuned.pt")
     floats = [k for k, v in start["model"].items() if v.is_floating_point()]
     for w in (0.0, 0.25, 1.0):
-        mixed = torch.load(interpolate(best, tmp_path / "tuned.pt", w, tmp_path / f"w{w}" / "best.pt"), weights_only=True)
+        mixed = torch.load(
+            interpolate(best, tmp_path / "tuned.pt", w, tmp_path / f"w{w}" / "best.pt"), weights_only=True
+        )
         for k in floats:
             assert torch.allclose(mixed["model"][k], start["model"][k] + w, atol=1e-6), (w, k)
         counters = [k for k in start["model"] if k not in floats]
@@ -214,7 +261,10 @@ def test_interpolating_a_run_with_its_fine_tuned_copy(short_run, tmp_path):
         assert mixed["interpolated"]["weight"] == w and mixed["skus"] == start["skus"]
     net, pre, _ = load_checkpoint(tmp_path / "w0.25" / "best.pt")  # exportable like any run
     assert pre.size == 96 and sum(p.numel() for p in net.parameters()) > 0
-    assert reid(["interpolate", str(best), str(tmp_path / "tuned.pt"), "--weight", "0.5", "--out", str(tmp_path / "cli")]) == 0
+    assert (
+        reid(["interpolate", str(best), str(tmp_path / "tuned.pt"), "--weight", "0.5", "--out", str(tmp_path / "cli")])
+        == 0
+    )
     assert (tmp_path / "cli" / "best.pt").is_file()
 
     other = {**start, "config": {**start["config"], "dim": 64}}
@@ -222,20 +272,30 @@ def test_interpolating_a_run_with_its_fine_tuned_copy(short_run, tmp_path):
     torch.save({"weights": 1}, tmp_path / "junk.pt")
     shape = {**start, "model": {**start["model"], floats[0]: torch.zeros(3)}}
     torch.save(shape, tmp_path / "shape.pt")
-    for path, weight, message in ((tmp_path / "tuned.pt", 1.5, "between 0"), (tmp_path / "missing.pt", 0.5, "not found"),
-                                  (tmp_path / "other.pt", 0.5, "dim 128 against 64"), (tmp_path / "junk.pt", 0.5, "not a checkpoint"),
-                                  (tmp_path / "shape.pt", 0.5, "shape of " + floats[0])):
+    for path, weight, message in (
+        (tmp_path / "tuned.pt", 1.5, "between 0"),
+        (tmp_path / "missing.pt", 0.5, "not found"),
+        (tmp_path / "other.pt", 0.5, "dim 128 against 64"),
+        (tmp_path / "junk.pt", 0.5, "not a checkpoint"),
+        (tmp_path / "shape.pt", 0.5, "shape of " + floats[0]),
+    ):
         with pytest.raises(ValueError, match=message):
             interpolate(best, path, weight, tmp_path / "bad" / "best.pt")
         assert not (tmp_path / "bad" / "best.pt").exists()
-    assert reid(["interpolate", str(best), str(tmp_path / "missing.pt"), "--weight", "0.5", "--out", str(tmp_path / "x")]) == 2
-    assert reid(["export", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "x.onnx"), "--gallery", "g", "--calib", "c"]) == 2
+    assert (
+        reid(["interpolate", str(best), str(tmp_path / "missing.pt"), "--weight", "0.5", "--out", str(tmp_path / "x")])
+        == 2
+    )
+    assert (
+        reid(["export", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "x.onnx"), "--gallery", "g", "--calib", "c"])
+        == 2
+    )
 
 
 def test_export_parity_calibration_and_int8(short_run, tmp_path):
-    from models.evaluate import calibrate, embed_set
-    from models.export import check_parity, export_onnx, quantize_int8, set_calibration
-    from models.train import load_checkpoint
+    from retail_reid.models.evaluate import calibrate, embed_set
+    from retail_reid.models.export import check_parity, export_onnx, quantize_int8, set_calibration
+    from retail_reid.models.train import load_checkpoint
 
     best, _, _ = short_run
     net, pre, _ = load_checkpoint(best)
@@ -247,12 +307,29 @@ def test_export_parity_calibration_and_int8(short_run, tmp_path):
     set_calibration(fp32, calibrate(embed_set(emb, gallery), embed_set(emb, queries)))
     cal = OnnxEmbedder(fp32)
     assert "far_0.01" in cal.calibration.thresholds and cal.calibration.scoring == "centroid"
-    assert cal.calibration_for("nearest").threshold("far_0.01") > cal.calibration.threshold("far_0.01")  # a centroid is never as near
+    assert cal.calibration_for("nearest").threshold("far_0.01") > cal.calibration.threshold(
+        "far_0.01"
+    )  # a centroid is never as near
 
     # `reid calibrate` refits in place and can make the other scoring the default
-    from pipeline.cli import main as reid  # noqa: PLC0415
-    assert reid(["calibrate", str(fp32), "--gallery", str(SAMPLE / "train"), "--calib", str(SAMPLE / "val"),
-                        "--scoring", "nearest", "--quiet"]) == 0
+    from retail_reid.pipeline.cli import main as reid
+
+    assert (
+        reid(
+            [
+                "calibrate",
+                str(fp32),
+                "--gallery",
+                str(SAMPLE / "train"),
+                "--calib",
+                str(SAMPLE / "val"),
+                "--scoring",
+                "nearest",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     recal = OnnxEmbedder(fp32)
     assert recal.calibration.scoring == "nearest" and recal.calibration == cal.calibration_for("nearest")
     assert recal.fingerprint == cal.fingerprint  # only the metadata changed: galleries stay bound to the model
@@ -262,12 +339,18 @@ def test_export_parity_calibration_and_int8(short_run, tmp_path):
     strangers.mkdir(parents=True)
     for p in val[:2]:
         (strangers / p.name).write_bytes(p.read_bytes())
-    assert reid(["calibrate", str(fp32), "--gallery", str(SAMPLE / "train"), "--calib", str(tmp_path / "q"), "--quiet"]) == 2
+    assert (
+        reid(["calibrate", str(fp32), "--gallery", str(SAMPLE / "train"), "--calib", str(tmp_path / "q"), "--quiet"])
+        == 2
+    )
     one_sku = tmp_path / "refs" / "Banana"
     one_sku.mkdir(parents=True)
     for p in sorted((SAMPLE / "train" / "Banana").glob("*.jpg"))[:2]:
         (one_sku / p.name).write_bytes(p.read_bytes())
-    assert reid(["calibrate", str(fp32), "--gallery", str(tmp_path / "refs"), "--calib", str(SAMPLE / "val"), "--quiet"]) == 2
+    assert (
+        reid(["calibrate", str(fp32), "--gallery", str(tmp_path / "refs"), "--calib", str(SAMPLE / "val"), "--quiet"])
+        == 2
+    )
     assert fp32.read_bytes() == before  # refused without touching the model
 
     int8 = quantize_int8(fp32, tmp_path / "m8.onnx", list(gallery.paths[::4]))
@@ -276,4 +359,6 @@ def test_export_parity_calibration_and_int8(short_run, tmp_path):
     imgs = [read_image(p) for p in val[:8]]
     cos = (e32.embed(imgs) * e8.embed(imgs)).sum(1)
     assert cos.min() > 0.9
-    assert int8.stat().st_size < fp32.stat().st_size * 0.35  # int8 weights stored once each: the shipped pair measures 0.29
+    assert (
+        int8.stat().st_size < fp32.stat().st_size * 0.35
+    )  # int8 weights stored once each: the shipped pair measures 0.29

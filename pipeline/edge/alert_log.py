@@ -9,6 +9,7 @@ the webhook's idempotency key), `lane`, `written_at` (Unix seconds) and `gallery
 A write that fails (disk full) is cut back to the last whole line and kept in memory, in order,
 to be written again; a line torn by a crash is moved aside at start, never parsed as an alert.
 """
+
 from __future__ import annotations
 
 import errno
@@ -21,7 +22,7 @@ from collections import deque
 from pathlib import Path
 from typing import BinaryIO
 
-from pipeline.types import BasketEvent, Event
+from retail_reid.pipeline.types import BasketEvent, Event
 
 log = logging.getLogger("reid.edge.alerts")
 
@@ -56,7 +57,9 @@ class AlertLog:
             self.last_seq += 1
             if len(self._unwritten) >= MAX_UNWRITTEN:
                 self.lost += 1
-                log.error("alert %d lost: %d alerts already wait for the disk (%s)", self.last_seq, MAX_UNWRITTEN, self.error)
+                log.error(
+                    "alert %d lost: %d alerts already wait for the disk (%s)", self.last_seq, MAX_UNWRITTEN, self.error
+                )
                 return self.last_seq
             self._unwritten.append((self.last_seq, event.to_dict(), gallery_version))
             self._write_unwritten()
@@ -76,8 +79,14 @@ class AlertLog:
     def _write_unwritten(self) -> None:
         while self._unwritten:
             seq, fields, version = self._unwritten[0]
-            record = {"seq": seq, "id": f"{self.id_prefix}-{seq}", "lane": self.lane, "written_at": round(time.time(), 3),
-                      "gallery_version": version, **fields}
+            record = {
+                "seq": seq,
+                "id": f"{self.id_prefix}-{seq}",
+                "lane": self.lane,
+                "written_at": round(time.time(), 3),
+                "gallery_version": version,
+                **fields,
+            }
             data = (json.dumps(record) + "\n").encode()
             try:
                 written = os.write(self._fd, data)
@@ -87,8 +96,15 @@ class AlertLog:
             except OSError as e:
                 self._cut_back()
                 if self.error is None:
-                    log.error("%s: cannot write alerts (%s); %d kept in memory until it can", self.path, e.strerror or e, len(self._unwritten))
-                self.error = f"{self.path}: cannot write ({e.strerror or e}); {len(self._unwritten)} alerts wait in memory"
+                    log.error(
+                        "%s: cannot write alerts (%s); %d kept in memory until it can",
+                        self.path,
+                        e.strerror or e,
+                        len(self._unwritten),
+                    )
+                self.error = (
+                    f"{self.path}: cannot write ({e.strerror or e}); {len(self._unwritten)} alerts wait in memory"
+                )
                 return
             self._size += len(data)
             self._unwritten.popleft()
@@ -160,7 +176,12 @@ class AlertLog:
             with open(self.path, "r+b") as f:
                 f.truncate(end)
                 os.fsync(f.fileno())
-            log.warning("%s: the last line was torn (a crash while writing); its %d bytes are in %s", self.path, len(data) - end, aside)
+            log.warning(
+                "%s: the last line was torn (a crash while writing); its %d bytes are in %s",
+                self.path,
+                len(data) - end,
+                aside,
+            )
         last, bad = 0, 0
         for line in data[:end].splitlines(keepends=True):
             record = _record(line)

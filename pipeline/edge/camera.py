@@ -1,6 +1,6 @@
 """Frames in real time: a camera, a stream URL, or a video file played at its own frame rate.
 
-`pipeline.sources` reads as fast as it can decode and gives file frames container time, which is
+`retail_reid.pipeline.sources` reads as fast as it can decode and gives file frames container time, which is
 what a replay wants. Live, a file must be paced and stamped like a camera: frame at video position
 p is shown at (clock origin + p) and stamped with that Unix time, so a test can post the
 scenario's POS events shifted by the same origin; a frame decoded more than a frame interval late is
@@ -9,6 +9,7 @@ timeouts (a silent stream is noticed in seconds, not OpenCV's default 30) and re
 backoff when lost. Frames go to a bounded `FrameQueue` that drops the oldest when the lane falls
 behind, so memory stays fixed and the lane works on fresh frames.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,11 +20,10 @@ from collections.abc import Callable, Generator
 
 import cv2
 import numpy as np
-
-from pipeline.edge.metrics import EdgeMetrics
-from pipeline.edge.settings import CameraConfig
-from pipeline.sources import SourceError, open_source
-from pipeline.types import Frame
+from retail_reid.pipeline.edge.metrics import EdgeMetrics
+from retail_reid.pipeline.edge.settings import CameraConfig
+from retail_reid.pipeline.sources import SourceError, open_source
+from retail_reid.pipeline.types import Frame
 
 log = logging.getLogger("reid.edge.camera")
 
@@ -90,7 +90,9 @@ class CameraFeed:
     leave the scans it could not have seen unjudged instead of calling them scans without item.
     """
 
-    def __init__(self, config: CameraConfig, queue: FrameQueue, metrics: EdgeMetrics, clock: Callable[[], float] = time.time):
+    def __init__(
+        self, config: CameraConfig, queue: FrameQueue, metrics: EdgeMetrics, clock: Callable[[], float] = time.time
+    ):
         self.config = config
         self.queue = queue
         self.metrics = metrics
@@ -120,7 +122,9 @@ class CameraFeed:
     def stop(self, timeout: float | None = None) -> None:
         """Stop reading; waits for the thread (a blocked stream read ends within its read timeout)."""
         self._stop.set()
-        self._thread.join(timeout if timeout is not None else self.config.read_timeout_s + self.config.open_timeout_s + 1.0)
+        self._thread.join(
+            timeout if timeout is not None else self.config.read_timeout_s + self.config.open_timeout_s + 1.0
+        )
 
     # --- what the lane and health ask ------------------------------------------------------------
 
@@ -184,7 +188,9 @@ class CameraFeed:
                 continue
             if delivered:
                 backoff = self.config.reconnect_min_s
-                self._lost(f"camera {self.config.source}: stream lost (no frame for {self.config.read_timeout_s:g} s, or it ended)")
+                self._lost(
+                    f"camera {self.config.source}: stream lost (no frame for {self.config.read_timeout_s:g} s, or it ended)"
+                )
                 log.warning("camera %s: stream lost; reconnecting in %.1f s", self.config.source, backoff)
             self._stop.wait(backoff)
             backoff = min(backoff * 2, self.config.reconnect_max_s)
@@ -239,8 +245,12 @@ class CameraFeed:
         if src.isdigit():
             cap = cv2.VideoCapture(int(src))  # V4L2 and the like: an unplugged camera fails the read at once
         else:
-            ms = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.config.open_timeout_s * 1000),
-                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.config.read_timeout_s * 1000)]
+            ms = [
+                cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+                int(self.config.open_timeout_s * 1000),
+                cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+                int(self.config.read_timeout_s * 1000),
+            ]
             cap = cv2.VideoCapture(src, cv2.CAP_FFMPEG, ms)
         if not cap.isOpened():
             cap.release()

@@ -5,6 +5,7 @@ Pictures are the first thing to give up when the disk fills: below `min_free_byt
 any write error, the alert goes out without them (and the miss is counted and shown in health),
 so a full disk never stops alerts or the lane, and the room left is kept for the alert log.
 """
+
 from __future__ import annotations
 
 import errno
@@ -13,9 +14,8 @@ import shutil
 from pathlib import Path
 
 import cv2
-
-from pipeline.edge.metrics import EdgeMetrics
-from pipeline.types import ItemPass
+from retail_reid.pipeline.edge.metrics import EdgeMetrics
+from retail_reid.pipeline.types import ItemPass
 
 log = logging.getLogger("reid.edge.evidence")
 
@@ -39,7 +39,10 @@ class EvidenceWriter:
             target.mkdir(parents=True, exist_ok=True)
             free = shutil.disk_usage(target).free
             if free < self.min_free_bytes:
-                raise OSError(errno.ENOSPC, f"only {free / 1e6:.0f} MB free, under the {self.min_free_bytes / 1e6:.0f} MB kept for alerts")
+                raise OSError(
+                    errno.ENOSPC,
+                    f"only {free / 1e6:.0f} MB free, under the {self.min_free_bytes / 1e6:.0f} MB kept for alerts",
+                )
             names = []
             for i, crop in enumerate(item.crops):
                 ok, jpeg = cv2.imencode(".jpg", crop.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])

@@ -6,13 +6,14 @@ loading happens here, off the lane thread: the lane never waits and drops no fra
 pass being recognised finishes on the version it began with. A version the service cannot use
 (built with another model, or unreadable) is reported in health and the current one kept.
 """
+
 from __future__ import annotations
 
 import logging
 import threading
 
-from gallery import Gallery, GalleryError
-from pipeline.edge.metrics import EdgeMetrics
+from retail_reid.gallery import Gallery, GalleryError
+from retail_reid.pipeline.edge.metrics import EdgeMetrics
 
 log = logging.getLogger("reid.edge.gallery")
 
@@ -47,7 +48,9 @@ class GalleryWatcher:
                 self.error = str(e)
                 return False
             except OSError as e:  # a disk or permission fault while loading: try again next time
-                message = f"{self.gallery.root}: cannot load the new version ({e.strerror or e}); staying on version {before}"
+                message = (
+                    f"{self.gallery.root}: cannot load the new version ({e.strerror or e}); staying on version {before}"
+                )
                 if message != self.error:
                     log.error("gallery: %s", message)
                     self.metrics.gallery_reload_failures.inc()

@@ -11,6 +11,7 @@ Limits: bodies over `max_body_bytes` are refused unread (413), a body must state
 at most `max_connections` requests are served at once (503 beyond), and a client that stalls for
 `request_timeout_s` is cut off. Bodies are parsed as JSON only; nothing is unpickled or evaluated.
 """
+
 from __future__ import annotations
 
 import hmac
@@ -22,11 +23,11 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from pipeline.edge.alert_log import AlertLog
-from pipeline.edge.metrics import CONTENT_TYPE, EdgeMetrics
-from pipeline.edge.pos_intake import InboxFull, PosInbox, parse_pos_body
-from pipeline.edge.settings import HttpConfig
-from pipeline.pos import PosError
+from retail_reid.pipeline.edge.alert_log import AlertLog
+from retail_reid.pipeline.edge.metrics import CONTENT_TYPE, EdgeMetrics
+from retail_reid.pipeline.edge.pos_intake import InboxFull, PosInbox, parse_pos_body
+from retail_reid.pipeline.edge.settings import HttpConfig
+from retail_reid.pipeline.pos import PosError
 
 log = logging.getLogger("reid.edge.http")
 
@@ -34,8 +35,10 @@ EVENTS_LIMIT_DEFAULT = 100
 EVENTS_LIMIT_MAX = 1000
 MAX_DISCARD_BYTES = 1 << 20  # of a refused body, read at most this much before closing ...
 DISCARD_TIMEOUT_S = 1.0  # ... waiting at most this long for each piece
-BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 33\r\nRetry-After: 1\r\n\r\n" \
-       b'{"error": "too many connections"}'
+BUSY = (
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 33\r\nRetry-After: 1\r\n\r\n"
+    b'{"error": "too many connections"}'
+)
 
 
 @dataclass(frozen=True)
@@ -88,7 +91,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.timeout = self.server.config.request_timeout_s
         super().setup()
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's name
+    def log_message(self, format: str, *args) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
     # --- routes --------------------------------------------------------------------------------
@@ -146,7 +149,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         alerts = self.server.context.alerts
         records = alerts.read_after(since, limit)
-        self._json(200, {"events": records, "next_since": records[-1]["seq"] if records else since, "last_seq": alerts.last_seq})
+        self._json(
+            200,
+            {"events": records, "next_since": records[-1]["seq"] if records else since, "last_seq": alerts.last_seq},
+        )
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -158,8 +164,11 @@ class _Handler(BaseHTTPRequestHandler):
         if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode()):
             return True
         self.close_connection = True
-        self._json(401, {"error": "a bearer token is required (Authorization: Bearer TOKEN); it was missing or wrong"},
-                   {"WWW-Authenticate": 'Bearer realm="reid-edge"'})
+        self._json(
+            401,
+            {"error": "a bearer token is required (Authorization: Bearer TOKEN); it was missing or wrong"},
+            {"WWW-Authenticate": 'Bearer realm="reid-edge"'},
+        )
         return False
 
     def _body(self) -> bytes | None:
@@ -180,7 +189,9 @@ class _Handler(BaseHTTPRequestHandler):
         if n > limit:
             if urlsplit(self.path).path == "/pos":
                 self.server.context.metrics.pos_rejected.inc("http")
-            self._json(413, {"error": f"body of {n} bytes; at most {limit} are accepted (send fewer events per request)"})
+            self._json(
+                413, {"error": f"body of {n} bytes; at most {limit} are accepted (send fewer events per request)"}
+            )
             self._discard(n)
             return None
         data = self.rfile.read(n)

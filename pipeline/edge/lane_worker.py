@@ -10,6 +10,7 @@ could have been seen for it, and it would come back as a false "scan without ite
 counted instead. And while no frames arrive, the lane's decisions still move on with the wall
 clock, so a pass that ended before the camera went away is still reported in time.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,16 +20,16 @@ import logging
 import threading
 import time
 
-from pipeline.config import LaneConfig
-from pipeline.edge.alert_log import AlertLog
-from pipeline.edge.camera import CameraFeed, FrameQueue, RateMeter
-from pipeline.edge.evidence import EvidenceWriter
-from pipeline.edge.metrics import EdgeMetrics
-from pipeline.edge.pos_intake import PosInbox
-from pipeline.matching import GalleryLike
-from pipeline.pos import PosEvent
-from pipeline.lane import LaneProcessor, resolve_zone
-from pipeline.types import BasketEvent, Event, Frame, PassRecord
+from retail_reid.pipeline.config import LaneConfig
+from retail_reid.pipeline.edge.alert_log import AlertLog
+from retail_reid.pipeline.edge.camera import CameraFeed, FrameQueue, RateMeter
+from retail_reid.pipeline.edge.evidence import EvidenceWriter
+from retail_reid.pipeline.edge.metrics import EdgeMetrics
+from retail_reid.pipeline.edge.pos_intake import PosInbox
+from retail_reid.pipeline.lane import LaneProcessor, resolve_zone
+from retail_reid.pipeline.matching import GalleryLike
+from retail_reid.pipeline.pos import PosEvent
+from retail_reid.pipeline.types import BasketEvent, Event, Frame, PassRecord
 
 log = logging.getLogger("reid.edge.lane")
 
@@ -36,8 +37,17 @@ TICK_S = 0.1  # longest wait for a frame before looking at the POS inbox and the
 
 
 class LaneWorker:
-    def __init__(self, gallery: GalleryLike, config: LaneConfig, camera: CameraFeed, frames: FrameQueue, inbox: PosInbox,
-                 alerts: AlertLog, evidence: EvidenceWriter | None, metrics: EdgeMetrics):
+    def __init__(
+        self,
+        gallery: GalleryLike,
+        config: LaneConfig,
+        camera: CameraFeed,
+        frames: FrameQueue,
+        inbox: PosInbox,
+        alerts: AlertLog,
+        evidence: EvidenceWriter | None,
+        metrics: EdgeMetrics,
+    ):
         self.gallery = gallery
         self.config = config
         self.camera = camera
@@ -74,10 +84,17 @@ class LaneWorker:
         return self._thread.is_alive()
 
     def status(self) -> dict:
-        return {"frames_processed": int(self.metrics.frames_processed.value()), "fps": round(self.meter.rate(), 2),
-                "passes": self.passes, "pos_waiting": len(self._pending) + len(self.inbox), "frames_waiting": len(self.frames),
-                "zone": None if self.lane is None else [self.lane.zone.x1, self.lane.zone.y1, self.lane.zone.x2, self.lane.zone.y2],
-                "frame_size_error": self.frame_size_error}
+        return {
+            "frames_processed": int(self.metrics.frames_processed.value()),
+            "fps": round(self.meter.rate(), 2),
+            "passes": self.passes,
+            "pos_waiting": len(self._pending) + len(self.inbox),
+            "frames_waiting": len(self.frames),
+            "zone": None
+            if self.lane is None
+            else [self.lane.zone.x1, self.lane.zone.y1, self.lane.zone.x2, self.lane.zone.y2],
+            "frame_size_error": self.frame_size_error,
+        }
 
     # --- the thread ----------------------------------------------------------------------------
 
@@ -95,7 +112,7 @@ class LaneWorker:
                 self.alerts.retry()
                 self.beat = time.monotonic()
             self._finish()
-        except BaseException as e:  # noqa: BLE001 - the service reads it, logs it and exits non-zero
+        except BaseException as e:
             log.exception("the lane stopped")
             self.error = e
 
@@ -110,8 +127,10 @@ class LaneWorker:
         elif size != self.size:
             self.metrics.frames_dropped.inc("frame_size")
             if self.frame_size_error is None:
-                self.frame_size_error = (f"the camera's frames are {size[0]}x{size[1]}, the lane was set up for "
-                                         f"{self.size[0]}x{self.size[1]}: frames skipped; restart the service")
+                self.frame_size_error = (
+                    f"the camera's frames are {size[0]}x{size[1]}, the lane was set up for "
+                    f"{self.size[0]}x{self.size[1]}: frames skipped; restart the service"
+                )
                 log.error("%s", self.frame_size_error)
             return
         self._feed_due(frame.ts + self.offset)
@@ -129,7 +148,9 @@ class LaneWorker:
         zone = resolve_zone(self.config.zone, size, warnings)
         for w in warnings:
             log.warning("%s", w)
-        self.lane = LaneProcessor(self.gallery, zone, dataclasses.replace(self.config, zone=zone), on_pass=self._on_pass)
+        self.lane = LaneProcessor(
+            self.gallery, zone, dataclasses.replace(self.config, zone=zone), on_pass=self._on_pass
+        )
         if self.evidence is not None:
             self.lane.events.save_evidence = self.evidence
         self.size = size

@@ -1,6 +1,7 @@
 """Prometheus metrics, written by hand: the text format is a few lines per metric, and the edge
 box then needs no client library. Label sets are fixed when a metric is made (event types, POS
 sources), so the number of series, and the memory they take, never grows with time."""
+
 from __future__ import annotations
 
 import math
@@ -165,29 +166,80 @@ DROP_REASONS = ("queue_full", "frame_size", "decode_late")
 class EdgeMetrics:
     """Every metric the lane service exports; the parts update the ones they own."""
 
-    def __init__(self, gallery_version: Callable[[], float], camera_connected: Callable[[], float], webhook_pending: Callable[[], float]):
+    def __init__(
+        self,
+        gallery_version: Callable[[], float],
+        camera_connected: Callable[[], float],
+        webhook_pending: Callable[[], float],
+    ):
         r = self.registry = Registry()
         self.frames_read = r.add(Counter("reid_frames_read_total", "Frames read from the camera."))
         self.frames_processed = r.add(Counter("reid_frames_processed_total", "Frames run through the lane."))
-        self.frames_dropped = r.add(Counter("reid_frames_dropped_total", "Frames not processed: the lane fell behind (queue_full), "
-                                            "the frame size changed (frame_size), or a video file played live could not be "
-                                            "decoded in time (decode_late).", ("reason",), [(x,) for x in DROP_REASONS]))
-        self.processing = r.add(Histogram("reid_frame_processing_seconds", "Time to run one frame through the lane.", PROCESSING_BUCKETS))
-        self.frame_age = r.add(Histogram("reid_frame_age_seconds", "From a frame's capture to the lane having processed it "
-                                         "(queue wait included): how far the lane runs behind real time.", FRAME_AGE_BUCKETS))
-        self.alert_latency = r.add(Histogram("reid_alert_latency_seconds", "From an item leaving the zone (its last frame) "
-                                             "to its alert being written.", ALERT_LATENCY_BUCKETS))
-        self.events = r.add(Counter("reid_events_total", "Alerts and basket lines written, by type.", ("type",), [(t,) for t in EVENT_TYPES]))
-        self.pos_received = r.add(Counter("reid_pos_events_total", "POS events accepted, by source.", ("source",), [(s,) for s in POS_SOURCES]))
-        self.pos_rejected = r.add(Counter("reid_pos_rejected_total", "POS payloads or lines refused as malformed, by source.",
-                                          ("source",), [(s,) for s in POS_SOURCES]))
-        self.pos_unverifiable = r.add(Counter("reid_pos_unverifiable_total", "Scans made while the camera was down: not judged."))
-        self.camera_reconnects = r.add(Counter("reid_camera_reconnects_total", "Times the camera or stream was lost and reopened."))
-        self.evidence_failures = r.add(Counter("reid_evidence_failures_total", "Alerts written without their crops (disk full or unwritable)."))
-        self.gallery_reloads = r.add(Counter("reid_gallery_reloads_total", "Newly published gallery versions switched to."))
-        self.gallery_reload_failures = r.add(Counter("reid_gallery_reload_failures_total", "Gallery versions that could not be switched to."))
+        self.frames_dropped = r.add(
+            Counter(
+                "reid_frames_dropped_total",
+                "Frames not processed: the lane fell behind (queue_full), "
+                "the frame size changed (frame_size), or a video file played live could not be "
+                "decoded in time (decode_late).",
+                ("reason",),
+                [(x,) for x in DROP_REASONS],
+            )
+        )
+        self.processing = r.add(
+            Histogram("reid_frame_processing_seconds", "Time to run one frame through the lane.", PROCESSING_BUCKETS)
+        )
+        self.frame_age = r.add(
+            Histogram(
+                "reid_frame_age_seconds",
+                "From a frame's capture to the lane having processed it "
+                "(queue wait included): how far the lane runs behind real time.",
+                FRAME_AGE_BUCKETS,
+            )
+        )
+        self.alert_latency = r.add(
+            Histogram(
+                "reid_alert_latency_seconds",
+                "From an item leaving the zone (its last frame) to its alert being written.",
+                ALERT_LATENCY_BUCKETS,
+            )
+        )
+        self.events = r.add(
+            Counter(
+                "reid_events_total", "Alerts and basket lines written, by type.", ("type",), [(t,) for t in EVENT_TYPES]
+            )
+        )
+        self.pos_received = r.add(
+            Counter(
+                "reid_pos_events_total", "POS events accepted, by source.", ("source",), [(s,) for s in POS_SOURCES]
+            )
+        )
+        self.pos_rejected = r.add(
+            Counter(
+                "reid_pos_rejected_total",
+                "POS payloads or lines refused as malformed, by source.",
+                ("source",),
+                [(s,) for s in POS_SOURCES],
+            )
+        )
+        self.pos_unverifiable = r.add(
+            Counter("reid_pos_unverifiable_total", "Scans made while the camera was down: not judged.")
+        )
+        self.camera_reconnects = r.add(
+            Counter("reid_camera_reconnects_total", "Times the camera or stream was lost and reopened.")
+        )
+        self.evidence_failures = r.add(
+            Counter("reid_evidence_failures_total", "Alerts written without their crops (disk full or unwritable).")
+        )
+        self.gallery_reloads = r.add(
+            Counter("reid_gallery_reloads_total", "Newly published gallery versions switched to.")
+        )
+        self.gallery_reload_failures = r.add(
+            Counter("reid_gallery_reload_failures_total", "Gallery versions that could not be switched to.")
+        )
         self.webhook_delivered = r.add(Counter("reid_webhook_delivered_total", "Alerts the webhook receiver accepted."))
-        self.webhook_failures = r.add(Counter("reid_webhook_failures_total", "Webhook attempts that failed (to be retried)."))
+        self.webhook_failures = r.add(
+            Counter("reid_webhook_failures_total", "Webhook attempts that failed (to be retried).")
+        )
         r.add(Gauge("reid_webhook_pending", "Alerts written but not yet delivered to the webhook.", webhook_pending))
         r.add(Gauge("reid_gallery_version", "Gallery version in use.", gallery_version))
         r.add(Gauge("reid_camera_connected", "1 while frames are arriving from the camera.", camera_connected))

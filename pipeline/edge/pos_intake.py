@@ -8,6 +8,7 @@ the file is skipped with a warning naming the line, as `read_pos_log` does. The 
 position is kept on disk, so a restart neither re-reads old scans (they would come back as scans
 without item) nor misses the ones appended meanwhile.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,9 +20,10 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from gallery.files import replace_atomically
-from pipeline.edge.metrics import EdgeMetrics
-from pipeline.pos import PosError, PosEvent, parse_pos_event
+from retail_reid.pipeline.edge.metrics import EdgeMetrics
+from retail_reid.pipeline.pos import PosError, PosEvent, parse_pos_event
+
+from retail_reid.durable import replace_atomically
 
 log = logging.getLogger("reid.edge.pos")
 
@@ -37,8 +39,14 @@ class InboxFull(Exception):
 class PosInbox:
     """POS events received and not yet taken by the lane, at most `capacity` of them."""
 
-    def __init__(self, capacity: int, metrics: EdgeMetrics, clock_offset_s: float, max_skew_s: float,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        capacity: int,
+        metrics: EdgeMetrics,
+        clock_offset_s: float,
+        max_skew_s: float,
+        clock: Callable[[], float] = time.time,
+    ):
         self.capacity = capacity
         self.metrics = metrics
         self.clock_offset_s = clock_offset_s
@@ -53,8 +61,10 @@ class PosInbox:
         clock_offset_s) is wrong, and matching it against the camera would only raise false alerts."""
         now = self.clock() + self.clock_offset_s
         if abs(event.ts - now) > self.max_skew_s:
-            raise PosError(f"{where}: field 'ts' is {event.ts:.3f}, {event.ts - now:+.1f} s from now on the POS clock "
-                           f"(more than {self.max_skew_s:g} s); 'ts' must be Unix seconds, check the POS clock")
+            raise PosError(
+                f"{where}: field 'ts' is {event.ts:.3f}, {event.ts - now:+.1f} s from now on the POS clock "
+                f"(more than {self.max_skew_s:g} s); 'ts' must be Unix seconds, check the POS clock"
+            )
 
     def put(self, events: list[PosEvent], source: str) -> None:
         """Accept all of `events` or none (InboxFull)."""
@@ -65,8 +75,15 @@ class PosInbox:
                 raise InboxFull(f"{len(self._items)} POS events are waiting for the lane (at most {self.capacity})")
             self._items.extend(events)
             last = max(events, key=lambda e: e.ts)
-            self._last = {"ts": last.ts, "type": last.type, "sku": last.sku, "barcode": last.barcode, "txn": last.txn,
-                          "source": source, "received_at": round(self.clock(), 3)}
+            self._last = {
+                "ts": last.ts,
+                "type": last.type,
+                "sku": last.sku,
+                "barcode": last.barcode,
+                "txn": last.txn,
+                "source": source,
+                "received_at": round(self.clock(), 3),
+            }
         self.metrics.pos_received.inc(source, amount=len(events))
 
     def take(self) -> list[PosEvent]:
@@ -86,7 +103,9 @@ class PosInbox:
             return len(self._items)
 
 
-def parse_pos_body(body: bytes, max_events: int, check: Callable[[PosEvent, str], None] = lambda event, where: None) -> list[PosEvent]:
+def parse_pos_body(
+    body: bytes, max_events: int, check: Callable[[PosEvent, str], None] = lambda event, where: None
+) -> list[PosEvent]:
     """The events of one `POST /pos` body (a JSON object, or a list of them), each also passed to
     `check`; PosError naming the event (`HTTP body[3]`) and field otherwise."""
     try:
@@ -123,7 +142,9 @@ class PosFileTailer:
     """Follows a JSON-lines file the POS appends to, from where it last stopped (kept in
     `state_path`). A file replaced (new inode) or cut shorter is read again from its start."""
 
-    def __init__(self, path: str | Path, inbox: PosInbox, state_path: Path, poll_s: float, from_start: bool, metrics: EdgeMetrics):
+    def __init__(
+        self, path: str | Path, inbox: PosInbox, state_path: Path, poll_s: float, from_start: bool, metrics: EdgeMetrics
+    ):
         self.path = Path(path)
         self.inbox = inbox
         self.state_path = state_path
@@ -200,7 +221,13 @@ class PosFileTailer:
         key = (self._file_id, offset, self._line)
         if key == self._saved or self._file_id is None:
             return
-        data = {"file": str(self.path), "device": self._file_id[0], "inode": self._file_id[1], "offset": offset, "line": self._line}
+        data = {
+            "file": str(self.path),
+            "device": self._file_id[0],
+            "inode": self._file_id[1],
+            "offset": offset,
+            "line": self._line,
+        }
         try:
             replace_atomically(self.state_path, (json.dumps(data) + "\n").encode(), "edge-pos-offset")
         except OSError as e:  # the position is saved again with the next line read

@@ -9,6 +9,7 @@ Stopping (SIGTERM or SIGINT): the HTTP server and the POS file stop taking event
 the lane processes what is queued, decides everything pending and writes it, the webhook gets
 `shutdown_grace_s` to deliver, and the process exits 0. Undelivered alerts wait on disk.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -22,21 +23,21 @@ import time
 from pathlib import Path
 
 import numpy as np
+from retail_reid.gallery import Gallery
+from retail_reid.pipeline.config import LaneConfig
+from retail_reid.pipeline.edge.alert_log import AlertLog
+from retail_reid.pipeline.edge.camera import CameraFeed, FrameQueue
+from retail_reid.pipeline.edge.evidence import EvidenceWriter
+from retail_reid.pipeline.edge.gallery_watch import GalleryWatcher
+from retail_reid.pipeline.edge.http_api import ApiContext, ApiServer
+from retail_reid.pipeline.edge.lane_worker import LaneWorker
+from retail_reid.pipeline.edge.metrics import DROP_REASONS, EdgeMetrics
+from retail_reid.pipeline.edge.pos_intake import PosFileTailer, PosInbox
+from retail_reid.pipeline.edge.settings import EdgeConfig, EdgeError
+from retail_reid.pipeline.edge.webhook import WebhookSender
 
-from gallery import Gallery
-from gallery.files import replace_atomically
-from models.errors import ReidError
-from pipeline.config import LaneConfig
-from pipeline.edge.alert_log import AlertLog
-from pipeline.edge.camera import CameraFeed, FrameQueue
-from pipeline.edge.evidence import EvidenceWriter
-from pipeline.edge.gallery_watch import GalleryWatcher
-from pipeline.edge.http_api import ApiContext, ApiServer
-from pipeline.edge.lane_worker import LaneWorker
-from pipeline.edge.metrics import DROP_REASONS, EdgeMetrics
-from pipeline.edge.pos_intake import PosFileTailer, PosInbox
-from pipeline.edge.settings import EdgeConfig, EdgeError
-from pipeline.edge.webhook import WebhookSender
+from retail_reid.durable import replace_atomically
+from retail_reid.errors import ReidError
 
 log = logging.getLogger("reid.edge")
 
@@ -79,37 +80,83 @@ class EdgeService:
             if part is not None:
                 part.start()
                 self._started.append(part)
-        self._http_thread = threading.Thread(target=self.http.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True)
+        self._http_thread = threading.Thread(
+            target=self.http.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True
+        )
         self._http_thread.start()
         url = f"http://{cfg.http.host}:{self.http.port}"
-        ready = {"pid": os.getpid(), "lane": cfg.lane, "url": url, "port": self.http.port, "started_at": round(self.started_at, 3)}
+        ready = {
+            "pid": os.getpid(),
+            "lane": cfg.lane,
+            "url": url,
+            "port": self.http.port,
+            "started_at": round(self.started_at, 3),
+        }
         replace_atomically(self.state / READY_FILE, (json.dumps(ready) + "\n").encode(), "edge-ready")
-        log.info("lane %s: listening on %s; camera %s; gallery %s version %d", cfg.lane, url, cfg.camera.source, cfg.gallery, self.gallery.version)
+        log.info(
+            "lane %s: listening on %s; camera %s; gallery %s version %d",
+            cfg.lane,
+            url,
+            cfg.camera.source,
+            cfg.gallery,
+            self.gallery.version,
+        )
 
     def _build(self) -> None:
         cfg = self.config
         self.gallery = Gallery.open(cfg.gallery, model=cfg.model or None)
-        self.gallery.embedder.embed([np.zeros((64, 64, 3), np.uint8)])  # its first run allocates: not on the first alert's time
+        self.gallery.embedder.embed(
+            [np.zeros((64, 64, 3), np.uint8)]
+        )  # its first run allocates: not on the first alert's time
         # The gauges read parts made below, when scraped (after start).
-        self.metrics = EdgeMetrics(lambda: self.gallery.version, lambda: float(self.camera.connected),
-                                   lambda: self.webhook.pending() if self.webhook else 0)
-        run = secrets.token_hex(4)  # this start's name: in alert ids and the evidence folder, so neither repeats after a restart
+        self.metrics = EdgeMetrics(
+            lambda: self.gallery.version,
+            lambda: float(self.camera.connected),
+            lambda: self.webhook.pending() if self.webhook else 0,
+        )
+        run = secrets.token_hex(
+            4
+        )  # this start's name: in alert ids and the evidence folder, so neither repeats after a restart
         self.alerts = AlertLog(self.state / EVENTS_FILE, cfg.lane, f"{cfg.lane}-{run}")
-        self.webhook = WebhookSender(self.alerts, cfg.webhook, self.state / CURSOR_FILE, self.metrics) if cfg.webhook.url else None
+        self.webhook = (
+            WebhookSender(self.alerts, cfg.webhook, self.state / CURSOR_FILE, self.metrics) if cfg.webhook.url else None
+        )
         self.frames = FrameQueue(cfg.camera.queue_frames, lambda: self.metrics.frames_dropped.inc("queue_full"))
         self.camera = CameraFeed(cfg.camera, self.frames, self.metrics)
-        self.inbox = PosInbox(cfg.pos.queue_events, self.metrics, self.lane_config.events.clock_offset_s, cfg.pos.max_clock_skew_s)
+        self.inbox = PosInbox(
+            cfg.pos.queue_events, self.metrics, self.lane_config.events.clock_offset_s, cfg.pos.max_clock_skew_s
+        )
         folder = f"evidence/{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(self.started_at))}-{run}"
-        self.evidence = EvidenceWriter(self.state, folder, int(cfg.evidence_min_free_mb * 1e6), self.metrics) if cfg.evidence else None
-        self.worker = LaneWorker(self.gallery, self.lane_config, self.camera, self.frames, self.inbox, self.alerts, self.evidence, self.metrics)
-        self.tailer = (PosFileTailer(cfg.pos.file, self.inbox, self.state / POS_OFFSET_FILE, cfg.pos.poll_s, cfg.pos.from_start, self.metrics)
-                       if cfg.pos.file else None)
+        self.evidence = (
+            EvidenceWriter(self.state, folder, int(cfg.evidence_min_free_mb * 1e6), self.metrics)
+            if cfg.evidence
+            else None
+        )
+        self.worker = LaneWorker(
+            self.gallery,
+            self.lane_config,
+            self.camera,
+            self.frames,
+            self.inbox,
+            self.alerts,
+            self.evidence,
+            self.metrics,
+        )
+        self.tailer = (
+            PosFileTailer(
+                cfg.pos.file, self.inbox, self.state / POS_OFFSET_FILE, cfg.pos.poll_s, cfg.pos.from_start, self.metrics
+            )
+            if cfg.pos.file
+            else None
+        )
         self.watcher = GalleryWatcher(self.gallery, cfg.gallery_poll_s, self.metrics)
         context = ApiContext(self.inbox, self.alerts, self.metrics, self.health, self._refresh_gallery)
         try:
             self.http = ApiServer(cfg.http, context)
         except OSError as e:
-            raise EdgeError(f"edge.http: cannot listen on {cfg.http.host}:{cfg.http.port} ({e.strerror or e})") from None
+            raise EdgeError(
+                f"edge.http: cannot listen on {cfg.http.host}:{cfg.http.port} ({e.strerror or e})"
+            ) from None
 
     def _take_lock(self) -> None:
         path = self.state / LOCK_FILE
@@ -119,7 +166,9 @@ class EdgeService:
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise EdgeError(f"{self.state}: in use by another reid edge (pid {holder}); each lane needs its own state_dir") from None
+            raise EdgeError(
+                f"{self.state}: in use by another reid edge (pid {holder}); each lane needs its own state_dir"
+            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._lock_fd = fd
@@ -162,7 +211,9 @@ class EdgeService:
         if self.webhook is not None:
             self.webhook.stop(self.config.shutdown_grace_s)
             if self.webhook.pending():
-                log.warning("webhook: %d alerts not delivered yet; they are sent after the restart", self.webhook.pending())
+                log.warning(
+                    "webhook: %d alerts not delivered yet; they are sent after the restart", self.webhook.pending()
+                )
         self.alerts.close()
         (self.state / READY_FILE).unlink(missing_ok=True)
         self._release_lock()
@@ -186,7 +237,12 @@ class EdgeService:
         silent = now - last_pos_at > self.config.pos.silent_after_s and (self.worker.last_pass_at or 0) > last_pos_at
         if silent:
             problems.append(f"POS silent for {now - last_pos_at:.0f} s while items pass")
-        for part, name in ((self.watcher, "gallery"), (self.evidence, "evidence"), (self.alerts, "alert log"), (self.tailer, "POS file")):
+        for part, name in (
+            (self.watcher, "gallery"),
+            (self.evidence, "evidence"),
+            (self.alerts, "alert log"),
+            (self.tailer, "POS file"),
+        ):
             if part is not None and part.error:
                 problems.append(f"{name}: {part.error}")
         webhook = self.webhook.status() if self.webhook else None
@@ -195,7 +251,9 @@ class EdgeService:
         stuck = time.monotonic() - self.worker.beat > STUCK_AFTER_S
         failing = not self.worker.alive or stuck
         if failing:
-            problems.insert(0, "lane stopped" if not self.worker.alive else f"lane thread silent for over {STUCK_AFTER_S:.0f} s")
+            problems.insert(
+                0, "lane stopped" if not self.worker.alive else f"lane thread silent for over {STUCK_AFTER_S:.0f} s"
+            )
         embedder = self.gallery.embedder
         body = {
             "status": "failing" if failing else ("degraded" if problems else "ok"),
@@ -203,16 +261,24 @@ class EdgeService:
             "lane": self.config.lane,
             "uptime_s": round(now - self.started_at, 1),
             "camera": camera,
-            "frames": {"read_fps": camera["fps"], "processed_fps": lane["fps"], "read": int(self.metrics.frames_read.value()),
-                       "processed": lane["frames_processed"],
-                       "dropped": int(sum(self.metrics.frames_dropped.value(r) for r in DROP_REASONS)),
-                       "dropped_by": {r: int(self.metrics.frames_dropped.value(r)) for r in DROP_REASONS},
-                       "waiting": lane["frames_waiting"]},
+            "frames": {
+                "read_fps": camera["fps"],
+                "processed_fps": lane["fps"],
+                "read": int(self.metrics.frames_read.value()),
+                "processed": lane["frames_processed"],
+                "dropped": int(sum(self.metrics.frames_dropped.value(r) for r in DROP_REASONS)),
+                "dropped_by": {r: int(self.metrics.frames_dropped.value(r)) for r in DROP_REASONS},
+                "waiting": lane["frames_waiting"],
+            },
             "lane_state": {"zone": lane["zone"], "item_passes": lane["passes"], "pos_waiting": lane["pos_waiting"]},
             "gallery": {"path": self.config.gallery, "version": self.gallery.version, "error": self.watcher.error},
             "model": {"path": str(embedder.path), "fingerprint": embedder.fingerprint},
-            "pos": {"last_event": last_pos, "age_s": round(now - last_pos_at, 1) if last_pos else None, "silent": silent,
-                    "file": self.tailer.status() if self.tailer else None},
+            "pos": {
+                "last_event": last_pos,
+                "age_s": round(now - last_pos_at, 1) if last_pos else None,
+                "silent": silent,
+                "file": self.tailer.status() if self.tailer else None,
+            },
             "alerts": {"last_seq": self.alerts.last_seq, "unwritten": self.alerts.unwritten, "lost": self.alerts.lost},
             "webhook": webhook,
             "evidence": None if self.evidence is None else {"error": self.evidence.error},

@@ -1,7 +1,8 @@
 """The service's settings: the `[edge]` tables of lane.toml, beside the lane's own settings
-(zone, detector, tracker, ...) that `pipeline.config` reads. One file per lane, so an operator
+(zone, detector, tracker, ...) that `retail_reid.pipeline.config` reads. One file per lane, so an operator
 edits one place; the same strictness applies: an unknown key or a wrong type names the file and key.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,9 +10,10 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from models.errors import ReidError
-from pipeline.config import ConfigError, LaneConfig, read_toml
-from pipeline.config import _build as build_section  # the lane config's strict TOML-to-dataclass mapping
+from retail_reid.pipeline.config import ConfigError, LaneConfig, read_toml
+from retail_reid.pipeline.config import _build as build_section  # the lane config's strict TOML-to-dataclass mapping
+
+from retail_reid.errors import ReidError
 
 
 class EdgeError(ReidError):
@@ -40,8 +42,11 @@ class CameraConfig:
         _check(bool(self.source), "camera.source", "is required (a camera index, a stream URL or a video file)")
         _check(self.open_timeout_s > 0, "camera.open_timeout_s", f"must be positive, got {self.open_timeout_s}")
         _check(self.read_timeout_s > 0, "camera.read_timeout_s", f"must be positive, got {self.read_timeout_s}")
-        _check(0 < self.reconnect_min_s <= self.reconnect_max_s, "camera.reconnect_min_s",
-               f"must be positive and at most reconnect_max_s ({self.reconnect_max_s}), got {self.reconnect_min_s}")
+        _check(
+            0 < self.reconnect_min_s <= self.reconnect_max_s,
+            "camera.reconnect_min_s",
+            f"must be positive and at most reconnect_max_s ({self.reconnect_max_s}), got {self.reconnect_min_s}",
+        )
         _check(1 <= self.queue_frames <= 256, "camera.queue_frames", f"must be in [1, 256], got {self.queue_frames}")
         _check(0 < self.folder_fps <= 120, "camera.folder_fps", f"must be in (0, 120], got {self.folder_fps}")
 
@@ -65,9 +70,21 @@ class HttpConfig:
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, "http.port", f"must be in [0, 65535], got {self.port}")
         _check(not (self.token and self.token_file), "http.token", "give token or token_file, not both")
-        _check(1024 <= self.max_body_bytes <= 16 << 20, "http.max_body_bytes", f"must be in [1024, 16777216], got {self.max_body_bytes}")
-        _check(1 <= self.max_events_per_post <= 100_000, "http.max_events_per_post", f"must be in [1, 100000], got {self.max_events_per_post}")
-        _check(1 <= self.max_connections <= 1024, "http.max_connections", f"must be in [1, 1024], got {self.max_connections}")
+        _check(
+            1024 <= self.max_body_bytes <= 16 << 20,
+            "http.max_body_bytes",
+            f"must be in [1024, 16777216], got {self.max_body_bytes}",
+        )
+        _check(
+            1 <= self.max_events_per_post <= 100_000,
+            "http.max_events_per_post",
+            f"must be in [1, 100000], got {self.max_events_per_post}",
+        )
+        _check(
+            1 <= self.max_connections <= 1024,
+            "http.max_connections",
+            f"must be in [1, 1024], got {self.max_connections}",
+        )
         _check(self.request_timeout_s > 0, "http.request_timeout_s", f"must be positive, got {self.request_timeout_s}")
 
 
@@ -83,7 +100,11 @@ class PosConfig:
     def __post_init__(self) -> None:
         _check(0.01 <= self.poll_s <= 60, "pos.poll_s", f"must be in [0.01, 60], got {self.poll_s}")
         _check(self.max_clock_skew_s > 0, "pos.max_clock_skew_s", f"must be positive, got {self.max_clock_skew_s}")
-        _check(10 <= self.queue_events <= 1_000_000, "pos.queue_events", f"must be in [10, 1000000], got {self.queue_events}")
+        _check(
+            10 <= self.queue_events <= 1_000_000,
+            "pos.queue_events",
+            f"must be in [10, 1000000], got {self.queue_events}",
+        )
         _check(self.silent_after_s > 0, "pos.silent_after_s", f"must be positive, got {self.silent_after_s}")
 
 
@@ -97,11 +118,18 @@ class WebhookConfig:
     backoff_max_s: float = 60.0  # ... up to this
 
     def __post_init__(self) -> None:
-        _check(not self.url or self.url.startswith(("http://", "https://")), "webhook.url", f"must be an http:// or https:// URL, got {self.url!r}")
+        _check(
+            not self.url or self.url.startswith(("http://", "https://")),
+            "webhook.url",
+            f"must be an http:// or https:// URL, got {self.url!r}",
+        )
         _check(not (self.token and self.token_file), "webhook.token", "give token or token_file, not both")
         _check(self.timeout_s > 0, "webhook.timeout_s", f"must be positive, got {self.timeout_s}")
-        _check(0 < self.backoff_min_s <= self.backoff_max_s, "webhook.backoff_min_s",
-               f"must be positive and at most backoff_max_s ({self.backoff_max_s}), got {self.backoff_min_s}")
+        _check(
+            0 < self.backoff_min_s <= self.backoff_max_s,
+            "webhook.backoff_min_s",
+            f"must be positive and at most backoff_max_s ({self.backoff_max_s}), got {self.backoff_min_s}",
+        )
 
 
 @dataclass(frozen=True)
@@ -120,13 +148,20 @@ class EdgeConfig:
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
 
     def __post_init__(self) -> None:
-        _check(bool(self.lane) and self.lane.replace("-", "").replace("_", "").isalnum(), "lane",
-               f"must be letters, digits, '-' or '_', got {self.lane!r}")
+        _check(
+            bool(self.lane) and self.lane.replace("-", "").replace("_", "").isalnum(),
+            "lane",
+            f"must be letters, digits, '-' or '_', got {self.lane!r}",
+        )
         _check(bool(self.gallery), "gallery", "is required (the gallery folder)")
         _check(bool(self.state_dir), "state_dir", "is required (a folder this lane alone writes to)")
-        _check(0.1 <= self.gallery_poll_s <= 3600, "gallery_poll_s", f"must be in [0.1, 3600], got {self.gallery_poll_s}")
+        _check(
+            0.1 <= self.gallery_poll_s <= 3600, "gallery_poll_s", f"must be in [0.1, 3600], got {self.gallery_poll_s}"
+        )
         _check(self.evidence_min_free_mb >= 0, "evidence_min_free_mb", f"must be >= 0, got {self.evidence_min_free_mb}")
-        _check(0 <= self.shutdown_grace_s <= 300, "shutdown_grace_s", f"must be in [0, 300], got {self.shutdown_grace_s}")
+        _check(
+            0 <= self.shutdown_grace_s <= 300, "shutdown_grace_s", f"must be in [0, 300], got {self.shutdown_grace_s}"
+        )
 
 
 def _is_loopback(host: str) -> bool:
@@ -169,15 +204,36 @@ def load_edge_config(path: str | Path) -> tuple[EdgeConfig, LaneConfig]:
         if lane.zone is None:
             raise ConfigError("zone: is required for the service ('zone = [x1, y1, x2, y2]' in frame pixels)")
         edge = build_section(EdgeConfig, edge_data, "edge")
-        camera = edge.camera if edge.camera.is_stream else dataclasses.replace(edge.camera, source=_resolve(base, edge.camera.source))
-        http = dataclasses.replace(edge.http, token=read_token(edge.http.token, _resolve(base, edge.http.token_file), "http.token"), token_file="")
+        camera = (
+            edge.camera
+            if edge.camera.is_stream
+            else dataclasses.replace(edge.camera, source=_resolve(base, edge.camera.source))
+        )
+        http = dataclasses.replace(
+            edge.http,
+            token=read_token(edge.http.token, _resolve(base, edge.http.token_file), "http.token"),
+            token_file="",
+        )
         if not http.token and not _is_loopback(http.host):
-            raise ConfigError(f"edge.http.host: {http.host} is reachable from other machines; set edge.http.token or token_file")
+            raise ConfigError(
+                f"edge.http.host: {http.host} is reachable from other machines; set edge.http.token or token_file"
+            )
         webhook = dataclasses.replace(
-            edge.webhook, token=read_token(edge.webhook.token, _resolve(base, edge.webhook.token_file), "webhook.token"), token_file="")
+            edge.webhook,
+            token=read_token(edge.webhook.token, _resolve(base, edge.webhook.token_file), "webhook.token"),
+            token_file="",
+        )
         pos = dataclasses.replace(edge.pos, file=_resolve(base, edge.pos.file))
-        edge = dataclasses.replace(edge, gallery=_resolve(base, edge.gallery), model=_resolve(base, edge.model),
-                                   state_dir=_resolve(base, edge.state_dir), camera=camera, http=http, pos=pos, webhook=webhook)
+        edge = dataclasses.replace(
+            edge,
+            gallery=_resolve(base, edge.gallery),
+            model=_resolve(base, edge.model),
+            state_dir=_resolve(base, edge.state_dir),
+            camera=camera,
+            http=http,
+            pos=pos,
+            webhook=webhook,
+        )
     except ConfigError as e:
         raise ConfigError(f"{p}: {e}") from None
     model = lane.detector.onnx.model

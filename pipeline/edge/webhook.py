@@ -7,6 +7,7 @@ is sent again only if the process dies between the receiver's answer and that sa
 answer is lost on the way; the key lets the receiver drop such a repeat. Failures are retried
 with exponential backoff and jitter, for as long as it takes: nothing is given up.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,10 +19,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from gallery.files import replace_atomically
-from pipeline.edge.alert_log import AlertLog
-from pipeline.edge.metrics import EdgeMetrics
-from pipeline.edge.settings import EdgeError, WebhookConfig
+from retail_reid.pipeline.edge.alert_log import AlertLog
+from retail_reid.pipeline.edge.metrics import EdgeMetrics
+from retail_reid.pipeline.edge.settings import EdgeError, WebhookConfig
+
+from retail_reid.durable import replace_atomically
 
 log = logging.getLogger("reid.edge.webhook")
 
@@ -58,8 +60,14 @@ class WebhookSender:
         return max(0, self.alerts.last_seq - self.delivered_seq)
 
     def status(self) -> dict:
-        return {"url": self.config.url, "delivered_seq": self.delivered_seq, "pending": self.pending(),
-                "failures_in_row": self.failures_in_row, "error": self.error, "last_delivered_at": self.last_delivered_at}
+        return {
+            "url": self.config.url,
+            "delivered_seq": self.delivered_seq,
+            "pending": self.pending(),
+            "failures_in_row": self.failures_in_row,
+            "error": self.error,
+            "last_delivered_at": self.last_delivered_at,
+        }
 
     def _load_cursor(self) -> int:
         try:
@@ -69,10 +77,16 @@ class WebhookSender:
             log.info("webhook %s: first start; delivering alerts after seq %d", self.config.url, self.alerts.last_seq)
             return self._save_cursor(self.alerts.last_seq)
         except (OSError, ValueError, KeyError, TypeError) as e:
-            raise EdgeError(f"{self.cursor_path}: unreadable webhook cursor ({e}); fix or remove it (removing skips older alerts)") from None
+            raise EdgeError(
+                f"{self.cursor_path}: unreadable webhook cursor ({e}); fix or remove it (removing skips older alerts)"
+            ) from None
         if seq > self.alerts.last_seq:
-            log.warning("%s: says seq %d was delivered but the alert log ends at %d (it was replaced); delivering from its start",
-                        self.cursor_path, seq, self.alerts.last_seq)
+            log.warning(
+                "%s: says seq %d was delivered but the alert log ends at %d (it was replaced); delivering from its start",
+                self.cursor_path,
+                seq,
+                self.alerts.last_seq,
+            )
             return self._save_cursor(0)
         return seq
 
@@ -111,7 +125,12 @@ class WebhookSender:
             self.metrics.webhook_failures.inc()
             self.failures_in_row += 1
             if self.error is None or self.failures_in_row in (1, 10, 100) or self.failures_in_row % 1000 == 0:
-                log.warning("webhook: alert %s not delivered (%s); %d attempts failed in a row, retrying", record["id"], error, self.failures_in_row)
+                log.warning(
+                    "webhook: alert %s not delivered (%s); %d attempts failed in a row, retrying",
+                    record["id"],
+                    error,
+                    self.failures_in_row,
+                )
             self.error = error
             wait = backoff * random.uniform(0.8, 1.2)
             if self._stop.is_set():
@@ -122,10 +141,16 @@ class WebhookSender:
 
     def _post(self, record: dict) -> str | None:
         """None if the receiver took the alert, else why not."""
-        headers = {"Content-Type": "application/json", "Idempotency-Key": record["id"], "User-Agent": "retail-reid-edge"}
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": record["id"],
+            "User-Agent": "retail-reid-edge",
+        }
         if self.config.token:
             headers["Authorization"] = f"Bearer {self.config.token}"
-        request = urllib.request.Request(self.config.url, data=json.dumps(record).encode(), headers=headers, method="POST")
+        request = urllib.request.Request(
+            self.config.url, data=json.dumps(record).encode(), headers=headers, method="POST"
+        )
         try:
             with self._opener.open(request, timeout=self.config.timeout_s) as response:
                 response.read(MAX_RESPONSE_BYTES)

@@ -1,5 +1,6 @@
 """Fault injection at the writer's steps, so tests can kill a writer exactly there (kill -9) or make a
 write fail as a full disk would. Inert unless the environment variables are set."""
+
 from __future__ import annotations
 
 import errno

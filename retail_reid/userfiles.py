@@ -1,10 +1,11 @@
 """Reading a file that a user named: an error that says which file and what went wrong, never a
 traceback. Shared by every reader of user input (images, POS logs, events, truth files)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
-from models.errors import ReidError
+from retail_reid.errors import ReidError
 
 
 def read_user_file(path: str | Path, what: str, error: type[ReidError]) -> bytes:

@@ -1,4 +1,5 @@
 """Reading product photos and crops robustly: every failure names the file and says why."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,8 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from models.errors import ReidError
-from models.userfiles import read_user_file
+from retail_reid.errors import ReidError
+from retail_reid.userfiles import read_user_file
 
 MIN_SIDE = 8  # smaller images carry no product detail; refuse rather than embed noise
 MAX_PIXELS = 120_000_000  # above ~11k x 11k an image is almost surely not a crop or a product photo

@@ -1,0 +1,7 @@
+"""``python -m retail_reid`` runs the ``reid`` command line."""
+
+import sys
+
+from retail_reid.pipeline.cli import main
+
+sys.exit(main())
