@@ -17,6 +17,8 @@ from retail_reid.errors import ReidError
 
 DETECTOR_KINDS = ("motion", "onnx")
 
+T = typing.TypeVar("T")
+
 
 class ConfigError(ReidError, ValueError):
     """A config file or value that cannot be used; names the file and key."""
@@ -129,7 +131,9 @@ class TrackerConfig:
 @dataclass(frozen=True)
 class CropConfig:
     per_track: int = 2  # crops embedded per pass (averaged); the embedder is the costliest stage
-    margin: float = -0.05  # share of the box added around it as context; negative cuts inside it (the motion box holds hand, shadow and background)
+    # Share of the box added around it as context; negative cuts inside it (the motion box holds
+    # hand, shadow and background).
+    margin: float = -0.05
     min_side: int = 24  # smaller crops carry no product detail
 
     def __post_init__(self) -> None:
@@ -140,7 +144,7 @@ class CropConfig:
 
 # A similarity (number), a calibrated threshold of the model by name ("eer", "far_0.01",
 # "far_0.001"), or "confidence:P": the similarity at which the model's calibrated confidence is P.
-Threshold = typing.Union[str, float]
+Threshold = str | float
 
 
 @dataclass(frozen=True)
@@ -190,7 +194,7 @@ def _convert(value: object, kind: object, key: str) -> object:
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: must be a table ([{key}]), got {type(value).__name__}")
-        return _build(kind, value, key)
+        return from_table(kind, value, key)
     if kind is Zone or kind == (Zone | None):
         try:
             return Zone.from_list(value, key)
@@ -214,7 +218,9 @@ def _convert(value: object, kind: object, key: str) -> object:
     raise ConfigError(f"{key}: must be {names}, got {type(value).__name__} {value!r}")
 
 
-def _build(cls: type, data: dict, prefix: str = "") -> object:
+def from_table(cls: type[T], data: dict, prefix: str = "") -> T:
+    """A settings dataclass from a TOML table, strictly: an unknown key or a wrong type is a
+    ConfigError naming the key (under `prefix`). The edge service reads its own tables with it."""
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls) if f.init}
     for name in data:
@@ -247,7 +253,7 @@ def load_config(path: str | Path | None) -> LaneConfig:
     p = Path(path)
     data = read_toml(p)
     try:
-        config = _build(LaneConfig, data)
+        config = from_table(LaneConfig, data)
     except ConfigError as e:
         raise ConfigError(f"{p}: {e}") from None
     model = config.detector.onnx.model

@@ -53,21 +53,21 @@ def cut_crop(image: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray:
 class CropSelector:
     """Keeps, per open track, the `per_track` best crops seen so far (a bounded heap each)."""
 
-    def __init__(self, zone: Zone, config: CropConfig = CropConfig()):
+    def __init__(self, zone: Zone, config: CropConfig | None = None):
         self.zone = zone
-        self.config = config
+        self.config = config = config or CropConfig()
         self._best: dict[int, list[tuple[float, int, Crop]]] = {}
         self._order = itertools.count()  # tie-breaker: heaps never compare crops
 
     def add(self, frame: Frame, detections: Detections) -> None:
         """Offer the tracked detections of one frame."""
-        for box, tid in zip(detections.xyxy, detections.tracker_id):
+        for box, tid in zip(detections.xyxy, detections.tracker_id, strict=True):
             if tid < 0 or min(box[2] - box[0], box[3] - box[1]) < self.config.min_side:
                 continue
             heap = self._best.setdefault(int(tid), [])
             image = cut_crop(frame.image, box, self.config.margin)
             q = crop_quality(image, box, self.zone)
-            item = (q, next(self._order), Crop(image, frame.ts, tuple(int(v) for v in box), q))
+            item = (q, next(self._order), Crop(image=image, ts=frame.ts, box=tuple(int(v) for v in box), quality=q))
             if len(heap) < self.config.per_track:
                 heapq.heappush(heap, item)
             elif q > heap[0][0]:

@@ -43,9 +43,9 @@ class MotionDetector:
     thinner hand and wrist.
     """
 
-    def __init__(self, zone: Zone, config: MotionConfig = MotionConfig()):
+    def __init__(self, zone: Zone, config: MotionConfig | None = None):
         self.zone = zone
-        self.config = config
+        self.config = config = config or MotionConfig()
         self._size = (max(8, round(zone.width * config.scale)), max(8, round(zone.height * config.scale)))
         self._subtractor = cv2.createBackgroundSubtractorMOG2(
             history=config.history, varThreshold=config.var_threshold, detectShadows=False
@@ -78,7 +78,7 @@ class MotionDetector:
         if np.count_nonzero(usable) < 50:
             return small
         gain = np.median(cur[usable] / ref[usable], axis=0)
-        return cv2.multiply(small, tuple(float(g) for g in 1.0 / gain) + (0.0,))
+        return cv2.multiply(small, (*(float(g) for g in 1.0 / gain), 0.0))
 
     def mask(self, frame: Frame) -> np.ndarray:
         """The cleaned foreground mask of the zone at working scale (uint8, 0 or 255)."""
@@ -136,7 +136,7 @@ def dominant_body(blob: np.ndarray, ratio: float, origin: tuple[int, int]) -> tu
     if depth < 2:
         return origin[0], origin[1], blob.shape[1], blob.shape[0]
     cut = ratio * depth
-    n, labels = cv2.connectedComponents((dist >= cut).astype(np.uint8))
+    _, labels = cv2.connectedComponents((dist >= cut).astype(np.uint8))
     peak = labels[np.unravel_index(int(np.argmax(dist)), dist.shape)]
     ys, xs = np.nonzero(labels == peak)
     x1 = max(0, int(xs.min() - 1 - cut))

@@ -13,17 +13,16 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from retail_reid.pipeline.association import assign, claimable
 from retail_reid.pipeline.basket import compare
 from retail_reid.pipeline.config import BasketConfig, EventConfig
-from retail_reid.pipeline.matching import Judgement, Recognition
-from retail_reid.pipeline.pos import PosEvent
-from retail_reid.pipeline.types import BasketEvent, Event, ItemPass, PassRecord
+from retail_reid.pipeline.pos import PosEvent, PosEventType
+from retail_reid.pipeline.recognition import Judgement, Recognition
+from retail_reid.pipeline.types import BasketEvent, Event, EventType, ItemPass, PassRecord, Verdict
 
 UNKNOWN = "unknown"  # the seen-basket entry for an item the gallery could not name
-ALERT_VERDICTS = ("non_scan", "product_switch", "unknown_item")
 
 
 @dataclass
@@ -59,15 +58,15 @@ class EventBuilder:
     def __init__(
         self,
         judge: Callable[[Recognition, str | None], Judgement],
-        config: EventConfig = EventConfig(),
-        basket: BasketConfig = BasketConfig(),
+        config: EventConfig | None = None,
+        basket: BasketConfig | None = None,
         resolve_barcode: Callable[[str], str | None] = lambda code: None,
         save_evidence: Callable[[ItemPass], tuple[str, ...]] = lambda item: (),
         on_pass: Callable[[PassRecord], None] | None = None,
     ):
         self.judge = judge
-        self.config = config
-        self.basket = basket
+        self.config = config or EventConfig()
+        self.basket = basket or BasketConfig()
         self.resolve_barcode = resolve_barcode
         self.save_evidence = save_evidence
         self.on_pass = on_pass
@@ -81,25 +80,20 @@ class EventBuilder:
     # --- input ---------------------------------------------------------------------------------
 
     def add_pos(self, event: PosEvent) -> None:
-        if event.type == "scan":
+        if event.type is PosEventType.SCAN:
             self._add_scan(event)
-        elif event.type == "txn_start":
+        elif event.type is PosEventType.TXN_START:
             self._close_inferred(event.ts)
             txn = self._txn(event.txn, event.ts)
             txn.start, txn.explicit, txn.end = event.ts, True, None
-        elif event.type == "txn_end":
+        elif event.type is PosEventType.TXN_END:
             self._txn(event.txn, event.ts).end = event.ts
 
     def _add_scan(self, event: PosEvent) -> None:
         sku, label = event.sku, event.sku
-        if sku is None:
+        if sku is None:  # an unknown barcode is warned of when the lane receives the scan (lane.scan_warning)
             sku = self.resolve_barcode(event.barcode)
             label = sku or f"barcode:{event.barcode}"
-            if sku is None:
-                where = f"line {event.line}: " if event.line else ""
-                self.warnings.append(
-                    f"{where}barcode {event.barcode!r} is not in the gallery's catalogue; that scan cannot be verified"
-                )
         if event.txn is not None and event.txn not in self._txns:
             self._close_inferred(event.ts)
         txn = self._txn(event.txn, event.ts) if event.txn is not None else None
@@ -170,43 +164,37 @@ class EventBuilder:
         if scan is not None:
             self._scans.remove(scan)
             if scan.sku is None:
-                judgement = Judgement("unverified", judgement.seen_sku, judgement.seen_score, judgement.seen_confidence)
+                judgement = replace(judgement, verdict=Verdict.UNVERIFIED, scanned_score=None, scanned_confidence=None)
         txn_name = self._txn_of(scan.txn if scan is not None else None, (item.t_start + item.t_end) / 2)
         txn = self._txns.get(txn_name, self._loose) if txn_name is not None else self._loose
         txn.seen[judgement.seen_sku or UNKNOWN] += 1
         if scan is not None:
             txn.scanned[scan.label] += 1
+        # What the pass record (every pass) and the alert (some) both say.
+        said = dict(
+            track_id=item.track_id,
+            t_start=item.t_start,
+            t_end=item.t_end,
+            seen_sku=judgement.seen_sku,
+            seen_score=judgement.seen_score,
+            scanned_score=judgement.scanned_score,
+            scan_ts=None if scan is None else scan.ts,
+            txn=txn_name,
+        )
         if self.on_pass is not None:
             self.on_pass(
-                PassRecord(
-                    item.track_id,
-                    item.t_start,
-                    item.t_end,
-                    judgement.verdict,
-                    judgement.seen_sku,
-                    judgement.seen_score,
-                    None if scan is None else scan.label,
-                    judgement.scanned_score,
-                    None if scan is None else scan.ts,
-                    txn_name,
-                )
+                PassRecord(**said, verdict=judgement.verdict, scanned_sku=None if scan is None else scan.label)
             )
-        if judgement.verdict not in ALERT_VERDICTS:
+        alert = judgement.verdict.alert
+        if alert is None:
             return []
         return [
             Event(
-                type=judgement.verdict,
-                t_start=item.t_start,
-                t_end=item.t_end,
-                track_id=item.track_id,
-                seen_sku=judgement.seen_sku,
-                seen_score=judgement.seen_score,
+                **said,
+                type=alert,
                 seen_confidence=judgement.seen_confidence,
                 scanned_sku=None if scan is None else scan.sku,
-                scanned_score=judgement.scanned_score,
                 scanned_confidence=judgement.scanned_confidence,
-                scan_ts=None if scan is None else scan.ts,
-                txn=txn_name,
                 evidence=self.save_evidence(item),
             )
         ]
@@ -234,7 +222,7 @@ class EventBuilder:
             txn.scanned[scan.label] += 1
             out.append(
                 Event(
-                    type="scan_without_item",
+                    type=EventType.SCAN_WITHOUT_ITEM,
                     t_start=scan.ts,
                     t_end=scan.ts,
                     scanned_sku=scan.sku,
@@ -261,4 +249,12 @@ class EventBuilder:
 
     def _basket_event(self, name: str | None, txn: _Txn) -> BasketEvent:
         s = compare(txn.seen, txn.scanned, self.basket.tversky_alpha, self.basket.tversky_beta)
-        return BasketEvent(name, dict(txn.seen), dict(txn.scanned), s.jaccard, s.dice, s.overlap, s.tversky)
+        return BasketEvent(
+            txn=name,
+            seen=dict(txn.seen),
+            scanned=dict(txn.scanned),
+            jaccard=s.jaccard,
+            dice=s.dice,
+            overlap=s.overlap,
+            tversky=s.tversky,
+        )

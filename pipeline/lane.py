@@ -1,107 +1,177 @@
-"""The lane: frames and POS events in, events out. `LaneProcessor` is fed incrementally, so the
-same object serves the live edge service (`retail_reid.pipeline.edge`) and the offline replay (`retail_reid.pipeline.replay`)."""
+"""The lane: frames and POS events in, decisions and warnings out. `LaneProcessor` owns the lane's
+clock, so the live edge service (`retail_reid.pipeline.edge`) and the offline replay
+(`retail_reid.pipeline.replay`) feed it the same way and decide alike by construction."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import math
 from collections.abc import Callable
-from pathlib import Path
+from dataclasses import dataclass, field
 
-import cv2
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.crops import CropSelector
 from retail_reid.pipeline.detector import make_detector
 from retail_reid.pipeline.events import EventBuilder
-from retail_reid.pipeline.matching import GalleryLike, Recogniser, Thresholds
-from retail_reid.pipeline.pos import PosEvent
+from retail_reid.pipeline.evidence import EvidenceWriter
+from retail_reid.pipeline.pos import PosEvent, PosEventType
+from retail_reid.pipeline.recognition import GalleryLike, Recogniser, Thresholds
 from retail_reid.pipeline.tracker import PassTracker, TrackSpan
 from retail_reid.pipeline.types import BasketEvent, Event, Frame, ItemPass, PassRecord, Zone, ZoneError
 
-from retail_reid.errors import ReidError
 
+@dataclass(frozen=True, kw_only=True)
+class LaneResult:
+    """What one step of the lane decided: alerts and baskets (`events`), every item pass decided,
+    alert or not (`passes`), problems to tell the operator (`warnings`), and the scans left
+    unjudged because the camera could not see when they were made (`unseen_scans`)."""
 
-class EvidenceError(ReidError, OSError):
-    """An evidence crop that cannot be written; the message names the file."""
+    events: list[Event | BasketEvent] = field(default_factory=list)
+    passes: list[PassRecord] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    unseen_scans: list[PosEvent] = field(default_factory=list)
 
 
 class LaneProcessor:
-    """Detector -> tracker -> crop selection -> embedding and matching -> events, for one lane.
+    """Detector -> tracker -> crop selection -> recognition -> events, for one lane.
 
-    Feed frames (camera clock) with `feed_frame` and till events (POS clock) with `feed_pos`, in
-    any interleaving; each call returns the events decided so far, at the latest one association
-    window after the item left the zone. `flush()` decides the rest (end of a recording).
+    POS events go in with `push_pos`, in any order and as early as known; they wait until the
+    lane's clock (frame time + clock_offset_s) reaches them. Frames go in with `process`, which
+    first releases the POS events due by the frame's time. `advance` moves the clock without a
+    frame (a live camera that is down), and `finish` decides everything left (end of a
+    recording, or a service stopping). Each returns a `LaneResult`; an event is decided at the
+    latest one association window after its item left the zone.
     """
 
     def __init__(
         self,
         gallery: GalleryLike,
         zone: Zone,
-        config: LaneConfig = LaneConfig(),
-        evidence_dir: Path | None = None,
-        on_pass: Callable[[PassRecord], None] | None = None,
+        config: LaneConfig | None = None,
+        evidence: EvidenceWriter | None = None,
+        camera_was_blind: Callable[[float], bool] = lambda ts: False,
     ):
+        """`evidence` writes the crops of alert passes (none: not kept); `camera_was_blind(ts)`
+        says whether the camera was down at camera time `ts`, so that a scan made then is left
+        unjudged instead of being called a scan without item."""
         self.gallery = gallery
-        self.config = config
+        self.config = config = config or LaneConfig()
         self.zone = zone
         self.detector = make_detector(zone, config.detector)
         self.tracker = PassTracker(config.tracker)
         self.crops = CropSelector(zone, config.crops)
         thresholds = Thresholds.resolve(config.events, gallery.calibration)
         self.recogniser = Recogniser(gallery, thresholds)
-        self.evidence_dir = evidence_dir
+        self.camera_was_blind = camera_was_blind
+        self._decided: list[Event | BasketEvent] = []
+        self._passes: list[PassRecord] = []
+        self._unseen: list[PosEvent] = []
         self.events = EventBuilder(
             self.recogniser.judge,
             config.events,
             config.basket,
             resolve_barcode=gallery.sku_for_barcode,
-            save_evidence=self._save_evidence,
-            on_pass=on_pass,
+            save_evidence=evidence if evidence is not None else lambda item: (),
+            on_pass=self._passes.append,
         )
         self.offset = config.events.clock_offset_s
         self.frames = 0
         self.passes = 0
+        self._pos: list[tuple[float, int, PosEvent]] = []  # waiting, by POS time then arrival
+        self._arrival = itertools.count()
 
-    def feed_pos(self, event: PosEvent) -> None:
-        self.events.add_pos(event)
+    @property
+    def pos_waiting(self) -> int:
+        """POS events pushed whose time the lane has not reached yet."""
+        return len(self._pos)
 
-    def feed_frame(self, frame: Frame) -> list[Event | BasketEvent]:
+    def push_pos(self, event: PosEvent) -> str | None:
+        """Queue a till event for when the lane's clock reaches it. Returns a warning at once if it
+        is a scan the camera cannot check (a barcode the catalogue lacks, a SKU the gallery lacks)."""
+        heapq.heappush(self._pos, (event.ts, next(self._arrival), event))
+        return scan_warning(event, self.gallery)
+
+    def process(self, frame: Frame) -> LaneResult:
+        """Release the POS events due by the frame's time, then run the frame through the lane."""
+        now = frame.ts + self.offset
+        self._release(now)
         detections = self.detector.detect(frame)
         tracked, ended = self.tracker.update(detections, frame.ts)
         self.crops.add(frame, tracked)
-        self._finish(ended)
+        self._finish_passes(ended)
         self.frames += 1
+        self._decide(now)
+        return self._take()
+
+    def advance(self, ts: float) -> LaneResult:
+        """Move the lane's clock to camera time `ts` without a frame: decide the passes whose scan
+        window has closed (the camera is down, and no frame will say the time)."""
+        now = ts + self.offset
+        self._release(now)
+        self._decide(now)
+        return self._take()
+
+    def finish(self) -> LaneResult:
+        """Release every POS event and decide everything still pending."""
+        self._release(math.inf)
+        self._finish_passes(self.tracker.flush())
+        self._decided += self.events.flush()
+        return self._take()
+
+    def _release(self, now: float) -> None:
+        while self._pos and self._pos[0][0] <= now:
+            event = heapq.heappop(self._pos)[2]
+            if event.type is PosEventType.SCAN and self.camera_was_blind(event.ts - self.offset):
+                self._unseen.append(event)
+                continue
+            self.events.add_pos(event)
+
+    def _decide(self, now: float) -> None:
         open_starts = [t + self.offset for t in self.tracker.open_tracks.values()]
-        return self.events.advance(frame.ts + self.offset, open_starts)
+        self._decided += self.events.advance(now, open_starts)
 
-    def flush(self) -> list[Event | BasketEvent]:
-        self._finish(self.tracker.flush())
-        return self.events.flush()
+    def _take(self) -> LaneResult:
+        result = LaneResult(
+            events=self._decided, passes=self._passes.copy(), warnings=self.events.warnings, unseen_scans=self._unseen
+        )
+        self._decided, self._unseen, self.events.warnings = [], [], []
+        self._passes.clear()  # the list the event builder appends to
+        return result
 
-    def _finish(self, spans: list[TrackSpan]) -> None:
+    def _finish_passes(self, spans: list[TrackSpan]) -> None:
         passes = [
-            ItemPass(s.track_id, s.t_start + self.offset, s.t_end + self.offset, s.frames, self.crops.take(s.track_id))
+            ItemPass(
+                track_id=s.track_id,
+                t_start=s.t_start + self.offset,
+                t_end=s.t_end + self.offset,
+                frames=s.frames,
+                crops=self.crops.take(s.track_id),
+            )
             for s in spans
         ]
         self.crops.forget(set(self.tracker.open_tracks))
-        for item, rec in zip(passes, self.recogniser.recognise(passes)):
+        for item, rec in zip(passes, self.recogniser.recognise(passes), strict=True):
             self.events.add_pass(item, rec)
         self.passes += len(passes)
 
-    def _save_evidence(self, item: ItemPass) -> tuple[str, ...]:
-        """Write the pass's crops as JPEGs under evidence_dir/crops; paths relative to evidence_dir."""
-        if self.evidence_dir is None:
-            return ()
-        folder = self.evidence_dir / "crops"
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = []
-        for i, crop in enumerate(item.crops):
-            name = f"crops/track{item.track_id:05d}_{i}.jpg"
-            if not cv2.imwrite(str(self.evidence_dir / name), crop.image, [cv2.IMWRITE_JPEG_QUALITY, 90]):
-                raise EvidenceError(f"{self.evidence_dir / name}: cannot write evidence crop")
-            paths.append(name)
-        return tuple(paths)
+
+def scan_warning(event: PosEvent, gallery: GalleryLike) -> str | None:
+    """Why a scan cannot be verified by the camera, or None (not a scan, or one it can check)."""
+    if event.type is not PosEventType.SCAN:
+        return None
+    where = f"line {event.line}: " if event.line else ""
+    if event.sku is None:
+        if gallery.sku_for_barcode(event.barcode) is None:
+            return f"{where}barcode {event.barcode!r} is not in the gallery's catalogue; that scan cannot be verified"
+        return None
+    if not gallery.has_sku(event.sku):
+        return f"{where}SKU {event.sku!r} has no references in the gallery; that scan cannot be verified"
+    return None
 
 
 def resolve_zone(zone: Zone | None, size: tuple[int, int], warnings: list[str]) -> Zone:
+    """The configured zone cut to a frame of `size`; a warning is added when it had to be cut."""
     if zone is None:
         raise ZoneError("no scan zone: give --zone X1,Y1,X2,Y2 or 'zone = [x1, y1, x2, y2]' in the config file")
     clipped, warning = zone.clip(*size)

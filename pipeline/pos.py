@@ -7,15 +7,25 @@ failing the whole shift's log; only a log with nothing usable in it is an error.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from retail_reid.errors import ReidError
 from retail_reid.userfiles import read_user_file
 
-EVENT_TYPES = ("scan", "txn_start", "txn_end")
+
+class PosEventType(StrEnum):
+    """What a till event says: an item scanned, or a transaction opened or closed."""
+
+    SCAN = "scan"
+    TXN_START = "txn_start"
+    TXN_END = "txn_end"
+
+
 _TEXT_FIELDS = ("sku", "barcode", "txn")
 
 
@@ -23,12 +33,12 @@ class PosError(ReidError, ValueError):
     """A POS event or log that cannot be used; the message names the file, line and field."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PosEvent:
     """One till event. `ts` is on the POS clock: video seconds when replaying, Unix seconds live."""
 
     ts: float
-    type: str  # "scan" | "txn_start" | "txn_end"
+    type: PosEventType
     sku: str | None = None
     barcode: str | None = None
     txn: str | None = None
@@ -68,12 +78,13 @@ def parse_pos_event(obj: dict, where: str) -> PosEvent:
     kind = obj.get("type")
     if kind is None:
         raise PosError(f"{where}: missing field 'type'")
-    if kind not in EVENT_TYPES:
-        raise PosError(f"{where}: field 'type' is {kind!r}, expected one of {', '.join(EVENT_TYPES)}")
+    if kind not in PosEventType.__members__.values():
+        raise PosError(f"{where}: field 'type' is {kind!r}, expected one of {', '.join(PosEventType)}")
+    kind = PosEventType(kind)
     sku, barcode, txn = (_text(obj, k, where) for k in _TEXT_FIELDS)
-    if kind == "scan" and sku is None and barcode is None:
+    if kind is PosEventType.SCAN and sku is None and barcode is None:
         raise PosError(f"{where}: a scan needs a 'sku' or a 'barcode'")
-    if kind != "scan" and txn is None:
+    if kind is not PosEventType.SCAN and txn is None:
         raise PosError(f"{where}: a {kind} needs a 'txn' (the transaction it opens or closes)")
     return PosEvent(ts=float(ts), type=kind, sku=sku, barcode=barcode, txn=txn)
 
@@ -104,7 +115,7 @@ def read_pos_log(path: str | Path) -> tuple[list[PosEvent], list[str]]:
         except PosError as e:
             warnings.append(str(e))
             continue
-        events.append(PosEvent(event.ts, event.type, event.sku, event.barcode, event.txn, line=lineno))
+        events.append(dataclasses.replace(event, line=lineno))
     if not events:
         first = f"; first problem: {warnings[0]}" if warnings else ""
         raise PosError(f"{p}: no valid POS event in {len(warnings)} non-blank lines{first}")

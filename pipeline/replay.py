@@ -8,17 +8,19 @@ import os
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from retail_reid.pipeline.config import LaneConfig
-from retail_reid.pipeline.lane import LaneProcessor, resolve_zone
-from retail_reid.pipeline.matching import GalleryLike
-from retail_reid.pipeline.pos import PosEvent, read_pos_log
+from retail_reid.pipeline.evidence import EvidenceWriter
+from retail_reid.pipeline.lane import LaneProcessor, LaneResult, resolve_zone
+from retail_reid.pipeline.pos import PosEvent, PosEventType, read_pos_log
+from retail_reid.pipeline.recognition import GalleryLike
 from retail_reid.pipeline.report import write_report
 from retail_reid.pipeline.sources import FrameSource, open_source
-from retail_reid.pipeline.types import BasketEvent, Event, PassRecord
+from retail_reid.pipeline.types import BasketEvent, Event, EventType, PassRecord
 from tqdm import tqdm
 
 from retail_reid.errors import ReidError
@@ -80,25 +82,37 @@ def replay(
     pos_path: str | Path,
     gallery: GalleryLike,
     out: str | Path,
-    config: LaneConfig = LaneConfig(),
+    config: LaneConfig | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    on_warning: Callable[[str], None] = lambda warning: None,
 ) -> dict:
-    """Run the lane over a recording and its POS log; write OUT/events.jsonl, summary.json,
-    report.html and the evidence crops. Returns the summary."""
+    """Run the lane over a recording and its POS log; write OUT/events.jsonl, passes.jsonl,
+    summary.json, report.html and the evidence crops. Returns the summary. Each warning goes to
+    `on_warning` as soon as it is known: those about the inputs (skipped POS lines, a clipped
+    zone, scans the gallery cannot check) before the first frame is read."""
     out = Path(out)
-    pos, warnings = read_pos_log(pos_path)
+    config = config or LaneConfig()
+    warnings: list[str] = []
+
+    def warn(found: list[str]) -> None:
+        for w in found:
+            warnings.append(w)
+            on_warning(w)
+
+    pos, pos_warnings = read_pos_log(pos_path)
+    warn(pos_warnings)
     source = open_source(str(video))
     try:
-        zone = resolve_zone(config.zone, source.size, warnings)
+        zone_warnings: list[str] = []
+        zone = resolve_zone(config.zone, source.size, zone_warnings)
+        warn(zone_warnings)
         staging = prepare_output(out, overwrite)
         try:
-            records: list[PassRecord] = []
-            lane = LaneProcessor(
-                gallery, zone, replace(config, zone=zone), evidence_dir=staging, on_pass=records.append
-            )
-            events, stats = _run(lane, source, pos, staging / "events.jsonl", progress)
-            warnings += source.problems + lane.events.warnings
+            lane = LaneProcessor(gallery, zone, replace(config, zone=zone), evidence=EvidenceWriter(staging, "crops"))
+            warn([w for w in map(lane.push_pos, pos) if w is not None])
+            events, records, stats = _run(lane, source, staging / "events.jsonl", progress, warn)
+            warn(source.problems)
             with open(staging / "passes.jsonl", "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(r.to_dict()) + "\n" for r in records)
             summary = _summary(events, records, pos, stats, lane, gallery, source, warnings, video, pos_path)
@@ -114,13 +128,16 @@ def replay(
 
 
 def _run(
-    lane: LaneProcessor, source: FrameSource, pos: list[PosEvent], events_path: Path, progress: bool
-) -> tuple[list[Event | BasketEvent], ReplayStats]:
-    """Feed every frame, and each POS event as soon as the lane's clock reaches it."""
+    lane: LaneProcessor,
+    source: FrameSource,
+    events_path: Path,
+    progress: bool,
+    warn: Callable[[list[str]], None],
+) -> tuple[list[Event | BasketEvent], list[PassRecord], ReplayStats]:
+    """Feed every frame to the lane (its POS events are already pushed), then finish it."""
     stats = ReplayStats()
     events: list[Event | BasketEvent] = []
-    offset = lane.offset
-    next_pos = 0
+    records: list[PassRecord] = []
     first_ts = last_ts = None
     start = time.perf_counter()
     with (
@@ -128,36 +145,31 @@ def _run(
         tqdm(total=source.frame_count, desc="replay", unit="frame", disable=not progress) as bar,
     ):
 
-        def emit(batch: list[Event | BasketEvent], now: float) -> None:
-            for e in batch:
+        def emit(result: LaneResult, now: float | None) -> None:
+            """Write what the lane decided; `now` (lane time) measures alert delays, None at the end."""
+            for e in result.events:
                 sink.write(json.dumps(e.to_dict()) + "\n")
-                if isinstance(e, Event) and e.track_id is not None:
+                if now is not None and isinstance(e, Event) and e.track_id is not None:
                     stats.alert_delays.append(now - e.t_end)
-            events.extend(batch)
+            events.extend(result.events)
+            records.extend(result.passes)
+            warn(result.warnings)
 
         for frame in source:
-            now = frame.ts + offset
-            while next_pos < len(pos) and pos[next_pos].ts <= now:
-                lane.feed_pos(pos[next_pos])
-                next_pos += 1
             t = time.perf_counter()
-            batch = lane.feed_frame(frame)
+            result = lane.process(frame)
             stats.frame_seconds.append(time.perf_counter() - t)
-            emit(batch, now)
+            emit(result, frame.ts + lane.offset)
             first_ts = frame.ts if first_ts is None else first_ts
             last_ts = frame.ts
             bar.update(1)
-        for event in pos[next_pos:]:
-            lane.feed_pos(event)
-        for e in lane.flush():
-            sink.write(json.dumps(e.to_dict()) + "\n")
-            events.append(e)
+        emit(lane.finish(), None)
     stats.wall_seconds = time.perf_counter() - start
     stats.frames_processed = lane.frames
     stats.frames_dropped = source.dropped
     if first_ts is not None:
         stats.video_seconds = last_ts - first_ts + 1.0 / source.fps
-    return events, stats
+    return events, records, stats
 
 
 def _summary(
@@ -177,12 +189,10 @@ def _summary(
     return {
         "video": str(video),
         "pos": str(pos_path),
-        "counts": {
-            t: counts.get(t, 0) for t in ("non_scan", "product_switch", "unknown_item", "scan_without_item", "basket")
-        },
+        "counts": {t: counts.get(t, 0) for t in EventType},
         "passes": len(records),
         "verdicts": dict(Counter(r.verdict for r in records)),
-        "scans": sum(e.type == "scan" for e in pos),
+        "scans": sum(e.type is PosEventType.SCAN for e in pos),
         "frames_processed": stats.frames_processed,
         "frames_dropped": stats.frames_dropped,
         "video_seconds": round(stats.video_seconds, 3),

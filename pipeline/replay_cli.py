@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from retail_reid.pipeline.config import load_config
 from retail_reid.pipeline.replay import replay
 from retail_reid.pipeline.types import Zone
+
+WARNINGS_SHOWN = 10  # the rest are in summary.json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,15 +41,23 @@ def run(args: argparse.Namespace) -> int:
     if args.zone:
         config = dataclasses.replace(config, zone=Zone.parse(args.zone, "--zone"))
     gallery = Gallery.open(args.gallery, model=args.model)
-    summary = replay(args.video, args.pos, gallery, args.out, config, overwrite=args.overwrite, progress=True)
+    shown = 0
+
+    def warn(warning: str) -> None:  # on stderr as soon as known, most before the run starts
+        nonlocal shown
+        shown += 1
+        if shown <= WARNINGS_SHOWN:
+            print(f"warning: {warning}", file=sys.stderr)
+
+    summary = replay(
+        args.video, args.pos, gallery, args.out, config, overwrite=args.overwrite, progress=True, on_warning=warn
+    )
+    if shown > WARNINGS_SHOWN:
+        print(f"... and {shown - WARNINGS_SHOWN} more warnings in summary.json", file=sys.stderr)
     counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
     print(f"{summary['passes']} item passes, {summary['scans']} scans; events: {counts}")
     print(
         f"{summary['frames_processed']} frames ({summary['frames_dropped']} dropped) at {summary['speed_x_realtime']}x real time"
     )
-    for w in summary["warnings"][:10]:
-        print(f"warning: {w}")
-    if len(summary["warnings"]) > 10:
-        print(f"... and {len(summary['warnings']) - 10} more warnings in summary.json")
     print(f"wrote {Path(args.out) / 'events.jsonl'}, summary.json, report.html")
     return 0

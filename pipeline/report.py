@@ -10,8 +10,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from retail_reid.pipeline.matching import GalleryLike
 from retail_reid.pipeline.pos import PosEvent
+from retail_reid.pipeline.recognition import GalleryLike
 from retail_reid.pipeline.types import BasketEvent, Event, PassRecord
 
 from retail_reid.images import ImageError, read_image

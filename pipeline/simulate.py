@@ -25,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 from retail_reid.models.datasets import ImageSet
-from retail_reid.pipeline.pos import PosEvent
+from retail_reid.pipeline.pos import PosEvent, PosEventType
 from tqdm import tqdm
 
 from retail_reid.errors import ReidError
@@ -337,7 +337,7 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator) -> _Plan:
 
     t, gi, off_frame = 0.5, 0, 0.0
     for txn, groups in txn_groups:
-        plan.pos.append(PosEvent(round(t, 3), "txn_start", txn=txn))
+        plan.pos.append(PosEvent(ts=round(t, 3), type=PosEventType.TXN_START, txn=txn))
         t_free = t + 0.5  # when the next item may start to enter the zone (the zone is empty then)
         for members in groups:
             speed = float(rng.uniform(250, 400))
@@ -370,7 +370,7 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator) -> _Plan:
                 scanned = None if kind == "non_scan" else other_sku(sku) if kind == "product_switch" else sku
                 if scanned is not None:
                     ts = group.time_at(mid + item.offset) + rng.uniform(-0.1, 0.5)
-                    plan.pos.append(PosEvent(round(ts, 3), "scan", sku=scanned, txn=txn))
+                    plan.pos.append(PosEvent(ts=round(ts, 3), type=PosEventType.SCAN, sku=scanned, txn=txn))
                 plan.passes.append(Pass(round(start, 3), round(end, 3), sku, scanned, txn))
                 if kind != "ok":
                     plan.anomalies.append(Anomaly(kind, round(start, 3), round(end, 3), sku, scanned, txn))
@@ -382,12 +382,12 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator) -> _Plan:
             if gi in phantom_after:
                 ts = round(clear + 1.5, 3)  # well apart from both neighbouring passes
                 sku = str(rng.choice(skus))
-                plan.pos.append(PosEvent(ts, "scan", sku=sku, txn=txn))
+                plan.pos.append(PosEvent(ts=ts, type=PosEventType.SCAN, sku=sku, txn=txn))
                 plan.anomalies.append(Anomaly("scan_without_item", ts, ts, None, sku, txn))
                 t_free = clear + 3.0
             gi += 1
         t_end = round(t_free, 3)
-        plan.pos.append(PosEvent(t_end, "txn_end", txn=txn))
+        plan.pos.append(PosEvent(ts=t_end, type=PosEventType.TXN_END, txn=txn))
         t = t_end + 1.0
     plan.duration = max(t - 0.5, off_frame)
     plan.pos.sort(key=lambda e: e.ts)

@@ -81,7 +81,7 @@ class _CaptureSource(FrameSource):
         self._first = None
         while image is not None:
             ts = self._timestamp(index, previous)
-            yield Frame(index, ts, image)
+            yield Frame(index=index, ts=ts, image=image)
             self.decoded += 1
             previous, index = ts, index + 1
             image = self._read_next()
@@ -180,12 +180,11 @@ class ImageFolderSource(FrameSource):
                 continue
             if (image.shape[1], image.shape[0]) != self.size:
                 self.dropped += 1
-                self.problems.append(
-                    f"{p}: frame is {image.shape[1]}x{image.shape[0]}, the others {self.size[0]}x{self.size[1]}; skipped"
-                )
+                found, others = f"{image.shape[1]}x{image.shape[0]}", f"{self.size[0]}x{self.size[1]}"
+                self.problems.append(f"{p}: frame is {found}, the others {others}; skipped")
                 continue
             self.decoded += 1
-            yield Frame(i, i / self.fps, image)
+            yield Frame(index=i, ts=i / self.fps, image=image)
 
 
 def open_source(spec: str, fps: float = 15.0) -> FrameSource:

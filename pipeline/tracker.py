@@ -77,8 +77,8 @@ class PassTracker:
     """Feed each frame's detections with its timestamp; get them back with track ids, plus the
     tracks that have just ended. `flush()` ends all tracks (end of video)."""
 
-    def __init__(self, config: TrackerConfig = TrackerConfig()):
-        self.config = config
+    def __init__(self, config: TrackerConfig | None = None):
+        self.config = config or TrackerConfig()
         self._tracks: list[_Track] = []
         self._next_id = 1
 

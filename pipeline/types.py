@@ -4,6 +4,7 @@ item passes and events. Stages share nothing else, so each can be swapped or tes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
@@ -14,7 +15,36 @@ class ZoneError(ReidError, ValueError):
     """A scan zone that is malformed or lies outside the frame."""
 
 
-@dataclass(frozen=True)
+class EventType(StrEnum):
+    """The `type` of an events.jsonl line: one of the alerts, or a transaction's basket."""
+
+    NON_SCAN = "non_scan"
+    PRODUCT_SWITCH = "product_switch"
+    UNKNOWN_ITEM = "unknown_item"
+    SCAN_WITHOUT_ITEM = "scan_without_item"
+    BASKET = "basket"
+
+
+class Verdict(StrEnum):
+    """What was decided about one item pass: an alert type; or OK (the item looks like its scan);
+    UNCONFIRMED (it does not quite, but no other SKU clearly does either); UNVERIFIED (the scanned
+    SKU has no references in the gallery, or its barcode is unknown, so the camera cannot check it)."""
+
+    OK = "ok"
+    UNCONFIRMED = "unconfirmed"
+    UNVERIFIED = "unverified"
+    NON_SCAN = "non_scan"
+    PRODUCT_SWITCH = "product_switch"
+    UNKNOWN_ITEM = "unknown_item"
+
+    @property
+    def alert(self) -> EventType | None:
+        """The alert this verdict raises, if any."""
+        alerts = (Verdict.NON_SCAN, Verdict.PRODUCT_SWITCH, Verdict.UNKNOWN_ITEM)
+        return EventType(self.value) if self in alerts else None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Frame:
     """One decoded camera frame; `ts` is seconds on the camera clock (container time when replaying)."""
 
@@ -97,7 +127,8 @@ class Detections:
         n = len(self.xyxy)
         if self.xyxy.shape != (n, 4) or self.confidence.shape != (n,) or self.tracker_id.shape != (n,):
             raise ValueError(
-                f"detections arrays disagree: xyxy {self.xyxy.shape}, confidence {self.confidence.shape}, tracker_id {self.tracker_id.shape}"
+                f"detections arrays disagree: xyxy {self.xyxy.shape}, confidence {self.confidence.shape}, "
+                f"tracker_id {self.tracker_id.shape}"
             )
 
     @classmethod
@@ -117,7 +148,7 @@ class Detections:
         return Detections(self.xyxy, self.confidence, np.asarray(ids, np.int64))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Crop:
     """A picture of a tracked item cut from one frame, with how useful it is for recognition."""
 
@@ -127,7 +158,7 @@ class Crop:
     quality: float  # higher is better; see pipeline.crops
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ItemPass:
     """One item's pass through the scan zone: a finished track with its best crops."""
 
@@ -138,11 +169,11 @@ class ItemPass:
     crops: tuple[Crop, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Event:
     """One alert line of events.jsonl. Times are on the POS clock; scores are cosine similarities."""
 
-    type: str  # "non_scan" | "product_switch" | "unknown_item" | "scan_without_item"
+    type: EventType  # an alert, never BASKET
     t_start: float
     t_end: float
     track_id: int | None = None
@@ -174,7 +205,7 @@ class Event:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BasketEvent:
     """Per transaction: the basket the camera saw against the basket the till scanned."""
 
@@ -185,7 +216,7 @@ class BasketEvent:
     dice: float
     overlap: float
     tversky: float
-    type: str = field(default="basket", init=False)
+    type: EventType = field(default=EventType.BASKET, init=False)
 
     def to_dict(self) -> dict:
         return {
@@ -200,7 +231,7 @@ class BasketEvent:
         }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PassRecord:
     """What was decided about one item pass, alert or not: a line of passes.jsonl and a bar on
     the report's timeline."""
@@ -208,7 +239,7 @@ class PassRecord:
     track_id: int
     t_start: float  # POS clock
     t_end: float
-    verdict: str  # "ok", "unverified" or the alert type
+    verdict: Verdict
     seen_sku: str | None
     seen_score: float
     scanned_sku: str | None = None  # the SKU, or "barcode:CODE" when the catalogue does not know it

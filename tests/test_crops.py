@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 from retail_reid.pipeline.config import CropConfig
 from retail_reid.pipeline.crops import CropSelector, crop_quality, cut_crop, sharpness
-from retail_reid.pipeline.matching import aggregate
+from retail_reid.pipeline.recognition import aggregate
 from retail_reid.pipeline.types import Detections, Frame, Zone
 
 from retail_reid.images import read_image
@@ -44,7 +44,7 @@ def _frame(index: int, placements: list[tuple[np.ndarray, int, int]]) -> Frame:
     img = np.full((320, 480, 3), 60, np.uint8)
     for patch, x, y in placements:
         img[y : y + patch.shape[0], x : x + patch.shape[1]] = patch
-    return Frame(index, index / 15, img)
+    return Frame(index=index, ts=index / 15, image=img)
 
 
 def test_selector_keeps_the_best_crops_per_track_best_first():

@@ -58,7 +58,7 @@ def _scene(n: int, x_at, gain_at, seed: int = 0):
                     cv2.line(img, (cx, y + ITEM + 8), (cx + k, y + ITEM - 6), (120, 150, 205), 3)  # fingers
                 box = (x0, y, x1, y + ITEM)
         img = img * gain_at(i) + rng.normal(0, 3, img.shape)
-        frames.append(Frame(i, i / 15, np.clip(img, 0, 255).astype(np.uint8)))
+        frames.append(Frame(index=i, ts=i / 15, image=np.clip(img, 0, 255).astype(np.uint8)))
         boxes.append(box)
     return frames, boxes
 
@@ -71,7 +71,7 @@ def _run(frames, truth, config: MotionConfig):
     """Detections per frame; asserts nothing is found in frames without an item in the zone."""
     det = MotionDetector(ZONE, config)
     boxes, empty_frames = [], 0
-    for frame, box in zip(frames, truth):
+    for frame, box in zip(frames, truth, strict=True):
         found = det.detect(frame)
         if frame.index >= config.warmup_frames + 2 and (box is None or box[2] <= ZONE.x1 - 12):
             assert len(found) == 0, f"frame {frame.index}: noise or drift detected as an item: {found.xyxy}"
@@ -103,7 +103,9 @@ def test_motion_detector_ignores_a_sudden_change_of_light():
     # A light coming on over one side (uneven, so no single gain explains it): relearnt.
     ramp = np.linspace(1.0, 2.5, W, dtype=np.float32)[None, :, None]
     frames = [
-        Frame(f.index, f.ts, f.image if f.index < 25 else np.clip(f.image * ramp, 0, 255).astype(np.uint8))
+        Frame(
+            index=f.index, ts=f.ts, image=f.image if f.index < 25 else np.clip(f.image * ramp, 0, 255).astype(np.uint8)
+        )
         for f in frames
     ]
     det = MotionDetector(ZONE, MotionConfig())
@@ -223,7 +225,7 @@ def test_onnx_detector_maps_boxes_back_through_the_letterbox(tmp_path):
     assert isinstance(det, OnnxYoloDetector) and det.size == 64
     red = np.zeros((200, 300, 3), np.uint8)
     red[..., 2] = 255  # BGR red; as RGB input its first channel's mean is (1 + 114/255) / 2 = 0.72 with the padding
-    found = det.detect(Frame(0, 0.0, red))
+    found = det.detect(Frame(index=0, ts=0.0, image=red))
     assert found.confidence.tolist() == pytest.approx([0.724, 0.724], abs=0.01)
     # Boxes 0 and 1 overlap heavily: NMS keeps the stronger, box 0. Input pixels map back as
     # x / 0.5 + 100 and (y - 16) / 0.5 + 50; box 2 is cut at the zone's bottom edge.
@@ -233,7 +235,7 @@ def test_onnx_detector_maps_boxes_back_through_the_letterbox(tmp_path):
     ]
     blue = np.zeros((200, 300, 3), np.uint8)
     blue[..., 0] = 255  # fed as RGB, the red channel is empty: class 0 scores 0.22, below the threshold
-    assert len(det.detect(Frame(1, 0.1, blue))) == 0
+    assert len(det.detect(Frame(index=1, ts=0.1, image=blue))) == 0
 
 
 def test_onnx_detector_refuses_a_missing_or_broken_model(tmp_path):

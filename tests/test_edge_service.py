@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import pytest
 from camera_fixtures import MjpegCamera
+from edge_fixtures import Receiver, free_port, wait_until
 from retail_reid.gallery import Gallery
 from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.config import LaneConfig
@@ -33,7 +34,6 @@ from retail_reid.pipeline.replay import replay
 from retail_reid.pipeline.score import read_events, read_truth, score
 from retail_reid.pipeline.simulate import SimConfig, simulate
 from retail_reid.pipeline.types import Zone
-from test_edge_parts import Receiver, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample" / "grocery"
@@ -574,3 +574,12 @@ def test_bounded_soak_memory_stays_flat(gallery, scenario, tmp_path):
     )  # at most one frame in the lane's hands
     assert h["camera"]["loops"] >= 1
     assert h["alerts"]["last_seq"] > 0 and h["status"] in ("ok", "degraded")
+
+
+def test_the_service_modules_never_import_torch():
+    code = (
+        "import sys, retail_reid.pipeline.edge.service, retail_reid.pipeline.edge_cli, retail_reid.pipeline.cli; "
+        "retail_reid.pipeline.cli.build_parser(); print('torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr

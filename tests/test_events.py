@@ -9,8 +9,9 @@ import pytest
 from retail_reid.models.calibration import Calibration
 from retail_reid.pipeline.config import BasketConfig, ConfigError, EventConfig
 from retail_reid.pipeline.events import EventBuilder
-from retail_reid.pipeline.matching import Recogniser, Recognition, Thresholds
-from retail_reid.pipeline.pos import PosEvent
+from retail_reid.pipeline.lane import scan_warning
+from retail_reid.pipeline.pos import PosEvent, PosEventType
+from retail_reid.pipeline.recognition import Recogniser, Recognition, Thresholds
 from retail_reid.pipeline.types import BasketEvent, Crop, Event, ItemPass
 
 SKUS = {"Apple": [1, 0, 0, 0], "Banana": [0, 1, 0, 0], "Carrot": [0, 0, 1, 0]}
@@ -74,12 +75,13 @@ def _vec(nothing: float = 0.0, **weights: float) -> np.ndarray:
 
 
 def _pass(track: int, t0: float, t1: float, embedding: np.ndarray) -> tuple[ItemPass, Recognition]:
-    crop = Crop(np.zeros((30, 30, 3), np.uint8), t0, (0, 0, 30, 30), 1.0)
-    return ItemPass(track, t0, t1, 10, (crop,)), Recognition(embedding, tuple(GALLERY.match(embedding[None])[0]))
+    crop = Crop(image=np.zeros((30, 30, 3), np.uint8), ts=t0, box=(0, 0, 30, 30), quality=1.0)
+    item = ItemPass(track_id=track, t_start=t0, t_end=t1, frames=10, crops=(crop,))
+    return item, Recognition(embedding=embedding, matches=tuple(GALLERY.match(embedding[None])[0]))
 
 
 def _builder(
-    config: EventConfig = CONFIG, basket: BasketConfig = BasketConfig(), records: list | None = None
+    config: EventConfig = CONFIG, basket: BasketConfig | None = None, records: list | None = None
 ) -> EventBuilder:
     return EventBuilder(
         Recogniser(GALLERY, THRESHOLDS).judge,
@@ -94,7 +96,7 @@ def _builder(
 def _scan(
     ts: float, sku: str | None = None, barcode: str | None = None, txn: str | None = "T1", line: int = 0
 ) -> PosEvent:
-    return PosEvent(ts, "scan", sku=sku, barcode=barcode, txn=txn, line=line)
+    return PosEvent(ts=ts, type=PosEventType.SCAN, sku=sku, barcode=barcode, txn=txn, line=line)
 
 
 def _alerts(events) -> list[tuple[str, int | None]]:
@@ -116,7 +118,7 @@ def test_a_scanned_item_that_looks_like_its_scan_raises_nothing_and_is_decided_a
 
 def test_non_scan_waits_for_the_window_then_names_what_was_seen():
     b = _builder()
-    b.add_pos(PosEvent(0.0, "txn_start", txn="T1"))
+    b.add_pos(PosEvent(ts=0.0, type=PosEventType.TXN_START, txn="T1"))
     b.add_pass(*_pass(4, 1.0, 2.0, _vec(Banana=1)))
     assert b.advance(2.3, []) == []  # a scan could still come until 2.5
     (event,) = b.advance(2.5, [])
@@ -179,7 +181,7 @@ def test_a_pass_without_any_usable_crop_is_not_judged_on_appearance():
     b = _builder()
     b.add_pos(_scan(1.5, "Apple"))
     item, _ = _pass(1, 1.0, 2.0, _vec(Banana=1))
-    b.add_pass(item, Recognition(None, ()))
+    b.add_pass(item, Recognition(embedding=None, matches=()))
     assert _alerts(b.advance(3.0, [])) == []
 
 
@@ -265,9 +267,20 @@ def test_barcodes_resolve_through_the_catalogue_and_unknown_ones_are_not_alerts(
     b.add_pass(*_pass(2, 5.0, 6.0, _vec(Banana=1)))  # would be a switch if the barcode were known
     assert _alerts(b.advance(10.0, [])) == []
     assert [r.verdict for r in records] == ["ok", "unverified"]
-    assert b.warnings == ["line 7: barcode '9999' is not in the gallery's catalogue; that scan cannot be verified"]
     (basket,) = [e for e in b.flush() if isinstance(e, BasketEvent)]
     assert basket.scanned == {"Apple": 1, "barcode:9999": 1}
+
+
+def test_scans_the_camera_cannot_check_are_warned_of_naming_their_line():
+    assert scan_warning(_scan(1.0, "Apple"), GALLERY) is None
+    assert scan_warning(_scan(1.0, barcode="0001"), GALLERY) is None
+    assert scan_warning(PosEvent(ts=0.0, type=PosEventType.TXN_START, txn="T1"), GALLERY) is None
+    assert scan_warning(_scan(5.5, barcode="9999", line=7), GALLERY) == (
+        "line 7: barcode '9999' is not in the gallery's catalogue; that scan cannot be verified"
+    )
+    assert scan_warning(_scan(5.5, "Durian", line=8), GALLERY) == (
+        "line 8: SKU 'Durian' has no references in the gallery; that scan cannot be verified"
+    )
 
 
 # --- baskets ------------------------------------------------------------------------------------
@@ -275,13 +288,13 @@ def test_barcodes_resolve_through_the_catalogue_and_unknown_ones_are_not_alerts(
 
 def _basket_run(config: BasketConfig) -> list:
     b = _builder(basket=config)
-    b.add_pos(PosEvent(0.0, "txn_start", txn="T1"))
+    b.add_pos(PosEvent(ts=0.0, type=PosEventType.TXN_START, txn="T1"))
     b.add_pos(_scan(1.5, "Apple"))
     b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
     b.add_pass(*_pass(2, 3.0, 4.0, _vec(Apple=1)))  # not scanned
     b.add_pos(_scan(5.5, "Carrot"))
     b.add_pass(*_pass(3, 5.0, 6.0, _vec(Banana=1)))  # switch
-    b.add_pos(PosEvent(8.0, "txn_end", txn="T1"))
+    b.add_pos(PosEvent(ts=8.0, type=PosEventType.TXN_END, txn="T1"))
     early = b.advance(8.2, [])
     return early, b.advance(8.5, [])
 
@@ -346,7 +359,7 @@ def test_thresholds_come_from_the_calibration_by_name_or_from_numbers():
     assert (t.switch_reject, t.switch_accept, t.unknown_below) == (0.55, 0.8, 0.3)
     with pytest.raises(ConfigError, match=r"events.switch_accept = 'far_0.5'.*eer, far_0.001, far_0.01"):
         Thresholds.resolve(EventConfig(switch_accept="far_0.5"), cal)
-    with pytest.raises(ConfigError, match="events.unknown_below"):
+    with pytest.raises(ConfigError, match=r"events\.unknown_below"):
         Thresholds.resolve(EventConfig(unknown_below=1.5), cal)
     with pytest.raises(ConfigError, match="has none"):
         Thresholds.resolve(EventConfig(), None)

@@ -161,7 +161,7 @@ def test_clock_offset_puts_events_on_the_pos_clock(scenario, gallery, tmp_path, 
     before = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     after = [json.loads(line) for line in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
     assert [e["type"] for e in after] == [e["type"] for e in before]
-    for a, b in zip(after, before):
+    for a, b in zip(after, before, strict=True):
         if "t_start" in a:
             assert a["t_start"] == pytest.approx(b["t_start"] + 1000.0, abs=1e-3)
 
@@ -265,6 +265,32 @@ def test_malformed_pos_lines_are_skipped_with_their_line_numbers(scenario, galle
     assert _replay(scenario, gallery, tmp_path / "out", pos=pos, video=short) == 0
     warnings = json.loads((tmp_path / "out" / "summary.json").read_text())["warnings"]
     assert any(f"{pos}:2:" in w for w in warnings) and any(f"{pos}:3:" in w and "'ts'" in w for w in warnings)
+
+
+def test_warnings_go_to_stderr_before_the_run_and_a_scan_the_gallery_cannot_check_is_one(
+    scenario, gallery, tmp_path, capsys
+):
+    short = tmp_path / "short.avi"
+    _short_video(_video(scenario), short, 20)
+    pos = tmp_path / "pos.jsonl"
+    pos.write_text(
+        '{"ts": 0.5, "type": "scan", "sku": "Lime"}\nnot json\n'
+        '{"ts": 0.7, "type": "scan", "sku": "Durian"}\n{"ts": 0.9, "type": "scan", "barcode": "999"}\n'
+    )
+    x1, y1, x2, y2 = _zone(scenario).split(",")
+    capsys.readouterr()
+    zone = f"{x1},{y1},{int(x2) + 500},{y2}"
+    assert _replay(scenario, gallery, tmp_path / "out", "--zone", zone, pos=pos, video=short) == 0
+    captured = capsys.readouterr()
+    assert "warning:" not in captured.out
+    warned = [line for line in captured.err.splitlines() if line.startswith("warning: ")]
+    assert len(warned) == 4, captured.err
+    assert f"{pos}:2: not valid JSON" in warned[0] and "clipped to" in warned[1]
+    assert warned[2] == "warning: line 3: SKU 'Durian' has no references in the gallery; that scan cannot be verified"
+    assert "line 4: barcode '999' is not in the gallery's catalogue" in warned[3]
+    assert captured.err.rindex("warning: ") < captured.err.index("replay:")  # all before the progress bar
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["warnings"] == [w.removeprefix("warning: ") for w in warned]
 
 
 def test_truncated_video_is_processed_as_far_as_it_decodes(scenario, gallery, tmp_path, capsys):

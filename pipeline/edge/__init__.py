@@ -1,7 +1,7 @@
 """The live lane service (`reid edge`): one process per checkout lane on a small CPU box.
 
-It runs `retail_reid.pipeline.lane.LaneProcessor`, as the replay does, on frames read in real time and POS events received as they
-happen, and sends the alerts on. The parts, each in its own module:
+It runs `retail_reid.pipeline.lane.LaneProcessor`, as the replay does, on frames read in real time
+and POS events received as they happen, and sends the alerts on. The parts, each in its own module:
 
 | module | holds |
 | --- | --- |

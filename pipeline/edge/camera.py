@@ -22,6 +22,7 @@ import cv2
 import numpy as np
 from retail_reid.pipeline.edge.metrics import EdgeMetrics
 from retail_reid.pipeline.edge.settings import CameraConfig
+from retail_reid.pipeline.edge.worker import Worker
 from retail_reid.pipeline.sources import SourceError, open_source
 from retail_reid.pipeline.types import Frame
 
@@ -82,7 +83,7 @@ class RateMeter:
         return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
 
 
-class CameraFeed:
+class CameraFeed(Worker):
     """The camera thread: opens the source, reads frames into the queue, reconnects when lost.
 
     Times are on the camera clock (Unix seconds). `was_blind(ts)` says whether the camera was
@@ -93,14 +94,13 @@ class CameraFeed:
     def __init__(
         self, config: CameraConfig, queue: FrameQueue, metrics: EdgeMetrics, clock: Callable[[], float] = time.time
     ):
+        super().__init__("camera")
         self.config = config
         self.queue = queue
         self.metrics = metrics
         self.clock = clock
         self.meter = RateMeter()
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="camera", daemon=True)
         self._state = "connecting"  # connecting | connected | reconnecting | ended | stopped
         self._error: str | None = None
         self._down_since: float | None = clock()
@@ -116,13 +116,9 @@ class CameraFeed:
 
     # --- control -------------------------------------------------------------------------------
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout: float | None = None) -> None:
+    def stop(self, timeout: float | None = None) -> bool:
         """Stop reading; waits for the thread (a blocked stream read ends within its read timeout)."""
-        self._stop.set()
-        self._thread.join(
+        return super().stop(
             timeout if timeout is not None else self.config.read_timeout_s + self.config.open_timeout_s + 1.0
         )
 
@@ -164,9 +160,9 @@ class CameraFeed:
 
     # --- the thread ----------------------------------------------------------------------------
 
-    def _run(self) -> None:
+    def run(self) -> None:
         backoff = self.config.reconnect_min_s
-        while not self._stop.is_set():
+        while not self.stopping:
             try:
                 delivered = self._pump(self._open())
             except SourceError as e:
@@ -177,7 +173,7 @@ class CameraFeed:
                 log.exception("camera %s: reading failed", self.config.source)
                 self._lost(f"camera {self.config.source}: reading failed ({type(e).__name__}: {e})")
                 delivered = 0
-            if self._stop.is_set():
+            if self.stopping:
                 break
             if delivered and not self.config.is_stream:
                 if not self.config.loop:
@@ -188,11 +184,10 @@ class CameraFeed:
                 continue
             if delivered:
                 backoff = self.config.reconnect_min_s
-                self._lost(
-                    f"camera {self.config.source}: stream lost (no frame for {self.config.read_timeout_s:g} s, or it ended)"
-                )
+                silence = f"no frame for {self.config.read_timeout_s:g} s, or it ended"
+                self._lost(f"camera {self.config.source}: stream lost ({silence})")
                 log.warning("camera %s: stream lost; reconnecting in %.1f s", self.config.source, backoff)
-            self._stop.wait(backoff)
+            self.wait(backoff)
             backoff = min(backoff * 2, self.config.reconnect_max_s)
         self._lost(None, state="stopped")
 
@@ -210,14 +205,14 @@ class CameraFeed:
             for image, ts in frames:
                 if count == 0:
                     self._connected(image, ts)
-                self.queue.put(Frame(self._index, ts, image))
+                self.queue.put(Frame(index=self._index, ts=ts, image=image))
                 self._index += 1
                 count += 1
                 self.metrics.frames_read.inc()
                 self.meter.tick()
                 with self._lock:
                     self._last_frame_ts, self._last_frame_mono = ts, time.monotonic()
-                if self._stop.is_set():
+                if self.stopping:
                     break
         finally:
             frames.close()  # releases the capture or the file
@@ -259,7 +254,7 @@ class CameraFeed:
 
     def _stream_frames(self, cap: cv2.VideoCapture) -> Generator[tuple[np.ndarray, float], None, None]:
         try:
-            while not self._stop.is_set():
+            while not self.stopping:
                 ok, image = cap.read()
                 if not ok or image is None:
                     return
@@ -282,7 +277,7 @@ class CameraFeed:
                     if delay < -1.0 / source.fps:  # decoded too late to be shown: a camera would have lost it too
                         self.metrics.frames_dropped.inc("decode_late")
                         continue
-                    if delay > 0 and self._stop.wait(delay):
+                    if delay > 0 and self.wait(delay):
                         return
                     yield frame.image, due
             finally:

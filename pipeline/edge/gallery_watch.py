@@ -14,26 +14,19 @@ import threading
 
 from retail_reid.gallery import Gallery, GalleryError
 from retail_reid.pipeline.edge.metrics import EdgeMetrics
+from retail_reid.pipeline.edge.worker import Worker
 
 log = logging.getLogger("reid.edge.gallery")
 
 
-class GalleryWatcher:
+class GalleryWatcher(Worker):
     def __init__(self, gallery: Gallery, poll_s: float, metrics: EdgeMetrics):
+        super().__init__("gallery")
         self.gallery = gallery
         self.poll_s = poll_s
         self.metrics = metrics
         self.error: str | None = None
         self._lock = threading.Lock()  # one refresh at a time (the thread, or POST /admin/gallery/refresh)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="gallery", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
     def check(self) -> bool:
         """Switch to a newer published version if there is one; True if switched."""
@@ -62,6 +55,6 @@ class GalleryWatcher:
                 log.info("gallery: switched from version %d to %d", before, self.gallery.version)
             return switched
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.poll_s):
+    def run(self) -> None:
+        while not self.wait(self.poll_s):
             self.check()

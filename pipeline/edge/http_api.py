@@ -14,6 +14,7 @@ at most `max_connections` requests are served at once (503 beyond), and a client
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -36,7 +37,8 @@ EVENTS_LIMIT_MAX = 1000
 MAX_DISCARD_BYTES = 1 << 20  # of a refused body, read at most this much before closing ...
 DISCARD_TIMEOUT_S = 1.0  # ... waiting at most this long for each piece
 BUSY = (
-    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: 33\r\nRetry-After: 1\r\n\r\n"
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 33\r\nRetry-After: 1\r\n\r\n"
     b'{"error": "too many connections"}'
 )
 
@@ -67,10 +69,8 @@ class ApiServer(ThreadingHTTPServer):
 
     def process_request(self, request, client_address) -> None:  # type: ignore[override]
         if not self._slots.acquire(blocking=False):
-            try:
+            with contextlib.suppress(OSError):
                 request.sendall(BUSY)
-            except OSError:
-                pass
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)

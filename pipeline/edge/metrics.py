@@ -9,6 +9,8 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 
+from retail_reid.pipeline.types import EventType
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds: a frame takes milliseconds, a frame with embeddings up to a few hundred.
 PROCESSING_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -19,7 +21,7 @@ ALERT_LATENCY_BUCKETS = (0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 5.0
 
 
 def _labels(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values)]
+    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
     if extra:
         parts.append(extra)
     return "{" + ",".join(parts) + "}" if parts else ""
@@ -104,7 +106,7 @@ class Histogram(_Metric):
     kind = "histogram"
 
     def __init__(self, name: str, help_text: str, buckets: tuple[float, ...]):
-        self.buckets = tuple(sorted(buckets)) + (math.inf,)
+        self.buckets = (*sorted(buckets), math.inf)
         super().__init__(name, help_text)
 
     def _zero(self) -> object:
@@ -127,10 +129,10 @@ class Histogram(_Metric):
     def _sample_lines(self, labels: tuple[str, ...], value: object) -> list[str]:
         counts, total, n = value  # type: ignore[misc]
         lines, running = [], 0
-        for upper, c in zip(self.buckets, counts):
+        for upper, c in zip(self.buckets, counts, strict=True):
             running += c
             lines.append(f'{self.name}_bucket{{le="{_number(upper)}"}} {running}')
-        return lines + [f"{self.name}_sum {_number(total)}", f"{self.name}_count {n}"]
+        return [*lines, f"{self.name}_sum {_number(total)}", f"{self.name}_count {n}"]
 
 
 def resident_memory_bytes() -> float:
@@ -158,7 +160,6 @@ class Registry:
         return "\n".join(line for m in self._metrics for line in m.render()) + "\n"
 
 
-EVENT_TYPES = ("non_scan", "product_switch", "unknown_item", "scan_without_item", "basket")
 POS_SOURCES = ("http", "file")
 DROP_REASONS = ("queue_full", "frame_size", "decode_late")
 
@@ -205,7 +206,7 @@ class EdgeMetrics:
         )
         self.events = r.add(
             Counter(
-                "reid_events_total", "Alerts and basket lines written, by type.", ("type",), [(t,) for t in EVENT_TYPES]
+                "reid_events_total", "Alerts and basket lines written, by type.", ("type",), [(t,) for t in EventType]
             )
         )
         self.pos_received = r.add(

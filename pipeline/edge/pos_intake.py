@@ -11,6 +11,7 @@ without item) nor misses the ones appended meanwhile.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from retail_reid.pipeline.edge.metrics import EdgeMetrics
+from retail_reid.pipeline.edge.worker import Worker
 from retail_reid.pipeline.pos import PosError, PosEvent, parse_pos_event
 
 from retail_reid.durable import replace_atomically
@@ -131,28 +133,27 @@ def parse_pos_body(
     if len(obj) > max_events:
         raise PosError(f"{WHERE_HTTP}: {len(obj)} events in one request, at most {max_events}; split it")
     events = []
-    for item, where in zip(obj, places):
+    for item, where in zip(obj, places, strict=True):
         event = parse_pos_event(item, where)
         check(event, where)
         events.append(event)
     return events
 
 
-class PosFileTailer:
+class PosFileTailer(Worker):
     """Follows a JSON-lines file the POS appends to, from where it last stopped (kept in
     `state_path`). A file replaced (new inode) or cut shorter is read again from its start."""
 
     def __init__(
         self, path: str | Path, inbox: PosInbox, state_path: Path, poll_s: float, from_start: bool, metrics: EdgeMetrics
     ):
+        super().__init__("pos-file")
         self.path = Path(path)
         self.inbox = inbox
         self.state_path = state_path
         self.poll_s = poll_s
         self.from_start = from_start
         self.metrics = metrics
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pos-file", daemon=True)
         self._file_id: tuple[int, int] | None = None
         self._offset = 0  # bytes consumed, the partial line included
         self._line = 0  # complete lines consumed
@@ -162,20 +163,16 @@ class PosFileTailer:
         self.error: str | None = None
         self._load_state()
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
+    def stop(self, timeout: float | None = None) -> bool:
         """Read what has been appended so far, save the position, stop."""
-        self._stop.set()
-        self._thread.join()
+        return super().stop(timeout)
 
     def status(self) -> dict:
         return {"file": str(self.path), "line": self._line, "error": self.error}
 
-    def _run(self) -> None:
+    def run(self) -> None:
         while True:
-            stopping = self._stop.is_set()
+            stopping = self.stopping
             try:
                 while self._poll():
                     pass
@@ -185,7 +182,7 @@ class PosFileTailer:
                 self.error = f"{self.path}: cannot read ({e.strerror or e})"
             if stopping:
                 return
-            self._stop.wait(self.poll_s)
+            self.wait(self.poll_s)
 
     def _load_state(self) -> None:
         try:
@@ -291,7 +288,7 @@ class PosFileTailer:
             obj = json.loads(raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
             event = parse_pos_event(obj, where)
             self.inbox.check(event, where)
-            return PosEvent(event.ts, event.type, event.sku, event.barcode, event.txn, line=line)
+            return dataclasses.replace(event, line=line)
         except UnicodeDecodeError as e:
             problems.append(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})")
         except json.JSONDecodeError as e:

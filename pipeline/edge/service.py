@@ -27,7 +27,6 @@ from retail_reid.gallery import Gallery
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.camera import CameraFeed, FrameQueue
-from retail_reid.pipeline.edge.evidence import EvidenceWriter
 from retail_reid.pipeline.edge.gallery_watch import GalleryWatcher
 from retail_reid.pipeline.edge.http_api import ApiContext, ApiServer
 from retail_reid.pipeline.edge.lane_worker import LaneWorker
@@ -35,6 +34,7 @@ from retail_reid.pipeline.edge.metrics import DROP_REASONS, EdgeMetrics
 from retail_reid.pipeline.edge.pos_intake import PosFileTailer, PosInbox
 from retail_reid.pipeline.edge.settings import EdgeConfig, EdgeError
 from retail_reid.pipeline.edge.webhook import WebhookSender
+from retail_reid.pipeline.evidence import EvidenceWriter
 
 from retail_reid.durable import replace_atomically
 from retail_reid.errors import ReidError
@@ -128,7 +128,7 @@ class EdgeService:
         )
         folder = f"evidence/{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(self.started_at))}-{run}"
         self.evidence = (
-            EvidenceWriter(self.state, folder, int(cfg.evidence_min_free_mb * 1e6), self.metrics)
+            EvidenceWriter(self.state, folder, int(cfg.evidence_min_free_mb * 1e6), on_failure=self._evidence_failed)
             if cfg.evidence
             else None
         )
@@ -157,6 +157,12 @@ class EdgeService:
             raise EdgeError(
                 f"edge.http: cannot listen on {cfg.http.host}:{cfg.http.port} ({e.strerror or e})"
             ) from None
+
+    def _evidence_failed(self, reason: str) -> None:
+        """Crops not saved: the alert goes out without them; counted, and logged when the reason changes."""
+        self.metrics.evidence_failures.inc()
+        if self.evidence is not None and reason != self.evidence.error:
+            log.warning("%s; alerts go out without them", reason)
 
     def _take_lock(self) -> None:
         path = self.state / LOCK_FILE
@@ -194,7 +200,7 @@ class EdgeService:
             if not self.worker.alive:
                 break
         self.shutdown()
-        error = self.worker.error
+        error = self.worker.failure
         if isinstance(error, ReidError):
             raise error
         return 1 if error is not None else 0

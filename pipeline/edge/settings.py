@@ -10,8 +10,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retail_reid.pipeline.config import ConfigError, LaneConfig, read_toml
-from retail_reid.pipeline.config import _build as build_section  # the lane config's strict TOML-to-dataclass mapping
+from retail_reid.pipeline.config import ConfigError, LaneConfig, from_table, read_toml
 
 from retail_reid.errors import ReidError
 
@@ -200,10 +199,10 @@ def load_edge_config(path: str | Path) -> tuple[EdgeConfig, LaneConfig]:
     try:
         if not isinstance(edge_data, dict):
             raise ConfigError("no [edge] table (the service's settings: gallery, state_dir, [edge.camera] source, ...)")
-        lane = build_section(LaneConfig, data)
+        lane = from_table(LaneConfig, data)
         if lane.zone is None:
             raise ConfigError("zone: is required for the service ('zone = [x1, y1, x2, y2]' in frame pixels)")
-        edge = build_section(EdgeConfig, edge_data, "edge")
+        edge = from_table(EdgeConfig, edge_data, "edge")
         camera = (
             edge.camera
             if edge.camera.is_stream

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import random
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +21,7 @@ from pathlib import Path
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.metrics import EdgeMetrics
 from retail_reid.pipeline.edge.settings import EdgeError, WebhookConfig
+from retail_reid.pipeline.edge.worker import Worker
 
 from retail_reid.durable import replace_atomically
 
@@ -30,8 +30,9 @@ log = logging.getLogger("reid.edge.webhook")
 MAX_RESPONSE_BYTES = 65536  # what is read of a receiver's answer
 
 
-class WebhookSender:
+class WebhookSender(Worker):
     def __init__(self, alerts: AlertLog, config: WebhookConfig, cursor_path: Path, metrics: EdgeMetrics):
+        super().__init__("webhook")
         self.alerts = alerts
         self.config = config
         self.cursor_path = cursor_path
@@ -39,22 +40,19 @@ class WebhookSender:
         # Environment proxies are ignored: the receiver is named in the config, and a proxy picked
         # up from the environment would silently reroute (or break) loopback deliveries.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        self._stop = threading.Event()
         self._deadline = float("inf")
-        self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
         self.delivered_seq = self._load_cursor()
         self.error: str | None = None
         self.failures_in_row = 0
         self.last_delivered_at: float | None = None
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, grace_s: float) -> None:
-        """Deliver what is pending for up to `grace_s` seconds, then stop; the rest stays on disk."""
-        self._deadline = time.monotonic() + grace_s
-        self._stop.set()
-        self._thread.join(grace_s + self.config.timeout_s + 1.0)
+    def stop(self, timeout: float | None = None) -> bool:
+        """Deliver what is pending for up to `timeout` seconds (the shutdown grace; None: all of
+        it), then stop; the rest stays on disk."""
+        if timeout is None:
+            return super().stop(None)
+        self._deadline = time.monotonic() + timeout
+        return super().stop(timeout + self.config.timeout_s + 1.0)
 
     def pending(self) -> int:
         return max(0, self.alerts.last_seq - self.delivered_seq)
@@ -82,7 +80,8 @@ class WebhookSender:
             ) from None
         if seq > self.alerts.last_seq:
             log.warning(
-                "%s: says seq %d was delivered but the alert log ends at %d (it was replaced); delivering from its start",
+                "%s: says seq %d was delivered but the alert log ends at %d (it was replaced); "
+                "delivering from its start",
                 self.cursor_path,
                 seq,
                 self.alerts.last_seq,
@@ -95,18 +94,18 @@ class WebhookSender:
         replace_atomically(self.cursor_path, data.encode(), "edge-webhook-cursor")
         return seq
 
-    def _run(self) -> None:
+    def run(self) -> None:
         backoff = self.config.backoff_min_s
-        while not (self._stop.is_set() and time.monotonic() >= self._deadline):
+        while not (self.stopping and time.monotonic() >= self._deadline):
             try:
                 batch = self.alerts.read_after(self.delivered_seq, 1)
             except OSError as e:  # the log unreadable for a moment: the alerts are still there, try again
                 self.error = f"{self.alerts.path}: cannot read ({e.strerror or e})"
-                self._stop.wait(self.config.backoff_max_s if self.failures_in_row else self.config.backoff_min_s)
+                self.wait(self.config.backoff_max_s if self.failures_in_row else self.config.backoff_min_s)
                 self.failures_in_row += 1
                 continue
             if not batch:
-                if self._stop.is_set():
+                if self.stopping:
                     return
                 self.alerts.wait(self.delivered_seq, 0.5)
                 continue
@@ -133,10 +132,10 @@ class WebhookSender:
                 )
             self.error = error
             wait = backoff * random.uniform(0.8, 1.2)
-            if self._stop.is_set():
+            if self.stopping:
                 time.sleep(min(wait, max(0.0, self._deadline - time.monotonic())))
             else:
-                self._stop.wait(wait)
+                self.wait(wait)
             backoff = min(backoff * 2, self.config.backoff_max_s)
 
     def _post(self, record: dict) -> str | None:

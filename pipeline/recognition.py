@@ -1,16 +1,18 @@
-"""Recognising item passes against the gallery, and judging a pass against the SKU the till
-scanned for it. The alert thresholds come from the model's calibration (by name) or from the
-config (as numbers), so a new model brings its own operating points."""
+"""Recognition: an item pass's crops turned into gallery matches (`Recogniser.recognise`), and the
+pass judged against the SKU the till scanned for it (`Recogniser.judge`). The alert thresholds
+come from the model's calibration (by name) or from the config (as numbers), so a new model
+brings its own operating points."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from retail_reid.models.calibration import Calibration
 from retail_reid.pipeline.config import ConfigError, EventConfig, Threshold
-from retail_reid.pipeline.types import ItemPass
+from retail_reid.pipeline.types import ItemPass, Verdict
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -20,11 +22,6 @@ if TYPE_CHECKING:
 
 MATCHES_KEPT = 5
 CONFIDENCE_PREFIX = "confidence:"
-
-# Verdicts on one pass: an alert type; or "ok" (the item looks like its scan); "unconfirmed" (it
-# does not quite, but no other SKU clearly does either); "unverified" (the scanned SKU has no
-# references in the gallery, so the camera cannot check it).
-VERDICTS = ("ok", "unconfirmed", "unverified", "non_scan", "product_switch", "unknown_item")
 
 
 class GalleryLike(Protocol):
@@ -91,7 +88,7 @@ class Thresholds:
         )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Recognition:
     """A pass's aggregated embedding and its best gallery matches, best first; no embedding when
     the pass left no usable crop (too small throughout)."""
@@ -100,20 +97,16 @@ class Recognition:
     matches: tuple[SkuMatch, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Judgement:
     """The verdict on one pass given the SKU scanned for it (None: no scan)."""
 
-    verdict: str  # one of VERDICTS
+    verdict: Verdict
     seen_sku: str | None  # what the camera believes passed; None when it cannot tell
     seen_score: float
     seen_confidence: float
     scanned_score: float | None = None
     scanned_confidence: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.verdict not in VERDICTS:
-            raise ValueError(f"unknown verdict {self.verdict!r}")
 
 
 def aggregate(embeddings: np.ndarray) -> np.ndarray:
@@ -133,43 +126,54 @@ class Recogniser:
         """One Recognition per pass, in order; all crops go through the embedder in one batch."""
         seen = [p for p in passes if p.crops]
         if not seen:
-            return [Recognition(None, ()) for _ in passes]
+            return [Recognition(embedding=None, matches=()) for _ in passes]
         vectors = self.gallery.embedder.embed([c.image for p in seen for c in p.crops])
         bounds = np.cumsum([0] + [len(p.crops) for p in seen])
-        embeddings = np.stack([aggregate(vectors[a:b]) for a, b in zip(bounds[:-1], bounds[1:])])
-        found = iter(zip(embeddings, self.gallery.match(embeddings, k=MATCHES_KEPT)))
+        embeddings = np.stack([aggregate(vectors[a:b]) for a, b in itertools.pairwise(bounds)])
+        found = iter(zip(embeddings, self.gallery.match(embeddings, k=MATCHES_KEPT), strict=True))
         out = []
         for p in passes:
             if p.crops:
                 embedding, matches = next(found)
-                out.append(Recognition(embedding, tuple(matches)))
+                out.append(Recognition(embedding=embedding, matches=tuple(matches)))
             else:
-                out.append(Recognition(None, ()))
+                out.append(Recognition(embedding=None, matches=()))
         return out
 
     def judge(self, rec: Recognition, scanned_sku: str | None) -> Judgement:
         t = self.thresholds
         if rec.embedding is None:
-            return Judgement("non_scan" if scanned_sku is None else "unverified", None, -1.0, 0.0)
+            verdict = Verdict.NON_SCAN if scanned_sku is None else Verdict.UNVERIFIED
+            return Judgement(verdict=verdict, seen_sku=None, seen_score=-1.0, seen_confidence=0.0)
         best = rec.matches[0] if rec.matches else None
         best_score = best.score if best else -1.0
         best_conf = best.confidence if best else 0.0
         known = best is not None and best_score >= t.unknown_below
+        best_seen = dict(seen_sku=best.sku if known else None, seen_score=best_score, seen_confidence=best_conf)
         if scanned_sku is None:
-            return Judgement("non_scan", best.sku if known else None, best_score, best_conf)
+            return Judgement(verdict=Verdict.NON_SCAN, **best_seen)
         if not self.gallery.has_sku(scanned_sku):
-            return Judgement("unverified", best.sku if known else None, best_score, best_conf)
+            return Judgement(verdict=Verdict.UNVERIFIED, **best_seen)
         v = self.gallery.verify(rec.embedding, scanned_sku)
         scanned = dict(scanned_score=v.similarity, scanned_confidence=v.confidence)
+        as_scanned = dict(seen_sku=scanned_sku, seen_score=v.similarity, seen_confidence=v.confidence)
         if v.similarity >= t.switch_reject:
-            return Judgement("ok", scanned_sku, v.similarity, v.confidence, **scanned)
+            return Judgement(verdict=Verdict.OK, **as_scanned, **scanned)
         if v.best_other_sku is not None and v.best_other_similarity >= t.switch_accept and -v.margin >= t.min_margin:
             other_conf = next((m.confidence for m in rec.matches if m.sku == v.best_other_sku), best_conf)
-            return Judgement("product_switch", v.best_other_sku, v.best_other_similarity, other_conf, **scanned)
+            return Judgement(
+                verdict=Verdict.PRODUCT_SWITCH,
+                seen_sku=v.best_other_sku,
+                seen_score=v.best_other_similarity,
+                seen_confidence=other_conf,
+                **scanned,
+            )
         if max(v.similarity, v.best_other_similarity) < t.unknown_below:
-            return Judgement("unknown_item", None, best_score, best_conf, **scanned)
+            return Judgement(
+                verdict=Verdict.UNKNOWN_ITEM, seen_sku=None, seen_score=best_score, seen_confidence=best_conf, **scanned
+            )
         # The scan is doubtful but no other SKU is clearly it: not an alert, and the scanned SKU
         # keeps the benefit of the doubt (in the seen basket too) while it is a plausible match.
         if v.similarity >= t.unknown_below:
-            return Judgement("unconfirmed", scanned_sku, v.similarity, v.confidence, **scanned)
-        return Judgement("unconfirmed", best.sku if known else None, best_score, best_conf, **scanned)
+            return Judgement(verdict=Verdict.UNCONFIRMED, **as_scanned, **scanned)
+        return Judgement(verdict=Verdict.UNCONFIRMED, **best_seen, **scanned)

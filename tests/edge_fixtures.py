@@ -1,0 +1,94 @@
+"""Helpers shared by the edge tests: metrics, alerts, a free port, polling, and a webhook receiver."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from retail_reid.pipeline.edge.metrics import EdgeMetrics
+from retail_reid.pipeline.types import Event, EventType
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def metrics() -> EdgeMetrics:
+    return EdgeMetrics(lambda: 7, lambda: 1.0, lambda: 0)
+
+
+def alert(i: int) -> Event:
+    return Event(
+        type=EventType.NON_SCAN,
+        t_start=100.0 + i,
+        t_end=101.0 + i,
+        track_id=i,
+        seen_sku="Banana",
+        seen_score=0.8,
+        txn="T1",
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float = 30.0, step: float = 0.05) -> bool:
+    """Poll `predicate` until true; a generous bound so a loaded machine only makes it slower."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+class Receiver:
+    """A webhook receiver on loopback that records every delivery; `fail` answers 500 that many times."""
+
+    def __init__(self, port: int = 0, fail: int = 0):
+        self.port, self.fail = port, fail
+        self.received: list[dict] = []
+        self.headers: list[dict] = []
+        self._server: ThreadingHTTPServer | None = None
+
+    def start(self) -> Receiver:
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if owner.fail > 0:
+                    owner.fail -= 1
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                owner.received.append(json.loads(body))
+                owner.headers.append(dict(self.headers))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.port = self._server.server_address[1]
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/alerts"
+
+    def ids(self) -> list[str]:
+        return [r["id"] for r in self.received]
