@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 from camera_fixtures import MjpegCamera
+from edge_fixtures import free_port
 from retail_reid.pipeline.sources import ImageFolderSource, LiveSource, SourceError, VideoFileSource, open_source
-from test_edge_parts import free_port
 
 
 def _frames(n: int, w: int = 160, h: int = 120) -> list[np.ndarray]:

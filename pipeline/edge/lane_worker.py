@@ -36,6 +36,10 @@ TICK_S = 0.1  # longest wait for a frame before looking at the POS inbox and the
 
 
 class LaneWorker(Worker):
+    """The lane thread. On `stop` it processes the frames already queued, pushes the POS events
+    received, decides everything pending (`LaneProcessor.finish`) and writes it: stop it after
+    the camera and the POS intake."""
+
     def __init__(
         self,
         gallery: GalleryLike,
@@ -65,12 +69,6 @@ class LaneWorker(Worker):
         self.last_pass_at: float | None = None  # Unix time the latest item pass was decided
         self.passes = 0
         self._early: list[PosEvent] = []  # received before the first frame made the lane
-
-    def stop(self, timeout: float | None = None) -> bool:
-        """Process the frames already queued, push the POS events received, decide everything
-        pending (`LaneProcessor.finish`) and write it. Call after the camera and the POS intake
-        have stopped."""
-        return super().stop(timeout)
 
     def status(self) -> dict:
         waiting = len(self._early) if self.lane is None else self.lane.pos_waiting

@@ -142,7 +142,8 @@ def parse_pos_body(
 
 class PosFileTailer(Worker):
     """Follows a JSON-lines file the POS appends to, from where it last stopped (kept in
-    `state_path`). A file replaced (new inode) or cut shorter is read again from its start."""
+    `state_path`). A file replaced (new inode) or cut shorter is read again from its start.
+    On `stop` it reads what has been appended so far and saves the position."""
 
     def __init__(
         self, path: str | Path, inbox: PosInbox, state_path: Path, poll_s: float, from_start: bool, metrics: EdgeMetrics
@@ -162,10 +163,6 @@ class PosFileTailer(Worker):
         self._saved: tuple | None = None
         self.error: str | None = None
         self._load_state()
-
-    def stop(self, timeout: float | None = None) -> bool:
-        """Read what has been appended so far, save the position, stop."""
-        return super().stop(timeout)
 
     def status(self) -> dict:
         return {"file": str(self.path), "line": self._line, "error": self.error}
