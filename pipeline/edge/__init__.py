@@ -1,7 +1,9 @@
 """The live lane service (`reid edge`): one process per checkout lane on a small CPU box.
 
 It runs `retail_reid.pipeline.lane.LaneProcessor`, as the replay does, on frames read in real time
-and POS events received as they happen, and sends the alerts on. The parts, each in its own module:
+and POS events received as they happen, and sends the alerts on. Evidence crops are written by
+`retail_reid.pipeline.evidence` (skipped, never fatal, when the disk is short). The parts, each in
+its own module:
 
 | module | holds |
 | --- | --- |
@@ -10,10 +12,10 @@ and POS events received as they happen, and sends the alerts on. The parts, each
 | `pos_intake` | `PosInbox`, `parse_pos_body` (HTTP), `PosFileTailer` (a JSON-lines file the POS appends to) |
 | `alert_log` | `AlertLog`: events.jsonl with sequence numbers that continue across restarts |
 | `webhook` | `WebhookSender`: at most one delivery per alert, retried with backoff, cursor on disk |
-| `evidence` | `EvidenceWriter`: crops of alert passes, skipped (never fatal) when the disk is short |
-| `lane_worker` | `LaneWorker`: the thread that feeds frames and POS events to the lane |
+| `lane_worker` | `LaneWorker`: the thread that feeds frames and POS events to the lane, and its evidence crops |
 | `gallery_watch` | `GalleryWatcher`: follows newly published gallery versions |
 | `metrics` | Prometheus counters, gauges and histograms, written by hand |
 | `http_api` | the loopback HTTP API: POST /pos, GET /events, /health, /metrics |
+| `worker` | `Worker`: the base of the threads above (start, stop with join and timeout, failure kept) |
 | `service` | `EdgeService`: starts, supervises and stops the parts |
 """
