@@ -193,6 +193,9 @@ class OnnxYoloDetector:
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise DetectorError(f"{path}: expected one NCHW image input, found {[(i.name, i.shape) for i in inputs]}")
+        batch = inputs[0].shape[0]
+        if isinstance(batch, int) and batch != 1:
+            raise DetectorError(f"{path}: the model takes batches of {batch} images; export it with batch=1")
         self._input = inputs[0].name
         self.meta: YoloMetadata = parse_metadata(self.session.get_modelmeta().custom_metadata_map, str(path))
         check_metadata(self.meta, str(path))

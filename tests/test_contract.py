@@ -135,7 +135,7 @@ def _paths_in_source() -> set[str]:
 
 def _documented(path: str, method: str) -> bool:
     for template, ops in load_schema(SchemaName.OPENAPI)["paths"].items():
-        if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", template), path) and method.lower() in ops:
+        if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]*", template), path) and method.lower() in ops:
             return True
     return False
 

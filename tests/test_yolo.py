@@ -64,13 +64,15 @@ def _v5_output() -> np.ndarray:
     return out
 
 
-def _model(path: Path, output: np.ndarray, metadata: dict[str, str] | None, dynamic: bool = True) -> str:
+def _model(
+    path: Path, output: np.ndarray, metadata: dict[str, str] | None, dynamic: bool = True, batch: int = 1
+) -> str:
     """An ONNX model whose output is `output` (plus 0 x the input's mean, so the input is used),
-    with a dynamic NCHW input and the given metadata_props."""
+    with a dynamic (or fixed 64 x 96) NCHW input and the given metadata_props."""
     onnx = pytest.importorskip("onnx")  # the [train] extra; without it these tests are skipped
     from onnx import TensorProto, helper
 
-    dims = ["batch", 3, "height", "width"] if dynamic else [1, 3, 64, 96]
+    dims = ["batch", 3, "height", "width"] if dynamic else [batch, 3, 64, 96]
     nodes = [
         helper.make_node("ReduceMean", ["images"], ["mean"], keepdims=0),
         helper.make_node("Mul", ["mean", "zero"], ["nothing"]),
@@ -148,6 +150,8 @@ def test_a_layout_that_fits_nothing_is_refused_in_one_line_naming_the_shape(tmp_
         _detect(_model(tmp_path / "b.onnx", _v8_output(), None), layout=YoloLayout.END_TO_END)
     with pytest.raises(DetectorError, match=r"output \(1, 2, 3, 4\): expected"):
         _detect(_model(tmp_path / "c.onnx", np.zeros((1, 2, 3, 4), np.float32), None))
+    with pytest.raises(DetectorError, match="takes batches of 4 images; export it with batch=1"):
+        _detect(_model(tmp_path / "f.onnx", _v8_output(), RAW, dynamic=False, batch=4))
     with pytest.raises(DetectorError, match="a 'segment' model; the detector needs a 'detect' model"):
         _detect(_model(tmp_path / "d.onnx", _v8_output(), {**RAW, "task": "segment"}))
     # nms=True exports of raw-head models are end-to-end too, by their args.
