@@ -91,12 +91,11 @@ def _imgsz(value: object, source: str) -> tuple[int, int]:
 def parse_metadata(props: Mapping[str, str], source: str) -> YoloMetadata:
     """The fields this package uses from a model's metadata_props (as Ultralytics and YOLOv5 write
     them: `str()` of Python values); absent fields stay None, malformed ones are an error."""
-    literal = {key: _literal(key, props[key], source) for key in ("names", "imgsz", "args") if key in props}
+    literal = {key: _literal(key, props[key], source) for key in ("names", "imgsz") if key in props}
     end_to_end = None
     if "end2end" in props:
         end_to_end = props["end2end"].strip() == "True"
-    args = literal.get("args")
-    if isinstance(args, dict) and args.get("nms") is True:
+    if _export_args(props.get("args", ""), source).get("nms") is True:
         end_to_end = True
     channels = props.get("channels", "").strip()
     return YoloMetadata(
@@ -106,6 +105,16 @@ def parse_metadata(props: Mapping[str, str], source: str) -> YoloMetadata:
         end_to_end=end_to_end,
         channels=int(channels) if channels.isdigit() and len(channels) < 4 else None,
     )
+
+
+def _export_args(text: str, source: str) -> dict:
+    """The export arguments (`args`), of which only `nms` matters here: one that cannot be read is
+    no reason to refuse the model, so it counts as absent."""
+    try:
+        args = _literal("args", text, source) if text else {}
+    except DetectorError:
+        return {}
+    return args if isinstance(args, dict) else {}
 
 
 def check_metadata(meta: YoloMetadata, source: str) -> None:

@@ -138,8 +138,9 @@ def test_end_to_end_boxes_without_metadata_need_the_layout_named(tmp_path):
     with pytest.raises(DetectorError, match=r"is a name, but .* names no classes"):
         _detect(model, layout=YoloLayout.END_TO_END, classes=["bottle"])
     # Raw heads without metadata are still told apart by their shape.
-    _expect(_detect(_model(tmp_path / "v8.onnx", _v8_output(), None, dynamic=False), conf_threshold=0.5),
-            [(BOX_OUT, 0.9), (BOX2_OUT, 0.8)])  # fmt: skip
+    for name, output in (("v8", _v8_output()), ("v5", _v5_output())):
+        model = _model(tmp_path / f"{name}.onnx", output, None, dynamic=False)
+        _expect(_detect(model, conf_threshold=0.5), [(BOX_OUT, 0.9), (BOX2_OUT, 0.8)])
 
 
 def test_a_layout_that_fits_nothing_is_refused_in_one_line_naming_the_shape(tmp_path):
@@ -176,6 +177,10 @@ def test_metadata_is_parsed_as_literals_and_bounded():
         names={0: "person", 1: "bottle"}, imgsz=(64, 96), task="detect", end_to_end=True, channels=3
     )
     assert parse_metadata({}, "m.onnx") == YoloMetadata()
+    # Export arguments that are not literals (a newer exporter's objects) only lose their nms flag.
+    assert parse_metadata({"args": "{'device': device(type='cpu'), 'nms': True}", "names": NAMES}, "m") == YoloMetadata(
+        names={0: "person", 1: "bottle"}
+    )
     assert parse_metadata({"names": "['a', 'b']", "imgsz": "320"}, "m").imgsz == (320, 320)  # YOLOv5 style lists
     hostile = {
         "names": "__import__('os').system('touch /tmp/owned')",
