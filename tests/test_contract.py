@@ -20,9 +20,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from retail_reid.pipeline.contract import SchemaName, load_schema, schema_file
 from retail_reid.pipeline.edge import http_api
-from retail_reid.pipeline.pos import PosError, parse_pos_event
+from retail_reid.pipeline.edge.camera import CameraFeed, FrameQueue
+from retail_reid.pipeline.edge.pos_intake import PosFileTailer, PosInbox
+from retail_reid.pipeline.edge.settings import CameraConfig
+from retail_reid.pipeline.pos import PosError, PosEvent, parse_pos_event
 from retail_reid.pipeline.schema_cli import cmd_schema
-from test_edge_parts import alert, call
+from test_edge_parts import alert, call, free_port, metrics, wait_until
 from test_edge_parts import api as api  # the fixture: a live ApiServer with a token
 
 jsonschema = pytest.importorskip("jsonschema")
@@ -177,3 +180,29 @@ def test_the_api_answers_follow_the_openapi_document(api):
     assert [code for code, _, _ in refusals.values()] == [400, 400, 401, 413, 400, 404]
     for what, (_, body, _) in refusals.items():
         assert_valid(SchemaName.OPENAPI, json.loads(body), api_component("Error"), what=what)
+
+
+# --- health parts in the states the live run does not reach ---------------------------------------------
+
+
+def test_health_parts_in_other_states_follow_the_health_schema(tmp_path):
+    feed = CameraFeed(
+        CameraConfig(source=f"http://127.0.0.1:{free_port()}/cam.mjpg", open_timeout_s=0.5, reconnect_min_s=0.05),
+        FrameQueue(4, lambda: None),
+        metrics(),
+    )
+    feed.start()
+    try:
+        assert wait_until(lambda: feed.status()["error"] is not None)
+        assert_valid(SchemaName.HEALTH, feed.status(), "/properties/camera", what="a stream that cannot be opened")
+    finally:
+        feed.stop()
+    assert_valid(SchemaName.HEALTH, feed.status(), "/properties/camera", what="a stopped stream")
+    video = CameraFeed(CameraConfig(source=str(tmp_path / "v.mp4")), FrameQueue(4, lambda: None), metrics())
+    assert_valid(SchemaName.HEALTH, video.status(), "/properties/camera", what="a video file not started")
+    box = PosInbox(10, metrics(), clock_offset_s=0.0, max_skew_s=300.0)
+    assert box.last() is None
+    box.put([PosEvent(ts=time.time(), type="scan", barcode="0042")], "file")
+    assert_valid(SchemaName.HEALTH, box.last(), "/properties/pos/properties/last_event")
+    tailer = PosFileTailer(tmp_path / "pos.jsonl", box, tmp_path / "offset.json", 0.1, True, metrics())
+    assert_valid(SchemaName.HEALTH, tailer.status(), "/properties/pos/properties/file")
