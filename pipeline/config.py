@@ -8,10 +8,12 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import tomllib
 from retail_reid.pipeline.types import Zone, ZoneError
+from retail_reid.pipeline.yolo import YoloLayout
 
 from retail_reid.errors import ReidError
 
@@ -74,10 +76,11 @@ class OnnxDetectorConfig:
     """A user-supplied YOLO-style ONNX detection model."""
 
     model: str = ""  # path to the .onnx file (relative paths are taken from the config file's folder)
-    input_size: int = 640  # the square the frame is letterboxed to
+    input_size: int = 640  # the letterbox square when neither the model's input nor its metadata fix one
     conf_threshold: float = 0.25
     iou_threshold: float = 0.45  # class-agnostic NMS
-    classes: list[int] = field(default_factory=list)  # class ids that are items; empty means all
+    classes: list[int | str] = field(default_factory=list)  # class ids or names (metadata) that are items; empty: all
+    layout: YoloLayout = YoloLayout.AUTO  # the output layout; auto: from the model's metadata and output shape
 
     def __post_init__(self) -> None:
         _check(
@@ -208,14 +211,32 @@ def _convert(value: object, kind: object, key: str) -> object:
             return value
         if option in (str, bool) and type(value) is option:
             return value
-        if (
-            typing.get_origin(option) is list
-            and isinstance(value, list)
-            and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        ):
+        if isinstance(option, type) and issubclass(option, StrEnum) and type(value) is str:
+            if value not in set(option):
+                raise ConfigError(f"{key}: must be one of {', '.join(option)}, got {value!r}")
+            return option(value)
+        if typing.get_origin(option) is list and isinstance(value, list) and all(_item_fits(v, option) for v in value):
             return list(value)
-    names = " or ".join("list of integers" if typing.get_origin(o) is list else o.__name__ for o in options)
+    names = " or ".join(_type_name(o) for o in options)
     raise ConfigError(f"{key}: must be {names}, got {type(value).__name__} {value!r}")
+
+
+def _item_fits(value: object, kind: object) -> bool:
+    """A list item against the list's item type: integers (never bools) and/or strings."""
+    (item,) = typing.get_args(kind)
+    allowed = typing.get_args(item) or (item,)
+    return (int in allowed and isinstance(value, int) and not isinstance(value, bool)) or (
+        str in allowed and isinstance(value, str)
+    )
+
+
+def _type_name(kind: object) -> str:
+    if typing.get_origin(kind) is list:
+        (item,) = typing.get_args(kind)
+        return "list of " + " or ".join(
+            {int: "integers", str: "strings"}[t] for t in (typing.get_args(item) or (item,))
+        )
+    return getattr(kind, "__name__", str(kind))
 
 
 def from_table(cls: type[T], data: dict, prefix: str = "") -> T:

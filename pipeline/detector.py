@@ -2,7 +2,8 @@
 
 `MotionDetector` (the default) needs no model: OpenCV's MOG2 background subtractor on the zone,
 downscaled and blurred against sensor noise, a cleaned mask, one box per blob. `OnnxYoloDetector`
-runs a user-supplied YOLO-style detection model on the zone instead. Both return full-frame boxes.
+runs a user-supplied YOLO-style detection model on the zone instead (its output layouts and export
+metadata: `pipeline/yolo.py`). Both return full-frame boxes.
 """
 
 from __future__ import annotations
@@ -16,15 +17,18 @@ import numpy as np
 import onnxruntime as ort
 from retail_reid.pipeline.config import DetectorConfig, MotionConfig, OnnxDetectorConfig
 from retail_reid.pipeline.types import Detections, Frame, Zone
-
-from retail_reid.errors import ReidError
+from retail_reid.pipeline.yolo import (
+    DetectorError,
+    YoloMetadata,
+    check_metadata,
+    class_ids,
+    decode_yolo,
+    parse_metadata,
+    resolve_layout,
+)
 
 LETTERBOX_FILL = 114  # the grey YOLO models are trained to see as padding
 GAIN_STRIDE = 3  # lighting gain is estimated on every 3rd pixel of every 3rd row
-
-
-class DetectorError(ReidError, ValueError):
-    """A detection model that cannot be used; names the file."""
 
 
 class Detector(Protocol):
@@ -146,49 +150,18 @@ def dominant_body(blob: np.ndarray, ratio: float, origin: tuple[int, int]) -> tu
     return origin[0] + x1, origin[1] + y1, x2 - x1, y2 - y1
 
 
-def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, tuple[int, int]]:
-    """Resize keeping the aspect ratio and pad to size x size; returns (image, scale, (pad_x, pad_y))."""
+def letterbox(image: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """Resize keeping the aspect ratio and pad to shape (height, width); returns (image, scale, (pad_x, pad_y))."""
     h, w = image.shape[:2]
-    r = min(size / h, size / w)
+    th, tw = shape
+    r = min(th / h, tw / w)
     nw, nh = max(1, round(w * r)), max(1, round(h * r))
     resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR)
-    px, py = (size - nw) // 2, (size - nh) // 2
+    px, py = (tw - nw) // 2, (th - nh) // 2
     out = cv2.copyMakeBorder(
-        resized, py, size - nh - py, px, size - nw - px, cv2.BORDER_CONSTANT, value=(LETTERBOX_FILL,) * 3
+        resized, py, th - nh - py, px, tw - nw - px, cv2.BORDER_CONSTANT, value=(LETTERBOX_FILL,) * 3
     )
     return out, r, (px, py)
-
-
-def decode_yolo(output: np.ndarray, conf_threshold: float, classes: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (xyxy, model-input pixels) and scores from a YOLO head.
-
-    Two layouts exist: channels-first (1, 4+C, N) as YOLOv8/v11 export it, scores without
-    objectness; and channels-last (1, N, 5+C) as YOLOv5/v7, with an objectness column."""
-    out = np.asarray(output, np.float32)
-    if out.ndim == 3:
-        if out.shape[0] != 1:
-            raise DetectorError(f"detection output has batch size {out.shape[0]}, expected 1")
-        out = out[0]
-    if out.ndim != 2 or min(out.shape) < 5:
-        raise DetectorError(f"detection output has shape {output.shape}; expected (1, 4+C, N) or (1, N, 5+C)")
-    if out.shape[0] < out.shape[1]:  # channels-first: (4+C, N)
-        pred = out.T
-        cls_scores = pred[:, 4:]
-    else:
-        pred = out
-        cls_scores = pred[:, 5:] * pred[:, 4:5] if pred.shape[1] > 5 else pred[:, 4:5]
-    if classes:
-        bad = [c for c in classes if not 0 <= c < cls_scores.shape[1]]
-        if bad:
-            raise DetectorError(
-                f"detector.onnx.classes {bad} out of range: the model has {cls_scores.shape[1]} classes"
-            )
-        cls_scores = cls_scores[:, classes]
-    scores = cls_scores.max(axis=1)
-    keep = scores >= conf_threshold
-    cx, cy, w, h = pred[keep, 0], pred[keep, 1], pred[keep, 2], pred[keep, 3]
-    xyxy = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
-    return xyxy.astype(np.float32), scores[keep].astype(np.float32)
 
 
 def nms(xyxy: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
@@ -220,12 +193,29 @@ class OnnxYoloDetector:
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or len(inputs[0].shape) != 4:
             raise DetectorError(f"{path}: expected one NCHW image input, found {[(i.name, i.shape) for i in inputs]}")
+        batch = inputs[0].shape[0]
+        if isinstance(batch, int) and batch != 1:
+            raise DetectorError(f"{path}: the model takes batches of {batch} images; export it with batch=1")
         self._input = inputs[0].name
-        fixed = inputs[0].shape[2]
-        self.size = fixed if isinstance(fixed, int) else config.input_size
+        self.meta: YoloMetadata = parse_metadata(self.session.get_modelmeta().custom_metadata_map, str(path))
+        check_metadata(self.meta, str(path))
+        self.size = self._input_shape(inputs[0].shape, config.input_size)
+        self.classes = class_ids(config.classes, self.meta, str(path))
+        self.layout = config.layout
+        shape = self.session.get_outputs()[0].shape
+        if all(isinstance(d, int) for d in shape):  # a fixed output is checked now, a dynamic one at the first frame
+            self.layout = resolve_layout(tuple(shape), config.layout, self.meta)
         self.zone = zone
         self.config = config
         self.path = path
+
+    def _input_shape(self, shape: list, input_size: int) -> tuple[int, int]:
+        """(height, width) the zone is letterboxed to: the model's fixed input, else the size it
+        was exported for (metadata `imgsz`), else `detector.onnx.input_size`."""
+        fixed = shape[2:]
+        if all(isinstance(d, int) and d > 0 for d in fixed):
+            return int(fixed[0]), int(fixed[1])
+        return self.meta.imgsz or (input_size, input_size)
 
     def detect(self, frame: Frame) -> Detections:
         z = self.zone
@@ -233,7 +223,7 @@ class OnnxYoloDetector:
         boxed, r, (px, py) = letterbox(roi, self.size)
         tensor = np.ascontiguousarray(boxed[:, :, ::-1].transpose(2, 0, 1)[None], np.float32) / 255.0
         output = self.session.run(None, {self._input: tensor})[0]
-        xyxy, scores = decode_yolo(output, self.config.conf_threshold, self.config.classes)
+        xyxy, scores = decode_yolo(output, self.config.conf_threshold, self.classes, layout=self.layout, meta=self.meta)
         keep = nms(xyxy, scores, self.config.iou_threshold)
         xyxy, scores = xyxy[keep], scores[keep]
         xyxy = (xyxy - np.array([px, py, px, py], np.float32)) / r + np.array([z.x1, z.y1, z.x1, z.y1], np.float32)

@@ -3,4 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh train,dev
+# promtool checks and unit-tests deploy/prometheus-rules.yml (tests/test_monitoring.py); Debian packages it with Prometheus.
+if ! command -v promtool >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
 exec .venv/bin/python -m pytest -q "$@"

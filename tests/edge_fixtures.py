@@ -1,4 +1,5 @@
-"""Helpers shared by the edge tests: metrics, alerts, a free port, polling, and a webhook receiver."""
+"""Helpers shared by the edge tests: metrics, alerts, a free port, polling, a webhook receiver, and a
+live HTTP API (`api` fixture) with its client (`call`)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,17 @@ import json
 import socket
 import threading
 import time
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
+from retail_reid.pipeline.edge.alert_log import AlertLog
+from retail_reid.pipeline.edge.http_api import ApiContext, ApiServer
 from retail_reid.pipeline.edge.metrics import EdgeMetrics
+from retail_reid.pipeline.edge.pos_intake import PosInbox
+from retail_reid.pipeline.edge.settings import HttpConfig
 from retail_reid.pipeline.types import Event, EventType
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,3 +100,48 @@ class Receiver:
 
     def ids(self) -> list[str]:
         return [r["id"] for r in self.received]
+
+
+@pytest.fixture
+def api(tmp_path):
+    m = metrics()
+    box = PosInbox(5, m, 0.0, 300.0)
+    log = AlertLog(tmp_path / "events.jsonl", "l", "l-x")
+    refreshed = []
+    ctx = ApiContext(
+        box, log, m, lambda: (200, {"status": "ok"}), lambda: refreshed.append(1) or {"switched": False, "version": 7}
+    )
+    server = ApiServer(
+        HttpConfig(
+            port=0,
+            token="s3cret",
+            max_body_bytes=2048,
+            max_events_per_post=50,
+            max_connections=3,
+            request_timeout_s=20.0,
+        ),
+        ctx,
+    )
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    yield f"http://127.0.0.1:{server.port}", box, log, m, refreshed
+    server.shutdown()
+    server.server_close()
+    log.close()
+
+
+def call(
+    url: str,
+    data: bytes | None = None,
+    token: str | None = "s3cret",
+    method: str | None = None,
+    headers: dict | None = None,
+):
+    h = dict(headers or {})
+    if token:
+        h["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, headers=h, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read(), r.headers
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), e.headers

@@ -135,9 +135,11 @@ def test_dominant_body_drops_a_thin_arm():
 
 def test_letterbox_keeps_aspect_and_centres():
     img = np.full((50, 100, 3), 200, np.uint8)
-    out, r, (px, py) = letterbox(img, 64)
+    out, r, (px, py) = letterbox(img, (64, 64))
     assert out.shape == (64, 64, 3) and r == pytest.approx(0.64) and (px, py) == (0, 16)
     assert (out[:16] == 114).all() and (out[16:48] == 200).all() and (out[48:] == 114).all()
+    out, r, (px, py) = letterbox(img, (40, 100))  # a rectangular input (height 40, width 100)
+    assert out.shape == (40, 100, 3) and r == pytest.approx(0.8) and (px, py) == (10, 0)
 
 
 def test_decode_yolo_reads_both_layouts():
@@ -222,7 +224,7 @@ def test_onnx_detector_maps_boxes_back_through_the_letterbox(tmp_path):
     zone = Zone(100, 50, 228, 114)  # 128 x 64: scale 0.5, padded 16 px above and below in the 64 px input
     config = OnnxDetectorConfig(model=str(model), conf_threshold=0.5, classes=[0])
     det = make_detector(zone, DetectorConfig(kind="onnx", onnx=config))
-    assert isinstance(det, OnnxYoloDetector) and det.size == 64
+    assert isinstance(det, OnnxYoloDetector) and det.size == (64, 64)
     red = np.zeros((200, 300, 3), np.uint8)
     red[..., 2] = 255  # BGR red; as RGB input its first channel's mean is (1 + 114/255) / 2 = 0.72 with the padding
     found = det.detect(Frame(index=0, ts=0.0, image=red))

@@ -26,10 +26,12 @@ from pathlib import Path
 import cv2
 import pytest
 from camera_fixtures import MjpegCamera
+from contract_fixtures import api_component, assert_valid
 from edge_fixtures import Receiver, free_port, wait_until
 from retail_reid.gallery import Gallery
 from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.config import LaneConfig
+from retail_reid.pipeline.contract import SchemaName
 from retail_reid.pipeline.replay import replay
 from retail_reid.pipeline.score import read_events, read_truth, score
 from retail_reid.pipeline.simulate import SimConfig, simulate
@@ -421,6 +423,16 @@ def test_health_and_metrics_describe_the_lane(live):
     assert counts["basket"] == 2 and counts["non_scan"] >= 2
     alerts = sum(e["type"] in ("non_scan", "product_switch", "unknown_item") for e in live["events"])
     assert f"reid_alert_latency_seconds_count {alerts}" in m
+
+
+def test_what_the_service_writes_follows_the_published_contract(live):
+    for i, record in enumerate(live["after2"], start=1):
+        assert_valid(SchemaName.EDGE_EVENT, record, what=f"events.jsonl:{i}")
+    for record in live["events"] + live["received"]:  # GET /events and the webhook's bodies
+        assert_valid(SchemaName.EDGE_EVENT, record, what=f"record {record['seq']}")
+    assert_valid(SchemaName.HEALTH, live["health"])
+    for what, (_, body) in live["refused"].items():
+        assert_valid(SchemaName.OPENAPI, body, api_component("Error"), what=what)
 
 
 def test_a_gallery_version_published_mid_run_is_taken_without_stopping(live):

@@ -7,9 +7,11 @@ from pathlib import Path
 
 import cv2
 import pytest
+from contract_fixtures import assert_valid
 from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.cli import main
 from retail_reid.pipeline.config import ConfigError, load_config
+from retail_reid.pipeline.contract import SchemaName
 from retail_reid.pipeline.score import read_events, read_truth, score
 from retail_reid.pipeline.simulate import SimConfig, simulate
 
@@ -150,6 +152,13 @@ def test_outputs_summary_baskets_and_report(run, scenario):
     assert report.count('class="card"') == n_alerts
     assert report.count("data:image/jpeg;base64,") >= 3 * n_alerts - 1  # crops and reference photos, inlined
     assert "<svg" in report and 'src="crops/' not in report
+
+
+def test_events_and_pos_lines_follow_the_published_schemas(run, scenario):
+    for i, line in enumerate((run / "events.jsonl").read_text().splitlines(), start=1):
+        assert_valid(SchemaName.EVENT, json.loads(line), what=f"events.jsonl:{i}")
+    for i, line in enumerate((scenario / "pos.jsonl").read_text().splitlines(), start=1):
+        assert_valid(SchemaName.POS_EVENT, json.loads(line), what=f"pos.jsonl:{i}")
 
 
 def test_clock_offset_puts_events_on_the_pos_clock(scenario, gallery, tmp_path, run):

@@ -5,10 +5,10 @@ sources), so the number of series, and the memory they take, never grows with ti
 from __future__ import annotations
 
 import math
-import os
 import threading
 from collections.abc import Callable, Iterable
 
+from retail_reid.pipeline.edge import process_stats
 from retail_reid.pipeline.types import EventType
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -99,7 +99,17 @@ class Gauge(_Metric):
             return self._series[()]  # type: ignore[return-value]
 
     def render(self) -> list[str]:
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} gauge", f"{self.name} {_number(self.value())}"]
+        return [
+            f"# HELP {self.name} {self.help}",
+            f"# TYPE {self.name} {self.kind}",
+            f"{self.name} {_number(self.value())}",
+        ]
+
+
+class ReadCounter(Gauge):
+    """A counter kept elsewhere (the kernel's CPU time), read when scraped."""
+
+    kind = "counter"
 
 
 class Histogram(_Metric):
@@ -133,15 +143,6 @@ class Histogram(_Metric):
             running += c
             lines.append(f'{self.name}_bucket{{le="{_number(upper)}"}} {running}')
         return [*lines, f"{self.name}_sum {_number(total)}", f"{self.name}_count {n}"]
-
-
-def resident_memory_bytes() -> float:
-    """This process's resident set size (Linux), for the soak check and the dashboards."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as f:
-            return float(int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE"))
-    except (OSError, ValueError, IndexError):
-        return float("nan")
 
 
 class Registry:
@@ -244,7 +245,13 @@ class EdgeMetrics:
         r.add(Gauge("reid_webhook_pending", "Alerts written but not yet delivered to the webhook.", webhook_pending))
         r.add(Gauge("reid_gallery_version", "Gallery version in use.", gallery_version))
         r.add(Gauge("reid_camera_connected", "1 while frames are arriving from the camera.", camera_connected))
-        r.add(Gauge("process_resident_memory_bytes", "Resident memory of the service.", resident_memory_bytes))
+        # The standard process metrics, as the official Prometheus clients name them.
+        r.add(ReadCounter("process_cpu_seconds_total", "User and system CPU time, seconds.", process_stats.cpu_seconds))
+        r.add(Gauge("process_resident_memory_bytes", "Resident memory, bytes.", process_stats.resident_memory_bytes))
+        r.add(Gauge("process_virtual_memory_bytes", "Virtual memory, bytes.", process_stats.virtual_memory_bytes))
+        r.add(Gauge("process_open_fds", "Open file descriptors.", process_stats.open_fds))
+        r.add(Gauge("process_max_fds", "Most open file descriptors allowed.", process_stats.max_fds))
+        r.add(Gauge("process_start_time_seconds", "Start time, Unix seconds.", process_stats.start_time_seconds))
 
     def render(self) -> str:
         return self.registry.render()
