@@ -154,16 +154,19 @@ def _member_problem(m: tarfile.TarInfo) -> str | None:
     return None
 
 
-def _read_bundle(
-    bundle: Path, staging: Path, fingerprint: str, dim: int
-) -> tuple[dict, list[Product], list[Photo], np.ndarray]:
+def _open_archive(bundle: Path) -> tarfile.TarFile:
     try:
-        tar = tarfile.open(bundle, "r:*")
+        return tarfile.open(bundle, "r:*")
     except FileNotFoundError:
         raise GalleryError(f"{bundle}: no such file") from None
     except (tarfile.TarError, OSError) as e:
         raise GalleryError(f"{bundle}: not a gallery bundle (not a readable tar archive: {e})") from None
-    with tar:
+
+
+def _read_bundle(
+    bundle: Path, staging: Path, fingerprint: str, dim: int
+) -> tuple[dict, list[Product], list[Photo], np.ndarray]:
+    with _open_archive(bundle) as tar:
         try:
             return _read_members(tar, bundle, staging, fingerprint, dim)
         except (tarfile.TarError, EOFError) as e:
@@ -176,7 +179,8 @@ def _read_members(
     first = tar.next()
     if first is None or first.name != MANIFEST:
         raise GalleryError(
-            f"{bundle}: not a gallery bundle (its first member must be {MANIFEST}, found {first.name if first else 'nothing'!r})"
+            f"{bundle}: not a gallery bundle (its first member must be {MANIFEST}, found "
+            f"{first.name if first else 'nothing'!r})"
         )
     if problem := _member_problem(first):
         raise GalleryError(f"{bundle}: member {first.name!r} {problem}; refused")
@@ -211,7 +215,8 @@ def _read_members(
                 out.write(chunk)
         if h.hexdigest() != files[m.name]["sha256"]:
             raise GalleryError(
-                f"{bundle}: member {m.name!r} does not match its sha256 checksum in the manifest; the archive is damaged or altered"
+                f"{bundle}: member {m.name!r} does not match its sha256 checksum in the manifest; the archive is "
+                "damaged or altered"
             )
         got[m.name] = dest
     missing = sorted(set(files) - set(got))
@@ -219,7 +224,7 @@ def _read_members(
         raise GalleryError(f"{bundle}: {len(missing)} files listed in the manifest are missing, e.g. {missing[0]!r}")
     vectors = _load_embeddings(got[EMBEDDINGS], bundle, len(manifest["references"]), dim)
     photos = []
-    for i, ref in enumerate(manifest["references"]):
+    for ref in manifest["references"]:
         path = got[ref["image"]]
         try:
             image = decode_image(path.read_bytes(), f"{bundle}: {ref['image']}")
@@ -242,7 +247,8 @@ def _parse_manifest(
         raise GalleryError(f"{where}: not a gallery bundle (field 'format' must be {FORMAT!r})")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise GalleryError(
-            f"{where}: bundle format version {manifest.get('format_version')!r} is not supported (expected {FORMAT_VERSION})"
+            f"{where}: bundle format version {manifest.get('format_version')!r} is not supported (expected "
+            f"{FORMAT_VERSION})"
         )
     for field, kind in (
         ("model_fingerprint", str),
@@ -256,7 +262,8 @@ def _parse_manifest(
             raise GalleryError(f"{where}: field {field!r} is missing or not a {kind.__name__}")
     if manifest["model_fingerprint"] != fingerprint:
         raise GalleryError(
-            f"{where}: the bundle's embeddings are from model {manifest['model_fingerprint'][:12]} ({manifest.get('model_path')}), "
+            f"{where}: the bundle's embeddings are from model {manifest['model_fingerprint'][:12]} "
+            f"({manifest.get('model_path')}), "
             f"this gallery's model is {fingerprint[:12]}; import it into a gallery created with that model "
             "(`reid gallery init DIR --model M`), then `reid gallery rebuild` it if needed"
         )

@@ -144,7 +144,7 @@ def check_gallery(
         )
         for r in np.nonzero((own_best > -2.0) & (other_best > own_best) & (own_best < outlier_sim))[0]
     ]
-    few = [FewRefs(sku, len(r)) for sku, r in zip(snap.skus, snap.sku_refs) if len(r) < min_refs]
+    few = [FewRefs(sku, len(r)) for sku, r in zip(snap.skus, snap.sku_refs, strict=True) if len(r) < min_refs]
     return CheckReport(
         version=snap.version,
         refs=n,
@@ -200,7 +200,7 @@ def find_duplicates(refs: list[RefInfo], max_bits: int = NEAR_DUPLICATE_BITS) ->
     lims, dists, found = index.range_search(codes, max_bits + 1)
     out = []
     for i in range(len(refs)):
-        for d, j in zip(dists[lims[i] : lims[i + 1]], found[lims[i] : lims[i + 1]]):
+        for d, j in zip(dists[lims[i] : lims[i + 1]], found[lims[i] : lims[i + 1]], strict=True):
             if j > i:
                 a, b = refs[i], refs[int(j)]
                 out.append(
@@ -213,21 +213,25 @@ def format_report(report: CheckReport) -> str:
     """The report as tables, for an operator."""
     lines = [f"version {report.version}: {report.refs} references of {report.skus} SKUs"]
     lines.append(
-        f"\nconfusable SKU pairs (closest references at or above {report.confusable_threshold} = {report.confusable_similarity:.3f}): {len(report.confusable)}"
+        f"\nconfusable SKU pairs (closest references at or above {report.confusable_threshold} = "
+        f"{report.confusable_similarity:.3f}): {len(report.confusable)}"
     )
     lines += [
         f"  {p.similarity:6.3f}  {p.sku_a} (ref {p.ref_a})  ~  {p.sku_b} (ref {p.ref_b})" for p in report.confusable
     ]
     lines.append(
-        f"\noutlier references (nearer another SKU than their own, own below eer = {report.outlier_threshold:.3f}): {len(report.outliers)}"
+        f"\noutlier references (nearer another SKU than their own, own below eer = {report.outlier_threshold:.3f}): "
+        f"{len(report.outliers)}"
     )
     lines += [
-        f"  ref {o.ref:<6} {o.sku}: own {o.own_similarity:.3f} < {o.nearest_similarity:.3f} {o.nearest_sku}  ({o.source})"
+        f"  ref {o.ref:<6} {o.sku}: own {o.own_similarity:.3f} < {o.nearest_similarity:.3f} {o.nearest_sku}  "
+        f"({o.source})"
         for o in report.outliers
     ]
     lines.append(f"\nduplicate photos (perceptual hash within {NEAR_DUPLICATE_BITS} bits): {len(report.duplicates)}")
     lines += [
-        f"  {d.kind:<9} {d.bits} bits  ref {d.ref_a} {d.sku_a} ({d.source_a})  =  ref {d.ref_b} {d.sku_b} ({d.source_b})"
+        f"  {d.kind:<9} {d.bits} bits  ref {d.ref_a} {d.sku_a} ({d.source_a})  =  ref {d.ref_b} {d.sku_b} "
+        f"({d.source_b})"
         for d in report.duplicates
     ]
     lines.append(f"\nSKUs with fewer than {report.min_refs} references: {len(report.few_refs)}")

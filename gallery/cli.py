@@ -127,7 +127,8 @@ def cmd_check(a: argparse.Namespace) -> int:
 def cmd_export(a: argparse.Namespace) -> int:
     info = export_bundle(a.dir, a.bundle)
     print(
-        f"wrote {info.path}: version {info.version}, {info.refs} references of {info.skus} SKUs, {info.bytes / 2**20:.1f} MiB"
+        f"wrote {info.path}: version {info.version}, {info.refs} references of {info.skus} SKUs, "
+        f"{info.bytes / 2**20:.1f} MiB"
     )
     return 0
 

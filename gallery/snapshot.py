@@ -20,7 +20,7 @@ from typing import TypeVar
 import faiss
 import numpy as np
 from retail_reid.gallery.catalog import Product
-from retail_reid.gallery.errors import GalleryError
+from retail_reid.gallery.errors import GalleryError, not_a_gallery
 from retail_reid.gallery.index import EXACT, build_index, can_update, describe, factory_for, tune, update_index
 
 from retail_reid.durable import fsync_dir, fsync_file, remove_tree, replace_atomically, write_durably
@@ -50,9 +50,7 @@ def read_current(root: Path) -> int:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise GalleryError(
-            f"{root}: not a gallery (no {CURRENT} file); create one with `reid gallery init {root}`"
-        ) from None
+        raise not_a_gallery(root, f"{CURRENT} file") from None
     except OSError as e:
         raise GalleryError(f"{path}: cannot read ({e.strerror or e})") from None
     if not text.strip().isdigit():
