@@ -19,6 +19,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from retail_reid.gallery.damage import Damage, find_damage
 from retail_reid.gallery.errors import GalleryError
 from retail_reid.gallery.index import reference_vectors
 from retail_reid.gallery.matching import Gallery
@@ -239,20 +240,55 @@ def format_report(report: CheckReport) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class GalleryCheck:
+    """`reid gallery check`: what is damaged, and (if the current version loads) what misleads the lanes."""
+
+    damage: Damage
+    quality: CheckReport | None  # None when the current version cannot be loaded
+
+    def to_dict(self) -> dict:
+        return {**self.damage.to_dict(), **(self.quality.to_dict() if self.quality else {})}
+
+
+def format_check(result: GalleryCheck) -> str:
+    """Damage first (it decides the exit status), then the quality report."""
+    lines = [f"damaged: {len(result.damage.damaged)}"]
+    lines += [f"  {line}" for line in result.damage.damaged]
+    if result.damage.damaged:
+        lines.append(
+            "  (`reid gallery repair DIR` rebuilds what can be rebuilt; damaged files are moved aside, not deleted)"
+        )
+    if result.damage.unverified:
+        lines.append(f"unverified: {len(result.damage.unverified)}")
+        lines += [f"  {line}" for line in result.damage.unverified]
+    if result.quality is not None:
+        lines += ["", format_report(result.quality)]
+    return "\n".join(lines)
+
+
 def check_path(
     root: str | Path, model: str | Path | None = None, confusable_threshold: str = "far_0.01", min_refs: int = MIN_REFS
-) -> CheckReport:
-    """Check the published version of the gallery at `root` with its model's calibration of
-    nearest-reference scores (the check compares references one to one)."""
+) -> GalleryCheck:
+    """Verify everything the gallery at `root` stores, then check its published version with its
+    model's calibration of nearest-reference scores (the check compares references one to one)."""
+    root = Path(root)
+    if min_refs < 1:
+        raise GalleryError(f"--min-refs must be at least 1, got {min_refs}")
+    if not root.is_dir():
+        raise GalleryError(f"{root}: no such gallery directory")
+    damage = find_damage(root)
+    if damage.current is None or damage.current in damage.bad_versions or not damage.database_ok:
+        return GalleryCheck(damage, None)
     gallery = Gallery.open(root, model=model, scoring="nearest")
     snap = gallery.snapshot
     if confusable_threshold not in gallery.calibration.thresholds:
         raise GalleryError(
             f"the model has no threshold {confusable_threshold!r}; it has {sorted(gallery.calibration.thresholds)}"
         )
-    if min_refs < 1:
-        raise GalleryError(f"--min-refs must be at least 1, got {min_refs}")
     with GalleryStore.open(root, readonly=True) as store:
         rows = store.conn.execute("SELECT id, sku, image, source, phash FROM refs").fetchall()
     refs = {r[0]: RefInfo(*r) for r in rows}
-    return check_gallery(snap, refs, gallery.calibration.threshold, confusable_threshold, min_refs)
+    return GalleryCheck(
+        damage, check_gallery(snap, refs, gallery.calibration.threshold, confusable_threshold, min_refs)
+    )

@@ -79,7 +79,8 @@ def connect(root: Path, readonly: bool = False) -> sqlite3.Connection:
             conn.execute("PRAGMA synchronous = FULL")
         fmt = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('format', 'format_version')").fetchall())
     except sqlite3.DatabaseError as e:
-        raise GalleryError(f"{path}: not a gallery database ({e})") from None
+        advice = f"; `reid gallery repair {root}` rebuilds it" if (root / "versions").is_dir() else ""
+        raise GalleryError(f"{path}: not a gallery database ({e}){advice}") from None
     if fmt.get("format") != FORMAT or fmt.get("format_version") != str(FORMAT_VERSION):
         conn.close()
         raise GalleryError(

@@ -26,6 +26,11 @@ def _has_photos(folder: Path) -> bool:
 def not_a_gallery(root: Path, missing: str) -> GalleryError:
     """The error for a directory that lacks the gallery file `missing`. A folder of photos (the
     usual mix-up: `--gallery` given the photos a gallery is made from) is told how to build one."""
+    if (root / "gallery.db").is_file() or (root / "versions").is_dir():
+        return GalleryError(
+            f"{root}: the gallery's {missing} is missing; `reid gallery repair {root}` rebuilds it from the stored "
+            "versions"
+        )
     if _has_photos(root):
         return GalleryError(
             f"{root}: is a folder of photos, not a gallery; make a gallery of them with "

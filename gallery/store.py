@@ -431,11 +431,15 @@ class GalleryStore(VersionWriter):
             raise GalleryError(f"{self.root}: version {version} is the current version already")
         try:
             snap = Snapshot.load(self.root, version)
-        except FileNotFoundError:
+        except FileNotFoundError:  # its directory is gone: pruned
             raise GalleryError(
                 f"{self.root}: version {version} is no longer stored (the {self.meta['keep_versions']} latest are "
-                "kept); "
-                f"stored versions: {', '.join(map(str, stored_versions(self.root)))}"
+                f"kept); stored versions: {', '.join(map(str, stored_versions(self.root)))}"
+            ) from None
+        except GalleryError as e:  # stored, but a file is missing or fails its checksum
+            raise GalleryError(
+                f"cannot roll back to version {version}: {e}; nothing changed (`reid gallery check {self.root}` "
+                "lists what is damaged)"
             ) from None
         m = snap.manifest
         return self.replace_contents(
@@ -461,8 +465,16 @@ class GalleryStore(VersionWriter):
             photos, vecs, errors = embed_photos(
                 [(sku, self.root / image) for _, sku, image in rows], embedder, progress=progress
             )
+            errors += [
+                f"{p.path}: stored photo is damaged (its sha256 is not the one it was stored under)"
+                for p in photos
+                if p.sha256 != p.path.name.split(".", 1)[0]
+            ]
             if errors:
-                raise GalleryError(f"{len(errors)} stored photos cannot be read; nothing changed:{_listing(errors)}")
+                raise GalleryError(
+                    f"{len(errors)} stored photos cannot be read; nothing changed (`reid gallery check {self.root}` "
+                    f"lists what is damaged):{_listing(errors)}"
+                )
             vectors.update({by_path[p.path]: v for p, v in zip(photos, vecs, strict=True)})
 
         embed(None)  # the long part, before taking the lock

@@ -26,9 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from retail_reid.gallery import db
 from retail_reid.gallery.catalog import check_text
 from retail_reid.gallery.errors import GalleryError
 from retail_reid.gallery.image_store import IMAGES_DIR
+from retail_reid.gallery.integrity import check_unit_rows
 from retail_reid.gallery.reading import GalleryReader
 from retail_reid.gallery.snapshot import (
     CURRENT,
@@ -78,6 +80,28 @@ def failure(e: BaseException) -> str:
     return str(e)
 
 
+@contextlib.contextmanager
+def writer_lock(root: Path) -> Iterator[None]:
+    """The one-writer-at-a-time lock on DIR/lock (the kernel releases it if the holder dies)."""
+    if not os.access(root, os.W_OK):
+        raise GalleryError(f"{root}: cannot change the gallery: the directory is read-only for this user")
+    try:
+        fd = os.open(root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise GalleryError(
+            f"{root / LOCK}: cannot open the writer lock ({e.strerror}); is the gallery read-only?"
+        ) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("%s: another change is in progress; waiting for it to finish", root)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 class VersionWriter(GalleryReader):
     """A gallery opened for changes: `_change` runs one as a new version (subclasses say what changes)."""
 
@@ -85,25 +109,8 @@ class VersionWriter(GalleryReader):
         super().__init__(root, conn)
         self._created: list[Path] = []  # image files the running change created (removed if it fails)
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        if not os.access(self.root, os.W_OK):
-            raise GalleryError(f"{self.root}: cannot change the gallery: the directory is read-only for this user")
-        try:
-            fd = os.open(self.root / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise GalleryError(
-                f"{self.root / LOCK}: cannot open the writer lock ({e.strerror}); is the gallery read-only?"
-            ) from None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log.warning("%s: another change is in progress; waiting for it to finish", self.root)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return writer_lock(self.root)
 
     def _last_version(self) -> int:
         return self.conn.execute("SELECT COALESCE(MAX(version), 0) FROM versions").fetchone()[0]
@@ -240,21 +247,33 @@ class VersionWriter(GalleryReader):
         products = [row.product for row in self.products()]
         position = {p.sku: i for i, p in enumerate(products)}
         rows = self.conn.execute(
-            "SELECT id, sku, image, embedding FROM refs WHERE removed_version IS NULL ORDER BY id"
+            "SELECT id, sku, image, source, phash, added_version, embedding FROM refs "
+            "WHERE removed_version IS NULL ORDER BY id"
         ).fetchall()
         dim = int(meta["embedding_dim"])
         images: dict[str, str] = {}
-        for _, sku, image, _ in rows:
+        for _, sku, image, *_ in rows:
             images.setdefault(sku, image)
-        vectors = np.frombuffer(b"".join(r[3] for r in rows), np.float32).reshape(len(rows), dim)
+        ref_ids = np.array([r[0] for r in rows], np.int64)
+        if any(len(r[6]) != 4 * dim for r in rows):
+            raise GalleryError(
+                f"{self.root / db.DB_NAME}: a reference's embedding is not {dim} floats; the database is damaged"
+            )
+        vectors = np.frombuffer(b"".join(r[6] for r in rows), np.float32).reshape(len(rows), dim)
+        check_unit_rows(vectors, ref_ids, str(self.root / db.DB_NAME))
         return VersionContent(
             version=version,
             products=products,
             images=images,
-            ref_ids=np.array([r[0] for r in rows], np.int64),
+            ref_ids=ref_ids,
             ref_skus=np.array([position[r[1]] for r in rows], np.int32),
             vectors=vectors,
             model_fingerprint=meta["model_fingerprint"],
             model_path=meta["model_path"],
             operator=operator,
+            references=[
+                {"id": i, "image": image, "source": source, "phash": phash, "added_version": added}
+                for i, _, image, source, phash, added, _ in rows
+            ],
+            keep_versions=int(meta["keep_versions"]),
         )

@@ -43,8 +43,9 @@ def planted(gallery_dir, embedder, tmp_path):
 
 def test_check_reports_the_planted_problems(planted):
     root, wrong, original, copy = planted
-    report = check_path(root)
-    assert report.version == 5 and report.refs == 99
+    result = check_path(root)
+    report = result.quality
+    assert result.damage.damaged == [] and report.version == 5 and report.refs == 99
     flagged = {o.source: o for o in report.outliers}
     assert str(wrong) in flagged  # other outliers may be flagged too: the check is a screen, not a verdict
     assert flagged[str(wrong)].sku == "Arla-Standard-Milk" and flagged[str(wrong)].nearest_sku == "Banana"
@@ -59,7 +60,7 @@ def test_check_json_and_table(planted, capsys):
     root, wrong, _, copy = planted
     assert main(["gallery", "check", str(root), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert set(data) >= {"confusable", "outliers", "duplicates", "few_refs", "version"}
+    assert set(data) >= {"damaged", "unverified", "confusable", "outliers", "duplicates", "few_refs", "version"}
     assert any(o["source"] == str(wrong) for o in data["outliers"])
     assert main(["gallery", "check", str(root), "--min-refs", "9"]) == 0
     out = capsys.readouterr().out
@@ -69,8 +70,9 @@ def test_check_json_and_table(planted, capsys):
 
 
 def test_a_clean_gallery_has_no_duplicates_and_enough_references(built_gallery):
-    report = check_path(built_gallery)
-    assert report.duplicates == [] and report.few_refs == []
+    result = check_path(built_gallery)
+    assert result.damage.damaged == result.damage.unverified == []
+    assert result.quality.duplicates == [] and result.quality.few_refs == []
 
 
 def test_duplicate_search_finds_exactly_the_pairs_brute_force_finds():

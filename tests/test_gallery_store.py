@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from gallery_fixtures import SKUS, TRAIN, VAL, state
 from retail_reid.gallery import Gallery, GalleryError
-from retail_reid.gallery.snapshot import read_current
+from retail_reid.gallery.snapshot import read_current, version_dir
 from retail_reid.gallery.store import GalleryStore
 from retail_reid.pipeline.cli import main
 
@@ -174,6 +174,22 @@ def test_rollback_restores_an_older_version_as_a_new_one(gallery_dir, embedder):
             store.remove_sku(sku)
         with pytest.raises(GalleryError, match=r"no longer stored .* stored versions: 6, 7, 8, 9, 10"):
             store.rollback(2)
+
+
+@pytest.mark.parametrize("lost", ["index.faiss", "manifest.json"])
+def test_rolling_back_to_a_version_with_a_lost_file_says_it_is_damaged_not_pruned(gallery_dir, lost):
+    """Issue 13, defect 9: the message said "version 2 is no longer stored ... stored versions: 1, 2, 3"."""
+    with GalleryStore.open(gallery_dir) as store:
+        store.remove_sku("Kiwi", operator="t")
+        (version_dir(gallery_dir, 2) / lost).unlink()
+        with pytest.raises(GalleryError) as refused:
+            store.rollback(2, operator="t")
+    message = str(refused.value)
+    assert "no longer stored" not in message
+    assert message.startswith(
+        f"cannot roll back to version 2: {version_dir(gallery_dir, 2) / lost}: missing; version 2"
+    )
+    assert f"`reid gallery check {gallery_dir}` lists what is damaged" in message
 
 
 def test_rebuild_re_embeds_with_the_new_model_and_readers_must_restart(gallery_dir, embedder, variant_model, capsys):
