@@ -29,7 +29,7 @@ from retail_reid.gallery.image_store import IMAGES_DIR
 from retail_reid.gallery.index import reference_vectors
 from retail_reid.gallery.integrity import set_aside
 from retail_reid.gallery.snapshot import REFS, VERSIONS_DIR, Snapshot, switch_current, version_dir, write_version
-from retail_reid.gallery.writer import LOCK, VersionWriter, failure, operator_name, writer_lock
+from retail_reid.gallery.writer import VersionWriter, failure, operator_name, writer_lock
 
 from retail_reid.durable import fsync_dir
 
@@ -80,11 +80,17 @@ def _repair_locked(root: Path, operator: str, result: RepairResult) -> None:
     with VersionWriter(root, conn) as store:
         last = store._last_version()
         if last not in damage.good_versions:
-            write_version(root, store._content(last, store._version_operator(last)))
+            try:
+                write_version(root, store._content(last, store._version_operator(last)))
+            except GalleryError as e:  # the database's contents are damaged too
+                result.cannot.append(f"version {last} cannot be rewritten from the database: {e}")
+                _point_current_at_newest(root, damage, result)
+                return
             result.done.append(f"version {last}, the database's last, rewritten from the database")
         if damage.current != last:
             switch_current(root, last)
-            result.done.append(f"CURRENT set to version {last} (was {damage.current if damage.current else 'missing'})")
+            was = "missing or unreadable" if damage.current is None else f"version {damage.current}"
+            result.done.append(f"CURRENT set to version {last} (was {was})")
         missing = conn.execute("SELECT id, sku, image FROM refs WHERE removed_version IS NULL ORDER BY id").fetchall()
         for ref_id, sku, image in missing:
             if not (root / image).is_file():
@@ -93,7 +99,6 @@ def _repair_locked(root: Path, operator: str, result: RepairResult) -> None:
                     f"is stored), `rebuild` and `export` need it: `reid gallery remove {root} --ref {ref_id}` and add "
                     "the photo again"
                 )
-    (root / LOCK).touch()
 
 
 def _mend_database(root: Path, damage: Damage, operator: str, result: RepairResult) -> None:

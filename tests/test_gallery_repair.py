@@ -49,7 +49,7 @@ def test_a_deleted_current_is_advised_to_repair_and_repaired(changed, embedder):
     assert listed.returncode == 2 and advice in listed.stderr and "gallery init" not in listed.stderr
     repaired = run_reid("gallery", "repair", changed)
     assert repaired.returncode == 0, repaired.stderr
-    assert "repaired: CURRENT set to version 5 (was missing)" in repaired.stdout
+    assert "repaired: CURRENT set to version 5 (was missing or unreadable)" in repaired.stdout
     assert Gallery.open(changed, embedder=embedder).version == 5 and check_path(changed).damage.damaged == []
 
 
@@ -118,3 +118,10 @@ def test_what_cannot_be_rebuilt_is_said_and_nothing_is_destroyed(changed):
     assert result.returncode == 1
     assert "cannot repair: " in result.stdout and "lack refs.json" in result.stdout
     assert db.read_bytes() == b"garbage" * 100 and read_current(changed) == 5
+
+
+def test_a_whole_gallery_has_nothing_to_repair(gallery_dir):
+    before = sorted(str(p.relative_to(gallery_dir)) for p in gallery_dir.rglob("*") if p.is_file())
+    result = run_reid("gallery", "repair", gallery_dir)
+    assert result.returncode == 0 and result.stdout.strip() == f"{gallery_dir}: nothing to repair"
+    assert sorted(str(p.relative_to(gallery_dir)) for p in gallery_dir.rglob("*") if p.is_file()) == before
