@@ -5,7 +5,6 @@ vectors, and the CURRENT pointer. `reid gallery check` reports it; `reid gallery
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,6 @@ from retail_reid.gallery.errors import GalleryError
 from retail_reid.gallery.image_store import IMAGES_DIR
 from retail_reid.gallery.integrity import bad_rows, image_problem
 from retail_reid.gallery.snapshot import (
-    MANIFEST,
     REFS,
     Snapshot,
     checksum_problem,
@@ -53,10 +51,10 @@ def find_damage(root: Path) -> Damage:
         found.damaged.append(str(e))
     refs = _check_database(root, found)
     for version in stored_versions(root):
-        problem = _version_problem(root, version)
+        problem, checksummed = _version_problem(root, version)
         if problem is None:
             found.good_versions.append(version)
-            if "sha256" not in json.loads((version_dir(root, version) / MANIFEST).read_bytes()):
+            if not checksummed:
                 found.unverified.append(
                     f"{version_dir(root, version)}: written before checksums (sizes and vectors checked only)"
                 )
@@ -117,15 +115,16 @@ def _check_database(root: Path, found: Damage) -> dict[str, list[int]]:
     return refs
 
 
-def _version_problem(root: Path, version: int) -> str | None:
-    """Why a stored version cannot be used (None if it loads and every file matches its checksum)."""
+def _version_problem(root: Path, version: int) -> tuple[str | None, bool]:
+    """Why a stored version cannot be used (None if it loads and every file matches its checksum), and
+    whether its manifest has checksums at all."""
     try:
         snap = Snapshot.load(root, version)
         refs = version_dir(root, version) / REFS
         if refs.exists() or REFS in snap.manifest["files"]:
             problem = checksum_problem(snap.manifest, REFS, refs.read_bytes())
             if problem:
-                return f"{refs}: {problem}; version {version} is damaged"
+                return f"{refs}: {problem}; version {version} is damaged", True
     except (GalleryError, OSError) as e:
-        return str(e)
-    return None
+        return str(e), True
+    return None, "sha256" in snap.manifest

@@ -128,3 +128,12 @@ def state(root: Path) -> tuple:
         versions = store.conn.execute("SELECT version FROM versions").fetchall()
     images = sorted(str(p.relative_to(root)) for p in (root / "images").rglob("*") if p.is_file())
     return read_current(root), stored_versions(root), images, rows, products, codes, versions
+
+
+def flip(path: Path, n: int = 400, at: float = 0.5) -> None:
+    """Flip n bytes in the middle of a file, as a failing disk or a bad copy would."""
+    data = bytearray(path.read_bytes())
+    start = int(len(data) * at)
+    for i in range(start, min(start + n, len(data))):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))

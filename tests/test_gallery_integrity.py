@@ -11,21 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gallery_fixtures import VAL, run_reid, state
+from gallery_fixtures import VAL, flip, run_reid, state
 from retail_reid.gallery import Gallery, GalleryError
 from retail_reid.gallery.bundle import export_bundle
 from retail_reid.gallery.check import check_path
 from retail_reid.gallery.snapshot import INDEX, MANIFEST, read_current, version_dir
 from retail_reid.gallery.store import GalleryStore
-
-
-def flip(path: Path, n: int = 400, at: float = 0.5) -> None:
-    """Flip n bytes in the middle of a file, as a failing disk or a bad copy would."""
-    data = bytearray(path.read_bytes())
-    start = int(len(data) * at)
-    for i in range(start, min(start + n, len(data))):
-        data[i] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 def a_photo(root: Path, sku: str = "Kiwi") -> tuple[int, Path]:

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from gallery_fixtures import VAL, run_reid
+from gallery_fixtures import VAL, flip, run_reid
 from retail_reid.gallery import Gallery, GalleryError
 from retail_reid.gallery.check import check_path
 from retail_reid.gallery.repair import repair
 from retail_reid.gallery.snapshot import INDEX, REFS, read_current, version_dir
 from retail_reid.gallery.store import GalleryStore
-from test_gallery_integrity import flip
 
 
 def contents(root: Path) -> tuple:
