@@ -149,8 +149,10 @@ class Gallery:
         snap = load_current(self.root)
         if snap.model_fingerprint != self.embedder.fingerprint:
             raise GalleryError(
-                f"{self.root}: version {snap.version} was built with model {snap.model_fingerprint[:12]} ({snap.manifest['model_path']}), "
-                f"this process embeds with {self.embedder.fingerprint[:12]}; restart it with the new model (still on version {self.version})"
+                f"{self.root}: version {snap.version} was built with model {snap.model_fingerprint[:12]} "
+                f"({snap.manifest['model_path']}), "
+                f"this process embeds with {self.embedder.fingerprint[:12]}; restart it with the new model (still on "
+                f"version {self.version})"
             )
         self._prepare(snap)
         self._snap = snap
@@ -217,8 +219,8 @@ class Gallery:
             index = self._centroids(snap).index
             scores, found = index.search(queries, min(index.ntotal, k + (exclude is not None)))
             return [
-                [(int(p), float(s)) for s, p in zip(srow, prow) if p >= 0 and p != exclude][:k]
-                for srow, prow in zip(scores, found)
+                [(int(p), float(s)) for s, p in zip(srow, prow, strict=True) if p >= 0 and p != exclude][:k]
+                for srow, prow in zip(scores, found, strict=True)
             ]
         return self._rank_nearest(snap, queries, k, exclude)
 
@@ -233,7 +235,7 @@ class Gallery:
         while todo:
             _, ids = snap.index.search(queries[todo], depth)
             retry = []
-            for qi, found in zip(todo, ids):
+            for qi, found in zip(todo, ids, strict=True):
                 labels = snap.ref_sku[snap.rows_of(found[found >= 0])]
                 if exclude is not None:
                     labels = labels[labels != exclude]

@@ -2,6 +2,6 @@
 live edge HTTP API."""
 
 from edge_fixtures import api
-from gallery_fixtures import built_gallery, embedder, gallery_dir, variant_model
+from gallery_fixtures import built_gallery, embedder, gallery_dir, val_queries, variant_model
 
-__all__ = ["api", "built_gallery", "embedder", "gallery_dir", "variant_model"]
+__all__ = ["api", "built_gallery", "embedder", "gallery_dir", "val_queries", "variant_model"]

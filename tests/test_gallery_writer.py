@@ -20,7 +20,8 @@ import pytest
 from gallery_fixtures import REPO, SKUS, VAL, writer_env
 from retail_reid.gallery import Gallery, GalleryError
 from retail_reid.gallery.snapshot import Snapshot, read_current, stored_versions
-from retail_reid.gallery.store import PENDING, GalleryStore
+from retail_reid.gallery.store import GalleryStore
+from retail_reid.gallery.writer import PENDING
 
 from retail_reid.faults import FAIL_ENV, STEPS, STOP_ENV
 from retail_reid.images import read_image
@@ -243,7 +244,7 @@ def test_a_full_disk_refuses_the_change_and_changes_nothing(gallery_dir, embedde
     monkeypatch.setenv(FAIL_ENV, step)
     with (
         GalleryStore.open(gallery_dir) as store,
-        pytest.raises(GalleryError, match="No space left on device.*nothing changed, still at version 2"),
+        pytest.raises(GalleryError, match=r"No space left on device.*nothing changed, still at version 2"),
     ):
         store.add("Lemon", NEW_PHOTOS, embedder=embedder)
     assert (active_refs(gallery_dir), images(gallery_dir), stored_versions(gallery_dir)) == (
