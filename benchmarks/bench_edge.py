@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from retail_reid.models.datasets import folder_set  # noqa: E402
-from retail_reid.pipeline.cli import main as reid  # noqa: E402
+from retail_reid.cli import main as reid  # noqa: E402
 from retail_reid.pipeline.score import read_events, read_truth, score  # noqa: E402
 from retail_reid.pipeline.simulate import SimConfig, simulate  # noqa: E402
 
@@ -173,7 +173,7 @@ def run_service(
     command = [
         sys.executable,
         "-m",
-        "retail_reid.pipeline.cli",
+        "retail_reid",
         "edge",
         "--config",
         str(run / "lane.toml"),

@@ -28,7 +28,7 @@ sys.path.insert(0, str(REPO))
 
 from retail_reid.gallery import Gallery, GalleryError  # noqa: E402
 from retail_reid.models.datasets import folder_set, split_file_set  # noqa: E402
-from retail_reid.pipeline.cli import main as reid  # noqa: E402
+from retail_reid.cli import main as reid  # noqa: E402
 from retail_reid.pipeline.config import load_config  # noqa: E402
 from retail_reid.pipeline.replay import replay  # noqa: E402
 from retail_reid.pipeline.score import read_events, read_truth, score  # noqa: E402

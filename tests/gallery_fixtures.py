@@ -58,7 +58,7 @@ def writer_env(**extra: str) -> dict[str, str]:
 def run_reid(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
     """`reid ...` in a separate process (a real operator's command)."""
     return subprocess.run(
-        [sys.executable, "-m", "retail_reid.pipeline.cli", *map(str, args)],
+        [sys.executable, "-m", "retail_reid", *map(str, args)],
         cwd=REPO,
         env=env or writer_env(),
         capture_output=True,

@@ -86,7 +86,7 @@ class LaneProcess:
     def start(self) -> LaneProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "retail_reid.pipeline.cli", "edge", "--config", str(self.config_path)],
+                [sys.executable, "-m", "retail_reid", "edge", "--config", str(self.config_path)],
                 cwd=REPO,
                 env=ENV,
                 stdout=log,
@@ -271,7 +271,7 @@ def live(gallery, scenario, tmp_path_factory) -> dict:
             [
                 sys.executable,
                 "-m",
-                "retail_reid.pipeline.cli",
+                "retail_reid",
                 "gallery",
                 "add",
                 str(gallery),
@@ -545,7 +545,7 @@ def test_bounded_soak_memory_stays_flat(gallery, scenario, tmp_path):
         soak_s = duration + 5.0  # over the loop's seam
         end = time.time() + soak_s
         second = subprocess.Popen(
-            [sys.executable, "-m", "retail_reid.pipeline.cli", "edge", "--config", str(lane.config_path)],
+            [sys.executable, "-m", "retail_reid", "edge", "--config", str(lane.config_path)],
             cwd=REPO,
             env=ENV,
             stdout=subprocess.PIPE,

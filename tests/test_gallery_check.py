@@ -15,7 +15,7 @@ from retail_reid.gallery import GalleryError
 from retail_reid.gallery.check import NEAR_DUPLICATE_BITS, RefInfo, check_path, find_duplicates
 from retail_reid.gallery.photos import perceptual_hash
 from retail_reid.gallery.store import GalleryStore
-from retail_reid.pipeline.cli import main
+from retail_reid.cli import main
 
 from retail_reid.images import read_image
 

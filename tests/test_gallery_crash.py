@@ -30,7 +30,7 @@ NEW_PHOTOS = sorted((VAL / "Lemon").glob("*.jpg"))[:3]
 
 def start_reid(*args: object, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "retail_reid.pipeline.cli", *map(str, args)],
+        [sys.executable, "-m", "retail_reid", *map(str, args)],
         cwd=REPO,
         env=writer_env(**env),
         stdout=subprocess.PIPE,
@@ -299,7 +299,7 @@ def without_write_override(*args: object) -> subprocess.CompletedProcess:
         caps = "-dac_override,-dac_read_search,-fowner"
         prefix = [setpriv, "--bounding-set", caps, "--inh-caps", caps]
     return subprocess.run(
-        [*prefix, sys.executable, "-m", "retail_reid.pipeline.cli", *map(str, args)],
+        [*prefix, sys.executable, "-m", "retail_reid", *map(str, args)],
         cwd=REPO,
         env=writer_env(),
         capture_output=True,

@@ -13,7 +13,7 @@ from gallery_fixtures import SKUS, TRAIN, VAL, run_reid
 from retail_reid.gallery import Gallery, GalleryError
 from retail_reid.gallery.snapshot import read_current, stored_versions
 from retail_reid.gallery.store import GalleryStore
-from retail_reid.pipeline.cli import main
+from retail_reid.cli import main
 
 from retail_reid.images import read_image
 

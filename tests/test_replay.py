@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import pytest
 from retail_reid.models.datasets import folder_set
-from retail_reid.pipeline.cli import main
+from retail_reid.cli import main
 from retail_reid.pipeline.config import ConfigError, load_config
 from retail_reid.pipeline.score import read_events, read_truth, score
 from retail_reid.pipeline.simulate import SimConfig, simulate

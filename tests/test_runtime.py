@@ -62,7 +62,7 @@ def test_runtime_works_without_torch(tmp_path):
     """An edge box has no torch: the runtime must import and embed with torch unavailable."""
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
-        "import retail_reid.models, retail_reid.models.runtime, retail_reid.models.evaluate, retail_reid.models.cli, retail_reid.pipeline.cli\n"
+        "import retail_reid.models, retail_reid.models.runtime, retail_reid.models.evaluate, retail_reid.models.cli, retail_reid.cli\n"
         "from retail_reid.images import read_image\n"
         "import glob\n"
         "e = retail_reid.models.OnnxEmbedder(threads=1)\n"

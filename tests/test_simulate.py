@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from retail_reid.models.datasets import folder_set
-from retail_reid.pipeline.cli import main
+from retail_reid.cli import main
 from retail_reid.pipeline.pos import read_pos_log
 from retail_reid.pipeline.score import read_truth
 from retail_reid.pipeline.simulate import SimConfig, SimulationError, simulate

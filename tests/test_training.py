@@ -243,7 +243,7 @@ def test_lane_camera_views_are_small_blurred_noisy_and_compressed_then_scaled_ba
 def test_interpolating_a_run_with_its_fine_tuned_copy(short_run, tmp_path):
     from retail_reid.models.interpolate import interpolate
     from retail_reid.models.train import load_checkpoint
-    from retail_reid.pipeline.cli import main as reid
+    from retail_reid.cli import main as reid
 
     best, _, _ = short_run
     start = torch.load(best, weights_only=True)
@@ -312,7 +312,7 @@ def test_export_parity_calibration_and_int8(short_run, tmp_path):
     )  # a centroid is never as near
 
     # `reid calibrate` refits in place and can make the other scoring the default
-    from retail_reid.pipeline.cli import main as reid
+    from retail_reid.cli import main as reid
 
     assert (
         reid(
