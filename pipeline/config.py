@@ -10,10 +10,9 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import tomllib
-from retail_reid.pipeline.types import Zone, ZoneError
-
+from retail_reid.compat import tomllib
 from retail_reid.errors import ReidError
+from retail_reid.pipeline.types import Zone, ZoneError
 
 DETECTOR_KINDS = ("motion", "onnx")
 
@@ -129,7 +128,9 @@ class TrackerConfig:
 @dataclass(frozen=True)
 class CropConfig:
     per_track: int = 2  # crops embedded per pass (averaged); the embedder is the costliest stage
-    margin: float = -0.05  # share of the box added around it as context; negative cuts inside it (the motion box holds hand, shadow and background)
+    # share of the box added around it as context; negative cuts inside it (the motion box holds hand, shadow
+    # and background)
+    margin: float = -0.05
     min_side: int = 24  # smaller crops carry no product detail
 
     def __post_init__(self) -> None:
@@ -140,7 +141,7 @@ class CropConfig:
 
 # A similarity (number), a calibrated threshold of the model by name ("eer", "far_0.01",
 # "far_0.001"), or "confidence:P": the similarity at which the model's calibrated confidence is P.
-Threshold = typing.Union[str, float]
+Threshold = str | float
 
 
 @dataclass(frozen=True)

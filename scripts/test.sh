@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Set up (runtime + training + test tools) and run the whole test suite.
+# Set up (runtime + training + test tools), check the code with ruff, and run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh train,dev
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest -q "$@"
