@@ -73,13 +73,17 @@ def _clock(seconds: float) -> str:
     return f"{int(minutes)}:{s:04.1f}"
 
 
+def _span(start: float, end: float) -> str:
+    return _clock(start) if round(start, 1) == round(end, 1) else f"{_clock(start)}-{_clock(end)}"
+
+
 def format_alerts(alerts: tuple[Alert, ...]) -> str:
     """The alerts as a table an analyst reads: when, what, the SKU seen, the SKU scanned, how sure."""
     rows = [f"{'time':<15} {'type':<18} {'seen':<26} {'scanned':<26} {'confidence':>10}"]
     for x in sorted(alerts, key=lambda x: x.t_start):
         conf = "-" if x.confidence is None else f"{x.confidence:.2f}"
         rows.append(
-            f"{_clock(x.t_start) + '-' + _clock(x.t_end):<15} {x.type.replace('_', ' '):<18} "
+            f"{_span(x.t_start, x.t_end):<15} {x.type.replace('_', ' '):<18} "
             f"{x.seen_sku or '-':<26} {x.scanned_sku or '-':<26} {conf:>10}"
         )
     rows.append(f"{len(alerts)} alert{'' if len(alerts) == 1 else 's'}")

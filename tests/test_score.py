@@ -276,3 +276,27 @@ def test_swapped_arguments_are_named_as_such(tmp_path, capsys):
     one = write_events(tmp_path, perfect_events()[:1])  # a single alert is one JSON object too
     with pytest.raises(ScoreError, match="this is an events file"):
         read_truth(one)
+
+
+def test_events_prints_the_alerts_as_a_table_in_time_order(tmp_path, capsys):
+    events = write_events(
+        tmp_path,
+        [
+            {**alert("product_switch", 65.25, 66.0, "Lemon", "Banana"), "seen_confidence": 0.934},
+            alert("non_scan", 3.1, 3.9, "Lime"),
+            {"type": "basket", "txn": "T1", "seen": {"Lime": 1}, "scanned": {}},
+            alert("scan_without_item", 7.5, 7.5, None, "Avocado"),
+        ],
+    )
+    assert main(["events", str(events)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert rows == [
+        ["time", "type", "seen", "scanned", "confidence"],
+        ["0:03.1-0:03.9", "non", "scan", "Lime", "-", "-"],
+        ["0:07.5", "scan", "without", "item", "-", "Avocado", "-"],
+        ["1:05.2-1:06.0", "product", "switch", "Lemon", "Banana", "0.93"],
+        ["3", "alerts"],
+    ]
+    events.write_text('{"type": "non_scan", "t_start": 1}\n')
+    assert main(["events", str(events)]) == 2
+    assert f"reid events: error: {events}:1: missing field 't_end'" in capsys.readouterr().err
