@@ -88,7 +88,8 @@ def main() -> None:
     rates["onnx fp32"] = timed(fp32.embed, crops, a.repeats)
     rates["onnx int8"] = timed(int8.embed, crops, a.repeats)
     print(
-        f"{a.crops} real crops, {a.threads} threads, batch {a.batch}, input {fp32.preprocess.size}px, flip-TTA {fp32.info.extra.get('flip_tta')}"
+        f"{a.crops} real crops, {a.threads} threads, batch {a.batch}, input {fp32.preprocess.size}px, flip-TTA "
+        f"{fp32.info.extra.get('flip_tta')}"
     )
     base = rates["torch eager fp32"]
     for name, r in rates.items():

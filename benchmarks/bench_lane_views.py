@@ -92,7 +92,7 @@ def main() -> int:
         print(f"\n{emb.path} ({emb.fingerprint[:12]}): {len(photos)} val photos, {len(skus)} SKUs")
         print(f"{'view':32s} Recall@1  own-SKU similarity (median)")
         for name, make in views(a.side).items():
-            queries = emb.embed([make(img, p, i) for i, (img, p) in enumerate(zip(photos, val.paths))])
+            queries = emb.embed([make(img, p, i) for i, (img, p) in enumerate(zip(photos, val.paths, strict=True))])
             _, sims = sku_scores(refs, labels, queries, "centroid")
             top1 = float(np.mean(sims.argmax(1) == own))
             print(f"{name:32s} {top1:8.3f}  {np.median(sims[np.arange(len(own)), own]):.3f}", flush=True)

@@ -43,7 +43,7 @@ SPEED_TARGET = 10.0
 def folder_view(split: Path, root: Path, dest: Path) -> Path:
     """FOLDER/<sku>/<photo> symlinks for a grocery split file (the gallery imports folders)."""
     images = split_file_set(split, root)
-    for path, sku in zip(images.paths, images.labels):
+    for path, sku in zip(images.paths, images.labels, strict=True):
         link = dest / sku / path.name
         if not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,8 @@ from pathlib import Path
 import cv2
 import pytest
 from camera_fixtures import MjpegCamera
+from test_edge_parts import Receiver, free_port, wait_until
+
 from retail_reid.gallery import Gallery
 from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.config import LaneConfig
@@ -33,7 +35,6 @@ from retail_reid.pipeline.replay import replay
 from retail_reid.pipeline.score import read_events, read_truth, score
 from retail_reid.pipeline.simulate import SimConfig, simulate
 from retail_reid.pipeline.types import Zone
-from test_edge_parts import Receiver, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample" / "grocery"

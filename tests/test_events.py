@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+
 from retail_reid.models.calibration import Calibration
 from retail_reid.pipeline.config import BasketConfig, ConfigError, EventConfig
 from retail_reid.pipeline.events import EventBuilder
@@ -63,6 +64,7 @@ class TinyGallery:
 GALLERY = TinyGallery()
 THRESHOLDS = Thresholds(switch_reject=0.5, switch_accept=0.7, unknown_below=0.5, min_margin=0.05)
 CONFIG = EventConfig(window_before_s=1.0, window_after_s=0.5)
+BASKET = BasketConfig()
 
 
 def _vec(nothing: float = 0.0, **weights: float) -> np.ndarray:
@@ -78,9 +80,7 @@ def _pass(track: int, t0: float, t1: float, embedding: np.ndarray) -> tuple[Item
     return ItemPass(track, t0, t1, 10, (crop,)), Recognition(embedding, tuple(GALLERY.match(embedding[None])[0]))
 
 
-def _builder(
-    config: EventConfig = CONFIG, basket: BasketConfig = BasketConfig(), records: list | None = None
-) -> EventBuilder:
+def _builder(config: EventConfig = CONFIG, basket: BasketConfig = BASKET, records: list | None = None) -> EventBuilder:
     return EventBuilder(
         Recogniser(GALLERY, THRESHOLDS).judge,
         config,
@@ -346,7 +346,7 @@ def test_thresholds_come_from_the_calibration_by_name_or_from_numbers():
     assert (t.switch_reject, t.switch_accept, t.unknown_below) == (0.55, 0.8, 0.3)
     with pytest.raises(ConfigError, match=r"events.switch_accept = 'far_0.5'.*eer, far_0.001, far_0.01"):
         Thresholds.resolve(EventConfig(switch_accept="far_0.5"), cal)
-    with pytest.raises(ConfigError, match="events.unknown_below"):
+    with pytest.raises(ConfigError, match=r"events\.unknown_below"):
         Thresholds.resolve(EventConfig(unknown_below=1.5), cal)
     with pytest.raises(ConfigError, match="has none"):
         Thresholds.resolve(EventConfig(), None)

@@ -5,9 +5,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from retail_reid.models.datasets import DataError, read_list_file
 
 from retail_reid.images import ImageError, read_image
+from retail_reid.models.datasets import DataError, read_list_file
 
 SAMPLE = "sample/grocery/train/Banana"
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import cv2
 import pytest
-from retail_reid.models.datasets import folder_set
+
 from retail_reid.cli import main
+from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.config import ConfigError, load_config
 from retail_reid.pipeline.score import read_events, read_truth, score
 from retail_reid.pipeline.simulate import SimConfig, simulate
@@ -161,7 +162,7 @@ def test_clock_offset_puts_events_on_the_pos_clock(scenario, gallery, tmp_path, 
     before = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
     after = [json.loads(line) for line in (tmp_path / "out" / "events.jsonl").read_text().splitlines()]
     assert [e["type"] for e in after] == [e["type"] for e in before]
-    for a, b in zip(after, before):
+    for a, b in zip(after, before, strict=True):
         if "t_start" in a:
             assert a["t_start"] == pytest.approx(b["t_start"] + 1000.0, abs=1e-3)
 

@@ -3,19 +3,20 @@ other and with what the video shows; refusals that name the problem and keep exi
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from retail_reid.models.datasets import folder_set
+
 from retail_reid.cli import main
+from retail_reid.images import ImageError
+from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.pos import read_pos_log
 from retail_reid.pipeline.score import read_truth
 from retail_reid.pipeline.simulate import SimConfig, SimulationError, simulate
-
-from retail_reid.images import ImageError
 
 VAL = Path(__file__).resolve().parents[1] / "sample" / "grocery" / "val"
 SMALL = dict(width=320, height=240, fps=10.0)
@@ -78,7 +79,7 @@ def test_items_are_in_the_zone_exactly_when_truth_says(scenario):
     for p in result.truth.passes:
         assert change((p.t_start + p.t_end) / 2) > 8, p
     spans = sorted((p.t_start, p.t_end) for p in result.truth.passes)
-    gaps = [(a_end, b_start) for (_, a_end), (b_start, _) in zip(spans, spans[1:]) if b_start - a_end > 1.2]
+    gaps = [(a_end, b_start) for (_, a_end), (b_start, _) in itertools.pairwise(spans) if b_start - a_end > 1.2]
     assert gaps, "the scenario should have idle moments between passes"
     for a_end, b_start in gaps:
         assert change((a_end + b_start) / 2) < 4, (a_end, b_start)
@@ -145,13 +146,13 @@ def test_rates_become_exact_counts(photos, tmp_path):
     assert (kinds.count("non_scan"), kinds.count("product_switch"), kinds.count("scan_without_item")) == (3, 2, 2)
     assert len(truth.passes) == 10 and {p.txn for p in truth.passes} == {"T1", "T2", "T3"}
     # Without pairs, each item has left the zone before the next one enters.
-    assert all(a.t_end < b.t_start for a, b in zip(truth.passes, truth.passes[1:]))
+    assert all(a.t_end < b.t_start for a, b in itertools.pairwise(truth.passes))
 
 
 def test_existing_scenario_is_kept_unless_overwrite(photos, tmp_path):
     cfg = SimConfig(passes=1, transactions=1, switch_rate=0.0, non_scan_rate=0.0, **SMALL)
     (tmp_path / "truth.json").write_text("precious")
-    with pytest.raises(SimulationError, match="already holds truth.json"):
+    with pytest.raises(SimulationError, match=r"already holds truth\.json"):
         simulate(photos, tmp_path, cfg)
     assert (tmp_path / "truth.json").read_text() == "precious" and not (tmp_path / "video.mp4").exists()
     simulate(photos, tmp_path, cfg, overwrite=True)
@@ -227,6 +228,6 @@ def test_unreadable_photo_is_named_and_nothing_is_written(tmp_path):
     (photos / "Kiwi" / "k.jpg").write_bytes((VAL / "Kiwi" / "Kiwi_001.jpg").read_bytes())
     (photos / "Lime" / "broken.jpg").write_bytes((VAL / "Lime" / "Lime_001.jpg").read_bytes()[:2000])
     out = tmp_path / "out"
-    with pytest.raises(ImageError, match="broken.jpg: image file is truncated"):
+    with pytest.raises(ImageError, match=r"broken\.jpg: image file is truncated"):
         simulate(folder_set(photos), out, SimConfig(passes=6, seed=3, **SMALL))
     assert not out.exists()

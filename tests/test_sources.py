@@ -1,5 +1,6 @@
 """Frame sources: timestamps from the container, and damaged input processed as far as it goes."""
 
+import itertools
 import time
 from pathlib import Path
 
@@ -7,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 from camera_fixtures import MjpegCamera
-from retail_reid.pipeline.sources import ImageFolderSource, LiveSource, SourceError, VideoFileSource, open_source
 from test_edge_parts import free_port
+
+from retail_reid.pipeline.sources import ImageFolderSource, LiveSource, SourceError, VideoFileSource, open_source
 
 
 def _frames(n: int, w: int = 160, h: int = 120) -> list[np.ndarray]:
@@ -107,7 +109,7 @@ def test_a_network_stream_gives_live_frames_stamped_with_unix_time(tmp_path):
         camera.unplug()
     assert [f.image.shape for f in frames] == [(120, 160, 3)] * 5
     assert all(before - 1.0 <= f.ts <= after for f in frames)  # capture time, not stream position
-    assert [b.ts > a.ts for a, b in zip(frames, frames[1:])] == [True] * 4
+    assert [b.ts > a.ts for a, b in itertools.pairwise(frames)] == [True] * 4
 
 
 def test_an_unreachable_stream_is_refused_by_name():

@@ -2,6 +2,7 @@
 fast motion and two items close together."""
 
 import numpy as np
+
 from retail_reid.pipeline.config import TrackerConfig
 from retail_reid.pipeline.tracker import PassTracker, iou_matrix
 from retail_reid.pipeline.types import Detections
@@ -36,10 +37,10 @@ def test_one_item_one_track_with_its_time_span():
 def test_brief_occlusion_continues_the_track_but_a_long_gap_starts_a_new_one():
     boxes = _slide(0, 50, 10, 30)
     short_gap = [[b] if not 10 <= i < 13 else [] for i, b in enumerate(boxes)]  # 0.2 s hidden
-    ids, spans = _feed(PassTracker(TrackerConfig(max_lost_s=0.4)), short_gap)
+    _, spans = _feed(PassTracker(TrackerConfig(max_lost_s=0.4)), short_gap)
     assert len(spans) == 1 and spans[0].frames == 27
     long_gap = [[b] if not 10 <= i < 20 else [] for i, b in enumerate(boxes)]  # 0.67 s hidden
-    ids, spans = _feed(PassTracker(TrackerConfig(max_lost_s=0.4)), long_gap)
+    _, spans = _feed(PassTracker(TrackerConfig(max_lost_s=0.4)), long_gap)
     assert len(spans) == 2
     assert spans[0].t_end == 9 / FPS and spans[1].t_start == 20 / FPS
 
@@ -54,7 +55,7 @@ def test_fast_item_without_overlap_between_frames_keeps_its_track():
 def test_two_items_close_behind_each_other_keep_their_own_tracks():
     lead = _slide(100, 50, 20, 25)
     follower = _slide(100 - 60 - 15, 50, 20, 25)  # 15 px behind, same row, same speed
-    frames = [[a, b] for a, b in zip(lead, follower)]
+    frames = [[a, b] for a, b in zip(lead, follower, strict=True)]
     ids, spans = _feed(PassTracker(), frames)
     assert len(spans) == 2
     first = ids[0]
@@ -64,7 +65,7 @@ def test_two_items_close_behind_each_other_keep_their_own_tracks():
 def test_items_crossing_paths_stay_apart_with_motion_prediction():
     a = _slide(0, 50, 20, 20)
     b = [(x1, y1 + 70, x2, y2 + 70) for x1, y1, x2, y2 in _slide(380, 50, -20, 20)]
-    ids, spans = _feed(PassTracker(), [[p, q] for p, q in zip(a, b)])
+    ids, spans = _feed(PassTracker(), [[p, q] for p, q in zip(a, b, strict=True)])
     assert len(spans) == 2
     assert all(f == ids[0] for f in ids)
 
