@@ -8,6 +8,7 @@ import itertools
 
 import cv2
 import numpy as np
+
 from retail_reid.pipeline.config import CropConfig
 from retail_reid.pipeline.types import Crop, Detections, Frame, Zone
 
@@ -61,7 +62,7 @@ class CropSelector:
 
     def add(self, frame: Frame, detections: Detections) -> None:
         """Offer the tracked detections of one frame."""
-        for box, tid in zip(detections.xyxy, detections.tracker_id):
+        for box, tid in zip(detections.xyxy, detections.tracker_id, strict=True):
             if tid < 0 or min(box[2] - box[0], box[3] - box[1]) < self.config.min_side:
                 continue
             heap = self._best.setdefault(int(tid), [])

@@ -14,10 +14,10 @@ from typing import Protocol
 import cv2
 import numpy as np
 import onnxruntime as ort
-from retail_reid.pipeline.config import DetectorConfig, MotionConfig, OnnxDetectorConfig
-from retail_reid.pipeline.types import Detections, Frame, Zone
 
 from retail_reid.errors import ReidError
+from retail_reid.pipeline.config import DetectorConfig, MotionConfig, OnnxDetectorConfig
+from retail_reid.pipeline.types import Detections, Frame, Zone
 
 LETTERBOX_FILL = 114  # the grey YOLO models are trained to see as padding
 GAIN_STRIDE = 3  # lighting gain is estimated on every 3rd pixel of every 3rd row
@@ -78,7 +78,7 @@ class MotionDetector:
         if np.count_nonzero(usable) < 50:
             return small
         gain = np.median(cur[usable] / ref[usable], axis=0)
-        return cv2.multiply(small, tuple(float(g) for g in 1.0 / gain) + (0.0,))
+        return cv2.multiply(small, (*(float(g) for g in 1.0 / gain), 0.0))
 
     def mask(self, frame: Frame) -> np.ndarray:
         """The cleaned foreground mask of the zone at working scale (uint8, 0 or 255)."""
@@ -136,7 +136,7 @@ def dominant_body(blob: np.ndarray, ratio: float, origin: tuple[int, int]) -> tu
     if depth < 2:
         return origin[0], origin[1], blob.shape[1], blob.shape[0]
     cut = ratio * depth
-    n, labels = cv2.connectedComponents((dist >= cut).astype(np.uint8))
+    _, labels = cv2.connectedComponents((dist >= cut).astype(np.uint8))
     peak = labels[np.unravel_index(int(np.argmax(dist)), dist.shape)]
     ys, xs = np.nonzero(labels == peak)
     x1 = max(0, int(xs.min() - 1 - cut))

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from retail_reid.models.datasets import ImageSet
-from retail_reid.pipeline.pos import PosEvent
 from tqdm import tqdm
 
 from retail_reid.errors import ReidError
 from retail_reid.images import read_image
+from retail_reid.models.datasets import ImageSet
+from retail_reid.pipeline.pos import PosEvent
 
 OUTPUT_NAMES = ("video.mp4", "video.avi", "pos.jsonl", "truth.json")
 # Containers tried in order: MPEG-4 Part 2 in MP4 is written by every opencv-python-headless
@@ -184,7 +184,7 @@ class _Look:
         sprite = np.ascontiguousarray(
             np.pad(canvas, ((pad, pad), (pad, pad), (0, 0)))[y0 + pad : y1 + pad, x0 + pad : x1 + pad]
         )
-        k = max(1, int(round(self.blur_px)))
+        k = max(1, round(self.blur_px))
         blurred = cv2.blur(sprite, (k, 1), borderType=cv2.BORDER_CONSTANT) if k > 1 else sprite
         rad = math.radians(angle)
         anchor = (float(centre[0] - x0), float(centre[1] - y0))
@@ -302,7 +302,7 @@ def _hand(canvas: np.ndarray, box: tuple[float, float, float, float], side: str,
 def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator) -> _Plan:
     """Decide every pass, its timing, its scan and its anomaly; load and shape the photos."""
     skus = images.skus
-    by_sku = {s: [p for p, lab in zip(images.paths, images.labels) if lab == s] for s in skus}
+    by_sku = {s: [p for p, lab in zip(images.paths, images.labels, strict=True) if lab == s] for s in skus}
     if cfg.switch_rate > 0 and len(skus) < 2:
         raise SimulationError("product switches need photos of at least two SKUs")
     n = cfg.passes
@@ -458,7 +458,7 @@ def _frames(plan: _Plan, cfg: SimConfig, rng: np.random.Generator) -> Iterator[n
         frame = bg.copy()
         for group, sprites in live:
             lead, moving = group.lead_x(t)
-            for item, (still, blurred) in zip(group.items, sprites):
+            for item, (still, blurred) in zip(group.items, sprites, strict=True):
                 sprite = blurred if moving else still
                 left = round(lead - item.offset - item.anchor[0])
                 if left < w and left + sprite.shape[1] > 0:

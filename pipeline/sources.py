@@ -12,11 +12,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from retail_reid.models.datasets import IMAGE_SUFFIXES
-from retail_reid.pipeline.types import Frame
 
 from retail_reid.errors import ReidError
 from retail_reid.images import ImageError, read_image
+from retail_reid.models.datasets import IMAGE_SUFFIXES
+from retail_reid.pipeline.types import Frame
 
 # After a failed read inside a file, try this many more before deciding the rest is unreadable:
 # FFmpeg can resume after a corrupt packet, but a truncated file fails every read at once.
@@ -181,7 +181,8 @@ class ImageFolderSource(FrameSource):
             if (image.shape[1], image.shape[0]) != self.size:
                 self.dropped += 1
                 self.problems.append(
-                    f"{p}: frame is {image.shape[1]}x{image.shape[0]}, the others {self.size[0]}x{self.size[1]}; skipped"
+                    f"{p}: frame is {image.shape[1]}x{image.shape[0]}, "
+                    f"the others {self.size[0]}x{self.size[1]}; skipped"
                 )
                 continue
             self.decoded += 1

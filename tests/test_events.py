@@ -64,7 +64,6 @@ class TinyGallery:
 GALLERY = TinyGallery()
 THRESHOLDS = Thresholds(switch_reject=0.5, switch_accept=0.7, unknown_below=0.5, min_margin=0.05)
 CONFIG = EventConfig(window_before_s=1.0, window_after_s=0.5)
-BASKET = BasketConfig()
 
 
 def _vec(nothing: float = 0.0, **weights: float) -> np.ndarray:
@@ -80,7 +79,9 @@ def _pass(track: int, t0: float, t1: float, embedding: np.ndarray) -> tuple[Item
     return ItemPass(track, t0, t1, 10, (crop,)), Recognition(embedding, tuple(GALLERY.match(embedding[None])[0]))
 
 
-def _builder(config: EventConfig = CONFIG, basket: BasketConfig = BASKET, records: list | None = None) -> EventBuilder:
+def _builder(
+    config: EventConfig = CONFIG, basket: BasketConfig = BasketConfig(), records: list | None = None
+) -> EventBuilder:
     return EventBuilder(
         Recogniser(GALLERY, THRESHOLDS).judge,
         config,
