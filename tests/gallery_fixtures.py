@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from retail_reid.gallery.store import GalleryStore
 from retail_reid.models.runtime import OnnxEmbedder
 

@@ -690,6 +690,9 @@ def test_api_serves_a_bounded_number_of_connections_at_once(api):
 
 
 def test_the_service_modules_never_import_torch():
-    code = "import sys, retail_reid.pipeline.edge.service, retail_reid.cli; retail_reid.cli.build_parser(); print('torch' in sys.modules)"
+    code = (
+        "import sys, retail_reid.pipeline.edge.service, retail_reid.cli; "
+        "retail_reid.cli.build_parser(); print('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr

@@ -108,6 +108,13 @@ def test_the_api_imports_and_embeds_beside_a_users_models_and_pipeline(venv, use
                     assert e.name.split(".")[0] in {sorted(TRAIN_ONLY)!r}, (module.name, e)
         assert "torch" not in sys.modules and "models" not in sys.modules and "pipeline" not in sys.modules
         assert Gallery.__module__.startswith("retail_reid.gallery.")
+        # what 3.10 lacks, from retail_reid.compat, behaves as 3.11's
+        from retail_reid.compat import StrEnum, tomllib
+
+        class Kind(StrEnum):
+            NON_SCAN = "non_scan"
+
+        assert f"{{Kind.NON_SCAN}}" == str(Kind.NON_SCAN) == "non_scan" and tomllib.loads("a = 1") == dict(a=1)
         print(sys.version_info[:2])
         """
     )
