@@ -25,6 +25,8 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import numpy as np
+
+from retail_reid.durable import fsync_dir, temp_name
 from retail_reid.gallery.archive import DEFAULT_LIMITS, BoundedStream, BundleLimits, open_archive, stream_bytes
 from retail_reid.gallery.catalog import Product, check_sku
 from retail_reid.gallery.errors import GalleryError
@@ -33,8 +35,6 @@ from retail_reid.gallery.integrity import image_problem
 from retail_reid.gallery.matching import load_current
 from retail_reid.gallery.photos import Photo, perceptual_hash
 from retail_reid.gallery.store import ChangeResult, GalleryStore
-
-from retail_reid.durable import fsync_dir, temp_name
 from retail_reid.images import ImageError, decode_image
 
 FORMAT = "retail-reid-gallery-bundle"

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+
 from retail_reid.gallery.damage import Damage, find_damage
 from retail_reid.gallery.errors import GalleryError
 from retail_reid.gallery.index import reference_vectors

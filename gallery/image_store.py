@@ -6,9 +6,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from retail_reid.gallery.integrity import image_problem, set_aside
-
 from retail_reid.durable import replace_atomically
+from retail_reid.gallery.integrity import image_problem, set_aside
 
 IMAGES_DIR = "images"
 

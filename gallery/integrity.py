@@ -15,10 +15,10 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from retail_reid.gallery.errors import GalleryError
-from retail_reid.gallery.index import reference_vectors
 
 from retail_reid.durable import fsync_dir
+from retail_reid.gallery.errors import GalleryError
+from retail_reid.gallery.index import reference_vectors
 
 CHUNK = 1 << 20  # bytes hashed at a time
 VECTOR_CHUNK = 65_536  # reference vectors checked at a time

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from retail_reid.errors import ReidError
 from retail_reid.gallery.binding import bound_embedder
 from retail_reid.gallery.errors import GalleryError
 from retail_reid.gallery.index import build_index, factory_for, reference_vectors
 from retail_reid.gallery.snapshot import Snapshot, read_current
 from retail_reid.models.calibration import SCORINGS, Calibration
 from retail_reid.models.runtime import OnnxEmbedder
-
-from retail_reid.errors import ReidError
 
 LOAD_TRIES = 5  # a version can be pruned between reading CURRENT and loading it; then read CURRENT again
 CENTROID_CHUNK = 65_536  # references read at a time while averaging them per SKU

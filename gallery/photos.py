@@ -10,11 +10,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from retail_reid.gallery.image_store import image_extension, image_relpath, sha256_bytes
-from retail_reid.models.runtime import OnnxEmbedder
 from tqdm import tqdm
 
+from retail_reid.gallery.image_store import image_extension, image_relpath, sha256_bytes
 from retail_reid.images import ImageError, decode_image
+from retail_reid.models.runtime import OnnxEmbedder
 from retail_reid.userfiles import read_user_file
 
 

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from retail_reid.durable import fsync_dir
 from retail_reid.gallery import db
 from retail_reid.gallery.damage import Damage, find_damage
 from retail_reid.gallery.errors import GalleryError
@@ -30,8 +32,6 @@ from retail_reid.gallery.index import reference_vectors
 from retail_reid.gallery.integrity import set_aside
 from retail_reid.gallery.snapshot import REFS, VERSIONS_DIR, Snapshot, switch_current, version_dir, write_version
 from retail_reid.gallery.writer import VersionWriter, failure, operator_name, writer_lock
-
-from retail_reid.durable import fsync_dir
 
 DEFAULT_KEEP = 5  # versions kept, when the database that said so is lost
 

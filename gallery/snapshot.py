@@ -20,12 +20,12 @@ from typing import TypeVar
 
 import faiss
 import numpy as np
+
+from retail_reid.durable import fsync_dir, remove_tree, replace_atomically, write_durably
 from retail_reid.gallery.catalog import Product
 from retail_reid.gallery.errors import GalleryError, not_a_gallery
 from retail_reid.gallery.index import EXACT, build_index, can_update, describe, factory_for, tune, update_index
 from retail_reid.gallery.integrity import check_index_vectors
-
-from retail_reid.durable import fsync_dir, remove_tree, replace_atomically, write_durably
 
 T = TypeVar("T")
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from retail_reid.durable import fsync_dir, remove_tree, replace_atomically
 from retail_reid.gallery import db
 from retail_reid.gallery.catalog import Product, check_barcode, check_price, check_sku, check_text
 from retail_reid.gallery.errors import GalleryError
@@ -21,8 +23,6 @@ from retail_reid.gallery.photos import Photo, embed_photos, read_bytes
 from retail_reid.gallery.snapshot import CURRENT, VERSIONS_DIR, Snapshot, read_current, stored_versions
 from retail_reid.gallery.writer import LOCK, AuditEntries, ChangeResult, VersionWriter, failure, operator_name
 from retail_reid.models.runtime import OnnxEmbedder
-
-from retail_reid.durable import fsync_dir, remove_tree, replace_atomically
 
 __all__ = ["DEFAULT_KEEP", "ChangeResult", "GalleryStore", "ProductUpdate"]
 

@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from retail_reid.durable import remove_tree
+from retail_reid.faults import checkpoint
 from retail_reid.gallery import db
 from retail_reid.gallery.catalog import check_text
 from retail_reid.gallery.errors import GalleryError
@@ -42,9 +45,6 @@ from retail_reid.gallery.snapshot import (
     version_dir,
     write_version,
 )
-
-from retail_reid.durable import remove_tree
-from retail_reid.faults import checkpoint
 
 LOCK = "lock"
 PENDING = "images/.pending"  # images stored by the change in progress, one path a line

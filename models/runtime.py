@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from retail_reid.models.calibration import Calibration
-from retail_reid.models.preprocess import Preprocess
 
 from retail_reid.errors import ReidError
 from retail_reid.images import ImageError, read_image
+from retail_reid.models.calibration import Calibration
+from retail_reid.models.preprocess import Preprocess
 
 METADATA_KEY = "retail_reid"
 FORMAT = "retail-reid-embedder"

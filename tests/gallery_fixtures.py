@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from retail_reid.gallery.snapshot import read_current, stored_versions
 from retail_reid.gallery.store import GalleryStore
-from retail_reid.models.runtime import OnnxEmbedder
-
 from retail_reid.images import read_image
+from retail_reid.models.runtime import OnnxEmbedder
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample" / "grocery"
@@ -64,7 +64,7 @@ def writer_env(**extra: str) -> dict[str, str]:
 def run_reid(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
     """`reid ...` in a separate process (a real operator's command)."""
     return subprocess.run(
-        [sys.executable, "-m", "retail_reid.pipeline.cli", *map(str, args)],
+        [sys.executable, "-m", "retail_reid", *map(str, args)],
         cwd=REPO,
         env=env or writer_env(),
         capture_output=True,

@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gallery_fixtures import VAL
+
+from retail_reid.cli import main
 from retail_reid.gallery import Gallery, GalleryError
 from retail_reid.gallery.archive import BundleLimits
 from retail_reid.gallery.bundle import EMBEDDINGS, MANIFEST, export_bundle, import_bundle
 from retail_reid.gallery.snapshot import read_current
 from retail_reid.gallery.store import GalleryStore
-from retail_reid.pipeline.cli import main
-
 from retail_reid.images import read_image
 
 

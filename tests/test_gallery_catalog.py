@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from gallery_fixtures import VAL, state
+
 from retail_reid.gallery import GalleryError
 from retail_reid.gallery.store import GalleryStore
 

@@ -11,10 +11,11 @@ import cv2
 import numpy as np
 import pytest
 from gallery_fixtures import TRAIN, VAL, bits
+
+from retail_reid.cli import main
 from retail_reid.gallery import GalleryError
 from retail_reid.gallery.check import NEAR_DUPLICATE_BITS, RefInfo, check_path, find_duplicates
 from retail_reid.gallery.store import GalleryStore
-from retail_reid.pipeline.cli import main
 
 
 def resaved(src: Path, dest: Path) -> Path:

@@ -8,9 +8,10 @@ import tarfile
 
 import pytest
 from gallery_fixtures import SKUS, TRAIN, VAL, run_reid
+
+from retail_reid.cli import main
 from retail_reid.gallery import GalleryError
 from retail_reid.gallery.bundle import EMBEDDINGS, MANIFEST, export_bundle
-from retail_reid.pipeline.cli import main
 
 
 def test_cli_init_import_add_list_show(tmp_path, capsys):

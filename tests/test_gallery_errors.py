@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from gallery_fixtures import TRAIN, run_reid
+
 from retail_reid.gallery import Gallery, GalleryError
 from retail_reid.gallery.store import GalleryStore
 

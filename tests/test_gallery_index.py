@@ -6,6 +6,7 @@ from __future__ import annotations
 import faiss
 import numpy as np
 from gallery_fixtures import VAL, brute_force, stored_refs
+
 from retail_reid.gallery import Gallery
 from retail_reid.gallery import index as gallery_index
 from retail_reid.gallery.snapshot import read_manifest

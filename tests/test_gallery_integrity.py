@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gallery_fixtures import VAL, flip, run_reid, state
+
 from retail_reid.gallery import Gallery, GalleryError
 from retail_reid.gallery.bundle import export_bundle
 from retail_reid.gallery.check import check_path

@@ -11,10 +11,10 @@ import faiss
 import numpy as np
 import pytest
 from gallery_fixtures import SKUS, TRAIN, brute_force, stored_refs
+
 from retail_reid.gallery import Gallery, GalleryError, SkuMatch, Verification
 from retail_reid.gallery import index as gallery_index
 from retail_reid.gallery.store import GalleryStore
-
 from retail_reid.images import read_image
 
 

@@ -7,9 +7,9 @@ from itertools import combinations
 
 import cv2
 from gallery_fixtures import TRAIN, bits
+
 from retail_reid.gallery.check import NEAR_DUPLICATE_BITS
 from retail_reid.gallery.photos import perceptual_hash
-
 from retail_reid.images import read_image
 
 

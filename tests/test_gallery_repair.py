@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gallery_fixtures import VAL, flip, run_reid
+
 from retail_reid.gallery import Gallery, GalleryError
 from retail_reid.gallery.check import check_path
 from retail_reid.gallery.repair import repair

@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gallery_fixtures import SKUS, TRAIN, VAL, state
+
+from retail_reid.cli import main
 from retail_reid.gallery import Gallery, GalleryError
 from retail_reid.gallery.snapshot import read_current, version_dir
 from retail_reid.gallery.store import GalleryStore
-from retail_reid.pipeline.cli import main
-
 from retail_reid.images import read_image
 
 

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 from gallery_fixtures import REPO, SKUS, VAL, writer_env
+
+from retail_reid.faults import FAIL_ENV, STEPS, STOP_ENV
 from retail_reid.gallery import Gallery, GalleryError
 from retail_reid.gallery.snapshot import Snapshot, read_current, stored_versions
 from retail_reid.gallery.store import GalleryStore
 from retail_reid.gallery.writer import PENDING
-
-from retail_reid.faults import FAIL_ENV, STEPS, STOP_ENV
 from retail_reid.images import read_image
 
 NEW_PHOTOS = sorted((VAL / "Lemon").glob("*.jpg"))[:3]
@@ -31,7 +31,7 @@ NEW_PHOTOS = sorted((VAL / "Lemon").glob("*.jpg"))[:3]
 
 def start_reid(*args: object, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "retail_reid.pipeline.cli", *map(str, args)],
+        [sys.executable, "-m", "retail_reid", *map(str, args)],
         cwd=REPO,
         env=writer_env(**env),
         stdout=subprocess.PIPE,
@@ -300,7 +300,7 @@ def without_write_override(*args: object) -> subprocess.CompletedProcess:
         caps = "-dac_override,-dac_read_search,-fowner"
         prefix = [setpriv, "--bounding-set", caps, "--inh-caps", caps]
     return subprocess.run(
-        [*prefix, sys.executable, "-m", "retail_reid.pipeline.cli", *map(str, args)],
+        [*prefix, sys.executable, "-m", "retail_reid", *map(str, args)],
         cwd=REPO,
         env=writer_env(),
         capture_output=True,

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 from PIL import Image
-from retail_reid.models.datasets import DataError, read_list_file
 
 from retail_reid import images
 from retail_reid.images import ImageError, read_image
+from retail_reid.models.datasets import DataError, read_list_file
 
 SAMPLE = "sample/grocery/train/Banana"
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from retail_reid.models.runtime import METADATA_KEY, ModelError, OnnxEmbedder, default_model_path, model_fingerprint
 
 from retail_reid.images import read_image
+from retail_reid.models.runtime import METADATA_KEY, ModelError, OnnxEmbedder, default_model_path, model_fingerprint
 
 SAMPLE = Path("sample/grocery")
 
@@ -63,7 +63,7 @@ def test_runtime_works_without_torch(tmp_path):
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
         "import retail_reid.models, retail_reid.models.runtime, retail_reid.models.evaluate, retail_reid.models.cli, "
-        "retail_reid.pipeline.cli\n"
+        "retail_reid.cli\n"
         "from retail_reid.images import read_image\n"
         "import glob\n"
         "e = retail_reid.models.OnnxEmbedder(threads=1)\n"
