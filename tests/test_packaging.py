@@ -30,10 +30,16 @@ OFFLINE = (
 
 
 def _oldest_python() -> str:
-    """python3.10 when one runs here (the oldest requires-python allows), else the Python running the tests."""
-    found = shutil.which("python3.10")
-    if found and subprocess.run([found, "-c", "pass"], capture_output=True).returncode == 0:
-        return found
+    """python3.10 when one runs here (the oldest requires-python allows), else the Python running the tests.
+    A pyenv shim for a version that is installed but not selected does not run: look behind it too."""
+    candidates = [shutil.which("python3.10")]
+    pyenv = shutil.which("pyenv")
+    if pyenv:
+        root = subprocess.run([pyenv, "root"], capture_output=True, text=True).stdout.strip()
+        candidates += sorted(str(p) for p in Path(root).glob("versions/3.10*/bin/python3.10")) if root else []
+    for found in filter(None, candidates):
+        if subprocess.run([found, "-c", "pass"], capture_output=True).returncode == 0:
+            return found
     return sys.executable
 
 
