@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "retail_reid.models.cli",
     "retail_reid.pipeline.scenario_cli",
     "retail_reid.pipeline.replay_cli",
+    "retail_reid.pipeline.batch.cli",
     "retail_reid.pipeline.edge_cli",
     "retail_reid.gallery.cli",
 )

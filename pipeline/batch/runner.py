@@ -1,0 +1,184 @@
+"""The batch driver: decide what is left to do, run it on Ray actors, write the chain summary.
+
+Ray is an optional extra (`pip install 'retail-reid[ray]'`); without an address `ray.init()`
+starts Ray on this machine, so a laptop or one server needs no cluster. On a cluster every node
+must reach the manifest's files and OUT at the same paths (a shared filesystem).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+from retail_reid.pipeline.batch.manifest import Recording
+from retail_reid.pipeline.batch.outputs import RECORDINGS, WORK, inputs_digest, is_complete
+from retail_reid.pipeline.batch.summary import write_chain_summary
+from retail_reid.pipeline.batch.worker import GallerySpec, Outcome, ReplayWorker, Status
+from tqdm import tqdm
+
+from retail_reid.errors import ReidError
+
+LOCK = ".batch.lock"
+
+
+class BatchError(ReidError, RuntimeError):
+    """The batch as a whole cannot run (Ray missing or unreachable, gallery unusable, OUT busy)."""
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    workers: int | None = None  # default: as many as Ray has CPUs for
+    address: str | None = None  # None: start Ray here (or use the one this process already started)
+    threads: int = 1  # inference threads (and Ray CPUs) per worker
+    progress: bool = False
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise BatchError("Ray is not installed: pip install 'retail-reid[ray]'") from None
+    return ray
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path) -> Iterator[None]:
+    """One batch at a time per OUT: two drivers would replay the same recordings into it."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / LOCK, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BatchError(f"{out}: another replay-batch is writing there") from None
+        yield
+
+
+def gallery_identity(spec: GallerySpec) -> str:
+    """What the outputs depend on in the gallery: its model and published version (for a folder,
+    opened here, so a wrong path fails before any worker starts) or the bundle's checksum."""
+    import hashlib
+
+    if spec.bundle is not None:
+        if not spec.bundle.is_file():
+            raise BatchError(f"{spec.bundle}: gallery bundle not found")
+        h = hashlib.sha256()
+        with open(spec.bundle, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+        return f"bundle:{h.hexdigest()}:{spec.model or ''}"
+    from retail_reid.gallery import Gallery
+
+    g = Gallery.open(spec.path, model=spec.model)
+    return f"gallery:{spec.path.resolve()}:{g.embedder.fingerprint}:{g.version}"
+
+
+def _frame_count(video: Path) -> int:
+    cap = cv2.VideoCapture(str(video))
+    try:
+        return max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0) if cap.isOpened() else 0
+    finally:
+        cap.release()
+
+
+def run_batch(recordings: list[Recording], spec: GallerySpec, out: str | Path, options: BatchOptions) -> dict:
+    """Replay every recording not already complete in OUT; write OUT/summary.json and OUT/index.html.
+    Returns the chain summary."""
+    out = Path(out)
+    with _exclusive(out):
+        shutil.rmtree(out / WORK, ignore_errors=True)  # work of killed workers: never complete
+        for trash in (out / RECORDINGS).glob(".trash-*"):
+            shutil.rmtree(trash, ignore_errors=True)
+        identity = gallery_identity(spec)
+        digests = {r.id: inputs_digest(r, identity) for r in recordings}
+        outcomes = {
+            r.id: Outcome(id=r.id, status=Status.REUSED) for r in recordings if is_complete(out, r.id, digests[r.id])
+        }
+        todo = [r for r in recordings if r.id not in outcomes]
+        if todo:
+            outcomes.update(_run_on_ray(todo, digests, spec, out, options))
+        return write_chain_summary(recordings, [outcomes[r.id] for r in recordings], out)
+
+
+def _run_on_ray(
+    todo: list[Recording], digests: dict[str, str], spec: GallerySpec, out: Path, options: BatchOptions
+) -> dict[str, Outcome]:
+    ray = _ray()
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(address=options.address, log_to_driver=False)
+        except (ConnectionError, ValueError, RuntimeError) as e:
+            raise BatchError(f"cannot start or reach Ray at {options.address or 'this machine'}: {e}") from None
+    try:
+        return _schedule(ray, todo, digests, spec, out, options)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _schedule(
+    ray, todo: list[Recording], digests: dict[str, str], spec: GallerySpec, out: Path, options: BatchOptions
+) -> dict[str, Outcome]:
+    """Longest recordings first (shortest total time), one recording in flight per worker; a worker
+    that dies fails its recording (the rerun redoes it) and is replaced."""
+    frames = {r.id: _frame_count(r.video) for r in todo}
+    queue = sorted(todo, key=lambda r: frames[r.id], reverse=True)
+    cpus = int(ray.available_resources().get("CPU", 1))
+    n = max(1, min(options.workers or max(cpus // options.threads, 1), len(queue)))
+    actor_class = ray.remote(num_cpus=options.threads)(ReplayWorker)
+
+    def start_workers(count: int) -> list:
+        """`count` workers, loading the gallery side by side."""
+        started = [actor_class.remote(spec, options.threads) for _ in range(count)]
+        for error in ray.get([a.load.remote() for a in started]):
+            if error is not None:
+                raise BatchError(f"worker cannot load the gallery: {error}")
+        return started
+
+    outcomes: dict[str, Outcome] = {}
+    inflight = {}
+    with (
+        tqdm(total=len(todo), desc="recordings", unit="rec", disable=not options.progress) as rec_bar,
+        tqdm(total=sum(frames.values()), desc="frames", unit="frame", disable=not options.progress) as frame_bar,
+    ):
+        actors = start_workers(n)
+
+        def submit(actor) -> None:
+            if queue:
+                r = queue.pop(0)
+                inflight[actor.run.remote(r, out, digests[r.id])] = (actor, r)
+
+        for actor in actors:
+            submit(actor)
+        while inflight:
+            [ref], _ = ray.wait(list(inflight), num_returns=1)
+            actor, r = inflight.pop(ref)
+            try:
+                outcome = ray.get(ref)
+            except ray.exceptions.RayActorError as e:
+                error = f"worker died while replaying it ({type(e).__name__})"
+                outcome = Outcome(id=r.id, status=Status.FAILED, error=error)
+                actor = start_workers(1)[0] if queue else None
+                actors += [actor] if actor is not None else []
+            outcomes[r.id] = outcome
+            rec_bar.update(1)
+            frame_bar.update(outcome.frames)
+            if outcome.status is Status.FAILED:
+                rec_bar.write(f"failed: {r.id}: {outcome.error}")
+            if actor is not None:
+                submit(actor)
+        _stop(ray, actors)
+    return outcomes
+
+
+def _stop(ray, actors: list) -> None:
+    """Let live workers drop their scratch galleries, then end them (dead ones are gone already)."""
+    for actor in actors:
+        with contextlib.suppress(ray.exceptions.RayActorError):
+            ray.get(actor.close.remote())
+        ray.kill(actor)

@@ -1,0 +1,123 @@
+"""A batch worker: loads the embedder and the gallery once, then replays recordings one after
+another. Plain Python; the runner wraps it as a Ray actor, so this module imports without Ray."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from retail_reid.pipeline.batch.manifest import Recording
+from retail_reid.pipeline.batch.outputs import publish, work_dir
+from retail_reid.pipeline.replay import replay
+
+from retail_reid.errors import ReidError
+
+
+@dataclass(frozen=True)
+class GallerySpec:
+    """The one gallery of a batch: a folder every worker reads, or a bundle (`reid gallery export`)
+    each worker imports once into a local temporary gallery."""
+
+    path: Path | None = None
+    bundle: Path | None = None
+    model: Path | None = None  # embedder model; default: the gallery's own (for a bundle: the shipped one)
+
+
+class Status(StrEnum):
+    DONE = "done"  # replayed in this run
+    REUSED = "reused"  # complete from an earlier run, skipped
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a worker reports for one recording."""
+
+    id: str
+    status: Status
+    error: str | None = None
+    seconds: float = 0.0
+    frames: int = 0
+    worker: str = ""
+
+
+def open_gallery(spec: GallerySpec, scratch: Path):
+    """The gallery to match against; a bundle is imported into `scratch` first."""
+    from retail_reid.gallery import Gallery
+    from retail_reid.gallery.bundle import import_bundle
+    from retail_reid.gallery.store import GalleryStore
+
+    if spec.bundle is None:
+        return Gallery.open(spec.path, model=spec.model)
+    root = scratch / "gallery"
+    GalleryStore.init(root, model=spec.model, operator="replay-batch")
+    import_bundle(root, spec.bundle, operator="replay-batch")
+    return Gallery.open(root, model=spec.model)
+
+
+class ReplayWorker:
+    """One per worker process: `load()` once, then `run()` per recording."""
+
+    def __init__(self, spec: GallerySpec, threads: int = 1):
+        self.spec = spec
+        self.threads = threads
+        self.gallery = None
+        self.scratch: Path | None = None
+
+    def load(self) -> str | None:
+        """Open the gallery (and the embedder with it); the error's message if that fails, so the
+        driver can stop the batch in one line rather than with a worker's traceback."""
+        os.environ["REID_THREADS"] = str(self.threads)
+        import cv2
+
+        cv2.setNumThreads(self.threads)
+        self.scratch = Path(tempfile.mkdtemp(prefix="reid-batch-worker-"))
+        try:
+            self.gallery = open_gallery(self.spec, self.scratch)
+        except ReidError as e:
+            return str(e)
+        return None
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, recording: Recording, out: Path, digest: str) -> Outcome:
+        """Replay one recording into a work folder and publish it; any failure stays with this recording."""
+        start = time.perf_counter()
+        work = work_dir(out, recording.id)
+        shutil.rmtree(work, ignore_errors=True)
+        work.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            summary = replay(recording.video, recording.pos, self.gallery, work, recording.config)
+            publish(work, out, recording.id, digest)
+        except ReidError as e:
+            return self._failed(recording, str(e), start)
+        except Exception as e:  # a recording no reader foresaw must still fail alone
+            return self._failed(recording, f"{type(e).__name__}: {e}", start)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return Outcome(
+            id=recording.id,
+            status=Status.DONE,
+            seconds=round(time.perf_counter() - start, 3),
+            frames=summary["frames_processed"],
+            worker=f"{os.uname().nodename}:{os.getpid()}",
+        )
+
+    def _failed(self, recording: Recording, error: str, start: float) -> Outcome:
+        return Outcome(
+            id=recording.id,
+            status=Status.FAILED,
+            error=error,
+            seconds=round(time.perf_counter() - start, 3),
+            worker=f"{os.uname().nodename}:{os.getpid()}",
+        )
+
+    def close(self) -> None:
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
