@@ -13,13 +13,17 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import pytest
 from retail_reid.models.datasets import folder_set
+from retail_reid.pipeline.batch.chunks import ChunkError, plan_chunks, write_chunk_inputs
 from retail_reid.pipeline.batch.manifest import ManifestError, read_manifest
 from retail_reid.pipeline.batch.outputs import MARKER, WORK
 from retail_reid.pipeline.batch.runner import BatchOptions, run_batch
 from retail_reid.pipeline.batch.worker import GallerySpec
 from retail_reid.pipeline.cli import main
+from retail_reid.pipeline.config import LaneConfig
+from retail_reid.pipeline.pos import PosEvent, read_pos_log
 from retail_reid.pipeline.simulate import SimConfig, simulate
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample" / "grocery"
@@ -228,6 +232,102 @@ def test_gallery_bundle_is_imported_by_each_worker(ray_local, clean, lanes, buil
     reference, _ = clean
     for rid in ("s1-l1", "s1-l2"):
         assert _outputs(tmp_path / "out", rid) == _outputs(reference, rid)
+
+
+# --- long recordings in chunks -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def long_lane(tmp_path_factory) -> Path:
+    """About 50 s of lane: 20 passes in four transactions, with every kind of alert planted."""
+    lane = tmp_path_factory.mktemp("long") / "lane"
+    config = SimConfig(
+        passes=20, transactions=4, non_scan_rate=0.15, switch_rate=0.15, scan_without_item_rate=0.07, seed=7
+    )
+    simulate(folder_set(SAMPLE / "val"), lane, config)
+    zone = json.loads((lane / "truth.json").read_text())["zone"]
+    (lane / "lane.toml").write_text(f"zone = {zone}\n")
+    return lane
+
+
+def test_chunks_own_every_frame_once_and_replay_whole_transactions():
+    pos = [
+        PosEvent(ts=5.0, type="txn_start", txn="T1"),
+        PosEvent(ts=30.0, type="scan", sku="Kiwi", txn="T1"),
+        PosEvent(ts=41.0, type="txn_end", txn="T1"),
+        PosEvent(ts=50.0, type="scan", sku="Lime"),
+    ]
+    plan = plan_chunks(1500, 15.0, pos, LaneConfig(), chunk_s=20.0, overlap_s=8.0)
+    owned = [f for c in plan.chunks for f in range(*c.own)]
+    assert owned == list(range(1500)) and len(plan.chunks) == 5
+    for c in plan.chunks:
+        assert c.media[0] == max(0, c.own[0] - 120) and c.media[0] % 15 == 0  # starts on whole seconds
+        assert c.media[1] >= min(1500, c.own[1] + 120)
+    # T1 begins in chunk 0 and ends at 41 s: chunk 0 replays until 41 s + the overlap
+    assert plan.chunks[0].media[1] == 41 * 15 + 120
+    assert [plan.owner(t) for t in (-1.0, 0.0, 19.99, 20.0, 99.9)] == [0, 0, 0, 1, 4]
+    assert plan_chunks(450, 15.0, pos, LaneConfig(), chunk_s=20.0, overlap_s=8.0) is None  # short: whole
+    assert plan_chunks(1500, 15.0, pos, LaneConfig(), chunk_s=0.0, overlap_s=8.0) is None  # chunking off
+
+
+def test_a_chunk_that_cannot_be_cut_exactly_is_refused(lanes, tmp_path):
+    frames = int(cv2.VideoCapture(str(lanes[0] / "video.mp4")).get(cv2.CAP_PROP_FRAME_COUNT))
+    pos, _ = read_pos_log(lanes[0] / "pos.jsonl")
+    plan = plan_chunks(frames + 200, 15.0, pos, LaneConfig(), chunk_s=4.0, overlap_s=2.0)
+    with pytest.raises(ChunkError, match=f"frame {frames} does not decode"):
+        chunk = next(c for c in plan.chunks if c.media[0] <= frames < c.media[1])  # the recording ends inside it
+        write_chunk_inputs(lanes[0] / "video.mp4", lanes[0] / "pos.jsonl", plan, chunk, tmp_path)
+
+
+def _decisions(path: Path) -> list[dict]:
+    """Lines without what chunks may change: track ids, evidence names and scores, in time order."""
+    drop = ("track_id", "evidence", "seen_score", "seen_confidence", "scanned_score", "scanned_confidence")
+    lines = [{k: v for k, v in json.loads(line).items() if k not in drop} for line in path.read_text().splitlines()]
+    return sorted(lines, key=lambda d: (d.get("type", ""), str(d["txn"]), d.get("t_start") or 0.0))
+
+
+def test_a_long_recording_in_chunks_makes_the_decisions_of_one_replay(ray_local, long_lane, built_gallery, tmp_path):
+    single = tmp_path / "single"
+    args = ["replay", str(long_lane / "video.mp4"), "--pos", str(long_lane / "pos.jsonl")]
+    assert (
+        main([*args, "--gallery", str(built_gallery), "--config", str(long_lane / "lane.toml"), "--out", str(single)])
+        == 0
+    )
+    manifest = _write_csv(tmp_path / "manifest.csv", [_row("long", long_lane)])
+    options = BatchOptions(workers=2, chunk_s=12.0, overlap_s=20.0)
+    summary = run_batch(read_manifest(manifest), GallerySpec(path=built_gallery), tmp_path / "out", options)
+    assert summary["recordings"]["done"] == 1
+    merged = tmp_path / "out" / "recordings" / "long"
+    ours, theirs = (json.loads((d / "summary.json").read_text()) for d in (merged, single))
+    assert len(ours["chunks"]) == 4
+    for key in ("counts", "passes", "scans", "frames_processed", "frames_dropped", "video_seconds"):
+        assert ours[key] == theirs[key], key
+    frame = 1 / 15 + 1e-3
+    for name in OUTPUTS:
+        a, b = _decisions(merged / name), _decisions(single / name)
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):  # a pass may start or end a frame apart (the background model)
+            for key in ("t_start", "t_end"):
+                if key in x:
+                    assert x.pop(key) == pytest.approx(y.pop(key), abs=frame), (x, y)
+            if {x.get("verdict"), y.get("verdict")} == {"ok", "unconfirmed"}:
+                x.pop("verdict"), y.pop("verdict")  # a scanned SKU scoring right at switch_reject: no alert either way
+            assert x == y
+    ids = [json.loads(line)["track_id"] for line in (merged / "passes.jsonl").read_text().splitlines()]
+    assert len(set(ids)) == len(ids)
+    for e in map(json.loads, (merged / "events.jsonl").read_text().splitlines()):
+        assert all((merged / p).is_file() for p in e.get("evidence", []))
+        assert e.get("track_id") is None or e["track_id"] in ids
+    scores = [
+        (json.loads(x)["seen_score"], json.loads(y)["seen_score"])
+        for x, y in zip(
+            sorted((merged / "passes.jsonl").read_text().splitlines(), key=lambda s: json.loads(s)["t_end"]),
+            sorted((single / "passes.jsonl").read_text().splitlines(), key=lambda s: json.loads(s)["t_end"]),
+            strict=True,
+        )
+    ]
+    assert max(abs(a - b) for a, b in scores) < 0.05
+    assert 'class="card"' in (merged / "report.html").read_text()
 
 
 # --- the manifest --------------------------------------------------------------------------------

@@ -22,6 +22,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="embedder model file (default: the gallery's own; for a bundle the shipped one)")
     p.add_argument("--workers", type=int, help="Ray workers (default: one per CPU Ray offers)")
     p.add_argument("--threads", type=int, default=1, help="inference threads per worker, and Ray CPUs it takes")
+    p.add_argument(
+        "--chunk-minutes",
+        type=float,
+        default=0.0,
+        help="split recordings longer than 1.5 times this into chunks this long, replayed side by side "
+        "(default 0: never; chunked outputs make the same decisions, not byte-identical scores: docs/batch.md)",
+    )
+    p.add_argument(
+        "--chunk-overlap-s",
+        type=float,
+        default=120.0,
+        help="seconds each chunk replays before and after its own (motion detector memory, passes, scan windows)",
+    )
     p.add_argument("--address", help="an existing Ray cluster (e.g. ray://head:10001 or auto); default: this machine")
     p.set_defaults(func=run)
 
@@ -35,13 +48,24 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value < 1:
             raise BatchError(f"--{name} must be at least 1, got {value}")
+    if not args.chunk_minutes >= 0:
+        raise BatchError(f"--chunk-minutes must be 0 (never split) or more, got {args.chunk_minutes}")
+    if not args.chunk_overlap_s > 0:
+        raise BatchError(f"--chunk-overlap-s must be more than 0, got {args.chunk_overlap_s}")
     recordings = read_manifest(args.manifest)
     spec = GallerySpec(
         path=Path(args.gallery) if args.gallery else None,
         bundle=Path(args.gallery_bundle) if args.gallery_bundle else None,
         model=Path(args.model) if args.model else None,
     )
-    options = BatchOptions(workers=args.workers, address=args.address, threads=args.threads, progress=True)
+    options = BatchOptions(
+        workers=args.workers,
+        address=args.address,
+        threads=args.threads,
+        chunk_s=60.0 * args.chunk_minutes,
+        overlap_s=args.chunk_overlap_s,
+        progress=True,
+    )
     summary = run_batch(recordings, spec, args.out, options)
     counts = summary["recordings"]
     totals = summary["totals"]

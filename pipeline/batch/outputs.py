@@ -36,6 +36,11 @@ def work_dir(out: Path, recording_id: str) -> Path:
     return out / WORK / f"{recording_id}.{os.getpid()}"
 
 
+def chunk_folder(out: Path, recording_id: str, index: int) -> Path:
+    """Where a worker replays one chunk of a long recording (hidden: no recording is named so)."""
+    return out / WORK / f".{recording_id}.chunk{index:04d}.{os.getpid()}"
+
+
 def _video_identity(path: Path, h: hashlib._Hash) -> None:
     """Size, mtime and the first and last MiB: hashing terabytes of a chain's video in full would
     cost as much as reading it; a re-encoded or replaced file changes these."""

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+from retail_reid.pipeline.batch.chunks import Chunk, ChunkPlan, ChunkRun, plan_chunks
 from retail_reid.pipeline.batch.manifest import Recording
 from retail_reid.pipeline.batch.outputs import RECORDINGS, WORK, inputs_digest, is_complete
 from retail_reid.pipeline.batch.summary import write_chain_summary
 from retail_reid.pipeline.batch.worker import GallerySpec, Outcome, ReplayWorker, Status
+from retail_reid.pipeline.pos import read_pos_log
 from tqdm import tqdm
 
 from retail_reid.errors import ReidError
@@ -35,6 +37,8 @@ class BatchOptions:
     workers: int | None = None  # default: as many as Ray has CPUs for
     address: str | None = None  # None: start Ray here (or use the one this process already started)
     threads: int = 1  # inference threads (and Ray CPUs) per worker
+    chunk_s: float = 0.0  # recordings longer than 1.5 times this are split into chunks this long; 0: never
+    overlap_s: float = 120.0  # each chunk replays this much before and after the frames it owns
     progress: bool = False
 
 
@@ -77,12 +81,28 @@ def gallery_identity(spec: GallerySpec) -> str:
     return f"gallery:{spec.path.resolve()}:{g.embedder.fingerprint}:{g.version}"
 
 
-def _frame_count(video: Path) -> int:
+def _video_shape(video: Path) -> tuple[int, float]:
+    """Frames the container lists and its frame rate (0 frames when it cannot be opened: the worker
+    then names the problem)."""
     cap = cv2.VideoCapture(str(video))
     try:
-        return max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0) if cap.isOpened() else 0
+        if not cap.isOpened():
+            return 0, 0.0
+        return max(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), 0), float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     finally:
         cap.release()
+
+
+def _plan(recording: Recording, options: BatchOptions) -> tuple[int, ChunkPlan | None]:
+    """The recording's frame count, and its chunks when it is long enough to split."""
+    frames, fps = _video_shape(recording.video)
+    if options.chunk_s <= 0 or frames <= 0 or not 0 < fps < 1000 or recording.video.is_dir():
+        return frames, None
+    try:
+        pos, _ = read_pos_log(recording.pos)
+    except ReidError:
+        return frames, None  # the whole replay reports it
+    return frames, plan_chunks(frames, fps, pos, recording.config, options.chunk_s, options.overlap_s)
 
 
 def run_batch(recordings: list[Recording], spec: GallerySpec, out: str | Path, options: BatchOptions) -> dict:
@@ -101,6 +121,7 @@ def run_batch(recordings: list[Recording], spec: GallerySpec, out: str | Path, o
         todo = [r for r in recordings if r.id not in outcomes]
         if todo:
             outcomes.update(_run_on_ray(todo, digests, spec, out, options))
+        shutil.rmtree(out / WORK, ignore_errors=True)
         return write_chain_summary(recordings, [outcomes[r.id] for r in recordings], out)
 
 
@@ -121,13 +142,36 @@ def _run_on_ray(
             ray.shutdown()
 
 
+@dataclass
+class _Job:
+    """One call on a worker: a whole recording, a chunk of one, or the merge of its chunks."""
+
+    recording: Recording
+    chunk: Chunk | None = None
+    merge: bool = False
+
+
+@dataclass
+class _Split:
+    """A chunked recording in progress."""
+
+    plan: ChunkPlan
+    runs: dict[int, ChunkRun]
+    failed: bool = False
+
+
 def _schedule(
     ray, todo: list[Recording], digests: dict[str, str], spec: GallerySpec, out: Path, options: BatchOptions
 ) -> dict[str, Outcome]:
-    """Longest recordings first (shortest total time), one recording in flight per worker; a worker
-    that dies fails its recording (the rerun redoes it) and is replaced."""
-    frames = {r.id: _frame_count(r.video) for r in todo}
-    queue = sorted(todo, key=lambda r: frames[r.id], reverse=True)
+    """Longest recordings first (shortest total time), one call in flight per worker; a worker that
+    dies fails its recording (the rerun redoes it) and is replaced. A chunk that cannot be cut
+    exactly sends its recording back to be replayed whole."""
+    planned = {r.id: _plan(r, options) for r in todo}
+    splits = {rid: _Split(plan, {}) for rid, (_, plan) in planned.items() if plan is not None}
+    queue: list[_Job] = []
+    for r in sorted(todo, key=lambda r: planned[r.id][0], reverse=True):
+        split = splits.get(r.id)
+        queue += [_Job(r, chunk=c) for c in split.plan.chunks] if split else [_Job(r)]
     cpus = int(ray.available_resources().get("CPU", 1))
     n = max(1, min(options.workers or max(cpus // options.threads, 1), len(queue)))
     actor_class = ray.remote(num_cpus=options.threads)(ReplayWorker)
@@ -144,32 +188,65 @@ def _schedule(
     inflight = {}
     with (
         tqdm(total=len(todo), desc="recordings", unit="rec", disable=not options.progress) as rec_bar,
-        tqdm(total=sum(frames.values()), desc="frames", unit="frame", disable=not options.progress) as frame_bar,
+        tqdm(
+            total=sum(f for f, _ in planned.values()), desc="frames", unit="frame", disable=not options.progress
+        ) as frame_bar,
     ):
         actors = start_workers(n)
 
         def submit(actor) -> None:
-            if queue:
-                r = queue.pop(0)
-                inflight[actor.run.remote(r, out, digests[r.id])] = (actor, r)
+            while queue:
+                job = queue.pop(0)
+                r = job.recording
+                if r.id in outcomes or (r.id in splits and splits[r.id].failed and job.chunk is not None):
+                    continue  # its recording has failed or is being replayed whole
+                split = splits.get(r.id)
+                if job.merge:
+                    runs = [split.runs[c.index] for c in split.plan.chunks]
+                    ref = actor.merge.remote(r, split.plan, runs, out, digests[r.id])
+                elif job.chunk is not None:
+                    ref = actor.run_chunk.remote(r, split.plan, job.chunk, out)
+                else:
+                    ref = actor.run.remote(r, out, digests[r.id])
+                inflight[ref] = (actor, job)
+                return
+
+        def finish(r: Recording, outcome: Outcome) -> None:
+            outcomes[r.id] = outcome
+            rec_bar.update(1)
+            if outcome.status is Status.FAILED:
+                rec_bar.write(f"failed: {r.id}: {outcome.error}")
 
         for actor in actors:
             submit(actor)
         while inflight:
             [ref], _ = ray.wait(list(inflight), num_returns=1)
-            actor, r = inflight.pop(ref)
+            actor, job = inflight.pop(ref)
+            r = job.recording
             try:
-                outcome = ray.get(ref)
+                result = ray.get(ref)
             except ray.exceptions.RayActorError as e:
-                error = f"worker died while replaying it ({type(e).__name__})"
-                outcome = Outcome(id=r.id, status=Status.FAILED, error=error)
+                result = Outcome(
+                    id=r.id, status=Status.FAILED, error=f"worker died while replaying it ({type(e).__name__})"
+                )
                 actor = start_workers(1)[0] if queue else None
                 actors += [actor] if actor is not None else []
-            outcomes[r.id] = outcome
-            rec_bar.update(1)
-            frame_bar.update(outcome.frames)
-            if outcome.status is Status.FAILED:
-                rec_bar.write(f"failed: {r.id}: {outcome.error}")
+            split = splits.get(r.id)
+            if isinstance(result, ChunkRun):
+                split.runs[result.chunk.index] = result
+                frame_bar.update(result.chunk.own[1] - result.chunk.own[0])
+                if len(split.runs) == len(split.plan.chunks) and not split.failed:
+                    queue.insert(0, _Job(r, merge=True))
+            elif result.status is Status.WHOLE:
+                if not split.failed:
+                    split.failed = True
+                    rec_bar.write(f"{r.id}: replayed whole: {result.error}")
+                    queue.insert(0, _Job(r))
+            elif r.id not in outcomes:
+                if split is not None:
+                    split.failed = True
+                finish(r, result)
+                frame_bar.update(result.frames if split is None else 0)
             if actor is not None:
                 submit(actor)
         _stop(ray, actors)

@@ -11,8 +11,18 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from retail_reid.pipeline.batch.chunks import (
+    CHUNK_POS,
+    CHUNK_VIDEO,
+    Chunk,
+    ChunkError,
+    ChunkPlan,
+    ChunkRun,
+    merge_chunks,
+    write_chunk_inputs,
+)
 from retail_reid.pipeline.batch.manifest import Recording
-from retail_reid.pipeline.batch.outputs import publish, work_dir
+from retail_reid.pipeline.batch.outputs import chunk_folder, publish, work_dir
 from retail_reid.pipeline.replay import replay
 
 from retail_reid.errors import ReidError
@@ -32,6 +42,7 @@ class Status(StrEnum):
     DONE = "done"  # replayed in this run
     REUSED = "reused"  # complete from an earlier run, skipped
     FAILED = "failed"
+    WHOLE = "whole"  # a chunk that cannot be cut exactly: replay the recording whole (never final)
 
 
 @dataclass(frozen=True)
@@ -88,17 +99,56 @@ class ReplayWorker:
 
     def run(self, recording: Recording, out: Path, digest: str) -> Outcome:
         """Replay one recording into a work folder and publish it; any failure stays with this recording."""
+        return self._publishing(
+            recording,
+            out,
+            digest,
+            lambda work: replay(recording.video, recording.pos, self.gallery, work, recording.config),
+        )
+
+    def run_chunk(self, recording: Recording, plan: ChunkPlan, chunk: Chunk, out: Path) -> ChunkRun | Outcome:
+        """Replay one time chunk of a long recording; the merge publishes the recording."""
+        start = time.perf_counter()
+        folder = chunk_folder(out, recording.id, chunk.index)
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        try:
+            shift = write_chunk_inputs(recording.video, recording.pos, plan, chunk, folder)
+            replay(folder / CHUNK_VIDEO, folder / CHUNK_POS, self.gallery, folder / "out", recording.config)
+        except ChunkError as e:
+            shutil.rmtree(folder, ignore_errors=True)
+            return Outcome(id=recording.id, status=Status.WHOLE, error=str(e))
+        except Exception as e:
+            shutil.rmtree(folder, ignore_errors=True)
+            return self._failed(recording, f"chunk {chunk.index}: {_message(e)}", start)
+        return ChunkRun(chunk=chunk, folder=folder / "out", start=shift)
+
+    def merge(self, recording: Recording, plan: ChunkPlan, runs: list[ChunkRun], out: Path, digest: str) -> Outcome:
+        """Merge a recording's replayed chunks into its outputs and publish them."""
+        try:
+            return self._publishing(
+                recording,
+                out,
+                digest,
+                lambda work: merge_chunks(
+                    runs, plan, recording.video, recording.pos, recording.config, self.gallery, work
+                ),
+            )
+        finally:
+            for run in runs:
+                shutil.rmtree(run.folder.parent, ignore_errors=True)
+
+    def _publishing(self, recording: Recording, out: Path, digest: str, make) -> Outcome:
+        """`make(work)` writes a recording's outputs into a fresh work folder, which is then published."""
         start = time.perf_counter()
         work = work_dir(out, recording.id)
         shutil.rmtree(work, ignore_errors=True)
-        work.parent.mkdir(parents=True, exist_ok=True)
+        work.mkdir(parents=True)
         try:
-            summary = replay(recording.video, recording.pos, self.gallery, work, recording.config)
+            summary = make(work)
             publish(work, out, recording.id, digest)
-        except ReidError as e:
-            return self._failed(recording, str(e), start)
         except Exception as e:  # a recording no reader foresaw must still fail alone
-            return self._failed(recording, f"{type(e).__name__}: {e}", start)
+            return self._failed(recording, _message(e), start)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         return Outcome(
@@ -121,3 +171,8 @@ class ReplayWorker:
     def close(self) -> None:
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _message(e: Exception) -> str:
+    """A user's mistake as its own one line; anything else with its kind, so it can be told apart."""
+    return str(e) if isinstance(e, ReidError) else f"{type(e).__name__}: {e}"
