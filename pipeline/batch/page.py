@@ -29,11 +29,13 @@ def _rate_rows(groups: list[dict], keys: list[str], types: list[str]) -> list[li
 def render_page(summary: dict) -> str:
     """The page's HTML; links are relative, so OUT can be moved or served as it is."""
     types = sorted(summary["totals"]["by_type"])
+    run = summary["run"]
     rate_headers = ["lane-hours", "transactions", "alerts", *types, "per lane-hour", "per 1,000 txn"]
     body = [
         "<!doctype html><html><head><meta charset='utf-8'><title>retail-reid chain replay</title>",
         f"<style>{STYLE}</style></head><body><h1>Chain replay summary</h1>",
-        "<p>" + ", ".join(f"{v} {html.escape(k)}" for k, v in summary["recordings"].items()) + " recordings</p>",
+        "<p>" + ", ".join(f"{v} {html.escape(k)}" for k, v in summary["recordings"].items()) + " recordings; this run: "
+        f"{run['workers']} workers, started in {run['start_seconds']} s, replayed in {run['replay_seconds']} s</p>",
         "<h2>Totals</h2>",
         _table(rate_headers, _rate_rows([summary["totals"]], [], types)),
         "<h2>By store</h2>",

@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import shutil
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -119,14 +120,30 @@ def run_batch(recordings: list[Recording], spec: GallerySpec, out: str | Path, o
             r.id: Outcome(id=r.id, status=Status.REUSED) for r in recordings if is_complete(out, r.id, digests[r.id])
         }
         todo = [r for r in recordings if r.id not in outcomes]
+        run = RunTiming()
         if todo:
-            outcomes.update(_run_on_ray(todo, digests, spec, out, options))
+            outcomes.update(_run_on_ray(todo, digests, spec, out, options, run))
         shutil.rmtree(out / WORK, ignore_errors=True)
-        return write_chain_summary(recordings, [outcomes[r.id] for r in recordings], out)
+        return write_chain_summary(recordings, [outcomes[r.id] for r in recordings], out, asdict(run))
+
+
+@dataclass
+class RunTiming:
+    """How this run went, for the summary: workers, their start-up, and the replay itself (from the
+    first recording handed out to the last result), which is what throughput is measured over."""
+
+    workers: int = 0
+    start_seconds: float = 0.0
+    replay_seconds: float = 0.0
 
 
 def _run_on_ray(
-    todo: list[Recording], digests: dict[str, str], spec: GallerySpec, out: Path, options: BatchOptions
+    todo: list[Recording],
+    digests: dict[str, str],
+    spec: GallerySpec,
+    out: Path,
+    options: BatchOptions,
+    run: RunTiming,
 ) -> dict[str, Outcome]:
     ray = _ray()
     started = not ray.is_initialized()
@@ -136,7 +153,7 @@ def _run_on_ray(
         except (ConnectionError, ValueError, RuntimeError) as e:
             raise BatchError(f"cannot start or reach Ray at {options.address or 'this machine'}: {e}") from None
     try:
-        return _schedule(ray, todo, digests, spec, out, options)
+        return _schedule(ray, todo, digests, spec, out, options, run)
     finally:
         if started:
             ray.shutdown()
@@ -161,7 +178,13 @@ class _Split:
 
 
 def _schedule(
-    ray, todo: list[Recording], digests: dict[str, str], spec: GallerySpec, out: Path, options: BatchOptions
+    ray,
+    todo: list[Recording],
+    digests: dict[str, str],
+    spec: GallerySpec,
+    out: Path,
+    options: BatchOptions,
+    run: RunTiming,
 ) -> dict[str, Outcome]:
     """Longest recordings first (shortest total time), one call in flight per worker; a worker that
     dies fails its recording (the rerun redoes it) and is replaced. A chunk that cannot be cut
@@ -192,7 +215,10 @@ def _schedule(
             total=sum(f for f, _ in planned.values()), desc="frames", unit="frame", disable=not options.progress
         ) as frame_bar,
     ):
+        started = time.perf_counter()
         actors = start_workers(n)
+        ready = time.perf_counter()
+        run.workers, run.start_seconds = n, round(ready - started, 3)
 
         def submit(actor) -> None:
             while queue:
@@ -249,6 +275,7 @@ def _schedule(
                 frame_bar.update(result.frames if split is None else 0)
             if actor is not None:
                 submit(actor)
+        run.replay_seconds = round(time.perf_counter() - ready, 3)
         _stop(ray, actors)
     return outcomes
 

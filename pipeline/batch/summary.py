@@ -91,7 +91,8 @@ def _basket_measures(rows: list[dict]) -> dict:
     }
 
 
-def chain_summary(recordings: list[Recording], outcomes: list[Outcome], out: Path) -> dict:
+def chain_summary(recordings: list[Recording], outcomes: list[Outcome], out: Path, run: dict) -> dict:
+    """The summary; `run` says how this run went (workers, start-up and replay seconds)."""
     rows = [_read_recording(out, r, o) for r, o in zip(recordings, outcomes, strict=True)]
     ok = [row for row in rows if row["status"] != Status.FAILED]
     lanes: dict[tuple[str, str], list[dict]] = {}
@@ -101,7 +102,10 @@ def chain_summary(recordings: list[Recording], outcomes: list[Outcome], out: Pat
         stores.setdefault(row["store"], []).append(row)
     slowest = sorted(ok, key=lambda row: row["speed_x_realtime"])[:SLOWEST]
     return {
-        "recordings": {s.value: sum(row["status"] == s for row in rows) for s in Status},
+        "recordings": {
+            s.value: sum(row["status"] == s for row in rows) for s in (Status.DONE, Status.REUSED, Status.FAILED)
+        },
+        "run": run,
         "totals": _rates(ok),
         "by_store": [{"store": k, **_rates(v)} for k, v in sorted(stores.items())],
         "by_lane": [{"store": k[0], "lane": k[1], **_rates(v)} for k, v in sorted(lanes.items())],
@@ -119,9 +123,9 @@ def chain_summary(recordings: list[Recording], outcomes: list[Outcome], out: Pat
     }
 
 
-def write_chain_summary(recordings: list[Recording], outcomes: list[Outcome], out: Path) -> dict:
+def write_chain_summary(recordings: list[Recording], outcomes: list[Outcome], out: Path, run: dict) -> dict:
     """OUT/summary.json and OUT/index.html, each replaced whole."""
-    summary = chain_summary(recordings, outcomes, out)
+    summary = chain_summary(recordings, outcomes, out, run)
     replace_atomically(out / "summary.json", (json.dumps(summary, indent=1) + "\n").encode(), "batch-summary")
     replace_atomically(out / "index.html", render_page(summary).encode(), "batch-page")
     return summary
