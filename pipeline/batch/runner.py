@@ -122,7 +122,7 @@ def run_batch(recordings: list[Recording], spec: GallerySpec, out: str | Path, o
         todo = [r for r in recordings if r.id not in outcomes]
         run = RunTiming()
         if todo:
-            outcomes.update(_run_on_ray(todo, digests, spec, out, options, run))
+            outcomes.update(_run_on_ray(_Batch(todo, digests, spec, out, options, run)))
         shutil.rmtree(out / WORK, ignore_errors=True)
         return write_chain_summary(recordings, [outcomes[r.id] for r in recordings], out, asdict(run))
 
@@ -137,14 +137,20 @@ class RunTiming:
     replay_seconds: float = 0.0
 
 
-def _run_on_ray(
-    todo: list[Recording],
-    digests: dict[str, str],
-    spec: GallerySpec,
-    out: Path,
-    options: BatchOptions,
-    run: RunTiming,
-) -> dict[str, Outcome]:
+@dataclass
+class _Batch:
+    """What is left to replay in this run, and how."""
+
+    todo: list[Recording]
+    digests: dict[str, str]  # inputs hash by recording id
+    spec: GallerySpec
+    out: Path
+    options: BatchOptions
+    run: RunTiming
+
+
+def _run_on_ray(batch: _Batch) -> dict[str, Outcome]:
+    options = batch.options
     ray = _ray()
     started = not ray.is_initialized()
     if started:
@@ -153,7 +159,7 @@ def _run_on_ray(
         except (ConnectionError, ValueError, RuntimeError) as e:
             raise BatchError(f"cannot start or reach Ray at {options.address or 'this machine'}: {e}") from None
     try:
-        return _schedule(ray, todo, digests, spec, out, options, run)
+        return _schedule(ray, batch)
     finally:
         if started:
             ray.shutdown()
@@ -177,18 +183,18 @@ class _Split:
     failed: bool = False
 
 
-def _schedule(
-    ray,
-    todo: list[Recording],
-    digests: dict[str, str],
-    spec: GallerySpec,
-    out: Path,
-    options: BatchOptions,
-    run: RunTiming,
-) -> dict[str, Outcome]:
+def _schedule(ray, batch: _Batch) -> dict[str, Outcome]:
     """Longest recordings first (shortest total time), one call in flight per worker; a worker that
     dies fails its recording (the rerun redoes it) and is replaced. A chunk that cannot be cut
     exactly sends its recording back to be replayed whole."""
+    todo, digests, spec, out, options, run = (
+        batch.todo,
+        batch.digests,
+        batch.spec,
+        batch.out,
+        batch.options,
+        batch.run,
+    )
     planned = {r.id: _plan(r, options) for r in todo}
     splits = {rid: _Split(plan, {}) for rid, (_, plan) in planned.items() if plan is not None}
     queue: list[_Job] = []
