@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.batch.chunks import ChunkError, plan_chunks, write_chunk_inputs
 from retail_reid.pipeline.batch.manifest import ManifestError, read_manifest
 from retail_reid.pipeline.batch.outputs import MARKER, WORK
-from retail_reid.pipeline.batch.runner import BatchOptions, run_batch
+from retail_reid.pipeline.batch.runner import BatchError, BatchOptions, require_ray, run_batch
 from retail_reid.pipeline.batch.worker import GallerySpec
 from retail_reid.pipeline.cli import main
 from retail_reid.pipeline.config import LaneConfig
@@ -328,6 +329,12 @@ def test_a_long_recording_in_chunks_makes_the_decisions_of_one_replay(ray_local,
     ]
     assert max(abs(a - b) for a, b in scores) < 0.05
     assert 'class="card"' in (merged / "report.html").read_text()
+
+
+def test_without_ray_the_batch_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now fails as if it were not installed
+    with pytest.raises(BatchError, match=r"pip install 'retail-reid\[ray\]'"):
+        require_ray()
 
 
 # --- the manifest --------------------------------------------------------------------------------

@@ -43,7 +43,8 @@ class BatchOptions:
     progress: bool = False
 
 
-def _ray():
+def require_ray():
+    """The ray module, imported only when a batch has work (the [ray] extra is optional)."""
     try:
         import ray
     except ImportError:
@@ -151,13 +152,14 @@ class _Batch:
 
 def _run_on_ray(batch: _Batch) -> dict[str, Outcome]:
     options = batch.options
-    ray = _ray()
+    ray = require_ray()
     started = not ray.is_initialized()
     if started:
         try:
             ray.init(address=options.address, log_to_driver=False)
-        except (ConnectionError, ValueError, RuntimeError) as e:
-            raise BatchError(f"cannot start or reach Ray at {options.address or 'this machine'}: {e}") from None
+        except Exception as e:  # Ray raises several kinds (ConnectionError, RuntimeError, its own) for one fact
+            where = options.address or "this machine"
+            raise BatchError(f"cannot start or reach Ray at {where}: {type(e).__name__}: {e}") from None
     try:
         return _schedule(ray, batch)
     finally:
