@@ -280,6 +280,32 @@ def test_a_chunk_that_cannot_be_cut_exactly_is_refused(lanes, tmp_path):
         write_chunk_inputs(lanes[0] / "video.mp4", lanes[0] / "pos.jsonl", plan, chunk, tmp_path)
 
 
+def test_a_recording_that_cannot_be_cut_is_replayed_whole(ray_local, lanes, built_gallery, tmp_path):
+    """A truncated file lists frames it cannot decode: its chunks give up and it runs as `reid replay` runs it."""
+    cap = cv2.VideoCapture(str(lanes[0] / "video.mp4"))
+    whole = tmp_path / "whole.avi"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"MJPG"), 15.0, (640, 480))
+    for _ in range(90):
+        writer.write(cap.read()[1])
+    writer.release()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    single = tmp_path / "single"
+    args = ["replay", str(cut), "--pos", str(lanes[0] / "pos.jsonl"), "--gallery", str(built_gallery)]
+    assert main([*args, "--config", str(lanes[0] / "lane.toml"), "--out", str(single)]) == 0
+    manifest = _write_csv(tmp_path / "manifest.csv", [_row("cut", lanes[0], video=str(cut))])
+    listed = int(cv2.VideoCapture(str(cut)).get(cv2.CAP_PROP_FRAME_COUNT))
+    pos, _ = read_pos_log(lanes[0] / "pos.jsonl")
+    assert plan_chunks(listed, 15.0, pos, LaneConfig(), chunk_s=1.0, overlap_s=0.5) is not None  # it is cut up first
+    options = BatchOptions(workers=2, chunk_s=1.0, overlap_s=0.5)
+    summary = run_batch(read_manifest(manifest), GallerySpec(path=built_gallery), tmp_path / "out", options)
+    assert summary["recordings"]["done"] == 1
+    merged = tmp_path / "out" / "recordings" / "cut"
+    assert _outputs(tmp_path / "out", "cut") == {name: (single / name).read_text() for name in OUTPUTS}
+    ours = json.loads((merged / "summary.json").read_text())
+    assert "chunks" not in ours and ours["frames_dropped"] > 0
+
+
 def _decisions(path: Path) -> list[dict]:
     """Lines without what chunks may change: track ids, evidence names and scores, in time order."""
     drop = ("track_id", "evidence", "seen_score", "seen_confidence", "scanned_score", "scanned_confidence")
