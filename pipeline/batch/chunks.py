@@ -197,7 +197,6 @@ def merge_chunks(
     for e in pos:
         if e.txn is not None:
             txn_first.setdefault(e.txn, e.ts)
-    (dest / "crops").mkdir(parents=True, exist_ok=True)
     events: list[dict] = []
     passes: list[dict] = []
     loose_seen: Counter = Counter()
@@ -252,6 +251,7 @@ def _renumber(e: dict, id_base: int, src: Path, dest: Path) -> dict:
     """The event with its track id made unique across chunks, and its evidence crops renamed to match."""
     track = e["track_id"] + id_base
     evidence = []
+    (dest / "crops").mkdir(exist_ok=True)  # as a whole replay, only when there is evidence
     for k, rel in enumerate(e["evidence"]):
         name = f"crops/track{track:05d}_{k}.jpg"
         shutil.copyfile(src / rel, dest / name)

@@ -24,6 +24,7 @@ from retail_reid.durable import fsync_dir, remove_tree, replace_atomically
 MARKER = "batch-complete.json"
 RECORDINGS = "recordings"
 WORK = ".work"
+REQUIRED = ("events.jsonl", "passes.jsonl", "summary.json", "report.html")  # what every replay writes
 SAMPLE_BYTES = 1 << 20  # a video is identified by its size, mtime and its first and last MiB
 
 
@@ -79,12 +80,14 @@ def inputs_digest(recording: Recording, gallery_identity: str) -> str:
 
 
 def is_complete(out: Path, recording_id: str, digest: str) -> bool:
-    """Outputs present and made from these very inputs."""
+    """Outputs present (none deleted by hand since) and made from these very inputs."""
+    folder = recording_dir(out, recording_id)
     try:
-        marker = json.loads((recording_dir(out, recording_id) / MARKER).read_text(encoding="utf-8"))
+        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(marker, dict) and marker.get("inputs_sha256") == digest
+    files = all((folder / name).is_file() for name in REQUIRED)
+    return files and isinstance(marker, dict) and marker.get("inputs_sha256") == digest
 
 
 def publish(work: Path, out: Path, recording_id: str, digest: str) -> Path:

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from retail_reid.pipeline.batch.chunks import (
     CHUNK_POS,
@@ -26,6 +27,9 @@ from retail_reid.pipeline.batch.outputs import chunk_folder, publish, work_dir
 from retail_reid.pipeline.replay import replay
 
 from retail_reid.errors import ReidError
+
+if TYPE_CHECKING:
+    from retail_reid.gallery import Gallery
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,7 @@ class Outcome:
     worker: str = ""
 
 
-def open_gallery(spec: GallerySpec, scratch: Path):
+def open_gallery(spec: GallerySpec, scratch: Path) -> Gallery:
     """The gallery to match against; a bundle is imported into `scratch` first."""
     from retail_reid.gallery import Gallery
     from retail_reid.gallery.bundle import import_bundle
