@@ -101,6 +101,8 @@ def _outputs(out: Path, rid: str) -> dict[str, str]:
 def test_each_recording_equals_a_single_replay(clean, lanes, built_gallery, tmp_path):
     out, summary = clean
     assert summary["recordings"] == {"done": 4, "reused": 0, "failed": 0}
+    # two workers, each loading the gallery once, replayed the four recordings between them
+    assert len({r["worker"] for r in summary["per_recording"]}) == 2
     for rid, lane in (("s1-l1", lanes[0]), ("s1-l2", lanes[1])):
         single = tmp_path / rid
         args = ["replay", str(lane / "video.mp4"), "--pos", str(lane / "pos.jsonl"), "--gallery", str(built_gallery)]

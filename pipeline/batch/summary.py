@@ -33,6 +33,7 @@ def _read_recording(out: Path, r: Recording, outcome: Outcome) -> dict:
         "start": r.start.isoformat(),
         "video": str(r.video),
         "status": outcome.status.value,
+        "worker": outcome.worker or None,  # host:pid that replayed it in this run
     }
     if outcome.status is Status.FAILED:
         return {**row, "error": outcome.error}

@@ -160,7 +160,7 @@ class ReplayWorker:
             status=Status.DONE,
             seconds=round(time.perf_counter() - start, 3),
             frames=summary["frames_processed"],
-            worker=f"{os.uname().nodename}:{os.getpid()}",
+            worker=_name(),
         )
 
     def _failed(self, recording: Recording, error: str, start: float) -> Outcome:
@@ -169,12 +169,17 @@ class ReplayWorker:
             status=Status.FAILED,
             error=error,
             seconds=round(time.perf_counter() - start, 3),
-            worker=f"{os.uname().nodename}:{os.getpid()}",
+            worker=_name(),
         )
 
     def close(self) -> None:
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _name() -> str:
+    """This worker as host:pid, for the summary."""
+    return f"{os.uname().nodename}:{os.getpid()}"
 
 
 def _message(e: Exception) -> str:
