@@ -12,6 +12,7 @@ from pathlib import Path
 
 from retail_reid.errors import ReidError
 from retail_reid.models.datasets import image_set
+from retail_reid.pipeline.batch import cli as batch_cli
 from retail_reid.pipeline.config import load_config
 from retail_reid.pipeline.contract import SchemaName, load_schema, schema_text
 from retail_reid.pipeline.score import DEFAULT_TOL, Alert, format_score, read_events, read_truth, score
@@ -179,6 +180,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_events)
 
     _register_replay(sub)
+    batch_cli.register(sub)
     _register_schema(sub)
 
     p = sub.add_parser(
