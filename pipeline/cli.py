@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "retail_reid.pipeline.scenario_cli",
     "retail_reid.pipeline.replay_cli",
     "retail_reid.pipeline.edge_cli",
+    "retail_reid.pipeline.console.cli",
     "retail_reid.gallery.cli",
 )
 
