@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -488,16 +489,25 @@ def test_bind_refuses_anything_but_loopback_without_allow_remote(tmp_path, galle
         and "localhost only unless you add --allow-remote" in p.stderr
         and len(p.stderr.splitlines()) == 1
     )
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        p = run_reid(
+            "console", "--state", str(tmp_path), "--gallery", str(gallery_dir), "--users", str(users),
+            "--data", str(tmp_path / "data"), "--bind", f"127.0.0.1:{port}",
+        )  # fmt: skip
+    assert p.returncode == 2 and f"--bind 127.0.0.1:{port}: cannot listen there" in p.stderr
 
 
 def test_operators_file_add_user_and_its_mistakes(tmp_path):
     users = tmp_path / "users.toml"
-    p = run_reid("console", "--gallery", "g", "--users", str(users), "--add-user", "carol", input="carol-password-3\n")
+    p = run_reid("console", "--users", str(users), "--add-user", "carol", input="carol-password-3\n")
     assert p.returncode == 0, p.stderr
     ops = Operators.load(users)
     assert ops.names == ["carol"] and ops.check("carol", "carol-password-3") and not ops.check("carol", "nope")
     assert "carol-password-3" not in users.read_text()
-    p = run_reid("console", "--gallery", "g", "--users", str(users), "--add-user", "dave", input="short\n")
+    p = run_reid("console", "--users", str(users), "--add-user", "dave", input="short\n")
     assert p.returncode == 2 and "at least 10 characters" in p.stderr and Operators.load(users).names == ["carol"]
     for text, message in (
         ("[operators]\nalice = 'plain-text-password'\n", "operators.alice: not a password hash"),

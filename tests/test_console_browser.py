@@ -18,7 +18,8 @@ webdriver = pytest.importorskip("selenium.webdriver")
 waitress = pytest.importorskip("waitress")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import Select  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -63,6 +64,13 @@ def _shot(driver, folder: Path, name: str) -> None:
     (folder / f"{name}.png").write_bytes(base64.b64decode(shot["data"]))
 
 
+def _go(driver, element) -> None:
+    """Click a link or a form's button and wait until the next page has replaced this one."""
+    page = driver.find_element(By.TAG_NAME, "html")
+    element.click()
+    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+
+
 def _text(driver) -> str:
     return driver.find_element(By.TAG_NAME, "main").text
 
@@ -78,45 +86,52 @@ def test_review_an_alert_upload_a_photo_and_roll_back_in_chromium(console, brows
     _shot(b, shots, "login")
     b.find_element(By.NAME, "operator").send_keys("alice")
     b.find_element(By.NAME, "password").send_keys(PASSWORDS["alice"])
-    b.find_element(By.CSS_SELECTOR, "form.login button").click()
+    _go(b, b.find_element(By.CSS_SELECTOR, "form.login button"))
     assert b.current_url.endswith("/alerts") and "6 shown" in _text(b)
     _shot(b, shots, "alerts")
 
     Select(b.find_element(By.NAME, "type")).select_by_value("product_switch")
     Select(b.find_element(By.NAME, "lane")).select_by_visible_text("lane-1")
-    b.find_element(By.CSS_SELECTOR, "form.filters button").click()
+    _go(b, b.find_element(By.CSS_SELECTOR, "form.filters button"))
     assert "2 shown" in _text(b)
-    b.find_elements(By.LINK_TEXT, "Open")[-1].click()  # the older switch: Bravo-Orange-Juice scanned as Red-Bell-Pepper
+    _go(b, b.find_elements(By.LINK_TEXT, "Open")[-1])  # the older switch: Bravo-Orange-Juice scanned as Red-Bell-Pepper
     assert "Red-Bell-Pepper" in _text(b)
     crops = b.find_elements(By.CSS_SELECTOR, ".crops img")
     assert len(crops) == 2 and all(b.execute_script("return arguments[0].naturalWidth", img) > 0 for img in crops)
     _shot(b, shots, "alert")
     Select(b.find_element(By.NAME, "reason")).select_by_value("wrong_product")
     b.find_element(By.NAME, "note").send_keys("a Kiwi in the hand")
-    b.find_element(By.CSS_SELECTOR, "button.dismiss").click()
+    _go(b, b.find_element(By.CSS_SELECTOR, "button.dismiss"))
     assert "dismissed (wrong product recognised) by alice" in _text(b).lower()
     _shot(b, shots, "alert-reviewed")
 
-    b.find_element(By.LINK_TEXT, "Precision").click()
-    assert "product switch" in _text(b) and "0.00" in _text(b)
+    b.get(f"{base}/alerts/replay-a/1")  # the same views over a replay's output folder, with its POS lines
+    hit = b.find_element(By.CSS_SELECTOR, "tr.hit")
+    assert "Lemon" in hit.text and "Granny-Smith" in _text(b)
+    _shot(b, shots, "replay-alert")
+    _go(b, b.find_element(By.CSS_SELECTOR, "button.confirm"))
+    assert "confirmed by alice" in _text(b).lower()
+
+    _go(b, b.find_element(By.LINK_TEXT, "Precision"))
+    assert "product switch" in _text(b) and "0.00" in _text(b) and "1.00" in _text(b)
     _shot(b, shots, "precision")
 
-    b.find_element(By.LINK_TEXT, "Gallery").click()
+    _go(b, b.find_element(By.LINK_TEXT, "Gallery"))
     _shot(b, shots, "gallery")
-    b.find_element(By.PARTIAL_LINK_TEXT, "Lime").click()
+    _go(b, b.find_element(By.PARTIAL_LINK_TEXT, "Lime"))
     n_before = len(b.find_elements(By.CSS_SELECTOR, ".ref"))
     with GalleryStore.open(gallery, readonly=True) as store:
         before = store.history()[-1].version
     b.find_element(By.CSS_SELECTOR, "form.upload input[type=file]").send_keys(str(SAMPLE_VAL / "Lime" / "Lime_004.jpg"))
-    b.find_element(By.CSS_SELECTOR, "form.upload button").click()
+    _go(b, b.find_element(By.CSS_SELECTOR, "form.upload button"))
     assert f"version {before + 1}: add: 1 reference for 1 SKU (Lime)" in _text(b)
     assert len(b.find_elements(By.CSS_SELECTOR, ".ref")) == n_before + 1
     _shot(b, shots, "product")
 
-    b.find_element(By.LINK_TEXT, "History").click()
+    _go(b, b.find_element(By.LINK_TEXT, "History"))
     top = b.find_element(By.CSS_SELECTOR, "table.list tbody tr")
     assert f"v{before + 1}" in top.text and "alice" in top.text and "current" in top.text
-    b.find_element(By.XPATH, f"//button[text()='Roll back to v{before}']").click()
+    _go(b, b.find_element(By.XPATH, f"//button[text()='Roll back to v{before}']"))
     assert f"version {before + 2}: rolled back to the contents of version {before}" in _text(b)
     _shot(b, shots, "history")
     with GalleryStore.open(gallery, readonly=True) as store:
@@ -124,8 +139,19 @@ def test_review_an_alert_upload_a_photo_and_roll_back_in_chromium(console, brows
         assert (last.version, last.action, last.operator) == (before + 2, "rollback", "alice")
         assert len(store.product("Lime")[1]) == n_before
 
-    b.find_element(By.CSS_SELECTOR, ".who button").click()
+    _go(b, b.find_element(By.CSS_SELECTOR, ".who button"))
     assert "/login" in b.current_url
     assert sorted(p.name for p in shots.iterdir()) == sorted(
-        f"{n}.png" for n in ("login", "alerts", "alert", "alert-reviewed", "precision", "gallery", "product", "history")
+        f"{n}.png"
+        for n in (
+            "login",
+            "alerts",
+            "alert",
+            "alert-reviewed",
+            "replay-alert",
+            "precision",
+            "gallery",
+            "product",
+            "history",
+        )
     )

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--replay", action="append", default=[], metavar="OUT_DIR", help="a `reid replay` output folder (repeat)"
     )
-    p.add_argument("--gallery", required=True, help="the gallery folder the lanes use")
+    p.add_argument("--gallery", help="the gallery folder the lanes use (required to serve)")
     p.add_argument("--users", required=True, help="operators file (TOML of scrypt hashes; see --add-user)")
     p.add_argument(
         "--data", default="console-data", help="the console's own folder: verdicts, session key (default: %(default)s)"
@@ -69,6 +69,8 @@ def run(args: argparse.Namespace) -> int:
         add_operator(Path(args.users), args.add_user, _password())
         print(f"{args.users}: operator {args.add_user} saved")
         return 0
+    if not args.gallery:
+        raise ConsoleError("--gallery is required: the gallery folder the lanes use")
     bind = Bind.parse(args.bind)
     if not bind.loopback and not args.allow_remote:
         raise ConsoleError(
@@ -91,14 +93,11 @@ def run(args: argparse.Namespace) -> int:
     )
     app = create_app(settings)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    log.info(
-        "reid console on http://%s:%d/ (%s)",
-        bind.host,
-        bind.port,
-        "remote allowed" if not bind.loopback else "localhost only",
-    )
     try:
-        waitress.serve(app, host=bind.host, port=bind.port, threads=args.threads, ident="reid-console")
+        server = waitress.create_server(app, host=bind.host, port=bind.port, threads=args.threads, ident="reid-console")
     except OSError as e:
         raise ConsoleError(f"--bind {args.bind}: cannot listen there ({e.strerror or e})") from None
+    where = "localhost only" if bind.loopback else "reachable from other machines"
+    log.info("reid console on http://%s:%s/ (%s)", bind.host, server.effective_port, where)
+    server.run()
     return 0

@@ -82,7 +82,9 @@ class GalleryAccess:
             folder.mkdir(parents=True)
             paths = []
             for i, up in enumerate(uploads):
-                path = folder / f"{i:02d}-{up.filename}"
+                path = folder / up.filename  # recorded as the photo's source: keep the operator's file name
+                if path.exists():  # two uploads of the same name
+                    path = folder / f"{i}-{up.filename}"
                 path.write_bytes(up.data)
                 paths.append(path)
             with self._write, self._open(readonly=False) as store:
