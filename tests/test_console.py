@@ -379,6 +379,13 @@ def test_an_uploaded_photo_is_a_new_version_by_the_operator_and_can_be_removed_a
         assert new.id in [r.id for r in store.product("Lime")[1]]
 
 
+def test_the_gallery_lists_and_finds_products(signed_in):
+    html = signed_in.get("/gallery").get_data(as_text=True)
+    assert "12 products" in html and html.count('class="product"') == 12
+    html = signed_in.get("/gallery?q=LEM&page=7").get_data(as_text=True)  # a page past the end shows the last
+    assert "1 product matching" in html and html.count('class="product"') == 1 and "/gallery/products/Lemon" in html
+
+
 def test_a_new_product_is_added_with_its_photos(signed_in, settings):
     photo = SAMPLE_VAL / "Kiwi" / "Kiwi_004.jpg"
     r = _upload(signed_in, "/gallery/products", [(photo.read_bytes(), "k.jpg")], sku="Gold-Kiwi", name="Gold kiwi")
@@ -453,7 +460,7 @@ def test_gallery_errors_are_one_line_with_nothing_changed(signed_in, settings):
     ):
         r = signed_in.post("/gallery/rollback", data={"csrf_token": token, **data})
         assert r.status_code == 400 and message in r.get_data(as_text=True)
-    assert signed_in.get("/gallery/products/No-Such-Thing").status_code == 400
+    assert signed_in.get("/gallery/products/No-Such-Thing").status_code == 404
     assert signed_in.post("/gallery/products/Lime/photos/99999/remove", data={"csrf_token": token}).status_code == 404
     assert _version(settings.gallery) == before
 

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from retail_reid.gallery import GalleryError
 from retail_reid.gallery.store import ChangeResult, GalleryStore, ProductRow, RefRow, VersionRow
 from retail_reid.models.runtime import OnnxEmbedder
 from retail_reid.pipeline.console.safe_files import inside
@@ -48,12 +49,18 @@ class GalleryAccess:
 
     def photos(self, sku: str | None, n: int) -> list[RefRow]:
         """Up to `n` reference photos of a SKU; none for a SKU the gallery does not hold."""
-        if not sku:
-            return []
+        return self.first_photos([sku], n).get(sku, []) if sku else []
+
+    def first_photos(self, skus: list[str], n: int) -> dict[str, list[RefRow]]:
+        """Up to `n` reference photos of each SKU the gallery holds (one database connection for all)."""
+        found: dict[str, list[RefRow]] = {}
         with self._open() as store:
-            if sku not in {p.product.sku for p in store.products()}:
-                return []
-            return store.product(sku)[1][:n]
+            for sku in skus:
+                try:
+                    found[sku] = store.product(sku)[1][:n]
+                except GalleryError:  # not (or no longer) in the gallery
+                    continue
+        return found
 
     def history(self) -> list[VersionRow]:
         with self._open() as store:

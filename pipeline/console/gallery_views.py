@@ -4,6 +4,7 @@ versions with who did what, and rolling back. Every change goes through `Gallery
 from __future__ import annotations
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
+from retail_reid.gallery import GalleryError
 from retail_reid.pipeline.console.gallery_access import Upload
 from retail_reid.pipeline.console.settings import ConsoleError
 from retail_reid.pipeline.console.state import operator, state
@@ -11,6 +12,7 @@ from werkzeug.utils import secure_filename
 
 blueprint = Blueprint("gallery", __name__)
 MAX_FILES = 20  # photos in one upload
+PAGE = 60  # products a gallery page shows
 
 
 def _uploads() -> list[Upload]:
@@ -34,13 +36,21 @@ def index() -> str:
     products = [
         p for p in state().gallery.products() if query in p.product.sku.lower() or query in p.product.name.lower()
     ]
-    thumbs = {p.product.sku: state().gallery.photos(p.product.sku, 1) for p in products}
-    return render_template("gallery.html", products=products, thumbs=thumbs, query=query)
+    pages = max(1, -(-len(products) // PAGE))
+    page = min(max(1, request.args.get("page", 1, type=int) or 1), pages)
+    shown = products[(page - 1) * PAGE : page * PAGE]
+    thumbs = state().gallery.first_photos([p.product.sku for p in shown], 1)
+    return render_template(
+        "gallery.html", products=shown, total=len(products), thumbs=thumbs, query=query, page=page, pages=pages
+    )
 
 
 @blueprint.route("/gallery/products/<sku>")
 def product(sku: str) -> str:
-    row, refs = state().gallery.product(sku)
+    try:
+        row, refs = state().gallery.product(sku)
+    except GalleryError as e:
+        abort(404, str(e))
     return render_template("product.html", row=row, refs=refs)
 
 

@@ -108,3 +108,4 @@ def add_operator(path: Path, name: str, password: str) -> None:
     hashes[name] = hash_password(password)
     text = HEADER + "".join(f'{n} = "{h}"\n' for n, h in sorted(hashes.items()))
     replace_atomically(path, text.encode(), "users")
+    path.chmod(0o600)  # hashes only, but nobody else needs to read them

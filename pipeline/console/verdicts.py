@@ -55,10 +55,6 @@ class Reason(StrEnum):
     SCAN_MISSED_BY_POS = "scan_missed_by_pos"
     OTHER = "other"
 
-    @property
-    def label(self) -> str:
-        return REASON_LABELS[self]
-
 
 REASON_LABELS = {
     Reason.WRONG_PRODUCT: "wrong product recognised",
