@@ -25,6 +25,7 @@ from retail_reid.gallery.store import GalleryStore
 from retail_reid.pipeline.console.app import create_app
 from retail_reid.pipeline.console.safe_files import inside
 from retail_reid.pipeline.console.settings import Bind, ConsoleError
+from retail_reid.pipeline.console.throttle import SignInThrottle
 from retail_reid.pipeline.console.users import Operators, add_operator
 from retail_reid.pipeline.console.verdicts import DB_NAME, VerdictStore
 from werkzeug.test import EnvironBuilder, run_wsgi_app
@@ -129,6 +130,34 @@ def test_sign_in_refuses_a_wrong_password_and_an_unknown_operator_alike(client):
         r = client.post("/login", data={"csrf_token": _token(client), "operator": name, "password": password})
         assert r.status_code == 401 and "unknown operator or wrong password" in r.get_data(as_text=True)
     assert client.get("/alerts").status_code == 302
+
+
+def test_repeated_failed_sign_ins_are_throttled_per_address_and_name(client, settings):
+    def attempt(name, password, address="10.0.0.7"):
+        data = {"csrf_token": _token(client), "operator": name, "password": password}
+        return client.post("/login", data=data, environ_base={"REMOTE_ADDR": address})
+
+    for _ in range(10):
+        assert attempt("alice", "guess-guess-guess").status_code == 401
+    r = attempt("alice", PASSWORDS["alice"])  # even the right password waits now
+    assert r.status_code == 429 and "too many failed sign-ins for &#39;alice&#39;" in r.get_data(as_text=True)
+    assert attempt("alice", PASSWORDS["alice"], address="10.0.0.8").status_code == 303  # another address
+    client.post("/logout", data={"csrf_token": _token(client, "/alerts")})
+    assert attempt("bob", PASSWORDS["bob"]).status_code == 303  # another name from the same address
+
+
+def test_the_throttle_forgets_old_failures_and_stays_bounded(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("retail_reid.pipeline.console.throttle.time.monotonic", lambda: clock[0])
+    t = SignInThrottle(limit=2, window_s=60, max_keys=3)
+    t.failed("a", "x")
+    t.failed("a", "x")
+    assert t.wait_s("a", "x") == 60
+    clock[0] += 61
+    assert t.wait_s("a", "x") == 0
+    for i in range(5):
+        t.failed("b", str(i))
+    assert len(t) == 3
 
 
 def test_the_session_cookie_is_httponly_and_samesite_strict(client):

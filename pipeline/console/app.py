@@ -15,6 +15,7 @@ from retail_reid.pipeline.console.alerts import open_folders
 from retail_reid.pipeline.console.gallery_access import GalleryAccess
 from retail_reid.pipeline.console.settings import ConsoleSettings
 from retail_reid.pipeline.console.state import EXTENSION, SESSION_OPERATOR, ConsoleState
+from retail_reid.pipeline.console.throttle import SignInThrottle
 from retail_reid.pipeline.console.users import Operators
 from retail_reid.pipeline.console.verdicts import DB_NAME, VerdictStore
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -68,6 +69,7 @@ def create_app(settings: ConsoleSettings) -> Flask:
         verdicts=VerdictStore(settings.data / DB_NAME),
         operators=operators,
         gallery=GalleryAccess(settings.gallery, settings.data),
+        throttle=SignInThrottle(),
     )
     formatting.install(app)
     for module in (auth_views, alert_views, gallery_views):

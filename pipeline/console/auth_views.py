@@ -25,8 +25,15 @@ def login() -> str | Response | tuple[str, int]:
         return render_template("login.html", next=next_page, error=None)
     name = request.form.get("operator", "")[:MAX_FIELD]
     password = request.form.get("password", "")[:MAX_FIELD]
+    address = request.remote_addr or ""
+    wait = state().throttle.wait_s(address, name)
+    if wait > 0:
+        error = f"too many failed sign-ins for {name!r}; try again in {wait:.0f} s"
+        return render_template("login.html", next=next_page, error=error), 429
     if not state().operators.check(name, password):
+        state().throttle.failed(address, name)
         return render_template("login.html", next=next_page, error="unknown operator or wrong password"), 401
+    state().throttle.succeeded(address, name)
     session.clear()
     session[SESSION_OPERATOR] = name
     session.permanent = True

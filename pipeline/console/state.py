@@ -9,6 +9,7 @@ from flask import current_app, session
 from retail_reid.pipeline.console.alerts import AlertFolder
 from retail_reid.pipeline.console.gallery_access import GalleryAccess
 from retail_reid.pipeline.console.settings import ConsoleSettings
+from retail_reid.pipeline.console.throttle import SignInThrottle
 from retail_reid.pipeline.console.users import Operators
 from retail_reid.pipeline.console.verdicts import VerdictStore
 
@@ -23,6 +24,7 @@ class ConsoleState:
     verdicts: VerdictStore
     operators: Operators
     gallery: GalleryAccess
+    throttle: SignInThrottle
 
 
 def state() -> ConsoleState:
