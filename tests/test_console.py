@@ -19,9 +19,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from console_fixtures import PASSWORDS, SAMPLE_VAL, make_settings
+from console_fixtures import PASSWORDS, SAMPLE_VAL, make_lane, make_settings
 from gallery_fixtures import run_reid, writer_env
 from retail_reid.gallery.store import GalleryStore
+from retail_reid.pipeline.console.alerts import open_folders
 from retail_reid.pipeline.console.app import create_app
 from retail_reid.pipeline.console.safe_files import inside
 from retail_reid.pipeline.console.settings import Bind, ConsoleError
@@ -223,6 +224,23 @@ def test_an_alert_page_shows_crops_gallery_photos_scores_and_pos_lines(signed_in
     assert "does not keep its POS lines" in lane and "gallery version 2" in lane
 
 
+def test_a_replays_pos_log_is_the_one_its_summary_named_and_is_never_shown_raw(tmp_path, gallery_dir):
+    settings = make_settings(tmp_path, gallery_dir)
+    replay = settings.replays[0]
+    summary = json.loads((replay / "summary.json").read_text())
+    secret = tmp_path / "secret.txt"
+    secret.write_text('{"ts": 1, "type": "top-secret-value"}\n')
+    (replay / "summary.json").write_text(json.dumps({**summary, "pos": str(secret)}))
+    client = create_app(settings).test_client()
+    _sign_in(client)
+    html = client.get(REPLAY_ALERT).get_data(as_text=True)
+    assert "holds no valid POS event" in html and "top-secret-value" not in html
+    secret.unlink()
+    assert "cannot be read (No such file or directory)" in client.get(REPLAY_ALERT).get_data(as_text=True)
+    (replay / "summary.json").write_text(json.dumps({"pos": str(PHOTO)}))  # changed after the start: not followed
+    assert "cannot be read" in client.get(REPLAY_ALERT).get_data(as_text=True)
+
+
 def test_unknown_folders_alerts_and_evidence_are_404(signed_in):
     for route in (
         "/alerts/nowhere/1",
@@ -231,6 +249,24 @@ def test_unknown_folders_alerts_and_evidence_are_404(signed_in):
         f"{LANE_ALERT}/evidence/-1",
     ):
         assert signed_in.get(route).status_code == 404, route
+
+
+def test_a_running_lanes_new_alerts_are_read_as_they_are_appended(tmp_path):
+    lane = make_lane(tmp_path / "lane")
+    folder = open_folders((lane,), ())["lane"]
+    assert [a.key for a in folder.alerts()] == [f"lane-1-9f3a1c2e-{i}" for i in (1, 2, 3, 4)]
+    line = {"seq": 6, "id": "lane-1-x-6", "lane": "lane-1", "type": "non_scan", "t_start": 1.0e9, "t_end": 1.0e9 + 1}
+    text = json.dumps(line) + "\n"
+    with open(lane / "events.jsonl", "a") as f:
+        f.write(text + text.replace("x-6", "x-7")[:30])  # one whole line, one being written
+    assert [a.key for a in folder.alerts()][4:] == ["lane-1-x-6"]
+    with open(lane / "events.jsonl", "a") as f:
+        f.write(text.replace("x-6", "x-7")[30:] + "not json\n")
+    assert [a.key for a in folder.alerts()][4:] == ["lane-1-x-6", "lane-1-x-7"] and folder.bad_lines == 1
+    replaced = lane / "events.new"
+    replaced.write_text(text)
+    replaced.replace(lane / "events.jsonl")  # a new file (as after a torn line was moved aside): read afresh
+    assert [a.key for a in folder.alerts()] == ["lane-1-x-6"] and folder.bad_lines == 0
 
 
 def test_no_route_reads_a_file_outside_the_folders(signed_in, settings, tmp_path):

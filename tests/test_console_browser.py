@@ -49,7 +49,7 @@ def browser(tmp_path: Path):
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000", "--lang=en"):
         options.add_argument(arg)
     driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.implicitly_wait(5)
+    driver.implicitly_wait(20)
     yield driver
     driver.quit()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import threading
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ SUMMARY = "summary.json"
 BASKET = "basket"
 KEY = re.compile(r"[A-Za-z0-9._-]{1,128}")  # what an alert's key may look like in a URL
 POS_AROUND_S = 20.0  # POS lines shown on each side of an alert
+MAX_POS_BYTES = 256 * 2**20  # a replay's POS log larger than this is not read
 
 
 class SourceKind(StrEnum):
@@ -54,7 +56,10 @@ class Alert:
 
 @dataclass
 class _Cache:
-    stamp: tuple[int, int] = (-1, -1)  # (mtime_ns, size) of events.jsonl when read
+    file: tuple[int, int] = (-1, -1)  # (device, inode) of events.jsonl when read
+    mtime_ns: int = -1
+    offset: int = 0  # bytes of whole lines read
+    lines: int = 0  # whole lines read
     alerts: tuple[Alert, ...] = ()
     bad_lines: int = 0
 
@@ -68,19 +73,27 @@ class AlertFolder:
         self.root = root
         self._cache = _Cache()
         self._pos: tuple[tuple[int, int], list[PosEvent], str | None] | None = None
+        if kind is SourceKind.LANE:
+            self.pos_log, self.pos_missing = None, "a lane's state folder does not keep its POS lines"
+        else:
+            self.pos_log, self.pos_missing = _replay_pos_log(root)
         self._lock = threading.Lock()
 
     def alerts(self) -> tuple[Alert, ...]:
-        """All alerts, oldest first (re-read only when events.jsonl changed)."""
+        """All alerts, oldest first. A lane's file only grows: only the lines added since the last
+        look are read. A file replaced or cut shorter (a torn line moved aside), or a replay's
+        (whose alerts are dated by the file), is read again whole."""
         path = self.root / EVENTS
         try:
             st = path.stat()
         except OSError:
             return ()
-        stamp = (st.st_mtime_ns, st.st_size)
         with self._lock:
-            if stamp != self._cache.stamp:
-                self._cache = self._read(path, stamp, st.st_mtime)
+            cache = self._cache
+            if (st.st_mtime_ns, st.st_size) == (cache.mtime_ns, cache.offset):
+                return cache.alerts
+            grown = self.kind is SourceKind.LANE and (st.st_dev, st.st_ino) == cache.file and st.st_size >= cache.offset
+            self._cache = self._read(path, cache if grown else _Cache(file=(st.st_dev, st.st_ino)), st)
             return self._cache.alerts
 
     @property
@@ -90,25 +103,28 @@ class AlertFolder:
     def alert(self, key: str) -> Alert | None:
         return next((a for a in self.alerts() if a.key == key), None)
 
-    def _read(self, path: Path, stamp: tuple[int, int], mtime: float) -> _Cache:
-        alerts: list[Alert] = []
-        bad = 0
+    def _read(self, path: Path, cache: _Cache, st: os.stat_result) -> _Cache:
+        """`cache` with the whole lines after its offset added."""
+        alerts, bad, offset, lineno = list(cache.alerts), cache.bad_lines, cache.offset, cache.lines
         with open(path, "rb") as f:
-            for lineno, raw in enumerate(f, start=1):
+            f.seek(offset)
+            for raw in f:
                 if not raw.endswith(b"\n"):  # a line being written (or torn): not yet an alert
                     break
+                offset += len(raw)
+                lineno += 1
                 try:
                     record = json.loads(raw)
                 except ValueError:
                     record = None
                 if isinstance(record, dict) and record.get("type") == BASKET:
                     continue
-                alert = self._alert(record, lineno, mtime) if isinstance(record, dict) else None
+                alert = self._alert(record, lineno, st.st_mtime) if isinstance(record, dict) else None
                 if alert is not None:
                     alerts.append(alert)
                 elif raw.strip():
                     bad += 1
-        return _Cache(stamp, tuple(alerts), bad)
+        return _Cache(cache.file, st.st_mtime_ns, offset, lineno, tuple(alerts), bad)
 
     def _alert(self, record: dict, lineno: int, mtime: float) -> Alert | None:
         try:
@@ -134,22 +150,34 @@ class AlertFolder:
         return [e for e in events if lo <= e.ts <= hi], why
 
     def _pos_log(self) -> tuple[list[PosEvent], str | None]:
-        if self.kind is SourceKind.LANE:
-            return [], "a lane's state folder does not keep its POS lines"
+        if self.pos_log is None:
+            return [], self.pos_missing
         try:
-            summary = json.loads((self.root / SUMMARY).read_text())
-            pos = Path(summary["pos"])
-            st = pos.stat()
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            return [], f"the replay's POS log cannot be found ({e})"
+            st = self.pos_log.stat()
+        except OSError as e:
+            return [], f"the replay's POS log {self.pos_log} cannot be read ({e.strerror or e})"
+        if st.st_size > MAX_POS_BYTES:
+            return [], f"the replay's POS log {self.pos_log} is over {MAX_POS_BYTES // 2**20} MiB; not shown"
         stamp = (st.st_mtime_ns, st.st_size)
         with self._lock:
             if self._pos is None or self._pos[0] != stamp:
                 try:
-                    self._pos = (stamp, read_pos_log(pos)[0], None)
-                except PosError as e:
-                    self._pos = (stamp, [], str(e))
+                    self._pos = (stamp, read_pos_log(self.pos_log)[0], None)
+                except PosError:  # the reason may quote the file: only say that it is not a POS log
+                    self._pos = (stamp, [], f"the replay's POS log {self.pos_log} holds no valid POS event")
             return self._pos[1], self._pos[2]
+
+
+def _replay_pos_log(root: Path) -> tuple[Path | None, str]:
+    """The POS log a replay ran with, as its summary.json names it when the console starts (the
+    operator's own input file; no request can point the console at another file)."""
+    try:
+        pos = json.loads((root / SUMMARY).read_text())["pos"]
+        if not isinstance(pos, str) or not pos:
+            raise TypeError("'pos' is not a path")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return None, f"{root / SUMMARY} names no POS log ({e})"
+    return Path(pos), ""
 
 
 def open_folders(lanes: tuple[Path, ...], replays: tuple[Path, ...]) -> dict[str, AlertFolder]:
