@@ -22,13 +22,17 @@ import pytest
 from console_fixtures import PASSWORDS, SAMPLE_VAL, make_lane, make_settings
 from gallery_fixtures import run_reid, writer_env
 from retail_reid.gallery.store import GalleryStore
+from retail_reid.models.datasets import folder_set
+from retail_reid.pipeline.cli import main as reid_main
 from retail_reid.pipeline.console.alerts import open_folders
 from retail_reid.pipeline.console.app import create_app
+from retail_reid.pipeline.console.formatting import label
 from retail_reid.pipeline.console.safe_files import inside
 from retail_reid.pipeline.console.settings import Bind, ConsoleError
 from retail_reid.pipeline.console.throttle import SignInThrottle
 from retail_reid.pipeline.console.users import Operators, add_operator
 from retail_reid.pipeline.console.verdicts import DB_NAME, VerdictStore
+from retail_reid.pipeline.simulate import SimConfig, simulate
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 pytest.importorskip("flask")
@@ -222,6 +226,45 @@ def test_an_alert_page_shows_crops_gallery_photos_scores_and_pos_lines(signed_in
     assert 'class="hit"' in html and "Granny-Smith" in html  # the POS lines, the alert's own scan marked
     lane = signed_in.get(LANE_ALERT).get_data(as_text=True)
     assert "does not keep its POS lines" in lane and "gallery version 2" in lane
+
+
+def test_a_real_replay_output_folder_is_shown_whole(tmp_path, gallery_dir, monkeypatch):
+    """`reid simulate` + `reid replay` as an investigator runs them, then every alert page of the output."""
+    lane = tmp_path / "lane"
+    simulate(
+        folder_set(SAMPLE_VAL), lane, SimConfig(passes=8, transactions=1, non_scan_rate=0.25, switch_rate=0.25, seed=5)
+    )
+    truth = json.loads((lane / "truth.json").read_text())
+    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)  # the replay records --pos as given: relative, as an operator would type it
+    zone = ",".join(map(str, truth["zone"]))
+    args = [
+        "replay",
+        str(lane / truth["video"]),
+        "--pos",
+        "lane/pos.jsonl",
+        "--gallery",
+        str(gallery_dir),
+        "--zone",
+        zone,
+    ]
+    assert reid_main([*args, "--out", str(out)]) == 0
+    lines = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    alerts = [x for x in lines if x["type"] != "basket"]
+    assert alerts, "the scenario should raise alerts"
+    settings = make_settings(tmp_path / "console", gallery_dir)
+    client = create_app(settings.__class__(**{**settings.__dict__, "replays": (out,)})).test_client()
+    _sign_in(client)
+    assert f"{len(alerts) + 4} shown" in client.get("/alerts").get_data(as_text=True)  # + the lane's 4
+    for i, line in enumerate(lines, start=1):
+        if line["type"] == "basket":
+            continue
+        html = client.get(f"/alerts/out/{i}").get_data(as_text=True)
+        assert label(line["type"]) in html
+        for j in range(len(line["evidence"])):
+            assert client.get(f"/alerts/out/{i}/evidence/{j}").status_code == 200
+        if line["scan_ts"] is not None:
+            assert 'class="hit"' in html  # its scan found in the POS log
 
 
 def test_a_replays_pos_log_is_the_one_its_summary_named_and_is_never_shown_raw(tmp_path, gallery_dir):
