@@ -642,6 +642,7 @@ def test_missing_folders_are_named(tmp_path, gallery_dir):
         ({"replays": (settings.lanes[0].parent / "users.toml",)}, "--replay"),
         ({"gallery": tmp_path / "nogallery"}, "--gallery"),
         ({"lanes": (), "replays": ()}, "at least one --state"),
+        ({"data": settings.users / "data"}, "--data"),
     ):
         with pytest.raises(ConsoleError, match=re.escape(message)):
             create_app(settings.__class__(**{**settings.__dict__, **change}))

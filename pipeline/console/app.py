@@ -13,7 +13,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from retail_reid.pipeline.console import alert_views, auth_views, formatting, gallery_views
 from retail_reid.pipeline.console.alerts import open_folders
 from retail_reid.pipeline.console.gallery_access import GalleryAccess
-from retail_reid.pipeline.console.settings import ConsoleSettings
+from retail_reid.pipeline.console.settings import ConsoleError, ConsoleSettings
 from retail_reid.pipeline.console.state import EXTENSION, SESSION_OPERATOR, ConsoleState
 from retail_reid.pipeline.console.throttle import SignInThrottle
 from retail_reid.pipeline.console.users import Operators
@@ -39,11 +39,14 @@ SECURITY_HEADERS = {
 def _secret_key(data: Path) -> bytes:
     """The key that signs session cookies, kept in the data folder so a restart keeps operators signed in."""
     path = data / SECRET_FILE
-    if not path.exists():
-        data.mkdir(parents=True, exist_ok=True)
-        replace_atomically(path, secrets.token_bytes(32), "session-key")
-        path.chmod(0o600)
-    return path.read_bytes()
+    try:
+        if not path.exists():
+            data.mkdir(mode=0o700, parents=True, exist_ok=True)  # verdicts and the key: the console's alone
+            replace_atomically(path, secrets.token_bytes(32), "session-key")
+            path.chmod(0o600)
+        return path.read_bytes()
+    except OSError as e:
+        raise ConsoleError(f"--data {data}: cannot keep the session key there ({e.strerror or e})") from None
 
 
 def create_app(settings: ConsoleSettings) -> Flask:

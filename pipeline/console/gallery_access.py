@@ -86,14 +86,7 @@ class GalleryAccess:
             decode_image(up.data, up.filename)  # refuses a non-image before the gallery sees it
         folder = self.staging / UPLOADS / f"{operator}-{time.strftime('%Y%m%dT%H%M%S')}-{time.monotonic_ns()}"
         try:
-            folder.mkdir(parents=True)
-            paths = []
-            for i, up in enumerate(uploads):
-                path = folder / up.filename  # recorded as the photo's source: keep the operator's file name
-                if path.exists():  # two uploads of the same name
-                    path = folder / f"{i}-{up.filename}"
-                path.write_bytes(up.data)
-                paths.append(path)
+            paths = _stage(folder, uploads)
             with self._write, self._open(readonly=False) as store:
                 return store.add(sku, paths, name=name, operator=operator, embedder=self._embedder_for(store))
         finally:
@@ -106,3 +99,19 @@ class GalleryAccess:
     def rollback(self, version: int, operator: str) -> ChangeResult:
         with self._write, self._open(readonly=False) as store:
             return store.rollback(version, operator=operator)
+
+
+def _stage(folder: Path, uploads: list[Upload]) -> list[Path]:
+    """Write the uploads as files for `GalleryStore.add`, under the operator's own file names."""
+    paths = []
+    try:
+        folder.mkdir(parents=True)
+        for i, up in enumerate(uploads):
+            path = folder / up.filename  # recorded as the photo's source
+            if path.exists():  # two uploads of the same name
+                path = folder / f"{i}-{up.filename}"
+            path.write_bytes(up.data)
+            paths.append(path)
+    except OSError as e:
+        raise ConsoleError(f"{folder}: cannot stage the upload ({e.strerror or e}); nothing changed") from None
+    return paths

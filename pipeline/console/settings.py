@@ -62,8 +62,9 @@ class ConsoleSettings:
             for folder in folders:
                 if not folder.is_dir():
                     raise ConsoleError(f"{flag} {folder}: no such folder")
-                if not (folder / "events.jsonl").is_file() and flag == "--replay":
-                    raise ConsoleError(f"{flag} {folder}: no events.jsonl (not a `reid replay` output folder)")
+        for folder in self.replays:
+            if not (folder / "events.jsonl").is_file():
+                raise ConsoleError(f"--replay {folder}: no events.jsonl (not a `reid replay` output folder)")
         if not self.gallery.is_dir():
             raise ConsoleError(f"--gallery {self.gallery}: no such folder")
         if self.max_upload_bytes < 1:
