@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import cv2
@@ -28,6 +29,7 @@ from retail_reid.pipeline.console.alerts import open_folders
 from retail_reid.pipeline.console.app import create_app
 from retail_reid.pipeline.console.formatting import label
 from retail_reid.pipeline.console.safe_files import inside
+from retail_reid.pipeline.console.server import make_server
 from retail_reid.pipeline.console.settings import Bind, ConsoleError
 from retail_reid.pipeline.console.throttle import SignInThrottle
 from retail_reid.pipeline.console.users import Operators, add_operator
@@ -556,6 +558,25 @@ def test_a_huge_upload_is_refused_before_its_body_is_read(signed_in, settings):
     r = _upload(signed_in, "/gallery/products/Lime/photos", [(os.urandom(UPLOAD_CAP), "big.jpg")])
     assert r.status_code == 413
     assert _version(settings.gallery) == before
+
+
+def test_the_server_refuses_a_huge_body_from_its_length_alone(settings):
+    """Through waitress on a socket, as `reid console` serves: 413 after the headers, no body sent."""
+    server = make_server(create_app(settings), settings, Bind("127.0.0.1", 0), threads=1)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(("127.0.0.1", int(server.effective_port)), timeout=30) as conn:
+            conn.sendall(
+                b"POST /gallery/products/Lime/photos HTTP/1.1\r\nHost: localhost\r\n"
+                b"Content-Type: multipart/form-data; boundary=x\r\n"
+                + f"Content-Length: {UPLOAD_CAP * 1000}\r\n\r\n".encode()
+            )
+            answer = conn.recv(4096)
+    finally:
+        server.close()
+        thread.join()
+    assert answer.startswith(b"HTTP/1.1 413")
 
 
 def test_gallery_errors_are_one_line_with_nothing_changed(signed_in, settings):

@@ -13,9 +13,10 @@ import pytest
 from console_fixtures import PASSWORDS, SAMPLE_VAL, make_settings
 from retail_reid.gallery.store import GalleryStore
 from retail_reid.pipeline.console.app import create_app
+from retail_reid.pipeline.console.server import make_server
+from retail_reid.pipeline.console.settings import Bind
 
 webdriver = pytest.importorskip("selenium.webdriver")
-waitress = pytest.importorskip("waitress")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions  # noqa: E402
@@ -33,8 +34,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def console(tmp_path: Path, gallery_dir: Path):
     """The console served by waitress on a free loopback port, as `reid console` serves it."""
-    app = create_app(make_settings(tmp_path, gallery_dir))
-    server = waitress.create_server(app, host="127.0.0.1", port=0, threads=2)
+    settings = make_settings(tmp_path, gallery_dir)
+    server = make_server(create_app(settings), settings, Bind("127.0.0.1", 0), threads=2)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.effective_port}", gallery_dir

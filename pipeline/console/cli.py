@@ -72,14 +72,16 @@ def run(args: argparse.Namespace) -> int:
     if not args.gallery:
         raise ConsoleError("--gallery is required: the gallery folder the lanes use")
     bind = Bind.parse(args.bind)
+    if args.threads < 1:
+        raise ConsoleError(f"--threads must be at least 1, got {args.threads}")
     if not bind.loopback and not args.allow_remote:
         raise ConsoleError(
             f"--bind {args.bind}: other machines could reach the console there; it listens on localhost only "
             "unless you add --allow-remote (then serve it over HTTPS, see docs/console.md)"
         )
     try:
-        import waitress
         from retail_reid.pipeline.console.app import create_app
+        from retail_reid.pipeline.console.server import make_server
     except ImportError as e:
         raise ConsoleError(f"the console needs the [console] extra: pip install 'retail-reid[console]' ({e})") from None
     settings = ConsoleSettings(
@@ -93,10 +95,7 @@ def run(args: argparse.Namespace) -> int:
     )
     app = create_app(settings)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        server = waitress.create_server(app, host=bind.host, port=bind.port, threads=args.threads, ident="reid-console")
-    except OSError as e:
-        raise ConsoleError(f"--bind {args.bind}: cannot listen there ({e.strerror or e})") from None
+    server = make_server(app, settings, bind, threads=args.threads)
     where = "localhost only" if bind.loopback else "reachable from other machines"
     log.info("reid console on http://%s:%s/ (%s)", bind.host, server.effective_port, where)
     server.run()
