@@ -667,3 +667,15 @@ def test_missing_folders_are_named(tmp_path, gallery_dir):
     ):
         with pytest.raises(ConsoleError, match=re.escape(message)):
             create_app(settings.__class__(**{**settings.__dict__, **change}))
+
+
+def test_the_console_runs_without_torch():
+    """The console is part of the runtime: it serves and adds photos on a box without torch."""
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import retail_reid.pipeline.console.app, retail_reid.pipeline.console.server, retail_reid.pipeline.cli\n"
+        "retail_reid.pipeline.cli.build_parser()\n"
+        "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], env=writer_env(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
