@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import tomllib
-from retail_reid.pipeline.types import Zone, ZoneError
+from retail_reid.pipeline.types import Polygon, Zone, ZoneError, areas_from_list
 from retail_reid.pipeline.yolo import YoloLayout
 
 from retail_reid.errors import ReidError
@@ -184,7 +184,10 @@ class BasketConfig:
 
 @dataclass(frozen=True)
 class LaneConfig:
-    zone: Zone | None = None  # [x1, y1, x2, y2]; the command line's --zone overrides it
+    zone: Zone | None = None  # [x1, y1, x2, y2] or a polygon [[x, y], ...]; the command line's --zone overrides it
+    # Areas of the frame never looked at, each [x1, y1, x2, y2] or [[x, y], ...]: the cashier's
+    # side, the bagging area, a screen that flickers.
+    exclude: tuple[Polygon, ...] = ()
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     crops: CropConfig = field(default_factory=CropConfig)
@@ -198,9 +201,9 @@ def _convert(value: object, kind: object, key: str) -> object:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: must be a table ([{key}]), got {type(value).__name__}")
         return from_table(kind, value, key)
-    if kind is Zone or kind == (Zone | None):
+    if kind is Zone or kind == (Zone | None) or kind == tuple[Polygon, ...]:
         try:
-            return Zone.from_list(value, key)
+            return areas_from_list(value, key) if kind == tuple[Polygon, ...] else Zone.from_list(value, key)
         except ZoneError as e:
             raise ConfigError(str(e)) from None
     options = typing.get_args(kind) if isinstance(kind, (types.UnionType, typing._UnionGenericAlias)) else (kind,)  # type: ignore[attr-defined]
