@@ -163,11 +163,38 @@ class EventConfig:
     )
     unknown_below: Threshold = "confidence:0.05"  # no SKU reaches this: the item is not in the gallery
     min_margin: float = 0.1  # the other SKU must beat the scanned one by at least this much
+    # A switch alert also needs positive evidence from the pass's views (else: unverified):
+    switch_min_views: int = 1  # views of usable quality, at least
+    switch_min_agreement: float = 0.0  # share of them that on their own name the same other SKU ...
+    switch_view_margin: float = 0.0  # ... over the scanned SKU by at least this similarity
+    view_min_side: int = 0  # a usable view's short side in pixels, at least ...
+    view_min_sharpness: float = 0.0  # ... and its sharpness (variance of the Laplacian at 96 px), at least
 
     def __post_init__(self) -> None:
         _check(self.window_before_s >= 0, "events.window_before_s", f"must be >= 0, got {self.window_before_s}")
         _check(self.window_after_s >= 0, "events.window_after_s", f"must be >= 0, got {self.window_after_s}")
-        _check(self.min_margin >= 0, "events.min_margin", f"must be >= 0, got {self.min_margin}")
+        _check(0 <= self.min_margin <= 1, "events.min_margin", f"must be in [0, 1], got {self.min_margin}")
+        _check(
+            1 <= self.switch_min_views <= 32,
+            "events.switch_min_views",
+            f"must be in [1, 32] (crops.per_track bounds the views), got {self.switch_min_views}",
+        )
+        _check(
+            0 <= self.switch_min_agreement <= 1,
+            "events.switch_min_agreement",
+            f"must be in [0, 1], got {self.switch_min_agreement}",
+        )
+        _check(
+            0 <= self.switch_view_margin <= 1,
+            "events.switch_view_margin",
+            f"must be in [0, 1], got {self.switch_view_margin}",
+        )
+        _check(0 <= self.view_min_side <= 512, "events.view_min_side", f"must be in [0, 512], got {self.view_min_side}")
+        _check(
+            0 <= self.view_min_sharpness <= 10000,
+            "events.view_min_sharpness",
+            f"must be in [0, 10000], got {self.view_min_sharpness}",
+        )
 
 
 @dataclass(frozen=True)
@@ -193,6 +220,14 @@ class LaneConfig:
     crops: CropConfig = field(default_factory=CropConfig)
     events: EventConfig = field(default_factory=EventConfig)
     basket: BasketConfig = field(default_factory=BasketConfig)
+
+    def __post_init__(self) -> None:
+        _check(
+            self.events.switch_min_views <= self.crops.per_track,
+            "events.switch_min_views",
+            f"{self.events.switch_min_views} exceeds crops.per_track ({self.crops.per_track}): "
+            "no pass would ever have enough views for a switch alert",
+        )
 
 
 def _convert(value: object, kind: object, key: str) -> object:
