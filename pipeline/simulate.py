@@ -58,8 +58,9 @@ class Difficulty(StrEnum):
 
 # What the hard camera and customers change; every other setting keeps its default. Items of
 # 80-130 px, the shutter open 70 % of the frame time (about 12-19 px of blur at 15 fps), noise
-# and JPEG blocks of a cheap IP camera, the hand over up to a third of the item, followers 3-15 px
-# behind, and four of five switches to a look-alike.
+# and JPEG blocks of a cheap IP camera, the hand over up to a third of the item, more followers,
+# 30-60 px behind (with items this small, two are in the zone at once; the blur narrows the
+# gap the camera sees to 10-50 px), and four of five switches to a look-alike.
 HARD_SETTINGS = {
     "item_px": (80.0, 130.0),
     "shutter": 0.7,
@@ -67,7 +68,7 @@ HARD_SETTINGS = {
     "jpeg_quality": 35,
     "hand_cover": 1 / 3,
     "pair_rate": 0.35,
-    "pair_gap": (3.0, 15.0),
+    "pair_gap": (30.0, 60.0),
     "lookalike_rate": 0.8,
     "lighting": 0.25,
 }
