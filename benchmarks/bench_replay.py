@@ -2,8 +2,10 @@
 model never trained on), against a gallery built from its train photos, for the easy and the hard
 camera side by side (see docs/pipeline.md for the targets and recorded figures).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_replay.py [--data /work/shared/data/grocery]
-        [--difficulty easy hard] [--scenarios 3] [--passes 40] [--model M] [--work DIR] [--config lane.toml]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_replay.py [--data DATASET]
+        (DATASET: the Grocery Store Dataset, see README.md "Data"; default $GROCERY)
+        [--difficulty easy hard] [--scenarios 3] [--passes 40] [--dev] [--model M] [--work DIR]
+        [--config lane.toml]
 
 Benchmark lanes: easy lane i has seed 100 + i, hard lane i seed 300 + i. Tune only on development
 lanes (`--dev`: easy 10 + i, hard 30 + i); the two sets never share a seed as long as
@@ -33,9 +35,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from retail_reid.cli import main as reid  # noqa: E402
 from retail_reid.gallery import Gallery, GalleryError  # noqa: E402
 from retail_reid.models.datasets import folder_set, split_file_set  # noqa: E402
-from retail_reid.pipeline.cli import main as reid  # noqa: E402
 from retail_reid.pipeline.config import LaneConfig, load_config  # noqa: E402
 from retail_reid.pipeline.replay import replay  # noqa: E402
 from retail_reid.pipeline.score import Score, read_events, read_truth, score  # noqa: E402
@@ -192,7 +194,12 @@ def report(tallies: dict[Difficulty, Tally], show_errors: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="/work/shared/data/grocery", help="the grocery dataset (train.txt, val.txt)")
+    ap.add_argument(
+        "--data",
+        default=os.environ.get("GROCERY"),
+        required="GROCERY" not in os.environ,
+        help="the Grocery Store Dataset folder with train.txt and val.txt (default: $GROCERY)",
+    )
     ap.add_argument("--difficulty", nargs="+", type=Difficulty, default=list(Difficulty), help="easy and/or hard")
     ap.add_argument("--scenarios", type=int, default=3, help="lanes per difficulty")
     ap.add_argument("--passes", type=int, default=40, help="item passes per lane")
