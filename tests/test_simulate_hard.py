@@ -4,11 +4,14 @@ each other, JPEG blocks, and switches to look-alikes of the same coarse class.""
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+
+from retail_reid.cli import main
 from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.simulate import (
     HARD_SETTINGS,
@@ -127,3 +130,18 @@ def test_a_hard_lane_has_two_items_in_the_zone_at_once(coarse, tmp_path):
 def test_bad_camera_settings_are_refused(change, needle):
     with pytest.raises(SimulationError, match=needle):
         SimConfig(**change).check()
+
+
+def test_cli_difficulty_hard_with_a_flag_overriding_it(tmp_path, capsys):
+    args = ["simulate", str(tmp_path / "lane"), "--images", str(VAL), "--passes", "4", "--transactions", "1"]
+    args += ["--size", "320x240", "--fps", "10", "--switch-rate", "0.5", "--quiet"]
+    assert main([*args, "--difficulty", "hard", "--jpeg-quality", "60", "--item-size", "70-90"]) == 0
+    truth = json.loads((tmp_path / "lane" / "truth.json").read_text())
+    assert sum(a["type"] == "product_switch" for a in truth["anomalies"]) == 2  # coarse classes found beside VAL
+    assert main([*args[:1], str(tmp_path / "bad"), *args[2:], "--item-size", "90-70"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "item size" in err
+    with pytest.raises(SystemExit) as stop:  # argparse's own usage error
+        main([*args[:1], str(tmp_path / "bad"), *args[2:], "--pair-gap", "x"])
+    assert stop.value.code == 2
+    assert "expected MIN-MAX" in capsys.readouterr().err

@@ -7,6 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+
 from retail_reid.gallery import SkuMatch as Match
 from retail_reid.gallery import Verification as Check
 from retail_reid.pipeline.config import ConfigError, CropConfig, EventConfig, LaneConfig

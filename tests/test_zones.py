@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from retail_reid.pipeline.config import ConfigError, MotionConfig, load_config
 from retail_reid.pipeline.crops import touches_edge
 from retail_reid.pipeline.detector import MotionDetector
