@@ -29,8 +29,9 @@ class EventType(StrEnum):
 
 class Verdict(StrEnum):
     """What was decided about one item pass: an alert type; or OK (the item looks like its scan);
-    UNCONFIRMED (it does not quite, but no other SKU clearly does either); UNVERIFIED (the scanned
-    SKU has no references in the gallery, or its barcode is unknown, so the camera cannot check it)."""
+    UNCONFIRMED (it does not quite, but no other SKU clearly does either); UNVERIFIED (the camera
+    cannot check the scan: another SKU looks likelier but the views are too poor or disagree too
+    much to accuse, or the scanned SKU has no references in the gallery, or its barcode is unknown)."""
 
     OK = "ok"
     UNCONFIRMED = "unconfirmed"
