@@ -163,10 +163,14 @@ class EventConfig:
     )
     unknown_below: Threshold = "confidence:0.05"  # no SKU reaches this: the item is not in the gallery
     min_margin: float = 0.1  # the other SKU must beat the scanned one by at least this much
+    qty_window_s: float = 10.0  # a quantity scan pays for items of its product passing up to this long after it
+    void_window_s: float = 10.0  # a void may still cancel a scan this long after it (its transaction's end at most)
 
     def __post_init__(self) -> None:
         _check(self.window_before_s >= 0, "events.window_before_s", f"must be >= 0, got {self.window_before_s}")
         _check(self.window_after_s >= 0, "events.window_after_s", f"must be >= 0, got {self.window_after_s}")
+        _check(self.qty_window_s >= 0, "events.qty_window_s", f"must be >= 0, got {self.qty_window_s}")
+        _check(self.void_window_s >= 0, "events.void_window_s", f"must be >= 0, got {self.void_window_s}")
         _check(self.min_margin >= 0, "events.min_margin", f"must be >= 0, got {self.min_margin}")
 
 
