@@ -10,7 +10,8 @@ zone, could claim it.
 What a till does besides scanning once per item: a quantity scan (`qty` N) pays for up to N
 passes of its product, the first by the usual window and the rest up to `qty_window_s` after it;
 a `void` cancels the latest matching scan of its transaction, so a pass it paid for is reopened
-and is a non-scan (saying it was voided) unless it is scanned again within `void_window_s`; a
+and is a non-scan (saying it was voided) unless it is scanned again within `void_window_s` (as
+the voided product, or as one it looks like: a corrected code); a
 second scan of the product a pass already paid for is a double scan, a customer-service event
 (the customer is overcharged), not a scan without an item. Scans no pass claims wait
 `void_window_s` (or until their transaction ends) before they are reported, since a void may
@@ -182,6 +183,8 @@ class EventBuilder:
             txn = "" if event.txn is None else f" in transaction {event.txn!r}"
             self.warnings.append(f"{event.where}void of {label} at {event.ts:.2f}s has no scan{txn} to cancel")
             return
+        surplus = next((s for s in self._held if target.state is _State.USED and s.double_of in target.paid), None)
+        target = surplus or target  # a pass scanned twice keeps one scan, whichever of the two the void names
         state, target.state = target.state, _State.VOIDED
         self._count(target, -1)
         if state is _State.PENDING:
@@ -365,7 +368,11 @@ class EventBuilder:
             self._pending_out.extend(self._settle(r.p, rescan))
 
     def _rescans(self, scan: _Scan, r: _Reopened) -> bool:
-        return abs(scan.ts - r.void_ts) <= self.config.void_window_s and scan.txn == r.voided.txn
+        """Whether `scan` (claimed by no pass) scans the voided pass again: near the void, in its
+        transaction, of the voided product or of one the item looks like (a corrected code)."""
+        if abs(scan.ts - r.void_ts) > self.config.void_window_s or scan.txn != r.voided.txn:
+            return False
+        return scan.label == r.voided.label or scan.sku is None or self.judge(r.p.rec, scan.sku).verdict in PAYS
 
     def _txn_of(self, named: str | None, ts: float) -> str | None:
         """The transaction a scan names, else the one open at `ts` (the latest begun, if several)."""
@@ -391,7 +398,9 @@ class EventBuilder:
                 break  # scans are sorted: later ones are not due either
             if not self._unclaimed(scan, now, open_starts):
                 continue
-            reopened = next((r for r in self._reopened if self._rescans(scan, r)), None)
+            # the latest void before the scan first: a re-scan follows its void
+            candidates = [r for r in self._reopened if self._rescans(scan, r)]
+            reopened = min(candidates, key=lambda r: (r.void_ts > scan.ts, abs(scan.ts - r.void_ts)), default=None)
             if reopened is not None:
                 self._reopened.remove(reopened)
                 out += self._settle(reopened.p, scan)

@@ -20,6 +20,7 @@ RESCAN_AFTER_S = (0.5, 1.5)  # ... and the re-scan this long after the void
 DOUBLE_AFTER_S = (0.3, 0.6)  # a double scan this long after the first, while the item is still near
 WEIGHT_KG = (0.2, 2.0)
 QUIET_S = 1.5  # the next item enters no sooner than this after a case's last till event
+QTY_REACH_S = 8.0  # a quantity run ends before an item entering later than this after its scan (qty_window_s is 10)
 
 
 class PosCaseKind(StrEnum):
@@ -78,6 +79,18 @@ _LEGIT_VOIDS = (PosCaseKind.VOID_RESCANNED, PosCaseKind.VOID_NOT_KEPT, PosCaseKi
 
 
 @dataclass
+class _Run:
+    """A quantity run in progress: its SKU, where its scan lies in the POS list, the items it has paid for so far."""
+
+    sku: str
+    scan_index: int
+    start: float
+    end: float
+    paid: int
+    left: int
+
+
+@dataclass
 class TillPlan:
     """Which pass gets which till case. Nothing is drawn when every rate is 0, so lanes without
     till cases stay the same byte for byte."""
@@ -87,7 +100,7 @@ class TillPlan:
     not_kept: int = 0  # scans voided with no item, placed in the gaps after item groups
     gaps: set[int] = field(default_factory=set)  # the item groups they follow
     busy_until: float = 0.0  # the last till event planted so far
-    _run: tuple[str, float, int] | None = None  # the quantity run in progress: SKU, its start, items left
+    _run: _Run | None = None  # the quantity run in progress
 
     @classmethod
     def draw(cls, rates: TillRates, kinds: np.ndarray, txns: list[np.ndarray], rng: np.random.Generator) -> TillPlan:
@@ -135,7 +148,7 @@ class TillPlan:
     def item_sku(self, index: int, drawn: str) -> str:
         """The SKU of pass `index`: the run's for the later items of a quantity run."""
         if self.cases.get(index) is PosCaseKind.QUANTITY and index not in self.runs and self._run is not None:
-            return self._run[0]
+            return self._run.sku
         return drawn
 
     def settle(
@@ -157,15 +170,7 @@ class TillPlan:
             return ts + float(rng.uniform(*span))
 
         if case is PosCaseKind.QUANTITY:
-            if index in self.runs:
-                self._run = (sku, start, self.runs[index])
-                plan.pos[-1] = replace(scan, qty=self.runs[index])
-            else:
-                plan.pos.pop()
-            run_sku, run_start, left = self._run
-            self._run = (run_sku, run_start, left - 1)
-            if left == 1:
-                plan.cases.append(PosCase(case, run_start, end, sku, txn))
+            self._quantity(plan, index, start, end)
             return
         last = scan.ts
         if case in (PosCaseKind.KEYED, PosCaseKind.KEYED_SWITCH):
@@ -197,6 +202,27 @@ class TillPlan:
                 plan.passes[-1] = replace(done, scanned_sku=None)
                 plan.anomalies.append(anomaly("non_scan", start, end, sku, None, txn, voided_sku=sku))
         plan.cases.append(PosCase(case, start, round(max(last, end), 3), sku, txn))
+
+    def _quantity(self, plan: Any, index: int, start: float, end: float) -> None:
+        """The first item of a run takes a quantity scan, the others none; an item entering too
+        long after the scan (after a pause, or a scan without item between) ends the run early and
+        keeps its own scan."""
+        done, run = plan.passes[-1], self._run
+        if index in self.runs:
+            run = self._run = _Run(done.sku, len(plan.pos) - 1, start, end, 1, self.runs[index] - 1)
+        elif run is not None and start <= plan.pos[run.scan_index].ts + QTY_REACH_S:
+            plan.pos.pop()
+            run.paid, run.left, run.end = run.paid + 1, run.left - 1, end
+        else:
+            del self.cases[index]
+            if run is None:
+                return
+            run.left = 0
+        if run.left == 0:
+            self._run = None
+            if run.paid > 1:  # else its first item was scanned as usual
+                plan.pos[run.scan_index] = replace(plan.pos[run.scan_index], qty=run.paid)
+                plan.cases.append(PosCase(PosCaseKind.QUANTITY, run.start, run.end, run.sku, done.txn))
 
     def after_group(
         self, plan: Any, group: int, clear: float, t_free: float, txn: str, sku: str, rng: np.random.Generator

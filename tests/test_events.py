@@ -445,18 +445,29 @@ def test_the_voided_alert_waits_for_a_rescan_until_the_void_window_closes():
 
 
 @pytest.mark.parametrize(
-    "rescan, alerts",
-    [("Apple", []), ("Carrot", [("product_switch", "Apple", "Carrot")])],  # a cheaper product keyed after the void
+    "times, rescan, alerts, scanned",
+    [
+        ((1.5, 4.0, 5.0), "Apple", [], {"Apple": 1}),  # decided, voided, scanned again
+        ((2.3, 2.4, 3.0), "Apple", [], {"Apple": 1}),  # voided before the pass was decided
+        ((2.3, 2.4, 3.0), None, [], {"Banana": 1}),  # a wrong code voided and corrected: the item looks like it
+        (  # after the void another product: the pass is unpaid and that scan has no item
+            (1.5, 4.0, 5.0),
+            "Carrot",
+            [("non_scan", "Apple", None), ("scan_without_item", None, "Carrot")],
+            {"Carrot": 1},
+        ),
+    ],
 )
-def test_a_void_then_a_rescan_pays_for_the_pass_judged_against_the_rescan(rescan, alerts):
+def test_a_void_then_a_rescan_pays_for_the_pass(times, rescan, alerts, scanned):
+    seen = "Apple" if rescan is not None else "Banana"
     pos = [
-        _pos(1.5, PosEventType.SCAN, "Apple"),
-        _pos(4.0, PosEventType.VOID, "Apple"),
-        _pos(5.0, PosEventType.SCAN, rescan),
+        _pos(times[0], PosEventType.SCAN, "Apple"),
+        _pos(times[1], PosEventType.VOID, "Apple"),
+        _pos(times[2], PosEventType.SCAN, rescan or "Banana"),
     ]
-    _, events, (basket,) = _run(pos, [_pass(1, 1.0, 2.0, _vec(Apple=1))])
-    assert [(e.type, e.seen_sku, e.scanned_sku) for e in events] == alerts
-    assert basket.scanned == {rescan: 1} and basket.seen == {"Apple": 1}
+    _, events, (basket,) = _run(pos, [_pass(1, 1.0, 2.0, _vec(**{seen: 1}))])
+    assert sorted((e.type, e.seen_sku, e.scanned_sku) for e in events) == alerts
+    assert basket.scanned == scanned and basket.seen == {seen: 1}
 
 
 def test_a_scan_voided_before_its_pass_is_decided_also_leaves_it_unpaid():
@@ -480,10 +491,11 @@ def test_a_second_scan_for_one_pass_is_a_double_scan_not_a_scan_without_item():
     assert basket.scanned == {"Apple": 2} and basket.seen == {"Apple": 1}
 
 
-def test_a_double_scan_voided_is_nothing():
+@pytest.mark.parametrize("first, second", [(1.3, 1.8), (1.2, 1.6)])  # the pass took the first, or the second
+def test_a_double_scan_voided_is_nothing(first, second):
     pos = [
-        _pos(1.3, PosEventType.SCAN, "Apple"),
-        _pos(1.8, PosEventType.SCAN, "Apple"),
+        _pos(first, PosEventType.SCAN, "Apple"),
+        _pos(second, PosEventType.SCAN, "Apple"),
         _pos(4.0, PosEventType.VOID, "Apple"),
     ]
     _, alerts, (basket,) = _run(pos, [_pass(1, 1.0, 2.0, _vec(Apple=1))])

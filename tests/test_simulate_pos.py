@@ -23,11 +23,11 @@ VAL = Path(__file__).resolve().parents[1] / "sample" / "grocery" / "val"
 TILL = TillRates(quantity=0.15, void=0.15, void_kept=0.05, double_scan=0.05, keyed=0.05, keyed_switch=0.05)
 
 
-@pytest.fixture(scope="module")
-def lane(tmp_path_factory):
+@pytest.fixture(scope="module", params=[11, 13, 15])
+def lane(request, tmp_path_factory):
     """40 passes, every till case; few frames and no pairs (the event logic is what is tested here,
     and items with a till case always cross alone)."""
-    cfg = SimConfig(passes=40, transactions=4, fps=5.0, noise=0.0, pair_rate=0.0, till=TILL, seed=11)
+    cfg = SimConfig(passes=40, transactions=4, fps=5.0, noise=0.0, pair_rate=0.0, till=TILL, seed=request.param)
     out = tmp_path_factory.mktemp("till")
     simulate(folder_set(VAL), out, cfg)
     return out
@@ -41,7 +41,7 @@ def test_every_till_case_is_planted_and_recorded(lane):
         cases[PosCaseKind.VOID_RESCANNED] == cases[PosCaseKind.VOID_NOT_KEPT] == cases[PosCaseKind.DOUBLE_VOIDED] == 2
     )
     assert cases[PosCaseKind.VOID_KEPT] == cases[PosCaseKind.DOUBLE_SCAN] == 2
-    assert cases[PosCaseKind.KEYED] == cases[PosCaseKind.KEYED_SWITCH] == 2 and cases[PosCaseKind.QUANTITY] >= 2
+    assert cases[PosCaseKind.KEYED] == cases[PosCaseKind.KEYED_SWITCH] == 2 and cases[PosCaseKind.QUANTITY] >= 1
     pos, warnings = read_pos_log(lane / "pos.jsonl")
     assert warnings == []
     qty = [e for e in pos if e.qty > 1]
