@@ -12,11 +12,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from retail_reid.images import ImageError, read_image
 from retail_reid.pipeline.pos import PosEvent
 from retail_reid.pipeline.recognition import GalleryLike
 from retail_reid.pipeline.types import BasketEvent, Event, EventType, PassRecord
-
-from retail_reid.images import ImageError, read_image
 
 THUMB_SIDE = 220  # long side of inlined pictures: enough to judge, small enough to mail
 TIMELINE_WIDTH = 1100  # at least; longer recordings get PIXELS_PER_SECOND, up to MAX_TIMELINE_WIDTH
@@ -66,8 +66,10 @@ def _data_uri(image: np.ndarray) -> str:
 def _figure(path: Path | None, caption: str) -> str:
     cap = html.escape(caption)
     if path is None:
-        blank = '<div style="width:120px;height:90px;background:#eef0f3"></div>'
-        return f"<figure>{blank}<figcaption>{cap}<br>(no photo)</figcaption></figure>"
+        return (
+            '<figure><div style="width:120px;height:90px;background:#eef0f3"></div>'
+            f"<figcaption>{cap}<br>(no photo)</figcaption></figure>"
+        )
     try:
         uri = _data_uri(read_image(path))
     except ImageError as e:
@@ -106,10 +108,9 @@ def _timeline(records: list[PassRecord], pos: list[PosEvent], events: list[Event
     parts.append('<text x="4" y="62">passes</text><text x="4" y="112">scans</text>')
     for r in records:
         colour = VERDICT_COLOURS.get(r.verdict, "#777")
-        tip = html.escape(
-            f"track {r.track_id}: {r.verdict}, seen {r.seen_sku}, scanned {r.scanned_sku}, "
-            f"{r.t_start:.2f}–{r.t_end:.2f}s"
-        )
+        seen = f"seen {r.seen_sku}" if r.seen_sku else "no known SKU seen"
+        scanned = f"scanned {r.scanned_sku}" if r.scanned_sku else "not scanned"
+        tip = html.escape(f"track {r.track_id}: {r.verdict}, {seen}, {scanned}, {r.t_start:.2f}–{r.t_end:.2f}s")
         parts.append(
             f'<rect x="{x(r.t_start):.1f}" y="45" width="{max(2.0, x(r.t_end) - x(r.t_start)):.1f}" height="26" '
             f'fill="{colour}"><title>{tip}</title></rect>'
@@ -129,15 +130,18 @@ def _timeline(records: list[PassRecord], pos: list[PosEvent], events: list[Event
             else "#33414f"
         )
         how = "" if p.entry == "scanned" else f", {p.entry}" + ("" if p.weight_kg is None else f" {p.weight_kg:g} kg")
-        tip = html.escape(f"{p.type} {p.sku or p.barcode}{f' ×{p.qty}' if p.qty > 1 else ''}{how} at {p.ts:.2f}s")
+        what = f"{p.sku or f'of barcode {p.barcode}'}{f' ×{p.qty}' if p.qty > 1 else ''}{how}"
+        tip = html.escape(f"{p.type} {what} at {p.ts:.2f}s")
         parts.append(
-            f'<line x1="{x(p.ts):.1f}" y1="95" x2="{x(p.ts):.1f}" y2="125" stroke="{colour}" '
-            f'stroke-width="2"><title>{tip}</title></line>'
+            f'<line x1="{x(p.ts):.1f}" y1="95" x2="{x(p.ts):.1f}" y2="125" stroke="{colour}" stroke-width="2">'
+            f"<title>{tip}</title></line>"
         )
     ticks = max(10, round((width - left) / 110))
     for k in range(ticks + 1):
         t = t0 + span * k / ticks
-        parts.append(f'<text x="{x(t) - 10:.1f}" y="146" fill="#5b6773">{t:.1f}s</text>')
+        # labels centred on their time; the first and last kept inside the picture
+        anchor = "start" if k == 0 else "end" if k == ticks else "middle"
+        parts.append(f'<text x="{x(t):.1f}" y="146" fill="#5b6773" text-anchor="{anchor}">{t:.1f}s</text>')
     parts.append("</svg>")
     legend = "".join(
         f'<span><i style="background:{c}"></i>{html.escape(v)}</span>'

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 import numpy as np
+
 from retail_reid.pipeline.pos import EntryMethod, PosEvent, PosEventType
 
 QTY_RUN = (2, 3)  # identical items one quantity scan pays for

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (runtime + training + test tools) and run the whole test suite.
+# Set up (runtime + training + test tools), check the code with ruff, and run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh train,dev
@@ -7,4 +7,6 @@ scripts/setup.sh train,dev
 if ! command -v promtool >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 exec .venv/bin/python -m pytest -q "$@"

@@ -7,6 +7,7 @@ import json
 import time
 
 from edge_fixtures import Receiver, alert, free_port, metrics, wait_until
+
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.settings import WebhookConfig
 from retail_reid.pipeline.edge.webhook import WebhookSender

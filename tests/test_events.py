@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+
 from retail_reid.models.calibration import Calibration
 from retail_reid.pipeline.config import BasketConfig, ConfigError, EventConfig
 from retail_reid.pipeline.events import EventBuilder
@@ -523,6 +524,7 @@ def test_a_keyed_produce_switch_is_caught_and_carries_its_entry_and_weight():
 
 def test_the_new_events_follow_the_published_event_schema():
     from contract_fixtures import assert_valid
+
     from retail_reid.pipeline.contract import SchemaName
 
     pos = [

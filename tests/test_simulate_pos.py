@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.events import EventBuilder
 from retail_reid.pipeline.pos import EntryMethod, PosEventType, read_pos_log

@@ -18,12 +18,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from retail_reid.durable import replace_atomically
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.metrics import EdgeMetrics
 from retail_reid.pipeline.edge.settings import EdgeError, WebhookConfig
 from retail_reid.pipeline.edge.worker import Worker
-
-from retail_reid.durable import replace_atomically
 
 log = logging.getLogger("reid.edge.webhook")
 
