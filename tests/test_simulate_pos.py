@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from retail_reid.cli import main
 from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.events import EventBuilder
 from retail_reid.pipeline.pos import EntryMethod, PosEventType, read_pos_log
@@ -135,3 +136,13 @@ def test_till_rates_are_checked_and_count_against_the_passes():
         SimConfig(till=TillRates(void_kept=1.5)).check()
     with pytest.raises(SimulationError, match="must not add up to more than 1"):
         SimConfig(non_scan_rate=0.5, switch_rate=0.3, till=TillRates(quantity=0.3)).check()
+
+
+def test_reid_simulate_takes_the_till_flags_and_names_a_bad_rate(tmp_path, capsys):
+    args = ["simulate", str(tmp_path / "lane"), "--images", str(VAL), "--passes", "8", "--size", "320x240"]
+    args += ["--fps", "5", "--quiet", "--void-kept-rate", "0.25", "--keyed-switch-rate", "0.25"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "till cases: " in out and "2 void_kept" in out and "2 keyed_switch" in out
+    assert main([*args[:3], str(VAL), "--double-scan-rate", "-0.1", "--overwrite"]) == 2
+    assert "reid simulate: error: double-scan rate must be between 0 and 1, got -0.1" in capsys.readouterr().err
