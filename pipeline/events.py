@@ -274,7 +274,7 @@ class EventBuilder:
         txn = self._txn_of(None, mid)
         near = [
             s
-            for s in self._spare + [s for s in self._scans if s.qty > 1]
+            for s in self._spare + [s for s in self._scans + self._held if s.qty > 1]
             if claimable(p.item.t_start, p.item.t_end, s.ts, self.config.qty_window_s, self.config.window_after_s)
             and (s.txn is None or txn is None or s.txn == txn)
         ]
@@ -434,13 +434,14 @@ class EventBuilder:
         not scanned again; forget quantity units no pass can take any more."""
         out, self._pending_out = self._pending_out, []
         starts = [p.item.t_start for p in self._passes] + open_starts
-        self._spare = [
-            s
-            for s in self._spare
-            if any(t <= s.ts + self.config.qty_window_s for t in starts) or now < s.ts + self.config.qty_window_s
-        ]
+
+        def unit_wanted(s: _Scan) -> bool:  # a pass may still take one of the scan's spare units
+            reach = s.ts + self.config.qty_window_s
+            return s.qty > 1 and (now < reach or any(t <= reach for t in starts))
+
+        self._spare = [s for s in self._spare if unit_wanted(s)]
         for scan in list(self._held):
-            if now >= self._due(scan.ts, scan.txn):
+            if now >= self._due(scan.ts, scan.txn) and not unit_wanted(scan):
                 self._held.remove(scan)
                 out.append(self._alone(scan))
         for r in list(self._reopened):

@@ -391,12 +391,16 @@ def _pos(ts: float, kind: PosEventType, sku: str, txn: str | None = "T1", **extr
 
 
 def _run(pos: list[PosEvent], passes: list[tuple], until: float = 100.0):
-    """Feed POS events and passes in time order as the lane does; every event out, the basket last."""
+    """Feed POS events and passes in time order as the lane does (a pass is a track in the zone
+    from its start, and finished at its end), advancing every 0.1 s; every event out."""
     b = _builder()
     items = sorted([(e.ts, 0, e) for e in pos] + [(p[0].t_end, 1, p) for p in passes], key=lambda x: x[:2])
+    items += [(t / 10, 2, None) for t in range(int(until * 10))]
     out = []
-    for ts, kind, x in items:
-        out += b.advance(ts, [])
+    for ts, kind, x in sorted(items, key=lambda x: x[:2]):
+        out += b.advance(ts, [p[0].t_start for p in passes if p[0].t_start <= ts <= p[0].t_end])
+        if kind == 2:
+            continue
         if kind:
             b.add_pass(*x)
         else:
@@ -410,6 +414,13 @@ def test_a_quantity_scan_pays_for_that_many_passes_of_its_product():
     passes = [_pass(1, 1.0, 2.0, _vec(Apple=1)), _pass(2, 3.0, 4.0, _vec(Apple=1)), _pass(3, 6.0, 7.0, _vec(Apple=1))]
     _, alerts, (basket,) = _run(pos, passes)
     assert alerts == [] and basket.seen == {"Apple": 3} and basket.scanned == {"Apple": 3}
+
+
+def test_a_quantity_scan_made_before_the_items_reach_the_zone_still_pays_for_them():
+    pos = [_pos(0.0, PosEventType.SCAN, "Apple", qty=2)]  # 2 s before the first item: no pass claims it
+    passes = [_pass(1, 2.0, 3.0, _vec(Apple=1)), _pass(2, 9.5, 10.5, _vec(Apple=1))]  # decided after the void window
+    _, alerts, (basket,) = _run(pos, passes)
+    assert alerts == [] and basket.scanned == {"Apple": 2}
 
 
 def test_a_quantity_scan_pays_for_no_more_than_its_quantity_nor_for_another_product():
