@@ -280,7 +280,9 @@ class EventBuilder:
         ]
         return sorted(near, key=lambda s: abs(s.ts - mid))
 
-    def _settle(self, p: _Pass, scan: _Scan | None, judgement: Judgement | None = None, void: _Reopened | None = None):
+    def _settle(
+        self, p: _Pass, scan: _Scan | None, judgement: Judgement | None = None, void: _Reopened | None = None
+    ) -> list[Event]:
         """Decide a pass for good: paid by `scan`, or unpaid (a non-scan; `void` says why, if voided)."""
         item = p.item
         judgement = judgement or self.judge(p.rec, None if scan is None else scan.sku)

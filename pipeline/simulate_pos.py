@@ -66,6 +66,7 @@ class TillRates:
     keyed_switch: float = 0.0  # produce keyed as another SKU
 
     def check(self, error: Callable[[str], Exception]) -> None:
+        """Refuse a rate outside [0, 1], naming its flag, with the caller's error type."""
         for name, value in vars(self).items():
             if not 0.0 <= value <= 1.0:
                 raise error(f"{name.replace('_', '-')} rate must be between 0 and 1, got {value}")
@@ -108,12 +109,14 @@ class TillPlan:
         """Give cases to passes that are otherwise normal (`kinds` "ok"); a quantity run stays in one transaction."""
         plan = cls()
         n = len(kinds)
-        if rates.share == 0 and rates.void == 0:
+        if not any(vars(rates).values()):
             return plan
         txn_of = {int(i): t for t, idx in enumerate(txns) for i in idx}
         free = [int(i) for i in rng.permutation(n) if kinds[i] == "ok"]
         want = round(rates.quantity * n)
         for start in list(free):
+            if want < QTY_RUN[0]:
+                break
             k = min(want, int(rng.integers(QTY_RUN[0], QTY_RUN[1] + 1)))
             run = range(start, start + k)
             if k >= 2 and all(i in free and txn_of.get(i) == txn_of[start] for i in run):
