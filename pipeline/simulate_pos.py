@@ -115,8 +115,6 @@ class TillPlan:
         free = [int(i) for i in rng.permutation(n) if kinds[i] == "ok"]
         want = round(rates.quantity * n)
         for start in list(free):
-            if want < QTY_RUN[0]:
-                break
             k = min(want, int(rng.integers(QTY_RUN[0], QTY_RUN[1] + 1)))
             run = range(start, start + k)
             if k >= 2 and all(i in free and txn_of.get(i) == txn_of[start] for i in run):
