@@ -66,6 +66,7 @@ class _Pass:
     rec: Recognition
     judgement: Judgement | None = None  # once decided
     seen_in: tuple[_Txn, str] | None = None  # the basket and entry it was counted under, once decided
+    alerted: tuple[EventType, str | None] | None = None  # the alert it raised and for which scan, if any
 
 
 @dataclass(eq=False)
@@ -315,7 +316,8 @@ class EventBuilder:
                 PassRecord(**said, verdict=judgement.verdict, scanned_sku=None if scan is None else scan.label)
             )
         alert = judgement.verdict.alert
-        if alert is None:
+        said_before, p.alerted = p.alerted, None if alert is None else (alert, None if scan is None else scan.label)
+        if alert is None or p.alerted == said_before:  # voided and scanned again as before: already alerted
             return []
         return [
             Event(

@@ -482,6 +482,13 @@ def test_a_void_then_a_rescan_pays_for_the_pass(times, rescan, alerts, scanned):
     assert basket.scanned == scanned and basket.seen == {seen: 1}
 
 
+def test_a_switch_voided_and_scanned_again_the_same_is_alerted_once():
+    pos = [_pos(1.5, PosEventType.SCAN, "Carrot"), _pos(4.0, PosEventType.VOID, "Carrot")]
+    pos.append(_pos(5.0, PosEventType.SCAN, "Carrot"))
+    _, alerts, _ = _run(pos, [_pass(1, 1.0, 2.0, _vec(Apple=1))])
+    assert [(e.type, e.scanned_sku) for e in alerts] == [("product_switch", "Carrot")]
+
+
 def test_a_scan_voided_before_its_pass_is_decided_also_leaves_it_unpaid():
     pos = [_pos(2.2, PosEventType.SCAN, "Apple"), _pos(2.4, PosEventType.VOID, "Apple")]
     _, alerts, _ = _run(pos, [_pass(1, 1.0, 2.0, _vec(Apple=1))])
