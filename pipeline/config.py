@@ -164,8 +164,10 @@ class EventConfig:
     )
     unknown_below: Threshold = "confidence:0.05"  # no SKU reaches this: the item is not in the gallery
     min_margin: float = 0.1  # the other SKU must beat the scanned one by at least this much
-    # A switch alert also needs positive evidence from the pass's views (else: unverified):
-    # (chosen on the development lanes, docs/pipeline.md "Switch evidence"):
+    qty_window_s: float = 10.0  # a quantity scan pays for items of its product passing up to this long after it
+    void_window_s: float = 10.0  # a void may still cancel a scan this long after it (its transaction's end at most)
+    # A switch alert also needs positive evidence from the pass's views (else: unverified); chosen
+    # on the development lanes (docs/pipeline.md, "Hard lanes and the switch evidence"):
     switch_min_views: int = 2  # views of usable quality, at least
     switch_min_agreement: float = 1.0  # share of them that on their own name the same other SKU ...
     switch_view_margin: float = 0.0  # ... over the scanned SKU by at least this similarity
@@ -175,6 +177,8 @@ class EventConfig:
     def __post_init__(self) -> None:
         _check(self.window_before_s >= 0, "events.window_before_s", f"must be >= 0, got {self.window_before_s}")
         _check(self.window_after_s >= 0, "events.window_after_s", f"must be >= 0, got {self.window_after_s}")
+        _check(self.qty_window_s >= 0, "events.qty_window_s", f"must be >= 0, got {self.qty_window_s}")
+        _check(self.void_window_s >= 0, "events.void_window_s", f"must be >= 0, got {self.void_window_s}")
         _check(0 <= self.min_margin <= 1, "events.min_margin", f"must be in [0, 1], got {self.min_margin}")
         _check(
             1 <= self.switch_min_views <= 32,

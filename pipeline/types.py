@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from retail_reid.errors import ReidError
+from retail_reid.pipeline.pos import EntryMethod
 
 
 class ZoneError(ReidError, ValueError):
@@ -18,13 +19,20 @@ class ZoneError(ReidError, ValueError):
 
 
 class EventType(StrEnum):
-    """The `type` of an events.jsonl line: one of the alerts, or a transaction's basket."""
+    """The `type` of an events.jsonl line: one of the loss alerts, a customer-service event (a
+    double scan overcharges the customer), or a transaction's basket."""
 
     NON_SCAN = "non_scan"
     PRODUCT_SWITCH = "product_switch"
     UNKNOWN_ITEM = "unknown_item"
     SCAN_WITHOUT_ITEM = "scan_without_item"
+    DOUBLE_SCAN = "double_scan"
     BASKET = "basket"
+
+    @property
+    def loss(self) -> bool:
+        """Whether this is a loss alert (what loss prevention reads), not a customer-service event or a basket."""
+        return self not in (EventType.DOUBLE_SCAN, EventType.BASKET)
 
 
 class Verdict(StrEnum):
@@ -295,9 +303,11 @@ class ItemPass:
 
 @dataclass(frozen=True, kw_only=True)
 class Event:
-    """One alert line of events.jsonl. Times are on the POS clock; scores are cosine similarities."""
+    """One alert or customer-service line of events.jsonl. Times are on the POS clock; scores are
+    cosine similarities. `entry` and `weight_kg` are the scan's; `voided_sku` and `void_ts` name the
+    void that left a pass unpaid."""
 
-    type: EventType  # an alert, never BASKET
+    type: EventType  # never BASKET
     t_start: float
     t_end: float
     track_id: int | None = None
@@ -310,6 +320,10 @@ class Event:
     scan_ts: float | None = None
     txn: str | None = None
     evidence: tuple[str, ...] = ()
+    entry: EntryMethod | None = None
+    weight_kg: float | None = None
+    voided_sku: str | None = None
+    void_ts: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -326,6 +340,10 @@ class Event:
             "scan_ts": _round(self.scan_ts),
             "txn": self.txn,
             "evidence": list(self.evidence),
+            "entry": self.entry,
+            "weight_kg": self.weight_kg,
+            "voided_sku": self.voided_sku,
+            "void_ts": _round(self.void_ts),
         }
 
 
