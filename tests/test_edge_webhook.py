@@ -65,3 +65,41 @@ def test_webhook_stops_within_its_grace_and_leaves_the_rest_on_disk(tmp_path):
     )  # bounded: it gives up waiting, not the alert
     assert sender.pending() == 1 and json.loads((tmp_path / "cursor.json").read_text())["seq"] == 0
     log.close()
+
+
+def test_a_redirect_is_a_delivery_failure_and_is_not_followed(tmp_path):
+    """A 301/302/303/307/308 answer is never followed: the Location gets nothing (no token, no key
+    leaked), the alert stays pending and health says why."""
+    elsewhere = Receiver().start()
+    log = AlertLog(tmp_path / "events.jsonl", "l", "l-x")
+    m = metrics()
+
+    class Redirector(Receiver):
+        def start(self) -> Redirector:
+            super().start()
+            self._server.RequestHandlerClass.do_POST = lambda h: (
+                h.send_response(302),
+                h.send_header("Location", elsewhere.url),
+                h.send_header("Content-Length", "0"),
+                h.end_headers(),
+            )
+            return self
+
+    redirector = Redirector().start()
+    sender = WebhookSender(
+        log,
+        WebhookConfig(url=redirector.url, token="t", timeout_s=2.0, backoff_min_s=0.05, backoff_max_s=0.1),
+        tmp_path / "cursor.json",
+        m,
+    )
+    sender.start()
+    try:
+        log.append(alert(1), 1)
+        assert wait_until(lambda: m.webhook_failures.value() >= 2)
+        assert elsewhere.received == [] and sender.pending() == 1 and m.webhook_delivered.value() == 0
+        assert "HTTP 302" in sender.status()["error"] and "not followed" in sender.status()["error"]
+    finally:
+        sender.stop(timeout=0.5)
+        redirector.stop()
+        elsewhere.stop()
+        log.close()

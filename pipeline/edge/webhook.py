@@ -30,6 +30,13 @@ log = logging.getLogger("reid.edge.webhook")
 MAX_RESPONSE_BYTES = 65536  # what is read of a receiver's answer
 
 
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Turns every redirect into an HTTPError (a failed delivery) instead of a request elsewhere."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl) -> None:
+        return None
+
+
 class WebhookSender(Worker):
     def __init__(self, alerts: AlertLog, config: WebhookConfig, cursor_path: Path, metrics: EdgeMetrics):
         super().__init__("webhook")
@@ -39,7 +46,9 @@ class WebhookSender(Worker):
         self.metrics = metrics
         # Environment proxies are ignored: the receiver is named in the config, and a proxy picked
         # up from the environment would silently reroute (or break) loopback deliveries.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        # Redirects are not followed: urllib would turn a 301/302/303 into a body-less GET to any
+        # host, with the token and the key, and count that GET's 200 as the delivery.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
         self._deadline = float("inf")
         self.delivered_seq = self._load_cursor()
         self.error: str | None = None
@@ -155,6 +164,8 @@ class WebhookSender(Worker):
                 response.read(MAX_RESPONSE_BYTES)
                 return None if 200 <= response.status < 300 else f"HTTP {response.status}"
         except urllib.error.HTTPError as e:
+            if 300 <= e.code < 400:
+                return f"HTTP {e.code} {e.reason} to {e.headers.get('Location', '?')}: redirects are not followed"
             return f"HTTP {e.code} {e.reason}"
         except urllib.error.URLError as e:
             return f"{self.config.url}: {e.reason}"
