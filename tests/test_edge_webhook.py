@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 from edge_fixtures import Receiver, alert, free_port, metrics, wait_until
 from retail_reid.pipeline.edge.alert_log import AlertLog
-from retail_reid.pipeline.edge.settings import WebhookConfig
-from retail_reid.pipeline.edge.webhook import WebhookSender
+from retail_reid.pipeline.edge.settings import EdgeError, WebhookConfig
+from retail_reid.pipeline.edge.webhook import WebhookClient, WebhookSender
 
 
 def test_webhook_receiver_down_then_up_gets_every_alert_once_in_order_and_a_restart_resends_nothing(tmp_path):
@@ -19,7 +20,7 @@ def test_webhook_receiver_down_then_up_gets_every_alert_once_in_order_and_a_rest
         url=f"http://127.0.0.1:{port}/alerts", token="hook-token", timeout_s=2.0, backoff_min_s=0.05, backoff_max_s=0.2
     )
     m = metrics()
-    sender = WebhookSender(log, config, tmp_path / "cursor.json", m)
+    sender = WebhookSender(log, config, tmp_path, m)
     sender.start()
     for i in range(1, 4):
         log.append(alert(i), 1)
@@ -38,7 +39,7 @@ def test_webhook_receiver_down_then_up_gets_every_alert_once_in_order_and_a_rest
             for h, r in zip(receiver.headers, receiver.received, strict=True)
         )
         log.append(alert(5), 1)  # written while the sender is down
-        restarted = WebhookSender(log, config, tmp_path / "cursor.json", m)
+        restarted = WebhookSender(log, config, tmp_path, m)
         assert restarted.delivered_seq == 4
         restarted.start()
         assert wait_until(lambda: restarted.pending() == 0)
@@ -55,7 +56,7 @@ def test_webhook_stops_within_its_grace_and_leaves_the_rest_on_disk(tmp_path):
     config = WebhookConfig(
         url=f"http://127.0.0.1:{free_port()}/a", timeout_s=0.5, backoff_min_s=0.05, backoff_max_s=0.1
     )
-    sender = WebhookSender(log, config, tmp_path / "cursor.json", metrics())
+    sender = WebhookSender(log, config, tmp_path, metrics())
     sender.start()
     log.append(alert(1), 1)
     started = time.monotonic()
@@ -63,7 +64,7 @@ def test_webhook_stops_within_its_grace_and_leaves_the_rest_on_disk(tmp_path):
     assert (
         not sender._thread.is_alive() and time.monotonic() - started < 10
     )  # bounded: it gives up waiting, not the alert
-    assert sender.pending() == 1 and json.loads((tmp_path / "cursor.json").read_text())["seq"] == 0
+    assert sender.pending() == 1 and json.loads((tmp_path / "webhook.cursor.json").read_text())["seq"] == 0
     log.close()
 
 
@@ -89,7 +90,7 @@ def test_a_redirect_is_a_delivery_failure_and_is_not_followed(tmp_path):
     sender = WebhookSender(
         log,
         WebhookConfig(url=redirector.url, token="t", timeout_s=2.0, backoff_min_s=0.05, backoff_max_s=0.1),
-        tmp_path / "cursor.json",
+        tmp_path,
         m,
     )
     sender.start()
@@ -103,3 +104,54 @@ def test_a_redirect_is_a_delivery_failure_and_is_not_followed(tmp_path):
         redirector.stop()
         elsewhere.stop()
         log.close()
+
+
+def test_an_alert_refused_for_good_goes_to_the_dead_letters_and_later_alerts_go_on(tmp_path):
+    """A 4xx (not 408/429) is tried `dead_letter_after` times, then set aside; the alerts after it
+    are delivered; health and metrics show it; re-sending it once the receiver takes it delivers it
+    and empties the list. A 429 is retried, never set aside."""
+    log = AlertLog(tmp_path / "events.jsonl", "l", "l-x")
+    receiver = Receiver(refuse={"l-x-1"}).start()
+    m = metrics()
+    config = WebhookConfig(url=receiver.url, timeout_s=2.0, backoff_min_s=0.02, backoff_max_s=0.05, dead_letter_after=3)
+    sender = WebhookSender(log, config, tmp_path, m)
+    sender.start()
+    try:
+        for i in range(1, 4):
+            log.append(alert(i), 1)
+        assert wait_until(lambda: receiver.ids() == ["l-x-2", "l-x-3"] and sender.pending() == 0)
+        assert receiver.refused == ["l-x-1"] * 3
+        status = sender.status()
+        assert status["dead_letters"] == 1 and status["error"] is None  # later alerts were delivered
+        assert m.webhook_dead_lettered.value() == 1 and "reid_webhook_dead_letters_total 1" in m.render()
+        (letter,) = sender.dead_letters.read()
+        assert letter.id == "l-x-1" and letter.attempts == 3 and letter.record["track_id"] == 1
+        with pytest.raises(EdgeError, match="no dead letter with id nope"):
+            sender.dead_letters.resend({"nope"}, WebhookClient(config).post)
+        assert sender.dead_letters.resend(None, lambda r: WebhookClient(config).post(r) and "refused") == [
+            ("l-x-1", "refused")
+        ]
+        receiver.refuse.clear()
+        assert sender.dead_letters.resend({"l-x-1"}, lambda r: WebhookClient(config).post(r) and "refused") == [
+            ("l-x-1", None)
+        ]
+        assert receiver.ids() == ["l-x-2", "l-x-3", "l-x-1"] and sender.status()["dead_letters"] == 0
+    finally:
+        sender.stop(timeout=0.5)
+        receiver.stop()
+        log.close()
+
+
+def test_only_refusals_for_good_count_towards_the_dead_letters():
+    receiver = Receiver(refuse={"a"}).start()
+    try:
+        client = WebhookClient(WebhookConfig(url=receiver.url, timeout_s=2.0))
+        for status, permanent in ((400, True), (404, True), (422, True), (408, False), (429, False), (503, False)):
+            receiver.refuse_status = status
+            failure = client.post({"id": "a"})
+            assert failure is not None and f"HTTP {status}" in failure.reason and failure.permanent is permanent
+        assert client.post({"id": "b"}) is None
+    finally:
+        receiver.stop()
+    nobody = WebhookClient(WebhookConfig(url=f"http://127.0.0.1:{free_port()}/a", timeout_s=2.0)).post({"id": "a"})
+    assert nobody is not None and not nobody.permanent

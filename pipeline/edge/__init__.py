@@ -11,7 +11,9 @@ its own module:
 | `camera` | `CameraFeed`: camera / stream / paced video file, reconnection, `FrameQueue` |
 | `pos_intake` | `PosInbox`, `parse_pos_body` (HTTP), `PosFileTailer` (a JSON-lines file the POS appends to) |
 | `alert_log` | `AlertLog`: events.jsonl with sequence numbers that continue across restarts |
-| `webhook` | `WebhookSender`: at most one delivery per alert, retried with backoff, cursor on disk |
+| `outbox` | `OutboxSender`: the delivery loop of the alert log to one receiver (cursor, retries, dead letters) |
+| `dead_letters` | `DeadLetters`: alerts a receiver refused for good, set aside and re-sendable |
+| `webhook` | `WebhookClient`, `WebhookSender`: one POST per alert, no redirects followed |
 | `lane_worker` | `LaneWorker`: the thread that feeds frames and POS events to the lane, and its evidence crops |
 | `gallery_watch` | `GalleryWatcher`: follows newly published gallery versions |
 | `metrics` | Prometheus counters, gauges and histograms, written by hand |

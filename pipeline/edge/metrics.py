@@ -242,6 +242,12 @@ class EdgeMetrics:
         self.webhook_failures = r.add(
             Counter("reid_webhook_failures_total", "Webhook attempts that failed (to be retried).")
         )
+        self.webhook_dead_lettered = r.add(
+            Counter(
+                "reid_webhook_dead_letters_total",
+                "Alerts the webhook receiver refused for good, set aside in the dead letters so later ones go on.",
+            )
+        )
         r.add(Gauge("reid_webhook_pending", "Alerts written but not yet delivered to the webhook.", webhook_pending))
         r.add(Gauge("reid_gallery_version", "Gallery version in use.", gallery_version))
         r.add(Gauge("reid_camera_connected", "1 while frames are arriving from the camera.", camera_connected))

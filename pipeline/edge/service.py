@@ -47,7 +47,6 @@ LANE_STOP_TIMEOUT_S = 60.0
 EVENTS_FILE = "events.jsonl"
 READY_FILE = "service.json"
 LOCK_FILE = "lock"
-CURSOR_FILE = "webhook.cursor.json"
 POS_OFFSET_FILE = "pos_file.offset.json"
 
 
@@ -118,9 +117,7 @@ class EdgeService:
             4
         )  # this start's name: in alert ids and the evidence folder, so neither repeats after a restart
         self.alerts = AlertLog(self.state / EVENTS_FILE, cfg.lane, f"{cfg.lane}-{run}")
-        self.webhook = (
-            WebhookSender(self.alerts, cfg.webhook, self.state / CURSOR_FILE, self.metrics) if cfg.webhook.url else None
-        )
+        self.webhook = WebhookSender(self.alerts, cfg.webhook, self.state, self.metrics) if cfg.webhook.url else None
         self.frames = FrameQueue(cfg.camera.queue_frames, lambda: self.metrics.frames_dropped.inc("queue_full"))
         self.camera = CameraFeed(cfg.camera, self.frames, self.metrics)
         self.inbox = PosInbox(
@@ -254,6 +251,11 @@ class EdgeService:
         webhook = self.webhook.status() if self.webhook else None
         if webhook and webhook["error"]:
             problems.append(f"webhook: {webhook['error']} ({webhook['pending']} alerts pending)")
+        if webhook and webhook["dead_letters"]:
+            problems.append(
+                f"webhook: {webhook['dead_letters']} alerts refused for good wait in the dead letters "
+                "(reid edge dead-letters)"
+            )
         stuck = time.monotonic() - self.worker.beat > STUCK_AFTER_S
         failing = not self.worker.alive or stuck
         if failing:

@@ -115,8 +115,14 @@ class WebhookConfig:
     timeout_s: float = 5.0
     backoff_min_s: float = 0.5  # wait after the first failure; doubles per failure ...
     backoff_max_s: float = 60.0  # ... up to this
+    dead_letter_after: int = 5  # attempts refused for good (3xx, 4xx but 408/429) before an alert is set aside
 
     def __post_init__(self) -> None:
+        _check(
+            1 <= self.dead_letter_after <= 1000,
+            "webhook.dead_letter_after",
+            f"must be in [1, 1000], got {self.dead_letter_after}",
+        )
         _check(
             not self.url or self.url.startswith(("http://", "https://")),
             "webhook.url",
