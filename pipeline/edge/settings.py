@@ -63,8 +63,8 @@ class HttpConfig:
     token_file: str = ""  # or read the token from this file (a Docker or systemd secret)
     max_body_bytes: int = 65536  # larger POST bodies are refused (413) unread
     max_events_per_post: int = 1000
-    max_connections: int = 16  # requests served at once; more are refused (503)
-    request_timeout_s: float = 10.0  # a client this slow to send its request is cut off
+    max_connections: int = 16  # requests served at once; a new one takes the slot of one still sending (else 503)
+    request_timeout_s: float = 10.0  # a request (headers and body) not in this long after connecting is cut off
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, "http.port", f"must be in [0, 65535], got {self.port}")
