@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -27,6 +28,7 @@ class PosEventType(StrEnum):
 
 
 _TEXT_FIELDS = ("sku", "barcode", "txn")
+MAX_TEXT_CHARS = 256  # a longer SKU, barcode or transaction is garbage (or an attack), not a till's field
 
 
 class PosError(ReidError, ValueError):
@@ -58,6 +60,11 @@ def _text(obj: dict, key: str, where: str) -> str | None:
     if not isinstance(value, str):
         hint = " (quote it, so leading zeros survive)" if key == "barcode" and isinstance(value, int) else ""
         raise PosError(f"{where}: field '{key}' must be a string, got {type(value).__name__}{hint}")
+    if len(value) > MAX_TEXT_CHARS:
+        raise PosError(f"{where}: field '{key}' has {len(value)} characters; at most {MAX_TEXT_CHARS} are accepted")
+    control = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        raise PosError(f"{where}: field '{key}' holds the control character U+{ord(control):04X}")
     value = value.strip()
     if not value:
         raise PosError(f"{where}: field '{key}' is empty")

@@ -85,7 +85,13 @@ def _parser_accepts(obj: object) -> bool:
     return True
 
 
-TEXT = st.one_of(st.none(), st.sampled_from(["Banana", " 0042 ", "", "  ", "\t"]), st.integers(0, 99), st.booleans())
+TEXT = st.one_of(
+    st.none(),
+    st.sampled_from(["Banana", " 0042 ", "", "  ", "\t", "Ban\x00ana", "\x85Kiwi", "Kiwi\n", "B" * 256, "B" * 257]),
+    st.text(max_size=4),
+    st.integers(0, 99),
+    st.booleans(),
+)
 POS_LIKE = st.fixed_dictionaries(
     {},
     optional={
