@@ -131,7 +131,7 @@ def test_unknown_item_is_scored_when_truth_labels_it(tmp_path):
         TRUTH.size,
         TRUTH.zone,
         PASSES,
-        ANOMALIES + (Anomaly("unknown_item", 11.0, 12.0, None, None),),
+        (*ANOMALIES, Anomaly("unknown_item", 11.0, 12.0, None, None)),
     )
     events = read_events(write_events(tmp_path, [alert("unknown_item", 11.5, 12.5), alert("unknown_item", 20, 21)]))
     s = score(truth, events)
@@ -164,7 +164,7 @@ def test_matching_is_one_to_one_within_tolerance_and_maximum(truth_spans, alert_
     assert set(pairs) <= ok
     best = max(
         (
-            sum((i, j) in ok for i, j in zip(order, range(len(e))))
+            sum((i, j) in ok for i, j in zip(order, range(len(e)), strict=False))
             for order in itertools.permutations(list(range(len(t))) + [-1] * len(e), len(e))
         ),
         default=0,
@@ -257,3 +257,20 @@ def test_cli_text_json_and_errors(tmp_path, capsys):
     assert main(["score", str(truth), str(events)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{events}:1: missing field 't_start'" in err
+
+
+def test_events_that_cannot_belong_to_the_truth_are_refused(tmp_path, capsys):
+    """All-zero scores for a run of another scenario, or for a live run's Unix times, would be read
+    as a terrible model: the score says the files do not belong together instead (exit 2)."""
+    truth = write_truth(tmp_path)
+    origin = 1767000000.0
+    live = [dict(e, t_start=e["t_start"] + origin, t_end=e["t_end"] + origin) for e in perfect_events()[:3]]
+    assert main(["score", str(truth), str(write_events(tmp_path, live))]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be from the run the truth describes" in err and "Unix" in err
+    other = [alert("non_scan", 3.1, 3.9, "Durian"), alert("product_switch", 5.2, 5.8, "Pear", "Quince")]
+    assert main(["score", str(truth), str(write_events(tmp_path, other))]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 3 SKUs its alerts name" in err and "another scenario" in err
+    stray = [*perfect_events(), alert("non_scan", 500.0, 501.0, "Lime")]  # one late alert: still scored
+    assert main(["score", str(truth), str(write_events(tmp_path, stray))]) == 0
