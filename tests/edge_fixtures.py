@@ -66,6 +66,7 @@ class Receiver:
         self.refuse_status = 422
         self.received: list[dict] = []
         self.headers: list[dict] = []
+        self.bodies: list[bytes] = []  # as received, for signature checks
         self._server: ThreadingHTTPServer | None = None
 
     def start(self) -> Receiver:
@@ -86,6 +87,7 @@ class Receiver:
                     self.end_headers()
                     return
                 owner.received.append(json.loads(body))
+                owner.bodies.append(body)
                 owner.headers.append(dict(self.headers))
                 self.send_response(204)
                 self.end_headers()

@@ -66,7 +66,7 @@ def test_api_events_since_and_limits(api):
     url, _, log, _, _ = api
     for i in range(1, 6):
         log.append(alert(i), 2)
-    code, body, _ = call(url + "/events?since=2&limit=2", token=None)
+    code, body, _ = call(url + "/events?since=2&limit=2")
     page = json.loads(body)
     assert (
         code == 200
@@ -74,12 +74,12 @@ def test_api_events_since_and_limits(api):
         and page["next_since"] == 4
         and page["last_seq"] == 5
     )
-    page = json.loads(call(url + "/events?since=4", token=None)[1])
+    page = json.loads(call(url + "/events?since=4")[1])
     assert [e["seq"] for e in page["events"]] == [5] and page["events"][0]["type"] == "non_scan"
     for query in ("since=abc", "since=-1", "limit=0", "limit=100000"):
-        code, body, _ = call(url + "/events?" + query, token=None)
+        code, body, _ = call(url + "/events?" + query)
         assert code == 400 and "query parameter" in json.loads(body)["error"]
-    code, body, headers = call(url + "/metrics", token=None)
+    code, body, headers = call(url + "/metrics")
     assert (
         code == 200
         and headers["Content-Type"].startswith("text/plain; version=0.0.4")
@@ -173,7 +173,7 @@ class _SlowInbox(PosInbox):
 
 def test_a_burst_beyond_the_connection_limit_gets_503_with_retry_after_never_a_reset(tmp_path):
     url, server = _serve(tmp_path, _SlowInbox(100000, metrics(), 0.0, 300.0), max_connections=2)
-    event = json.dumps([{"ts": time.time(), "type": "scan", "sku": "A", "txn": "T" * 900}]).encode()
+    event = json.dumps([{"ts": time.time(), "type": "scan", "sku": "A", "note": "x" * 900}]).encode()
     answers: list[object] = []
 
     def post(_) -> None:
@@ -209,6 +209,22 @@ def test_a_duplicate_content_length_is_refused(api):
 
 def test_a_huge_since_is_refused_in_plain_words(api):
     url, *_ = api
-    code, body, _ = call(url + "/events?since=" + "9" * 5000, token=None)
+    code, body, _ = call(url + "/events?since=" + "9" * 5000)
     error = json.loads(body)["error"]
     assert code == 400 and "query parameter 'since'" in error and "4300" not in error and len(error) < 200
+
+
+def test_get_routes_need_the_token_when_one_is_set_but_health(api, tmp_path):
+    url, *_ = api
+    for path in ("/events", "/metrics"):
+        for token in (None, "wrong"):
+            code, body, headers = call(url + path, token=token)
+            assert code == 401 and "bearer token" in json.loads(body)["error"] and "WWW-Authenticate" in headers
+        assert call(url + path)[0] == 200
+    assert call(url + "/health", token=None)[0] == 200  # liveness checks hold no token
+    open_url, server = _serve(tmp_path, reads_need_token=False)
+    try:
+        assert call(open_url + "/events", token=None)[0] == 200 and call(open_url + "/metrics", token=None)[0] == 200
+        assert call(open_url + "/pos", b"{}", token=None)[0] == 401  # POSTs still need it
+    finally:
+        _stop(server)

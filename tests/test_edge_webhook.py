@@ -3,11 +3,14 @@ shutdown grace."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import time
 
 import pytest
-from edge_fixtures import Receiver, alert, free_port, metrics, wait_until
+from edge_fixtures import REPO, Receiver, alert, free_port, metrics, wait_until
+from retail_reid.pipeline.config import ConfigError
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.settings import EdgeError, WebhookConfig
 from retail_reid.pipeline.edge.webhook import WebhookClient, WebhookSender
@@ -155,3 +158,46 @@ def test_only_refusals_for_good_count_towards_the_dead_letters():
         receiver.stop()
     nobody = WebhookClient(WebhookConfig(url=f"http://127.0.0.1:{free_port()}/a", timeout_s=2.0)).post({"id": "a"})
     assert nobody is not None and not nobody.permanent
+
+
+def _doc_snippet(heading: str) -> str:
+    """The first python code block under `heading` in docs/edge.md."""
+    text = (REPO / "docs" / "edge.md").read_text()
+    section = text[text.index(heading) :]
+    return section[
+        section.index("```python\n") + len("```python\n") : section.index("\n```\n", section.index("```python"))
+    ]
+
+
+def test_signed_webhooks_verify_with_the_documented_snippet(tmp_path):
+    secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    namespace: dict = {}
+    exec(compile(_doc_snippet("### Verifying a signature"), "docs/edge.md", "exec"), namespace)
+    verify = namespace["verify"]
+    receiver = Receiver(fail=1).start()  # the first attempt fails: the retry is signed anew, same id
+    log = AlertLog(tmp_path / "events.jsonl", "l", "l-x")
+    sender = WebhookSender(
+        log, WebhookConfig(url=receiver.url, secret=secret, backoff_min_s=0.02, backoff_max_s=0.05), tmp_path, metrics()
+    )
+    sender.start()
+    try:
+        log.append(alert(1), 1)
+        assert wait_until(lambda: sender.pending() == 0)
+    finally:
+        sender.stop(timeout=0.5)
+        receiver.stop()
+        log.close()
+    (headers,), (body,) = receiver.headers, receiver.bodies
+    lower = {k.lower(): v for k, v in headers.items()}
+    assert lower["webhook-id"] == "l-x-1" and lower["webhook-signature"].startswith("v1,")
+    assert abs(int(lower["webhook-timestamp"]) - time.time()) < 60
+    assert verify(secret, headers, body)
+    assert not verify(secret, headers, body.replace(b"Banana", b"Banano"))  # altered
+    assert not verify("whsec_" + base64.b64encode(os.urandom(32)).decode(), headers, body)  # another secret
+    assert not verify(secret, {**headers, "webhook-timestamp": str(int(time.time()) - 3600)}, body)  # replayed
+
+
+@pytest.mark.parametrize("secret", ["s3cret", "whsec_not base64!", "whsec_" + base64.b64encode(b"short").decode()])
+def test_a_webhook_secret_that_is_not_whsec_base64_is_refused(secret):
+    with pytest.raises(ConfigError, match=r"edge\.webhook\.secret: must be 'whsec_'"):
+        WebhookConfig(url="http://x/", secret=secret)

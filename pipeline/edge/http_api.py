@@ -2,10 +2,13 @@
 framework needed on the edge box):
 
     POST /pos                    one POS event or a list (token when configured)  202 / 400 / 401 / 411 / 413 / 503
-    GET  /events?since=N&limit=M alerts with seq > N, oldest first                  200 / 400
+    GET  /events?since=N&limit=M alerts with seq > N, oldest first (token)          200 / 400 / 401
     GET  /health                 camera, frame rates, gallery, model, POS, webhook  200 (503 if the lane has stopped)
-    GET  /metrics                Prometheus text format                              200
+    GET  /metrics                Prometheus text format (token)                      200 / 401
     POST /admin/gallery/refresh  switch to a newly published gallery now (token)    200 / 401
+
+With a token configured every route but GET /health needs it (`reads_need_token`, default true;
+false leaves the GET routes open, as before).
 
 Limits: bodies over `max_body_bytes` are refused (413), a body must state its length once (411,
 400), a request must be in within `request_timeout_s` of connecting however it trickles in, at
@@ -199,10 +202,13 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.done_reading(self.connection)
         url = urlsplit(self.path)
         ctx = self.server.context
-        if url.path == "/health":
+        if url.path == "/health":  # always open: liveness checks (Docker, systemd, a load balancer) hold no token
             code, body = ctx.health()
             self._json(code, body)
-        elif url.path == "/metrics":
+            return
+        if self.server.config.reads_need_token and not self._authorized():
+            return
+        if url.path == "/metrics":
             self._send(200, ctx.metrics.render().encode(), CONTENT_TYPE)
         elif url.path == "/events":
             self._events(parse_qs(url.query, keep_blank_values=True))

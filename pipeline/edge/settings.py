@@ -5,6 +5,7 @@ edits one place; the same strictness applies: an unknown key or a wrong type nam
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
@@ -17,6 +18,21 @@ from retail_reid.errors import ReidError
 
 class EdgeError(ReidError):
     """The service cannot start or go on as configured; the message names the file or setting."""
+
+
+SECRET_PREFIX = "whsec_"
+MIN_SECRET_BYTES, MAX_SECRET_BYTES = 24, 64  # the Standard Webhooks range
+
+
+def signing_key(secret: str) -> bytes | None:
+    """The HMAC key of a Standard Webhooks secret ("whsec_" + base64), or None if it is not one."""
+    if not secret.startswith(SECRET_PREFIX):
+        return None
+    try:
+        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+    except ValueError:
+        return None
+    return key if MIN_SECRET_BYTES <= len(key) <= MAX_SECRET_BYTES else None
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -59,11 +75,12 @@ class CameraConfig:
 class HttpConfig:
     host: str = "127.0.0.1"  # loopback unless configured; any other address needs a token
     port: int = 8750  # 0: any free port (written to STATE/service.json)
-    token: str = ""  # bearer token for POST /pos and admin endpoints; empty: none asked for
+    token: str = ""  # bearer token for POST /pos, admin endpoints and (reads_need_token) GET routes; empty: none
     token_file: str = ""  # or read the token from this file (a Docker or systemd secret)
     max_body_bytes: int = 65536  # larger POST bodies are refused (413) unread
     max_events_per_post: int = 1000
     max_connections: int = 16  # requests served at once; a new one takes the slot of one still sending (else 503)
+    reads_need_token: bool = True  # with a token set, GET routes need it too (all but /health)
     request_timeout_s: float = 10.0  # a request (headers and body) not in this long after connecting is cut off
 
     def __post_init__(self) -> None:
@@ -116,6 +133,8 @@ class WebhookConfig:
     backoff_min_s: float = 0.5  # wait after the first failure; doubles per failure ...
     backoff_max_s: float = 60.0  # ... up to this
     dead_letter_after: int = 5  # attempts refused for good (3xx, 4xx but 408/429) before an alert is set aside
+    secret: str = ""  # "whsec_<base64>": sign each POST (Standard Webhooks: webhook-id, -timestamp, -signature)
+    secret_file: str = ""  # or read the secret from this file
 
     def __post_init__(self) -> None:
         _check(
@@ -129,6 +148,13 @@ class WebhookConfig:
             f"must be an http:// or https:// URL, got {self.url!r}",
         )
         _check(not (self.token and self.token_file), "webhook.token", "give token or token_file, not both")
+        _check(not (self.secret and self.secret_file), "webhook.secret", "give secret or secret_file, not both")
+        _check(
+            not self.secret or signing_key(self.secret) is not None,
+            "webhook.secret",
+            f"must be 'whsec_' followed by the base64 of {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} random bytes "
+            "(e.g. python -c \"import base64, os; print('whsec_' + base64.b64encode(os.urandom(32)).decode())\")",
+        )
         _check(self.timeout_s > 0, "webhook.timeout_s", f"must be positive, got {self.timeout_s}")
         _check(
             0 < self.backoff_min_s <= self.backoff_max_s,
@@ -227,6 +253,8 @@ def load_edge_config(path: str | Path) -> tuple[EdgeConfig, LaneConfig]:
             edge.webhook,
             token=read_token(edge.webhook.token, _resolve(base, edge.webhook.token_file), "webhook.token"),
             token_file="",
+            secret=read_token(edge.webhook.secret, _resolve(base, edge.webhook.secret_file), "webhook.secret"),
+            secret_file="",
         )
         pos = dataclasses.replace(edge.pos, file=_resolve(base, edge.pos.file))
         edge = dataclasses.replace(

@@ -2,14 +2,21 @@
 cursor, retries and dead letters are `outbox.OutboxSender`'s).
 
 One alert per request, in order, as the JSON line of events.jsonl; the header `Idempotency-Key`
-carries the alert's `id`. A 2xx is a delivery. Redirects are never followed (a 3xx is a refusal);
-a 3xx and a 4xx other than 408 (timeout) and 429 (too many requests) are refusals for good, the
-rest (no answer, 5xx, 408, 429) are retried for as long as it takes.
+carries the alert's `id`. With `secret` set each request is signed the Standard Webhooks way
+(`webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256>`).
+
+A 2xx is a delivery. Redirects are never followed; a 3xx and a 4xx other than 408 (timeout) and
+429 (too many requests) are refusals for good, the rest (no answer, 5xx, 408, 429) are retried
+for as long as it takes.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -18,7 +25,7 @@ from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.dead_letters import DeadLetters
 from retail_reid.pipeline.edge.metrics import EdgeMetrics
 from retail_reid.pipeline.edge.outbox import Failure, OutboxCounters, OutboxSender, Retry
-from retail_reid.pipeline.edge.settings import WebhookConfig
+from retail_reid.pipeline.edge.settings import WebhookConfig, signing_key
 
 MAX_RESPONSE_BYTES = 65536  # what is read of a receiver's answer
 RETRIED_4XX = (408, 429)  # a 4xx that may pass later: retried, never set aside
@@ -32,6 +39,15 @@ class _NoRedirects(urllib.request.HTTPRedirectHandler):
         return None
 
 
+def sign(key: bytes, message_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """Standard Webhooks headers: the HMAC-SHA256 of "id.timestamp.body" under the secret's key.
+    The id is the alert's (the same on every attempt, so the receiver can drop repeats); the
+    timestamp is the attempt's, so a receiver can refuse replays of old requests."""
+    signed = f"{message_id}.{timestamp}.".encode() + body
+    digest = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return {"webhook-id": message_id, "webhook-timestamp": str(timestamp), "webhook-signature": f"v1,{digest}"}
+
+
 class WebhookClient:
     """One POST of one alert to the configured receiver (the sender's, and `reid edge dead-letters --resend`'s)."""
 
@@ -42,9 +58,11 @@ class WebhookClient:
         # Redirects are not followed: urllib would turn a 301/302/303 into a body-less GET to any
         # host, with the token and the key, and count that GET's 200 as the delivery.
         self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}), _NoRedirects())
+        self._key = signing_key(config.secret) if config.secret else None
 
     def post(self, record: dict) -> Failure | None:
         """None if the receiver took the alert, else why not."""
+        body = json.dumps(record).encode()
         headers = {
             "Content-Type": "application/json",
             "Idempotency-Key": record["id"],
@@ -52,9 +70,9 @@ class WebhookClient:
         }
         if self.config.token:
             headers["Authorization"] = f"Bearer {self.config.token}"
-        request = urllib.request.Request(
-            self.config.url, data=json.dumps(record).encode(), headers=headers, method="POST"
-        )
+        if self._key is not None:
+            headers.update(sign(self._key, record["id"], int(time.time()), body))
+        request = urllib.request.Request(self.config.url, data=body, headers=headers, method="POST")
         try:
             with self._opener.open(request, timeout=self.config.timeout_s) as response:
                 response.read(MAX_RESPONSE_BYTES)
