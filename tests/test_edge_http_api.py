@@ -3,6 +3,7 @@ requests, and a bounded number of connections."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import threading
@@ -226,5 +227,44 @@ def test_get_routes_need_the_token_when_one_is_set_but_health(api, tmp_path):
     try:
         assert call(open_url + "/events", token=None)[0] == 200 and call(open_url + "/metrics", token=None)[0] == 200
         assert call(open_url + "/pos", b"{}", token=None)[0] == 401  # POSTs still need it
+    finally:
+        _stop(server)
+
+
+def test_evidence_files_are_served_with_the_token_and_nothing_outside_their_folder(tmp_path):
+    evidence = tmp_path / "evidence"
+    (evidence / "20261130T090000Z-ab12").mkdir(parents=True)
+    crop = evidence / "20261130T090000Z-ab12" / "track00007_0.jpg"
+    crop.write_bytes(b"\xff\xd8jpeg bytes\xff\xd9")
+    (evidence / "20261130T090000Z-ab12" / "track00007.avi").write_bytes(b"RIFF clip")
+    (tmp_path / "secret.jpg").write_bytes(b"not evidence")
+    (evidence / "link.jpg").symlink_to(tmp_path / "secret.jpg")
+    (evidence / "notes.txt").write_text("not a served type")
+    url, server = _serve(tmp_path, reads_need_token=False)
+    server.context = dataclasses.replace(server.context, evidence_root=evidence)
+    try:
+        code, body, headers = call(url + "/evidence/20261130T090000Z-ab12/track00007_0.jpg")
+        assert code == 200 and body == crop.read_bytes() and headers["Content-Type"] == "image/jpeg"
+        assert call(url + "/evidence/20261130T090000Z-ab12%2Ftrack00007_0.jpg")[1] == crop.read_bytes()  # one param
+        code, body, headers = call(url + "/evidence/20261130T090000Z-ab12/track00007.avi")
+        assert code == 200 and body == b"RIFF clip" and headers["Content-Type"] == "video/x-msvideo"
+        code, _, _ = call(url + "/evidence/20261130T090000Z-ab12/track00007_0.jpg", token=None)
+        assert code == 401  # evidence always needs the token, even with open reads
+        for path in (
+            "/evidence/../secret.jpg",
+            "/evidence/%2e%2e/secret.jpg",
+            "/evidence/20261130T090000Z-ab12/..%2f..%2fsecret.jpg",
+            "/evidence//etc/passwd",
+            "/evidence/link.jpg",
+            "/evidence/notes.txt",
+            "/evidence/20261130T090000Z-ab12",
+            "/evidence/nope.jpg",
+            "/evidence/a%00.jpg",
+        ):
+            with socket.create_connection(("127.0.0.1", server.port)) as s:
+                s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer s3cret\r\n\r\n".encode())
+                answer = b"".join(iter(lambda s=s: s.recv(4096), b""))  # to the end: the server closes
+            assert answer.startswith(b"HTTP/1.0 404") and b"no such evidence file" in answer, path
+            assert b"not evidence" not in answer
     finally:
         _stop(server)

@@ -13,7 +13,9 @@ its own module:
 | `alert_log` | `AlertLog`: events.jsonl with sequence numbers that continue across restarts |
 | `outbox` | `OutboxSender`: the delivery loop of the alert log to one receiver (cursor, retries, dead letters) |
 | `dead_letters` | `DeadLetters`: alerts a receiver refused for good, set aside and re-sendable |
-| `webhook` | `WebhookClient`, `WebhookSender`: one POST per alert, no redirects followed |
+| `webhook` | `WebhookClient`, `WebhookSender`: one POST per alert, no redirects followed, signed with a secret |
+| `mqtt` | `MqttLink`, `MqttPublisher`: alerts, availability and POS events over MQTT (the `mqtt` extra) |
+| `clips` | `ClipRing`, `ClipEvidenceWriter`: clips of alert passes from a bounded ring of recent frames |
 | `lane_worker` | `LaneWorker`: the thread that feeds frames and POS events to the lane, and its evidence crops |
 | `gallery_watch` | `GalleryWatcher`: follows newly published gallery versions |
 | `metrics` | Prometheus counters, gauges and histograms, written by hand |

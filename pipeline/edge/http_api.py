@@ -5,6 +5,7 @@ framework needed on the edge box):
     GET  /events?since=N&limit=M alerts with seq > N, oldest first (token)          200 / 400 / 401
     GET  /health                 camera, frame rates, gallery, model, POS, webhook  200 (503 if the lane has stopped)
     GET  /metrics                Prometheus text format (token)                      200 / 401
+    GET  /evidence/RUN/FILE      an alert's crop or clip (token, always)             200 / 401 / 404
     POST /admin/gallery/refresh  switch to a newly published gallery now (token)    200 / 401
 
 With a token configured every route but GET /health needs it (`reads_need_token`, default true;
@@ -23,7 +24,10 @@ import contextlib
 import hmac
 import json
 import logging
+import os
+import shutil
 import socket
+import stat
 import sys
 import threading
 import time
@@ -31,7 +35,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.metrics import CONTENT_TYPE, EdgeMetrics
@@ -47,6 +52,8 @@ MAX_DISCARD_BYTES = 1 << 20  # of a refused body, read at most this much before 
 DISCARD_TIMEOUT_S = 1.0  # ... waiting at most this long for each piece
 EVICT_AFTER_S = 0.25  # a connection still sending its request after this long may lose its slot to a new one
 MAX_CLOSING = 512  # refused connections being read before closing; beyond it the oldest is closed at once
+EVIDENCE_ROUTE = "/evidence/"
+EVIDENCE_TYPES = {".jpg": "image/jpeg", ".avi": "video/x-msvideo"}  # crops, and clips of alert passes
 MAX_PARAM_DIGITS = 18  # a query number longer than this is out of range (and never converted)
 BUSY = (
     b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
@@ -64,6 +71,7 @@ class ApiContext:
     metrics: EdgeMetrics
     health: Callable[[], tuple[int, dict]]  # (HTTP status, body)
     refresh_gallery: Callable[[], dict]
+    evidence_root: Path | None = None  # STATE/evidence: crops and clips served at /evidence/...
 
 
 @dataclass
@@ -206,9 +214,12 @@ class _Handler(BaseHTTPRequestHandler):
             code, body = ctx.health()
             self._json(code, body)
             return
-        if self.server.config.reads_need_token and not self._authorized():
+        evidence = url.path.startswith(EVIDENCE_ROUTE)
+        if (self.server.config.reads_need_token or evidence) and not self._authorized():
             return
-        if url.path == "/metrics":
+        if evidence:
+            self._evidence(url.path)
+        elif url.path == "/metrics":
             self._send(200, ctx.metrics.render().encode(), CONTENT_TYPE)
         elif url.path == "/events":
             self._events(parse_qs(url.query, keep_blank_values=True))
@@ -246,6 +257,31 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(503, {"error": str(e)}, {"Retry-After": "1"})
             return
         self._json(202, {"accepted": len(events)})
+
+    def _evidence(self, url_path: str) -> None:
+        """A file under the evidence folder (an alert's `evidence` path is its URL path). Anything
+        else, whatever the spelling (`..`, encoded, links out of the folder), is 404."""
+        root = self.server.context.evidence_root
+        path = evidence_file(root, unquote(url_path)) if root is not None else None
+        if path is None:
+            self._json(404, {"error": f"no such evidence file: {url_path[:200]}"})
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            self._json(404, {"error": f"no such evidence file: {url_path[:200]}"})
+            return
+        with os.fdopen(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                self._json(404, {"error": f"no such evidence file: {url_path[:200]}"})
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", EVIDENCE_TYPES[path.suffix.lower()])
+            self.send_header("Content-Length", str(info.st_size))
+            self.send_header("Cache-Control", "private, max-age=86400")  # evidence files never change
+            self.end_headers()
+            shutil.copyfileobj(f, self.wfile, 65536)
 
     def _events(self, query: dict[str, list[str]]) -> None:
         try:
@@ -347,6 +383,24 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
+
+
+def evidence_file(root: Path, url_path: str) -> Path | None:
+    """The file an `/evidence/...` URL path names under `root` (STATE/evidence), or None if it
+    names anything else: an empty, `.` or `..` part, a backslash or NUL, a type not served, or a
+    place outside `root` once links are resolved."""
+    parts = url_path.removeprefix(EVIDENCE_ROUTE).split("/")
+    if any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts):
+        return None
+    path = root.joinpath(*parts)
+    if path.suffix.lower() not in EVIDENCE_TYPES:
+        return None
+    try:
+        if not path.resolve(strict=True).is_relative_to(root.resolve(strict=True)):
+            return None
+    except (OSError, RuntimeError):  # missing, or a link loop
+        return None
+    return path
 
 
 def _int_param(query: dict[str, list[str]], name: str, default: int, low: int, high: int | None) -> int:

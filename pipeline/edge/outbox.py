@@ -24,10 +24,15 @@ from pathlib import Path
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.dead_letters import DeadLetter, DeadLetters
 from retail_reid.pipeline.edge.metrics import Counter
-from retail_reid.pipeline.edge.settings import EdgeError
+from retail_reid.pipeline.edge.settings import EdgeError, MqttConfig, WebhookConfig
 from retail_reid.pipeline.edge.worker import Worker
 
 from retail_reid.durable import replace_atomically
+
+
+def dead_letters_path(state: Path, sender: str) -> Path:
+    """Where a sender ("webhook", "mqtt") sets aside what its receiver refused for good."""
+    return state / f"{sender}.dead-letters.jsonl"
 
 
 @dataclass(frozen=True)
@@ -40,11 +45,12 @@ class Failure:
 
 @dataclass(frozen=True, kw_only=True)
 class OutboxCounters:
-    """The sender's counters: delivered, failed attempts, alerts set aside as dead letters."""
+    """The sender's counters: delivered, failed attempts, alerts set aside as dead letters (None:
+    a sender whose failures are never for good)."""
 
     delivered: Counter
     failures: Counter
-    dead_lettered: Counter
+    dead_lettered: Counter | None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +62,16 @@ class Retry:
     dead_letter_after: int  # attempts refused for good before the alert is set aside
     attempt_timeout_s: float  # one attempt's longest wait (the shutdown waits this much more)
 
+    @classmethod
+    def of(cls, config: WebhookConfig | MqttConfig, dead_letter_after: int) -> Retry:
+        """A sender's settings: its backoff and timeout keys are named alike."""
+        return cls(
+            backoff_min_s=config.backoff_min_s,
+            backoff_max_s=config.backoff_max_s,
+            dead_letter_after=dead_letter_after,
+            attempt_timeout_s=config.timeout_s,
+        )
+
 
 class OutboxSender(Worker):
     """The delivery loop; a subclass says where to (`target`) and how (`deliver`)."""
@@ -64,16 +80,16 @@ class OutboxSender(Worker):
         self,
         name: str,
         alerts: AlertLog,
-        cursor_path: Path,
-        dead_letters: DeadLetters,
+        state: Path,
         retry: Retry,
         counters: OutboxCounters,
     ):
+        """`state`: the folder of STATE/<name>.cursor.json and STATE/<name>.dead-letters.jsonl."""
         super().__init__(name)
         self.log = logging.getLogger(f"reid.edge.{name}")
         self.alerts = alerts
-        self.cursor_path = cursor_path
-        self.dead_letters = dead_letters
+        self.cursor_path = state / f"{name}.cursor.json"
+        self.dead_letters = DeadLetters(dead_letters_path(state, name))
         self.retry = retry
         self.counters = counters
         self._deadline = float("inf")
@@ -203,7 +219,8 @@ class OutboxSender(Worker):
             self.log.error("%s: cannot write the dead letters (%s)", self.dead_letters.path, e.strerror or e)
             return False
         self._advance(record["seq"])
-        self.counters.dead_lettered.inc()
+        if self.counters.dead_lettered is not None:
+            self.counters.dead_lettered.inc()
         self.error = f"alert {record['id']} refused for good ({reason}); set aside in {self.dead_letters.path.name}"
         self.log.error(
             "%s: alert %s refused %d times (%s): set aside in %s; later alerts go on "

@@ -164,6 +164,70 @@ class WebhookConfig:
 
 
 @dataclass(frozen=True)
+class MqttConfig:
+    """An MQTT broker to publish alerts and availability to, and to take POS events from (the `mqtt` extra)."""
+
+    host: str = ""  # the broker; empty: no MQTT
+    port: int = 1883
+    client_id: str = ""  # default reid-edge-<lane>
+    username: str = ""
+    password: str = ""
+    password_file: str = ""  # or read the password from this file
+    tls: bool = False  # connect with TLS (port 8883 usually), checking the broker's certificate
+    ca_file: str = ""  # ... against this CA bundle (empty: the system's)
+    topic_prefix: str = ""  # default reid/<lane>: <prefix>/alerts, <prefix>/availability, <prefix>/pos
+    pos: bool = False  # take POS events published to <prefix>/pos
+    keepalive_s: int = 30
+    timeout_s: float = 5.0  # wait this long for the broker's acknowledgement of an alert
+    backoff_min_s: float = 0.5  # wait after a failed publish; doubles per failure ...
+    backoff_max_s: float = 30.0  # ... up to this
+    reconnect_max_s: float = 30.0  # longest wait between attempts to reconnect
+
+    def __post_init__(self) -> None:
+        _check(0 < self.port <= 65535, "mqtt.port", f"must be in [1, 65535], got {self.port}")
+        _check(not (self.password and self.password_file), "mqtt.password", "give password or password_file, not both")
+        _check(
+            not self.topic_prefix
+            or (not any(c in self.topic_prefix for c in "+#\0") and "//" not in self.topic_prefix),
+            "mqtt.topic_prefix",
+            f"must be a topic without wildcards (+, #), got {self.topic_prefix!r}",
+        )
+        _check(5 <= self.keepalive_s <= 3600, "mqtt.keepalive_s", f"must be in [5, 3600], got {self.keepalive_s}")
+        _check(self.timeout_s > 0, "mqtt.timeout_s", f"must be positive, got {self.timeout_s}")
+        _check(
+            0 < self.backoff_min_s <= self.backoff_max_s,
+            "mqtt.backoff_min_s",
+            f"must be positive and at most backoff_max_s ({self.backoff_max_s}), got {self.backoff_min_s}",
+        )
+        _check(self.reconnect_max_s >= 1, "mqtt.reconnect_max_s", f"must be >= 1, got {self.reconnect_max_s}")
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """Clips of alert passes: a bounded ring of recent frames, written as a short MJPEG AVI per alert."""
+
+    enabled: bool = False  # off by default: a JPEG per frame costs CPU, and clips cost disk
+    before_s: float = 2.0  # the clip starts this long before the item entered the zone ...
+    after_s: float = 0.5  # ... and ends this long after it left (the alert is decided about then)
+    ring_s: float = 20.0  # frames kept in memory; a pass longer than this keeps only its end
+    ring_mb: float = 64.0  # ... and at most this many MB of them (JPEG)
+    quality: int = 70  # JPEG quality of the kept frames
+    max_disk_mb: float = 500.0  # clips on disk (all starts); beyond it the oldest clips are removed
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.before_s <= 30, "clips.before_s", f"must be in [0, 30], got {self.before_s}")
+        _check(0 <= self.after_s <= 5, "clips.after_s", f"must be in [0, 5], got {self.after_s}")
+        _check(
+            self.before_s + self.after_s < self.ring_s <= 300,
+            "clips.ring_s",
+            f"must be above before_s + after_s and at most 300, got {self.ring_s}",
+        )
+        _check(1 <= self.ring_mb <= 2048, "clips.ring_mb", f"must be in [1, 2048], got {self.ring_mb}")
+        _check(10 <= self.quality <= 100, "clips.quality", f"must be in [10, 100], got {self.quality}")
+        _check(self.max_disk_mb > 0, "clips.max_disk_mb", f"must be positive, got {self.max_disk_mb}")
+
+
+@dataclass(frozen=True)
 class EdgeConfig:
     lane: str = "lane"  # this lane's name, in alerts, alert ids and metrics
     gallery: str = ""  # gallery folder (reid gallery init / import-folder)
@@ -177,6 +241,8 @@ class EdgeConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     pos: PosConfig = field(default_factory=PosConfig)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    clips: ClipConfig = field(default_factory=ClipConfig)
 
     def __post_init__(self) -> None:
         _check(
@@ -257,6 +323,12 @@ def load_edge_config(path: str | Path) -> tuple[EdgeConfig, LaneConfig]:
             secret_file="",
         )
         pos = dataclasses.replace(edge.pos, file=_resolve(base, edge.pos.file))
+        mqtt = dataclasses.replace(
+            edge.mqtt,
+            password=read_token(edge.mqtt.password, _resolve(base, edge.mqtt.password_file), "mqtt.password"),
+            password_file="",
+            ca_file=_resolve(base, edge.mqtt.ca_file),
+        )
         edge = dataclasses.replace(
             edge,
             gallery=_resolve(base, edge.gallery),
@@ -266,6 +338,7 @@ def load_edge_config(path: str | Path) -> tuple[EdgeConfig, LaneConfig]:
             http=http,
             pos=pos,
             webhook=webhook,
+            mqtt=mqtt,
         )
     except ConfigError as e:
         raise ConfigError(f"{p}: {e}") from None

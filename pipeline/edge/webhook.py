@@ -22,7 +22,6 @@ import urllib.request
 from pathlib import Path
 
 from retail_reid.pipeline.edge.alert_log import AlertLog
-from retail_reid.pipeline.edge.dead_letters import DeadLetters
 from retail_reid.pipeline.edge.metrics import EdgeMetrics
 from retail_reid.pipeline.edge.outbox import Failure, OutboxCounters, OutboxSender, Retry
 from retail_reid.pipeline.edge.settings import WebhookConfig, signing_key
@@ -97,14 +96,8 @@ class WebhookSender(OutboxSender):
         super().__init__(
             NAME,
             alerts,
-            state / f"{NAME}.cursor.json",
-            DeadLetters(state / f"{NAME}.dead-letters.jsonl"),
-            Retry(
-                backoff_min_s=config.backoff_min_s,
-                backoff_max_s=config.backoff_max_s,
-                dead_letter_after=config.dead_letter_after,
-                attempt_timeout_s=config.timeout_s,
-            ),
+            state,
+            Retry.of(config, config.dead_letter_after),
             OutboxCounters(
                 delivered=metrics.webhook_delivered,
                 failures=metrics.webhook_failures,
