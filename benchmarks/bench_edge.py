@@ -3,7 +3,8 @@ process on loopback, a simulated lane (gallery from sample/grocery/train, lane f
 played as a live stream in a loop, its POS events posted in time, one pass after another.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_edge.py soak [--minutes 3] [--work DIR]
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_edge.py sizing [--seconds 60] [--grid 640x480@15,...] [--cpus 1,2] [--lanes 1,4]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_edge.py sizing [--seconds 60] [--grid 640x480@15,...]
+        [--cpus 1,2] [--lanes 1,4]
 
 soak: alert latency (from the item's last frame in the zone, the tracker's pass end, to its line
 in events.jsonl; target p95 <= 1 s), frames read / processed / dropped, CPU used, and the
@@ -16,6 +17,7 @@ cores: what a box of that size keeps up with.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -35,8 +37,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from retail_reid.cli import main as reid  # noqa: E402
 from retail_reid.models.datasets import folder_set  # noqa: E402
-from retail_reid.pipeline.cli import main as reid  # noqa: E402
 from retail_reid.pipeline.score import read_events, read_truth, score  # noqa: E402
 from retail_reid.pipeline.simulate import SimConfig, simulate  # noqa: E402
 
@@ -162,7 +164,8 @@ def run_service(
     run.mkdir(parents=True)
     (run / "lane.toml").write_text(
         f'zone = {json.dumps(truth["zone"])}\n[edge]\nlane = "bench"\ngallery = "{gallery}"\nstate_dir = "{state}"\n'
-        f'[edge.camera]\nsource = "{video}"\nloop = true\nqueue_frames = {queue_frames}\n[edge.http]\nport = 0\ntoken = "{TOKEN}"\n'
+        f'[edge.camera]\nsource = "{video}"\nloop = true\nqueue_frames = {queue_frames}\n'
+        f'[edge.http]\nport = 0\ntoken = "{TOKEN}"\n'
     )
     env = {
         **os.environ,
@@ -173,7 +176,7 @@ def run_service(
     command = [
         sys.executable,
         "-m",
-        "retail_reid.pipeline.cli",
+        "retail_reid",
         "edge",
         "--config",
         str(run / "lane.toml"),
@@ -181,11 +184,11 @@ def run_service(
         "warning",
     ]
     if cpus:
-        command = ["taskset", "-c", f"0-{cpus - 1}"] + command
+        command = ["taskset", "-c", f"0-{cpus - 1}", *command]
     if nice is not None:  # the priority a deployment gives the service (systemd Nice=); below 0 needs root
-        command = ["nice", "-n", str(nice)] + command
-    log = open(run / "service.log", "wb")
-    proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        command = ["nice", "-n", str(nice), *command]
+    with open(run / "service.log", "wb") as log:  # the service holds its own copy of the file
+        proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 300
         while True:
@@ -231,7 +234,6 @@ def run_service(
     finally:
         if proc.poll() is None:
             proc.kill()
-        log.close()
     records = [json.loads(line) for line in (state / "events.jsonl").read_text().splitlines()]
     return {
         "records": records,
@@ -296,7 +298,8 @@ def frames_line(result: dict) -> str:
     age50 = _histogram_quantile(result["metrics"], "reid_frame_age_seconds", 0.5)
     age95 = _histogram_quantile(result["metrics"], "reid_frame_age_seconds", 0.95)
     return (
-        f"frames read {f['read']}, processed {f['processed']} ({fps:.1f}/s), dropped {f['dropped']} ({100 * dropped:.1f}%); "
+        f"frames read {f['read']}, processed {f['processed']} ({fps:.1f}/s), dropped {f['dropped']} "
+        f"({100 * dropped:.1f}%); "
         f"frame processing p95 <= {1000 * p95:.0f} ms; frame age when processed p50 <= {1000 * age50:.0f} ms, "
         f"p95 <= {1000 * age95:.0f} ms (histogram buckets); CPU {cpu:.2f} cores, "
         f"{1000 * cpu * result['seconds'] / max(f['processed'], 1):.1f} CPU-ms per processed frame (decoding included)"
@@ -314,7 +317,8 @@ def cmd_soak(a: argparse.Namespace, work: Path) -> int:
     result = run_service(work, gallery, scenario, seconds, a.cpus, a.queue_frames, "soak", a.nice)
     lat = latency(result)
     print(
-        f"exit status after SIGTERM: {result['exit']}; during the run, time some task waited for a CPU / CPU time stolen "
+        f"exit status after SIGTERM: {result['exit']}; "
+        "during the run, time some task waited for a CPU / CPU time stolen "
         f"by the hypervisor: {result['machine']}"
     )
     print(frames_line(result))
@@ -343,7 +347,8 @@ def cmd_soak(a: argparse.Namespace, work: Path) -> int:
     print(f"resident memory, highest in each minute (MB): {' '.join(minutes)}")
     print(
         f"resident memory: {rss[0]:.0f} MB at 1 s, after warm-up {rss[warm].min():.0f}-{rss[warm].max():.0f} MB; "
-        f"max of first quarter {first.max():.1f} MB, of last quarter {last.max():.1f} MB; fitted slope {slope:+.1f} MB/hour"
+        f"max of first quarter {first.max():.1f} MB, of last quarter {last.max():.1f} MB; "
+        f"fitted slope {slope:+.1f} MB/hour"
     )
     print(f"events: {len(result['records'])} lines; run folder {result['run']}; at the end: {contention()}")
     return 0
@@ -356,8 +361,9 @@ def cmd_sizing(a: argparse.Namespace, work: Path) -> int:
         f"{'' if a.nice is None else f'; service at nice {a.nice}'})"
     )
     print(
-        "| frames | cores | lanes | processed / camera fps (worst lane) | dropped (worst) | CPU used (cores, all lanes) "
-        "| CPU-ms per frame | frame age p95 (worst) | alert latency p95 (worst) | recall (non_scan, switch) | machine: CPU wait / stolen |"
+        "| frames | cores | lanes | processed / camera fps (worst lane) | dropped (worst) "
+        "| CPU used (cores, all lanes) | CPU-ms per frame | frame age p95 (worst) | alert latency p95 (worst) "
+        "| recall (non_scan, switch) | machine: CPU wait / stolen |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for spec in a.grid.split(","):
@@ -366,22 +372,12 @@ def cmd_sizing(a: argparse.Namespace, work: Path) -> int:
         scenario = make_scenario(work, w, h, float(fps), a.passes, a.seed)
         for cpus in (int(c) for c in a.cpus.split(",")):
             for lanes in (int(n) for n in a.lanes.split(",")):
+                lane = functools.partial(
+                    run_service, work, gallery, scenario, a.seconds, cpus, a.queue_frames, nice=a.nice
+                )
+                names = [f"size-{spec}-{cpus}c-{lanes}l-{i}" for i in range(lanes)]
                 with ThreadPoolExecutor(lanes) as pool:  # the lanes of one box, side by side on the same cores
-                    results = list(
-                        pool.map(
-                            lambda i: run_service(
-                                work,
-                                gallery,
-                                scenario,
-                                a.seconds,
-                                cpus,
-                                a.queue_frames,
-                                f"size-{spec}-{cpus}c-{lanes}l-{i}",
-                                a.nice,
-                            ),
-                            range(lanes),
-                        )
-                    )
+                    results = list(pool.map(lane, names))
                 print(sizing_row(f"{w}x{h} @ {fps}", float(fps), cpus, results, a.seconds), flush=True)
     return 0
 
@@ -407,7 +403,8 @@ def sizing_row(frames: str, fps: float, cpus: int, results: list[dict], seconds:
                 recall[t][1] += n
     per_frame = cores * seconds / max(sum(processed), 1)  # CPU seconds per processed frame, decoding included
     return (
-        f"| {frames} | {cpus} | {len(results)} | {min(processed) / seconds:.1f} / {fps:g} | {100 * max(dropped):.0f}% | {cores:.2f} "
+        f"| {frames} | {cpus} | {len(results)} | {min(processed) / seconds:.1f} / {fps:g} | "
+        f"{100 * max(dropped):.0f}% | {cores:.2f} "
         f"| {1000 * per_frame:.1f} | {_ms(max(ages))} | {max(lats):.2f} s | "
         + ", ".join(f"{m}/{n}" for m, n in recall.values())
         + f" | {results[0]['machine']} |"

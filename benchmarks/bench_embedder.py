@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import numpy as np
-from retail_reid.models.runtime import OnnxEmbedder, default_model_path
 
 from retail_reid.images import read_image
+from retail_reid.models.runtime import OnnxEmbedder, default_model_path
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample" / "grocery"
 
@@ -44,6 +44,7 @@ def timed(fn, crops: list[np.ndarray], repeats: int) -> float:
 
 def torch_embed_fn(onnx_model: OnnxEmbedder, checkpoint: str | None, threads: int, batch: int):
     import torch
+
     from retail_reid.models.backbone import create_backbone
     from retail_reid.models.net import EmbeddingNet, FlipAverage
 
@@ -87,7 +88,8 @@ def main() -> None:
     rates["onnx fp32"] = timed(fp32.embed, crops, a.repeats)
     rates["onnx int8"] = timed(int8.embed, crops, a.repeats)
     print(
-        f"{a.crops} real crops, {a.threads} threads, batch {a.batch}, input {fp32.preprocess.size}px, flip-TTA {fp32.info.extra.get('flip_tta')}"
+        f"{a.crops} real crops, {a.threads} threads, batch {a.batch}, input {fp32.preprocess.size}px, flip-TTA "
+        f"{fp32.info.extra.get('flip_tta')}"
     )
     base = rates["torch eager fp32"]
     for name, r in rates.items():

@@ -67,7 +67,7 @@ def shape_summary(refs: np.ndarray, labels: np.ndarray, queries: np.ndarray, q_l
     order = np.argsort(labels, kind="stable")
     bounds = np.searchsorted(labels[order], np.arange(labels.max() + 2))
     own, other = [], []
-    for q, s in zip(queries[:n], q_labels[:n]):
+    for q, s in zip(queries[:n], q_labels[:n], strict=True):
         sims = refs @ q
         mine = order[bounds[s] : bounds[s + 1]]
         own.append(sims[mine].max())
@@ -75,8 +75,9 @@ def shape_summary(refs: np.ndarray, labels: np.ndarray, queries: np.ndarray, q_l
         other.append(sims.max())
     pairs = np.array([refs[order[b]] @ refs[order[b + 1]] for b in bounds[:-1][:n] if b + 1 < len(refs)])
     return (
-        f"same-SKU reference pairs: mean cosine {pairs.mean():.2f}; query to its SKU's best reference {np.mean(own):.2f}, "
-        f"to the best other SKU's {np.mean(other):.2f}; query's SKU ranked first {np.mean(np.array(own) > np.array(other)):.3f}"
+        f"same-SKU reference pairs: mean cosine {pairs.mean():.2f}; "
+        f"query to its SKU's best reference {np.mean(own):.2f}, to the best other SKU's {np.mean(other):.2f}; "
+        f"query's SKU ranked first {np.mean(np.array(own) > np.array(other)):.3f}"
     )
 
 
@@ -106,7 +107,7 @@ def numpy_top(refs: np.ndarray, q: np.ndarray, k: int = 10) -> np.ndarray:
 
 
 def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth)]))
+    return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found, truth, strict=True)]))
 
 
 def synthetic_version(version: int, refs: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> VersionContent:
@@ -131,7 +132,8 @@ def row(
     g_agree: str = "",
 ) -> None:
     print(
-        f"| {name:<26} | {build_s:8.2f} | {mem_mb:8.0f} | {b1[0]:7.3f} | {b1[1]:7.3f} | {b32[0]:8.3f} | {b32[1]:8.3f} | {recall:>9} | {agree:>9} | {g_agree:>11} |",
+        f"| {name:<26} | {build_s:8.2f} | {mem_mb:8.0f} | {b1[0]:7.3f} | {b1[1]:7.3f} | {b32[0]:8.3f} | "
+        f"{b32[1]:8.3f} | {recall:>9} | {agree:>9} | {g_agree:>11} |",
         flush=True,
     )
 
@@ -146,7 +148,8 @@ def bench_size(n: int, a: argparse.Namespace) -> None:
     )
     print(shape_summary(refs, labels, queries, q_labels) + "\n", flush=True)
     print(
-        "| method                     | build s  | mem MB   | b1 p50  | b1 p99  | b32 p50  | b32 p99  | recall@10 | top-SKU = | match top = |"
+        "| method                     | build s  | mem MB   | b1 p50  | b1 p99  | b32 p50  | b32 p99  | recall@10 | "
+        "top-SKU = | match top = |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     reps1, reps32 = (a.reps, max(10, a.reps // 5)) if n <= 200_000 else (max(50, a.reps // 4), 20)
@@ -241,8 +244,9 @@ def bench_size(n: int, a: argparse.Namespace) -> None:
         how = Snapshot.load(root, 2).manifest["index_made"]
         print(
             f"\nversion written in {build:.1f} s (index {factory}, built, files fsynced; "
-            f"{(root / 'versions' / '00000001' / 'index.faiss').stat().st_size / 2**20:.0f} MB); opened by a lane in {load_s:.2f} s "
-            f"using {mem:.0f} MB; next version (one SKU's 3 photos replaced) written in {change_s:.1f} s ({how})",
+            f"{(root / 'versions' / '00000001' / 'index.faiss').stat().st_size / 2**20:.0f} MB); "
+            f"opened by a lane in {load_s:.2f} s using {mem:.0f} MB; "
+            f"next version (one SKU's 3 photos replaced) written in {change_s:.1f} s ({how})",
             flush=True,
         )
 
@@ -286,8 +290,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
     print(
-        f"bench_gallery: {platform.processor() or platform.machine()}, {faiss.omp_get_max_threads()} FAISS threads available, "
-        f"faiss {faiss.__version__}, numpy {np.__version__}; search threads {a.threads}, build threads {a.build_threads}; "
+        f"bench_gallery: {platform.processor() or platform.machine()}, "
+        f"{faiss.omp_get_max_threads()} FAISS threads available, faiss {faiss.__version__}, numpy {np.__version__}; "
+        f"search threads {a.threads}, build threads {a.build_threads}; "
         "latency = one index.search(k=10) call (or Gallery.match), in ms"
     )
     for n in a.sizes:

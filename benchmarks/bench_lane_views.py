@@ -3,7 +3,8 @@ grocery val photos, scored against centroids of the train photos (as galleries s
 first as photographed, then shrunk to a lane camera's size and degraded one way at a time, and
 finally drawn by `reid simulate` (rounded, tilted, on the belt, held by a hand, smeared by motion).
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_lane_views.py [--data /work/shared/data/grocery]
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_lane_views.py [--data DATASET]
+        (DATASET: the Grocery Store Dataset, see README.md "Data"; default $GROCERY)
         [--model M ...] [--side 144]
 
 Prints per model and view: Recall@1 of the SKU, and the median similarity of a photo to its own
@@ -13,6 +14,7 @@ SKU's centroid. Every degradation is seeded, so runs are comparable between mode
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,12 +25,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from retail_reid.images import read_image  # noqa: E402
 from retail_reid.models.datasets import split_file_set  # noqa: E402
 from retail_reid.models.metrics import sku_scores  # noqa: E402
 from retail_reid.models.runtime import OnnxEmbedder  # noqa: E402
 from retail_reid.pipeline.simulate import _Look  # noqa: E402  (the simulator's own drawing of an item)
-
-from retail_reid.images import read_image  # noqa: E402
 
 BELT_GREY = 60
 
@@ -69,7 +70,12 @@ def views(side: int) -> dict[str, Callable[[np.ndarray, Path, int], np.ndarray]]
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="/work/shared/data/grocery", help="the grocery dataset (train.txt, val.txt)")
+    ap.add_argument(
+        "--data",
+        default=os.environ.get("GROCERY"),
+        required="GROCERY" not in os.environ,
+        help="the Grocery Store Dataset folder with train.txt and val.txt (default: $GROCERY)",
+    )
     ap.add_argument("--model", action="append", help="ONNX embedder; repeat to compare (default: the shipped model)")
     ap.add_argument("--side", type=int, default=144, help="the item's longer side on a lane camera, pixels")
     a = ap.parse_args()
@@ -86,7 +92,7 @@ def main() -> int:
         print(f"\n{emb.path} ({emb.fingerprint[:12]}): {len(photos)} val photos, {len(skus)} SKUs")
         print(f"{'view':32s} Recall@1  own-SKU similarity (median)")
         for name, make in views(a.side).items():
-            queries = emb.embed([make(img, p, i) for i, (img, p) in enumerate(zip(photos, val.paths))])
+            queries = emb.embed([make(img, p, i) for i, (img, p) in enumerate(zip(photos, val.paths, strict=True))])
             _, sims = sku_scores(refs, labels, queries, "centroid")
             top1 = float(np.mean(sims.argmax(1) == own))
             print(f"{name:32s} {top1:8.3f}  {np.median(sims[np.arange(len(own)), own]):.3f}", flush=True)

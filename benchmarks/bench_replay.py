@@ -1,7 +1,8 @@
 """Replay accuracy and speed on lanes simulated from the grocery data's val photos, against a
 gallery built from its train photos (see docs/pipeline.md for the targets and recorded figures).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_replay.py [--data /work/shared/data/grocery]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_replay.py [--data DATASET]
+        (DATASET: the Grocery Store Dataset, see README.md "Data"; default $GROCERY)
         [--scenarios 3] [--passes 40] [--first-seed 100] [--model M] [--work DIR] [--config lane.toml]
 
 Seeds 100 and up are the recorded benchmark; tune on other seeds (docs/pipeline.md used 7-9).
@@ -26,9 +27,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from retail_reid.cli import main as reid  # noqa: E402
 from retail_reid.gallery import Gallery, GalleryError  # noqa: E402
 from retail_reid.models.datasets import folder_set, split_file_set  # noqa: E402
-from retail_reid.pipeline.cli import main as reid  # noqa: E402
 from retail_reid.pipeline.config import load_config  # noqa: E402
 from retail_reid.pipeline.replay import replay  # noqa: E402
 from retail_reid.pipeline.score import read_events, read_truth, score  # noqa: E402
@@ -42,7 +43,7 @@ SPEED_TARGET = 10.0
 def folder_view(split: Path, root: Path, dest: Path) -> Path:
     """FOLDER/<sku>/<photo> symlinks for a grocery split file (the gallery imports folders)."""
     images = split_file_set(split, root)
-    for path, sku in zip(images.paths, images.labels):
+    for path, sku in zip(images.paths, images.labels, strict=True):
         link = dest / sku / path.name
         if not link.exists():
             link.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +69,12 @@ def build_gallery(work: Path, train: Path, model: str | None) -> Path:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default="/work/shared/data/grocery", help="the grocery dataset (train.txt, val.txt)")
+    ap.add_argument(
+        "--data",
+        default=os.environ.get("GROCERY"),
+        required="GROCERY" not in os.environ,
+        help="the Grocery Store Dataset folder with train.txt and val.txt (default: $GROCERY)",
+    )
     ap.add_argument("--scenarios", type=int, default=3)
     ap.add_argument("--passes", type=int, default=40, help="item passes per scenario")
     ap.add_argument("--first-seed", type=int, default=100, help="scenario i is simulated with seed first-seed + i")

@@ -2,7 +2,7 @@
 backbone, resolution, epochs, batches, augmentation and seed for every loss; only the loss changes.
 Reports val MAP@R (within val) and the gallery(train)->query(val) Recall@1 and TAR@FAR=1%.
 
-    python benchmarks/compare_losses.py --root ../shared/data/grocery --out runs/losses
+    python benchmarks/compare_losses.py --root $GROCERY --out runs/losses
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
 from retail_reid.models.data import LabelledImages
 from retail_reid.models.datasets import split_file_set
 from retail_reid.models.metrics import gallery_query, reality_check, verification, verification_scores

@@ -21,7 +21,8 @@ def bound_embedder(
     if embedder.fingerprint != fingerprint:
         raise GalleryError(
             f"{root}: the gallery was built with model {fingerprint[:12]} ({model_path}), but {embedder.path} is model "
-            f"{embedder.fingerprint[:12]}; re-embed the gallery with `reid gallery rebuild {root} --model {embedder.path}` "
+            f"{embedder.fingerprint[:12]}; re-embed the gallery with `reid gallery rebuild {root} --model "
+            f"{embedder.path}` "
             "or use the gallery's model"
         )
     return embedder

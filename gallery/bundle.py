@@ -25,24 +25,24 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import numpy as np
+
+from retail_reid.durable import fsync_dir, temp_name
+from retail_reid.gallery.archive import DEFAULT_LIMITS, BoundedStream, BundleLimits, open_archive, stream_bytes
 from retail_reid.gallery.catalog import Product, check_sku
 from retail_reid.gallery.errors import GalleryError
 from retail_reid.gallery.index import reference_vectors
+from retail_reid.gallery.integrity import image_problem
 from retail_reid.gallery.matching import load_current
 from retail_reid.gallery.photos import Photo, perceptual_hash
 from retail_reid.gallery.store import ChangeResult, GalleryStore
-
-from retail_reid.durable import fsync_dir, temp_name
 from retail_reid.images import ImageError, decode_image
 
 FORMAT = "retail-reid-gallery-bundle"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 EMBEDDINGS = "embeddings.npy"
-MAX_MANIFEST_BYTES = 512 * 2**20
-MAX_IMAGE_BYTES = 64 * 2**20  # larger than any product photo the embedder would accept
 IMAGE_NAME = re.compile(r"images/([0-9a-f]{2})/([0-9a-f]{64})\.(jpg|png|bmp|tif|webp|img)")
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # bytes copied at a time
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,12 @@ def export_bundle(root: str | Path, bundle: str | Path) -> BundleInfo:
     snap = load_current(root)
     with GalleryStore.open(root, readonly=True) as store:
         info = {r[0]: r[1:] for r in store.conn.execute("SELECT id, sku, image, sha256, source FROM refs")}
+    unknown = [i for i in snap.ref_ids.tolist() if i not in info]
+    if unknown:
+        raise GalleryError(
+            f"{root}: version {snap.version} has {len(unknown)} references the database does not know (e.g. "
+            f"{unknown[0]}); nothing exported (`reid gallery repair {root}` rebuilds the database)"
+        )
     refs = []
     for ref_id in snap.ref_ids.tolist():
         sku, image, sha, source = info[ref_id]
@@ -67,8 +73,14 @@ def export_bundle(root: str | Path, bundle: str | Path) -> BundleInfo:
     emb = io.BytesIO()
     np.save(emb, reference_vectors(snap.index, snap.ref_ids))
     files = {EMBEDDINGS: {"size": emb.getbuffer().nbytes, "sha256": hashlib.sha256(emb.getbuffer()).hexdigest()}}
-    for image in dict.fromkeys(r["image"] for r in refs):
-        files[image] = {"size": (root / image).stat().st_size, "sha256": _file_sha256(root / image)}
+    for ref in refs:
+        path = root / ref["image"]
+        if ref["image"] not in files and (problem := image_problem(path)):
+            raise GalleryError(
+                f"{path}: the stored photo of SKU {ref['sku']!r} {problem}; nothing exported "
+                f"(`reid gallery check {root}` lists what is damaged)"
+            )
+        files[ref["image"]] = {"size": path.stat().st_size, "sha256": ref["sha256"]}
     manifest = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -108,30 +120,25 @@ def export_bundle(root: str | Path, bundle: str | Path) -> BundleInfo:
     return BundleInfo(bundle, snap.version, len(refs), len(snap.skus), bundle.stat().st_size)
 
 
-def import_bundle(root: str | Path, bundle: str | Path, operator: str | None = None) -> ChangeResult:
+def import_bundle(
+    root: str | Path, bundle: str | Path, operator: str | None = None, limits: BundleLimits = DEFAULT_LIMITS
+) -> ChangeResult:
     """Make the gallery at `root` hold the bundle's catalogue and references, as a new version."""
     root, bundle = Path(root), Path(bundle)
     with GalleryStore.open(root) as store:
         meta = store.meta
         staging = Path(tempfile.mkdtemp(prefix="reid-bundle-"))
         try:
-            manifest, products, photos, vectors = _read_bundle(
-                bundle, staging, meta["model_fingerprint"], int(meta["embedding_dim"])
-            )
+            with open_archive(bundle, limits) as (tar, stream):
+                manifest, products, photos, vectors = _read_members(
+                    tar, stream, bundle, staging, meta["model_fingerprint"], int(meta["embedding_dim"]), limits
+                )
             summary = f"imported {bundle.name}, version {manifest['gallery_version']} of its gallery"
             return store.replace_contents(
                 products, photos, vectors, action="import", summary=summary, operator=operator
             )
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _add(tar: tarfile.TarFile, name: str, data: BinaryIO, size: int) -> None:
@@ -154,37 +161,30 @@ def _member_problem(m: tarfile.TarInfo) -> str | None:
     return None
 
 
-def _read_bundle(
-    bundle: Path, staging: Path, fingerprint: str, dim: int
-) -> tuple[dict, list[Product], list[Photo], np.ndarray]:
-    try:
-        tar = tarfile.open(bundle, "r:*")
-    except FileNotFoundError:
-        raise GalleryError(f"{bundle}: no such file") from None
-    except (tarfile.TarError, OSError) as e:
-        raise GalleryError(f"{bundle}: not a gallery bundle (not a readable tar archive: {e})") from None
-    with tar:
-        try:
-            return _read_members(tar, bundle, staging, fingerprint, dim)
-        except (tarfile.TarError, EOFError) as e:
-            raise GalleryError(f"{bundle}: damaged archive ({e})") from None
-
-
 def _read_members(
-    tar: tarfile.TarFile, bundle: Path, staging: Path, fingerprint: str, dim: int
+    tar: tarfile.TarFile,
+    stream: BoundedStream,
+    bundle: Path,
+    staging: Path,
+    fingerprint: str,
+    dim: int,
+    limits: BundleLimits,
 ) -> tuple[dict, list[Product], list[Photo], np.ndarray]:
     first = tar.next()
     if first is None or first.name != MANIFEST:
         raise GalleryError(
-            f"{bundle}: not a gallery bundle (its first member must be {MANIFEST}, found {first.name if first else 'nothing'!r})"
+            f"{bundle}: not a gallery bundle (its first member must be {MANIFEST}, found "
+            f"{first.name if first else 'nothing'!r})"
         )
     if problem := _member_problem(first):
         raise GalleryError(f"{bundle}: member {first.name!r} {problem}; refused")
-    if first.size > MAX_MANIFEST_BYTES:
+    if first.size > limits.manifest_bytes:
         raise GalleryError(
-            f"{bundle}: {MANIFEST} is {first.size} bytes, more than the limit of {MAX_MANIFEST_BYTES}; refused"
+            f"{bundle}: {MANIFEST} is {first.size} bytes, more than the limit of {limits.manifest_bytes}; refused"
         )
-    manifest, products, files = _parse_manifest(tar.extractfile(first).read(), bundle, fingerprint, dim)  # type: ignore[union-attr]
+    raw = tar.extractfile(first).read()  # type: ignore[union-attr]
+    manifest, products, files = _parse_manifest(raw, bundle, fingerprint, dim, limits)
+    stream.narrow(stream_bytes([f["size"] for f in files.values()], limits))
     free = shutil.disk_usage(staging).free
     needed = sum(f["size"] for f in files.values())
     if needed > free:
@@ -205,13 +205,18 @@ def _read_members(
             )
         dest = staging / f"{len(got):08d}"
         h = hashlib.sha256()
-        with tar.extractfile(m) as src, open(dest, "wb") as out:  # type: ignore[union-attr]
-            for chunk in iter(lambda: src.read(CHUNK), b""):
-                h.update(chunk)
-                out.write(chunk)
+        with tar.extractfile(m) as src:  # type: ignore[union-attr]
+            try:
+                with open(dest, "wb") as out:
+                    for chunk in iter(lambda: src.read(CHUNK), b""):
+                        h.update(chunk)
+                        out.write(chunk)
+            except OSError as e:
+                raise GalleryError(f"{staging}: cannot unpack the bundle there ({e.strerror or e})") from None
         if h.hexdigest() != files[m.name]["sha256"]:
             raise GalleryError(
-                f"{bundle}: member {m.name!r} does not match its sha256 checksum in the manifest; the archive is damaged or altered"
+                f"{bundle}: member {m.name!r} does not match its sha256 checksum in the manifest; the archive is "
+                "damaged or altered"
             )
         got[m.name] = dest
     missing = sorted(set(files) - set(got))
@@ -219,7 +224,7 @@ def _read_members(
         raise GalleryError(f"{bundle}: {len(missing)} files listed in the manifest are missing, e.g. {missing[0]!r}")
     vectors = _load_embeddings(got[EMBEDDINGS], bundle, len(manifest["references"]), dim)
     photos = []
-    for i, ref in enumerate(manifest["references"]):
+    for ref in manifest["references"]:
         path = got[ref["image"]]
         try:
             image = decode_image(path.read_bytes(), f"{bundle}: {ref['image']}")
@@ -231,7 +236,7 @@ def _read_members(
 
 
 def _parse_manifest(
-    raw: bytes, bundle: Path, fingerprint: str, dim: int
+    raw: bytes, bundle: Path, fingerprint: str, dim: int, limits: BundleLimits
 ) -> tuple[dict, list[Product], dict[str, dict]]:
     where = f"{bundle}: {MANIFEST}"
     try:
@@ -242,7 +247,8 @@ def _parse_manifest(
         raise GalleryError(f"{where}: not a gallery bundle (field 'format' must be {FORMAT!r})")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise GalleryError(
-            f"{where}: bundle format version {manifest.get('format_version')!r} is not supported (expected {FORMAT_VERSION})"
+            f"{where}: bundle format version {manifest.get('format_version')!r} is not supported (expected "
+            f"{FORMAT_VERSION})"
         )
     for field, kind in (
         ("model_fingerprint", str),
@@ -256,7 +262,8 @@ def _parse_manifest(
             raise GalleryError(f"{where}: field {field!r} is missing or not a {kind.__name__}")
     if manifest["model_fingerprint"] != fingerprint:
         raise GalleryError(
-            f"{where}: the bundle's embeddings are from model {manifest['model_fingerprint'][:12]} ({manifest.get('model_path')}), "
+            f"{where}: the bundle's embeddings are from model {manifest['model_fingerprint'][:12]} "
+            f"({manifest.get('model_path')}), "
             f"this gallery's model is {fingerprint[:12]}; import it into a gallery created with that model "
             "(`reid gallery init DIR --model M`), then `reid gallery rebuild` it if needed"
         )
@@ -269,6 +276,10 @@ def _parse_manifest(
     codes = [c for p in products for c in p.barcodes]
     if len(set(codes)) != len(codes):
         raise GalleryError(f"{where}: a barcode belongs to two products")
+    if len(manifest["files"]) + 1 > limits.members:
+        raise GalleryError(
+            f"{where}: lists {len(manifest['files'])} files, more than the limit of {limits.members - 1}; refused"
+        )
     files: dict[str, dict] = {}
     for name, f in manifest["files"].items():
         if name != EMBEDDINGS and not IMAGE_NAME.fullmatch(name):
@@ -277,7 +288,7 @@ def _parse_manifest(
             )
         if not (isinstance(f, dict) and isinstance(f.get("size"), int) and isinstance(f.get("sha256"), str)):
             raise GalleryError(f"{where}: files[{name!r}] must have an integer 'size' and a 'sha256'")
-        limit = 128 + 4 * dim * len(manifest["references"]) + 1024 if name == EMBEDDINGS else MAX_IMAGE_BYTES
+        limit = 128 + 4 * dim * len(manifest["references"]) + 1024 if name == EMBEDDINGS else limits.image_bytes
         if not 0 < f["size"] <= limit:
             raise GalleryError(
                 f"{where}: files[{name!r}] has an absurd size {f['size']} (limit {limit} bytes); refused"
@@ -307,6 +318,9 @@ def _parse_manifest(
         if ref["sha256"] in seen:
             raise GalleryError(f"{at}: the same photo ({ref['sha256'][:12]}) is a reference twice")
         seen.add(ref["sha256"])
+    unused = sorted(set(files) - {EMBEDDINGS} - {ref["image"] for ref in manifest["references"]})
+    if unused:
+        raise GalleryError(f"{where}: files lists {len(unused)} photos no reference uses, e.g. {unused[0]!r}; refused")
     return manifest, products, files
 
 

@@ -88,14 +88,16 @@ def gtin_check_digit(body: str) -> int:
 
 
 def check_barcode(code: object, what: str = "barcode") -> str:
-    """A GTIN-8/12/13/14 with a correct check digit (typos there mean alerts on the wrong product), or a 4-5 digit PLU."""
+    """A GTIN-8/12/13/14 with a correct check digit (typos there mean alerts on the wrong product),
+    or a 4-5 digit PLU."""
     if not isinstance(code, str) or not code.isascii() or not code.isdigit():
         raise GalleryError(f"{what}: barcode {code!r} must be digits only")
     if len(code) in (4, 5):
         return code
     if len(code) not in (8, 12, 13, 14):
         raise GalleryError(
-            f"{what}: barcode {code!r} has {len(code)} digits; expected a 4-5 digit PLU or an 8, 12, 13 or 14 digit GTIN"
+            f"{what}: barcode {code!r} has {len(code)} digits; expected a 4-5 digit PLU or an 8, 12, 13 or 14 digit "
+            "GTIN"
         )
     if gtin_check_digit(code[:-1]) != int(code[-1]):
         raise GalleryError(

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+
+from retail_reid.gallery.damage import Damage, find_damage
 from retail_reid.gallery.errors import GalleryError
 from retail_reid.gallery.index import reference_vectors
 from retail_reid.gallery.matching import Gallery
@@ -144,7 +146,7 @@ def check_gallery(
         )
         for r in np.nonzero((own_best > -2.0) & (other_best > own_best) & (own_best < outlier_sim))[0]
     ]
-    few = [FewRefs(sku, len(r)) for sku, r in zip(snap.skus, snap.sku_refs) if len(r) < min_refs]
+    few = [FewRefs(sku, len(r)) for sku, r in zip(snap.skus, snap.sku_refs, strict=True) if len(r) < min_refs]
     return CheckReport(
         version=snap.version,
         refs=n,
@@ -200,7 +202,7 @@ def find_duplicates(refs: list[RefInfo], max_bits: int = NEAR_DUPLICATE_BITS) ->
     lims, dists, found = index.range_search(codes, max_bits + 1)
     out = []
     for i in range(len(refs)):
-        for d, j in zip(dists[lims[i] : lims[i + 1]], found[lims[i] : lims[i + 1]]):
+        for d, j in zip(dists[lims[i] : lims[i + 1]], found[lims[i] : lims[i + 1]], strict=True):
             if j > i:
                 a, b = refs[i], refs[int(j)]
                 out.append(
@@ -213,21 +215,25 @@ def format_report(report: CheckReport) -> str:
     """The report as tables, for an operator."""
     lines = [f"version {report.version}: {report.refs} references of {report.skus} SKUs"]
     lines.append(
-        f"\nconfusable SKU pairs (closest references at or above {report.confusable_threshold} = {report.confusable_similarity:.3f}): {len(report.confusable)}"
+        f"\nconfusable SKU pairs (closest references at or above {report.confusable_threshold} = "
+        f"{report.confusable_similarity:.3f}): {len(report.confusable)}"
     )
     lines += [
         f"  {p.similarity:6.3f}  {p.sku_a} (ref {p.ref_a})  ~  {p.sku_b} (ref {p.ref_b})" for p in report.confusable
     ]
     lines.append(
-        f"\noutlier references (nearer another SKU than their own, own below eer = {report.outlier_threshold:.3f}): {len(report.outliers)}"
+        f"\noutlier references (nearer another SKU than their own, own below eer = {report.outlier_threshold:.3f}): "
+        f"{len(report.outliers)}"
     )
     lines += [
-        f"  ref {o.ref:<6} {o.sku}: own {o.own_similarity:.3f} < {o.nearest_similarity:.3f} {o.nearest_sku}  ({o.source})"
+        f"  ref {o.ref:<6} {o.sku}: own {o.own_similarity:.3f} < {o.nearest_similarity:.3f} {o.nearest_sku}  "
+        f"({o.source})"
         for o in report.outliers
     ]
     lines.append(f"\nduplicate photos (perceptual hash within {NEAR_DUPLICATE_BITS} bits): {len(report.duplicates)}")
     lines += [
-        f"  {d.kind:<9} {d.bits} bits  ref {d.ref_a} {d.sku_a} ({d.source_a})  =  ref {d.ref_b} {d.sku_b} ({d.source_b})"
+        f"  {d.kind:<9} {d.bits} bits  ref {d.ref_a} {d.sku_a} ({d.source_a})  =  ref {d.ref_b} {d.sku_b} "
+        f"({d.source_b})"
         for d in report.duplicates
     ]
     lines.append(f"\nSKUs with fewer than {report.min_refs} references: {len(report.few_refs)}")
@@ -235,20 +241,55 @@ def format_report(report: CheckReport) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class GalleryCheck:
+    """`reid gallery check`: what is damaged, and (if the current version loads) what misleads the lanes."""
+
+    damage: Damage
+    quality: CheckReport | None  # None when the current version cannot be loaded
+
+    def to_dict(self) -> dict:
+        return {**self.damage.to_dict(), **(self.quality.to_dict() if self.quality else {})}
+
+
+def format_check(result: GalleryCheck) -> str:
+    """Damage first (it decides the exit status), then the quality report."""
+    lines = [f"damaged: {len(result.damage.damaged)}"]
+    lines += [f"  {line}" for line in result.damage.damaged]
+    if result.damage.damaged:
+        lines.append(
+            "  (`reid gallery repair DIR` rebuilds what can be rebuilt; damaged files are moved aside, not deleted)"
+        )
+    if result.damage.unverified:
+        lines.append(f"unverified: {len(result.damage.unverified)}")
+        lines += [f"  {line}" for line in result.damage.unverified]
+    if result.quality is not None:
+        lines += ["", format_report(result.quality)]
+    return "\n".join(lines)
+
+
 def check_path(
     root: str | Path, model: str | Path | None = None, confusable_threshold: str = "far_0.01", min_refs: int = MIN_REFS
-) -> CheckReport:
-    """Check the published version of the gallery at `root` with its model's calibration of
-    nearest-reference scores (the check compares references one to one)."""
+) -> GalleryCheck:
+    """Verify everything the gallery at `root` stores, then check its published version with its
+    model's calibration of nearest-reference scores (the check compares references one to one)."""
+    root = Path(root)
+    if min_refs < 1:
+        raise GalleryError(f"--min-refs must be at least 1, got {min_refs}")
+    if not root.is_dir():
+        raise GalleryError(f"{root}: no such gallery directory")
+    damage = find_damage(root)
+    if damage.current is None or damage.current in damage.bad_versions or not damage.database_ok:
+        return GalleryCheck(damage, None)
     gallery = Gallery.open(root, model=model, scoring="nearest")
     snap = gallery.snapshot
     if confusable_threshold not in gallery.calibration.thresholds:
         raise GalleryError(
             f"the model has no threshold {confusable_threshold!r}; it has {sorted(gallery.calibration.thresholds)}"
         )
-    if min_refs < 1:
-        raise GalleryError(f"--min-refs must be at least 1, got {min_refs}")
     with GalleryStore.open(root, readonly=True) as store:
         rows = store.conn.execute("SELECT id, sku, image, source, phash FROM refs").fetchall()
     refs = {r[0]: RefInfo(*r) for r in rows}
-    return check_gallery(snap, refs, gallery.calibration.threshold, confusable_threshold, min_refs)
+    return GalleryCheck(
+        damage, check_gallery(snap, refs, gallery.calibration.threshold, confusable_threshold, min_refs)
+    )

@@ -9,7 +9,8 @@ import sys
 import time
 
 from retail_reid.gallery.bundle import export_bundle, import_bundle
-from retail_reid.gallery.check import MIN_REFS, check_path, format_report
+from retail_reid.gallery.check import MIN_REFS, check_path, format_check
+from retail_reid.gallery.repair import repair
 from retail_reid.gallery.store import DEFAULT_KEEP, ChangeResult, GalleryStore
 
 
@@ -119,15 +120,27 @@ def cmd_rebuild(a: argparse.Namespace) -> int:
 
 
 def cmd_check(a: argparse.Namespace) -> int:
-    report = check_path(a.dir, model=a.model, confusable_threshold=a.threshold, min_refs=a.min_refs)
-    print(json.dumps(report.to_dict(), ensure_ascii=False, indent=1) if a.json else format_report(report))
-    return 0
+    result = check_path(a.dir, model=a.model, confusable_threshold=a.threshold, min_refs=a.min_refs)
+    print(json.dumps(result.to_dict(), ensure_ascii=False, indent=1) if a.json else format_check(result))
+    return 1 if result.damage.damaged else 0
+
+
+def cmd_repair(a: argparse.Namespace) -> int:
+    result = repair(a.dir, operator=a.operator)
+    for line in result.done:
+        print(f"repaired: {line}")
+    for line in result.cannot:
+        print(f"cannot repair: {line}")
+    if not result.done and not result.cannot:
+        print(f"{a.dir}: nothing to repair")
+    return 1 if result.cannot else 0
 
 
 def cmd_export(a: argparse.Namespace) -> int:
     info = export_bundle(a.dir, a.bundle)
     print(
-        f"wrote {info.path}: version {info.version}, {info.refs} references of {info.skus} SKUs, {info.bytes / 2**20:.1f} MiB"
+        f"wrote {info.path}: version {info.version}, {info.refs} references of {info.skus} SKUs, "
+        f"{info.bytes / 2**20:.1f} MiB"
     )
     return 0
 
@@ -204,7 +217,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_show)
 
     p = gs.add_parser(
-        "check", help="confusable SKUs, likely wrong-product photos, duplicates, SKUs with too few photos"
+        "check",
+        help="damaged files (checksums; exit 1 if any), confusable SKUs, likely wrong-product photos, duplicates, "
+        "SKUs with too few photos",
     )
     p.add_argument("dir")
     p.add_argument(
@@ -219,6 +234,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     _model_arg(p)
     p.set_defaults(func=cmd_check)
+
+    p = gs.add_parser(
+        "repair",
+        help="rebuild CURRENT, the database or damaged versions from the stored versions and photos "
+        "(damaged files are moved to DIR/damaged/, never deleted); exit 1 if something cannot be rebuilt",
+    )
+    p.add_argument("dir")
+    _operator_arg(p)
+    p.set_defaults(func=cmd_repair)
 
     p = gs.add_parser("export", help="write the published version to a single archive (a bundle) with checksums")
     p.add_argument("dir")

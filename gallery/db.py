@@ -8,7 +8,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from retail_reid.gallery.errors import GalleryError
+from retail_reid.gallery.errors import GalleryError, not_a_gallery
 
 DB_NAME = "gallery.db"
 FORMAT = "retail-reid-gallery"
@@ -64,7 +64,7 @@ def connect(root: Path, readonly: bool = False) -> sqlite3.Connection:
     """Open the gallery database; explicit transactions only (the writer manages BEGIN/COMMIT)."""
     path = root / DB_NAME
     if not path.is_file():
-        raise GalleryError(f"{root}: not a gallery (no {DB_NAME}); create one with `reid gallery init {root}`")
+        raise not_a_gallery(root, DB_NAME)
     if not readonly and not (os.access(root, os.W_OK) and os.access(path, os.W_OK)):
         raise GalleryError(f"{root}: cannot change the gallery: it is read-only for this user")
     uri = f"{path.resolve().as_uri()}?mode={'ro' if readonly else 'rw'}"
@@ -79,7 +79,8 @@ def connect(root: Path, readonly: bool = False) -> sqlite3.Connection:
             conn.execute("PRAGMA synchronous = FULL")
         fmt = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('format', 'format_version')").fetchall())
     except sqlite3.DatabaseError as e:
-        raise GalleryError(f"{path}: not a gallery database ({e})") from None
+        advice = f"; `reid gallery repair {root}` rebuilds it" if (root / "versions").is_dir() else ""
+        raise GalleryError(f"{path}: not a gallery database ({e}){advice}") from None
     if fmt.get("format") != FORMAT or fmt.get("format_version") != str(FORMAT_VERSION):
         conn.close()
         raise GalleryError(

@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 from retail_reid.durable import replace_atomically
+from retail_reid.gallery.integrity import image_problem, set_aside
 
 IMAGES_DIR = "images"
 
@@ -39,10 +40,13 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def store_image(root: Path, relpath: str, data: bytes) -> bool:
-    """Put a photo into the content-addressed store; True if it was not there before."""
+    """Put a photo into the content-addressed store; True if it was not there (whole) before. A stored
+    copy that no longer matches its sha256 is set aside (DIR/damaged/) and replaced by these bytes."""
     path = root / relpath
     if path.is_file():
-        return False
+        if image_problem(path) is None:
+            return False
+        set_aside(root, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     replace_atomically(path, data, "image")
     return True

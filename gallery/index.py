@@ -60,7 +60,7 @@ def update_index(index: faiss.Index, old_ids: np.ndarray, vectors: np.ndarray, i
     """Turn `index`, holding `old_ids`, into one holding exactly (ids, vectors): references gone or
     whose vector changed are removed, new and changed ones added. `index` is changed in place."""
     vectors = np.ascontiguousarray(vectors, np.float32)
-    common, in_old, in_new = np.intersect1d(old_ids, ids, assume_unique=True, return_indices=True)
+    common, _in_old, in_new = np.intersect1d(old_ids, ids, assume_unique=True, return_indices=True)
     changed = common[np.any(reference_vectors(index, common) != vectors[in_new], axis=1)] if len(common) else common
     gone = np.union1d(np.setdiff1d(old_ids, ids, assume_unique=True), changed).astype(np.int64)
     if len(gone):

@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from retail_reid.errors import ReidError
 from retail_reid.gallery.binding import bound_embedder
 from retail_reid.gallery.errors import GalleryError
 from retail_reid.gallery.index import build_index, factory_for, reference_vectors
 from retail_reid.gallery.snapshot import Snapshot, read_current
 from retail_reid.models.calibration import SCORINGS, Calibration
 from retail_reid.models.runtime import OnnxEmbedder
-
-from retail_reid.errors import ReidError
 
 LOAD_TRIES = 5  # a version can be pruned between reading CURRENT and loading it; then read CURRENT again
 CENTROID_CHUNK = 65_536  # references read at a time while averaging them per SKU
@@ -149,8 +149,10 @@ class Gallery:
         snap = load_current(self.root)
         if snap.model_fingerprint != self.embedder.fingerprint:
             raise GalleryError(
-                f"{self.root}: version {snap.version} was built with model {snap.model_fingerprint[:12]} ({snap.manifest['model_path']}), "
-                f"this process embeds with {self.embedder.fingerprint[:12]}; restart it with the new model (still on version {self.version})"
+                f"{self.root}: version {snap.version} was built with model {snap.model_fingerprint[:12]} "
+                f"({snap.manifest['model_path']}), "
+                f"this process embeds with {self.embedder.fingerprint[:12]}; restart it with the new model (still on "
+                f"version {self.version})"
             )
         self._prepare(snap)
         self._snap = snap
@@ -217,8 +219,8 @@ class Gallery:
             index = self._centroids(snap).index
             scores, found = index.search(queries, min(index.ntotal, k + (exclude is not None)))
             return [
-                [(int(p), float(s)) for s, p in zip(srow, prow) if p >= 0 and p != exclude][:k]
-                for srow, prow in zip(scores, found)
+                [(int(p), float(s)) for s, p in zip(srow, prow, strict=True) if p >= 0 and p != exclude][:k]
+                for srow, prow in zip(scores, found, strict=True)
             ]
         return self._rank_nearest(snap, queries, k, exclude)
 
@@ -233,7 +235,7 @@ class Gallery:
         while todo:
             _, ids = snap.index.search(queries[todo], depth)
             retry = []
-            for qi, found in zip(todo, ids):
+            for qi, found in zip(todo, ids, strict=True):
                 labels = snap.ref_sku[snap.rows_of(found[found >= 0])]
                 if exclude is not None:
                     labels = labels[labels != exclude]

@@ -4,17 +4,17 @@ a perceptual hash of the pixels (the same picture re-saved or resized, for `chec
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-from retail_reid.gallery.image_store import image_extension, image_relpath, sha256_bytes
-from retail_reid.models.runtime import OnnxEmbedder
 from tqdm import tqdm
 
+from retail_reid.gallery.image_store import image_extension, image_relpath, sha256_bytes
 from retail_reid.images import ImageError, decode_image
+from retail_reid.models.runtime import OnnxEmbedder
 from retail_reid.userfiles import read_user_file
 
 
@@ -60,26 +60,22 @@ def embed_photos(
     photos: list[Photo] = []
     errors: list[str] = []
     seen: dict[str, Path] = {}
-    batch: list[np.ndarray] = []
-    outs: list[np.ndarray] = []
-    for sku, path in tqdm(items, desc="embed", unit="img", disable=not progress):
-        try:
-            data = read_bytes(path)
-            image = decode_image(data, str(path))
-        except ImageError as e:
-            errors.append(str(e))
-            continue
-        sha = sha256_bytes(data)
-        if sha in seen:
-            errors.append(f"{path}: the same photo as {seen[sha]} (given twice)")
-            continue
-        seen[sha] = path
-        photos.append(Photo(sku, path, str(path), sha, image_extension(data), perceptual_hash(image)))
-        batch.append(embedder.preprocess(image))
-        if len(batch) == embedder.batch_size:
-            outs.append(embedder.embed_tensors(np.stack(batch)))
-            batch = []
-    if batch:
-        outs.append(embedder.embed_tensors(np.stack(batch)))
-    vectors = np.concatenate(outs) if outs else np.zeros((0, embedder.dim), np.float32)
+
+    def readable() -> Iterator[np.ndarray]:
+        for sku, path in tqdm(items, desc="embed", unit="img", disable=not progress):
+            try:
+                data = read_bytes(path)
+                image = decode_image(data, str(path))
+            except ImageError as e:
+                errors.append(str(e))
+                continue
+            sha = sha256_bytes(data)
+            if sha in seen:
+                errors.append(f"{path}: the same photo as {seen[sha]} (given twice)")
+                continue
+            seen[sha] = path
+            photos.append(Photo(sku, path, str(path), sha, image_extension(data), perceptual_hash(image)))
+            yield image
+
+    vectors = embedder.embed(readable())
     return photos, vectors, errors

@@ -8,6 +8,7 @@ needs the database (a lane can read a gallery it is not allowed to write).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -19,17 +20,19 @@ from typing import TypeVar
 
 import faiss
 import numpy as np
-from retail_reid.gallery.catalog import Product
-from retail_reid.gallery.errors import GalleryError
-from retail_reid.gallery.index import EXACT, build_index, can_update, describe, factory_for, tune, update_index
 
-from retail_reid.durable import fsync_dir, fsync_file, remove_tree, replace_atomically, write_durably
+from retail_reid.durable import fsync_dir, remove_tree, replace_atomically, write_durably
+from retail_reid.gallery.catalog import Product
+from retail_reid.gallery.errors import GalleryError, not_a_gallery
+from retail_reid.gallery.index import EXACT, build_index, can_update, describe, factory_for, tune, update_index
+from retail_reid.gallery.integrity import check_index_vectors
 
 T = TypeVar("T")
 
 VERSIONS_DIR = "versions"
 CURRENT = "CURRENT"
-MANIFEST, INDEX, ROWS, CATALOG = "manifest.json", "index.faiss", "rows.npy", "catalog.json"
+MANIFEST, INDEX, ROWS, CATALOG, REFS = "manifest.json", "index.faiss", "rows.npy", "catalog.json", "refs.json"
+LOADED = (INDEX, ROWS, CATALOG)  # what a reader loads; REFS (each reference's photo) is for repair and export
 FORMAT = "retail-reid-gallery-version"
 FORMAT_VERSION = 1
 
@@ -50,13 +53,13 @@ def read_current(root: Path) -> int:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise GalleryError(
-            f"{root}: not a gallery (no {CURRENT} file); create one with `reid gallery init {root}`"
-        ) from None
+        raise not_a_gallery(root, f"{CURRENT} file") from None
     except OSError as e:
         raise GalleryError(f"{path}: cannot read ({e.strerror or e})") from None
     if not text.strip().isdigit():
-        raise GalleryError(f"{path}: expected a version number, found {text[:40]!r}")
+        raise GalleryError(
+            f"{path}: expected a version number, found {text[:40]!r}; `reid gallery repair {root}` rewrites it"
+        )
     return int(text)
 
 
@@ -78,6 +81,8 @@ class VersionContent:
     model_fingerprint: str
     model_path: str
     operator: str
+    references: list[dict]  # per row of ref_ids: id, image, source, phash, added_version (what repair needs)
+    keep_versions: int
 
 
 def write_version(root: Path, content: VersionContent) -> Path:
@@ -89,13 +94,17 @@ def write_version(root: Path, content: VersionContent) -> Path:
     tmp.mkdir(parents=True)
     try:
         index, how = _index_for(root, content)
-        write_durably(tmp / INDEX, faiss.serialize_index(index).tobytes(), "version")
-        rows = np.stack([content.ref_ids.astype(np.int64), content.ref_skus.astype(np.int64)], axis=1).reshape(-1, 2)
-        with open(tmp / ROWS, "wb") as f:
-            np.save(f, rows)
-        fsync_file(tmp / ROWS)
+        rows = io.BytesIO()
+        np.save(rows, np.stack([content.ref_ids.astype(np.int64), content.ref_skus.astype(np.int64)], axis=1))
         catalog = [{**p.to_dict(), "image": content.images.get(p.sku)} for p in content.products]
-        write_durably(tmp / CATALOG, json.dumps({"products": catalog}, ensure_ascii=False).encode(), "version")
+        files = {
+            INDEX: faiss.serialize_index(index).tobytes(),
+            ROWS: rows.getvalue(),
+            CATALOG: json.dumps({"products": catalog}, ensure_ascii=False).encode(),
+            REFS: json.dumps({"references": content.references}, ensure_ascii=False).encode(),
+        }
+        for name, data in files.items():
+            write_durably(tmp / name, data, "version")
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -109,7 +118,9 @@ def write_version(root: Path, content: VersionContent) -> Path:
             "index_made": how,
             "refs": len(content.ref_ids),
             "skus": len(content.products),
-            "files": {name: (tmp / name).stat().st_size for name in (INDEX, ROWS, CATALOG)},
+            "keep_versions": content.keep_versions,
+            "files": {name: len(data) for name, data in files.items()},
+            "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
         }
         write_durably(tmp / MANIFEST, json.dumps(manifest, indent=1).encode(), "version")
         fsync_dir(tmp)
@@ -146,7 +157,7 @@ def _stored_index(root: Path, version: int, content: VersionContent) -> tuple[fa
         ):
             return None
         data = {name: (d / name).read_bytes() for name in (INDEX, ROWS)}
-        if any(len(data[name]) != manifest["files"][name] for name in data):
+        if any(checksum_problem(manifest, name, data[name]) for name in data):
             return None
         return faiss.deserialize_index(np.frombuffer(data[INDEX], np.uint8)), np.load(io.BytesIO(data[ROWS]))[:, 0]
     except (GalleryError, OSError, RuntimeError, ValueError, KeyError):
@@ -190,12 +201,10 @@ class Snapshot:
         """Read the version's files into memory (FileNotFoundError if it is pruned meanwhile) and check them."""
         d = version_dir(root, version)
         manifest = _read_manifest(d, version)
-        data = {name: (d / name).read_bytes() for name in (INDEX, ROWS, CATALOG)}
-        for name, size in manifest["files"].items():
-            if len(data.get(name, b"")) != size:
-                raise GalleryError(
-                    f"{d / name}: is {len(data.get(name, b''))} bytes, the manifest says {size}; the version is damaged"
-                )
+        data = {name: _read_file(d, name) for name in LOADED}
+        for name in LOADED:
+            if problem := checksum_problem(manifest, name, data[name]):
+                raise GalleryError(f"{d / name}: {problem}; version {version} is damaged")
         try:
             index = faiss.deserialize_index(np.frombuffer(data[INDEX], np.uint8))
             rows = np.load(io.BytesIO(data[ROWS]), allow_pickle=False)
@@ -214,6 +223,7 @@ class Snapshot:
                 f"{d / ROWS}: reference ids out of order, or SKUs outside the catalogue of {len(products)}"
             )
         ref_ids, ref_sku = rows[:, 0].copy(), rows[:, 1].copy()
+        check_index_vectors(index, ref_ids, f"{d / INDEX}")
         order = np.argsort(ref_sku, kind="stable")
         bounds = np.searchsorted(ref_sku[order], np.arange(len(products) + 1))
         return cls(
@@ -232,18 +242,50 @@ class Snapshot:
         )
 
 
+def _read_file(d: Path, name: str) -> bytes:
+    """A version's file; one missing from a directory that exists is damage, not a prune (which renames
+    the whole directory away), so only the latter stays a FileNotFoundError."""
+    try:
+        return (d / name).read_bytes()
+    except FileNotFoundError:
+        if d.is_dir():
+            raise GalleryError(f"{d / name}: missing; version {int(d.name)} is damaged") from None
+        raise
+
+
+def checksum_problem(manifest: dict, name: str, data: bytes) -> str | None:
+    """Why a version's file does not match its manifest (size, and sha256 where the manifest has one)."""
+    size = manifest["files"].get(name)
+    if size is not None and len(data) != size:
+        return f"is {len(data)} bytes, the manifest says {size}"
+    digest = manifest.get("sha256", {}).get(name)
+    if digest is not None and hashlib.sha256(data).hexdigest() != digest:
+        return "does not match its sha256 in the manifest"
+    return None
+
+
 def _read_manifest(d: Path, version: int) -> dict:
     path = d / MANIFEST
     try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise GalleryError(f"{path}: not valid JSON ({e})") from None
+        manifest = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        if d.is_dir():
+            raise GalleryError(f"{path}: missing; version {version} is damaged") from None
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GalleryError(f"{path}: not valid JSON ({e}); version {version} is damaged") from None
     if (
         not isinstance(manifest, dict)
         or manifest.get("format") != FORMAT
         or manifest.get("format_version") != FORMAT_VERSION
     ):
         raise GalleryError(f"{path}: not a {FORMAT} manifest of format version {FORMAT_VERSION}")
+    fields = {"files": dict, "sha256": dict, "refs": int, "embedding_dim": int, "model_fingerprint": str}
+    wrong = [k for k, kind in fields.items() if not isinstance(manifest.get(k, {} if k == "sha256" else None), kind)]
+    if wrong:
+        raise GalleryError(
+            f"{path}: field {wrong[0]!r} is missing or not a {fields[wrong[0]].__name__}; version {version} is damaged"
+        )
     if manifest.get("version") != version:
         raise GalleryError(
             f"{path}: says version {manifest.get('version')!r}, but the directory is for version {version}"

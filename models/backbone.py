@@ -43,7 +43,7 @@ def map_state_dict_in_order(
     if len(src_items) != len(dst_items):
         raise WeightsError(f"{source_name}: has {len(src_items)} tensors, the model expects {len(dst_items)}")
     mapped = {}
-    for (sk, sv), (dk, dv) in zip(src_items, dst_items):
+    for (sk, sv), (dk, dv) in zip(src_items, dst_items, strict=True):
         if tuple(sv.shape) != tuple(dv.shape):
             raise WeightsError(
                 f"{source_name}: tensor {sk} has shape {tuple(sv.shape)} but {dk} needs {tuple(dv.shape)}"

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from retail_reid.models.calibration import SCORINGS
-from retail_reid.models.datasets import ImageSet, iconic_set, image_set, read_list_file
 
 from retail_reid.errors import ReidError
+from retail_reid.models.calibration import SCORINGS
+from retail_reid.models.datasets import ImageSet, iconic_set, image_set, read_list_file
 
 
 def _need_train_extra() -> None:
@@ -28,7 +28,7 @@ def _limit(images: ImageSet, skus: int, per_sku: int) -> ImageSet:
     keep = set(sorted(set(images.labels))[:skus]) if skus else set(images.labels)
     seen: dict[str, int] = {}
     paths, labels = [], []
-    for p, s in zip(images.paths, images.labels):
+    for p, s in zip(images.paths, images.labels, strict=True):
         if s in keep and (not per_sku or seen.get(s, 0) < per_sku):
             seen[s] = seen.get(s, 0) + 1
             paths.append(p)
@@ -103,11 +103,10 @@ def cmd_embed(a: argparse.Namespace) -> int:
     for e in errors:
         print(f"bad image: {e}", file=sys.stderr)
     if errors and not a.skip_bad:
-        print(
-            f"{len(errors)} of {len(paths)} images could not be read; nothing written (use --skip-bad to embed the rest)",
-            file=sys.stderr,
+        raise ReidError(
+            f"{len(errors)} of {len(paths)} images could not be read (listed above); nothing written "
+            "(--skip-bad embeds the rest)"
         )
-        return 1
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.save(out, emb)
@@ -297,7 +296,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", help="folder that relative paths start from")
     p.add_argument("--model", help="ONNX embedder (default: the shipped model)")
     p.add_argument("--out", required=True, help="output .npy (float32, unit rows, input order)")
-    p.add_argument("--skip-bad", action="store_true", help="embed the readable images and list the others")
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="embed the readable images and list the others (exit status 1 when any was skipped)",
+    )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_embed)
 
@@ -323,8 +326,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--size",
         type=int,
-        help="input size in pixels (default: the training size; 224 for --imagenet-only). "
-        "Random-resized-crop training makes objects look larger than at test time, so a somewhat larger test size often helps",
+        help="input size in pixels (default: the training size; 224 for --imagenet-only). Random-resized-crop "
+        "training makes objects look larger than at test time, so a somewhat larger test size often helps",
     )
     p.add_argument("--out", required=True, help="output .onnx")
     p.add_argument("--root", help="folder that relative paths in split files start from")
@@ -359,5 +362,6 @@ def _scoring_option(p: argparse.ArgumentParser) -> None:
         choices=SCORINGS,
         default="centroid",
         help="how galleries score a SKU by default: the normalised mean of its references (centroid, the default: "
-        "0.82 Recall@1 on grocery val against 0.78 with the shipped model) or its nearest reference; both are calibrated",
+        "0.82 Recall@1 on grocery val against 0.78 with the shipped model) or its nearest reference; "
+        "both are calibrated",
     )

@@ -6,13 +6,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
-from retail_reid.models.datasets import ImageSet
-from retail_reid.models.preprocess import Preprocess
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from tqdm import tqdm
 
 from retail_reid.images import read_image
+from retail_reid.models.datasets import ImageSet
+from retail_reid.models.preprocess import Preprocess
 
 AUGMENTATIONS = ("photo", "checkout")
 SKIN_RGB = (0.80, 0.62, 0.52)  # a hand's colour, in [0, 1], for the occlusions of "checkout" views

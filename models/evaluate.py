@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from retail_reid.models.calibration import SCORINGS, Calibration, fit_calibration
 from retail_reid.models.datasets import DataError, ImageSet
 from retail_reid.models.metrics import gallery_query, reality_check, verification, verification_scores

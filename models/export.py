@@ -13,13 +13,13 @@ import onnx
 import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from retail_reid.errors import ReidError
+from retail_reid.images import read_image
 from retail_reid.models.calibration import Calibration
 from retail_reid.models.net import FlipAverage
 from retail_reid.models.preprocess import Preprocess
 from retail_reid.models.runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo, OnnxEmbedder
-
-from retail_reid.errors import ReidError
-from retail_reid.images import read_image
 
 OPSET = 18  # the dynamo exporter's own opset; folds TF-style 'same' padding into the convolutions
 PARITY_MIN_COSINE = 0.9999

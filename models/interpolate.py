@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+
 from retail_reid.models.train import read_checkpoint
 
 
@@ -20,7 +21,8 @@ def interpolate(start: str | Path, tuned: str | Path, weight: float, out: str | 
     for key in ("backbone", "dim"):
         if a["config"].get(key) != b["config"].get(key):
             raise ValueError(
-                f"{start} and {tuned} are different networks: {key} {a['config'].get(key)} against {b['config'].get(key)}"
+                f"{start} and {tuned} are different networks: {key} {a['config'].get(key)} against "
+                f"{b['config'].get(key)}"
             )
     if a["model"].keys() != b["model"].keys():
         raise ValueError(f"{start} and {tuned} hold different layers; interpolate a model with its own fine-tuned run")

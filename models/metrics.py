@@ -10,6 +10,7 @@ from collections import Counter
 
 import faiss
 import numpy as np
+
 from retail_reid.models.calibration import SCORINGS
 
 

@@ -6,17 +6,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from retail_reid.models.calibration import Calibration
-from retail_reid.models.preprocess import Preprocess
 
 from retail_reid.errors import ReidError
 from retail_reid.images import ImageError, read_image
+from retail_reid.models.calibration import Calibration
+from retail_reid.models.preprocess import Preprocess
 
 METADATA_KEY = "retail_reid"
 FORMAT = "retail-reid-embedder"
@@ -215,15 +215,22 @@ class OnnxEmbedder:
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return (out / np.maximum(norms, 1e-12)).astype(np.float32)
 
-    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Embed uint8 BGR images (any size) in batches; returns (N, D) float32 unit rows."""
-        if len(images) == 0:
-            return np.zeros((0, self.dim), np.float32)
-        outs = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            outs.append(self.embed_tensors(np.stack([self.preprocess(im) for im in chunk])))
-        return np.concatenate(outs)
+    def embed(self, images: Iterable[np.ndarray]) -> np.ndarray:
+        """Embed uint8 BGR images (any size) in batches of `batch_size`; returns (N, D) float32 unit rows.
+
+        `images` may be a generator: it is consumed one batch at a time, so a caller can read files
+        lazily (and skip the bad ones) without holding every decoded image in memory.
+        """
+        outs: list[np.ndarray] = []
+        batch: list[np.ndarray] = []
+        for image in images:
+            batch.append(self.preprocess(image))
+            if len(batch) == self.batch_size:
+                outs.append(self.embed_tensors(np.stack(batch)))
+                batch = []
+        if batch:
+            outs.append(self.embed_tensors(np.stack(batch)))
+        return np.concatenate(outs) if outs else np.zeros((0, self.dim), np.float32)
 
     def embed_files(
         self, paths: Iterable[str | Path], progress: bool = False
@@ -234,21 +241,17 @@ class OnnxEmbedder:
         """
         from tqdm import tqdm
 
-        paths = list(paths)
         good_idx: list[int] = []
         errors: list[str] = []
-        outs: list[np.ndarray] = []
-        batch: list[np.ndarray] = []
-        for i, p in enumerate(tqdm(paths, desc="embed", unit="img", disable=not progress)):
-            try:
-                batch.append(self.preprocess(read_image(p)))
+
+        def readable() -> Iterator[np.ndarray]:
+            for i, p in enumerate(tqdm(list(paths), desc="embed", unit="img", disable=not progress)):
+                try:
+                    image = read_image(p)
+                except ImageError as e:
+                    errors.append(str(e))
+                    continue
                 good_idx.append(i)
-            except ImageError as e:
-                errors.append(str(e))
-            if len(batch) == self.batch_size:
-                outs.append(self.embed_tensors(np.stack(batch)))
-                batch = []
-        if batch:
-            outs.append(self.embed_tensors(np.stack(batch)))
-        emb = np.concatenate(outs) if outs else np.zeros((0, self.dim), np.float32)
-        return emb, good_idx, errors
+                yield image
+
+        return self.embed(readable()), good_idx, errors

@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from pytorch_metric_learning.samplers import MPerClassSampler
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
 from retail_reid.models.backbone import DEFAULT_BACKBONE, create_backbone
 from retail_reid.models.data import LabelledImages
 from retail_reid.models.datasets import ImageSet
@@ -20,8 +23,6 @@ from retail_reid.models.losses import build_objective
 from retail_reid.models.metrics import reality_check
 from retail_reid.models.net import EmbeddingNet
 from retail_reid.models.preprocess import Preprocess
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 
 @dataclass
@@ -99,7 +100,8 @@ def train(
         were = TrainConfig(**start["config"])
         if (were.backbone, were.dim) != (cfg.backbone, cfg.dim):
             raise ValueError(
-                f"{cfg.init}: a {were.backbone} with {were.dim}-d embeddings; this run is a {cfg.backbone} with {cfg.dim}-d"
+                f"{cfg.init}: a {were.backbone} with {were.dim}-d embeddings; this run is a {cfg.backbone} with "
+                f"{cfg.dim}-d"
             )
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -151,7 +153,6 @@ def train(
 
     meta = {"config": asdict(cfg), "skus": skus, "preprocess": pre.to_dict()}
     (out / "config.json").write_text(json.dumps(meta, indent=2))
-    log = open(out / "metrics.jsonl", "a")
     for epoch in range(start_epoch, cfg.epochs):
         net.train()
         t0, total, n = time.time(), 0.0, 0
@@ -176,8 +177,8 @@ def train(
             "seconds": round(time.time() - t0, 1),
             **{f"val_{k}": v for k, v in val.items()},
         }
-        log.write(json.dumps(row) + "\n")
-        log.flush()
+        with open(out / "metrics.jsonl", "a") as log:
+            log.write(json.dumps(row) + "\n")
         if progress:
             print(json.dumps(row))
         if val["map_at_r"] > best:
@@ -195,7 +196,6 @@ def train(
             },
             last,
         )
-    log.close()
     return out / "best.pt"
 
 

@@ -1,50 +1,267 @@
-"""The `reid` command line. Each package registers its own subcommands; torch is imported only
-by the training-side commands, when they run."""
+"""The lane's commands: `reid simulate | score | events | replay | edge | schema`. Make checkout-lane scenarios with
+known anomalies, replay a recorded lane against its POS log, read and score its alerts, run a lane live."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import dataclasses
+import json
+import logging
 import sys
+from pathlib import Path
 
 from retail_reid.errors import ReidError
+from retail_reid.models.datasets import image_set
+from retail_reid.pipeline.batch import cli as batch_cli
+from retail_reid.pipeline.config import load_config
+from retail_reid.pipeline.console import cli as console_cli
+from retail_reid.pipeline.contract import SchemaName, load_schema, schema_text
+from retail_reid.pipeline.score import DEFAULT_TOL, Alert, format_score, read_events, read_truth, score
+from retail_reid.pipeline.simulate import SimConfig, simulate
+from retail_reid.pipeline.types import Zone
 
-# Modules whose `register(subparsers)` adds their subcommands, in the order `reid --help` lists them.
-COMMAND_MODULES = (
-    "retail_reid.models.cli",
-    "retail_reid.pipeline.scenario_cli",
-    "retail_reid.pipeline.replay_cli",
-    "retail_reid.pipeline.edge_cli",
-    "retail_reid.pipeline.schema_cli",
-    "retail_reid.gallery.cli",
-)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="reid", description="Retail product re-identification for checkout loss prevention."
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
-    return parser
+WARNINGS_SHOWN = 10  # replay warnings printed; the rest are in summary.json
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _size(text: str) -> tuple[int, int]:
     try:
-        return int(args.func(args) or 0)
-    except ReidError as e:
-        print(f"reid {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # output piped into e.g. `head`, which stopped reading
-        sys.stdout = None  # nothing more can be written; stop Python flushing into the closed pipe
-        return 141
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 640x480, got {text!r}") from None
+    return w, h
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def cmd_simulate(a: argparse.Namespace) -> int:
+    cfg = SimConfig(
+        passes=a.passes,
+        transactions=a.transactions,
+        non_scan_rate=a.non_scan_rate,
+        switch_rate=a.switch_rate,
+        scan_without_item_rate=a.scan_without_item_rate,
+        pair_rate=a.pair_rate,
+        pause_rate=a.pause_rate,
+        fps=a.fps,
+        width=a.size[0],
+        height=a.size[1],
+        noise=a.noise,
+        lighting=a.lighting,
+        seed=a.seed,
+    )
+    cfg.check()  # before the photos are listed: a typo in a setting should not wait on a big folder
+    if not Path(a.images).exists():
+        raise ReidError(f"{a.images}: no such folder or split file")
+    result = simulate(image_set(a.images, a.root), a.out, cfg, overwrite=a.overwrite, progress=not a.quiet)
+    truth = result.truth
+    kinds = {k: sum(x.type == k for x in truth.anomalies) for k in ("non_scan", "product_switch", "scan_without_item")}
+    scans = sum(e.type == "scan" for e in result.pos)
+    print(
+        f"wrote {result.video} ({result.frames} frames, {result.frames / cfg.fps:.1f} s at {cfg.fps:g} fps, "
+        f"{cfg.width}x{cfg.height})"
+    )
+    print(f"wrote {result.pos_path} ({len(result.pos)} events, {scans} scans)")
+    print(
+        f"wrote {result.truth_path} ({len(truth.passes)} passes; anomalies: "
+        + ", ".join(f"{n} {k}" for k, n in kinds.items())
+        + ")"
+    )
+    print(f"zone: --zone {','.join(str(v) for v in truth.zone)}")
+    return 0
+
+
+def cmd_score(a: argparse.Namespace) -> int:
+    result = score(read_truth(a.truth), read_events(a.events), a.tol)
+    print(json.dumps(result.to_dict(), indent=1) if a.json else format_score(result))
+    return 0
+
+
+def _clock(seconds: float) -> str:
+    minutes, s = divmod(seconds, 60)
+    return f"{int(minutes)}:{s:04.1f}"
+
+
+def _span(start: float, end: float) -> str:
+    return _clock(start) if round(start, 1) == round(end, 1) else f"{_clock(start)}-{_clock(end)}"
+
+
+def format_alerts(alerts: tuple[Alert, ...]) -> str:
+    """The alerts as a table an analyst reads: when, what, the SKU seen, the SKU scanned, how sure."""
+    rows = [f"{'time':<15} {'type':<18} {'seen':<26} {'scanned':<26} {'confidence':>10}"]
+    for x in sorted(alerts, key=lambda x: x.t_start):
+        conf = "-" if x.confidence is None else f"{x.confidence:.2f}"
+        rows.append(
+            f"{_span(x.t_start, x.t_end):<15} {x.type.replace('_', ' '):<18} "
+            f"{x.seen_sku or '-':<26} {x.scanned_sku or '-':<26} {conf:>10}"
+        )
+    rows.append(f"{len(alerts)} alert{'' if len(alerts) == 1 else 's'}")
+    return "\n".join(rows)
+
+
+def cmd_events(a: argparse.Namespace) -> int:
+    print(format_alerts(read_events(a.events).alerts))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from retail_reid.gallery import Gallery  # imported when used: `reid --help` stays fast
+    from retail_reid.pipeline.replay import replay
+
+    config = load_config(args.config)
+    if args.zone:
+        config = dataclasses.replace(config, zone=Zone.parse(args.zone, "--zone"))
+    gallery = Gallery.open(args.gallery, model=args.model)
+    shown = 0
+
+    def warn(warning: str) -> None:  # on stderr as soon as known, most before the run starts
+        nonlocal shown
+        shown += 1
+        if shown <= WARNINGS_SHOWN:
+            print(f"warning: {warning}", file=sys.stderr)
+
+    summary = replay(
+        args.video, args.pos, gallery, args.out, config, overwrite=args.overwrite, progress=True, on_warning=warn
+    )
+    if shown > WARNINGS_SHOWN:
+        print(f"... and {shown - WARNINGS_SHOWN} more warnings in summary.json", file=sys.stderr)
+    counts = ", ".join(f"{k} {v}" for k, v in summary["counts"].items())
+    print(f"{summary['passes']} item passes, {summary['scans']} scans; events: {counts}")
+    print(
+        f"{summary['frames_processed']} frames ({summary['frames_dropped']} dropped) "
+        f"at {summary['speed_x_realtime']}x real time"
+    )
+    print(f"wrote {Path(args.out) / 'events.jsonl'}, summary.json, report.html")
+    return 0
+
+
+def cmd_edge(args: argparse.Namespace) -> int:
+    from retail_reid.pipeline.edge.service import EdgeService  # imported when used: `reid --help` stays fast
+    from retail_reid.pipeline.edge.settings import load_edge_config
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    edge, lane = load_edge_config(args.config)
+    return EdgeService(edge, lane).run()
+
+
+def cmd_schema(a: argparse.Namespace) -> int:
+    if a.out is not None:
+        out = Path(a.out)
+        for name in SchemaName:
+            try:
+                out.mkdir(parents=True, exist_ok=True)
+                (out / name.file_name).write_text(schema_text(name), encoding="utf-8")
+            except OSError as e:
+                raise ReidError(f"{out / name.file_name}: cannot write ({e.strerror or e})") from None
+            print(f"wrote {out / name.file_name}")
+        return 0
+    if a.name is None:
+        for name in SchemaName:
+            doc = load_schema(name)
+            print(f"{name.value:<12} {name.file_name:<26} {doc.get('title') or doc['info']['title']}")
+        return 0
+    print(schema_text(SchemaName(a.name)), end="")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the lane's subcommands to the `reid` parser."""
+    _register_simulate(sub)
+    p = sub.add_parser("score", help="precision and recall of a run's alerts against a scenario's truth.json")
+    p.add_argument("truth", help="truth.json (from reid simulate, or labelled by hand)")
+    p.add_argument("events", help="events.jsonl written by a replay")
+    p.add_argument(
+        "--tol",
+        type=float,
+        default=DEFAULT_TOL,
+        help=f"seconds by which an alert's span may miss the true span and still match (default {DEFAULT_TOL:g})",
+    )
+    p.add_argument("--json", action="store_true", help="print the score as JSON")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("events", help="a run's alerts as a table: time, type, SKU seen, SKU scanned, confidence")
+    p.add_argument("events", help="events.jsonl written by a replay or the lane service")
+    p.set_defaults(func=cmd_events)
+
+    _register_replay(sub)
+    batch_cli.register(sub)
+    console_cli.register(sub)
+    _register_schema(sub)
+
+    p = sub.add_parser(
+        "edge",
+        help="run one checkout lane live: camera and POS in, alerts out",
+        description="Run the lane service: frames from a camera, a stream or a video file (played in real time), "
+        "POS events over HTTP and/or from a file, alerts to STATE/events.jsonl, GET /events and an optional webhook. "
+        "Stops cleanly on SIGTERM (see docs/edge.md).",
+    )
+    p.add_argument(
+        "--config",
+        required=True,
+        help="lane.toml: the lane's settings and its [edge] tables (example: deploy/lane.toml)",
+    )
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    p.set_defaults(func=cmd_edge)
+
+
+def _register_simulate(sub: argparse._SubParsersAction) -> None:
+    d = SimConfig()
+    p = sub.add_parser("simulate", help="make a checkout-lane video, its POS log and truth.json from product photos")
+    p.add_argument("out", help="folder to write video.mp4 (or .avi), pos.jsonl and truth.json into")
+    p.add_argument("--images", required=True, help="folder-per-SKU tree (FOLDER/<sku>/*.jpg) or a split file (val.txt)")
+    p.add_argument("--root", help="folder that relative paths in a split file start from")
+    p.add_argument("--seed", type=int, default=d.seed, help="the same seed writes the same files, byte for byte")
+    p.add_argument("--passes", type=int, default=d.passes, help="items crossing the lane")
+    p.add_argument(
+        "--transactions", type=int, default=d.transactions, help="customers; passes are shared out among them"
+    )
+    p.add_argument("--non-scan-rate", type=float, default=d.non_scan_rate, help="share of passes never scanned")
+    p.add_argument("--switch-rate", type=float, default=d.switch_rate, help="share of passes scanned as another SKU")
+    p.add_argument(
+        "--scan-without-item-rate",
+        type=float,
+        default=d.scan_without_item_rate,
+        help="scans with no item in the lane, as a share of passes",
+    )
+    p.add_argument(
+        "--pair-rate", type=float, default=d.pair_rate, help="chance that an item is followed closely by a second"
+    )
+    p.add_argument(
+        "--pause-rate", type=float, default=d.pause_rate, help="share of items that rest on the scanner a moment"
+    )
+    p.add_argument("--fps", type=float, default=d.fps)
+    p.add_argument("--size", type=_size, default=(d.width, d.height), help="frame size WIDTHxHEIGHT")
+    p.add_argument("--noise", type=float, default=d.noise, help="sensor noise, standard deviation in grey levels")
+    p.add_argument("--lighting", type=float, default=d.lighting, help="peak relative brightness drift")
+    p.add_argument("--overwrite", action="store_true", help="replace scenario files already in OUT")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_simulate)
+
+
+def _register_replay(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="find non-scans and product switches in a recorded checkout video",
+        description="Replay a recorded checkout lane against its POS log; writes OUT/events.jsonl, "
+        "OUT/summary.json, OUT/report.html and the evidence crops (see docs/pipeline.md).",
+    )
+    p.add_argument("video", help="video file (or a folder of frame images, played at 15 fps)")
+    p.add_argument(
+        "--pos", required=True, help="POS log, JSON lines; timestamps in seconds from the start of the video"
+    )
+    p.add_argument("--gallery", required=True, help="gallery folder (reid gallery init / import-folder)")
+    p.add_argument("--zone", help="scan zone X1,Y1,X2,Y2 in frame pixels (overrides the config's zone)")
+    p.add_argument("--out", required=True, help="folder for the results; must not exist or be empty unless --overwrite")
+    p.add_argument("--model", help="embedder model file (default: the one the gallery was built with)")
+    p.add_argument("--config", help="lane settings, TOML (see docs/pipeline.md)")
+    p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier replay in OUT")
+    p.set_defaults(func=cmd_replay)
+
+
+def _register_schema(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "schema",
+        help="print the JSON Schemas of events, POS lines and health, and the edge's OpenAPI document",
+        description="Without NAME, list the documents; with NAME, print it; with --out, write them all "
+        "to a folder (they refer to each other by file name). docs/edge.md, 'The contract'.",
+    )
+    p.add_argument("name", nargs="?", choices=[n.value for n in SchemaName], metavar="NAME", help="one of: %(choices)s")
+    p.add_argument("--out", metavar="DIR", help="write every document to this folder")
+    p.set_defaults(func=cmd_schema)

@@ -8,14 +8,12 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
-import tomllib
+from retail_reid.compat import StrEnum, tomllib
+from retail_reid.errors import ReidError
 from retail_reid.pipeline.types import Zone, ZoneError
 from retail_reid.pipeline.yolo import YoloLayout
-
-from retail_reid.errors import ReidError
 
 DETECTOR_KINDS = ("motion", "onnx")
 

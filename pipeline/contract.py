@@ -7,9 +7,10 @@ the tests hold the writers to. The schemas refer to each other by file name (`$r
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from importlib import resources
 from importlib.resources.abc import Traversable
+
+from retail_reid.compat import StrEnum
 
 SCHEMA_PACKAGE = "retail_reid.pipeline"
 SCHEMA_FOLDER = "schemas"

@@ -8,6 +8,7 @@ import itertools
 
 import cv2
 import numpy as np
+
 from retail_reid.pipeline.config import CropConfig
 from retail_reid.pipeline.types import Crop, Detections, Frame, Zone
 

@@ -15,6 +15,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 import onnxruntime as ort
+
 from retail_reid.pipeline.config import DetectorConfig, MotionConfig, OnnxDetectorConfig
 from retail_reid.pipeline.types import Detections, Frame, Zone
 from retail_reid.pipeline.yolo import (

@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import cv2
-from retail_reid.pipeline.types import ItemPass
 
 from retail_reid.errors import ReidError
+from retail_reid.pipeline.types import ItemPass
 
 JPEG_QUALITY = 90
 

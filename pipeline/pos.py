@@ -12,9 +12,9 @@ import json
 import math
 import unicodedata
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
+from retail_reid.compat import StrEnum
 from retail_reid.errors import ReidError
 from retail_reid.userfiles import read_user_file
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
 from retail_reid.models.calibration import Calibration
 from retail_reid.pipeline.config import ConfigError, EventConfig, Threshold
 from retail_reid.pipeline.types import ItemPass, Verdict

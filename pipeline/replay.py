@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
+
+from retail_reid.errors import ReidError
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.evidence import EvidenceWriter
 from retail_reid.pipeline.lane import LaneProcessor, LaneResult, resolve_zone
@@ -22,9 +25,6 @@ from retail_reid.pipeline.recognition import GalleryLike
 from retail_reid.pipeline.report import write_report
 from retail_reid.pipeline.sources import FrameSource, open_source
 from retail_reid.pipeline.types import BasketEvent, Event, EventType, PassRecord
-from tqdm import tqdm
-
-from retail_reid.errors import ReidError
 
 OUTPUT_NAMES = ("events.jsonl", "passes.jsonl", "summary.json", "report.html", "crops")
 

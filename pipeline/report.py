@@ -10,11 +10,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from retail_reid.images import ImageError, read_image
 from retail_reid.pipeline.pos import PosEvent
 from retail_reid.pipeline.recognition import GalleryLike
 from retail_reid.pipeline.types import BasketEvent, Event, PassRecord
-
-from retail_reid.images import ImageError, read_image
 
 THUMB_SIDE = 220  # long side of inlined pictures: enough to judge, small enough to mail
 TIMELINE_WIDTH = 1100  # at least; longer recordings get PIXELS_PER_SECOND, up to MAX_TIMELINE_WIDTH
@@ -60,7 +60,10 @@ def _data_uri(image: np.ndarray) -> str:
 def _figure(path: Path | None, caption: str) -> str:
     cap = html.escape(caption)
     if path is None:
-        return f'<figure><div style="width:120px;height:90px;background:#eef0f3"></div><figcaption>{cap}<br>(no photo)</figcaption></figure>'
+        return (
+            '<figure><div style="width:120px;height:90px;background:#eef0f3"></div>'
+            f"<figcaption>{cap}<br>(no photo)</figcaption></figure>"
+        )
     try:
         uri = _data_uri(read_image(path))
     except ImageError as e:
@@ -99,9 +102,9 @@ def _timeline(records: list[PassRecord], pos: list[PosEvent], events: list[Event
     parts.append('<text x="4" y="62">passes</text><text x="4" y="112">scans</text>')
     for r in records:
         colour = VERDICT_COLOURS.get(r.verdict, "#777")
-        tip = html.escape(
-            f"track {r.track_id}: {r.verdict}, seen {r.seen_sku}, scanned {r.scanned_sku}, {r.t_start:.2f}–{r.t_end:.2f}s"
-        )
+        seen = f"seen {r.seen_sku}" if r.seen_sku else "no known SKU seen"
+        scanned = f"scanned {r.scanned_sku}" if r.scanned_sku else "not scanned"
+        tip = html.escape(f"track {r.track_id}: {r.verdict}, {seen}, {scanned}, {r.t_start:.2f}–{r.t_end:.2f}s")
         parts.append(
             f'<rect x="{x(r.t_start):.1f}" y="45" width="{max(2.0, x(r.t_end) - x(r.t_start)):.1f}" height="26" '
             f'fill="{colour}"><title>{tip}</title></rect>'
@@ -111,14 +114,17 @@ def _timeline(records: list[PassRecord], pos: list[PosEvent], events: list[Event
         if p.type != "scan":
             continue
         colour = VERDICT_COLOURS["scan_without_item"] if round(p.ts, 3) in lonely else "#33414f"
-        tip = html.escape(f"scan {p.sku or p.barcode} at {p.ts:.2f}s")
+        tip = html.escape(f"scan {p.sku or f'of barcode {p.barcode}'} at {p.ts:.2f}s")
         parts.append(
-            f'<line x1="{x(p.ts):.1f}" y1="95" x2="{x(p.ts):.1f}" y2="125" stroke="{colour}" stroke-width="2"><title>{tip}</title></line>'
+            f'<line x1="{x(p.ts):.1f}" y1="95" x2="{x(p.ts):.1f}" y2="125" stroke="{colour}" stroke-width="2">'
+            f"<title>{tip}</title></line>"
         )
     ticks = max(10, round((width - left) / 110))
     for k in range(ticks + 1):
         t = t0 + span * k / ticks
-        parts.append(f'<text x="{x(t) - 10:.1f}" y="146" fill="#5b6773">{t:.1f}s</text>')
+        # labels centred on their time; the first and last kept inside the picture
+        anchor = "start" if k == 0 else "end" if k == ticks else "middle"
+        parts.append(f'<text x="{x(t):.1f}" y="146" fill="#5b6773" text-anchor="{anchor}">{t:.1f}s</text>')
     parts.append("</svg>")
     legend = "".join(f'<span><i style="background:{c}"></i>{html.escape(v)}</span>' for v, c in VERDICT_COLOURS.items())
     return '<div style="overflow-x:auto">' + "".join(parts) + f'</div><div class="legend">{legend}</div>'
@@ -128,7 +134,8 @@ def _event_card(e: Event, run_dir: Path, gallery: GalleryLike) -> str:
     colour = VERDICT_COLOURS.get(e.type, "#777")
     head = (
         f"<b>{html.escape(TITLES.get(e.type, e.type))}</b> — {_fmt(e.t_start, 2)}s to {_fmt(e.t_end, 2)}s"
-        f"{'' if e.track_id is None else f', track {e.track_id}'}{'' if e.txn is None else f', transaction {html.escape(e.txn)}'}"
+        f"{'' if e.track_id is None else f', track {e.track_id}'}"
+        f"{'' if e.txn is None else f', transaction {html.escape(e.txn)}'}"
     )
     rows = [
         ("seen SKU", e.seen_sku, e.seen_score, e.seen_confidence),
@@ -137,7 +144,8 @@ def _event_card(e: Event, run_dir: Path, gallery: GalleryLike) -> str:
     table = (
         "<table><tr><th></th><th>SKU</th><th>similarity</th><th>confidence</th></tr>"
         + "".join(
-            f"<tr><td>{label}</td><td>{html.escape(gallery.display_name(sku)) if sku else '–'}</td><td>{_fmt(score)}</td><td>{_fmt(conf)}</td></tr>"
+            f"<tr><td>{label}</td><td>{html.escape(gallery.display_name(sku)) if sku else '–'}</td>"
+            f"<td>{_fmt(score)}</td><td>{_fmt(conf)}</td></tr>"
             for label, sku, score, conf in rows
         )
         + "</table>"

@@ -13,9 +13,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from retail_reid.pipeline.simulate import Anomaly, Pass, Truth
-
 from retail_reid.errors import ReidError
+from retail_reid.pipeline.simulate import Anomaly, Pass, Truth
 from retail_reid.userfiles import read_user_file
 
 SCORED_TYPES = ("non_scan", "product_switch", "scan_without_item")
@@ -31,7 +30,7 @@ class ScoreError(ReidError, ValueError):
 
 @dataclass(frozen=True)
 class Alert:
-    """One time-span line of events.jsonl, as scoring needs it."""
+    """One time-span line of events.jsonl, as scoring (and `reid events`) needs it."""
 
     type: str
     t_start: float
@@ -39,6 +38,7 @@ class Alert:
     seen_sku: str | None
     scanned_sku: str | None
     line: int
+    confidence: float | None = None  # the seen SKU's calibrated confidence
 
 
 @dataclass(frozen=True)
@@ -64,15 +64,33 @@ class Events:
 # --- reading -----------------------------------------------------------------------------------
 
 
-def _load_json(path: Path, what: str) -> object:
+SWAPPED = "give the truth file first, then the events file: reid score TRUTH EVENTS"
+
+
+def _is_events_text(text: str) -> bool:
+    """Whether text reads as events.jsonl: its first line an object with an event 'type' (no truth has one)."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
     try:
-        text = read_user_file(path, what, ScoreError).decode("utf-8-sig")
+        obj = json.loads(first)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(obj, dict) and "type" in obj and "anomalies" not in obj
+
+
+def _is_truth_text(text: str) -> bool:
+    """Whether text reads as truth.json: one object with the passes and anomalies of a scenario."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(obj, dict) and "passes" in obj and "anomalies" in obj
+
+
+def _read_text(path: Path, what: str) -> str:
+    try:
+        return read_user_file(path, what, ScoreError).decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise ScoreError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ScoreError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
 
 
 def _number(obj: dict, key: str, where: str) -> float:
@@ -111,7 +129,13 @@ def _object(obj: object, where: str) -> dict:
 def read_truth(path: str | Path) -> Truth:
     """truth.json as written by `reid simulate` (or by hand for a recorded lane), fully checked."""
     p = Path(path)
-    top = _object(_load_json(p, "truth file"), str(p))
+    text = _read_text(p, "truth file")
+    if _is_events_text(text):
+        raise ScoreError(f"{p}: this is an events file (alerts, one per line), not a truth file; {SWAPPED}")
+    try:
+        top = _object(json.loads(text), str(p))
+    except json.JSONDecodeError as e:
+        raise ScoreError(f"{p}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
     for key in ("video", "fps", "size", "zone", "passes", "anomalies"):
         if key not in top:
             raise ScoreError(f"{p}: missing field '{key}'")
@@ -159,6 +183,10 @@ def read_events(path: str | Path) -> Events:
     silently skipped alerts would be a wrong score. An empty file is valid (no alerts)."""
     p = Path(path)
     raw = read_user_file(p, "events file", ScoreError)
+    if _is_truth_text(raw.decode("utf-8-sig", errors="replace")):
+        raise ScoreError(
+            f"{p}: this is a truth file (a scenario's passes and anomalies), not an events file; {SWAPPED}"
+        )
     alerts, baskets, other = [], [], Counter()
     basket_lines: dict[str | None, int] = {}
     for lineno, data in enumerate(raw.removeprefix(b"\xef\xbb\xbf").splitlines(), start=1):
@@ -177,7 +205,15 @@ def read_events(path: str | Path) -> Events:
         if kind in SPAN_TYPES:
             start, end = _span(obj, where)
             alerts.append(
-                Alert(kind, start, end, _sku(obj, "seen_sku", where), _sku(obj, "scanned_sku", where), lineno)
+                Alert(
+                    type=kind,
+                    t_start=start,
+                    t_end=end,
+                    seen_sku=_sku(obj, "seen_sku", where),
+                    scanned_sku=_sku(obj, "scanned_sku", where),
+                    line=lineno,
+                    confidence=None if obj.get("seen_confidence") is None else _number(obj, "seen_confidence", where),
+                )
             )
         elif kind == "basket":
             txn = _sku(obj, "txn", where)

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from retail_reid.models.datasets import ImageSet
-from retail_reid.pipeline.pos import PosEvent, PosEventType
 from tqdm import tqdm
 
 from retail_reid.errors import ReidError
 from retail_reid.images import read_image
+from retail_reid.models.datasets import ImageSet
+from retail_reid.pipeline.pos import PosEvent, PosEventType
 
 OUTPUT_NAMES = ("video.mp4", "video.avi", "pos.jsonl", "truth.json")
 # Containers tried in order: MPEG-4 Part 2 in MP4 is written by every opencv-python-headless

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from retail_reid.models.datasets import IMAGE_SUFFIXES
-from retail_reid.pipeline.types import Frame
 
 from retail_reid.errors import ReidError
 from retail_reid.images import ImageError, read_image
+from retail_reid.models.datasets import IMAGE_SUFFIXES
+from retail_reid.pipeline.types import Frame
 
 # After a failed read inside a file, try this many more before deciding the rest is unreadable:
 # FFmpeg can resume after a corrupt packet, but a truncated file fails every read at once.
@@ -180,8 +180,10 @@ class ImageFolderSource(FrameSource):
                 continue
             if (image.shape[1], image.shape[0]) != self.size:
                 self.dropped += 1
-                found, others = f"{image.shape[1]}x{image.shape[0]}", f"{self.size[0]}x{self.size[1]}"
-                self.problems.append(f"{p}: frame is {found}, the others {others}; skipped")
+                self.problems.append(
+                    f"{p}: frame is {image.shape[1]}x{image.shape[0]}, "
+                    f"the others {self.size[0]}x{self.size[1]}; skipped"
+                )
                 continue
             self.decoded += 1
             yield Frame(index=i, ts=i / self.fps, image=image)

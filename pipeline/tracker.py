@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from retail_reid.pipeline.config import TrackerConfig
 from retail_reid.pipeline.types import Detections
 

@@ -4,10 +4,10 @@ item passes and events. Stages share nothing else, so each can be swapped or tes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 import numpy as np
 
+from retail_reid.compat import StrEnum
 from retail_reid.errors import ReidError
 
 
@@ -63,8 +63,16 @@ class Zone:
     y2: int
 
     def __post_init__(self) -> None:
-        if self.x2 <= self.x1 or self.y2 <= self.y1:
-            raise ZoneError(f"zone {self.as_text()} is empty: x2 must exceed x1 and y2 must exceed y1")
+        for axis, lo, hi in (("x", self.x1, self.x2), ("y", self.y1, self.y2)):
+            if hi < lo:
+                raise ZoneError(
+                    f"zone {self.as_text()} is inverted: {axis}2 {hi} is less than {axis}1 {lo} "
+                    "(give the top-left corner first, then the bottom-right: X1,Y1,X2,Y2)"
+                )
+            if hi == lo:
+                raise ZoneError(
+                    f"zone {self.as_text()} has zero {'width' if axis == 'x' else 'height'}: {axis}1 = {axis}2 = {lo}"
+                )
 
     @classmethod
     def parse(cls, text: str, where: str = "zone") -> Zone:
@@ -73,9 +81,13 @@ class Zone:
         try:
             if len(parts) != 4:
                 raise ValueError
-            return cls(*(int(p) for p in parts))
+            values = [int(p) for p in parts]
         except ValueError:
             raise ZoneError(f"{where}: expected four integers X1,Y1,X2,Y2, got {text!r}") from None
+        try:
+            return cls(*values)
+        except ZoneError as e:
+            raise ZoneError(f"{where}: {e}") from None
 
     @classmethod
     def from_list(cls, values: object, where: str = "zone") -> Zone:

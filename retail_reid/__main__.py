@@ -2,6 +2,6 @@
 
 import sys
 
-from retail_reid.pipeline.cli import main
+from retail_reid.cli import main
 
 sys.exit(main())

@@ -24,14 +24,6 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
-def fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_durably(path: Path, data: bytes, step: str) -> None:
     """Write `data` to `path` and fsync it; callers write to a temporary name and rename it into place."""
     checkpoint(step)

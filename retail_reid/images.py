@@ -1,11 +1,20 @@
-"""Reading product photos and crops robustly: every failure names the file and says why."""
+"""Reading product photos and crops robustly: every failure names the file and says why.
+
+Photos come from operators, bundles and folders nobody checked, so an image's size is read from its
+header (Pillow reads only the header) and refused before a pixel is decoded: a 1 MB file can
+declare 12000 x 12000 16-bit pixels, gigabytes once decoded.
+"""
 
 from __future__ import annotations
 
+import io
+import struct
+import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from retail_reid.errors import ReidError
 from retail_reid.userfiles import read_user_file
@@ -44,19 +53,39 @@ def to_bgr8(img: np.ndarray, name: str = "<array>") -> np.ndarray:
     elif img.shape[2] == 4:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
     h, w = img.shape[:2]
-    if min(h, w) < MIN_SIDE:
-        raise ImageError(f"{name}: image is {w}x{h} pixels, smaller than the minimum {MIN_SIDE}x{MIN_SIDE}")
-    if h * w > MAX_PIXELS:
-        raise ImageError(f"{name}: image is {w}x{h} pixels, more than the limit of {MAX_PIXELS} pixels")
+    check_size(w, h, name)
     return np.ascontiguousarray(img)
 
 
+def check_size(width: int, height: int, name: str) -> None:
+    """Refuse images too small to show a product or too large to be a photo of one."""
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(f"{name}: image is {width}x{height} pixels, smaller than the minimum {MIN_SIDE}x{MIN_SIDE}")
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"{name}: image is {width}x{height} pixels, more than the limit of {MAX_PIXELS} pixels")
+
+
+def header_size(data: bytes, name: str = "<bytes>") -> tuple[int, int]:
+    """(width, height) as the image's header declares them, without decoding the pixels."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                return im.size
+        except Image.DecompressionBombError:  # Pillow's own limit, above ours
+            raise ImageError(f"{name}: image is more than the limit of {MAX_PIXELS} pixels (says its header)") from None
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError, struct.error):
+            raise ImageError(f"{name}: not a readable image (corrupt or unsupported format)") from None
+
+
 def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    """Decode encoded image bytes to uint8 BGR, refusing empty, corrupt and truncated data."""
+    """Decode encoded image bytes to uint8 BGR, refusing empty, corrupt and truncated data, and
+    images whose header declares a size out of bounds (before decoding them)."""
     if not data:
         raise ImageError(f"{name}: file is empty (0 bytes)")
     if _is_truncated(data):
         raise ImageError(f"{name}: image file is truncated (no end-of-image marker)")
+    check_size(*header_size(data, name), name)
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise ImageError(f"{name}: not a readable image (corrupt or unsupported format)")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from functools import cache
 
 import pytest
+
 from retail_reid.pipeline.contract import SchemaName, load_schema
 
 BASE = "https://retail-reid.invalid/schemas/"

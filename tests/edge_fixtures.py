@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.http_api import ApiContext, ApiServer
 from retail_reid.pipeline.edge.metrics import EdgeMetrics

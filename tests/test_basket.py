@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from retail_reid.pipeline.basket import compare, dice, jaccard, overlap, tversky
 
 SKUS = st.sampled_from(["Kiwi", "Lime", "Lemon", "Avocado", "Banana"])

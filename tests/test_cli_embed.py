@@ -3,7 +3,8 @@
 from pathlib import Path
 
 import numpy as np
-from retail_reid.pipeline.cli import main
+
+from retail_reid.cli import main
 
 SAMPLE = Path("sample/grocery")
 
@@ -29,10 +30,14 @@ def test_a_bad_image_fails_the_run_unless_skipped(tmp_path, capsys):
     bad.write_bytes(b"")
     out = tmp_path / "e.npy"
     args = ["embed", str(good[0]), str(bad), str(good[1]), "--out", str(out), "--quiet"]
-    assert main(args) == 1
+    assert main(args) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "empty" in err and not out.exists()
-    assert main(args + ["--skip-bad"]) == 1  # still non-zero: something was skipped
+    assert err.splitlines()[-1] == (
+        "reid embed: error: 1 of 3 images could not be read (listed above); nothing written "
+        "(--skip-bad embeds the rest)"
+    )
+    assert main([*args, "--skip-bad"]) == 1  # still non-zero: something was skipped
     assert np.load(out).shape[0] == 2
     assert out.with_suffix(".paths.txt").read_text().splitlines() == [str(good[0]), str(good[1])]
 

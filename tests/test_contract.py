@@ -19,13 +19,15 @@ from contract_fixtures import BASE, api_component, assert_valid, validator
 from edge_fixtures import alert, call, free_port, metrics, wait_until
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from retail_reid.compat import tomllib
+from retail_reid.pipeline.cli import cmd_schema
 from retail_reid.pipeline.contract import SchemaName, load_schema, schema_file
 from retail_reid.pipeline.edge import http_api
 from retail_reid.pipeline.edge.camera import CameraFeed, FrameQueue
 from retail_reid.pipeline.edge.pos_intake import PosFileTailer, PosInbox
 from retail_reid.pipeline.edge.settings import CameraConfig
 from retail_reid.pipeline.pos import PosError, PosEvent, parse_pos_event
-from retail_reid.pipeline.schema_cli import cmd_schema
 
 jsonschema = pytest.importorskip("jsonschema")
 REPO = Path(__file__).resolve().parents[1]
@@ -69,8 +71,9 @@ def test_reid_schema_prints_and_writes_the_shipped_files(tmp_path, capsys):
 
 
 def test_the_package_ships_the_schemas():
-    pyproject = (REPO / "pyproject.toml").read_text()
-    assert '"retail_reid.pipeline" = ["schemas/*.json"]' in pyproject
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert "retail_reid.pipeline.schemas" in setuptools["packages"]
+    assert setuptools["package-data"]["retail_reid.pipeline.schemas"] == ["*.json"]
     assert {n.file_name for n in SchemaName} == {p.name for p in (REPO / "pipeline" / "schemas").glob("*.json")}
 
 

@@ -6,6 +6,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
+from retail_reid.cli import main
+from retail_reid.images import read_image
 from retail_reid.pipeline.config import DetectorConfig, MotionConfig, OnnxDetectorConfig
 from retail_reid.pipeline.detector import (
     DetectorError,
@@ -19,8 +22,6 @@ from retail_reid.pipeline.detector import (
 )
 from retail_reid.pipeline.tracker import iou_matrix
 from retail_reid.pipeline.types import Frame, Zone, ZoneError
-
-from retail_reid.images import read_image
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample" / "grocery" / "val"
 W, H = 320, 240
@@ -262,3 +263,17 @@ def test_zone_parsing_and_clipping():
     assert Zone(0, 0, 320, 240).clip(320, 240) == (Zone(0, 0, 320, 240), None)
     with pytest.raises(ZoneError, match="wholly outside"):
         Zone(400, 0, 500, 100).clip(320, 240)
+
+
+def test_an_inverted_or_empty_zone_says_what_is_wrong(tmp_path, capsys):
+    with pytest.raises(ZoneError, match=r"^--zone: zone 300,10,100,200 is inverted: x2 100 is less than x1 300"):
+        Zone.parse("300,10,100,200", "--zone")
+    with pytest.raises(ZoneError, match=r"^zone: zone 1,5,30,5 has zero height: y1 = y2 = 5$"):
+        Zone.parse("1,5,30,5")
+    with pytest.raises(ZoneError, match=r"zone 7,1,7,9 has zero width: x1 = x2 = 7$"):
+        Zone(7, 1, 7, 9)
+    args = ["replay", "v.mp4", "--pos", "p.jsonl", "--gallery", "g", "--out", str(tmp_path / "o")]
+    assert main([*args, "--zone", "10,200,300,100"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("reid replay: error: --zone: zone 10,200,300,100 is inverted: y2 100 is less than y1 200")
+    assert "four integers" not in err

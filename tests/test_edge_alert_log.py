@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from edge_fixtures import REPO, alert
+
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.types import BasketEvent
 

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from edge_fixtures import free_port, metrics, wait_until
+
 from retail_reid.pipeline.edge.camera import CameraFeed, FrameQueue
 from retail_reid.pipeline.edge.settings import CameraConfig
 from retail_reid.pipeline.types import Frame

@@ -6,6 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+
 from retail_reid.pipeline.config import ConfigError
 from retail_reid.pipeline.edge.clips import ClipEvidenceWriter, ClipRing
 from retail_reid.pipeline.edge.settings import ClipConfig

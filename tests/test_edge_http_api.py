@@ -11,6 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from edge_fixtures import alert, call, metrics, wait_until
+
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.http_api import ApiContext, ApiServer
 from retail_reid.pipeline.edge.pos_intake import PosInbox

@@ -14,6 +14,7 @@ import time
 
 import pytest
 from edge_fixtures import alert, free_port, metrics, wait_until
+
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.pos_intake import PosInbox
 from retail_reid.pipeline.edge.settings import MqttConfig

@@ -10,6 +10,7 @@ import time
 
 import pytest
 from edge_fixtures import metrics, wait_until
+
 from retail_reid.pipeline.edge.pos_intake import InboxFull, PosFileTailer, PosInbox, parse_pos_body
 from retail_reid.pipeline.pos import PosError, PosEvent, PosEventType
 

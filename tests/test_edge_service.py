@@ -28,6 +28,7 @@ import pytest
 from camera_fixtures import MjpegCamera
 from contract_fixtures import api_component, assert_valid
 from edge_fixtures import Receiver, free_port, wait_until
+
 from retail_reid.gallery import Gallery
 from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.config import LaneConfig
@@ -88,7 +89,7 @@ class LaneProcess:
     def start(self) -> LaneProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "retail_reid.pipeline.cli", "edge", "--config", str(self.config_path)],
+                [sys.executable, "-m", "retail_reid", "edge", "--config", str(self.config_path)],
                 cwd=REPO,
                 env=ENV,
                 stdout=log,
@@ -273,7 +274,7 @@ def live(gallery, scenario, tmp_path_factory) -> dict:
             [
                 sys.executable,
                 "-m",
-                "retail_reid.pipeline.cli",
+                "retail_reid",
                 "gallery",
                 "add",
                 str(gallery),
@@ -557,7 +558,7 @@ def test_bounded_soak_memory_stays_flat(gallery, scenario, tmp_path):
         soak_s = duration + 5.0  # over the loop's seam
         end = time.time() + soak_s
         second = subprocess.Popen(
-            [sys.executable, "-m", "retail_reid.pipeline.cli", "edge", "--config", str(lane.config_path)],
+            [sys.executable, "-m", "retail_reid", "edge", "--config", str(lane.config_path)],
             cwd=REPO,
             env=ENV,
             stdout=subprocess.PIPE,
@@ -590,8 +591,8 @@ def test_bounded_soak_memory_stays_flat(gallery, scenario, tmp_path):
 
 def test_the_service_modules_never_import_torch():
     code = (
-        "import sys, retail_reid.pipeline.edge.service, retail_reid.pipeline.edge_cli, retail_reid.pipeline.cli; "
-        "retail_reid.pipeline.cli.build_parser(); print('torch' in sys.modules)"
+        "import sys, retail_reid.pipeline.edge.service, retail_reid.cli; "
+        "retail_reid.cli.build_parser(); print('torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr

@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 from edge_fixtures import REPO
+
 from retail_reid.pipeline.config import ConfigError, LaneConfig
 from retail_reid.pipeline.edge.settings import load_edge_config
 

@@ -10,6 +10,7 @@ import time
 
 import pytest
 from edge_fixtures import REPO, Receiver, alert, free_port, metrics, wait_until
+
 from retail_reid.pipeline.config import ConfigError
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.settings import EdgeError, WebhookConfig

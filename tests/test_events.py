@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
+
 from retail_reid.models.calibration import Calibration
 from retail_reid.pipeline.config import BasketConfig, ConfigError, EventConfig
 from retail_reid.pipeline.events import EventBuilder

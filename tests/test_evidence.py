@@ -6,6 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+
 from retail_reid.pipeline.evidence import EvidenceError, EvidenceWriter
 from retail_reid.pipeline.types import Crop, ItemPass
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import lzma
 import sqlite3
 import tarfile
 from contextlib import closing
@@ -14,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from gallery_fixtures import VAL
+
+from retail_reid.cli import main
 from retail_reid.gallery import Gallery, GalleryError
+from retail_reid.gallery.archive import BundleLimits
 from retail_reid.gallery.bundle import EMBEDDINGS, MANIFEST, export_bundle, import_bundle
 from retail_reid.gallery.snapshot import read_current
 from retail_reid.gallery.store import GalleryStore
-from retail_reid.pipeline.cli import main
-
 from retail_reid.images import read_image
 
 
@@ -75,17 +77,6 @@ def test_import_replaces_the_contents_as_one_new_version(gallery_dir, bundle, em
     g = Gallery.open(gallery_dir, embedder=embedder)
     assert result.version == g.version == 5 and g.has_sku("Kiwi") and not g.has_sku("Extra")
     assert "1 SKU in, 1 out" in result.summary
-
-
-def test_export_via_cli(built_gallery, tmp_path, capsys):
-    out = tmp_path / "b.tar"
-    assert main(["gallery", "export", str(built_gallery), str(out)]) == 0
-    assert "version 2, 96 references of 12 SKUs" in capsys.readouterr().out
-    with tarfile.open(out) as tar:
-        names = tar.getnames()
-    assert names[:2] == [MANIFEST, EMBEDDINGS] and len(names) == 2 + 96
-    with pytest.raises(GalleryError, match="no such directory"):
-        export_bundle(built_gallery, tmp_path / "missing" / "b.tar")
 
 
 def rewrite(bundle: Path, dest: Path, edit) -> Path:
@@ -187,7 +178,7 @@ def test_not_an_archive_and_embeddings_of_another_model_are_refused(bundle, tmp_
         import_bundle(other, junk)
     with pytest.raises(GalleryError, match="no such file"):
         import_bundle(other, tmp_path / "missing.tar")
-    with pytest.raises(GalleryError, match="embeddings are from model .* this gallery's model is"):
+    with pytest.raises(GalleryError, match=r"embeddings are from model .* this gallery's model is"):
         import_bundle(other, bundle)
     assert read_current(other) == 1
 
@@ -206,3 +197,80 @@ def test_embeddings_that_are_not_unit_vectors_are_refused(bundle, empty_gallery,
     with pytest.raises(GalleryError, match="finite unit vectors"):
         import_bundle(empty_gallery, rewrite(bundle, tmp_path / "scaled.tar", scale))
     assert read_current(empty_gallery) == 1
+
+
+class Spaces(io.RawIOBase):
+    """`size` bytes of spaces, produced as they are read (a huge member without holding it in memory)."""
+
+    def __init__(self, size: int):
+        self.left = size
+
+    def readinto(self, buf) -> int:
+        n = min(len(buf), self.left)
+        buf[:n] = b" " * n
+        self.left -= n
+        return n
+
+
+def test_a_compressed_bundle_with_a_huge_manifest_is_refused_before_it_is_read(empty_gallery, tmp_path):
+    """100 MiB of manifest compress to a few hundred kilobytes: refused from its header, never read or parsed."""
+    bomb = tmp_path / "bomb.tar.gz"
+    with tarfile.open(bomb, "w:gz", compresslevel=1) as tar:
+        info = tarfile.TarInfo(MANIFEST)
+        info.size = 100 * 2**20
+        tar.addfile(info, Spaces(info.size))
+    assert bomb.stat().st_size < 2**20
+    with pytest.raises(GalleryError, match=f"{MANIFEST} is {100 * 2**20} bytes, more than the limit of"):
+        import_bundle(empty_gallery, bomb)
+    assert read_current(empty_gallery) == 1
+
+
+def test_an_oversized_pax_header_is_refused_before_it_is_read(bundle, empty_gallery, tmp_path):
+    def padded(members):
+        members[0][0].pax_headers = {"comment": "x" * 2**20}  # tarfile would read all of it at once
+        return members
+
+    with pytest.raises(GalleryError, match=r"a member header of \d+ bytes, more than the limit of 65536"):
+        import_bundle(empty_gallery, rewrite(bundle, tmp_path / "pax.tar", padded))
+    assert read_current(empty_gallery) == 1 and contents(empty_gallery) == {}
+
+
+def test_files_listed_but_used_by_no_reference_are_refused_before_unpacking(bundle, empty_gallery, tmp_path):
+    """Listed and present, but no reference uses them: they would only fill the temporary folder."""
+    junk = [(f"images/{i:02x}/{hashlib.sha256(bytes([i])).hexdigest()}.jpg", bytes([i]) * 4096) for i in range(20)]
+
+    def padded(members):
+        def listed(d):
+            d["files"].update(
+                {name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()} for name, data in junk}
+            )
+
+        out = with_manifest(members, listed)
+        for name, data in junk:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            out.append((info, data))
+        return out
+
+    with pytest.raises(GalleryError, match="files lists 20 photos no reference uses"):
+        import_bundle(empty_gallery, rewrite(bundle, tmp_path / "unused.tar", padded))
+    assert read_current(empty_gallery) == 1 and contents(empty_gallery) == {}
+
+
+@pytest.mark.parametrize(
+    "limits, message",
+    [
+        (BundleLimits(archive_bytes=100_000), r"is \d+ bytes, more than the limit of 100000"),
+        (BundleLimits(members=50), "lists 97 files, more than the limit of 49"),
+        (BundleLimits(unpacked_bytes=1_000_000), "unpacks to more than the 1000000 bytes"),
+        (BundleLimits(image_bytes=10_000), r"has an absurd size \d+ \(limit 10000 bytes\)"),
+    ],
+)
+def test_each_limit_is_enforced_while_reading(bundle, empty_gallery, tmp_path, limits, message):
+    packed = tmp_path / "store.tar.xz"
+    with lzma.open(packed, "wb", preset=0) as out:
+        out.write(bundle.read_bytes())
+    with pytest.raises(GalleryError, match=message):
+        import_bundle(empty_gallery, packed, limits=limits)
+    assert read_current(empty_gallery) == 1 and contents(empty_gallery) == {}
+    assert import_bundle(empty_gallery, packed).version == 2  # within the default limits it imports

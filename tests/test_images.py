@@ -1,13 +1,17 @@
 """Bad image input: each case is either read correctly or refused with an error naming the file."""
 
+import io
+import struct
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from retail_reid.models.datasets import DataError, read_list_file
+from PIL import Image
 
+from retail_reid import images
 from retail_reid.images import ImageError, read_image
+from retail_reid.models.datasets import DataError, read_list_file
 
 SAMPLE = "sample/grocery/train/Banana"
 
@@ -102,3 +106,47 @@ def test_list_file_errors_name_the_file(tmp_path):
     empty.write_text("\n\n")
     with pytest.raises(DataError, match=str(empty)):
         read_list_file(empty)
+
+
+def _png_of_size(width: int, height: int) -> bytes:
+    """A real 16-bit PNG of that size (compressed to a few hundred kilobytes)."""
+    return cv2.imencode(".png", np.zeros((height, width), np.uint16))[1].tobytes()
+
+
+def _patched(ext: str, offset_of, pack) -> bytes:
+    """A small real image of format `ext` whose header is rewritten to declare 12000 x 11000 pixels."""
+    data = bytearray(
+        cv2.imencode(ext, np.full((16, 16, 3), 128, np.uint8), [cv2.IMWRITE_WEBP_QUALITY, 80])[1].tobytes()
+    )
+    at = offset_of(bytes(data))
+    data[at : at + len(pack)] = pack
+    return bytes(data)
+
+
+def _tiff_of_size(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("L", (width, height)).save(out, format="TIFF", compression="tiff_adobe_deflate")
+    return out.getvalue()
+
+
+HUGE = {
+    "16-bit png": lambda: _png_of_size(12000, 11000),
+    "jpeg": lambda: _patched(".jpg", lambda d: d.index(b"\xff\xc0") + 5, struct.pack(">HH", 11000, 12000)),
+    "bmp": lambda: _patched(".bmp", lambda d: 18, struct.pack("<ii", 12000, 11000)),
+    "tiff": lambda: _tiff_of_size(12000, 11000),
+    "webp": lambda: _patched(".webp", lambda d: d.index(b"VP8 ") + 14, struct.pack("<HH", 12000, 11000)),
+}
+
+
+@pytest.mark.parametrize("kind", HUGE)
+def test_a_huge_image_is_refused_from_its_header_before_decoding(tmp_path, monkeypatch, kind):
+    """A 1 MB file can declare gigabytes of pixels: its size is read from the header, and it is never decoded."""
+    path = tmp_path / "huge.img"
+    path.write_bytes(HUGE[kind]())
+
+    def decode(*args):
+        raise AssertionError("decoded before its size was checked")
+
+    monkeypatch.setattr(images.cv2, "imdecode", decode)
+    with pytest.raises(ImageError, match=f"{path}: image is 12000x11000 pixels, more than the limit"):
+        read_image(path)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from retail_reid.models.calibration import Calibration, fit_calibration
 from retail_reid.models.metrics import (
     gallery_query,

@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from retail_reid.pipeline.edge.metrics import EdgeMetrics
 
 yaml = pytest.importorskip("yaml")  # PyYAML, the [dev] extra

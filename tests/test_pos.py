@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from retail_reid.pipeline.pos import PosError, PosEvent, parse_pos_event, read_pos_log
 
 

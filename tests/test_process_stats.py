@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from retail_reid.pipeline.edge import process_stats
 from retail_reid.pipeline.edge.metrics import EdgeMetrics
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import cv2
 import pytest
 from contract_fixtures import assert_valid
+
+from retail_reid.cli import main
 from retail_reid.models.datasets import folder_set
-from retail_reid.pipeline.cli import main
 from retail_reid.pipeline.config import ConfigError, load_config
 from retail_reid.pipeline.contract import SchemaName
 from retail_reid.pipeline.score import read_events, read_truth, score

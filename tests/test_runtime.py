@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from retail_reid.models.runtime import METADATA_KEY, ModelError, OnnxEmbedder, default_model_path, model_fingerprint
 
 from retail_reid.images import read_image
+from retail_reid.models.runtime import METADATA_KEY, ModelError, OnnxEmbedder, default_model_path, model_fingerprint
 
 SAMPLE = Path("sample/grocery")
 
@@ -62,7 +62,8 @@ def test_runtime_works_without_torch(tmp_path):
     """An edge box has no torch: the runtime must import and embed with torch unavailable."""
     code = (
         "import sys; sys.modules['torch'] = None\n"  # any `import torch` now raises ImportError
-        "import retail_reid.models, retail_reid.models.runtime, retail_reid.models.evaluate, retail_reid.models.cli, retail_reid.pipeline.cli\n"
+        "import retail_reid.models, retail_reid.models.runtime, retail_reid.models.evaluate, retail_reid.models.cli, "
+        "retail_reid.cli\n"
         "from retail_reid.images import read_image\n"
         "import glob\n"
         "e = retail_reid.models.OnnxEmbedder(threads=1)\n"
@@ -151,7 +152,7 @@ def test_a_model_carries_one_calibration_per_scoring_the_first_the_default(tmp_p
     assert e.calibration.scoring == "centroid" and e.calibration.threshold("far_0.01") == 0.6
     assert e.calibration_for("nearest").threshold("far_0.01") == 0.7
     old = OnnxEmbedder(_tiny_onnx(tmp_path / "old.onnx", json.dumps(GOOD_META)))  # one calibration, no scoring named
-    with pytest.raises(ModelError, match="no calibration for 'centroid' scoring .*recalibrate"):
+    with pytest.raises(ModelError, match=r"no calibration for 'centroid' scoring .*recalibrate"):
         old.calibration_for("centroid")
 
 
@@ -171,7 +172,7 @@ def test_the_fingerprint_covers_the_graph_and_weights_but_not_the_metadata(tmp_p
 def test_uncalibrated_model_says_so(tmp_path):
     e = OnnxEmbedder(_tiny_onnx(tmp_path / "m.onnx", json.dumps({**GOOD_META, "calibration": None})))
     with pytest.raises(ModelError, match="not calibrated"):
-        e.calibration
+        _ = e.calibration
 
 
 def test_shipped_int8_model_agrees_with_fp32_and_names_the_same_products():

@@ -9,7 +9,8 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from retail_reid.pipeline.cli import main
+
+from retail_reid.cli import main
 from retail_reid.pipeline.score import Alert, ScoreError, match, read_events, read_truth, score
 from retail_reid.pipeline.simulate import Anomaly, Pass, Truth
 
@@ -164,7 +165,7 @@ def test_matching_is_one_to_one_within_tolerance_and_maximum(truth_spans, alert_
     assert set(pairs) <= ok
     best = max(
         (
-            sum((i, j) in ok for i, j in zip(order, range(len(e)), strict=False))
+            sum((i, j) in ok for i, j in zip(order, range(len(e)), strict=True))
             for order in itertools.permutations(list(range(len(t))) + [-1] * len(e), len(e))
         ),
         default=0,
@@ -274,3 +275,45 @@ def test_events_that_cannot_belong_to_the_truth_are_refused(tmp_path, capsys):
     assert "none of the 3 SKUs its alerts name" in err and "another scenario" in err
     stray = [*perfect_events(), alert("non_scan", 500.0, 501.0, "Lime")]  # one late alert: still scored
     assert main(["score", str(truth), str(write_events(tmp_path, stray))]) == 0
+
+
+def test_swapped_arguments_are_named_as_such(tmp_path, capsys):
+    truth, events = write_truth(tmp_path), write_events(tmp_path, perfect_events())
+    assert main(["score", str(events), str(truth)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert (
+        f"{events}: this is an events file (alerts, one per line), not a truth file; give the truth file first" in err
+    )
+    with pytest.raises(ScoreError, match="this is a truth file"):
+        read_events(truth)
+    truth.write_text(json.dumps(TRUTH.to_dict(), indent=1))  # as `reid simulate` writes it: many lines
+    with pytest.raises(ScoreError, match=r"this is a truth file .* reid score TRUTH EVENTS"):
+        read_events(truth)
+    one = write_events(tmp_path, perfect_events()[:1])  # a single alert is one JSON object too
+    with pytest.raises(ScoreError, match="this is an events file"):
+        read_truth(one)
+
+
+def test_events_prints_the_alerts_as_a_table_in_time_order(tmp_path, capsys):
+    events = write_events(
+        tmp_path,
+        [
+            {**alert("product_switch", 65.25, 66.0, "Lemon", "Banana"), "seen_confidence": 0.934},
+            alert("non_scan", 3.1, 3.9, "Lime"),
+            {"type": "basket", "txn": "T1", "seen": {"Lime": 1}, "scanned": {}},
+            alert("scan_without_item", 7.5, 7.5, None, "Avocado"),
+        ],
+    )
+    assert main(["events", str(events)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert rows == [
+        ["time", "type", "seen", "scanned", "confidence"],
+        ["0:03.1-0:03.9", "non", "scan", "Lime", "-", "-"],
+        ["0:07.5", "scan", "without", "item", "-", "Avocado", "-"],
+        ["1:05.2-1:06.0", "product", "switch", "Lemon", "Banana", "0.93"],
+        ["3", "alerts"],
+    ]
+    events.write_text('{"type": "non_scan", "t_start": 1}\n')
+    assert main(["events", str(events)]) == 2
+    assert f"reid events: error: {events}:1: missing field 't_end'" in capsys.readouterr().err

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from camera_fixtures import MjpegCamera
 from edge_fixtures import free_port
+
 from retail_reid.pipeline.sources import ImageFolderSource, LiveSource, SourceError, VideoFileSource, open_source
 
 

@@ -2,6 +2,7 @@
 fast motion and two items close together."""
 
 import numpy as np
+
 from retail_reid.pipeline.config import TrackerConfig
 from retail_reid.pipeline.tracker import PassTracker, iou_matrix
 from retail_reid.pipeline.types import Detections

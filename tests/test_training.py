@@ -11,14 +11,13 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("timm")
 
+from retail_reid.images import read_image  # noqa: E402
 from retail_reid.models.backbone import WeightsError, create_backbone, map_state_dict_in_order  # noqa: E402
 from retail_reid.models.data import LabelledImages  # noqa: E402
 from retail_reid.models.datasets import folder_set  # noqa: E402
 from retail_reid.models.losses import build_objective  # noqa: E402
 from retail_reid.models.preprocess import Preprocess  # noqa: E402
 from retail_reid.models.runtime import OnnxEmbedder  # noqa: E402
-
-from retail_reid.images import read_image  # noqa: E402
 
 SAMPLE = Path("sample/grocery")
 pytestmark = pytest.mark.train
@@ -70,7 +69,7 @@ def test_triplet_miner_types_select_what_they_claim(kind):
     labels = torch.tensor([0, 0, 1, 1, 1, 1])
     miner = build_objective("triplet", 2, 2, kind, margin).miner
     a, p, n = (t.tolist() for t in miner(emb, labels))
-    got = set(zip(a, p, n))
+    got = set(zip(a, p, n, strict=True))
     d = torch.cdist(emb, emb)
     want = set()
     for i in range(6):
@@ -143,7 +142,7 @@ def test_training_loss_falls_and_retrieval_beats_chance(short_run):
 def test_resume_continues_from_the_last_epoch(short_run, tmp_path):
     from retail_reid.models.train import TrainConfig, train
 
-    best, rows, out = short_run
+    _, _, out = short_run
     cfg = TrainConfig(**json.loads((out / "config.json").read_text())["config"])
     cfg.epochs = 5
     skus = {"Banana", "Granny-Smith", "Oatly-Oat-Milk", "Red-Bell-Pepper"}
@@ -241,9 +240,9 @@ def test_lane_camera_views_are_small_blurred_noisy_and_compressed_then_scaled_ba
 
 
 def test_interpolating_a_run_with_its_fine_tuned_copy(short_run, tmp_path):
+    from retail_reid.cli import main as reid
     from retail_reid.models.interpolate import interpolate
     from retail_reid.models.train import load_checkpoint
-    from retail_reid.pipeline.cli import main as reid
 
     best, _, _ = short_run
     start = torch.load(best, weights_only=True)
@@ -312,7 +311,7 @@ def test_export_parity_calibration_and_int8(short_run, tmp_path):
     )  # a centroid is never as near
 
     # `reid calibrate` refits in place and can make the other scoring the default
-    from retail_reid.pipeline.cli import main as reid
+    from retail_reid.cli import main as reid
 
     assert (
         reid(

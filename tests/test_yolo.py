@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from retail_reid.pipeline.config import ConfigError, DetectorConfig, OnnxDetectorConfig, load_config
 from retail_reid.pipeline.detector import make_detector
 from retail_reid.pipeline.types import Frame, Zone

@@ -20,6 +20,7 @@ from collections.abc import Callable, Generator
 
 import cv2
 import numpy as np
+
 from retail_reid.pipeline.edge.metrics import EdgeMetrics
 from retail_reid.pipeline.edge.settings import CameraConfig
 from retail_reid.pipeline.edge.worker import Worker

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
 from retail_reid.pipeline.edge.settings import ClipConfig
 from retail_reid.pipeline.evidence import EvidenceWriter
 from retail_reid.pipeline.types import Frame, ItemPass

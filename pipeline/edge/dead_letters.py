@@ -17,9 +17,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from retail_reid.pipeline.edge.settings import EdgeError
-
 from retail_reid.durable import replace_atomically
+from retail_reid.pipeline.edge.settings import EdgeError
 
 
 @dataclass(frozen=True, kw_only=True)

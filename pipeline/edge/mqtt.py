@@ -19,9 +19,9 @@ import json
 import logging
 import ssl
 import threading
-from enum import StrEnum
 from pathlib import Path
 
+from retail_reid.compat import StrEnum
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.metrics import EdgeMetrics
 from retail_reid.pipeline.edge.outbox import Failure, OutboxCounters, OutboxSender, Retry

@@ -21,13 +21,12 @@ from abc import abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
+from retail_reid.durable import replace_atomically
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.dead_letters import DeadLetter, DeadLetters
 from retail_reid.pipeline.edge.metrics import Counter
 from retail_reid.pipeline.edge.settings import EdgeError, MqttConfig, WebhookConfig
 from retail_reid.pipeline.edge.worker import Worker
-
-from retail_reid.durable import replace_atomically
 
 
 def dead_letters_path(state: Path, sender: str) -> Path:

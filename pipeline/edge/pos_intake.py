@@ -21,11 +21,10 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from retail_reid.durable import replace_atomically
 from retail_reid.pipeline.edge.metrics import EdgeMetrics
 from retail_reid.pipeline.edge.worker import Worker
 from retail_reid.pipeline.pos import PosError, PosEvent, parse_pos_event
-
-from retail_reid.durable import replace_atomically
 
 log = logging.getLogger("reid.edge.pos")
 

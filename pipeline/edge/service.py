@@ -23,6 +23,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from retail_reid.durable import replace_atomically
+from retail_reid.errors import ReidError
 from retail_reid.gallery import Gallery
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.edge.alert_log import AlertLog
@@ -37,9 +40,6 @@ from retail_reid.pipeline.edge.pos_intake import PosFileTailer, PosInbox
 from retail_reid.pipeline.edge.settings import EdgeConfig, EdgeError
 from retail_reid.pipeline.edge.webhook import WebhookSender
 from retail_reid.pipeline.evidence import EvidenceWriter
-
-from retail_reid.durable import replace_atomically
-from retail_reid.errors import ReidError
 
 log = logging.getLogger("reid.edge")
 

@@ -11,9 +11,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retail_reid.pipeline.config import ConfigError, LaneConfig, from_table, read_toml
-
 from retail_reid.errors import ReidError
+from retail_reid.pipeline.config import ConfigError, LaneConfig, from_table, read_toml
 
 
 class EdgeError(ReidError):

@@ -18,11 +18,12 @@ from pathlib import Path
 
 import pytest
 from gallery_fixtures import REPO, SKUS, VAL, writer_env
-from retail_reid.gallery import Gallery, GalleryError
-from retail_reid.gallery.snapshot import Snapshot, read_current, stored_versions
-from retail_reid.gallery.store import PENDING, GalleryStore
 
 from retail_reid.faults import FAIL_ENV, STEPS, STOP_ENV
+from retail_reid.gallery import Gallery, GalleryError
+from retail_reid.gallery.snapshot import Snapshot, read_current, stored_versions
+from retail_reid.gallery.store import GalleryStore
+from retail_reid.gallery.writer import PENDING
 from retail_reid.images import read_image
 
 NEW_PHOTOS = sorted((VAL / "Lemon").glob("*.jpg"))[:3]
@@ -30,7 +31,7 @@ NEW_PHOTOS = sorted((VAL / "Lemon").glob("*.jpg"))[:3]
 
 def start_reid(*args: object, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "retail_reid.pipeline.cli", *map(str, args)],
+        [sys.executable, "-m", "retail_reid", *map(str, args)],
         cwd=REPO,
         env=writer_env(**env),
         stdout=subprocess.PIPE,
@@ -243,7 +244,7 @@ def test_a_full_disk_refuses_the_change_and_changes_nothing(gallery_dir, embedde
     monkeypatch.setenv(FAIL_ENV, step)
     with (
         GalleryStore.open(gallery_dir) as store,
-        pytest.raises(GalleryError, match="No space left on device.*nothing changed, still at version 2"),
+        pytest.raises(GalleryError, match=r"No space left on device.*nothing changed, still at version 2"),
     ):
         store.add("Lemon", NEW_PHOTOS, embedder=embedder)
     assert (active_refs(gallery_dir), images(gallery_dir), stored_versions(gallery_dir)) == (
@@ -299,7 +300,7 @@ def without_write_override(*args: object) -> subprocess.CompletedProcess:
         caps = "-dac_override,-dac_read_search,-fowner"
         prefix = [setpriv, "--bounding-set", caps, "--inh-caps", caps]
     return subprocess.run(
-        [*prefix, sys.executable, "-m", "retail_reid.pipeline.cli", *map(str, args)],
+        [*prefix, sys.executable, "-m", "retail_reid", *map(str, args)],
         cwd=REPO,
         env=writer_env(),
         capture_output=True,

@@ -1,0 +1,122 @@
+"""Reading a gallery's database: the catalogue, the references and the version history, as the
+operators' commands list them (`list`, `show`, `history`). Lanes read published versions instead
+(Snapshot, Gallery), which never need the database."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from retail_reid.gallery import db
+from retail_reid.gallery.binding import bound_embedder
+from retail_reid.gallery.catalog import Product, check_sku
+from retail_reid.gallery.errors import GalleryError
+from retail_reid.gallery.snapshot import read_current, stored_versions
+from retail_reid.models.runtime import OnnxEmbedder
+
+if TYPE_CHECKING:
+    from typing import Self  # Python 3.11
+
+
+@dataclass(frozen=True)
+class ProductRow:
+    product: Product
+    n_refs: int
+
+
+@dataclass(frozen=True)
+class RefRow:
+    id: int
+    sku: str
+    image: str
+    source: str
+    added_version: int
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    version: int
+    created: float
+    operator: str
+    action: str
+    summary: str
+    model_fingerprint: str
+    n_refs: int
+    n_skus: int
+    current: bool
+    stored: bool  # its directory is kept, so it can be rolled back to
+    entries: tuple[tuple[str | None, str], ...]  # audit (sku, detail) lines
+
+
+class GalleryReader:
+    """A gallery's database opened for reading (`GalleryReader.open(dir, readonly=True)`)."""
+
+    def __init__(self, root: Path, conn: sqlite3.Connection):
+        self.root = root
+        self.conn = conn
+
+    @classmethod
+    def open(cls, root: str | Path, readonly: bool = False) -> Self:
+        root = Path(root)
+        if not root.is_dir():
+            raise GalleryError(f"{root}: no such gallery directory; create one with `reid gallery init {root}`")
+        return cls(root, db.connect(root, readonly=readonly))
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def meta(self) -> dict[str, str]:
+        return db.get_meta(self.conn)
+
+    def embedder(self, embedder: OnnxEmbedder | None = None, model: str | Path | None = None) -> OnnxEmbedder:
+        meta = self.meta
+        return bound_embedder(self.root, meta["model_fingerprint"], meta["model_path"], embedder, model)
+
+    def products(self) -> list[ProductRow]:
+        rows = self.conn.execute(
+            "SELECT p.sku, p.name, p.category, p.price, "
+            "(SELECT group_concat(code, char(10)) FROM (SELECT code FROM barcodes b WHERE b.sku = p.sku ORDER BY "
+            "code)), "
+            "(SELECT COUNT(*) FROM refs r WHERE r.sku = p.sku AND r.removed_version IS NULL) "
+            "FROM products p WHERE active ORDER BY p.sku"
+        ).fetchall()
+        return [
+            ProductRow(Product(sku, name, tuple(codes.split("\n")) if codes else (), cat, price), n)
+            for sku, name, cat, price, codes, n in rows
+        ]
+
+    def product(self, sku: str) -> tuple[ProductRow, list[RefRow]]:
+        sku = check_sku(sku, "--sku")
+        found = [p for p in self.products() if p.product.sku == sku]
+        if not found:
+            raise GalleryError(f"unknown SKU {sku!r} (see `reid gallery list {self.root}`)")
+        refs = [
+            RefRow(*row)
+            for row in self.conn.execute(
+                "SELECT id, sku, image, source, added_version FROM refs WHERE sku = ? AND removed_version IS NULL "
+                "ORDER BY id",
+                (sku,),
+            )
+        ]
+        return found[0], refs
+
+    def history(self) -> list[VersionRow]:
+        current, stored = read_current(self.root), set(stored_versions(self.root))
+        entries: dict[int, list[tuple[str | None, str]]] = {}
+        for version, sku, detail in self.conn.execute(
+            "SELECT version, sku, detail FROM audit WHERE sku IS NOT NULL ORDER BY id"
+        ):
+            entries.setdefault(version, []).append((sku, detail))
+        return [
+            VersionRow(*row, current=row[0] == current, stored=row[0] in stored, entries=tuple(entries.get(row[0], ())))
+            for row in self.conn.execute("SELECT * FROM versions ORDER BY version")
+        ]

@@ -1,0 +1,51 @@
+"""Directories that are not galleries (gallery/errors.py): each refused in one line that says what
+the directory is and what to do, whichever command or reader meets it."""
+
+from __future__ import annotations
+
+import pytest
+from gallery_fixtures import TRAIN, run_reid
+
+from retail_reid.gallery import Gallery, GalleryError
+from retail_reid.gallery.store import GalleryStore
+
+
+def test_a_directory_that_is_not_a_gallery_is_refused(tmp_path):
+    with pytest.raises(GalleryError, match="not a gallery"):
+        GalleryStore.open(tmp_path)
+    (tmp_path / "gallery.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(GalleryError, match="not a gallery database"):
+        GalleryStore.open(tmp_path)
+
+
+def test_not_a_gallery_is_refused(tmp_path, embedder):
+    with pytest.raises(GalleryError, match="not a gallery"):
+        Gallery.open(tmp_path, embedder=embedder)
+    with pytest.raises(GalleryError, match="no such gallery"):
+        Gallery.open(tmp_path / "missing", embedder=embedder)
+    (tmp_path / "CURRENT").write_text("garbage")
+    with pytest.raises(GalleryError, match="expected a version number"):
+        Gallery.open(tmp_path, embedder=embedder)
+
+
+def test_a_folder_of_sku_folders_is_told_how_to_become_a_gallery(embedder):
+    """The usual mix-up: `--gallery` (or a gallery command) given the photos a gallery is made from."""
+    expect = (
+        f"{TRAIN}: is a folder of photos (one folder per SKU), not a gallery; build a gallery from it with "
+        f"`reid gallery init G && reid gallery import-folder G {TRAIN}`"
+    )
+    with pytest.raises(GalleryError) as opened:
+        Gallery.open(TRAIN, embedder=embedder)  # what `reid replay --gallery` and `reid edge` do
+    assert str(opened.value) == expect
+    listed = run_reid("gallery", "list", TRAIN)
+    assert listed.returncode == 2 and listed.stderr.strip() == f"reid gallery: error: {expect}"
+
+
+def test_a_folder_of_photos_is_told_how_to_add_them(embedder):
+    kiwi = TRAIN / "Kiwi"
+    with pytest.raises(GalleryError) as opened:
+        Gallery.open(kiwi, embedder=embedder)
+    assert str(opened.value) == (
+        f"{kiwi}: is a folder of photos, not a gallery; make a gallery of them with "
+        f"`reid gallery init G && reid gallery add G --sku SKU {kiwi}/*`"
+    )
