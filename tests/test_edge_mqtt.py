@@ -13,8 +13,10 @@ import threading
 import time
 
 import pytest
+from contract_fixtures import assert_valid
 from edge_fixtures import alert, free_port, metrics, wait_until
 
+from retail_reid.pipeline.contract import SchemaName
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.pos_intake import PosInbox
 from retail_reid.pipeline.edge.settings import MqttConfig
@@ -108,6 +110,7 @@ def test_alerts_are_published_in_order_once_each_and_a_restart_resends_nothing(b
         assert watcher.on("reid/l/availability")[-1] == b"online"
         status = publisher.status()
         assert status["connected"] and status["delivered_seq"] == 3 and status["error"] is None
+        assert_valid(SchemaName.HEALTH, status, "/properties/mqtt", what="health's mqtt part")
         assert m.mqtt_delivered.value() == 3
         publisher.stop(timeout=1.0)
         link.stop()
@@ -142,6 +145,7 @@ def test_broker_down_then_up_delivers_everything_and_health_says_why_meanwhile(t
         assert wait_until(lambda: m.mqtt_failures.value() >= 2)
         status = publisher.status()
         assert not status["connected"] and status["pending"] == 2 and "127.0.0.1" in status["error"]
+        assert_valid(SchemaName.HEALTH, status, "/properties/mqtt", what="health's mqtt part, broker down")
         broker = Broker(tmp_path, port).start()
         watcher = Subscriber(port, "reid/l/alerts")
         assert wait_until(lambda: publisher.pending() == 0)

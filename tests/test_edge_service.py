@@ -76,8 +76,9 @@ def toml(data: dict, prefix: str = "") -> str:
 class LaneProcess:
     """One `reid edge` process with its own lane.toml, log and state folder."""
 
-    def __init__(self, folder: Path, config: dict):
+    def __init__(self, folder: Path, config: dict, *args: str):
         self.folder = folder
+        self.args = args  # more `reid edge` options
         self.state = Path(config["edge"]["state_dir"])
         folder.mkdir(parents=True, exist_ok=True)
         self.config_path = folder / "lane.toml"
@@ -89,7 +90,7 @@ class LaneProcess:
     def start(self) -> LaneProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "retail_reid", "edge", "--config", str(self.config_path)],
+                [sys.executable, "-m", "retail_reid", "edge", "--config", str(self.config_path), *self.args],
                 cwd=REPO,
                 env=ENV,
                 stdout=log,
@@ -319,7 +320,7 @@ def live(gallery, scenario, tmp_path_factory) -> dict:
 
         # Run 2: the same state folder; the receiver is back. No POS this time: items pass unscanned.
         receiver.start()
-        lane2 = LaneProcess(root / "run2", config).start()
+        lane2 = LaneProcess(root / "run2", config, "--log-format", "json").start()
         try:
             assert wait_until(lambda: lane2.health()["webhook"]["pending"] == 0, SLOW)
             last1 = seen["after1"][-1]["seq"]
@@ -448,6 +449,8 @@ def test_a_gallery_version_published_mid_run_is_taken_without_stopping(live):
 def test_sigterm_flushes_and_exits_0_and_a_restart_sends_nothing_twice(live):
     assert live["exit1"] == 0 and live["exit2"] == 0, live["log1"][-3000:] + live["log2"][-3000:]
     assert not live["ready_file_left"]
+    lines = [json.loads(line) for line in live["log2"].splitlines()]  # run 2 logs JSON: every line an object
+    assert any(line["logger"] == "reid.edge" and line["message"] == "stopped" for line in lines)
     after1 = live["after1"]
     [t3] = [e for e in after1 if e["type"] == "basket" and e["txn"] == "T3"]  # decided by the flush at SIGTERM
     assert (

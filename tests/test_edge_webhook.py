@@ -11,10 +11,12 @@ import time
 import pytest
 from edge_fixtures import REPO, Receiver, alert, free_port, metrics, wait_until
 
+from retail_reid.cli import main
 from retail_reid.pipeline.config import ConfigError
 from retail_reid.pipeline.edge.alert_log import AlertLog
+from retail_reid.pipeline.edge.dead_letters import DeadLetter, DeadLetters
 from retail_reid.pipeline.edge.settings import EdgeError, WebhookConfig
-from retail_reid.pipeline.edge.webhook import WebhookClient, WebhookSender
+from retail_reid.pipeline.edge.webhook import WebhookClient, WebhookSender, resend_dead_letters
 
 
 def test_webhook_receiver_down_then_up_gets_every_alert_once_in_order_and_a_restart_resends_nothing(tmp_path):
@@ -131,14 +133,11 @@ def test_an_alert_refused_for_good_goes_to_the_dead_letters_and_later_alerts_go_
         (letter,) = sender.dead_letters.read()
         assert letter.id == "l-x-1" and letter.attempts == 3 and letter.record["track_id"] == 1
         with pytest.raises(EdgeError, match="no dead letter with id nope"):
-            sender.dead_letters.resend({"nope"}, WebhookClient(config).post)
-        assert sender.dead_letters.resend(None, lambda r: WebhookClient(config).post(r) and "refused") == [
-            ("l-x-1", "refused")
-        ]
+            resend_dead_letters(config, tmp_path, {"nope"})
+        ((resent, error),) = resend_dead_letters(config, tmp_path, None)  # the receiver still refuses it
+        assert resent == "l-x-1" and "HTTP 422" in error and sender.status()["dead_letters"] == 1
         receiver.refuse.clear()
-        assert sender.dead_letters.resend({"l-x-1"}, lambda r: WebhookClient(config).post(r) and "refused") == [
-            ("l-x-1", None)
-        ]
+        assert resend_dead_letters(config, tmp_path, {"l-x-1"}) == [("l-x-1", None)]
         assert receiver.ids() == ["l-x-2", "l-x-3", "l-x-1"] and sender.status()["dead_letters"] == 0
     finally:
         sender.stop(timeout=0.5)
@@ -202,3 +201,32 @@ def test_signed_webhooks_verify_with_the_documented_snippet(tmp_path):
 def test_a_webhook_secret_that_is_not_whsec_base64_is_refused(secret):
     with pytest.raises(ConfigError, match=r"edge\.webhook\.secret: must be 'whsec_'"):
         WebhookConfig(url="http://x/", secret=secret)
+
+
+def test_reid_edge_dead_letters_lists_and_resends(tmp_path, capsys):
+    receiver = Receiver(refuse={"l-x-2"}).start()
+    config = tmp_path / "lane.toml"
+    config.write_text(
+        'zone = [0, 0, 10, 10]\n[edge]\ngallery = "g"\nstate_dir = "state"\n[edge.camera]\nsource = "v.mp4"\n'
+        f'[edge.webhook]\nurl = "{receiver.url}"\n'
+    )
+    letters = DeadLetters(tmp_path / "state" / "webhook.dead-letters.jsonl")
+    (tmp_path / "state").mkdir()
+    for i in (1, 2):
+        record = {"seq": i, "id": f"l-x-{i}", "type": "non_scan"}
+        letters.add(DeadLetter(record=record, error="HTTP 422 Unprocessable Entity", attempts=5, at=time.time()))
+    try:
+        assert main(["edge", "dead-letters", "--config", str(config)]) == 0
+        out = capsys.readouterr().out
+        assert "l-x-1  non_scan  set aside" in out and "after 5 attempts: HTTP 422" in out and "2 dead letters" in out
+        assert main(["edge", "dead-letters", "--config", str(config), "--resend", "nope"]) == 2
+        assert "no dead letter with id nope" in capsys.readouterr().err
+        assert main(["edge", "dead-letters", "--config", str(config), "--all"]) == 1  # l-x-2 is refused again
+        out = capsys.readouterr().out
+        assert "l-x-1: delivered" in out and "l-x-2: refused again (HTTP 422" in out and "1 of 2 delivered" in out
+        assert receiver.ids() == ["l-x-1"] and [x.id for x in letters.read()] == ["l-x-2"]
+        receiver.refuse.clear()
+        assert main(["edge", "dead-letters", "--config", str(config), "--resend", "l-x-2"]) == 0
+        assert receiver.ids() == ["l-x-1", "l-x-2"] and letters.read() == []
+    finally:
+        receiver.stop()

@@ -22,4 +22,6 @@ its own module:
 | `http_api` | the loopback HTTP API: POST /pos, GET /events, /health, /metrics |
 | `worker` | `Worker`: the base of the threads above (start, stop with join and timeout, failure kept) |
 | `service` | `EdgeService`: starts, supervises and stops the parts |
+| `log_format` | `--log-format`: text, or one JSON object per line |
+| `cli` | `reid edge` and `reid edge dead-letters` |
 """

@@ -22,9 +22,10 @@ import urllib.request
 from pathlib import Path
 
 from retail_reid.pipeline.edge.alert_log import AlertLog
+from retail_reid.pipeline.edge.dead_letters import DeadLetters
 from retail_reid.pipeline.edge.metrics import EdgeMetrics
-from retail_reid.pipeline.edge.outbox import Failure, OutboxCounters, OutboxSender, Retry
-from retail_reid.pipeline.edge.settings import WebhookConfig, signing_key
+from retail_reid.pipeline.edge.outbox import Failure, OutboxCounters, OutboxSender, Retry, dead_letters_path
+from retail_reid.pipeline.edge.settings import EdgeError, WebhookConfig, signing_key
 
 MAX_RESPONSE_BYTES = 65536  # what is read of a receiver's answer
 RETRIED_4XX = (408, 429)  # a 4xx that may pass later: retried, never set aside
@@ -114,3 +115,18 @@ class WebhookSender(OutboxSender):
 
     def status(self) -> dict:
         return {"url": self.config.url, **super().status()}
+
+
+def resend_dead_letters(config: WebhookConfig, state: Path, ids: set[str] | None) -> list[tuple[str, str | None]]:
+    """Send the webhook's dead letters named by `ids` (None: all) again, in order; each one the
+    receiver now takes leaves the list. Returns (id, None if delivered, else why not) per letter.
+    Safe while the service runs: the service only appends to the list, under the same file lock."""
+    if not config.url:
+        raise EdgeError("edge.webhook.url: no webhook is configured; there is nothing to re-send to")
+    client = WebhookClient(config)
+
+    def send(record: dict) -> str | None:
+        failure = client.post(record)
+        return None if failure is None else failure.reason
+
+    return DeadLetters(dead_letters_path(state, NAME)).resend(ids, send)
