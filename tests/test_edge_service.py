@@ -124,6 +124,15 @@ class LaneProcess:
             code, data, kind = e.code, e.read(), e.headers.get("Content-Type", "")
         return code, json.loads(data) if kind.startswith("application/json") else data.decode()
 
+    def fetch(self, path: str, token: str | None = TOKEN) -> tuple[int, str, bytes]:
+        """GET a file: (status, Content-Type, bytes)."""
+        req = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {token}"} if token else {})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, r.headers.get("Content-Type", ""), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers.get("Content-Type", ""), e.read()
+
     def health(self) -> dict:
         return self.request("/health")[1]  # type: ignore[return-value]
 
@@ -230,6 +239,7 @@ def live(gallery, scenario, tmp_path_factory) -> dict:
             "backoff_min_s": 0.1,
             "backoff_max_s": 1.0,
         },
+        clips={"enabled": True, "before_s": 1.0},  # a clip of each alert pass, served with its crops
     )
     truth = json.loads((scenario / "truth.json").read_text())
     pos = [json.loads(line) for line in (scenario / "pos.jsonl").read_text().splitlines()]
@@ -308,6 +318,8 @@ def live(gallery, scenario, tmp_path_factory) -> dict:
         assert wait_until(lambda: lane.health()["webhook"]["pending"] == 0, SLOW)
         seen["health"], seen["events"] = lane.health(), lane.events()
         seen["metrics"] = lane.request("/metrics")[1]
+        seen["evidence"] = {path: lane.fetch("/" + path) for e in seen["events"] for path in e.get("evidence", [])}
+        seen["evidence_no_token"] = lane.fetch("/" + next(iter(seen["evidence"])), token=None)[0]
         receiver.stop()  # down again: what the shutdown writes waits for the restart
 
         lane.post_pos({"ts": time.time(), "type": "txn_start", "txn": "T3"})  # still open at SIGTERM
@@ -361,7 +373,24 @@ def test_planted_anomalies_arrive_as_alerts(live, scenario, tmp_path):
     for e in events:
         if e["type"] in ("non_scan", "product_switch"):
             assert e["evidence"] and all((live["state"] / p).is_file() for p in e["evidence"])
+            [clip] = [p for p in e["evidence"] if p.endswith(".avi")]  # [edge.clips] is on in run 1
+            assert all(p.endswith(".jpg") for p in e["evidence"] if p != clip)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_alert_evidence_crops_and_clips_are_served_with_the_token(live):
+    evidence = live["evidence"]
+    assert any(p.endswith(".avi") for p in evidence) and any(p.endswith(".jpg") for p in evidence)
+    for path, (code, kind, data) in evidence.items():
+        assert code == 200 and data == (live["state"] / path).read_bytes(), path
+        assert kind == ("video/x-msvideo" if path.endswith(".avi") else "image/jpeg")
+    assert live["evidence_no_token"] == 401
+    clip = next(p for p in evidence if p.endswith(".avi"))
+    cap = cv2.VideoCapture(str(live["state"] / clip))
+    ok, frame = cap.read()
+    frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    assert ok and frame.shape == (480, 640, 3) and frames >= 10  # a pass of a second or more, at 15 fps
 
 
 def test_live_decides_exactly_as_the_replay(live, replayed):
