@@ -6,56 +6,21 @@ and POS events taken from a topic."""
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import subprocess
-import threading
 import time
 
 import pytest
 from contract_fixtures import assert_valid
 from edge_fixtures import alert, free_port, metrics, wait_until
+from mqtt_fixtures import Broker, Subscriber, mqtt, needs_mqtt
 
 from retail_reid.pipeline.contract import SchemaName
 from retail_reid.pipeline.edge.alert_log import AlertLog
+from retail_reid.pipeline.edge.mqtt import MqttLink, MqttPublisher
 from retail_reid.pipeline.edge.pos_intake import PosInbox
 from retail_reid.pipeline.edge.settings import MqttConfig
 
-mqtt = pytest.importorskip("paho.mqtt.client", reason="paho-mqtt (the mqtt extra) is not installed")
-MOSQUITTO = shutil.which("mosquitto") or shutil.which("mosquitto", path="/usr/sbin")
-pytestmark = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto (Debian package) is not installed")
-
-from retail_reid.pipeline.edge.mqtt import MqttLink, MqttPublisher  # noqa: E402 (after the skip checks)
-
-
-class Broker:
-    """A Mosquitto broker on 127.0.0.1:`port`, run in the foreground by the test (never as a service)."""
-
-    def __init__(self, folder, port: int):
-        self.port = port
-        self.conf = folder / "mosquitto.conf"
-        self.conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Broker:
-        with open(self.conf.with_suffix(".log"), "wb") as out:  # its own log, beside its config
-            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=out, stderr=subprocess.STDOUT)
-
-        def listening() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return True
-            except OSError:
-                return False
-
-        assert wait_until(listening), "mosquitto did not start"
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
+pytestmark = needs_mqtt
 
 
 @pytest.fixture
@@ -63,31 +28,6 @@ def broker(tmp_path):
     b = Broker(tmp_path, free_port()).start()
     yield b
     b.stop()
-
-
-class Subscriber:
-    """A plain paho client that records what arrives on some topics (retained messages included)."""
-
-    def __init__(self, port: int, *topics: str):
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self._lock = threading.Lock()
-        self.client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
-        self.client.on_message = self._on_message
-        self.client.on_connect = lambda c, u, f, rc, p: [c.subscribe(t, qos=1) for t in topics]
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
-
-    def _on_message(self, client, userdata, message) -> None:
-        with self._lock:
-            self.messages.append((message.topic, message.payload, message.retain))
-
-    def on(self, topic: str) -> list[bytes]:
-        with self._lock:
-            return [payload for t, payload, _ in self.messages if t == topic]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def _config(port: int, **kw) -> MqttConfig:

@@ -28,6 +28,7 @@ import pytest
 from camera_fixtures import MjpegCamera
 from contract_fixtures import api_component, assert_valid
 from edge_fixtures import Receiver, free_port, wait_until
+from mqtt_fixtures import MQTT_READY, Broker, Subscriber, needs_mqtt
 
 from retail_reid.gallery import Gallery
 from retail_reid.models.datasets import folder_set
@@ -248,6 +249,7 @@ def live(gallery, scenario, tmp_path_factory) -> dict:
     }
     added_sku = sorted({p.stem for p in (SAMPLE / "iconic").glob("*.jpg")} - involved)[0]
     seen: dict = {"posted": [], "refused": {}}
+    broker = Broker(root, free_port()).start() if MQTT_READY else None
     lane = LaneProcess(root / "run1", config).start()
     receiver = Receiver(hook_port)
     try:
@@ -331,7 +333,11 @@ def live(gallery, scenario, tmp_path_factory) -> dict:
         seen["ready_file_left"] = (state / "service.json").exists()
 
         # Run 2: the same state folder; the receiver is back. No POS this time: items pass unscanned.
+        # With MQTT available, run 2 also publishes to a broker (its alerts only: the first start of a sender).
         receiver.start()
+        if broker is not None:
+            config = dict(config, edge={**config["edge"], "mqtt": {"host": "127.0.0.1", "port": broker.port}})
+            watcher = Subscriber(broker.port, "reid/t1/alerts", "reid/t1/availability")
         lane2 = LaneProcess(root / "run2", config, "--log-format", "json").start()
         try:
             assert wait_until(lambda: lane2.health()["webhook"]["pending"] == 0, SLOW)
@@ -339,8 +345,15 @@ def live(gallery, scenario, tmp_path_factory) -> dict:
             assert wait_until(
                 lambda: any(e["seq"] > last1 and e["type"] == "non_scan" for e in lane2.events()), SLOW, 0.2
             )
+            if broker is not None:
+                assert wait_until(lambda: lane2.health()["mqtt"]["pending"] == 0, SLOW)
+                seen["mqtt_health"] = lane2.health()["mqtt"]
             seen["exit2"] = lane2.terminate()  # mid-video: in-flight frames are finished, pending decisions flushed
             seen["log2"] = lane2.log()
+            if broker is not None:
+                assert wait_until(lambda: watcher.on("reid/t1/availability")[-1:] == [b"offline"], SLOW)
+                seen["mqtt_alerts"] = [json.loads(p) for p in watcher.on("reid/t1/alerts")]
+                seen["mqtt_availability"] = watcher.on("reid/t1/availability")
         finally:
             lane2.kill()
         seen["after2"] = [json.loads(line) for line in (state / "events.jsonl").read_text().splitlines()]
@@ -348,6 +361,9 @@ def live(gallery, scenario, tmp_path_factory) -> dict:
         seen["state"] = state
     finally:
         lane.kill()
+        if broker is not None:
+            watcher.close()
+            broker.stop()
         receiver.stop()
     return seen
 
@@ -492,6 +508,19 @@ def test_sigterm_flushes_and_exits_0_and_a_restart_sends_nothing_twice(live):
     received = [r["id"] for r in live["received"]]
     assert received == [e["id"] for e in after2]  # every alert delivered, once, in order, across the restart
     assert live["received"] == after2
+
+
+@needs_mqtt
+def test_a_restart_with_mqtt_publishes_its_alerts_in_order_and_says_offline_at_sigterm(live):
+    """Run 2 adds a broker: MQTT starts after the alerts already written (as a new webhook does) and
+    publishes the rest in order, once each, the same records the webhook got; SIGTERM says offline."""
+    after1, after2 = live["after1"], live["after2"]
+    new = after2[len(after1) :]
+    assert new and [r["id"] for r in live["mqtt_alerts"]] == [e["id"] for e in new]
+    assert live["mqtt_alerts"] == new
+    assert live["mqtt_availability"][0] == b"online" and live["mqtt_availability"][-1] == b"offline"
+    health = live["mqtt_health"]
+    assert health["connected"] and health["error"] is None and health["topic_prefix"] == "reid/t1"
 
 
 # --- camera lost and found -------------------------------------------------------------------------
