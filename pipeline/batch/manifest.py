@@ -17,9 +17,9 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from pathlib import Path
 
+from retail_reid.compat import StrEnum
 from retail_reid.errors import ReidError
 from retail_reid.pipeline.config import ConfigError, LaneConfig, load_config
 from retail_reid.userfiles import read_user_file

@@ -8,10 +8,10 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from retail_reid.compat import StrEnum
 from retail_reid.errors import ReidError
 from retail_reid.pipeline.batch.chunks import (
     CHUNK_POS,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, send_file, url_for
 
@@ -75,7 +75,7 @@ def _day(text: str, field: str, offset: float) -> float | None:
     if not text:
         return None
     try:
-        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC).timestamp() + offset
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp() + offset
     except ValueError:
         raise ConsoleError(f"{field}: expected a date YYYY-MM-DD, got {text[:40]!r}") from None
 

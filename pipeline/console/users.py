@@ -16,8 +16,7 @@ import re
 import secrets
 from pathlib import Path
 
-import tomllib
-
+from retail_reid.compat import tomllib
 from retail_reid.durable import replace_atomically
 from retail_reid.pipeline.console.settings import ConsoleError
 from retail_reid.userfiles import read_user_file

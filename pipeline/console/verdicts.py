@@ -15,10 +15,10 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
-from enum import StrEnum
+from datetime import datetime, timezone
 from pathlib import Path
 
+from retail_reid.compat import StrEnum
 from retail_reid.pipeline.console.settings import ConsoleError
 
 DB_NAME = "verdicts.db"
@@ -116,7 +116,7 @@ def check_verdict(decision: str, reason: str, note: str) -> tuple[Decision, Reas
 
 
 def iso_week(t: float) -> str:
-    year, week, _ = datetime.fromtimestamp(t, UTC).isocalendar()
+    year, week, _ = datetime.fromtimestamp(t, timezone.utc).isocalendar()
     return f"{year}-W{week:02d}"
 
 
@@ -196,8 +196,8 @@ def _export_dict(v: Verdict) -> dict:
     d = asdict(v)
     d["decision"] = v.decision.value
     d["reason"] = v.reason.value if v.reason else None
-    d["alert_time_utc"] = datetime.fromtimestamp(v.alert_time, UTC).isoformat(timespec="seconds")
-    d["decided_at_utc"] = datetime.fromtimestamp(v.decided_at, UTC).isoformat(timespec="seconds")
+    d["alert_time_utc"] = datetime.fromtimestamp(v.alert_time, timezone.utc).isoformat(timespec="seconds")
+    d["decided_at_utc"] = datetime.fromtimestamp(v.decided_at, timezone.utc).isoformat(timespec="seconds")
     return d
 
 
