@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import sys
 from collections import Counter
 from pathlib import Path
@@ -17,6 +16,7 @@ from retail_reid.pipeline.batch import cli as batch_cli
 from retail_reid.pipeline.config import load_config
 from retail_reid.pipeline.console import cli as console_cli
 from retail_reid.pipeline.contract import SchemaName, load_schema, schema_text
+from retail_reid.pipeline.edge import cli as edge_cli
 from retail_reid.pipeline.score import DEFAULT_TOL, Alert, format_score, read_events, read_truth, score
 from retail_reid.pipeline.simulate import (
     HARD_SETTINGS,
@@ -157,15 +157,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_edge(args: argparse.Namespace) -> int:
-    from retail_reid.pipeline.edge.service import EdgeService  # imported when used: `reid --help` stays fast
-    from retail_reid.pipeline.edge.settings import load_edge_config
-
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    edge, lane = load_edge_config(args.config)
-    return EdgeService(edge, lane).run()
-
-
 def cmd_schema(a: argparse.Namespace) -> int:
     if a.out is not None:
         out = Path(a.out)
@@ -210,20 +201,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     console_cli.register(sub)
     _register_schema(sub)
 
-    p = sub.add_parser(
-        "edge",
-        help="run one checkout lane live: camera and POS in, alerts out",
-        description="Run the lane service: frames from a camera, a stream or a video file (played in real time), "
-        "POS events over HTTP and/or from a file, alerts to STATE/events.jsonl, GET /events and an optional webhook. "
-        "Stops cleanly on SIGTERM (see docs/edge.md).",
-    )
-    p.add_argument(
-        "--config",
-        required=True,
-        help="lane.toml: the lane's settings and its [edge] tables (example: deploy/lane.toml)",
-    )
-    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
-    p.set_defaults(func=cmd_edge)
+    edge_cli.register(sub)
 
 
 def _register_simulate(sub: argparse._SubParsersAction) -> None:
