@@ -34,7 +34,7 @@ from bench_replay import build_gallery, folder_view  # noqa: E402
 
 from retail_reid.models.datasets import folder_set  # noqa: E402
 from retail_reid.pipeline.batch.manifest import read_manifest  # noqa: E402
-from retail_reid.pipeline.batch.runner import BatchOptions, run_batch  # noqa: E402
+from retail_reid.pipeline.batch.runner import BatchOptions, require_ray, run_batch  # noqa: E402
 from retail_reid.pipeline.batch.worker import GallerySpec  # noqa: E402
 from retail_reid.pipeline.simulate import SimConfig, simulate  # noqa: E402
 
@@ -74,7 +74,7 @@ def main() -> int:
     ap.add_argument("--first-seed", type=int, default=200)
     ap.add_argument("--work", help="keep views, gallery, lanes and runs here (default: a temporary folder)")
     a = ap.parse_args()
-    import ray
+    ray = require_ray()  # started here, on the loopback address
 
     counts = [int(w) for w in a.workers.split(",")]
     data = Path(a.data)

@@ -22,7 +22,7 @@ from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.batch.chunks import ChunkError, plan_chunks, write_chunk_inputs
 from retail_reid.pipeline.batch.manifest import ManifestError, read_manifest
 from retail_reid.pipeline.batch.outputs import MARKER, WORK
-from retail_reid.pipeline.batch.runner import BatchError, BatchOptions, require_ray, run_batch
+from retail_reid.pipeline.batch.runner import LOCAL_ONLY_ENV, BatchError, BatchOptions, require_ray, run_batch
 from retail_reid.pipeline.batch.worker import GallerySpec
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.pos import PosEvent, read_pos_log
@@ -77,6 +77,7 @@ def _rows(lanes: list[Path]) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def ray_local():
+    os.environ.update(LOCAL_ONLY_ENV)  # on 127.0.0.1: tests reach no address but this machine's loopback
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -43,8 +44,16 @@ class BatchOptions:
     progress: bool = False
 
 
-def require_ray():
-    """The ray module, imported only when a batch has work (the [ray] extra is optional)."""
+# A Ray started here (no --address) serves this machine alone: keep its processes on the loopback
+# address rather than the machine's network address (Ray's default on Linux).
+LOCAL_ONLY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+
+
+def require_ray(local: bool = True):
+    """The ray module, imported only when a batch has work (the [ray] extra is optional). `local`:
+    the Ray this process starts binds to 127.0.0.1 (read when ray is first imported)."""
+    if local:
+        os.environ.update(LOCAL_ONLY_ENV)
     try:
         import ray
     except ImportError:
@@ -152,7 +161,7 @@ class _Batch:
 
 def _run_on_ray(batch: _Batch) -> dict[str, Outcome]:
     options = batch.options
-    ray = require_ray()
+    ray = require_ray(local=options.address is None)
     started = not ray.is_initialized()
     if started:
         try:
