@@ -13,7 +13,9 @@ from pathlib import Path
 
 from retail_reid.errors import ReidError
 from retail_reid.models.datasets import image_set
+from retail_reid.pipeline.batch import cli as batch_cli
 from retail_reid.pipeline.config import load_config
+from retail_reid.pipeline.console import cli as console_cli
 from retail_reid.pipeline.contract import SchemaName, load_schema, schema_text
 from retail_reid.pipeline.score import DEFAULT_TOL, Alert, format_score, read_events, read_truth, score
 from retail_reid.pipeline.simulate import SimConfig, simulate
@@ -185,6 +187,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_events)
 
     _register_replay(sub)
+    batch_cli.register(sub)
+    console_cli.register(sub)
     _register_schema(sub)
 
     p = sub.add_parser(

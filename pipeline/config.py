@@ -8,10 +8,9 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
-from retail_reid.compat import tomllib
+from retail_reid.compat import StrEnum, tomllib
 from retail_reid.errors import ReidError
 from retail_reid.pipeline.types import Zone, ZoneError
 from retail_reid.pipeline.yolo import YoloLayout

@@ -7,9 +7,13 @@ the tests hold the writers to. The schemas refer to each other by file name (`$r
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from importlib import resources
-from importlib.resources.abc import Traversable
+from typing import TYPE_CHECKING
+
+from retail_reid.compat import StrEnum
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable  # Python 3.11; only named in annotations
 
 SCHEMA_PACKAGE = "retail_reid.pipeline"
 SCHEMA_FOLDER = "schemas"

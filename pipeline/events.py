@@ -24,8 +24,8 @@ import math
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 
+from retail_reid.compat import StrEnum
 from retail_reid.pipeline.association import assign, claimable
 from retail_reid.pipeline.basket import compare
 from retail_reid.pipeline.config import BasketConfig, EventConfig

@@ -13,9 +13,9 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
+from retail_reid.compat import StrEnum
 from retail_reid.errors import ReidError
 from retail_reid.userfiles import read_user_file
 

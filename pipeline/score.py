@@ -16,9 +16,9 @@ import json
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass
-from enum import StrEnum
 from pathlib import Path
 
+from retail_reid.compat import StrEnum
 from retail_reid.errors import ReidError
 from retail_reid.pipeline.simulate import Anomaly, Pass, Truth
 from retail_reid.pipeline.simulate_pos import PosCase, PosCaseKind

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
+from retail_reid.compat import StrEnum
 from retail_reid.pipeline.pos import EntryMethod, PosEvent, PosEventType
 
 QTY_RUN = (2, 3)  # identical items one quantity scan pays for

@@ -4,10 +4,10 @@ item passes and events. Stages share nothing else, so each can be swapped or tes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 import numpy as np
 
+from retail_reid.compat import StrEnum
 from retail_reid.errors import ReidError
 from retail_reid.pipeline.pos import EntryMethod
 

@@ -15,10 +15,10 @@ from __future__ import annotations
 import ast
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 
+from retail_reid.compat import StrEnum
 from retail_reid.errors import ReidError
 
 MAX_METADATA_CHARS = 256 * 1024  # a names dict of a few thousand classes; larger is not parsed

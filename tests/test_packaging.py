@@ -17,8 +17,20 @@ import retail_reid
 REPO = Path(__file__).resolve().parents[1]
 # What the wheel is built from, as deploy/Dockerfile copies it: nothing else of the checkout goes in.
 SOURCES = ("pyproject.toml", "README.md", "LICENSE", "retail_reid", "models", "gallery", "pipeline")
-# Modules of the [train] extra, which a runtime install lacks on purpose.
-TRAIN_ONLY = {"torch", "torchvision", "timm", "pytorch_metric_learning", "onnx", "onnxscript"}
+# Top-level packages of the optional extras, which a runtime install lacks on purpose.
+EXTRAS_ONLY = {
+    "torch",
+    "torchvision",
+    "timm",
+    "pytorch_metric_learning",
+    "onnx",
+    "onnxscript",  # [train]
+    "flask",
+    "flask_wtf",
+    "waitress",  # [console]
+    "ray",  # [ray]
+    "paho",  # [mqtt]
+}
 # pip's words when it cannot reach an index at all (as opposed to a resolution or build failure).
 OFFLINE = (
     "Failed to establish a new connection",
@@ -30,10 +42,16 @@ OFFLINE = (
 
 
 def _oldest_python() -> str:
-    """python3.10 when one runs here (the oldest requires-python allows), else the Python running the tests."""
-    found = shutil.which("python3.10")
-    if found and subprocess.run([found, "-c", "pass"], capture_output=True).returncode == 0:
-        return found
+    """python3.10 when one runs here (the oldest requires-python allows), else the Python running the tests.
+    A pyenv shim for a version that is installed but not selected does not run: look behind it too."""
+    candidates = [shutil.which("python3.10")]
+    pyenv = shutil.which("pyenv")
+    if pyenv:
+        root = subprocess.run([pyenv, "root"], capture_output=True, text=True).stdout.strip()
+        candidates += sorted(str(p) for p in Path(root).glob("versions/3.10*/bin/python3.10")) if root else []
+    for found in filter(None, candidates):
+        if subprocess.run([found, "-c", "pass"], capture_output=True).returncode == 0:
+            return found
     return sys.executable
 
 
@@ -99,13 +117,13 @@ def test_the_api_imports_and_embeds_beside_a_users_models_and_pipeline(venv, use
         assert Path(retail_reid.__file__).is_relative_to({str(venv)!r}), retail_reid.__file__
         vector = OnnxEmbedder(threads=1).embed([read_image({str(image)!r})])
         assert vector.shape == (1, 128) and abs(float((vector * vector).sum()) - 1) < 1e-4
-        # every module imports on this Python; only the training ones may miss their [train] extra
+        # every module imports on this Python; only those of an optional extra may miss its packages
         for module in pkgutil.walk_packages(retail_reid.__path__, "retail_reid."):
             if module.name != "retail_reid.__main__":
                 try:
                     importlib.import_module(module.name)
                 except ModuleNotFoundError as e:
-                    assert e.name.split(".")[0] in {sorted(TRAIN_ONLY)!r}, (module.name, e)
+                    assert e.name.split(".")[0] in {sorted(EXTRAS_ONLY)!r}, (module.name, e)
         assert "torch" not in sys.modules and "models" not in sys.modules and "pipeline" not in sys.modules
         assert Gallery.__module__.startswith("retail_reid.gallery.")
         # what 3.10 lacks, from retail_reid.compat, behaves as 3.11's

@@ -1,0 +1,193 @@
+"""The alerts the console shows, read from the folders it was given: a lane's state folder
+(`reid edge`: events.jsonl with `seq`, `id`, `lane`, evidence under evidence/) or a replay's output
+folder (`reid replay`: events.jsonl, summary.json naming the POS log, crops/). Files are read only,
+re-read when they change, and a line that is not an alert is skipped (a torn or foreign line never
+stops the console)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import threading
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from retail_reid.pipeline.pos import PosError, PosEvent, read_pos_log
+
+EVENTS = "events.jsonl"
+SUMMARY = "summary.json"
+NOT_ALERTS = ("basket", "double_scan")  # a transaction's basket; a customer-service event, not a loss alert
+KEY = re.compile(r"[A-Za-z0-9._-]{1,128}")  # what an alert's key may look like in a URL
+POS_AROUND_S = 20.0  # POS lines shown on each side of an alert
+MAX_POS_BYTES = 256 * 2**20  # a replay's POS log larger than this is not read
+
+
+class SourceKind(StrEnum):
+    LANE = "lane"  # a `reid edge` state folder
+    REPLAY = "replay"  # a `reid replay` output folder
+
+
+class AlertType(StrEnum):
+    NON_SCAN = "non_scan"
+    PRODUCT_SWITCH = "product_switch"
+    UNKNOWN_ITEM = "unknown_item"
+    SCAN_WITHOUT_ITEM = "scan_without_item"
+
+
+@dataclass(frozen=True)
+class Alert:
+    source: str  # the folder's name in the console
+    key: str  # unique within the source: the edge's `id`, or the replay's line number
+    lane: str
+    type: AlertType
+    when: float  # Unix seconds: the alert's time on a lane; the replay's run time (events.jsonl's mtime) on a replay
+    t_start: float  # on the POS clock (Unix seconds live, video seconds in a replay)
+    t_end: float
+    record: dict  # the whole line, for the alert page
+
+    @property
+    def evidence(self) -> list[str]:
+        ev = self.record.get("evidence")
+        return [p for p in ev if isinstance(p, str)] if isinstance(ev, list) else []
+
+
+@dataclass
+class _Cache:
+    file: tuple[int, int] = (-1, -1)  # (device, inode) of events.jsonl when read
+    mtime_ns: int = -1
+    offset: int = 0  # bytes of whole lines read
+    lines: int = 0  # whole lines read
+    alerts: tuple[Alert, ...] = ()
+    bad_lines: int = 0
+
+
+class AlertFolder:
+    """One lane's or one replay's alerts, with the files they refer to."""
+
+    def __init__(self, name: str, kind: SourceKind, root: Path):
+        self.name = name
+        self.kind = kind
+        self.root = root
+        self._cache = _Cache()
+        self._pos: tuple[tuple[int, int], list[PosEvent], str | None] | None = None
+        if kind is SourceKind.LANE:
+            self.pos_log, self.pos_missing = None, "a lane's state folder does not keep its POS lines"
+        else:
+            self.pos_log, self.pos_missing = _replay_pos_log(root)
+        self._lock = threading.Lock()
+
+    def alerts(self) -> tuple[Alert, ...]:
+        """All alerts, oldest first. A lane's file only grows: only the lines added since the last
+        look are read. A file replaced or cut shorter (a torn line moved aside), or a replay's
+        (whose alerts are dated by the file), is read again whole."""
+        path = self.root / EVENTS
+        try:
+            st = path.stat()
+        except OSError:
+            return ()
+        with self._lock:
+            cache = self._cache
+            if (st.st_mtime_ns, st.st_size) == (cache.mtime_ns, cache.offset):
+                return cache.alerts
+            grown = self.kind is SourceKind.LANE and (st.st_dev, st.st_ino) == cache.file and st.st_size >= cache.offset
+            self._cache = self._read(path, cache if grown else _Cache(file=(st.st_dev, st.st_ino)), st)
+            return self._cache.alerts
+
+    @property
+    def bad_lines(self) -> int:
+        return self._cache.bad_lines
+
+    def alert(self, key: str) -> Alert | None:
+        return next((a for a in self.alerts() if a.key == key), None)
+
+    def _read(self, path: Path, cache: _Cache, st: os.stat_result) -> _Cache:
+        """`cache` with the whole lines after its offset added."""
+        alerts, bad, offset, lineno = list(cache.alerts), cache.bad_lines, cache.offset, cache.lines
+        with open(path, "rb") as f:
+            f.seek(offset)
+            for raw in f:
+                if not raw.endswith(b"\n"):  # a line being written (or torn): not yet an alert
+                    break
+                offset += len(raw)
+                lineno += 1
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    record = None
+                if isinstance(record, dict) and record.get("type") in NOT_ALERTS:
+                    continue
+                alert = self._alert(record, lineno, st.st_mtime) if isinstance(record, dict) else None
+                if alert is not None:
+                    alerts.append(alert)
+                elif raw.strip():
+                    bad += 1
+        return _Cache(cache.file, st.st_mtime_ns, offset, lineno, tuple(alerts), bad)
+
+    def _alert(self, record: dict, lineno: int, mtime: float) -> Alert | None:
+        try:
+            kind = AlertType(record["type"])
+            t0, t1 = float(record["t_start"]), float(record["t_end"])
+        except (ValueError, KeyError, TypeError):  # an unknown type, a missing or bad time
+            return None
+        if not (math.isfinite(t0) and math.isfinite(t1)):
+            return None
+        if self.kind is SourceKind.LANE:
+            key, lane, when = record.get("id"), record.get("lane"), t0
+            if not isinstance(key, str) or not KEY.fullmatch(key):
+                key = f"line{lineno}"
+            lane = lane if isinstance(lane, str) and lane else self.name
+        else:
+            key, lane, when = str(lineno), self.name, mtime
+        return Alert(self.name, key, lane, kind, when, t0, t1, record)
+
+    def pos_around(self, alert: Alert) -> tuple[list[PosEvent], str | None]:
+        """The POS lines within POS_AROUND_S of the alert, and why there are none when they cannot be read."""
+        events, why = self._pos_log()
+        lo, hi = alert.t_start - POS_AROUND_S, alert.t_end + POS_AROUND_S
+        return [e for e in events if lo <= e.ts <= hi], why
+
+    def _pos_log(self) -> tuple[list[PosEvent], str | None]:
+        if self.pos_log is None:
+            return [], self.pos_missing
+        try:
+            st = self.pos_log.stat()
+        except OSError as e:
+            return [], f"the replay's POS log {self.pos_log} cannot be read ({e.strerror or e})"
+        if st.st_size > MAX_POS_BYTES:
+            return [], f"the replay's POS log {self.pos_log} is over {MAX_POS_BYTES // 2**20} MiB; not shown"
+        stamp = (st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if self._pos is None or self._pos[0] != stamp:
+                try:
+                    self._pos = (stamp, read_pos_log(self.pos_log)[0], None)
+                except PosError:  # the reason may quote the file: only say that it is not a POS log
+                    self._pos = (stamp, [], f"the replay's POS log {self.pos_log} holds no valid POS event")
+            return self._pos[1], self._pos[2]
+
+
+def _replay_pos_log(root: Path) -> tuple[Path | None, str]:
+    """The POS log a replay ran with, as its summary.json names it when the console starts (the
+    operator's own input file; no request can point the console at another file)."""
+    try:
+        pos = json.loads((root / SUMMARY).read_text())["pos"]
+        if not isinstance(pos, str) or not pos:
+            raise TypeError("'pos' is not a path")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return None, f"{root / SUMMARY} names no POS log ({e})"
+    return Path(pos), ""
+
+
+def open_folders(lanes: tuple[Path, ...], replays: tuple[Path, ...]) -> dict[str, AlertFolder]:
+    """The folders by a short unique name (the folder's own name, numbered when two share it)."""
+    folders: dict[str, AlertFolder] = {}
+    for kind, roots in ((SourceKind.LANE, lanes), (SourceKind.REPLAY, replays)):
+        for root in roots:
+            base = re.sub(r"[^A-Za-z0-9._-]", "_", root.resolve().name) or kind.value
+            name, n = base, 2
+            while name in folders:
+                name, n = f"{base}-{n}", n + 1
+            folders[name] = AlertFolder(name, kind, root.resolve())
+    return folders

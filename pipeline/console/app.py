@@ -1,0 +1,114 @@
+"""The console's Flask application: sign-in required on every page, a CSRF token on every write
+(Flask-WTF), a session cookie that scripts cannot read and other sites cannot send, request bodies
+capped before they are read, and security headers that keep every asset on this server."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+from flask import Flask, redirect, render_template, request, session, url_for
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.wrappers import Response
+
+from retail_reid.durable import replace_atomically
+from retail_reid.errors import ReidError
+from retail_reid.pipeline.console import alert_views, auth_views, formatting, gallery_views
+from retail_reid.pipeline.console.alerts import open_folders
+from retail_reid.pipeline.console.gallery_access import GalleryAccess
+from retail_reid.pipeline.console.settings import ConsoleError, ConsoleSettings
+from retail_reid.pipeline.console.state import EXTENSION, SESSION_OPERATOR, ConsoleState
+from retail_reid.pipeline.console.throttle import SignInThrottle
+from retail_reid.pipeline.console.users import Operators
+from retail_reid.pipeline.console.verdicts import DB_NAME, VerdictStore
+
+SECRET_FILE = "session.key"
+OPEN_ENDPOINTS = frozenset({"auth.login", "static"})
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+def _secret_key(data: Path) -> bytes:
+    """The key that signs session cookies, kept in the data folder so a restart keeps operators signed in."""
+    path = data / SECRET_FILE
+    try:
+        if not path.exists():
+            data.mkdir(mode=0o700, parents=True, exist_ok=True)  # verdicts and the key: the console's alone
+            replace_atomically(path, secrets.token_bytes(32), "session-key")
+            path.chmod(0o600)
+        return path.read_bytes()
+    except OSError as e:
+        raise ConsoleError(f"--data {data}: cannot keep the session key there ({e.strerror or e})") from None
+
+
+def create_app(settings: ConsoleSettings) -> Flask:
+    """The application over the given folders; raises ReidError for a setting it cannot use."""
+    settings.check()
+    operators = Operators.load(settings.users)
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=_secret_key(settings.data),
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+        MAX_FORM_MEMORY_SIZE=settings.max_upload_bytes,
+        SESSION_COOKIE_NAME="reid_console",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        SESSION_COOKIE_SECURE=settings.secure_cookies,
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session: a page left open still works
+        WTF_CSRF_SSL_STRICT=settings.secure_cookies,
+    )
+    app.extensions[EXTENSION] = ConsoleState(
+        settings=settings,
+        folders=open_folders(settings.lanes, settings.replays),
+        verdicts=VerdictStore(settings.data / DB_NAME),
+        operators=operators,
+        gallery=GalleryAccess(settings.gallery, settings.data),
+        throttle=SignInThrottle(),
+    )
+    formatting.install(app)
+    for module in (auth_views, alert_views, gallery_views):
+        app.register_blueprint(module.blueprint)
+
+    @app.before_request
+    def require_operator() -> Response | tuple[str, int] | None:
+        if request.endpoint in OPEN_ENDPOINTS or SESSION_OPERATOR in session:
+            return None
+        if request.method in ("GET", "HEAD"):
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        return render_template("error.html", message="sign in first: this change needs a signed-in operator"), 401
+
+    CSRFProtect(app)  # after the sign-in check: a signed-out write is refused as such, before its token is read
+
+    @app.after_request
+    def harden(response: Response) -> Response:
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response
+
+    @app.errorhandler(CSRFError)
+    def csrf_refused(e: CSRFError) -> tuple[str, int]:
+        return render_template("error.html", message=f"refused: {e.description} (reload the page and try again)"), 400
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def too_large(e: RequestEntityTooLarge) -> tuple[str, int]:
+        limit = settings.max_upload_bytes / 2**20
+        return render_template("error.html", message=f"refused: the upload is over the {limit:g} MiB limit"), 413
+
+    @app.errorhandler(ReidError)
+    def user_error(e: ReidError) -> tuple[str, int]:
+        return render_template("error.html", message=str(e)), 400
+
+    @app.errorhandler(HTTPException)
+    def http_error(e: HTTPException) -> tuple[str, int]:
+        return render_template("error.html", message=f"{e.code} {e.name}: {e.description}"), e.code or 500
+
+    return app

@@ -1,0 +1,102 @@
+"""`reid console`: serve the operator console (docs/console.md), or add an operator to its users file."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import logging
+import sys
+from pathlib import Path
+
+from retail_reid.pipeline.console.settings import MAX_UPLOAD_BYTES, Bind, ConsoleError, ConsoleSettings
+
+log = logging.getLogger("reid.console")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "console",
+        help="web console: review alerts, curate the gallery (needs the [console] extra)",
+        description="Serve the operator console over lanes' state folders and replay outputs and one gallery "
+        "(see docs/console.md). Listens on localhost only unless --allow-remote.",
+    )
+    p.add_argument(
+        "--state", action="append", default=[], metavar="LANE_DIR", help="a `reid edge` state folder (repeat)"
+    )
+    p.add_argument(
+        "--replay", action="append", default=[], metavar="OUT_DIR", help="a `reid replay` output folder (repeat)"
+    )
+    p.add_argument("--gallery", help="the gallery folder the lanes use (required to serve)")
+    p.add_argument("--users", required=True, help="operators file (TOML of scrypt hashes; see --add-user)")
+    p.add_argument(
+        "--data", default="console-data", help="the console's own folder: verdicts, session key (default: %(default)s)"
+    )
+    p.add_argument("--bind", default="127.0.0.1:8600", help="HOST:PORT to listen on (default: %(default)s)")
+    p.add_argument("--allow-remote", action="store_true", help="allow a --bind address other machines can reach")
+    p.add_argument(
+        "--secure-cookies",
+        action="store_true",
+        help="mark the session cookie Secure (when served over HTTPS by a proxy)",
+    )
+    p.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=MAX_UPLOAD_BYTES / 2**20,
+        help="largest request body (default: %(default)g)",
+    )
+    p.add_argument("--threads", type=int, default=4, help="requests served at once (default: %(default)s)")
+    p.add_argument(
+        "--add-user",
+        metavar="NAME",
+        help="add or replace an operator in --users (password read from the terminal or stdin) and exit",
+    )
+    p.set_defaults(func=run)
+
+
+def _password() -> str:
+    if sys.stdin.isatty():
+        first = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != first:
+            raise ConsoleError("the two passwords differ; nothing changed")
+        return first
+    return sys.stdin.readline().rstrip("\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.add_user:
+        from retail_reid.pipeline.console.users import add_operator
+
+        add_operator(Path(args.users), args.add_user, _password())
+        print(f"{args.users}: operator {args.add_user} saved")
+        return 0
+    if not args.gallery:
+        raise ConsoleError("--gallery is required: the gallery folder the lanes use")
+    bind = Bind.parse(args.bind)
+    if args.threads < 1:
+        raise ConsoleError(f"--threads must be at least 1, got {args.threads}")
+    if not bind.loopback and not args.allow_remote:
+        raise ConsoleError(
+            f"--bind {args.bind}: other machines could reach the console there; it listens on localhost only "
+            "unless you add --allow-remote (then serve it over HTTPS, see docs/console.md)"
+        )
+    try:
+        from retail_reid.pipeline.console.app import create_app
+        from retail_reid.pipeline.console.server import make_server
+    except ImportError as e:
+        raise ConsoleError(f"the console needs the [console] extra: pip install 'retail-reid[console]' ({e})") from None
+    settings = ConsoleSettings(
+        lanes=tuple(Path(p) for p in args.state),
+        replays=tuple(Path(p) for p in args.replay),
+        gallery=Path(args.gallery),
+        users=Path(args.users),
+        data=Path(args.data),
+        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        secure_cookies=args.secure_cookies,
+    )
+    app = create_app(settings)
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    server = make_server(app, settings, bind, threads=args.threads)
+    where = "localhost only" if bind.loopback else "reachable from other machines"
+    log.info("reid console on http://%s:%s/ (%s)", bind.host, server.effective_port, where)
+    server.run()
+    return 0

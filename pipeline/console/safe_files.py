@@ -1,0 +1,26 @@
+"""Serving only files inside a folder the console was given: a path from an alert line or the
+gallery database is checked before it is opened, so a crafted `..`, an absolute path or a symbolic
+link that points elsewhere never reads a file outside the state, replay and gallery folders."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+
+
+def inside(root: Path, relpath: str) -> Path | None:
+    """The regular image file `root/relpath`, or None if the path leaves `root` in any way or is no image."""
+    rel = PurePosixPath(relpath)
+    if rel.is_absolute() or not rel.parts or any(part in ("", ".", "..") for part in rel.parts) or "\\" in relpath:
+        return None
+    if rel.suffix.lower() not in IMAGE_SUFFIXES:
+        return None
+    base = root.resolve()
+    try:
+        path = (base / rel).resolve(strict=True)
+    except (OSError, RuntimeError):  # missing, or a symbolic link loop
+        return None
+    if not path.is_relative_to(base) or not path.is_file():
+        return None
+    return path

@@ -1,0 +1,37 @@
+"""What every request of the console shares: the alert folders, the verdicts, the operators and the
+gallery; held in the Flask application's `extensions`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app, session
+
+from retail_reid.pipeline.console.alerts import AlertFolder
+from retail_reid.pipeline.console.gallery_access import GalleryAccess
+from retail_reid.pipeline.console.settings import ConsoleSettings
+from retail_reid.pipeline.console.throttle import SignInThrottle
+from retail_reid.pipeline.console.users import Operators
+from retail_reid.pipeline.console.verdicts import VerdictStore
+
+EXTENSION = "reid_console"
+SESSION_OPERATOR = "operator"
+
+
+@dataclass(frozen=True)
+class ConsoleState:
+    settings: ConsoleSettings
+    folders: dict[str, AlertFolder]
+    verdicts: VerdictStore
+    operators: Operators
+    gallery: GalleryAccess
+    throttle: SignInThrottle
+
+
+def state() -> ConsoleState:
+    return current_app.extensions[EXTENSION]
+
+
+def operator() -> str:
+    """The signed-in operator (every view but sign-in runs only with one)."""
+    return session[SESSION_OPERATOR]

@@ -1,0 +1,125 @@
+"""Small fixture folders for the console tests: a lane's state folder as `reid edge` writes it, a
+replay's output folder as `reid replay` writes it (with its POS log), and an operators file.
+The crops are real photos of the bundled sample, so the pages show what an analyst would see."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from retail_reid.pipeline.console.settings import ConsoleSettings
+from retail_reid.pipeline.console.users import add_operator
+
+SAMPLE_VAL = Path(__file__).resolve().parents[1] / "sample" / "grocery" / "val"
+PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-22"}
+LANE_T0 = 1_767_000_000.0  # 2025-12-29, a Monday: the lane's alerts fall in ISO week 2026-W01
+
+
+def _photo(sku: str, i: int = 1) -> Path:
+    return SAMPLE_VAL / sku / f"{sku}_{i:03d}.jpg"
+
+
+def _event(kind: str, t: float, track: int | None, seen: str | None, scanned: str | None, evidence: list[str]) -> dict:
+    return {
+        "type": kind,
+        "t_start": t,
+        "t_end": t + 1.2,
+        "track_id": track,
+        "seen_sku": seen,
+        "seen_score": 0.81 if seen else None,
+        "seen_confidence": 0.99 if seen else None,
+        "scanned_sku": scanned,
+        "scanned_score": 0.21 if scanned and seen else None,
+        "scanned_confidence": 0.01 if scanned and seen else None,
+        "scan_ts": t + 0.5 if scanned else None,
+        "txn": "T1",
+        "evidence": evidence,
+    }
+
+
+def make_lane(root: Path, lane: str = "lane-1") -> Path:
+    """A state folder with four alerts and a basket line, as `reid edge` writes them."""
+    ev = root / "evidence" / "20251229T092000Z-9f3a1c2e"
+    ev.mkdir(parents=True)
+    lines = []
+    specs = [
+        ("non_scan", 12.0, 3, "Lime", None),
+        ("product_switch", 40.0, 7, "Bravo-Orange-Juice", "Red-Bell-Pepper"),
+        ("product_switch", 75.0, 9, "Kiwi", "Lime"),
+        ("scan_without_item", 90.0, None, None, "Avocado"),
+    ]
+    for seq, (kind, dt, track, seen, scanned) in enumerate(specs, start=1):
+        evidence = []
+        if track is not None:
+            for i in range(2):
+                rel = f"evidence/{ev.name}/track{track:05d}_{i}.jpg"
+                shutil.copy(_photo(seen or "Lime", i + 1), root / rel)
+                evidence.append(rel)
+        head = {
+            "seq": seq,
+            "id": f"{lane}-9f3a1c2e-{seq}",
+            "lane": lane,
+            "written_at": LANE_T0 + dt + 3,
+            "gallery_version": 2,
+        }
+        lines.append({**head, **_event(kind, LANE_T0 + dt, track, seen, scanned, evidence)})
+    basket = {
+        "seq": 5,
+        "id": f"{lane}-9f3a1c2e-5",
+        "lane": lane,
+        "type": "basket",
+        "txn": "T1",
+        "seen": {},
+        "scanned": {},
+    }
+    (root / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in [*lines, basket]))
+    return root
+
+
+def make_replay(root: Path) -> Path:
+    """A replay output folder: two alerts, their crops, summary.json naming the POS log."""
+    (root / "crops").mkdir(parents=True)
+    pos = root.parent / f"{root.name}-pos.jsonl"
+    pos.write_text(
+        "".join(
+            json.dumps(x) + "\n"
+            for x in [
+                {"ts": 0.5, "type": "txn_start", "txn": "T1"},
+                {"ts": 4.1, "type": "scan", "sku": "Granny-Smith", "txn": "T1"},
+                {"ts": 10.6, "type": "scan", "sku": "Lemon", "txn": "T1"},
+                {"ts": 30.0, "type": "txn_end", "txn": "T1"},
+            ]
+        )
+    )
+    events = []
+    for track, kind, t, seen, scanned in (
+        (5, "product_switch", 10.1, "Lime", "Lemon"),
+        (10, "non_scan", 20.2, "Kiwi", None),
+    ):
+        evidence = []
+        for i in range(2):
+            rel = f"crops/track{track:05d}_{i}.jpg"
+            shutil.copy(_photo(seen, i + 1), root / rel)
+            evidence.append(rel)
+        events.append(_event(kind, t, track, seen, scanned, evidence))
+    (root / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in events))
+    (root / "summary.json").write_text(json.dumps({"video": "video.mp4", "pos": str(pos), "counts": {}}))
+    return root
+
+
+def make_users(path: Path) -> Path:
+    for name, password in PASSWORDS.items():
+        add_operator(path, name, password)
+    return path
+
+
+def make_settings(tmp: Path, gallery: Path, **extra) -> ConsoleSettings:
+    return ConsoleSettings(
+        lanes=(make_lane(tmp / "lane-1"),),
+        replays=(make_replay(tmp / "replay-a"),),
+        gallery=gallery,
+        users=make_users(tmp / "users.toml"),
+        data=tmp / "console-data",
+        **extra,
+    )
