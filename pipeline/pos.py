@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,7 @@ _TEXT_FIELDS = ("sku", "barcode", "txn")
 _PRODUCT_TYPES = (PosEventType.SCAN, PosEventType.VOID)  # events that name a product
 QTY_MAX = 999  # one line of a till pays for at most this many items
 WEIGHT_MAX_KG = 100.0  # more than a checkout scale weighs
+MAX_TEXT_CHARS = 256  # a longer SKU, barcode or transaction is garbage (or an attack), not a till's field
 
 
 class PosError(ReidError, ValueError):
@@ -88,6 +90,11 @@ def _text(obj: dict, key: str, where: str) -> str | None:
     if not isinstance(value, str):
         hint = " (quote it, so leading zeros survive)" if key == "barcode" and isinstance(value, int) else ""
         raise PosError(f"{where}: field '{key}' must be a string, got {type(value).__name__}{hint}")
+    if len(value) > MAX_TEXT_CHARS:
+        raise PosError(f"{where}: field '{key}' has {len(value)} characters; at most {MAX_TEXT_CHARS} are accepted")
+    control = next((c for c in value if unicodedata.category(c) == "Cc"), None)
+    if control is not None:
+        raise PosError(f"{where}: field '{key}' holds the control character U+{ord(control):04X}")
     value = value.strip()
     if not value:
         raise PosError(f"{where}: field '{key}' is empty")

@@ -4,6 +4,7 @@ log and writes events.jsonl, passes.jsonl, summary.json, report.html and the evi
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import time
@@ -42,6 +43,13 @@ class ReplayStats:
     wall_seconds: float = 0.0
     alert_delays: list[float] = field(default_factory=list)  # seconds of lane time from item leaving to alert
     frame_seconds: list[float] = field(default_factory=list)  # processing time of each frame
+    last_frame_ts: float = math.inf  # camera time of the last decoded frame, once the video has ended
+    scans_after_end: list[float] = field(default_factory=list)  # POS times of scans the video ended before
+
+    def after_end(self, camera_ts: float, window_after_s: float) -> bool:
+        """A scan this late could be claimed by no pass the video showed (passes end by the last
+        frame, and a scan belongs to a pass at most `window_after_s` after it left)."""
+        return camera_ts > self.last_frame_ts + window_after_s
 
     @property
     def speed(self) -> float:
@@ -109,10 +117,18 @@ def replay(
         warn(zone_warnings)
         staging = prepare_output(out, overwrite)
         try:
-            lane = LaneProcessor(gallery, zone, replace(config, zone=zone), evidence=EvidenceWriter(staging, "crops"))
+            stats = ReplayStats()
+            lane = LaneProcessor(
+                gallery,
+                zone,
+                replace(config, zone=zone),
+                evidence=EvidenceWriter(staging, "crops"),
+                camera_was_blind=lambda ts: stats.after_end(ts, config.events.window_after_s),
+            )
             warn([w for w in map(lane.push_pos, pos) if w is not None])
-            events, records, stats = _run(lane, source, staging / "events.jsonl", progress, warn)
+            events, records = _run(lane, source, staging / "events.jsonl", progress, warn, stats)
             warn(source.problems)
+            warn(_video_end_warnings(source, stats, video))
             with open(staging / "passes.jsonl", "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(r.to_dict()) + "\n" for r in records)
             summary = _summary(events, records, pos, stats, lane, gallery, source, warnings, video, pos_path)
@@ -133,9 +149,12 @@ def _run(
     events_path: Path,
     progress: bool,
     warn: Callable[[list[str]], None],
-) -> tuple[list[Event | BasketEvent], list[PassRecord], ReplayStats]:
-    """Feed every frame to the lane (its POS events are already pushed), then finish it."""
-    stats = ReplayStats()
+    stats: ReplayStats,
+) -> tuple[list[Event | BasketEvent], list[PassRecord]]:
+    """Feed every frame to the lane (its POS events are already pushed), then finish it. Scans
+    after the last frame are not judged: the lane leaves those too late for any seen pass unjudged
+    (`stats.after_end`), and a scan after the last frame that no pass claimed is no
+    scan_without_item either (its item may have come after the end)."""
     events: list[Event | BasketEvent] = []
     records: list[PassRecord] = []
     first_ts = last_ts = None
@@ -147,7 +166,11 @@ def _run(
 
         def emit(result: LaneResult, now: float | None) -> None:
             """Write what the lane decided; `now` (lane time) measures alert delays, None at the end."""
+            stats.scans_after_end += [scan.ts for scan in result.unseen_scans]
             for e in result.events:
+                if now is None and _after_the_video(e, stats.last_frame_ts + lane.offset):
+                    stats.scans_after_end.append(e.scan_ts)
+                    continue
                 sink.write(json.dumps(e.to_dict()) + "\n")
                 if now is not None and isinstance(e, Event) and e.track_id is not None:
                     stats.alert_delays.append(now - e.t_end)
@@ -163,13 +186,55 @@ def _run(
             first_ts = frame.ts if first_ts is None else first_ts
             last_ts = frame.ts
             bar.update(1)
+        if last_ts is not None:
+            stats.last_frame_ts = last_ts
         emit(lane.finish(), None)
     stats.wall_seconds = time.perf_counter() - start
     stats.frames_processed = lane.frames
     stats.frames_dropped = source.dropped
     if first_ts is not None:
         stats.video_seconds = last_ts - first_ts + 1.0 / source.fps
-    return events, records, stats
+    return events, records
+
+
+def _after_the_video(event: Event | BasketEvent, last_frame: float) -> bool:
+    """A scan without item made after the last frame (POS-clock times): its item was never filmed."""
+    return (
+        isinstance(event, Event)
+        and event.type is EventType.SCAN_WITHOUT_ITEM
+        and event.scan_ts is not None
+        and event.scan_ts > last_frame
+    )
+
+
+def _video_end(source: FrameSource, stats: ReplayStats) -> dict:
+    """Where the video ended, against what its container declares (frames and seconds)."""
+    declared = source.frame_count
+    last = stats.last_frame_ts if math.isfinite(stats.last_frame_ts) else None
+    return {
+        "declared_frames": declared,
+        "declared_seconds": round(declared / source.fps, 3) if declared else None,
+        "decoded_frames": source.decoded,
+        "last_frame_s": None if last is None else round(last, 3),
+        "ended_early": declared is not None and source.decoded < declared,
+    }
+
+
+def _video_end_warnings(source: FrameSource, stats: ReplayStats, video: str | Path) -> list[str]:
+    end = _video_end(source, stats)
+    found = []
+    if end["ended_early"]:
+        found.append(
+            f"{video}: the video ended early: the last decoded frame is at {end['last_frame_s']} s of the "
+            f"{end['declared_seconds']} s ({end['declared_frames']} frames) the container declares"
+        )
+    if stats.scans_after_end:
+        found.append(
+            f"{len(stats.scans_after_end)} scans after the video's last decoded frame "
+            f"(at {end['last_frame_s']} s) were not judged: no camera saw their items "
+            f"(first at {min(stats.scans_after_end):.3f} on the POS clock)"
+        )
+    return found
 
 
 def _summary(
@@ -196,6 +261,8 @@ def _summary(
         "frames_processed": stats.frames_processed,
         "frames_dropped": stats.frames_dropped,
         "video_seconds": round(stats.video_seconds, 3),
+        "video_end": _video_end(source, stats),
+        "scans_after_video_end": len(stats.scans_after_end),
         "processing_seconds": round(stats.wall_seconds, 3),
         "speed_x_realtime": round(stats.speed, 2),
         "alert_delay_s": _spread(np.asarray(stats.alert_delays), 1.0),
@@ -226,7 +293,7 @@ def _spread(values: np.ndarray, scale: float) -> dict | None:
 def _plain(obj):
     """Config as JSON (the zone dataclass becomes a list)."""
     if isinstance(obj, dict):
-        if set(obj) == {"x1", "y1", "x2", "y2"}:
-            return [obj["x1"], obj["y1"], obj["x2"], obj["y2"]]
+        if {"x1", "y1", "x2", "y2", "polygon"} <= set(obj):  # a polygon zone as its corners
+            return [list(p) for p in obj["polygon"]] or [obj["x1"], obj["y1"], obj["x2"], obj["y2"]]
         return {k: _plain(v) for k, v in obj.items()}
     return obj

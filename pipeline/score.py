@@ -31,6 +31,7 @@ SPAN_TYPES = (*SCORED_TYPES, "unknown_item", "double_scan")
 LOSS_TYPES = ("non_scan", "product_switch", "scan_without_item", "unknown_item")
 PASS_TYPES = ("non_scan", "product_switch", "unknown_item")  # anomalies of an item pass: the others are normal
 DEFAULT_TOL = 1.0
+TIMELINE_MARGIN_S = 30.0  # alerts this far outside the truth's time span cannot be about it
 
 
 class ScoreError(ReidError, ValueError):
@@ -67,6 +68,7 @@ class Events:
     alerts: tuple[Alert, ...]
     baskets: tuple[BasketLine, ...]
     other: Counter
+    path: str = "events"
 
 
 # --- reading -----------------------------------------------------------------------------------
@@ -276,7 +278,7 @@ def read_events(path: str | Path) -> Events:
             baskets.append(BasketLine(txn, _counts(obj, "seen", where), _counts(obj, "scanned", where), lineno))
         else:
             other[kind] += 1
-    return Events(tuple(alerts), tuple(baskets), other)
+    return Events(tuple(alerts), tuple(baskets), other, str(p))
 
 
 # --- matching and scoring ----------------------------------------------------------------------
@@ -485,10 +487,42 @@ def _check_baskets(truth: Truth, lines: tuple[BasketLine, ...]) -> BasketCheck:
     )
 
 
+def _check_they_belong(truth: Truth, events: Events) -> None:
+    """Refuse events that cannot be about the truth's scenario (all-zero scores would read as a
+    bad model): most alerts outside its timeline (a live run's Unix times not shifted back, a
+    recording of something else), or alerts naming none of its products (another scenario)."""
+    spans = [(p.t_start, p.t_end) for p in truth.passes] + [(a.t_start, a.t_end) for a in truth.anomalies]
+    if not events.alerts or not spans:
+        return
+    lo, hi = min(s for s, _ in spans) - TIMELINE_MARGIN_S, max(e for _, e in spans) + TIMELINE_MARGIN_S
+    outside = [a for a in events.alerts if a.t_end < lo or a.t_start > hi]
+    if 2 * len(outside) > len(events.alerts):
+        first, last = min(a.t_start for a in outside), max(a.t_end for a in outside)
+        hint = (
+            "; these look like Unix times: a live run's events must be shifted back by its clock origin"
+            if first > 1e9
+            else ""
+        )
+        raise ScoreError(
+            f"{events.path}: {len(outside)} of its {len(events.alerts)} alerts lie at {first:.1f}-{last:.1f} s, "
+            f"outside the truth's timeline ({lo + TIMELINE_MARGIN_S:.1f}-{hi - TIMELINE_MARGIN_S:.1f} s): "
+            f"they cannot be from the run the truth describes{hint}"
+        )
+    truth_skus = {p.sku for p in truth.passes} | {p.scanned_sku for p in truth.passes}
+    truth_skus |= {a.seen_sku for a in truth.anomalies} | {a.scanned_sku for a in truth.anomalies}
+    named = {sku for a in events.alerts for sku in (a.seen_sku, a.scanned_sku) if sku is not None}
+    if len(named) >= 2 and not named & truth_skus:
+        raise ScoreError(
+            f"{events.path}: none of the {len(named)} SKUs its alerts name ({', '.join(sorted(named)[:5])}) "
+            "is a product of the truth's scenario: these alerts are from another scenario"
+        )
+
+
 def score(truth: Truth, events: Events, tol: float = DEFAULT_TOL) -> Score:
     """Score every alert type the truth or the run has (unknown_item only if the truth labels some)."""
     if not (math.isfinite(tol) and tol >= 0):
         raise ScoreError(f"tolerance must be a number of seconds >= 0, got {tol}")
+    _check_they_belong(truth, events)
     present = {a.type for a in truth.anomalies} | ({"double_scan"} & {e.type for e in events.alerts})
     kinds = list(SCORED_TYPES) + sorted(present - set(SCORED_TYPES))
     not_scored = dict(events.other)

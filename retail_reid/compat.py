@@ -6,9 +6,9 @@ from __future__ import annotations
 import sys
 
 if sys.version_info >= (3, 11):
-    from enum import StrEnum
+    from enum import StrEnum  # noqa: TID251
 
-    import tomllib
+    import tomllib  # noqa: TID251
 else:  # 3.10: tests/test_packaging.py runs the installed wheel on it where a python3.10 is on PATH
     from enum import Enum
 

@@ -2,10 +2,12 @@
 # The Debian programs the tests start for real, installed when missing (quietly; apt's log on failure):
 #   chromium, chromedriver  the console's browser tests (Selenium; no browser downloads)
 #   promtool                checks and unit-tests deploy/prometheus-rules.yml (Debian ships it with Prometheus)
+#   mosquitto               the MQTT tests' broker (tests/test_edge_mqtt.py starts it on loopback; never as a service)
 set -euo pipefail
 missing=()
 { [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; } || missing+=(chromium chromium-driver)
 command -v promtool >/dev/null || missing+=(prometheus)
+{ command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; } || missing+=(mosquitto)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "scripts/system-packages.sh: install these Debian packages first: ${missing[*]}" >&2

@@ -57,12 +57,17 @@ def wait_until(predicate, timeout: float = 30.0, step: float = 0.05) -> bool:
 
 
 class Receiver:
-    """A webhook receiver on loopback that records every delivery; `fail` answers 500 that many times."""
+    """A webhook receiver on loopback that records every delivery; `fail` answers 500 that many
+    times; `refuse` answers 422 to the alerts with those ids (and records their attempts)."""
 
-    def __init__(self, port: int = 0, fail: int = 0):
+    def __init__(self, port: int = 0, fail: int = 0, refuse: set[str] | None = None):
         self.port, self.fail = port, fail
+        self.refuse = set(refuse or ())
+        self.refused: list[str] = []
+        self.refuse_status = 422
         self.received: list[dict] = []
         self.headers: list[dict] = []
+        self.bodies: list[bytes] = []  # as received, for signature checks
         self._server: ThreadingHTTPServer | None = None
 
     def start(self) -> Receiver:
@@ -76,7 +81,14 @@ class Receiver:
                     self.send_response(500)
                     self.end_headers()
                     return
+                if json.loads(body)["id"] in owner.refuse:
+                    owner.refused.append(json.loads(body)["id"])
+                    self.send_response(owner.refuse_status)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 owner.received.append(json.loads(body))
+                owner.bodies.append(body)
                 owner.headers.append(dict(self.headers))
                 self.send_response(204)
                 self.end_headers()

@@ -85,3 +85,26 @@ def test_an_unreachable_stream_is_retried_and_health_says_why():
     assert status["state"] == "connecting" and not status["connected"] and "cannot be opened" in status["error"]
     assert feed.was_blind(time.time())
     feed.stop()
+
+
+def test_a_video_file_lost_and_back_counts_a_reconnect_and_its_loops_do_not(tmp_path):
+    video = _write_video(tmp_path / "v.avi", 4, 20.0)
+    aside = tmp_path / "aside.avi"
+    m = metrics()
+    feed = CameraFeed(
+        CameraConfig(source=str(video), loop=True, reconnect_min_s=0.05, reconnect_max_s=0.1),
+        FrameQueue(4, lambda: None),
+        m,
+    )
+    feed.start()
+    try:
+        assert wait_until(lambda: feed.status()["loops"] >= 2)
+        assert feed.status()["reconnects"] == 0  # playing it again is not a reconnection
+        video.rename(aside)  # the file goes away (a remount, a replaced recording)
+        assert wait_until(lambda: feed.status()["state"] == "reconnecting")
+        assert "not found" in feed.status()["error"]
+        aside.rename(video)
+        assert wait_until(lambda: feed.status()["state"] == "connected" and feed.status()["reconnects"] == 1)
+        assert m.camera_reconnects.value() == 1
+    finally:
+        feed.stop()

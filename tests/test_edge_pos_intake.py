@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 
 import pytest
@@ -115,3 +116,22 @@ def test_pos_file_replaced_is_read_from_its_start(tmp_path):
     assert wait_until(lambda: len(box) == 3)
     tailer.stop()
     assert [e.sku for e in box.take()] == ["A", "B", "C"]
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("Ban\x00ana", "control character U+0000"),
+        ("Ban\nana", "control character U+000A"),
+        ("\x7fBanana", "control character U+007F"),
+        ("B" * 60000, "at most 256 are accepted"),
+        (" " * 300 + "Banana", "at most 256 are accepted"),
+    ],
+)
+def test_pos_text_fields_with_control_characters_or_too_long_are_refused(value, needle):
+    for field in ("sku", "barcode", "txn"):
+        body = json.dumps({"ts": time.time(), "type": "scan", "sku": "A", field: value}).encode()
+        with pytest.raises(PosError, match=f"HTTP body: field .{field}. .*{re.escape(needle)}"):
+            parse_pos_body(body, 10, lambda e, w: None)
+    ok = json.dumps({"ts": time.time(), "type": "scan", "sku": " Bänana ", "txn": "T" * 256}).encode()
+    assert parse_pos_body(ok, 10, lambda e, w: None)[0].sku == "Bänana"

@@ -28,6 +28,7 @@ import pytest
 from camera_fixtures import MjpegCamera
 from contract_fixtures import api_component, assert_valid
 from edge_fixtures import Receiver, free_port, wait_until
+from mqtt_fixtures import MQTT_READY, Broker, Subscriber, needs_mqtt
 
 from retail_reid.gallery import Gallery
 from retail_reid.models.datasets import folder_set
@@ -76,8 +77,9 @@ def toml(data: dict, prefix: str = "") -> str:
 class LaneProcess:
     """One `reid edge` process with its own lane.toml, log and state folder."""
 
-    def __init__(self, folder: Path, config: dict):
+    def __init__(self, folder: Path, config: dict, *args: str):
         self.folder = folder
+        self.args = args  # more `reid edge` options
         self.state = Path(config["edge"]["state_dir"])
         folder.mkdir(parents=True, exist_ok=True)
         self.config_path = folder / "lane.toml"
@@ -89,7 +91,7 @@ class LaneProcess:
     def start(self) -> LaneProcess:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "retail_reid", "edge", "--config", str(self.config_path)],
+                [sys.executable, "-m", "retail_reid", "edge", "--config", str(self.config_path), *self.args],
                 cwd=REPO,
                 env=ENV,
                 stdout=log,
@@ -122,6 +124,15 @@ class LaneProcess:
         except urllib.error.HTTPError as e:
             code, data, kind = e.code, e.read(), e.headers.get("Content-Type", "")
         return code, json.loads(data) if kind.startswith("application/json") else data.decode()
+
+    def fetch(self, path: str, token: str | None = TOKEN) -> tuple[int, str, bytes]:
+        """GET a file: (status, Content-Type, bytes)."""
+        req = urllib.request.Request(self.url + path, headers={"Authorization": f"Bearer {token}"} if token else {})
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, r.headers.get("Content-Type", ""), r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers.get("Content-Type", ""), e.read()
 
     def health(self) -> dict:
         return self.request("/health")[1]  # type: ignore[return-value]
@@ -229,6 +240,7 @@ def live(gallery, scenario, tmp_path_factory) -> dict:
             "backoff_min_s": 0.1,
             "backoff_max_s": 1.0,
         },
+        clips={"enabled": True, "before_s": 1.0},  # a clip of each alert pass, served with its crops
     )
     truth = json.loads((scenario / "truth.json").read_text())
     pos = [json.loads(line) for line in (scenario / "pos.jsonl").read_text().splitlines()]
@@ -237,6 +249,7 @@ def live(gallery, scenario, tmp_path_factory) -> dict:
     }
     added_sku = sorted({p.stem for p in (SAMPLE / "iconic").glob("*.jpg")} - involved)[0]
     seen: dict = {"posted": [], "refused": {}}
+    broker = Broker(root, free_port()).start() if MQTT_READY else None
     lane = LaneProcess(root / "run1", config).start()
     receiver = Receiver(hook_port)
     try:
@@ -307,6 +320,8 @@ def live(gallery, scenario, tmp_path_factory) -> dict:
         assert wait_until(lambda: lane.health()["webhook"]["pending"] == 0, SLOW)
         seen["health"], seen["events"] = lane.health(), lane.events()
         seen["metrics"] = lane.request("/metrics")[1]
+        seen["evidence"] = {path: lane.fetch("/" + path) for e in seen["events"] for path in e.get("evidence", [])}
+        seen["evidence_no_token"] = lane.fetch("/" + next(iter(seen["evidence"])), token=None)[0]
         receiver.stop()  # down again: what the shutdown writes waits for the restart
 
         lane.post_pos({"ts": time.time(), "type": "txn_start", "txn": "T3"})  # still open at SIGTERM
@@ -318,16 +333,27 @@ def live(gallery, scenario, tmp_path_factory) -> dict:
         seen["ready_file_left"] = (state / "service.json").exists()
 
         # Run 2: the same state folder; the receiver is back. No POS this time: items pass unscanned.
+        # With MQTT available, run 2 also publishes to a broker (its alerts only: the first start of a sender).
         receiver.start()
-        lane2 = LaneProcess(root / "run2", config).start()
+        if broker is not None:
+            config = dict(config, edge={**config["edge"], "mqtt": {"host": "127.0.0.1", "port": broker.port}})
+            watcher = Subscriber(broker.port, "reid/t1/alerts", "reid/t1/availability")
+        lane2 = LaneProcess(root / "run2", config, "--log-format", "json").start()
         try:
             assert wait_until(lambda: lane2.health()["webhook"]["pending"] == 0, SLOW)
             last1 = seen["after1"][-1]["seq"]
             assert wait_until(
                 lambda: any(e["seq"] > last1 and e["type"] == "non_scan" for e in lane2.events()), SLOW, 0.2
             )
+            if broker is not None:
+                assert wait_until(lambda: lane2.health()["mqtt"]["pending"] == 0, SLOW)
+                seen["mqtt_health"] = lane2.health()["mqtt"]
             seen["exit2"] = lane2.terminate()  # mid-video: in-flight frames are finished, pending decisions flushed
             seen["log2"] = lane2.log()
+            if broker is not None:
+                assert wait_until(lambda: watcher.on("reid/t1/availability")[-1:] == [b"offline"], SLOW)
+                seen["mqtt_alerts"] = [json.loads(p) for p in watcher.on("reid/t1/alerts")]
+                seen["mqtt_availability"] = watcher.on("reid/t1/availability")
         finally:
             lane2.kill()
         seen["after2"] = [json.loads(line) for line in (state / "events.jsonl").read_text().splitlines()]
@@ -335,6 +361,9 @@ def live(gallery, scenario, tmp_path_factory) -> dict:
         seen["state"] = state
     finally:
         lane.kill()
+        if broker is not None:
+            watcher.close()
+            broker.stop()
         receiver.stop()
     return seen
 
@@ -360,7 +389,24 @@ def test_planted_anomalies_arrive_as_alerts(live, scenario, tmp_path):
     for e in events:
         if e["type"] in ("non_scan", "product_switch"):
             assert e["evidence"] and all((live["state"] / p).is_file() for p in e["evidence"])
+            [clip] = [p for p in e["evidence"] if p.endswith(".avi")]  # [edge.clips] is on in run 1
+            assert all(p.endswith(".jpg") for p in e["evidence"] if p != clip)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+
+
+def test_alert_evidence_crops_and_clips_are_served_with_the_token(live):
+    evidence = live["evidence"]
+    assert any(p.endswith(".avi") for p in evidence) and any(p.endswith(".jpg") for p in evidence)
+    for path, (code, kind, data) in evidence.items():
+        assert code == 200 and data == (live["state"] / path).read_bytes(), path
+        assert kind == ("video/x-msvideo" if path.endswith(".avi") else "image/jpeg")
+    assert live["evidence_no_token"] == 401
+    clip = next(p for p in evidence if p.endswith(".avi"))
+    cap = cv2.VideoCapture(str(live["state"] / clip))
+    ok, frame = cap.read()
+    frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    assert ok and frame.shape == (480, 640, 3) and frames >= 10  # a pass of a second or more, at 15 fps
 
 
 def test_live_decides_exactly_as_the_replay(live, replayed):
@@ -448,6 +494,8 @@ def test_a_gallery_version_published_mid_run_is_taken_without_stopping(live):
 def test_sigterm_flushes_and_exits_0_and_a_restart_sends_nothing_twice(live):
     assert live["exit1"] == 0 and live["exit2"] == 0, live["log1"][-3000:] + live["log2"][-3000:]
     assert not live["ready_file_left"]
+    lines = [json.loads(line) for line in live["log2"].splitlines()]  # run 2 logs JSON: every line an object
+    assert any(line["logger"] == "reid.edge" and line["message"] == "stopped" for line in lines)
     after1 = live["after1"]
     [t3] = [e for e in after1 if e["type"] == "basket" and e["txn"] == "T3"]  # decided by the flush at SIGTERM
     assert (
@@ -460,6 +508,19 @@ def test_sigterm_flushes_and_exits_0_and_a_restart_sends_nothing_twice(live):
     received = [r["id"] for r in live["received"]]
     assert received == [e["id"] for e in after2]  # every alert delivered, once, in order, across the restart
     assert live["received"] == after2
+
+
+@needs_mqtt
+def test_a_restart_with_mqtt_publishes_its_alerts_in_order_and_says_offline_at_sigterm(live):
+    """Run 2 adds a broker: MQTT starts after the alerts already written (as a new webhook does) and
+    publishes the rest in order, once each, the same records the webhook got; SIGTERM says offline."""
+    after1, after2 = live["after1"], live["after2"]
+    new = after2[len(after1) :]
+    assert new and [r["id"] for r in live["mqtt_alerts"]] == [e["id"] for e in new]
+    assert live["mqtt_alerts"] == new
+    assert live["mqtt_availability"][0] == b"online" and live["mqtt_availability"][-1] == b"offline"
+    health = live["mqtt_health"]
+    assert health["connected"] and health["error"] is None and health["topic_prefix"] == "reid/t1"
 
 
 # --- camera lost and found -------------------------------------------------------------------------

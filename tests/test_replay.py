@@ -319,6 +319,33 @@ def test_truncated_video_is_processed_as_far_as_it_decodes(scenario, gallery, tm
     _fails(capsys, _replay(scenario, gallery, tmp_path / "out2", video=empty), str(empty), "empty")
 
 
+def test_scans_after_a_truncated_video_ends_are_counted_not_alerted(scenario, gallery, tmp_path):
+    """The POS log goes on after the recording stops (here at frame ~30 of the 60 it lists): its
+    later scans could not be seen, so they are not scan_without_item alerts; the summary counts
+    them and says the video ended early."""
+    whole = tmp_path / "whole.avi"
+    _short_video(_video(scenario), whole, 60)
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: len(whole.read_bytes()) // 2])
+    assert _replay(scenario, gallery, tmp_path / "out", video=cut) == 0
+    out = tmp_path / "out"
+    summary = json.loads((out / "summary.json").read_text())
+    scans = [json.loads(line) for line in (scenario / "pos.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in (out / "events.jsonl").read_text().splitlines()]
+    last_frame_s = (summary["frames_processed"] - 1) / summary["fps"]
+    assert not [e for e in events if e["type"] == "scan_without_item" and e["scan_ts"] > last_frame_s + 0.01]
+    end = summary["video_end"]
+    assert end["ended_early"] is True and end["declared_frames"] == 60 and end["decoded_frames"] < 60
+    assert end["declared_seconds"] == pytest.approx(60 / summary["fps"], abs=0.01)
+    assert (
+        end["last_frame_s"] == pytest.approx(last_frame_s, abs=0.01) and end["last_frame_s"] < end["declared_seconds"]
+    )
+    late = [s for s in scans if s["type"] == "scan" and s["ts"] > end["last_frame_s"] + 0.5]  # no seen pass's
+    assert len(late) >= 5 and summary["scans_after_video_end"] >= len(late)
+    assert any("after the video's last decoded frame" in w for w in summary["warnings"])
+    assert any("ended early" in w for w in summary["warnings"])
+
+
 def test_gallery_made_with_another_model_is_refused(scenario, gallery, tmp_path, capsys):
     onnx = pytest.importorskip("onnx")  # to write a second, different model file
     from retail_reid.models.runtime import default_model_path
@@ -357,7 +384,7 @@ def test_config_file_maps_onto_the_defaults(tmp_path):
     )
     for text, needle in [
         ("[tracker]\nmin_frames = 2.5\n", "tracker.min_frames: must be int"),
-        ("zone = [1, 2, 3]\n", "zone: expected a list of four integers"),
+        ("zone = [1, 2, 3]\n", r"zone: expected \[x1, y1, x2, y2\] or a polygon"),
         ("[crops]\nper_track = 0\n", "crops.per_track"),
         ('[detector]\nkind = "magic"\n', "detector.kind"),
         ("[events\n", "not valid TOML"),

@@ -348,6 +348,23 @@ def test_no_passes_or_transactions_leave_the_rates_undefined():
     assert format_rates(r)[0].startswith("store view: 0 false loss alerts of 0; - per 100")
 
 
+def test_events_that_cannot_belong_to_the_truth_are_refused(tmp_path, capsys):
+    """All-zero scores for a run of another scenario, or for a live run's Unix times, would be read
+    as a terrible model: the score says the files do not belong together instead (exit 2)."""
+    truth = write_truth(tmp_path)
+    origin = 1767000000.0
+    live = [dict(e, t_start=e["t_start"] + origin, t_end=e["t_end"] + origin) for e in perfect_events()[:3]]
+    assert main(["score", str(truth), str(write_events(tmp_path, live))]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be from the run the truth describes" in err and "Unix" in err
+    other = [alert("non_scan", 3.1, 3.9, "Durian"), alert("product_switch", 5.2, 5.8, "Pear", "Quince")]
+    assert main(["score", str(truth), str(write_events(tmp_path, other))]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 3 SKUs its alerts name" in err and "another scenario" in err
+    stray = [*perfect_events(), alert("non_scan", 500.0, 501.0, "Lime")]  # one late alert: still scored
+    assert main(["score", str(truth), str(write_events(tmp_path, stray))]) == 0
+
+
 def test_swapped_arguments_are_named_as_such(tmp_path, capsys):
     truth, events = write_truth(tmp_path), write_events(tmp_path, perfect_events())
     assert main(["score", str(events), str(truth)]) == 2

@@ -12,9 +12,9 @@ import os
 import re
 import threading
 from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 
+from retail_reid.compat import StrEnum
 from retail_reid.pipeline.pos import PosError, PosEvent, read_pos_log
 
 EVENTS = "events.jsonl"

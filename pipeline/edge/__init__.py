@@ -11,11 +11,17 @@ its own module:
 | `camera` | `CameraFeed`: camera / stream / paced video file, reconnection, `FrameQueue` |
 | `pos_intake` | `PosInbox`, `parse_pos_body` (HTTP), `PosFileTailer` (a JSON-lines file the POS appends to) |
 | `alert_log` | `AlertLog`: events.jsonl with sequence numbers that continue across restarts |
-| `webhook` | `WebhookSender`: at most one delivery per alert, retried with backoff, cursor on disk |
+| `outbox` | `OutboxSender`: the delivery loop of the alert log to one receiver (cursor, retries, dead letters) |
+| `dead_letters` | `DeadLetters`: alerts a receiver refused for good, set aside and re-sendable |
+| `webhook` | `WebhookClient`, `WebhookSender`: one POST per alert, no redirects followed, signed with a secret |
+| `mqtt` | `MqttLink`, `MqttPublisher`: alerts, availability and POS events over MQTT (the `mqtt` extra) |
+| `clips` | `ClipRing`, `ClipEvidenceWriter`: clips of alert passes from a bounded ring of recent frames |
 | `lane_worker` | `LaneWorker`: the thread that feeds frames and POS events to the lane, and its evidence crops |
 | `gallery_watch` | `GalleryWatcher`: follows newly published gallery versions |
 | `metrics` | Prometheus counters, gauges and histograms, written by hand |
 | `http_api` | the loopback HTTP API: POST /pos, GET /events, /health, /metrics |
 | `worker` | `Worker`: the base of the threads above (start, stop with join and timeout, failure kept) |
 | `service` | `EdgeService`: starts, supervises and stops the parts |
+| `log_format` | `--log-format`: text, or one JSON object per line |
+| `cli` | `reid edge` and `reid edge dead-letters` |
 """

@@ -224,7 +224,7 @@ class CameraFeed(Worker):
             if self._down_since is not None:
                 self._outages.append((self._down_since, ts))
                 self._down_since = None
-            if self._ever_connected and self.config.is_stream:
+            if self._ever_connected and self._state != "connected":  # back after a loss (a file's loop is none)
                 self.metrics.camera_reconnects.inc()
                 log.info("camera %s: reconnected", self.config.source)
             self._ever_connected = True

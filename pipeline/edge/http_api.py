@@ -2,14 +2,20 @@
 framework needed on the edge box):
 
     POST /pos                    one POS event or a list (token when configured)  202 / 400 / 401 / 411 / 413 / 503
-    GET  /events?since=N&limit=M alerts with seq > N, oldest first                  200 / 400
+    GET  /events?since=N&limit=M alerts with seq > N, oldest first (token)          200 / 400 / 401
     GET  /health                 camera, frame rates, gallery, model, POS, webhook  200 (503 if the lane has stopped)
-    GET  /metrics                Prometheus text format                              200
+    GET  /metrics                Prometheus text format (token)                      200 / 401
+    GET  /evidence/RUN/FILE      an alert's crop or clip (token, always)             200 / 401 / 404
     POST /admin/gallery/refresh  switch to a newly published gallery now (token)    200 / 401
 
-Limits: bodies over `max_body_bytes` are refused unread (413), a body must state its length (411),
-at most `max_connections` requests are served at once (503 beyond), and a client that stalls for
-`request_timeout_s` is cut off. Bodies are parsed as JSON only; nothing is unpickled or evaluated.
+With a token configured every route but GET /health needs it (`reads_need_token`, default true;
+false leaves the GET routes open, as before).
+
+Limits: bodies over `max_body_bytes` are refused (413), a body must state its length once (411,
+400), a request must be in within `request_timeout_s` of connecting however it trickles in, at
+most `max_connections` are served at once, a new connection takes the slot of the oldest one
+still sending its request, and beyond that it gets 503 with Retry-After (never a reset). Bodies
+are parsed as JSON only; nothing is unpickled or evaluated.
 """
 
 from __future__ import annotations
@@ -18,11 +24,19 @@ import contextlib
 import hmac
 import json
 import logging
+import os
+import shutil
+import socket
+import stat
+import sys
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.metrics import CONTENT_TYPE, EdgeMetrics
@@ -36,6 +50,11 @@ EVENTS_LIMIT_DEFAULT = 100
 EVENTS_LIMIT_MAX = 1000
 MAX_DISCARD_BYTES = 1 << 20  # of a refused body, read at most this much before closing ...
 DISCARD_TIMEOUT_S = 1.0  # ... waiting at most this long for each piece
+EVICT_AFTER_S = 0.25  # a connection still sending its request after this long may lose its slot to a new one
+MAX_CLOSING = 512  # refused connections being read before closing; beyond it the oldest is closed at once
+EVIDENCE_ROUTE = "/evidence/"
+EVIDENCE_TYPES = {".jpg": "image/jpeg", ".avi": "video/x-msvideo"}  # crops, and clips of alert passes
+MAX_PARAM_DIGITS = 18  # a query number longer than this is out of range (and never converted)
 BUSY = (
     b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
     b"Content-Length: 33\r\nRetry-After: 1\r\n\r\n"
@@ -52,15 +71,37 @@ class ApiContext:
     metrics: EdgeMetrics
     health: Callable[[], tuple[int, dict]]  # (HTTP status, body)
     refresh_gallery: Callable[[], dict]
+    evidence_root: Path | None = None  # STATE/evidence: crops and clips served at /evidence/...
+
+
+@dataclass
+class _Connection:
+    """A connection being served: still reading its request (until `deadline`), or answering it."""
+
+    sock: socket.socket
+    started: float
+    deadline: float
+    reading: bool = True
+    cut: bool = False  # shut down by the server: no longer counted
 
 
 class ApiServer(ThreadingHTTPServer):
+    """Connections are served on threads, at most `max_connections` at once. A request must be in
+    (headers and body) within `request_timeout_s` of connecting, however it trickles in: the
+    server's loop cuts off those past their deadline. When every slot is taken, a new connection
+    takes the slot of the oldest one still sending its request (slow clients cannot starve the
+    rest); only when all are being answered is it refused with 503 and Retry-After, its request
+    read (bounded) before closing so the client gets the answer rather than a reset."""
+
     daemon_threads = False  # server_close() waits for requests being served (each bounded by request_timeout_s)
+    request_queue_size = 128  # connections the kernel holds until accepted (a burst queues instead of failing)
 
     def __init__(self, config: HttpConfig, context: ApiContext):
         self.config = config
         self.context = context
-        self._slots = threading.BoundedSemaphore(config.max_connections)
+        self._lock = threading.Lock()
+        self._connections: dict[int, _Connection] = {}
+        self._closing: deque[tuple[socket.socket, float]] = deque()  # refused: (socket, close by)
         super().__init__((config.host, config.port), _Handler)
 
     @property
@@ -68,18 +109,87 @@ class ApiServer(ThreadingHTTPServer):
         return self.server_address[1]
 
     def process_request(self, request, client_address) -> None:  # type: ignore[override]
-        if not self._slots.acquire(blocking=False):
-            with contextlib.suppress(OSError):
-                request.sendall(BUSY)
-            self.shutdown_request(request)
-            return
+        now = time.monotonic()
+        with self._lock:
+            live = [c for c in self._connections.values() if not c.cut]
+            if len(live) >= self.config.max_connections:
+                slow = [c for c in live if c.reading and now - c.started >= EVICT_AFTER_S]
+                if not slow:
+                    self._refuse_busy(request, now)
+                    return
+                self._cut(min(slow, key=lambda c: c.started), "a newer connection needed its slot")
+            self._connections[id(request)] = _Connection(request, now, now + self.config.request_timeout_s)
         super().process_request(request, client_address)
 
     def process_request_thread(self, request, client_address) -> None:  # type: ignore[override]
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            with self._lock:
+                self._connections.pop(id(request), None)
+
+    def done_reading(self, request: socket.socket) -> None:
+        """The request is in: the connection is answered now, no longer cut for being slow."""
+        with self._lock:
+            connection = self._connections.get(id(request))
+            if connection is not None:
+                connection.reading = False
+
+    def service_actions(self) -> None:
+        """Run by serve_forever between requests (every poll interval): cut off requests past their
+        deadline, and close refused connections once their request is read or their time is up."""
+        now = time.monotonic()
+        with self._lock:
+            for c in self._connections.values():
+                if c.reading and not c.cut and now >= c.deadline:
+                    self._cut(c, f"request not received within {self.config.request_timeout_s:g} s")
+        for _ in range(len(self._closing)):
+            sock, close_by = self._closing.popleft()
+            if not _drained(sock) and now < close_by:
+                self._closing.append((sock, close_by))
+            else:
+                sock.close()
+
+    def _cut(self, connection: _Connection, why: str) -> None:
+        connection.cut = True
+        log.debug("connection cut off: %s", why)  # debug: a slow-client flood would flood the log too
+        with contextlib.suppress(OSError):
+            connection.sock.shutdown(socket.SHUT_RDWR)  # its thread's read returns at once, and it ends
+
+    def _refuse_busy(self, request: socket.socket, now: float) -> None:
+        with contextlib.suppress(OSError):
+            request.setblocking(False)
+            request.send(BUSY)
+            request.shutdown(socket.SHUT_WR)
+        self._closing.append((request, now + DISCARD_TIMEOUT_S))
+        while len(self._closing) > MAX_CLOSING:
+            self._closing.popleft()[0].close()
+
+    def handle_error(self, request, client_address) -> None:  # type: ignore[override]
+        """A client that went away (or was cut off) mid-answer is not a server error."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            log.debug("%s: connection ended: %s", client_address[0], error)
+        else:
+            log.exception("%s: request failed", client_address[0])
+
+    def server_close(self) -> None:
+        super().server_close()
+        while self._closing:
+            self._closing.popleft()[0].close()
+
+
+def _drained(sock: socket.socket) -> bool:
+    """Read what a refused client has sent so far, without waiting; True once it has closed its side."""
+    try:
+        for _ in range(16):
+            if not sock.recv(65536):
+                return True
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -97,11 +207,18 @@ class _Handler(BaseHTTPRequestHandler):
     # --- routes --------------------------------------------------------------------------------
 
     def do_GET(self) -> None:
+        self.server.done_reading(self.connection)
         url = urlsplit(self.path)
         ctx = self.server.context
-        if url.path == "/health":
+        if url.path == "/health":  # always open: liveness checks (Docker, systemd, a load balancer) hold no token
             code, body = ctx.health()
             self._json(code, body)
+            return
+        evidence = url.path.startswith(EVIDENCE_ROUTE)
+        if (self.server.config.reads_need_token or evidence) and not self._authorized():
+            return
+        if evidence:
+            self._evidence(url.path)
         elif url.path == "/metrics":
             self._send(200, ctx.metrics.render().encode(), CONTENT_TYPE)
         elif url.path == "/events":
@@ -112,11 +229,12 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         path = urlsplit(self.path).path
         if path not in ("/pos", "/admin/gallery/refresh"):
-            self._json(404, {"error": f"no such resource: {path}"})
+            self._refuse(404, {"error": f"no such resource: {path}"})
             return
         if not self._authorized():
             return
         body = self._body()
+        self.server.done_reading(self.connection)
         if body is None:
             return
         if path == "/pos":
@@ -139,6 +257,31 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(503, {"error": str(e)}, {"Retry-After": "1"})
             return
         self._json(202, {"accepted": len(events)})
+
+    def _evidence(self, url_path: str) -> None:
+        """A file under the evidence folder (an alert's `evidence` path is its URL path). Anything
+        else, whatever the spelling (`..`, encoded, links out of the folder), is 404."""
+        root = self.server.context.evidence_root
+        path = evidence_file(root, unquote(url_path)) if root is not None else None
+        if path is None:
+            self._json(404, {"error": f"no such evidence file: {url_path[:200]}"})
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            self._json(404, {"error": f"no such evidence file: {url_path[:200]}"})
+            return
+        with os.fdopen(fd, "rb") as f:
+            info = os.fstat(f.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                self._json(404, {"error": f"no such evidence file: {url_path[:200]}"})
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", EVIDENCE_TYPES[path.suffix.lower()])
+            self.send_header("Content-Length", str(info.st_size))
+            self.send_header("Cache-Control", "private, max-age=86400")  # evidence files never change
+            self.end_headers()
+            shutil.copyfileobj(f, self.wfile, 65536)
 
     def _events(self, query: dict[str, list[str]]) -> None:
         try:
@@ -163,13 +306,22 @@ class _Handler(BaseHTTPRequestHandler):
         scheme, _, value = self.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode()):
             return True
-        self.close_connection = True
-        self._json(
+        self._refuse(
             401,
             {"error": "a bearer token is required (Authorization: Bearer TOKEN); it was missing or wrong"},
             {"WWW-Authenticate": 'Bearer realm="reid-edge"'},
         )
         return False
+
+    def _refuse(self, code: int, obj: dict, headers: dict[str, str] | None = None) -> None:
+        """Answer a request whose body is not wanted, then read (a bounded part of) that body so
+        the client gets the answer rather than a connection reset."""
+        self.server.done_reading(self.connection)
+        self.close_connection = True
+        self._json(code, obj, headers)
+        length = self.headers.get("Content-Length", "")
+        if self.command == "POST" and length.strip().isdigit():
+            self._discard(int(length))
 
     def _body(self) -> bytes | None:
         """The request body, or None after answering why it cannot be taken."""
@@ -178,11 +330,15 @@ class _Handler(BaseHTTPRequestHandler):
         if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self._json(411, {"error": "send the body with a Content-Length; chunked bodies are not accepted"})
             return None
-        length = self.headers.get("Content-Length")
+        lengths = self.headers.get_all("Content-Length") or []
+        if len(lengths) > 1:
+            self._json(400, {"error": f"Content-Length given {len(lengths)} times; give it once"})
+            return None
+        length = lengths[0] if lengths else None
         if length is None:
             self._json(411, {"error": "Content-Length is required"})
             return None
-        if not length.strip().isdigit():
+        if not length.strip().isdigit() or len(length.strip()) > MAX_PARAM_DIGITS:
             self._json(400, {"error": f"Content-Length {length!r} is not a number of bytes"})
             return None
         n = int(length)
@@ -229,13 +385,33 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+def evidence_file(root: Path, url_path: str) -> Path | None:
+    """The file an `/evidence/...` URL path names under `root` (STATE/evidence), or None if it
+    names anything else: an empty, `.` or `..` part, a backslash or NUL, a type not served, or a
+    place outside `root` once links are resolved."""
+    parts = url_path.removeprefix(EVIDENCE_ROUTE).split("/")
+    if any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts):
+        return None
+    path = root.joinpath(*parts)
+    if path.suffix.lower() not in EVIDENCE_TYPES:
+        return None
+    try:
+        if not path.resolve(strict=True).is_relative_to(root.resolve(strict=True)):
+            return None
+    except (OSError, RuntimeError):  # missing, or a link loop
+        return None
+    return path
+
+
 def _int_param(query: dict[str, list[str]], name: str, default: int, low: int, high: int | None) -> int:
     values = query.get(name)
     if not values:
         return default
     text = values[-1].strip()
     if not text.lstrip("-").isdigit():
-        raise ValueError(f"query parameter '{name}' must be a whole number, got {values[-1]!r}")
+        raise ValueError(f"query parameter '{name}' must be a whole number, got {values[-1][:40]!r}")
+    if len(text.lstrip("-").lstrip("0")) > MAX_PARAM_DIGITS:
+        raise ValueError(f"query parameter '{name}' must be at most {MAX_PARAM_DIGITS} digits, got {len(text)}")
     value = int(text)
     if value < low or (high is not None and value > high):
         bound = f"between {low} and {high}" if high is not None else f"at least {low}"

@@ -21,6 +21,7 @@ import time
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.camera import CameraFeed, FrameQueue, RateMeter
+from retail_reid.pipeline.edge.clips import ClipRing
 from retail_reid.pipeline.edge.metrics import EdgeMetrics
 from retail_reid.pipeline.edge.pos_intake import PosInbox
 from retail_reid.pipeline.edge.worker import Worker
@@ -50,6 +51,7 @@ class LaneWorker(Worker):
         alerts: AlertLog,
         evidence: EvidenceWriter | None,
         metrics: EdgeMetrics,
+        clip_ring: ClipRing | None = None,
     ):
         super().__init__("lane")
         self.gallery = gallery
@@ -60,6 +62,7 @@ class LaneWorker(Worker):
         self.alerts = alerts
         self.evidence = evidence
         self.metrics = metrics
+        self.clip_ring = clip_ring  # recent frames kept for clips of alert passes (none: no clips)
         self.offset = config.events.clock_offset_s
         self.lane: LaneProcessor | None = None  # made on the first frame, when the frame size is known
         self.size: tuple[int, int] | None = None
@@ -127,6 +130,8 @@ class LaneWorker(Worker):
                 log.error("%s", self.frame_size_error)
             return
         started = time.perf_counter()
+        if self.clip_ring is not None:
+            self.clip_ring.add(frame)
         result = self.lane.process(frame)  # type: ignore[union-attr]
         self.metrics.processing.observe(time.perf_counter() - started)
         self.metrics.frame_age.observe(time.time() - frame.ts)

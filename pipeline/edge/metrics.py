@@ -161,7 +161,7 @@ class Registry:
         return "\n".join(line for m in self._metrics for line in m.render()) + "\n"
 
 
-POS_SOURCES = ("http", "file")
+POS_SOURCES = ("http", "file", "mqtt")
 DROP_REASONS = ("queue_full", "frame_size", "decode_late")
 
 
@@ -173,6 +173,7 @@ class EdgeMetrics:
         gallery_version: Callable[[], float],
         camera_connected: Callable[[], float],
         webhook_pending: Callable[[], float],
+        mqtt_connected: Callable[[], float] = lambda: 0.0,
     ):
         r = self.registry = Registry()
         self.frames_read = r.add(Counter("reid_frames_read_total", "Frames read from the camera."))
@@ -241,6 +242,23 @@ class EdgeMetrics:
         self.webhook_delivered = r.add(Counter("reid_webhook_delivered_total", "Alerts the webhook receiver accepted."))
         self.webhook_failures = r.add(
             Counter("reid_webhook_failures_total", "Webhook attempts that failed (to be retried).")
+        )
+        self.webhook_dead_lettered = r.add(
+            Counter(
+                "reid_webhook_dead_letters_total",
+                "Alerts the webhook receiver refused for good, set aside in the dead letters so later ones go on.",
+            )
+        )
+        self.mqtt_delivered = r.add(Counter("reid_mqtt_delivered_total", "Alerts the MQTT broker acknowledged."))
+        self.mqtt_failures = r.add(
+            Counter("reid_mqtt_failures_total", "MQTT publish attempts that failed (to be retried).")
+        )
+        r.add(
+            Gauge(
+                "reid_mqtt_connected",
+                "1 while connected to the MQTT broker (0 also when none is configured).",
+                mqtt_connected,
+            )
         )
         r.add(Gauge("reid_webhook_pending", "Alerts written but not yet delivered to the webhook.", webhook_pending))
         r.add(Gauge("reid_gallery_version", "Gallery version in use.", gallery_version))

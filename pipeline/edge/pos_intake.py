@@ -105,36 +105,39 @@ class PosInbox:
 
 
 def parse_pos_body(
-    body: bytes, max_events: int, check: Callable[[PosEvent, str], None] = lambda event, where: None
+    body: bytes,
+    max_events: int,
+    check: Callable[[PosEvent, str], None] = lambda event, where: None,
+    where: str = WHERE_HTTP,
 ) -> list[PosEvent]:
-    """The events of one `POST /pos` body (a JSON object, or a list of them), each also passed to
-    `check`; PosError naming the event (`HTTP body[3]`) and field otherwise."""
+    """The events of one `POST /pos` body or MQTT message (a JSON object, or a list of them), each
+    also passed to `check`; PosError naming the event (`HTTP body[3]`) and field otherwise."""
     try:
         text = body.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
     except UnicodeDecodeError as e:
-        raise PosError(f"{WHERE_HTTP}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+        raise PosError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     if not text.strip():
-        raise PosError(f"{WHERE_HTTP}: empty; expected a JSON object or a list of them")
+        raise PosError(f"{where}: empty; expected a JSON object or a list of them")
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        raise PosError(f"{WHERE_HTTP}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+        raise PosError(f"{where}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     except RecursionError:
-        raise PosError(f"{WHERE_HTTP}: JSON nested too deeply") from None
+        raise PosError(f"{where}: JSON nested too deeply") from None
     if isinstance(obj, dict):
-        obj, places = [obj], [WHERE_HTTP]
+        obj, places = [obj], [where]
     elif not isinstance(obj, list):
-        raise PosError(f"{WHERE_HTTP}: expected a JSON object or a list of them, got {type(obj).__name__}")
+        raise PosError(f"{where}: expected a JSON object or a list of them, got {type(obj).__name__}")
     else:
-        places = [f"{WHERE_HTTP}[{i}]" for i in range(len(obj))]
+        places = [f"{where}[{i}]" for i in range(len(obj))]
     if not obj:
-        raise PosError(f"{WHERE_HTTP}: an empty list; send at least one event")
+        raise PosError(f"{where}: an empty list; send at least one event")
     if len(obj) > max_events:
-        raise PosError(f"{WHERE_HTTP}: {len(obj)} events in one request, at most {max_events}; split it")
+        raise PosError(f"{where}: {len(obj)} events in one request, at most {max_events}; split it")
     events = []
-    for item, where in zip(obj, places, strict=True):
-        event = parse_pos_event(item, where)
-        check(event, where)
+    for item, place in zip(obj, places, strict=True):
+        event = parse_pos_event(item, place)
+        check(event, place)
         events.append(event)
     return events
 

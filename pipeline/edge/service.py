@@ -30,10 +30,12 @@ from retail_reid.gallery import Gallery
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.camera import CameraFeed, FrameQueue
+from retail_reid.pipeline.edge.clips import ClipEvidenceWriter, ClipRing
 from retail_reid.pipeline.edge.gallery_watch import GalleryWatcher
 from retail_reid.pipeline.edge.http_api import ApiContext, ApiServer
 from retail_reid.pipeline.edge.lane_worker import LaneWorker
 from retail_reid.pipeline.edge.metrics import DROP_REASONS, EdgeMetrics
+from retail_reid.pipeline.edge.mqtt import MqttLink, MqttPublisher
 from retail_reid.pipeline.edge.pos_intake import PosFileTailer, PosInbox
 from retail_reid.pipeline.edge.settings import EdgeConfig, EdgeError
 from retail_reid.pipeline.edge.webhook import WebhookSender
@@ -47,8 +49,8 @@ LANE_STOP_TIMEOUT_S = 60.0
 EVENTS_FILE = "events.jsonl"
 READY_FILE = "service.json"
 LOCK_FILE = "lock"
-CURSOR_FILE = "webhook.cursor.json"
 POS_OFFSET_FILE = "pos_file.offset.json"
+EVIDENCE_FOLDER = "evidence"  # crops and clips, a folder per start; served at /evidence/...
 
 
 class EdgeService:
@@ -76,7 +78,9 @@ class EdgeService:
         except BaseException:
             self._release_lock()
             raise
-        for part in (self.worker, self.camera, self.webhook, self.tailer, self.watcher):
+        if self.mqtt is not None:
+            self.mqtt.start()
+        for part in (self.worker, self.camera, self.webhook, self.mqtt_publisher, self.tailer, self.watcher):
             if part is not None:
                 part.start()
                 self._started.append(part)
@@ -113,25 +117,30 @@ class EdgeService:
             lambda: self.gallery.version,
             lambda: float(self.camera.connected),
             lambda: self.webhook.pending() if self.webhook else 0,
+            lambda: float(self.mqtt is not None and self.mqtt.connected),
         )
         run = secrets.token_hex(
             4
         )  # this start's name: in alert ids and the evidence folder, so neither repeats after a restart
         self.alerts = AlertLog(self.state / EVENTS_FILE, cfg.lane, f"{cfg.lane}-{run}")
-        self.webhook = (
-            WebhookSender(self.alerts, cfg.webhook, self.state / CURSOR_FILE, self.metrics) if cfg.webhook.url else None
-        )
+        self.webhook = WebhookSender(self.alerts, cfg.webhook, self.state, self.metrics) if cfg.webhook.url else None
         self.frames = FrameQueue(cfg.camera.queue_frames, lambda: self.metrics.frames_dropped.inc("queue_full"))
         self.camera = CameraFeed(cfg.camera, self.frames, self.metrics)
         self.inbox = PosInbox(
             cfg.pos.queue_events, self.metrics, self.lane_config.events.clock_offset_s, cfg.pos.max_clock_skew_s
         )
-        folder = f"evidence/{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(self.started_at))}-{run}"
-        self.evidence = (
-            EvidenceWriter(self.state, folder, int(cfg.evidence_min_free_mb * 1e6), on_failure=self._evidence_failed)
-            if cfg.evidence
-            else None
-        )
+        folder = f"{EVIDENCE_FOLDER}/{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(self.started_at))}-{run}"
+        min_free = int(cfg.evidence_min_free_mb * 1e6)
+        self.clip_ring = ClipRing(cfg.clips) if cfg.evidence and cfg.clips.enabled else None
+        if self.clip_ring is not None:
+            offset = self.lane_config.events.clock_offset_s
+            self.evidence = ClipEvidenceWriter(
+                self.state, folder, self.clip_ring, offset, min_free, on_failure=self._evidence_failed
+            )
+        else:
+            self.evidence = (
+                EvidenceWriter(self.state, folder, min_free, on_failure=self._evidence_failed) if cfg.evidence else None
+            )
         self.worker = LaneWorker(
             self.gallery,
             self.lane_config,
@@ -141,6 +150,15 @@ class EdgeService:
             self.alerts,
             self.evidence,
             self.metrics,
+            clip_ring=self.clip_ring,
+        )
+        self.mqtt = (
+            MqttLink(cfg.mqtt, cfg.lane, self.inbox, cfg.http.max_events_per_post, self.metrics)
+            if cfg.mqtt.host
+            else None
+        )
+        self.mqtt_publisher = (
+            MqttPublisher(self.alerts, self.mqtt, self.state, self.metrics) if self.mqtt is not None else None
         )
         self.tailer = (
             PosFileTailer(
@@ -150,7 +168,9 @@ class EdgeService:
             else None
         )
         self.watcher = GalleryWatcher(self.gallery, cfg.gallery_poll_s, self.metrics)
-        context = ApiContext(self.inbox, self.alerts, self.metrics, self.health, self._refresh_gallery)
+        context = ApiContext(
+            self.inbox, self.alerts, self.metrics, self.health, self._refresh_gallery, self.state / EVIDENCE_FOLDER
+        )
         try:
             self.http = ApiServer(cfg.http, context)
         except OSError as e:
@@ -220,6 +240,9 @@ class EdgeService:
                 log.warning(
                     "webhook: %d alerts not delivered yet; they are sent after the restart", self.webhook.pending()
                 )
+        if self.mqtt_publisher is not None:
+            self.mqtt_publisher.stop(self.config.shutdown_grace_s)
+            self.mqtt.stop()
         self.alerts.close()
         (self.state / READY_FILE).unlink(missing_ok=True)
         self._release_lock()
@@ -254,6 +277,14 @@ class EdgeService:
         webhook = self.webhook.status() if self.webhook else None
         if webhook and webhook["error"]:
             problems.append(f"webhook: {webhook['error']} ({webhook['pending']} alerts pending)")
+        if webhook and webhook["dead_letters"]:
+            problems.append(
+                f"webhook: {webhook['dead_letters']} alerts refused for good wait in the dead letters "
+                "(reid edge dead-letters)"
+            )
+        mqtt = self.mqtt_publisher.status() if self.mqtt_publisher else None
+        if mqtt and mqtt["error"]:
+            problems.append(f"mqtt: {mqtt['error']} ({mqtt['pending']} alerts pending)")
         stuck = time.monotonic() - self.worker.beat > STUCK_AFTER_S
         failing = not self.worker.alive or stuck
         if failing:
@@ -287,6 +318,7 @@ class EdgeService:
             },
             "alerts": {"last_seq": self.alerts.last_seq, "unwritten": self.alerts.unwritten, "lost": self.alerts.lost},
             "webhook": webhook,
+            "mqtt": mqtt,
             "evidence": None if self.evidence is None else {"error": self.evidence.error},
         }
         return (503 if failing else 200), body

@@ -5,6 +5,7 @@ edits one place; the same strictness applies: an unknown key or a wrong type nam
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
@@ -16,6 +17,21 @@ from retail_reid.pipeline.config import ConfigError, LaneConfig, from_table, rea
 
 class EdgeError(ReidError):
     """The service cannot start or go on as configured; the message names the file or setting."""
+
+
+SECRET_PREFIX = "whsec_"
+MIN_SECRET_BYTES, MAX_SECRET_BYTES = 24, 64  # the Standard Webhooks range
+
+
+def signing_key(secret: str) -> bytes | None:
+    """The HMAC key of a Standard Webhooks secret ("whsec_" + base64), or None if it is not one."""
+    if not secret.startswith(SECRET_PREFIX):
+        return None
+    try:
+        key = base64.b64decode(secret.removeprefix(SECRET_PREFIX), validate=True)
+    except ValueError:
+        return None
+    return key if MIN_SECRET_BYTES <= len(key) <= MAX_SECRET_BYTES else None
 
 
 def _check(ok: bool, key: str, message: str) -> None:
@@ -58,12 +74,13 @@ class CameraConfig:
 class HttpConfig:
     host: str = "127.0.0.1"  # loopback unless configured; any other address needs a token
     port: int = 8750  # 0: any free port (written to STATE/service.json)
-    token: str = ""  # bearer token for POST /pos and admin endpoints; empty: none asked for
+    token: str = ""  # bearer token for POST /pos, admin endpoints and (reads_need_token) GET routes; empty: none
     token_file: str = ""  # or read the token from this file (a Docker or systemd secret)
     max_body_bytes: int = 65536  # larger POST bodies are refused (413) unread
     max_events_per_post: int = 1000
-    max_connections: int = 16  # requests served at once; more are refused (503)
-    request_timeout_s: float = 10.0  # a client this slow to send its request is cut off
+    max_connections: int = 16  # requests served at once; a new one takes the slot of one still sending (else 503)
+    reads_need_token: bool = True  # with a token set, GET routes need it too (all but /health)
+    request_timeout_s: float = 10.0  # a request (headers and body) not in this long after connecting is cut off
 
     def __post_init__(self) -> None:
         _check(0 <= self.port <= 65535, "http.port", f"must be in [0, 65535], got {self.port}")
@@ -114,20 +131,99 @@ class WebhookConfig:
     timeout_s: float = 5.0
     backoff_min_s: float = 0.5  # wait after the first failure; doubles per failure ...
     backoff_max_s: float = 60.0  # ... up to this
+    dead_letter_after: int = 5  # attempts refused for good (3xx, 4xx but 408/429) before an alert is set aside
+    secret: str = ""  # "whsec_<base64>": sign each POST (Standard Webhooks: webhook-id, -timestamp, -signature)
+    secret_file: str = ""  # or read the secret from this file
 
     def __post_init__(self) -> None:
+        _check(
+            1 <= self.dead_letter_after <= 1000,
+            "webhook.dead_letter_after",
+            f"must be in [1, 1000], got {self.dead_letter_after}",
+        )
         _check(
             not self.url or self.url.startswith(("http://", "https://")),
             "webhook.url",
             f"must be an http:// or https:// URL, got {self.url!r}",
         )
         _check(not (self.token and self.token_file), "webhook.token", "give token or token_file, not both")
+        _check(not (self.secret and self.secret_file), "webhook.secret", "give secret or secret_file, not both")
+        _check(
+            not self.secret or signing_key(self.secret) is not None,
+            "webhook.secret",
+            f"must be 'whsec_' followed by the base64 of {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} random bytes "
+            "(e.g. python -c \"import base64, os; print('whsec_' + base64.b64encode(os.urandom(32)).decode())\")",
+        )
         _check(self.timeout_s > 0, "webhook.timeout_s", f"must be positive, got {self.timeout_s}")
         _check(
             0 < self.backoff_min_s <= self.backoff_max_s,
             "webhook.backoff_min_s",
             f"must be positive and at most backoff_max_s ({self.backoff_max_s}), got {self.backoff_min_s}",
         )
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    """An MQTT broker to publish alerts and availability to, and to take POS events from (the `mqtt` extra)."""
+
+    host: str = ""  # the broker; empty: no MQTT
+    port: int = 1883
+    client_id: str = ""  # default reid-edge-<lane>
+    username: str = ""
+    password: str = ""
+    password_file: str = ""  # or read the password from this file
+    tls: bool = False  # connect with TLS (port 8883 usually), checking the broker's certificate
+    ca_file: str = ""  # ... against this CA bundle (empty: the system's)
+    topic_prefix: str = ""  # default reid/<lane>: <prefix>/alerts, <prefix>/availability, <prefix>/pos
+    pos: bool = False  # take POS events published to <prefix>/pos
+    keepalive_s: int = 30
+    timeout_s: float = 5.0  # wait this long for the broker's acknowledgement of an alert
+    backoff_min_s: float = 0.5  # wait after a failed publish; doubles per failure ...
+    backoff_max_s: float = 30.0  # ... up to this
+    reconnect_max_s: float = 30.0  # longest wait between attempts to reconnect
+
+    def __post_init__(self) -> None:
+        _check(0 < self.port <= 65535, "mqtt.port", f"must be in [1, 65535], got {self.port}")
+        _check(not (self.password and self.password_file), "mqtt.password", "give password or password_file, not both")
+        _check(
+            not self.topic_prefix
+            or (not any(c in self.topic_prefix for c in "+#\0") and "//" not in self.topic_prefix),
+            "mqtt.topic_prefix",
+            f"must be a topic without wildcards (+, #), got {self.topic_prefix!r}",
+        )
+        _check(5 <= self.keepalive_s <= 3600, "mqtt.keepalive_s", f"must be in [5, 3600], got {self.keepalive_s}")
+        _check(self.timeout_s > 0, "mqtt.timeout_s", f"must be positive, got {self.timeout_s}")
+        _check(
+            0 < self.backoff_min_s <= self.backoff_max_s,
+            "mqtt.backoff_min_s",
+            f"must be positive and at most backoff_max_s ({self.backoff_max_s}), got {self.backoff_min_s}",
+        )
+        _check(self.reconnect_max_s >= 1, "mqtt.reconnect_max_s", f"must be >= 1, got {self.reconnect_max_s}")
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    """Clips of alert passes: a bounded ring of recent frames, written as a short MJPEG AVI per alert."""
+
+    enabled: bool = False  # off by default: a JPEG per frame costs CPU, and clips cost disk
+    before_s: float = 2.0  # the clip starts this long before the item entered the zone ...
+    after_s: float = 0.5  # ... and ends this long after it left (the alert is decided about then)
+    ring_s: float = 20.0  # frames kept in memory; a pass longer than this keeps only its end
+    ring_mb: float = 64.0  # ... and at most this many MB of them (JPEG)
+    quality: int = 70  # JPEG quality of the kept frames
+    max_disk_mb: float = 500.0  # clips on disk (all starts); beyond it the oldest clips are removed
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.before_s <= 30, "clips.before_s", f"must be in [0, 30], got {self.before_s}")
+        _check(0 <= self.after_s <= 5, "clips.after_s", f"must be in [0, 5], got {self.after_s}")
+        _check(
+            self.before_s + self.after_s < self.ring_s <= 300,
+            "clips.ring_s",
+            f"must be above before_s + after_s and at most 300, got {self.ring_s}",
+        )
+        _check(1 <= self.ring_mb <= 2048, "clips.ring_mb", f"must be in [1, 2048], got {self.ring_mb}")
+        _check(10 <= self.quality <= 100, "clips.quality", f"must be in [10, 100], got {self.quality}")
+        _check(self.max_disk_mb > 0, "clips.max_disk_mb", f"must be positive, got {self.max_disk_mb}")
 
 
 @dataclass(frozen=True)
@@ -144,6 +240,8 @@ class EdgeConfig:
     http: HttpConfig = field(default_factory=HttpConfig)
     pos: PosConfig = field(default_factory=PosConfig)
     webhook: WebhookConfig = field(default_factory=WebhookConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    clips: ClipConfig = field(default_factory=ClipConfig)
 
     def __post_init__(self) -> None:
         _check(
@@ -220,8 +318,16 @@ def load_edge_config(path: str | Path) -> tuple[EdgeConfig, LaneConfig]:
             edge.webhook,
             token=read_token(edge.webhook.token, _resolve(base, edge.webhook.token_file), "webhook.token"),
             token_file="",
+            secret=read_token(edge.webhook.secret, _resolve(base, edge.webhook.secret_file), "webhook.secret"),
+            secret_file="",
         )
         pos = dataclasses.replace(edge.pos, file=_resolve(base, edge.pos.file))
+        mqtt = dataclasses.replace(
+            edge.mqtt,
+            password=read_token(edge.mqtt.password, _resolve(base, edge.mqtt.password_file), "mqtt.password"),
+            password_file="",
+            ca_file=_resolve(base, edge.mqtt.ca_file),
+        )
         edge = dataclasses.replace(
             edge,
             gallery=_resolve(base, edge.gallery),
@@ -231,6 +337,7 @@ def load_edge_config(path: str | Path) -> tuple[EdgeConfig, LaneConfig]:
             http=http,
             pos=pos,
             webhook=webhook,
+            mqtt=mqtt,
         )
     except ConfigError as e:
         raise ConfigError(f"{p}: {e}") from None
