@@ -216,8 +216,9 @@ def write_report(
     summary: dict,
 ) -> None:
     """Write the page; evidence paths in events are relative to `run_dir`."""
-    alerts = [e for e in events if isinstance(e, Event) and e.type.loss]
-    service = [e for e in events if isinstance(e, Event) and not e.type.loss]
+    # EventType(...): a batch replay rebuilds events from their JSON lines, with the type as a plain string
+    alerts = [e for e in events if isinstance(e, Event) and EventType(e.type).loss]
+    service = [e for e in events if isinstance(e, Event) and not EventType(e.type).loss]
     baskets = [e for e in events if isinstance(e, BasketEvent)]
     c = summary["counts"]
     facts = [

@@ -541,7 +541,9 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator, coarse: Ma
                 plan.passes.append(Pass(round(start, 3), round(end, 3), sku, scanned, txn))
                 if kind != "ok":
                     plan.anomalies.append(Anomaly(kind, round(start, 3), round(end, 3), sku, scanned, txn))
-                till.settle(plan, pass_index, rng, Anomaly, other_sku)
+                till.settle(
+                    plan, pass_index, rng, Anomaly, lambda s: _switch_sku(s, skus, coarse, cfg.lookalike_rate, rng)
+                )
             last = group.items[-1]
             clear = group.time_at(x2 + last.offset + last.anchor[0])  # the last sprite has left the zone
             group.t_gone = group.time_at(w + last.offset + last.anchor[0])

@@ -17,7 +17,7 @@ from retail_reid.pipeline.events import EventBuilder
 from retail_reid.pipeline.pos import EntryMethod, PosEventType, read_pos_log
 from retail_reid.pipeline.recognition import Recogniser, Recognition, Thresholds
 from retail_reid.pipeline.score import read_events, read_truth, score
-from retail_reid.pipeline.simulate import SimConfig, SimulationError, simulate
+from retail_reid.pipeline.simulate import SimConfig, SimulationError, read_coarse_classes, simulate
 from retail_reid.pipeline.simulate_pos import PosCaseKind, TillRates
 from retail_reid.pipeline.types import Crop, ItemPass
 
@@ -146,3 +146,14 @@ def test_reid_simulate_takes_the_till_flags_and_names_a_bad_rate(tmp_path, capsy
     assert "till cases: " in out and "2 void_kept" in out and "2 keyed_switch" in out
     assert main([*args[:3], str(VAL), "--double-scan-rate", "-0.1", "--overwrite"]) == 2
     assert "reid simulate: error: double-scan rate must be between 0 and 1, got -0.1" in capsys.readouterr().err
+
+
+def test_keyed_switches_key_a_look_alike_as_switches_do(tmp_path):
+    coarse = read_coarse_classes(VAL.parent / "classes.csv")
+    till = TillRates(keyed_switch=0.5)
+    cfg = SimConfig(passes=12, switch_rate=0.0, width=320, height=240, fps=5.0, lookalike_rate=1.0, till=till, seed=3)
+    truth = simulate(folder_set(VAL), tmp_path, cfg, coarse=coarse).truth
+    keyed = [a for a in truth.anomalies if a.entry is not None]
+    assert len(keyed) == 6
+    with_look_alikes = [a for a in keyed if sum(c == coarse[a.seen_sku] for c in coarse.values()) > 1]
+    assert with_look_alikes and all(coarse[a.scanned_sku] == coarse[a.seen_sku] for a in with_look_alikes)

@@ -51,7 +51,7 @@ def _read_recording(out: Path, r: Recording, outcome: Outcome) -> dict:
         "passes": s["passes"],
         "scans": s["scans"],
         "transactions": len(baskets),
-        "alerts": {k: v for k, v in s["counts"].items() if k != BASKET},
+        "alerts": {k: v for k, v in s["counts"].items() if k not in (BASKET, "double_scan")},  # loss alerts only
         "baskets": [{m: b[m] for m in MEASURES} for b in baskets],
     }
 

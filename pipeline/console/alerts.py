@@ -19,7 +19,7 @@ from retail_reid.pipeline.pos import PosError, PosEvent, read_pos_log
 
 EVENTS = "events.jsonl"
 SUMMARY = "summary.json"
-BASKET = "basket"
+NOT_ALERTS = ("basket", "double_scan")  # a transaction's basket; a customer-service event, not a loss alert
 KEY = re.compile(r"[A-Za-z0-9._-]{1,128}")  # what an alert's key may look like in a URL
 POS_AROUND_S = 20.0  # POS lines shown on each side of an alert
 MAX_POS_BYTES = 256 * 2**20  # a replay's POS log larger than this is not read
@@ -117,7 +117,7 @@ class AlertFolder:
                     record = json.loads(raw)
                 except ValueError:
                     record = None
-                if isinstance(record, dict) and record.get("type") == BASKET:
+                if isinstance(record, dict) and record.get("type") in NOT_ALERTS:
                     continue
                 alert = self._alert(record, lineno, st.st_mtime) if isinstance(record, dict) else None
                 if alert is not None:
