@@ -38,6 +38,7 @@ from retail_reid.pipeline.edge.pos_intake import PosFileTailer, PosInbox
 from retail_reid.pipeline.edge.settings import EdgeConfig, EdgeError
 from retail_reid.pipeline.edge.webhook import WebhookSender
 from retail_reid.pipeline.evidence import EvidenceWriter
+from retail_reid.pipeline.lane_references import lane_reference_sampler
 
 log = logging.getLogger("reid.edge")
 
@@ -141,6 +142,7 @@ class EdgeService:
             self.alerts,
             self.evidence,
             self.metrics,
+            references=lane_reference_sampler(self.state, self.lane_config, self.gallery, cfg.lane),
         )
         self.tailer = (
             PosFileTailer(
