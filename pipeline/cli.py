@@ -17,7 +17,14 @@ from retail_reid.pipeline.config import load_config
 from retail_reid.pipeline.console import cli as console_cli
 from retail_reid.pipeline.contract import SchemaName, load_schema, schema_text
 from retail_reid.pipeline.score import DEFAULT_TOL, Alert, format_score, read_events, read_truth, score
-from retail_reid.pipeline.simulate import SimConfig, simulate
+from retail_reid.pipeline.simulate import (
+    HARD_SETTINGS,
+    Difficulty,
+    SimConfig,
+    find_coarse_classes,
+    read_coarse_classes,
+    simulate,
+)
 from retail_reid.pipeline.types import Zone
 
 WARNINGS_SHOWN = 10  # replay warnings printed; the rest are in summary.json
@@ -31,26 +38,38 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _min_max(text: str) -> tuple[float, float]:
+    try:
+        lo, hi = (float(v) for v in text.split("-"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN-MAX, e.g. 80-130, got {text!r}") from None
+    return lo, hi
+
+
 def cmd_simulate(a: argparse.Namespace) -> int:
-    cfg = SimConfig(
+    camera = {k: getattr(a, k) for k in HARD_SETTINGS if getattr(a, k) is not None}
+    cfg = SimConfig.preset(
+        a.difficulty,
+        **camera,
         passes=a.passes,
         transactions=a.transactions,
         non_scan_rate=a.non_scan_rate,
         switch_rate=a.switch_rate,
         scan_without_item_rate=a.scan_without_item_rate,
-        pair_rate=a.pair_rate,
         pause_rate=a.pause_rate,
         fps=a.fps,
         width=a.size[0],
         height=a.size[1],
-        noise=a.noise,
-        lighting=a.lighting,
         seed=a.seed,
     )
     cfg.check()  # before the photos are listed: a typo in a setting should not wait on a big folder
     if not Path(a.images).exists():
         raise ReidError(f"{a.images}: no such folder or split file")
-    result = simulate(image_set(a.images, a.root), a.out, cfg, overwrite=a.overwrite, progress=not a.quiet)
+    classes = a.classes or find_coarse_classes(a.images, a.root)
+    coarse = read_coarse_classes(classes) if classes and cfg.lookalike_rate > 0 else None
+    result = simulate(
+        image_set(a.images, a.root), a.out, cfg, overwrite=a.overwrite, progress=not a.quiet, coarse=coarse
+    )
     truth = result.truth
     kinds = {k: sum(x.type == k for x in truth.anomalies) for k in ("non_scan", "product_switch", "scan_without_item")}
     scans = sum(e.type == "scan" for e in result.pos)
@@ -239,15 +258,32 @@ def _register_simulate(sub: argparse._SubParsersAction) -> None:
         help="scans with no item in the lane, as a share of passes",
     )
     p.add_argument(
-        "--pair-rate", type=float, default=d.pair_rate, help="chance that an item is followed closely by a second"
+        "--pair-rate", type=float, help=f"chance that an item is followed closely by a second ({d.pair_rate})"
     )
     p.add_argument(
         "--pause-rate", type=float, default=d.pause_rate, help="share of items that rest on the scanner a moment"
     )
     p.add_argument("--fps", type=float, default=d.fps)
     p.add_argument("--size", type=_size, default=(d.width, d.height), help="frame size WIDTHxHEIGHT")
-    p.add_argument("--noise", type=float, default=d.noise, help="sensor noise, standard deviation in grey levels")
-    p.add_argument("--lighting", type=float, default=d.lighting, help="peak relative brightness drift")
+    p.add_argument("--noise", type=float, help=f"sensor noise, standard deviation in grey levels ({d.noise:g})")
+    p.add_argument("--lighting", type=float, help=f"peak relative brightness drift ({d.lighting:g})")
+    p.add_argument(
+        "--difficulty",
+        type=Difficulty,
+        choices=list(Difficulty),
+        default=Difficulty.EASY,
+        help="hard: small, blurred, hand-covered items close behind each other, JPEG blocks, look-alike switches "
+        "(the flags below override it)",
+    )
+    p.add_argument("--item-size", dest="item_px", type=_min_max, help="items' long side MIN-MAX in pixels")
+    p.add_argument(
+        "--shutter", type=float, help=f"share of the frame time the shutter is open: motion blur ({d.shutter:g})"
+    )
+    p.add_argument("--jpeg-quality", type=int, help="JPEG quality each frame goes through first (0: none)")
+    p.add_argument("--hand-cover", type=float, help="the most of an item the holding hand hides (0 to 0.5)")
+    p.add_argument("--pair-gap", type=_min_max, help="pixels MIN-MAX between an item and the one close behind it")
+    p.add_argument("--lookalike-rate", type=float, help="share of switches scanned as a SKU of the same coarse class")
+    p.add_argument("--classes", help="classes.csv giving each SKU's coarse class (default: found next to --images)")
     p.add_argument("--overwrite", action="store_true", help="replace scenario files already in OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_simulate)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from retail_reid.compat import StrEnum, tomllib
 from retail_reid.errors import ReidError
-from retail_reid.pipeline.types import Zone, ZoneError
+from retail_reid.pipeline.types import Polygon, Zone, ZoneError, areas_from_list
 from retail_reid.pipeline.yolo import YoloLayout
 
 DETECTOR_KINDS = ("motion", "onnx")
@@ -161,11 +161,38 @@ class EventConfig:
     )
     unknown_below: Threshold = "confidence:0.05"  # no SKU reaches this: the item is not in the gallery
     min_margin: float = 0.1  # the other SKU must beat the scanned one by at least this much
+    # A switch alert also needs positive evidence from the pass's views (else: unverified):
+    switch_min_views: int = 1  # views of usable quality, at least
+    switch_min_agreement: float = 0.0  # share of them that on their own name the same other SKU ...
+    switch_view_margin: float = 0.0  # ... over the scanned SKU by at least this similarity
+    view_min_side: int = 0  # a usable view's short side in pixels, at least ...
+    view_min_sharpness: float = 0.0  # ... and its sharpness (variance of the Laplacian at 96 px), at least
 
     def __post_init__(self) -> None:
         _check(self.window_before_s >= 0, "events.window_before_s", f"must be >= 0, got {self.window_before_s}")
         _check(self.window_after_s >= 0, "events.window_after_s", f"must be >= 0, got {self.window_after_s}")
-        _check(self.min_margin >= 0, "events.min_margin", f"must be >= 0, got {self.min_margin}")
+        _check(0 <= self.min_margin <= 1, "events.min_margin", f"must be in [0, 1], got {self.min_margin}")
+        _check(
+            1 <= self.switch_min_views <= 32,
+            "events.switch_min_views",
+            f"must be in [1, 32] (crops.per_track bounds the views), got {self.switch_min_views}",
+        )
+        _check(
+            0 <= self.switch_min_agreement <= 1,
+            "events.switch_min_agreement",
+            f"must be in [0, 1], got {self.switch_min_agreement}",
+        )
+        _check(
+            0 <= self.switch_view_margin <= 1,
+            "events.switch_view_margin",
+            f"must be in [0, 1], got {self.switch_view_margin}",
+        )
+        _check(0 <= self.view_min_side <= 512, "events.view_min_side", f"must be in [0, 512], got {self.view_min_side}")
+        _check(
+            0 <= self.view_min_sharpness <= 10000,
+            "events.view_min_sharpness",
+            f"must be in [0, 10000], got {self.view_min_sharpness}",
+        )
 
 
 @dataclass(frozen=True)
@@ -218,13 +245,24 @@ class LaneReferenceConfig:
 
 @dataclass(frozen=True)
 class LaneConfig:
-    zone: Zone | None = None  # [x1, y1, x2, y2]; the command line's --zone overrides it
+    zone: Zone | None = None  # [x1, y1, x2, y2] or a polygon [[x, y], ...]; the command line's --zone overrides it
+    # Areas of the frame never looked at, each [x1, y1, x2, y2] or [[x, y], ...]: the cashier's
+    # side, the bagging area, a screen that flickers.
+    exclude: tuple[Polygon, ...] = ()
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     crops: CropConfig = field(default_factory=CropConfig)
     events: EventConfig = field(default_factory=EventConfig)
     basket: BasketConfig = field(default_factory=BasketConfig)
     lane_references: LaneReferenceConfig = field(default_factory=LaneReferenceConfig)
+
+    def __post_init__(self) -> None:
+        _check(
+            self.events.switch_min_views <= self.crops.per_track,
+            "events.switch_min_views",
+            f"{self.events.switch_min_views} exceeds crops.per_track ({self.crops.per_track}): "
+            "no pass would ever have enough views for a switch alert",
+        )
 
 
 def _convert(value: object, kind: object, key: str) -> object:
@@ -233,9 +271,9 @@ def _convert(value: object, kind: object, key: str) -> object:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: must be a table ([{key}]), got {type(value).__name__}")
         return from_table(kind, value, key)
-    if kind is Zone or kind == (Zone | None):
+    if kind is Zone or kind == (Zone | None) or kind == tuple[Polygon, ...]:
         try:
-            return Zone.from_list(value, key)
+            return areas_from_list(value, key) if kind == tuple[Polygon, ...] else Zone.from_list(value, key)
         except ZoneError as e:
             raise ConfigError(str(e)) from None
     options = typing.get_args(kind) if isinstance(kind, (types.UnionType, typing._UnionGenericAlias)) else (kind,)  # type: ignore[attr-defined]

@@ -1,5 +1,6 @@
 """Choosing the crops a pass is recognised from: the embedder is the costly stage, so each track
-keeps only its few best views, judged by size, sharpness and whether the zone edge cuts the item."""
+keeps only its few best views, judged by size, sharpness and whether the zone's edge (its rectangle,
+its polygon or an excluded area) cuts the item."""
 
 from __future__ import annotations
 
@@ -29,9 +30,26 @@ def sharpness(image: np.ndarray) -> float:
 
 
 def touches_edge(box: np.ndarray, zone: Zone) -> bool:
+    """Whether the box reaches the zone's edge: the rectangle's, or for a polygon or a zone with
+    exclusions, any place the zone does not look (the item may go on beyond it)."""
     x1, y1, x2, y2 = box
     t = EDGE_TOLERANCE
-    return x1 <= zone.x1 + t or y1 <= zone.y1 + t or x2 >= zone.x2 - t or y2 >= zone.y2 - t
+    if x1 <= zone.x1 + t or y1 <= zone.y1 + t or x2 >= zone.x2 - t or y2 >= zone.y2 - t:
+        return True
+    if zone.is_rect:
+        return False
+    # The box's outline, grown by the tolerance, against where the zone looks.
+    a, b = max(0, int(x1) - t - zone.x1), max(0, int(y1) - t - zone.y1)
+    c, d = min(zone.width, int(np.ceil(x2)) + t + 1 - zone.x1), min(zone.height, int(np.ceil(y2)) + t + 1 - zone.y1)
+    looks = zone.mask[b:d, a:c]
+    if looks.size == 0:
+        return True
+    return bool(
+        (looks[: 2 * t + 1] == 0).any()
+        or (looks[-2 * t - 1 :] == 0).any()
+        or (looks[:, : 2 * t + 1] == 0).any()
+        or (looks[:, -2 * t - 1 :] == 0).any()
+    )
 
 
 def crop_quality(image: np.ndarray, box: np.ndarray, zone: Zone) -> float:

@@ -46,6 +46,8 @@ class MotionDetector:
     Noise: blur before, morphological opening after, a minimum blob area. A hand holding an item
     joins its blob; the box is shrunk to the blob's dominant body (`core`), which drops the
     thinner hand and wrist.
+    Zone shape: outside a polygonal zone and inside its exclusions the mask is always empty, and
+    those pixels count neither towards the share of the zone that changed nor towards the gain.
     """
 
     def __init__(self, zone: Zone, config: MotionConfig | None = None):
@@ -58,7 +60,10 @@ class MotionDetector:
         self._subtractor.setBackgroundRatio(config.background_ratio)
         self._open = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
         self._close = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
-        self._still = np.ones(self._size[::-1], bool)  # pixels that were background last frame
+        # Where the zone looks, at working scale (None: all of it).
+        self._looks = None if zone.is_rect else cv2.resize(zone.mask, self._size, interpolation=cv2.INTER_NEAREST) > 0
+        self._area = self._size[0] * self._size[1] if self._looks is None else max(1, int(self._looks.sum()))
+        self._still = np.ones(self._size[::-1], bool) if self._looks is None else self._looks.copy()
         self._frames = 0
         self._share = 0.0  # foreground share of the zone last frame
         self.relearned = 0  # sudden lighting changes absorbed
@@ -94,25 +99,29 @@ class MotionDetector:
             return np.zeros(small.shape[:2], np.uint8)
         small = self._compensate(small)
         mask = self._subtractor.apply(small)
-        share = np.count_nonzero(mask) / mask.size
+        if self._looks is not None:
+            mask[~self._looks] = 0
+        share = np.count_nonzero(mask) / self._area
         jump, self._share = share - self._share, share
         # Items slide in from the zone's edge a few percent of it per frame; light falls on
         # much of it at once. Either sign means: this is the new background.
         if share > self.config.relearn_above or jump > self.config.relearn_jump:
             self._subtractor.apply(small, learningRate=1.0)
             self.relearned += 1
-            self._still[:] = True
+            self._still[:] = True if self._looks is None else self._looks
             self._share = 0.0
             return np.zeros_like(mask)
         mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, self._open)
         mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, self._close)
         self._still = cv2.dilate(mask, self._close) == 0
+        if self._looks is not None:
+            self._still &= self._looks
         return mask
 
     def detect(self, frame: Frame) -> Detections:
         mask = self.mask(frame)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-        min_area = self.config.min_area * mask.size
+        min_area = self.config.min_area * self._area
         boxes, scores = [], []
         for i in range(1, n):
             x, y, w, h, area = stats[i]
@@ -230,8 +239,10 @@ class OnnxYoloDetector:
         xyxy = (xyxy - np.array([px, py, px, py], np.float32)) / r + np.array([z.x1, z.y1, z.x1, z.y1], np.float32)
         xyxy[:, 0::2] = xyxy[:, 0::2].clip(z.x1, z.x2)
         xyxy[:, 1::2] = xyxy[:, 1::2].clip(z.y1, z.y2)
-        big = ((xyxy[:, 2] - xyxy[:, 0]) >= 2) & ((xyxy[:, 3] - xyxy[:, 1]) >= 2)
-        return Detections.from_boxes(xyxy[big], scores[big])
+        keep = ((xyxy[:, 2] - xyxy[:, 0]) >= 2) & ((xyxy[:, 3] - xyxy[:, 1]) >= 2)
+        if not z.is_rect:  # an item counts where its box's centre is: in the polygon, not in an exclusion
+            keep &= np.array([z.contains((a + c) / 2, (b + d) / 2) for a, b, c, d in xyxy], bool)
+        return Detections.from_boxes(xyxy[keep], scores[keep])
 
 
 def make_detector(zone: Zone, config: DetectorConfig) -> Detector:

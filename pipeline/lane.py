@@ -59,7 +59,7 @@ class LaneProcessor:
         pass with its crops (a `LaneReferenceSampler`; none: crops are dropped once judged)."""
         self.gallery = gallery
         self.config = config = config or LaneConfig()
-        self.zone = zone
+        self.zone = zone = zone.excluding(config.exclude)
         self.detector = make_detector(zone, config.detector)
         self.tracker = PassTracker(config.tracker)
         self.crops = CropSelector(zone, config.crops)
@@ -185,7 +185,10 @@ def scan_warning(event: PosEvent, gallery: GalleryLike) -> str | None:
 def resolve_zone(zone: Zone | None, size: tuple[int, int], warnings: list[str]) -> Zone:
     """The configured zone cut to a frame of `size`; a warning is added when it had to be cut."""
     if zone is None:
-        raise ZoneError("no scan zone: give --zone X1,Y1,X2,Y2 or 'zone = [x1, y1, x2, y2]' in the config file")
+        raise ZoneError(
+            "no scan zone: give --zone X1,Y1,X2,Y2 or 'zone = [x1, y1, x2, y2]' (or a polygon [[x, y], ...]) "
+            "in the config file"
+        )
     clipped, warning = zone.clip(*size)
     if warning:
         warnings.append(warning)

@@ -1,7 +1,12 @@
 """Recognition: an item pass's crops turned into gallery matches (`Recogniser.recognise`), and the
 pass judged against the SKU the till scanned for it (`Recogniser.judge`). The alert thresholds
 come from the model's calibration (by name) or from the config (as numbers), so a new model
-brings its own operating points."""
+brings its own operating points.
+
+A product switch is an accusation, so it needs positive evidence: enough views of usable quality
+(big and sharp enough), most of them on their own naming the same other SKU by a margin, and the
+pass as a whole scoring the scanned SKU low and the other SKU high by a margin. A pass whose
+scan looks doubtful without that evidence is UNVERIFIED: counted and shown, not alerted."""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ import numpy as np
 
 from retail_reid.models.calibration import Calibration
 from retail_reid.pipeline.config import ConfigError, EventConfig, Threshold
+from retail_reid.pipeline.crops import sharpness
 from retail_reid.pipeline.types import ItemPass, Verdict
 
 if TYPE_CHECKING:
@@ -48,6 +54,12 @@ class Thresholds:
     switch_accept: float  # another SKU scores at least this: the item looks like that one
     unknown_below: float  # no SKU reaches this: the item is not in the gallery
     min_margin: float  # the other SKU must beat the scanned one by this much
+    # Evidence a switch needs (the defaults ask for none beyond the thresholds above):
+    min_views: int = 1  # usable views of the item
+    min_agreement: float = 0.0  # share of them that on their own name the same other SKU ...
+    view_margin: float = 0.0  # ... beating the scanned SKU by at least this much
+    min_view_side: int = 0  # a usable view is at least this many pixels on its short side ...
+    min_view_sharpness: float = 0.0  # ... and at least this sharp (crops.sharpness)
 
     @classmethod
     def resolve(cls, config: EventConfig, calibration: Calibration | None) -> Thresholds:
@@ -86,16 +98,23 @@ class Thresholds:
             value("switch_accept", config.switch_accept),
             value("unknown_below", config.unknown_below),
             config.min_margin,
+            min_views=config.switch_min_views,
+            min_agreement=config.switch_min_agreement,
+            view_margin=config.switch_view_margin,
+            min_view_side=config.view_min_side,
+            min_view_sharpness=config.view_min_sharpness,
         )
 
 
 @dataclass(frozen=True, kw_only=True)
 class Recognition:
     """A pass's aggregated embedding and its best gallery matches, best first; no embedding when
-    the pass left no usable crop (too small throughout)."""
+    the pass left no crop (too small throughout). `views` holds the unit embeddings of its crops
+    of usable quality, one row each (None: not measured; the aggregate stands for one view)."""
 
     embedding: np.ndarray | None
     matches: tuple[SkuMatch, ...]
+    views: np.ndarray | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,17 +148,45 @@ class Recogniser:
         if not seen:
             return [Recognition(embedding=None, matches=()) for _ in passes]
         vectors = self.gallery.embedder.embed([c.image for p in seen for c in p.crops])
+        usable = np.array([self.usable(c.image) for p in seen for c in p.crops], bool)
         bounds = np.cumsum([0] + [len(p.crops) for p in seen])
-        embeddings = np.stack([aggregate(vectors[a:b]) for a, b in itertools.pairwise(bounds)])
-        found = iter(zip(embeddings, self.gallery.match(embeddings, k=MATCHES_KEPT), strict=True))
+        views = [vectors[a:b][usable[a:b]] for a, b in itertools.pairwise(bounds)]
+        # The usable views make the pass's embedding; a pass without any keeps all its crops.
+        embeddings = np.stack(
+            [
+                aggregate(v if len(v) else vectors[a:b])
+                for v, (a, b) in zip(views, itertools.pairwise(bounds), strict=True)
+            ]
+        )
+        found = iter(zip(embeddings, views, self.gallery.match(embeddings, k=MATCHES_KEPT), strict=True))
         out = []
         for p in passes:
             if p.crops:
-                embedding, matches = next(found)
-                out.append(Recognition(embedding=embedding, matches=tuple(matches)))
+                embedding, usable_views, matches = next(found)
+                out.append(Recognition(embedding=embedding, matches=tuple(matches), views=usable_views))
             else:
                 out.append(Recognition(embedding=None, matches=()))
         return out
+
+    def usable(self, image: np.ndarray) -> bool:
+        """Whether a crop is big and sharp enough to testify about what the item is."""
+        t = self.thresholds
+        return min(image.shape[:2]) >= t.min_view_side and (
+            t.min_view_sharpness <= 0 or sharpness(image) >= t.min_view_sharpness
+        )
+
+    def switch_evidence(self, rec: Recognition, scanned_sku: str, other_sku: str) -> bool:
+        """Enough usable views, and enough of them on their own naming `other_sku` over the
+        scanned SKU by the view margin."""
+        t = self.thresholds
+        views = rec.views if rec.views is not None else rec.embedding[None]
+        if len(views) < t.min_views:
+            return False
+        if t.min_agreement <= 0:
+            return True
+        checks = [self.gallery.verify(v, scanned_sku) for v in views]
+        agree = sum(c.best_other_sku == other_sku and -c.margin >= t.view_margin for c in checks)
+        return agree >= t.min_agreement * len(views)
 
     def judge(self, rec: Recognition, scanned_sku: str | None) -> Judgement:
         t = self.thresholds
@@ -161,6 +208,8 @@ class Recogniser:
         if v.similarity >= t.switch_reject:
             return Judgement(verdict=Verdict.OK, **as_scanned, **scanned)
         if v.best_other_sku is not None and v.best_other_similarity >= t.switch_accept and -v.margin >= t.min_margin:
+            if not self.switch_evidence(rec, scanned_sku, v.best_other_sku):
+                return Judgement(verdict=Verdict.UNVERIFIED, **as_scanned, **scanned)
             other_conf = next((m.confidence for m in rec.matches if m.sku == v.best_other_sku), best_conf)
             return Judgement(
                 verdict=Verdict.PRODUCT_SWITCH,

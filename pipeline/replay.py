@@ -234,7 +234,7 @@ def _spread(values: np.ndarray, scale: float) -> dict | None:
 def _plain(obj):
     """Config as JSON (the zone dataclass becomes a list)."""
     if isinstance(obj, dict):
-        if set(obj) == {"x1", "y1", "x2", "y2"}:
-            return [obj["x1"], obj["y1"], obj["x2"], obj["y2"]]
+        if {"x1", "y1", "x2", "y2", "polygon"} <= set(obj):  # a polygon zone as its corners
+            return [list(p) for p in obj["polygon"]] or [obj["x1"], obj["y1"], obj["x2"], obj["y2"]]
         return {k: _plain(v) for k, v in obj.items()}
     return obj

@@ -9,17 +9,23 @@ the scanner; the rest are the anomalies we hunt: non-scans, product switches (th
 different SKU) and scans with no item in the lane. Everything is drawn from one seeded RNG, so a
 seed reproduces the same files byte for byte.
 
-The simulation is fair to the vision stages on purpose: every item is fully visible (the hand
-covers only an edge), enters and leaves the zone clearly, and no two items overlap.
+By default (`Difficulty.EASY`) the simulation is fair to the vision stages: every item is large
+and fully visible (the hand covers only an edge), enters and leaves the zone clearly, and no two
+items overlap. `Difficulty.HARD` (`SimConfig.preset`) is a cheap camera over hurried customers:
+small items, long motion blur, strong noise and JPEG blocking, a hand covering up to a third of
+the item, items close behind each other (two in the zone at once), stronger lighting drift, and
+switches mostly to a look-alike of the same coarse class (another apple, another milk).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import cv2
@@ -43,6 +49,31 @@ class SimulationError(ReidError, ValueError):
     """Settings or inputs a scenario cannot be made from; the message names the culprit."""
 
 
+class Difficulty(StrEnum):
+    """Presets of camera and customers (`SimConfig.preset`)."""
+
+    EASY = "easy"
+    HARD = "hard"
+
+
+# What the hard camera and customers change; every other setting keeps its default. Items of
+# 80-130 px, the shutter open 70 % of the frame time (about 12-19 px of blur at 15 fps), noise
+# and JPEG blocks of a cheap IP camera, the hand over up to a third of the item, more followers,
+# 30-60 px behind (with items this small, two are in the zone at once; the blur narrows the
+# gap the camera sees to 10-50 px), and four of five switches to a look-alike.
+HARD_SETTINGS = {
+    "item_px": (80.0, 130.0),
+    "shutter": 0.7,
+    "noise": 8.0,
+    "jpeg_quality": 35,
+    "hand_cover": 1 / 3,
+    "pair_rate": 0.35,
+    "pair_gap": (30.0, 60.0),
+    "lookalike_rate": 0.8,
+    "lighting": 0.25,
+}
+
+
 @dataclass(frozen=True)
 class SimConfig:
     """What to simulate. Rates are shares of passes, turned into exact counts (rounded), so a
@@ -61,6 +92,19 @@ class SimConfig:
     noise: float = 3.0  # sensor noise, standard deviation in grey levels
     lighting: float = 0.12  # peak relative brightness drift over the video
     seed: int = 0
+    item_px: tuple[float, float] | None = None  # items' long side in pixels (None: 26-34 % of the frame height)
+    shutter: float = 0.2  # share of the frame time the shutter is open: the length of the motion blur
+    jpeg_quality: int = 0  # each frame goes through JPEG at this quality first (0: not)
+    hand_cover: float = 0.0  # the most of an item the hand covers (0: the fingers only touch its edge)
+    pair_gap: tuple[float, float] = (20.0, 45.0)  # pixels between an item and the one close behind it
+    lookalike_rate: float = 0.0  # share of switches scanned as another SKU of the item's coarse class
+    difficulty: Difficulty = Difficulty.EASY  # the preset these settings started from (recorded only)
+
+    @classmethod
+    def preset(cls, difficulty: Difficulty, **overrides: object) -> SimConfig:
+        """The settings of a difficulty, with any setting given here taking precedence."""
+        base = HARD_SETTINGS if difficulty is Difficulty.HARD else {}
+        return cls(**{**base, **overrides, "difficulty": difficulty})
 
     def check(self) -> None:
         """Refuse settings that cannot make a sensible lane, naming the setting."""
@@ -84,6 +128,28 @@ class SimConfig:
             raise SimulationError(f"noise must be between 0 and 25 grey levels, got {self.noise}")
         if not 0.0 <= self.lighting <= 0.4:
             raise SimulationError(f"lighting drift must be between 0 and 0.4, got {self.lighting}")
+        self._check_camera()
+
+    def _check_camera(self) -> None:
+        """The camera and customer settings of the difficulty presets."""
+        if self.item_px is not None and not 24 <= self.item_px[0] <= self.item_px[1] <= 0.6 * self.height:
+            raise SimulationError(
+                f"item size must be MIN-MAX pixels with 24 <= MIN <= MAX <= {0.6 * self.height:g} "
+                f"(60 % of the frame height), got {self.item_px[0]:g}-{self.item_px[1]:g}"
+            )
+        if not 0.0 <= self.shutter <= 1.0:
+            raise SimulationError(f"shutter must be between 0 and 1 (a share of the frame time), got {self.shutter}")
+        if self.jpeg_quality != 0 and not 5 <= self.jpeg_quality <= 100:
+            raise SimulationError(f"jpeg quality must be 0 (off) or between 5 and 100, got {self.jpeg_quality}")
+        if not 0.0 <= self.hand_cover <= 0.5:
+            raise SimulationError(f"hand cover must be between 0 and 0.5 of the item, got {self.hand_cover}")
+        if not 0.0 <= self.pair_gap[0] <= self.pair_gap[1] <= 200.0:
+            raise SimulationError(
+                "pair gap must be MIN-MAX pixels with 0 <= MIN <= MAX <= 200, "
+                f"got {self.pair_gap[0]:g}-{self.pair_gap[1]:g}"
+            )
+        if not 0.0 <= self.lookalike_rate <= 1.0:
+            raise SimulationError(f"lookalike_rate must be between 0 and 1, got {self.lookalike_rate}")
 
     @property
     def zone(self) -> tuple[int, int, int, int]:
@@ -161,6 +227,7 @@ class _Look:
     long_side: float
     hand: str | None  # "behind", "below" or None
     blur_px: float
+    hand_cover: float = 0.0  # the share of the product the hand covers (0: the fingers touch its edge)
 
     def sprites(self) -> tuple[np.ndarray, np.ndarray, tuple[float, float], float]:
         """Premultiplied BGRA float32 sprites (still, and smeared along the motion), the product's
@@ -173,7 +240,7 @@ class _Look:
         canvas[m : m + h, m : m + w, :3] = img * alpha[..., None]
         canvas[m : m + h, m : m + w, 3] = alpha
         if self.hand:
-            _hand(canvas, (m, m, m + w, m + h), self.hand, rng)
+            _hand(canvas, (m, m, m + w, m + h), self.hand, rng, self.hand_cover)
         angle = float(rng.uniform(-10, 10))
         centre = (m + w / 2, m + h / 2)
         rot = cv2.getRotationMatrix2D(centre, angle, 1.0)
@@ -268,30 +335,27 @@ def _product(photo: np.ndarray, rng: np.random.Generator, long_side: float) -> t
     return img, alpha
 
 
-def _hand(canvas: np.ndarray, box: tuple[float, float, float, float], side: str, rng: np.random.Generator) -> None:
+def _hand(
+    canvas: np.ndarray, box: tuple[float, float, float, float], side: str, rng: np.random.Generator, cover: float = 0.0
+) -> None:
     """Paint a hand on the RGBA canvas holding the product in `box` by its trailing ("behind")
-    or bottom ("below") edge; the fingers reach only a little way onto the product."""
+    or bottom ("below") edge. With `cover` 0 the fingers reach only a little way onto the
+    product; otherwise the hand is moved onto it until it hides that share of the product."""
     x1, y1, x2, y2 = box
-    size = 0.7 * max(x2 - x1, y2 - y1)  # the hand's scale: a palm a quarter to a third of the item's size
-    mask = np.zeros(canvas.shape[:2], np.uint8)
-    finger_w = max(2, int(0.05 * size))
-    if side == "behind":
-        cy = (y1 + y2) / 2 + rng.uniform(-0.15, 0.15) * (y2 - y1)
-        palm = (x1 - 0.14 * size, cy)
-        axes, wrist_dir = (0.16 * size, 0.22 * size), (-1.0, 0.35)
-        tips = [(x1 + 0.08 * size, cy + k * 0.08 * size) for k in (-1.5, -0.5, 0.5, 1.5)]
-    else:
-        cx = (x1 + x2) / 2 + rng.uniform(-0.2, 0.2) * (x2 - x1)
-        palm = (cx, y2 + 0.14 * size)
-        axes, wrist_dir = (0.22 * size, 0.16 * size), (-0.35, 1.0)
-        tips = [(cx + k * 0.08 * size, y2 - 0.08 * size) for k in (-1.5, -0.5, 0.5, 1.5)]
-    px, py = palm
-    cv2.ellipse(mask, (round(px), round(py)), (round(axes[0]), round(axes[1])), 0, 0, 360, 255, -1, cv2.LINE_AA)
-    norm = math.hypot(*wrist_dir)
-    wx, wy = px + wrist_dir[0] / norm * 0.35 * size, py + wrist_dir[1] / norm * 0.35 * size
-    cv2.line(mask, (round(px), round(py)), (round(wx), round(wy)), 255, int(0.26 * size), cv2.LINE_AA)
-    for tx, ty in tips:
-        cv2.line(mask, (round(px), round(py)), (round(tx), round(ty)), 255, finger_w, cv2.LINE_AA)
+    # The hand's scale: a palm a quarter to a third of the item's size; a hand that grips more of
+    # the item is a bigger hand for its size (a small item in a whole hand).
+    size = 0.7 * max(x2 - x1, y2 - y1) * (1 + 2 * cover)
+    along = (y2 - y1) if side == "behind" else (x2 - x1)
+    where = rng.uniform(-0.15, 0.15) if side == "behind" else rng.uniform(-0.2, 0.2)
+    mask = _hand_mask(canvas.shape[:2], box, side, size, where * along, 0.0)
+    if cover > 0:
+        product = canvas[..., 3] > 0.5
+        area = max(1, int(np.count_nonzero(product)))
+        lo, hi = 0.0, 0.6 * float(x2 - x1 if side == "behind" else y2 - y1)  # it keeps to its own half
+        for _ in range(12):  # bisect how far onto the product the hand reaches
+            mid = (lo + hi) / 2
+            mask = _hand_mask(canvas.shape[:2], box, side, size, where * along, mid)
+            lo, hi = (mid, hi) if np.count_nonzero(mask[product] > 127) / area < cover else (lo, mid)
     skin = np.array(_SKIN[int(rng.integers(len(_SKIN)))], np.float32)
     ys = np.linspace(0.85, 1.1, canvas.shape[0], dtype=np.float32)[:, None, None]  # light from above
     a = cv2.GaussianBlur(mask, (3, 3), 0).astype(np.float32)[..., None] / 255.0
@@ -299,7 +363,81 @@ def _hand(canvas: np.ndarray, box: tuple[float, float, float, float], side: str,
     canvas[..., 3:] = canvas[..., 3:] * (1 - a) + a
 
 
-def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator) -> _Plan:
+def _hand_mask(
+    shape: tuple[int, int], box: tuple[float, float, float, float], side: str, size: float, across: float, onto: float
+) -> np.ndarray:
+    """The hand's pixels (uint8 0/255): palm, wrist and four fingers, `onto` pixels further onto
+    the product than the light grip, `across` pixels off the middle of the edge it holds."""
+    x1, y1, x2, y2 = box
+    mask = np.zeros(shape, np.uint8)
+    finger_w = max(2, int(0.05 * size))
+    if side == "behind":
+        cy = (y1 + y2) / 2 + across
+        palm = (x1 - 0.14 * size + onto, cy)
+        axes, wrist_dir = (0.16 * size, 0.22 * size), (-1.0, 0.35)
+        tips = [(x1 + 0.08 * size + onto, cy + k * 0.08 * size) for k in (-1.5, -0.5, 0.5, 1.5)]
+    else:
+        cx = (x1 + x2) / 2 + across
+        palm = (cx, y2 + 0.14 * size - onto)
+        axes, wrist_dir = (0.22 * size, 0.16 * size), (-0.35, 1.0)
+        tips = [(cx + k * 0.08 * size, y2 - 0.08 * size - onto) for k in (-1.5, -0.5, 0.5, 1.5)]
+    px, py = palm
+    cv2.ellipse(mask, (round(px), round(py)), (round(axes[0]), round(axes[1])), 0, 0, 360, 255, -1, cv2.LINE_AA)
+    norm = math.hypot(*wrist_dir)
+    wx, wy = px + wrist_dir[0] / norm * 0.35 * size, py + wrist_dir[1] / norm * 0.35 * size
+    cv2.line(mask, (round(px), round(py)), (round(wx), round(wy)), 255, int(0.26 * size), cv2.LINE_AA)
+    for tx, ty in tips:
+        cv2.line(mask, (round(px), round(py)), (round(tx), round(ty)), 255, finger_w, cv2.LINE_AA)
+    return mask
+
+
+def read_coarse_classes(path: str | Path) -> dict[str, str]:
+    """SKU -> coarse class ("Granny-Smith" -> "Apple") from a grocery-style classes.csv (columns
+    "Class Name (str)" and "Coarse Class Name (str)"): what a look-alike switch stays within."""
+    p = Path(path)
+    try:
+        with open(p, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise SimulationError(f"{p}: cannot read the coarse classes ({e})") from None
+    fine, coarse = "Class Name (str)", "Coarse Class Name (str)"
+    if not rows or fine not in rows[0] or coarse not in rows[0]:
+        raise SimulationError(f"{p}: expected a CSV header with {fine!r} and {coarse!r}")
+    return {r[fine].strip(): r[coarse].strip() for r in rows if r[fine] and r[coarse]}
+
+
+def find_coarse_classes(images: str | Path, root: str | Path | None = None) -> Path | None:
+    """The classes.csv that goes with a photo folder or split file: in the folder, next to it,
+    or in the split file's root (as the grocery dataset and the bundled sample ship it)."""
+    spec = Path(images)
+    for folder in (spec, spec.parent, Path(root) if root else None):
+        if folder is not None and (folder / "classes.csv").is_file():
+            return folder / "classes.csv"
+    return None
+
+
+def _switch_sku(
+    sku: str, skus: list[str], coarse: Mapping[str, str] | None, lookalike_rate: float, rng: np.random.Generator
+) -> str:
+    """The SKU a switch is scanned as: with `lookalike_rate`, another SKU of the same coarse class
+    where the photos hold one (a cheaper code for the same kind of thing), else any other."""
+    others = [s for s in skus if s != sku]
+    if lookalike_rate > 0 and rng.random() < lookalike_rate and coarse is not None:
+        same = [s for s in others if coarse.get(s) is not None and coarse.get(s) == coarse.get(sku)]
+        if same:
+            return str(rng.choice(same))
+    return str(rng.choice(others))
+
+
+def _look(photo: Path, hand: str, blur_px: float, cfg: SimConfig, rng: np.random.Generator) -> _Look:
+    """How an item is drawn: its size and how much of it the hand covers, by the settings."""
+    seed = int(rng.integers(2**63))
+    long_side = rng.uniform(0.26, 0.34) * cfg.height if cfg.item_px is None else rng.uniform(*cfg.item_px)
+    cover = rng.uniform(cfg.hand_cover / 3, cfg.hand_cover) if cfg.hand_cover > 0 else 0.0
+    return _Look(photo, seed, long_side, hand, blur_px, cover)
+
+
+def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator, coarse: Mapping[str, str] | None = None) -> _Plan:
     """Decide every pass, its timing, its scan and its anomaly; load and shape the photos."""
     skus = images.skus
     by_sku = {s: [p for p, lab in zip(images.paths, images.labels, strict=True) if lab == s] for s in skus}
@@ -341,18 +479,18 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator) -> _Plan:
         t_free = t + 0.5  # when the next item may start to enter the zone (the zone is empty then)
         for members in groups:
             speed = float(rng.uniform(250, 400))
-            blur_px = 0.2 * speed / cfg.fps  # the shutter is open a fifth of the frame time
+            blur_px = cfg.shutter * speed / cfg.fps  # how far the item moves while the shutter is open
             items, prev = [], None
             for j, pass_index in enumerate(members):
                 sku = str(rng.choice(skus)) if prev is None or len(skus) < 2 else other_sku(prev)
                 prev = sku
                 photo = by_sku[sku][int(rng.integers(len(by_sku[sku])))]
                 hand = ("below" if j == 0 else "behind") if len(members) == 2 else str(rng.choice(["behind", "below"]))
-                item = _Item.planned(_Look(photo, int(rng.integers(2**63)), rng.uniform(0.26, 0.34) * h, hand, blur_px))
+                item = _Item.planned(_look(photo, hand, blur_px, cfg, rng))
                 item.y = 0.52 * h + rng.uniform(-0.07, 0.07) * h
                 if j:
                     ahead = items[-1][0]
-                    item.offset = ahead.offset + (ahead.width + item.width) / 2 + rng.uniform(20, 45)
+                    item.offset = ahead.offset + (ahead.width + item.width) / 2 + rng.uniform(*cfg.pair_gap)
                 items.append((item, pass_index, sku))
             group = _Group([it for it, _, _ in items], speed=speed)
             reach = max(max(it.size) for it in group.items)
@@ -367,7 +505,13 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator) -> _Plan:
                 t_in, t_out = group.time_at(x1 + item.offset), group.time_at(x2 + item.offset)
                 start, end = math.ceil(t_in * cfg.fps) / cfg.fps, math.floor(t_out * cfg.fps) / cfg.fps
                 kind = kinds[pass_index]
-                scanned = None if kind == "non_scan" else other_sku(sku) if kind == "product_switch" else sku
+                scanned = (
+                    None
+                    if kind == "non_scan"
+                    else _switch_sku(sku, skus, coarse, cfg.lookalike_rate, rng)
+                    if kind == "product_switch"
+                    else sku
+                )
                 if scanned is not None:
                     ts = group.time_at(mid + item.offset) + rng.uniform(-0.1, 0.5)
                     plan.pos.append(PosEvent(ts=round(ts, 3), type=PosEventType.SCAN, sku=scanned, txn=txn))
@@ -469,7 +613,15 @@ def _frames(plan: _Plan, cfg: SimConfig, rng: np.random.Generator) -> Iterator[n
         if cfg.noise:
             k, dy, dx = rng.integers(4), rng.integers(pad), rng.integers(pad)
             frame += bank[k, dy : dy + h, dx : dx + w]
-        yield np.clip(frame, 0, 255).astype(np.uint8)
+        yield _jpeg(np.clip(frame, 0, 255).astype(np.uint8), cfg.jpeg_quality)
+
+
+def _jpeg(frame: np.ndarray, quality: int) -> np.ndarray:
+    """The frame after a JPEG round trip at `quality` (its 8x8 blocks and ringing); 0: as it is."""
+    if not quality:
+        return frame
+    ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else frame
 
 
 def _write_video(
@@ -518,11 +670,21 @@ class Scenario:
 
 
 def simulate(
-    images: ImageSet, out: str | Path, cfg: SimConfig, overwrite: bool = False, progress: bool = False
+    images: ImageSet,
+    out: str | Path,
+    cfg: SimConfig,
+    overwrite: bool = False,
+    progress: bool = False,
+    coarse: Mapping[str, str] | None = None,
 ) -> Scenario:
     """Write OUT/video.mp4 (or .avi), OUT/pos.jsonl and OUT/truth.json for one seeded scenario.
-    Existing scenario files in OUT are kept unless `overwrite`."""
+    Existing scenario files in OUT are kept unless `overwrite`. `coarse` (SKU -> coarse class,
+    `read_coarse_classes`) is what look-alike switches choose within."""
     cfg.check()
+    if cfg.lookalike_rate > 0 and cfg.switch_rate > 0 and coarse is None:
+        raise SimulationError(
+            "look-alike switches need the photos' coarse classes (a classes.csv next to them, or --classes)"
+        )
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SimulationError(f"{out}: exists and is not a folder")
@@ -532,7 +694,7 @@ def simulate(
             f"{out}: already holds {', '.join(existing)}; choose another folder or overwrite them (--overwrite)"
         )
     rng = np.random.default_rng(cfg.seed)
-    plan = _plan(images, cfg, rng)  # reads every photo once: a bad one stops us before OUT is touched
+    plan = _plan(images, cfg, rng, coarse)  # reads every photo once: a bad one stops us before OUT is touched
     out.mkdir(parents=True, exist_ok=True)
     name, count = _write_video(_frames(plan, cfg, rng), math.ceil(plan.duration * cfg.fps), out, cfg, progress)
     for stale in existing:
