@@ -17,13 +17,13 @@ from pathlib import Path
 import cv2
 import pytest
 
+from retail_reid.cli import main
 from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.batch.chunks import ChunkError, plan_chunks, write_chunk_inputs
 from retail_reid.pipeline.batch.manifest import ManifestError, read_manifest
 from retail_reid.pipeline.batch.outputs import MARKER, WORK
 from retail_reid.pipeline.batch.runner import BatchError, BatchOptions, require_ray, run_batch
 from retail_reid.pipeline.batch.worker import GallerySpec
-from retail_reid.pipeline.cli import main
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.pos import PosEvent, read_pos_log
 from retail_reid.pipeline.simulate import SimConfig, simulate

@@ -24,9 +24,9 @@ from console_fixtures import PASSWORDS, SAMPLE_VAL, make_lane, make_settings
 from gallery_fixtures import run_reid, writer_env
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
+from retail_reid.cli import main as reid_main
 from retail_reid.gallery.store import GalleryStore
 from retail_reid.models.datasets import folder_set
-from retail_reid.pipeline.cli import main as reid_main
 from retail_reid.pipeline.console.alerts import open_folders
 from retail_reid.pipeline.console.app import create_app
 from retail_reid.pipeline.console.formatting import label
@@ -674,8 +674,8 @@ def test_the_console_runs_without_torch():
     """The console is part of the runtime: it serves and adds photos on a box without torch."""
     code = (
         "import sys; sys.modules['torch'] = None\n"
-        "import retail_reid.pipeline.console.app, retail_reid.pipeline.console.server, retail_reid.pipeline.cli\n"
-        "retail_reid.pipeline.cli.build_parser()\n"
+        "import retail_reid.pipeline.console.app, retail_reid.pipeline.console.server, retail_reid.cli\n"
+        "retail_reid.cli.build_parser()\n"
         "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
     )
     r = subprocess.run([sys.executable, "-c", code], env=writer_env(), capture_output=True, text=True)

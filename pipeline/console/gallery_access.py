@@ -12,7 +12,8 @@ from pathlib import Path
 
 from retail_reid.gallery import GalleryError
 from retail_reid.gallery.photos import RefOrigin
-from retail_reid.gallery.store import ChangeResult, GalleryStore, ProductRow, RefRow, VersionRow
+from retail_reid.gallery.reading import ProductRow, RefRow, VersionRow
+from retail_reid.gallery.store import ChangeResult, GalleryStore
 from retail_reid.images import decode_image
 from retail_reid.models.runtime import OnnxEmbedder
 from retail_reid.pipeline.console.safe_files import inside
