@@ -3,7 +3,7 @@ confident crops recognise later lanes better?
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_learning_loop.py [--data DATASET]
         [--teach 3] [--test 3] [--passes 40] [--difficulty hard] [--min-confidence 0.95]
-        [--max-per-product 5] [--model M] [--config lane.toml] [--work DIR]
+        [--sample-confidence 0.9] [--max-per-product 5] [--model M] [--config lane.toml] [--work DIR]
 
 A shift on simulated lanes (`reid simulate --difficulty hard` by default) against a gallery built
 from the dataset's train photos. The val photos are split per product into two disjoint halves, so
@@ -146,6 +146,9 @@ def main() -> int:
     ap.add_argument("--test", type=int, default=3, help="later lanes scored before and after")
     ap.add_argument("--passes", type=int, default=40, help="item passes per lane")
     ap.add_argument("--difficulty", type=Difficulty, default=Difficulty.HARD)
+    ap.add_argument(
+        "--sample-confidence", type=float, default=0.9, help="the sampler's min_confidence ([lane_references])"
+    )
     ap.add_argument("--min-confidence", type=float, default=0.95, help="the automatic mode's rule")
     ap.add_argument("--max-per-product", type=int, default=5, help="the automatic mode's rule")
     ap.add_argument("--model", help="embedder (default: the shipped model)")
@@ -164,9 +167,9 @@ def main() -> int:
     config = load_config(a.config)
     coarse = read_coarse_classes(data / "classes.csv")
     kind = a.difficulty.value
-    teach_dirs = [work / f"teach-{kind}{TEACH_SEED + i}" for i in range(a.teach)]
+    teach_dirs = [work / f"teach-{kind}{TEACH_SEED + i}-{a.passes}p" for i in range(a.teach)]
     teach = [make_lane(teach_photos, d, TEACH_SEED + i, a, coarse) for i, d in enumerate(teach_dirs)]
-    test_dirs = [work / f"test-{kind}{TEST_SEED + i}" for i in range(a.test)]
+    test_dirs = [work / f"test-{kind}{TEST_SEED + i}-{a.passes}p" for i in range(a.test)]
     test = [make_lane(test_photos, d, TEST_SEED + i, a, coarse) for i, d in enumerate(test_dirs)]
 
     print("before: the test lanes against the gallery of train photos", flush=True)
@@ -177,7 +180,7 @@ def main() -> int:
     refs = work / "lane-references"
     shutil.rmtree(refs, ignore_errors=True)
     gallery = Gallery.open(base, model=a.model)
-    rules = LaneReferenceConfig(min_confidence=min(0.9, a.min_confidence), per_product=20, min_gap_s=0)
+    rules = LaneReferenceConfig(min_confidence=a.sample_confidence, per_product=20, min_gap_s=0)
     sampler = LaneReferenceSampler(refs, rules, lambda s: float(gallery.calibration.confidence(s)), "teach")
     print("teach: the first lanes, sampling lane references", flush=True)
     run(list(zip(teach_dirs, teach, strict=True)), gallery, config, work / "runs-teach", sampler)
