@@ -3,7 +3,7 @@ confident crops recognise later lanes better?
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_learning_loop.py [--data DATASET]
         [--teach 3] [--test 3] [--passes 40] [--difficulty hard] [--min-confidence 0.95]
-        [--sample-confidence 0.9] [--max-per-product 5] [--model M] [--config lane.toml] [--work DIR]
+        [--sample-confidence 0.9] [--max-per-product 5] [--review] [--model M] [--config lane.toml] [--work DIR]
 
 A shift on simulated lanes (`reid simulate --difficulty hard` by default) against a gallery built
 from the dataset's train photos. The val photos are split per product into two disjoint halves, so
@@ -11,7 +11,9 @@ a later lane never shows the very photo an earlier lane taught: the first `--tea
 700 and up) are made from one half and replayed with a lane-reference sampler; their crops are
 accepted by the automatic mode's rules (`reid gallery accept-lane-references`) into a copy of the
 gallery; the `--test` lanes (seeds 800 and up, the other half) are then replayed against the
-gallery before and after.
+gallery before and after. With --review, an analyst also dismisses the teach lanes' false switch
+alerts as "wrong product recognised" and gives their crops to the product really there (the
+console's path for such alerts).
 
 Prints, before and after: Recall@1 of lane crops (each test pass's crops, embedded and averaged as
 the lane does, matched against the gallery; right when the top SKU is the item's true SKU), and
@@ -29,6 +31,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -45,7 +49,7 @@ from retail_reid.pipeline.recognition import aggregate  # noqa: E402
 from retail_reid.pipeline.replay import replay  # noqa: E402
 from retail_reid.pipeline.score import read_events, read_truth, score  # noqa: E402
 from retail_reid.pipeline.simulate import Difficulty, SimConfig, Truth, read_coarse_classes, simulate  # noqa: E402
-from retail_reid.pipeline.types import ItemPass, PassRecord, Zone  # noqa: E402
+from retail_reid.pipeline.types import ItemPass, PassRecord, Verdict, Zone  # noqa: E402
 
 TEACH_SEED, TEST_SEED = 700, 800
 KINDS = ("product_switch", "non_scan")
@@ -105,13 +109,16 @@ def run(
     config: LaneConfig,
     runs: Path,
     references: LaneReferenceSampler | None = None,
+    dismissed: list[tuple[str, ItemPass]] | None = None,
 ) -> Tally:
-    """Replay lanes against a gallery; score alerts and the top-1 SKU of every pass's crops."""
+    """Replay lanes against a gallery; score alerts and the top-1 SKU of every pass's crops. With
+    `dismissed`, collect the false switch alerts an analyst would dismiss as "wrong product
+    recognised", with the SKU really there (the one scanned)."""
     tally = Tally()
-    items: list[ItemPass] = []  # the lane's decided passes, emptied after each lane
+    items: list[tuple[ItemPass, PassRecord]] = []  # the lane's decided passes, emptied after each lane
 
     def hook(item: ItemPass, record: PassRecord) -> None:
-        items.append(item)
+        items.append((item, record))
         if references is not None:
             references(item, record)
 
@@ -126,10 +133,12 @@ def run(
             if t.type in tally.kinds:
                 for i, n in enumerate((t.truth, t.alerts, t.matched)):
                     tally.kinds[t.type][i] += n
-        for item in items:
+        for item, record in items:
             sku = true_sku(truth, item)
             if sku is None or not item.crops:
                 continue
+            if dismissed is not None and record.verdict is Verdict.PRODUCT_SWITCH and sku == record.scanned_sku:
+                dismissed.append((sku, item))
             vec = aggregate(gallery.embedder.embed([c.image for c in item.crops]))
             top = gallery.match(vec[None], k=1)[0]
             tally.crops += 1
@@ -151,6 +160,12 @@ def main() -> int:
     )
     ap.add_argument("--min-confidence", type=float, default=0.95, help="the automatic mode's rule")
     ap.add_argument("--max-per-product", type=int, default=5, help="the automatic mode's rule")
+    ap.add_argument(
+        "--review",
+        action="store_true",
+        help="also an analyst who dismisses the teach lanes' false switch alerts as wrong product and adds "
+        "their crops to the product really there",
+    )
     ap.add_argument("--model", help="embedder (default: the shipped model)")
     ap.add_argument("--config", help="lane config TOML")
     ap.add_argument("--work", help="keep views, galleries, lanes and runs here (default: a temporary folder)")
@@ -183,7 +198,8 @@ def main() -> int:
     rules = LaneReferenceConfig(min_confidence=a.sample_confidence, per_product=20, min_gap_s=0)
     sampler = LaneReferenceSampler(refs, rules, lambda s: float(gallery.calibration.confidence(s)), "teach")
     print("teach: the first lanes, sampling lane references", flush=True)
-    run(list(zip(teach_dirs, teach, strict=True)), gallery, config, work / "runs-teach", sampler)
+    dismissed: list[tuple[str, ItemPass]] | None = [] if a.review else None
+    run(list(zip(teach_dirs, teach, strict=True)), gallery, config, work / "runs-teach", sampler, dismissed)
 
     taught = work / "gallery-taught"
     shutil.rmtree(taught, ignore_errors=True)
@@ -209,6 +225,17 @@ def main() -> int:
                 origin=RefOrigin.LANE,
             )
             print(f"taught: version {result.version}: {result.summary}")
+        if dismissed:
+            result = store.add_photos(
+                _crop_files(dismissed, work / "dismissed"),
+                {},
+                action="accept-lane-references",
+                operator="bench-reviewer",
+                skip_bad=True,
+                model=a.model,
+                origin=RefOrigin.LANE,
+            )
+            print(f"reviewed: {len(dismissed)} false switch alerts dismissed as wrong product; {result.summary}")
     print(
         f"lane references: {sampler.kept} kept from {a.teach} lanes, {len(chosen)} accepted "
         f"(min confidence {a.min_confidence}, at most {a.max_per_product} per product); "
@@ -230,6 +257,19 @@ def main() -> int:
         f"{time.perf_counter() - started:.0f} s; work folder: {work}"
     )
     return 0
+
+
+def _crop_files(passes: list[tuple[str, ItemPass]], folder: Path) -> list[tuple[str, Path]]:
+    """The passes' crops as JPEG files, as the lane's evidence would hold them."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    files = []
+    for i, (sku, item) in enumerate(passes):
+        for j, crop in enumerate(item.crops):
+            path = folder / f"pass{i:04d}_{j}.jpg"
+            cv2.imwrite(str(path), crop.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+            files.append((sku, path))
+    return files
 
 
 def _wrong_references(chosen: list, dirs: list[Path], truths: list[Truth]) -> int:
