@@ -177,3 +177,15 @@ def test_accept_lane_references_refuses_bad_input_in_one_line(gallery_dir, tmp_p
     assert r.returncode == 2 and "no lane references here" in r.stderr
     r = run_reid("gallery", "accept-lane-references", gallery_dir, "--from", tmp_path, "--min-confidence", "2")
     assert r.returncode == 2 and "--min-confidence must be in (0, 1)" in r.stderr
+
+
+def test_reid_edge_samples_under_its_state_folder_only_when_enabled(built_gallery, tmp_path):
+    from retail_reid.gallery import Gallery
+    from retail_reid.pipeline.lane_references import FOLDER, lane_reference_sampler
+
+    gallery = Gallery.open(built_gallery)
+    assert lane_reference_sampler(tmp_path, LaneConfig(), gallery, "lane-1") is None
+    on = from_table(LaneConfig, {"lane_references": {"enabled": True}})
+    sampler = lane_reference_sampler(tmp_path, on, gallery, "lane-1")
+    assert sampler is not None and sampler.root == tmp_path / FOLDER and sampler.lane == "lane-1"
+    assert sampler.confidence(0.9) == pytest.approx(float(gallery.calibration.confidence(0.9)))
