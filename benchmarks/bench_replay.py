@@ -12,9 +12,9 @@ lanes (`--dev`: easy 10 + i, hard 30 + i); the two sets never share a seed as lo
 --scenarios stays below 20.
 
 Prints, per difficulty over all its lanes together: precision and recall per alert type, how often
-a switch alert names the seen SKU right, false loss alerts (non-scan, switch and unknown-item
-alerts matching no true anomaly) per 100 normal passes, passes left unverified, every error with
-its lane and time, replay speed as a multiple of real time (640x480 at 15 fps), and the lane-time
+a switch alert names the seen SKU right, false loss alerts (`reid score`'s: loss alerts matching no
+true anomaly) per 100 normal passes and per 1,000 transactions, passes left unverified, every
+error with its lane and time, replay speed as a multiple of real time (640x480 at 15 fps), and the lane-time
 delay from an item leaving the zone to its alert.
 """
 
@@ -40,15 +40,14 @@ from retail_reid.gallery import Gallery, GalleryError  # noqa: E402
 from retail_reid.models.datasets import folder_set, split_file_set  # noqa: E402
 from retail_reid.pipeline.config import LaneConfig, load_config  # noqa: E402
 from retail_reid.pipeline.replay import replay  # noqa: E402
-from retail_reid.pipeline.score import Score, read_events, read_truth, score  # noqa: E402
-from retail_reid.pipeline.simulate import Difficulty, SimConfig, Truth, read_coarse_classes, simulate  # noqa: E402
+from retail_reid.pipeline.score import Score, StoreRates, read_events, read_truth, score  # noqa: E402
+from retail_reid.pipeline.simulate import Difficulty, SimConfig, read_coarse_classes, simulate  # noqa: E402
 from retail_reid.pipeline.types import Zone  # noqa: E402
 
 TARGETS = {"non_scan": (0.95, 0.95), "product_switch": (0.85, 0.90)}  # (recall, precision)
 SWITCH_SKU_TARGET = 0.80  # found switches that name the seen SKU right
 FALSE_ALERT_TARGET = 1.0  # false loss alerts per 100 normal passes, at most
 SPEED_TARGET = 15.0
-LOSS_TYPES = ("non_scan", "product_switch", "unknown_item")
 FIRST_SEED = {  # (benchmark, development) seed of lane 0
     Difficulty.EASY: (100, 10),
     Difficulty.HARD: (300, 30),
@@ -86,35 +85,28 @@ def build_gallery(work: Path, train: Path, model: str | None) -> Path:
 class Tally:
     """One difficulty's lanes added up."""
 
-    kinds: dict[str, list[int]] = field(
-        default_factory=lambda: {k: [0, 0, 0] for k in ("non_scan", "product_switch", "scan_without_item")}
-    )  # truth, alerts, matched
+    kinds: dict[str, list[int]] = field(default_factory=dict)  # per alert type: truth, alerts, matched
     switch_right: int = 0
     switch_matched: int = 0
-    normal_passes: int = 0
-    false_loss: int = 0
+    rates: StoreRates = field(default_factory=StoreRates)
     verdicts: Counter = field(default_factory=Counter)
     speeds: list[float] = field(default_factory=list)
     delays: list[float] = field(default_factory=list)
     frame_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    def add(self, lane: str, truth: Truth, result: Score, summary: dict) -> None:
+    def add(self, lane: str, result: Score, summary: dict) -> None:
         for t in result.types:
+            counts = self.kinds.setdefault(t.type, [0, 0, 0])
             for i, n in enumerate((t.truth, t.alerts, t.matched)):
-                self.kinds[t.type][i] += n
-            self.errors += [
-                f"{lane} {a.t_start:8.2f}s missed {t.type}: {a.seen_sku} scanned as {a.scanned_sku}" for a in t.missed
-            ]
-            self.errors += [
-                f"{lane} {e.t_start:8.2f}s false {t.type}: seen {e.seen_sku}, scanned {e.scanned_sku}"
-                for e in t.false_alarms
-            ]
+                counts[i] += n
+        self.errors += [
+            f"{lane} {e.t_start:8.2f}s {e.kind} {e.type}: seen {e.seen_sku}, scanned {e.scanned_sku}"
+            for e in result.errors
+        ]
         self.switch_matched += result.switches_matched
         self.switch_right += result.switches_sku_right
-        self.normal_passes += sum(p.scanned_sku == p.sku for p in truth.passes)
-        self.false_loss += sum(len(t.false_alarms) for t in result.types if t.type in LOSS_TYPES)
-        self.false_loss += result.not_scored.get("unknown_item", 0)  # the simulation plants none
+        self.rates = self.rates + result.rates
         self.verdicts.update(summary["verdicts"])
         self.speeds.append(summary["speed_x_realtime"])
         if summary["alert_delay_s"]:
@@ -139,7 +131,7 @@ def run_lanes(
         out = work / f"run-{difficulty}{seed}"
         cfg = dataclasses.replace(config, zone=Zone(*truth.zone))
         summary = replay(scen / truth.video, scen / "pos.jsonl", gallery, out, cfg, overwrite=True)
-        tally.add(f"{difficulty}{seed}", truth, score(truth, read_events(out / "events.jsonl"), 1.0), summary)
+        tally.add(f"{difficulty}{seed}", score(truth, read_events(out / "events.jsonl"), 1.0), summary)
         print(
             f"{difficulty} lane seed {seed}: {len(truth.passes)} passes, {summary['video_seconds']:.0f} s of video "
             f"at {summary['speed_x_realtime']}x real time; alerts {json.dumps(summary['counts'])}",
@@ -156,12 +148,13 @@ def report(tallies: dict[Difficulty, Tally], show_errors: int) -> None:
     """The difficulties side by side, then each one's errors."""
     names = list(tallies)
     print("\n" + f"{'':34s}" + "".join(f"{n:>22s}" for n in names) + "   target")
-    for kind in ("non_scan", "product_switch", "scan_without_item"):
+    kinds = sorted({k for t in tallies.values() for k in t.kinds}, key=lambda k: (k not in TARGETS, k))
+    for kind in kinds:
         target = TARGETS.get(kind)
         for what in ("recall", "precision"):
             cells = []
             for n in names:
-                truth, alerts, matched = tallies[n].kinds[kind]
+                truth, alerts, matched = tallies[n].kinds.get(kind, (0, 0, 0))
                 den = truth if what == "recall" else alerts
                 cells.append(f"{_ratio(matched, den):.3f} ({matched}/{den})")
             goal = "" if target is None else f">= {target[0] if what == 'recall' else target[1]}"
@@ -174,9 +167,18 @@ def report(tallies: dict[Difficulty, Tally], show_errors: int) -> None:
         ),
         (
             "false loss alerts / 100 normal",
-            lambda t: f"{100 * _ratio(t.false_loss, t.normal_passes):.2f} ({t.false_loss}/{t.normal_passes})",
+            lambda t: (
+                f"{100 * _ratio(t.rates.false_loss_alerts, t.rates.normal_passes):.2f} "
+                f"({t.rates.false_loss_alerts}/{t.rates.normal_passes})"
+            ),
             f"<= {FALSE_ALERT_TARGET}",
         ),
+        (
+            "false loss alerts / 1000 txns",
+            lambda t: f"{1000 * _ratio(t.rates.false_loss_alerts, t.rates.transactions):.1f}",
+            "",
+        ),
+        ("loss alerts / transaction", lambda t: f"{_ratio(t.rates.loss_alerts, t.rates.transactions):.2f}", ""),
         ("passes unverified", lambda t: f"{t.verdicts.get('unverified', 0)} of {sum(t.verdicts.values())}", ""),
         ("passes unconfirmed", lambda t: f"{t.verdicts.get('unconfirmed', 0)} of {sum(t.verdicts.values())}", ""),
         ("speed x real time (slowest lane)", lambda t: f"{min(t.speeds):.1f}", f">= {SPEED_TARGET}"),

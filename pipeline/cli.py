@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 
 from retail_reid.errors import ReidError
@@ -25,6 +26,7 @@ from retail_reid.pipeline.simulate import (
     read_coarse_classes,
     simulate,
 )
+from retail_reid.pipeline.simulate_pos import TillRates
 from retail_reid.pipeline.types import Zone
 
 WARNINGS_SHOWN = 10  # replay warnings printed; the rest are in summary.json
@@ -57,6 +59,7 @@ def cmd_simulate(a: argparse.Namespace) -> int:
         switch_rate=a.switch_rate,
         scan_without_item_rate=a.scan_without_item_rate,
         pause_rate=a.pause_rate,
+        till=TillRates(**{f.name: getattr(a, f"{f.name}_rate") for f in dataclasses.fields(TillRates)}),
         fps=a.fps,
         width=a.size[0],
         height=a.size[1],
@@ -83,6 +86,9 @@ def cmd_simulate(a: argparse.Namespace) -> int:
         + ", ".join(f"{n} {k}" for k, n in kinds.items())
         + ")"
     )
+    if truth.pos_cases:
+        cases = Counter(c.case for c in truth.pos_cases)
+        print("till cases: " + ", ".join(f"{n} {k}" for k, n in cases.items()))
     print(f"zone: --zone {','.join(str(v) for v in truth.zone)}")
     return 0
 
@@ -263,6 +269,7 @@ def _register_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--pause-rate", type=float, default=d.pause_rate, help="share of items that rest on the scanner a moment"
     )
+    _add_till_flags(p)
     p.add_argument("--fps", type=float, default=d.fps)
     p.add_argument("--size", type=_size, default=(d.width, d.height), help="frame size WIDTHxHEIGHT")
     p.add_argument("--noise", type=float, help=f"sensor noise, standard deviation in grey levels ({d.noise:g})")
@@ -287,6 +294,20 @@ def _register_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace scenario files already in OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_simulate)
+
+
+def _add_till_flags(p: argparse.ArgumentParser) -> None:
+    """What the simulated till does besides one scan per item (docs/scenarios.md), as shares of passes."""
+    helps = {
+        "quantity": "passes paid by one quantity scan (qty N) for 2-3 identical items",
+        "void": "legitimate voids: re-scanned, scanned with no item kept, or a double scan voided",
+        "void_kept": "scans voided and not scanned again, the item kept: unpaid (a non-scan)",
+        "double_scan": "items scanned twice: the customer is overcharged (a customer-service event)",
+        "keyed": "produce keyed or weighed with its own code",
+        "keyed_switch": "produce keyed as another product (a product switch)",
+    }
+    for key, text in helps.items():
+        p.add_argument(f"--{key.replace('_', '-')}-rate", type=float, default=0.0, help=f"share of passes: {text}")
 
 
 def _register_replay(sub: argparse._SubParsersAction) -> None:

@@ -155,22 +155,29 @@ class EventConfig:
     window_before_s: float = 1.0  # a scan this long before an item enters still belongs to it
     window_after_s: float = 0.5  # ... and this long after it leaves (the non-scan alert waits for it)
     clock_offset_s: float = 0.0  # POS clock minus camera clock
-    switch_reject: Threshold = "confidence:0.3"  # scanned SKU below this similarity: it does not look like the item
+    # Scanned SKU below this similarity: it does not look like the item. "confidence:0.1" (0.354 for
+    # the shipped model) was chosen on the development lanes with the evidence settings below.
+    switch_reject: Threshold = "confidence:0.1"
     switch_accept: Threshold = (
         "confidence:0.5"  # another SKU at or above this: the item is more likely that one than not
     )
     unknown_below: Threshold = "confidence:0.05"  # no SKU reaches this: the item is not in the gallery
     min_margin: float = 0.1  # the other SKU must beat the scanned one by at least this much
-    # A switch alert also needs positive evidence from the pass's views (else: unverified):
-    switch_min_views: int = 1  # views of usable quality, at least
-    switch_min_agreement: float = 0.0  # share of them that on their own name the same other SKU ...
+    qty_window_s: float = 10.0  # a quantity scan pays for items of its product passing up to this long after it
+    void_window_s: float = 10.0  # a void may still cancel a scan this long after it (its transaction's end at most)
+    # A switch alert also needs positive evidence from the pass's views (else: unverified); chosen
+    # on the development lanes (docs/pipeline.md, "Hard lanes and the switch evidence"):
+    switch_min_views: int = 2  # views of usable quality, at least
+    switch_min_agreement: float = 1.0  # share of them that on their own name the same other SKU ...
     switch_view_margin: float = 0.0  # ... over the scanned SKU by at least this similarity
-    view_min_side: int = 0  # a usable view's short side in pixels, at least ...
-    view_min_sharpness: float = 0.0  # ... and its sharpness (variance of the Laplacian at 96 px), at least
+    view_min_side: int = 90  # a usable view's short side in pixels, at least ...
+    view_min_sharpness: float = 200.0  # ... and its sharpness (variance of the Laplacian at 96 px), at least
 
     def __post_init__(self) -> None:
         _check(self.window_before_s >= 0, "events.window_before_s", f"must be >= 0, got {self.window_before_s}")
         _check(self.window_after_s >= 0, "events.window_after_s", f"must be >= 0, got {self.window_after_s}")
+        _check(self.qty_window_s >= 0, "events.qty_window_s", f"must be >= 0, got {self.qty_window_s}")
+        _check(self.void_window_s >= 0, "events.void_window_s", f"must be >= 0, got {self.void_window_s}")
         _check(0 <= self.min_margin <= 1, "events.min_margin", f"must be in [0, 1], got {self.min_margin}")
         _check(
             1 <= self.switch_min_views <= 32,

@@ -6,37 +6,47 @@ items in the zone together) get them jointly (`retail_reid.pipeline.association`
 as no later scan could still belong to it (its window has closed), so alerts go out promptly
 while a late scan is still matched; a scan is decided once no pass, finished or still in the
 zone, could claim it.
+
+What a till does besides scanning once per item: a quantity scan (`qty` N) pays for up to N
+passes of its product, the first by the usual window and the rest up to `qty_window_s` after it;
+a `void` cancels the latest matching scan of its transaction, so a pass it paid for is reopened
+and is a non-scan (saying it was voided) unless it is scanned again within `void_window_s` (as
+the voided product, or as one it looks like: a corrected code); a
+second scan of the product a pass already paid for is a double scan, a customer-service event
+(the customer is overcharged), not a scan without an item. Scans no pass claims wait
+`void_window_s` (or until their transaction ends) before they are reported, since a void may
+still cancel them.
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
 from retail_reid.pipeline.association import assign, claimable
 from retail_reid.pipeline.basket import compare
 from retail_reid.pipeline.config import BasketConfig, EventConfig
-from retail_reid.pipeline.pos import PosEvent, PosEventType
+from retail_reid.pipeline.pos import EntryMethod, PosEvent, PosEventType
 from retail_reid.pipeline.recognition import Judgement, Recognition
 from retail_reid.pipeline.types import BasketEvent, Event, EventType, ItemPass, PassRecord, Verdict
 
 UNKNOWN = "unknown"  # the seen-basket entry for an item the gallery could not name
+RECENT_SCANS = 256  # a void looks this many scans back for the one it cancels
+PAYS = (Verdict.OK, Verdict.UNCONFIRMED, Verdict.UNVERIFIED)  # a spare quantity unit pays for such a pass
 
 
-@dataclass
-class _Scan:
-    ts: float
-    sku: str | None  # None: a barcode the catalogue does not know
-    label: str  # what the scanned basket counts: the SKU, or "barcode:CODE"
-    txn: str | None
+class _State(StrEnum):
+    """Where a scan is in its life: waiting for a pass, paying for passes, waiting for a void
+    before it is reported alone, reported alone, or cancelled by a void."""
 
-
-@dataclass
-class _Pass:
-    item: ItemPass  # times already on the POS clock
-    rec: Recognition
+    PENDING = "pending"
+    USED = "used"
+    HELD = "held"
+    REPORTED = "reported"
+    VOIDED = "voided"
 
 
 @dataclass
@@ -48,6 +58,43 @@ class _Txn:
     last_scan: float | None = None
     seen: Counter = field(default_factory=Counter)
     scanned: Counter = field(default_factory=Counter)
+
+
+@dataclass(eq=False)
+class _Pass:
+    item: ItemPass  # times already on the POS clock
+    rec: Recognition
+    judgement: Judgement | None = None  # once decided
+    seen_in: tuple[_Txn, str] | None = None  # the basket and entry it was counted under, once decided
+    alerted: tuple[EventType, str | None] | None = None  # the alert it raised and for which scan, if any
+
+
+@dataclass(eq=False)
+class _Scan:
+    ts: float
+    sku: str | None  # None: a barcode the catalogue does not know
+    label: str  # what the scanned basket counts: the SKU, or "barcode:CODE"
+    txn: str | None
+    qty: int = 1
+    entry: EntryMethod = EntryMethod.SCANNED
+    weight_kg: float | None = None
+    state: _State = _State.PENDING
+    paid: list[_Pass] = field(default_factory=list)  # the passes it pays for
+    counted: _Txn | None = None  # the basket its quantity was counted in
+    double_of: _Pass | None = None  # held: the pass that this scan charges a second time
+
+    @property
+    def spare(self) -> int:
+        return self.qty - len(self.paid)
+
+
+@dataclass(eq=False)
+class _Reopened:
+    """A pass whose scan was voided: unpaid unless scanned again before its void window closes."""
+
+    p: _Pass
+    voided: _Scan
+    void_ts: float
 
 
 class EventBuilder:
@@ -72,16 +119,24 @@ class EventBuilder:
         self.on_pass = on_pass
         self.warnings: list[str] = []
         self._passes: list[_Pass] = []
-        self._scans: list[_Scan] = []
+        self._scans: list[_Scan] = []  # pending, by time
+        self._recent: deque[_Scan] = deque(maxlen=RECENT_SCANS)  # every scan, for voids to find
+        self._spare: list[_Scan] = []  # quantity scans in use with units left
+        self._held: list[_Scan] = []  # claimed by no pass, waiting out the void window
+        self._reopened: list[_Reopened] = []
+        self._cancelled: list[tuple[_Scan, float]] = []  # pending scans voided: (scan, void time)
         self._txns: dict[str, _Txn] = {}
         self._done_txns: set[str] = set()
         self._loose = _Txn("", -math.inf)  # passes and scans outside any transaction
+        self._pending_out: list[Event] = []  # decided outside `advance` (a void re-scanned at once)
 
     # --- input ---------------------------------------------------------------------------------
 
     def add_pos(self, event: PosEvent) -> None:
         if event.type is PosEventType.SCAN:
             self._add_scan(event)
+        elif event.type is PosEventType.VOID:
+            self._void(event)
         elif event.type is PosEventType.TXN_START:
             self._close_inferred(event.ts)
             txn = self._txn(event.txn, event.ts)
@@ -89,11 +144,16 @@ class EventBuilder:
         elif event.type is PosEventType.TXN_END:
             self._txn(event.txn, event.ts).end = event.ts
 
+    def _product(self, event: PosEvent) -> tuple[str | None, str]:
+        """The SKU a scan or void names (None for a barcode the catalogue lacks) and its basket label."""
+        if event.sku is not None:
+            return event.sku, event.sku
+        # an unknown barcode is warned of when the lane receives the scan (lane.scan_warning)
+        sku = self.resolve_barcode(event.barcode)
+        return sku, sku or f"barcode:{event.barcode}"
+
     def _add_scan(self, event: PosEvent) -> None:
-        sku, label = event.sku, event.sku
-        if sku is None:  # an unknown barcode is warned of when the lane receives the scan (lane.scan_warning)
-            sku = self.resolve_barcode(event.barcode)
-            label = sku or f"barcode:{event.barcode}"
+        sku, label = self._product(event)
         if event.txn is not None and event.txn not in self._txns:
             self._close_inferred(event.ts)
         txn = self._txn(event.txn, event.ts) if event.txn is not None else None
@@ -101,8 +161,43 @@ class EventBuilder:
             txn.last_scan = event.ts if txn.last_scan is None else max(txn.last_scan, event.ts)
             if not txn.explicit and txn.end is not None:
                 txn.end = max(txn.end, event.ts)
-        self._scans.append(_Scan(event.ts, sku, label, event.txn))
+        scan = _Scan(event.ts, sku, label, event.txn, event.qty, event.entry, event.weight_kg)
+        self._scans.append(scan)
         self._scans.sort(key=lambda s: s.ts)
+        self._recent.append(scan)
+
+    def _void(self, event: PosEvent) -> None:
+        """Cancel the latest scan of the same product (and transaction, when the void names one)."""
+        _, label = self._product(event)
+        target = next(
+            (
+                s
+                for s in reversed(self._recent)
+                if s.state is not _State.VOIDED
+                and s.label == label
+                and s.ts <= event.ts
+                and (event.txn is None or s.txn == event.txn)
+            ),
+            None,
+        )
+        if target is None:
+            txn = "" if event.txn is None else f" in transaction {event.txn!r}"
+            self.warnings.append(f"{event.where}void of {label} at {event.ts:.2f}s has no scan{txn} to cancel")
+            return
+        surplus = next((s for s in self._held if target.state is _State.USED and s.double_of in target.paid), None)
+        target = surplus or target  # a pass scanned twice keeps one scan, whichever of the two the void names
+        state, target.state = target.state, _State.VOIDED
+        self._count(target, -1)
+        if state is _State.PENDING:
+            self._scans.remove(target)
+            self._cancelled.append((target, event.ts))
+        elif state is _State.HELD:
+            self._held.remove(target)
+        elif state is _State.USED:
+            if target in self._spare:
+                self._spare.remove(target)
+            for p in target.paid:
+                self._reopen(_Reopened(p, target, event.ts))
 
     def _txn(self, name: str, ts: float) -> _Txn:
         if name in self._done_txns:
@@ -131,6 +226,7 @@ class EventBuilder:
             if now >= p.item.t_end + after or (scan is not None and p.item.t_start <= scan.ts <= p.item.t_end):
                 out += self._decide_pass(p, scan)
         out += self._decide_scans(now, open_starts)
+        out += self._release(now, open_starts)
         out += self._baskets(now, open_starts)
         return out
 
@@ -158,18 +254,52 @@ class EventBuilder:
         return {id(p): self._scans[chosen[i]] for i, p in enumerate(self._passes) if i in chosen}
 
     def _decide_pass(self, p: _Pass, scan: _Scan | None) -> list[Event]:
+        """A pass whose window has closed (or whose scan lies inside it): paid by its scan, by a spare
+        unit of a quantity scan, reopened if the scan it would have had was voided, else a non-scan."""
         self._passes.remove(p)
-        item = p.item
-        judgement = self.judge(p.rec, None if scan is None else scan.sku)
         if scan is not None:
-            self._scans.remove(scan)
+            return self._settle(p, scan)
+        for unit in self._spare_units(p):
+            judgement = self.judge(p.rec, unit.sku)
+            if unit.sku is None or judgement.verdict in PAYS:
+                return self._settle(p, unit, judgement)
+        voided = next(((s, t) for s, t in self._cancelled if self._claimable(s, p.item.t_start, p.item.t_end)), None)
+        if voided is not None:
+            self._reopen(_Reopened(p, *voided))
+            return []
+        return self._settle(p, None)
+
+    def _spare_units(self, p: _Pass) -> list[_Scan]:
+        """Quantity scans with units left that may pay for this pass, nearest first."""
+        mid = (p.item.t_start + p.item.t_end) / 2
+        txn = self._txn_of(None, mid)
+        near = [
+            s
+            for s in self._spare + [s for s in self._scans + self._held if s.qty > 1]
+            if claimable(p.item.t_start, p.item.t_end, s.ts, self.config.qty_window_s, self.config.window_after_s)
+            and (s.txn is None or txn is None or s.txn == txn)
+        ]
+        return sorted(near, key=lambda s: abs(s.ts - mid))
+
+    def _settle(
+        self, p: _Pass, scan: _Scan | None, judgement: Judgement | None = None, void: _Reopened | None = None
+    ) -> list[Event]:
+        """Decide a pass for good: paid by `scan`, or unpaid (a non-scan; `void` says why, if voided)."""
+        item = p.item
+        judgement = judgement or self.judge(p.rec, None if scan is None else scan.sku)
+        if scan is not None:
+            self._use(scan, p)
             if scan.sku is None:
                 judgement = replace(judgement, verdict=Verdict.UNVERIFIED, scanned_score=None, scanned_confidence=None)
+        p.judgement = judgement
         txn_name = self._txn_of(scan.txn if scan is not None else None, (item.t_start + item.t_end) / 2)
+        if p.seen_in is not None:  # decided before its scan was voided: counted again below
+            txn, entry = p.seen_in
+            txn.seen[entry] -= 1
         txn = self._txns.get(txn_name, self._loose) if txn_name is not None else self._loose
-        txn.seen[judgement.seen_sku or UNKNOWN] += 1
-        if scan is not None:
-            txn.scanned[scan.label] += 1
+        p.seen_in = (txn, judgement.seen_sku or UNKNOWN)
+        txn.seen[p.seen_in[1]] += 1
+        txn.seen += Counter()  # drop entries counted down to nothing
         # What the pass record (every pass) and the alert (some) both say.
         said = dict(
             track_id=item.track_id,
@@ -186,7 +316,8 @@ class EventBuilder:
                 PassRecord(**said, verdict=judgement.verdict, scanned_sku=None if scan is None else scan.label)
             )
         alert = judgement.verdict.alert
-        if alert is None:
+        said_before, p.alerted = p.alerted, None if alert is None else (alert, None if scan is None else scan.label)
+        if alert is None or p.alerted == said_before:  # voided and scanned again as before: already alerted
             return []
         return [
             Event(
@@ -196,8 +327,56 @@ class EventBuilder:
                 scanned_sku=None if scan is None else scan.sku,
                 scanned_confidence=judgement.scanned_confidence,
                 evidence=self.save_evidence(item),
+                entry=None if scan is None else scan.entry,
+                weight_kg=None if scan is None else scan.weight_kg,
+                voided_sku=None if void is None else void.voided.label,
+                void_ts=None if void is None else void.void_ts,
             )
         ]
+
+    def _use(self, scan: _Scan, p: _Pass) -> None:
+        """`scan` pays for pass `p`: its whole quantity counts in the scanned basket at its first use."""
+        if scan.state is _State.PENDING:
+            self._scans.remove(scan)
+        elif scan.state is _State.HELD:
+            self._held.remove(scan)
+        first = not scan.paid
+        scan.state = _State.USED
+        scan.paid.append(p)
+        if first:
+            scan.counted = self._basket_of(scan)
+            self._count(scan, +1)
+        if scan.spare > 0 and scan not in self._spare:
+            self._spare.append(scan)
+        elif scan.spare <= 0 and scan in self._spare:
+            self._spare.remove(scan)
+
+    def _basket_of(self, scan: _Scan) -> _Txn:
+        name = self._txn_of(
+            scan.txn, scan.ts if not scan.paid else (scan.paid[0].item.t_start + scan.paid[0].item.t_end) / 2
+        )
+        return self._txns.get(name, self._loose) if name is not None else self._loose
+
+    def _count(self, scan: _Scan, sign: int) -> None:
+        """Add (or take back, for a void) the scan's quantity in the basket it was counted in."""
+        if scan.counted is not None:
+            scan.counted.scanned[scan.label] += sign * scan.qty
+            scan.counted.scanned += Counter()  # drop entries counted down to nothing
+
+    def _reopen(self, r: _Reopened) -> None:
+        """Wait for a re-scan of a voided pass; a scan no pass claimed near the void is taken at once."""
+        rescan = next((s for s in self._held if s.double_of is None and self._rescans(s, r)), None)
+        if rescan is None:
+            self._reopened.append(r)
+        else:
+            self._pending_out.extend(self._settle(r.p, rescan))
+
+    def _rescans(self, scan: _Scan, r: _Reopened) -> bool:
+        """Whether `scan` (claimed by no pass) scans the voided pass again: near the void, in its
+        transaction, of the voided product or of one the item looks like (a corrected code)."""
+        if abs(scan.ts - r.void_ts) > self.config.void_window_s or scan.txn != r.voided.txn:
+            return False
+        return scan.label == r.voided.label or scan.sku is None or self.judge(r.p.rec, scan.sku).verdict in PAYS
 
     def _txn_of(self, named: str | None, ts: float) -> str | None:
         """The transaction a scan names, else the one open at `ts` (the latest begun, if several)."""
@@ -207,30 +386,102 @@ class EventBuilder:
         live = [t for t in self._txns.values() if t.start - b <= ts and (t.end is None or ts <= t.end + a)]
         return max(live, key=lambda t: t.start).name if live else None
 
+    def _unclaimed(self, scan: _Scan, now: float, open_starts: list[float]) -> bool:
+        """No pass, finished or still in the zone, can claim the scan any more."""
+        return (
+            now >= scan.ts + self.config.window_before_s
+            and not any(self._claimable(scan, q.item.t_start, q.item.t_end) for q in self._passes)
+            and not any(self._claimable(scan, t0, now) for t0 in open_starts)
+        )
+
     def _decide_scans(self, now: float, open_starts: list[float]) -> list[Event]:
+        """Scans no pass can claim: a re-scan of a voided pass, or held to be reported alone."""
         out = []
         for scan in list(self._scans):
             if now < scan.ts + self.config.window_before_s:
                 break  # scans are sorted: later ones are not due either
-            if any(self._claimable(scan, q.item.t_start, q.item.t_end) for q in self._passes):
+            if not self._unclaimed(scan, now, open_starts):
                 continue
-            if any(self._claimable(scan, t0, now) for t0 in open_starts):
+            # the latest void before the scan first: a re-scan follows its void
+            candidates = [r for r in self._reopened if self._rescans(scan, r)]
+            reopened = min(candidates, key=lambda r: (r.void_ts > scan.ts, abs(scan.ts - r.void_ts)), default=None)
+            if reopened is not None:
+                self._reopened.remove(reopened)
+                out += self._settle(reopened.p, scan)
                 continue
             self._scans.remove(scan)
-            txn_name = self._txn_of(scan.txn, scan.ts)
-            txn = self._txns.get(txn_name, self._loose) if txn_name is not None else self._loose
-            txn.scanned[scan.label] += 1
-            out.append(
-                Event(
-                    type=EventType.SCAN_WITHOUT_ITEM,
-                    t_start=scan.ts,
-                    t_end=scan.ts,
-                    scanned_sku=scan.sku,
-                    scan_ts=scan.ts,
-                    txn=txn_name,
-                )
-            )
+            scan.state = _State.HELD
+            scan.double_of = self._double_of(scan)
+            self._held.append(scan)
+        self._cancelled = [(s, t) for s, t in self._cancelled if not self._unclaimed(s, now, open_starts)]
         return out
+
+    def _double_of(self, scan: _Scan) -> _Pass | None:
+        """The pass a scan charges a second time: one paid for by an earlier scan of the same product
+        whose window holds this scan too."""
+        for s in reversed(self._recent):
+            if s is not scan and s.state is _State.USED and s.label == scan.label and s.txn == scan.txn:
+                for p in s.paid:
+                    if self._claimable(scan, p.item.t_start, p.item.t_end):
+                        return p
+        return None
+
+    def _due(self, ts: float, txn: str | None) -> float:
+        """When a void can no longer come for what happened at `ts`: `void_window_s` later, or
+        when its transaction ended, if sooner."""
+        known = self._txns.get(txn) if txn is not None else None
+        due = ts + self.config.void_window_s
+        return due if known is None or known.end is None else min(due, max(ts, known.end))
+
+    def _release(self, now: float, open_starts: list[float]) -> list[Event]:
+        """Report what no void can change any more: scans claimed by no pass, and voided passes
+        not scanned again; forget quantity units no pass can take any more."""
+        out, self._pending_out = self._pending_out, []
+        starts = [p.item.t_start for p in self._passes] + open_starts
+
+        def unit_wanted(s: _Scan) -> bool:  # a pass may still take one of the scan's spare units
+            reach = s.ts + self.config.qty_window_s
+            return s.qty > 1 and (now < reach or any(t <= reach for t in starts))
+
+        self._spare = [s for s in self._spare if unit_wanted(s)]
+        for scan in list(self._held):
+            if now >= self._due(scan.ts, scan.txn) and not unit_wanted(scan):
+                self._held.remove(scan)
+                out.append(self._alone(scan))
+        for r in list(self._reopened):
+            if now >= self._due(r.void_ts, r.voided.txn):
+                self._reopened.remove(r)
+                out += self._settle(r.p, None, void=r)
+        return out
+
+    def _alone(self, scan: _Scan) -> Event:
+        """A scan no pass paid for, as a double scan (a pass already paid for it) or a scan without item."""
+        scan.state = _State.REPORTED
+        scan.counted = self._basket_of(scan)
+        self._count(scan, +1)
+        txn_name = self._txn_of(scan.txn, scan.ts)
+        said = dict(
+            t_start=scan.ts,
+            t_end=scan.ts,
+            scanned_sku=scan.sku,
+            scan_ts=scan.ts,
+            txn=txn_name,
+            entry=scan.entry,
+            weight_kg=scan.weight_kg,
+        )
+        j = None if scan.double_of is None else scan.double_of.judgement
+        if j is None:
+            return Event(type=EventType.SCAN_WITHOUT_ITEM, **said)
+        return Event(
+            type=EventType.DOUBLE_SCAN,
+            **said,
+            track_id=scan.double_of.item.track_id,
+            seen_sku=j.seen_sku,
+            seen_score=j.seen_score,
+            seen_confidence=j.seen_confidence,
+            scanned_score=j.scanned_score,
+            scanned_confidence=j.scanned_confidence,
+        )
 
     def _baskets(self, now: float, open_starts: list[float]) -> list[BasketEvent]:
         out = []
@@ -240,7 +491,9 @@ class EventBuilder:
                 continue
             if any(p.item.t_start <= txn.end + a for p in self._passes) or any(t0 <= txn.end for t0 in open_starts):
                 continue
-            if any(s.txn == name for s in self._scans):
+            if any(s.txn == name for s in self._scans + self._held) or any(
+                r.voided.txn == name for r in self._reopened
+            ):
                 continue
             del self._txns[name]
             self._done_txns.add(name)

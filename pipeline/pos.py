@@ -1,6 +1,8 @@
 """The point-of-sale log: what the till says was scanned, and when.
 
 One JSON object per line, e.g. `{"ts": 12.34, "type": "scan", "sku": "Granny-Smith", "txn": "T1"}`.
+A scan may pay for several identical items (`qty`), be keyed or weighed instead of scanned
+(`entry`, `weight_kg`), and a `void` cancels the latest matching scan of its transaction.
 A real POS export is messy, so a bad line is skipped with a warning naming its line rather than
 failing the whole shift's log; only a log with nothing usable in it is an error.
 """
@@ -19,14 +21,27 @@ from retail_reid.userfiles import read_user_file
 
 
 class PosEventType(StrEnum):
-    """What a till event says: an item scanned, or a transaction opened or closed."""
+    """What a till event says: an item scanned, a scan cancelled, or a transaction opened or closed."""
 
     SCAN = "scan"
+    VOID = "void"
     TXN_START = "txn_start"
     TXN_END = "txn_end"
 
 
+class EntryMethod(StrEnum):
+    """How the till learned the product: its barcode scanned, its code keyed, or keyed on the scale.
+    Keying a cheaper code for what lies on the scale is the produce switch."""
+
+    SCANNED = "scanned"
+    KEYED = "keyed"
+    WEIGHED = "weighed"
+
+
 _TEXT_FIELDS = ("sku", "barcode", "txn")
+_PRODUCT_TYPES = (PosEventType.SCAN, PosEventType.VOID)  # events that name a product
+QTY_MAX = 999  # one line of a till pays for at most this many items
+WEIGHT_MAX_KG = 100.0  # more than a checkout scale weighs
 
 
 class PosError(ReidError, ValueError):
@@ -42,12 +57,27 @@ class PosEvent:
     sku: str | None = None
     barcode: str | None = None
     txn: str | None = None
+    qty: int = 1  # items this scan pays for
+    entry: EntryMethod = EntryMethod.SCANNED
+    weight_kg: float | None = None
     line: int = 0  # line number in the source file (0 when it came over HTTP)
 
+    @property
+    def where(self) -> str:
+        """ "line N: " for an event read from a file (to lead a warning), else ""."""
+        return f"line {self.line}: " if self.line else ""
+
     def to_json(self) -> str:
-        """The event as one POS-log line (the inverse of `parse_pos_event`; `line` is not stored)."""
+        """The event as one POS-log line (the inverse of `parse_pos_event`; `line` is not stored,
+        nor `qty` 1 and `entry` "scanned", the defaults)."""
         obj: dict[str, object] = {"ts": self.ts, "type": self.type}
         obj.update({k: getattr(self, k) for k in _TEXT_FIELDS if getattr(self, k) is not None})
+        if self.qty != 1:
+            obj["qty"] = self.qty
+        if self.entry is not EntryMethod.SCANNED:
+            obj["entry"] = self.entry
+        if self.weight_kg is not None:
+            obj["weight_kg"] = self.weight_kg
         return json.dumps(obj)
 
 
@@ -62,6 +92,39 @@ def _text(obj: dict, key: str, where: str) -> str | None:
     if not value:
         raise PosError(f"{where}: field '{key}' is empty")
     return value
+
+
+def _qty(obj: dict, where: str) -> int:
+    value = obj.get("qty")
+    if value is None:
+        return 1
+    # 3.0 is 3, as JSON Schema's "integer" has it; 2.5, true and "3" are not quantities.
+    whole = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not whole or value != int(value):
+        raise PosError(f"{where}: field 'qty' must be a whole number of items, got {value!r}")
+    if not 1 <= value <= QTY_MAX:
+        raise PosError(f"{where}: field 'qty' must be between 1 and {QTY_MAX}, got {value!r}")
+    return int(value)
+
+
+def _entry(obj: dict, where: str) -> EntryMethod:
+    value = obj.get("entry")
+    if value is None:
+        return EntryMethod.SCANNED
+    if value not in EntryMethod.__members__.values():
+        raise PosError(f"{where}: field 'entry' is {value!r}, expected one of {', '.join(EntryMethod)}")
+    return EntryMethod(value)
+
+
+def _weight(obj: dict, where: str) -> float | None:
+    value = obj.get("weight_kg")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= WEIGHT_MAX_KG:
+        raise PosError(
+            f"{where}: field 'weight_kg' must be a number of kilograms in (0, {WEIGHT_MAX_KG:g}], got {value!r}"
+        )
+    return float(value)
 
 
 def parse_pos_event(obj: dict, where: str) -> PosEvent:
@@ -82,11 +145,12 @@ def parse_pos_event(obj: dict, where: str) -> PosEvent:
         raise PosError(f"{where}: field 'type' is {kind!r}, expected one of {', '.join(PosEventType)}")
     kind = PosEventType(kind)
     sku, barcode, txn = (_text(obj, k, where) for k in _TEXT_FIELDS)
-    if kind is PosEventType.SCAN and sku is None and barcode is None:
-        raise PosError(f"{where}: a scan needs a 'sku' or a 'barcode'")
-    if kind is not PosEventType.SCAN and txn is None:
+    if kind in _PRODUCT_TYPES and sku is None and barcode is None:
+        raise PosError(f"{where}: a {kind} needs a 'sku' or a 'barcode'")
+    if kind not in _PRODUCT_TYPES and txn is None:
         raise PosError(f"{where}: a {kind} needs a 'txn' (the transaction it opens or closes)")
-    return PosEvent(ts=float(ts), type=kind, sku=sku, barcode=barcode, txn=txn)
+    qty, entry, weight = _qty(obj, where), _entry(obj, where), _weight(obj, where)
+    return PosEvent(ts=float(ts), type=kind, sku=sku, barcode=barcode, txn=txn, qty=qty, entry=entry, weight_kg=weight)
 
 
 def read_pos_log(path: str | Path) -> tuple[list[PosEvent], list[str]]:

@@ -1,6 +1,8 @@
 """report.html: one self-contained page for the investigator (every image inlined as base64, no
-scripts, no outside files): what ran, a timeline of item passes and scans, and for each alert
-the item's crops beside reference photos of the SKU seen and the SKU scanned."""
+scripts, no outside files): what ran, a timeline of item passes, scans and voids, and for each
+loss alert the item's crops beside reference photos of the SKU seen and the SKU scanned, with how
+the scan was entered and any void; double scans (the customer overcharged) apart, under
+customer service."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ import numpy as np
 from retail_reid.images import ImageError, read_image
 from retail_reid.pipeline.pos import PosEvent
 from retail_reid.pipeline.recognition import GalleryLike
-from retail_reid.pipeline.types import BasketEvent, Event, PassRecord
+from retail_reid.pipeline.types import BasketEvent, Event, EventType, PassRecord
 
 THUMB_SIDE = 220  # long side of inlined pictures: enough to judge, small enough to mail
 TIMELINE_WIDTH = 1100  # at least; longer recordings get PIXELS_PER_SECOND, up to MAX_TIMELINE_WIDTH
@@ -28,13 +30,17 @@ VERDICT_COLOURS = {
     "product_switch": "#e08a1e",
     "unknown_item": "#8a5cc2",
     "scan_without_item": "#1f7ae0",
+    "double_scan": "#2a9d8f",
 }
+VOID_COLOUR = "#c2185b"
 TITLES = {
     "non_scan": "Item passed without a scan",
     "product_switch": "Scanned SKU does not match the item",
     "unknown_item": "Item not recognised",
     "scan_without_item": "Scan with no item seen",
+    "double_scan": "Scanned twice for one item (the customer was overcharged)",
 }
+VOIDED_TITLE = "Item passed; its only scan was voided"
 
 STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:24px;color:#1d2733;max-width:1200px}
@@ -110,11 +116,22 @@ def _timeline(records: list[PassRecord], pos: list[PosEvent], events: list[Event
             f'fill="{colour}"><title>{tip}</title></rect>'
         )
     lonely = {round(e.t_start, 3) for e in events if e.type == "scan_without_item"}
+    doubles = {round(e.t_start, 3) for e in events if e.type == "double_scan"}
     for p in pos:
-        if p.type != "scan":
+        if p.type not in ("scan", "void"):
             continue
-        colour = VERDICT_COLOURS["scan_without_item"] if round(p.ts, 3) in lonely else "#33414f"
-        tip = html.escape(f"scan {p.sku or f'of barcode {p.barcode}'} at {p.ts:.2f}s")
+        colour = (
+            VOID_COLOUR
+            if p.type == "void"
+            else VERDICT_COLOURS["scan_without_item"]
+            if round(p.ts, 3) in lonely
+            else VERDICT_COLOURS["double_scan"]
+            if round(p.ts, 3) in doubles
+            else "#33414f"
+        )
+        how = "" if p.entry == "scanned" else f", {p.entry}" + ("" if p.weight_kg is None else f" {p.weight_kg:g} kg")
+        what = f"{p.sku or f'of barcode {p.barcode}'}{f' ×{p.qty}' if p.qty > 1 else ''}{how}"
+        tip = html.escape(f"{p.type} {what} at {p.ts:.2f}s")
         parts.append(
             f'<line x1="{x(p.ts):.1f}" y1="95" x2="{x(p.ts):.1f}" y2="125" stroke="{colour}" stroke-width="2">'
             f"<title>{tip}</title></line>"
@@ -126,17 +143,19 @@ def _timeline(records: list[PassRecord], pos: list[PosEvent], events: list[Event
         anchor = "start" if k == 0 else "end" if k == ticks else "middle"
         parts.append(f'<text x="{x(t):.1f}" y="146" fill="#5b6773" text-anchor="{anchor}">{t:.1f}s</text>')
     parts.append("</svg>")
-    legend = "".join(f'<span><i style="background:{c}"></i>{html.escape(v)}</span>' for v, c in VERDICT_COLOURS.items())
+    legend = "".join(
+        f'<span><i style="background:{c}"></i>{html.escape(v)}</span>'
+        for v, c in {**VERDICT_COLOURS, "void": VOID_COLOUR}.items()
+    )
     return '<div style="overflow-x:auto">' + "".join(parts) + f'</div><div class="legend">{legend}</div>'
 
 
 def _event_card(e: Event, run_dir: Path, gallery: GalleryLike) -> str:
     colour = VERDICT_COLOURS.get(e.type, "#777")
-    head = (
-        f"<b>{html.escape(TITLES.get(e.type, e.type))}</b> — {_fmt(e.t_start, 2)}s to {_fmt(e.t_end, 2)}s"
-        f"{'' if e.track_id is None else f', track {e.track_id}'}"
-        f"{'' if e.txn is None else f', transaction {html.escape(e.txn)}'}"
-    )
+    title = VOIDED_TITLE if e.voided_sku is not None else TITLES.get(e.type, e.type)
+    track = "" if e.track_id is None else f", track {e.track_id}"
+    txn = "" if e.txn is None else f", transaction {html.escape(e.txn)}"
+    head = f"<b>{html.escape(title)}</b> — {_fmt(e.t_start, 2)}s to {_fmt(e.t_end, 2)}s{track}{txn}"
     rows = [
         ("seen SKU", e.seen_sku, e.seen_score, e.seen_confidence),
         ("scanned SKU", e.scanned_sku, e.scanned_score, e.scanned_confidence),
@@ -151,7 +170,14 @@ def _event_card(e: Event, run_dir: Path, gallery: GalleryLike) -> str:
         + "</table>"
     )
     if e.scan_ts is not None:
-        table += f"<div>scan at {e.scan_ts:.2f}s</div>"
+        entered = "" if e.entry in (None, "scanned") else f", {e.entry}"
+        weight = "" if e.weight_kg is None else f", {e.weight_kg:g} kg on the scale"
+        table += f"<div>scan at {e.scan_ts:.2f}s{html.escape(entered + weight)}</div>"
+    if e.voided_sku is not None:
+        table += (
+            f"<div>its scan of {html.escape(e.voided_sku)} was voided at {_fmt(e.void_ts, 2)}s"
+            " and the item was not scanned again</div>"
+        )
     pics = [_figure(run_dir / p, f"crop {i + 1}") for i, p in enumerate(e.evidence[:3])]
     if e.seen_sku:
         pics.append(_figure(gallery.reference_image(e.seen_sku), f"seen: {gallery.display_name(e.seen_sku)}"))
@@ -190,7 +216,8 @@ def write_report(
     summary: dict,
 ) -> None:
     """Write the page; evidence paths in events are relative to `run_dir`."""
-    alerts = [e for e in events if isinstance(e, Event)]
+    alerts = [e for e in events if isinstance(e, Event) and e.type.loss]
+    service = [e for e in events if isinstance(e, Event) and not e.type.loss]
     baskets = [e for e in events if isinstance(e, BasketEvent)]
     c = summary["counts"]
     facts = [
@@ -200,7 +227,8 @@ def write_report(
         ("duration", f"{summary['video_seconds']:.1f}s, processed at {summary['speed_x_realtime']}× real time"),
         ("item passes", summary["passes"]),
         ("scans", summary["scans"]),
-        ("alerts", ", ".join(f"{k}: {v}" for k, v in c.items() if k != "basket")),
+        ("loss alerts", ", ".join(f"{k}: {v}" for k, v in c.items() if EventType(k).loss)),
+        ("customer service", f"double scans: {c.get(EventType.DOUBLE_SCAN, 0)}"),
         ("model", f"{Path(summary['model']['path']).name} ({summary['model']['fingerprint'][:12]})"),
     ]
     body = [
@@ -215,11 +243,14 @@ def write_report(
             + "".join(f'<li class="warn">{html.escape(w)}</li>' for w in summary["warnings"])
             + "</ul>"
         )
-    body.append("<h2>Timeline</h2>" + _timeline(records, pos, alerts))
+    body.append("<h2>Timeline</h2>" + _timeline(records, pos, alerts + service))
     body.append(f"<h2>Alerts ({len(alerts)})</h2>")
     body.extend(_event_card(e, run_dir, gallery) for e in sorted(alerts, key=lambda e: e.t_start))
     if not alerts:
         body.append("<p>No alerts: every item pass lined up with a scan of the SKU it looks like.</p>")
+    if service:
+        body.append(f"<h2>Customer service ({len(service)})</h2>")
+        body.extend(_event_card(e, run_dir, gallery) for e in sorted(service, key=lambda e: e.t_start))
     body.append(_baskets(baskets))
     body.append("</body></html>\n")
     path.write_text("".join(body), encoding="utf-8")

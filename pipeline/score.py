@@ -3,6 +3,11 @@
 An alert counts as found when an alert of the same type overlaps a true anomaly's time span,
 give or take a tolerance; each true anomaly and each alert is used at most once, so a burst of
 duplicate alerts for one non-scan costs precision instead of being free.
+
+Beside precision and recall per type it reports what a store would see (`StoreRates`): false
+loss alerts per 100 normal item passes and per 1,000 transactions, loss alerts per transaction,
+and every error (missed anomaly or false alert) with its time, so it can be found in the report.
+Double scans are customer-service events: scored as a type, never counted as loss alerts.
 """
 
 from __future__ import annotations
@@ -11,15 +16,20 @@ import json
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from retail_reid.errors import ReidError
 from retail_reid.pipeline.simulate import Anomaly, Pass, Truth
+from retail_reid.pipeline.simulate_pos import PosCase, PosCaseKind
 from retail_reid.userfiles import read_user_file
 
 SCORED_TYPES = ("non_scan", "product_switch", "scan_without_item")
-# Alert types with a time span; "unknown_item" is scored only when the truth labels some.
-SPAN_TYPES = (*SCORED_TYPES, "unknown_item")
+# Event types with a time span; "unknown_item" is scored only when the truth labels some, and the
+# customer-service "double_scan" when the truth or the run has some.
+SPAN_TYPES = (*SCORED_TYPES, "unknown_item", "double_scan")
+LOSS_TYPES = ("non_scan", "product_switch", "scan_without_item", "unknown_item")
+PASS_TYPES = ("non_scan", "product_switch", "unknown_item")  # anomalies of an item pass: the others are normal
 DEFAULT_TOL = 1.0
 
 
@@ -163,8 +173,51 @@ def read_truth(path: str | Path) -> Truth:
             kind = obj.get("type")
             if kind not in SPAN_TYPES:
                 raise ScoreError(f"{where}: field 'type' is {kind!r}, expected one of {', '.join(SPAN_TYPES)}")
-            out.append(Anomaly(kind, start, end, _sku(obj, "seen_sku", where), _sku(obj, "scanned_sku", where), txn))
-    return Truth(top["video"], fps, tuple(top["size"]), tuple(top["zone"]), tuple(passes), tuple(anomalies))
+            out.append(_anomaly(obj, kind, start, end, txn, where))
+    return Truth(
+        top["video"],
+        fps,
+        tuple(top["size"]),
+        tuple(top["zone"]),
+        tuple(passes),
+        tuple(anomalies),
+        _pos_cases(top.get("pos_cases", []), p),
+    )
+
+
+def _anomaly(obj: dict, kind: str, start: float, end: float, txn: str | None, where: str) -> Anomaly:
+    entry = obj.get("entry")
+    if entry is not None and entry not in ("scanned", "keyed", "weighed"):
+        raise ScoreError(f"{where}: field 'entry' is {entry!r}, expected scanned, keyed or weighed")
+    weight = None if obj.get("weight_kg") is None else _number(obj, "weight_kg", where)
+    return Anomaly(
+        kind,
+        start,
+        end,
+        _sku(obj, "seen_sku", where),
+        _sku(obj, "scanned_sku", where),
+        txn,
+        entry=entry,
+        weight_kg=weight,
+        voided_sku=_sku(obj, "voided_sku", where),
+    )
+
+
+def _pos_cases(items: object, p: Path) -> tuple[PosCase, ...]:
+    if not isinstance(items, list):
+        raise ScoreError(f"{p}: field 'pos_cases' must be a list")
+    out = []
+    for i, item in enumerate(items):
+        where = f"{p}: pos_cases[{i}]"
+        obj = _object(item, where)
+        case = obj.get("case")
+        if case not in PosCaseKind.__members__.values():
+            raise ScoreError(f"{where}: field 'case' is {case!r}, expected one of {', '.join(PosCaseKind)}")
+        start, end = _span(obj, where)
+        out.append(
+            PosCase(PosCaseKind(case), start, end, _sku(obj, "sku", where, required=True), _sku(obj, "txn", where))
+        )
+    return tuple(out)
 
 
 def _counts(obj: dict, key: str, where: str) -> Counter:
@@ -291,6 +344,73 @@ class BasketCheck:
     scanned_exact: int
 
 
+class ErrorKind(StrEnum):
+    MISSED = "missed"  # a true anomaly no alert found
+    FALSE_ALERT = "false_alert"  # an alert no true anomaly explains
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoringError:
+    """One thing the run got wrong, with its time so it can be looked at in the report; `line` is
+    the false alert's line in events.jsonl."""
+
+    kind: ErrorKind
+    type: str
+    t_start: float
+    t_end: float
+    seen_sku: str | None
+    scanned_sku: str | None
+    line: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreRates:
+    """What a store would see. Lanes add up with `+`, so a benchmark can pool them."""
+
+    normal_passes: int = 0  # item passes that are no anomaly
+    transactions: int = 0
+    loss_alerts: int = 0  # alerts of LOSS_TYPES, true or false
+    false_loss_alerts: int = 0
+    customer_service: int = 0  # double_scan events, true or false
+    false_customer_service: int = 0
+
+    def __add__(self, other: StoreRates) -> StoreRates:
+        return StoreRates(**{k: v + getattr(other, k) for k, v in vars(self).items()})
+
+    @property
+    def false_per_100_passes(self) -> float | None:
+        return _ratio(100 * self.false_loss_alerts, self.normal_passes)
+
+    @property
+    def false_per_1000_transactions(self) -> float | None:
+        return _ratio(1000 * self.false_loss_alerts, self.transactions)
+
+    @property
+    def alerts_per_transaction(self) -> float | None:
+        return _ratio(self.loss_alerts, self.transactions)
+
+    def to_dict(self) -> dict:
+        return {
+            **vars(self),
+            "false_per_100_passes": self.false_per_100_passes,
+            "false_per_1000_transactions": self.false_per_1000_transactions,
+            "alerts_per_transaction": self.alerts_per_transaction,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class CaseCheck:
+    """The till cases of one kind planted in the lanes, and the false loss alerts within the
+    tolerance of them (the target for the legitimate ones is none)."""
+
+    case: PosCaseKind
+    count: int
+    false_loss_alerts: int
+
+
 @dataclass(frozen=True)
 class Score:
     tol: float
@@ -299,6 +419,9 @@ class Score:
     switches_sku_right: int  # matched switches whose alert named the seen SKU right
     baskets: BasketCheck
     not_scored: dict[str, int]
+    rates: StoreRates = StoreRates()
+    errors: tuple[ScoringError, ...] = ()  # by time
+    cases: tuple[CaseCheck, ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -322,6 +445,12 @@ class Score:
             },
             "baskets": vars(self.baskets),
             "not_scored": self.not_scored,
+            "store": self.rates.to_dict(),
+            "pos_cases": {
+                c.case: {"count": c.count, "false_loss_alerts": c.false_loss_alerts, "legit": c.case.legit}
+                for c in self.cases
+            },
+            "errors": [e.to_dict() for e in self.errors],
         }
 
 
@@ -338,8 +467,8 @@ def _true_baskets(truth: Truth) -> dict[str, tuple[Counter, Counter]]:
             seen[p.sku] += 1
             if p.scanned_sku:
                 scanned[p.scanned_sku] += 1
-    for a in truth.anomalies:
-        if a.type == "scan_without_item" and a.txn is not None and a.scanned_sku:
+    for a in truth.anomalies:  # scans that paid for no pass
+        if a.type in ("scan_without_item", "double_scan") and a.txn is not None and a.scanned_sku:
             out.setdefault(a.txn, (Counter(), Counter()))[1][a.scanned_sku] += 1
     return out
 
@@ -360,7 +489,8 @@ def score(truth: Truth, events: Events, tol: float = DEFAULT_TOL) -> Score:
     """Score every alert type the truth or the run has (unknown_item only if the truth labels some)."""
     if not (math.isfinite(tol) and tol >= 0):
         raise ScoreError(f"tolerance must be a number of seconds >= 0, got {tol}")
-    kinds = list(SCORED_TYPES) + sorted({a.type for a in truth.anomalies} - set(SCORED_TYPES))
+    present = {a.type for a in truth.anomalies} | ({"double_scan"} & {e.type for e in events.alerts})
+    kinds = list(SCORED_TYPES) + sorted(present - set(SCORED_TYPES))
     not_scored = dict(events.other)
     for kind in set(SPAN_TYPES) - set(kinds):
         n = sum(e.type == kind for e in events.alerts)
@@ -385,8 +515,56 @@ def score(truth: Truth, events: Events, tol: float = DEFAULT_TOL) -> Score:
         if kind == "product_switch":
             switched = len(pairs)
             right = sum(e[j].seen_sku == t[i].seen_sku for i, j in pairs)
+    unscored = [e for e in events.alerts if e.type in LOSS_TYPES and e.type not in kinds]  # none are true
+    false_loss = [e for t in types if t.type in LOSS_TYPES for e in t.false_alarms] + unscored
     return Score(
-        tol, tuple(types), switched, right, _check_baskets(truth, events.baskets), dict(sorted(not_scored.items()))
+        tol,
+        tuple(types),
+        switched,
+        right,
+        _check_baskets(truth, events.baskets),
+        dict(sorted(not_scored.items())),
+        _rates(truth, events, types, len(false_loss)),
+        _errors(types, unscored),
+        _cases(truth, false_loss, tol),
+    )
+
+
+def _rates(truth: Truth, events: Events, types: list[TypeScore], false_loss: int) -> StoreRates:
+    unusual = {(a.t_start, a.t_end) for a in truth.anomalies if a.type in PASS_TYPES}
+    txns = {x.txn for x in (*truth.passes, *truth.anomalies, *truth.pos_cases) if x.txn is not None}
+    service = [t for t in types if t.type == "double_scan"]
+    return StoreRates(
+        normal_passes=sum((p.t_start, p.t_end) not in unusual for p in truth.passes),
+        transactions=len(txns),
+        loss_alerts=sum(e.type in LOSS_TYPES for e in events.alerts),
+        false_loss_alerts=false_loss,
+        customer_service=sum(t.alerts for t in service),
+        false_customer_service=sum(len(t.false_alarms) for t in service),
+    )
+
+
+def _errors(types: list[TypeScore], unscored: list[Alert]) -> tuple[ScoringError, ...]:
+    said = ("type", "t_start", "t_end", "seen_sku", "scanned_sku")
+    out = [ScoringError(kind=ErrorKind.MISSED, **{k: getattr(a, k) for k in said}) for t in types for a in t.missed]
+    out += [
+        ScoringError(kind=ErrorKind.FALSE_ALERT, line=e.line, **{k: getattr(e, k) for k in said})
+        for e in [x for t in types for x in t.false_alarms] + unscored
+    ]
+    return tuple(sorted(out, key=lambda e: (e.t_start, e.t_end, e.type)))
+
+
+def _cases(truth: Truth, false_loss: list[Alert], tol: float) -> tuple[CaseCheck, ...]:
+    return tuple(
+        CaseCheck(
+            case=kind,
+            count=sum(c.case is kind for c in truth.pos_cases),
+            false_loss_alerts=sum(
+                any(c.case is kind and _gap(c, e) <= tol for c in truth.pos_cases) for e in false_loss
+            ),
+        )
+        for kind in PosCaseKind
+        if any(c.case is kind for c in truth.pos_cases)
     )
 
 
@@ -415,4 +593,32 @@ def format_score(s: Score) -> str:
     )
     if s.not_scored:
         rows.append("not scored: " + ", ".join(f"{n} {k}" for k, n in s.not_scored.items()))
+    rows += format_rates(s.rates)
+    if s.cases:
+        rows.append(
+            "till cases (false loss alerts near them): "
+            + ", ".join(f"{c.case} {c.false_loss_alerts} of {c.count}" for c in s.cases)
+        )
+    if s.errors:
+        rows.append(f"errors ({len(s.errors)}, by time):")
+        rows += [
+            f"  {e.t_start:8.2f}-{e.t_end:.2f}s  {e.kind:<11} {e.type:<17} seen {e.seen_sku or '-'}, "
+            f"scanned {e.scanned_sku or '-'}" + ("" if e.line is None else f" (events line {e.line})")
+            for e in s.errors
+        ]
     return "\n".join(rows)
+
+
+def format_rates(r: StoreRates) -> list[str]:
+    """What a store would see, as lines for people (a benchmark prints its pooled rates with this too)."""
+
+    def rate(x: float | None, digits: int) -> str:
+        return "-" if x is None else f"{x:.{digits}f}"
+
+    return [
+        f"store view: {r.false_loss_alerts} false loss alerts of {r.loss_alerts}; "
+        f"{rate(r.false_per_100_passes, 2)} per 100 normal item passes ({r.normal_passes}), "
+        f"{rate(r.false_per_1000_transactions, 1)} per 1,000 transactions ({r.transactions}); "
+        f"{rate(r.alerts_per_transaction, 2)} loss alerts per transaction",
+        f"customer service: {r.customer_service} double scans reported, {r.false_customer_service} false",
+    ]

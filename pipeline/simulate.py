@@ -36,6 +36,7 @@ from retail_reid.errors import ReidError
 from retail_reid.images import read_image
 from retail_reid.models.datasets import ImageSet
 from retail_reid.pipeline.pos import PosEvent, PosEventType
+from retail_reid.pipeline.simulate_pos import PosCase, TillPlan, TillRates
 
 OUTPUT_NAMES = ("video.mp4", "video.avi", "pos.jsonl", "truth.json")
 # Containers tried in order: MPEG-4 Part 2 in MP4 is written by every opencv-python-headless
@@ -43,6 +44,9 @@ OUTPUT_NAMES = ("video.mp4", "video.avi", "pos.jsonl", "truth.json")
 _CONTAINERS = (("video.mp4", "mp4v"), ("video.avi", "MJPG"))
 # Skin tones (BGR) for the cashier's hands.
 _SKIN = ((172, 196, 232), (141, 170, 214), (110, 142, 198), (86, 116, 170), (60, 84, 128), (45, 60, 92))
+
+
+_ANOMALY_KEYS = ("type", "t_start", "t_end", "seen_sku", "scanned_sku", "txn")  # written even when null
 
 
 class SimulationError(ReidError, ValueError):
@@ -86,6 +90,7 @@ class SimConfig:
     scan_without_item_rate: float = 0.05  # phantom scans, as a share of passes (at most one per item group)
     pair_rate: float = 0.2  # chance that a pass is followed closely by a second item
     pause_rate: float = 0.3  # share of item groups that stop on the scanner for a moment
+    till: TillRates = field(default_factory=TillRates)  # quantity scans, voids, keyed produce, double scans
     fps: float = 15.0
     width: int = 640
     height: int = 480
@@ -120,6 +125,9 @@ class SimConfig:
             raise SimulationError(
                 "non_scan_rate + switch_rate must not exceed 1 (each pass is one or the other or neither)"
             )
+        self.till.check(SimulationError)
+        if self.non_scan_rate + self.switch_rate + self.till.share > 1.0:
+            raise SimulationError("the non-scan, switch and till-case rates must not add up to more than 1")
         if not 5.0 <= self.fps <= 60.0:
             raise SimulationError(f"fps must be between 5 and 60, got {self.fps}")
         if not (320 <= self.width <= 1920 and 240 <= self.height <= 1080):
@@ -173,12 +181,15 @@ class Pass:
 class Anomaly:
     """Something the system should alert on. A scan without an item spans the scan's instant."""
 
-    type: str  # "non_scan" | "product_switch" | "scan_without_item" (hand-labelled truth may add "unknown_item")
+    type: str  # non_scan, product_switch, scan_without_item, double_scan (hand-labelled truth may add unknown_item)
     t_start: float
     t_end: float
     seen_sku: str | None
     scanned_sku: str | None
     txn: str | None = None
+    entry: str | None = None  # how the scan was entered, when not scanned ("keyed", "weighed")
+    weight_kg: float | None = None
+    voided_sku: str | None = None  # a non-scan whose scan was voided: that scan's SKU
 
 
 @dataclass(frozen=True)
@@ -192,16 +203,22 @@ class Truth:
     zone: tuple[int, int, int, int]
     passes: tuple[Pass, ...]
     anomalies: tuple[Anomaly, ...]
+    pos_cases: tuple[PosCase, ...] = ()  # till cases planted (written only when there are some)
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "video": self.video,
             "fps": self.fps,
             "size": list(self.size),
             "zone": list(self.zone),
             "passes": [asdict(p) for p in self.passes],
-            "anomalies": [asdict(a) for a in self.anomalies],
+            "anomalies": [
+                {k: v for k, v in asdict(a).items() if v is not None or k in _ANOMALY_KEYS} for a in self.anomalies
+            ],
         }
+        if self.pos_cases:
+            d["pos_cases"] = [asdict(c) for c in self.pos_cases]
+        return d
 
     def to_json(self) -> str:
         """JSON with one pass or anomaly per line, so a person can read and diff it."""
@@ -209,7 +226,8 @@ class Truth:
         head = "".join(f' "{k}": {json.dumps(d[k])},\n' for k in ("video", "fps", "size", "zone"))
         lists = [
             f' "{k}": [' + ",".join(f"\n  {json.dumps(x)}" for x in d[k]) + ("\n ]" if d[k] else "]")
-            for k in ("passes", "anomalies")
+            for k in ("passes", "anomalies", "pos_cases")
+            if k in d
         ]
         return "{\n" + head + ",\n".join(lists) + "\n}\n"
 
@@ -312,6 +330,7 @@ class _Plan:
     passes: list[Pass] = field(default_factory=list)
     anomalies: list[Anomaly] = field(default_factory=list)
     pos: list[PosEvent] = field(default_factory=list)
+    cases: list[PosCase] = field(default_factory=list)
     duration: float = 0.0
 
 
@@ -449,6 +468,8 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator, coarse: Ma
     n_non, n_switch = round(cfg.non_scan_rate * n), round(cfg.switch_rate * n)
     kinds[order[:n_non]] = "non_scan"
     kinds[order[n_non : n_non + n_switch]] = "product_switch"
+    txn_split = np.array_split(np.arange(n), cfg.transactions)
+    till = TillPlan.draw(cfg.till, kinds, txn_split, rng)
     w, h = cfg.width, cfg.height
     x1, _, x2, _ = cfg.zone
     mid = (x1 + x2) / 2
@@ -459,10 +480,10 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator, coarse: Ma
 
     # Split passes into transactions, then into groups of one or two items.
     txn_groups: list[tuple[str, list[list[int]]]] = []
-    for t, idx in enumerate(np.array_split(np.arange(n), cfg.transactions), start=1):
+    for t, idx in enumerate(txn_split, start=1):
         groups, i = [], 0
         while i < len(idx):
-            if i + 1 < len(idx) and rng.random() < cfg.pair_rate:
+            if i + 1 < len(idx) and rng.random() < cfg.pair_rate and till.pairable(int(idx[i]), int(idx[i + 1])):
                 groups.append([int(idx[i]), int(idx[i + 1])])
                 i += 2
             else:
@@ -472,6 +493,7 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator, coarse: Ma
     n_groups = sum(len(g) for _, g in txn_groups)
     phantom_after = set(rng.permutation(n_groups)[: min(n_groups, round(cfg.scan_without_item_rate * n))].tolist())
     pausing = set(rng.permutation(n_groups)[: round(cfg.pause_rate * n_groups)].tolist())
+    till.place_gaps(n_groups, phantom_after, rng)
 
     t, gi, off_frame = 0.5, 0, 0.0
     for txn, groups in txn_groups:
@@ -483,6 +505,7 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator, coarse: Ma
             items, prev = [], None
             for j, pass_index in enumerate(members):
                 sku = str(rng.choice(skus)) if prev is None or len(skus) < 2 else other_sku(prev)
+                sku = till.item_sku(pass_index, sku)
                 prev = sku
                 photo = by_sku[sku][int(rng.integers(len(by_sku[sku])))]
                 hand = ("below" if j == 0 else "behind") if len(members) == 2 else str(rng.choice(["behind", "below"]))
@@ -518,6 +541,7 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator, coarse: Ma
                 plan.passes.append(Pass(round(start, 3), round(end, 3), sku, scanned, txn))
                 if kind != "ok":
                     plan.anomalies.append(Anomaly(kind, round(start, 3), round(end, 3), sku, scanned, txn))
+                till.settle(plan, pass_index, rng, Anomaly, other_sku)
             last = group.items[-1]
             clear = group.time_at(x2 + last.offset + last.anchor[0])  # the last sprite has left the zone
             group.t_gone = group.time_at(w + last.offset + last.anchor[0])
@@ -529,6 +553,9 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator, coarse: Ma
                 plan.pos.append(PosEvent(ts=ts, type=PosEventType.SCAN, sku=sku, txn=txn))
                 plan.anomalies.append(Anomaly("scan_without_item", ts, ts, None, sku, txn))
                 t_free = clear + 3.0
+            t_free = till.after_group(
+                plan, gi, clear, t_free, txn, str(rng.choice(skus)) if gi in till.gaps else "", rng
+            )
             gi += 1
         t_end = round(t_free, 3)
         plan.pos.append(PosEvent(ts=t_end, type=PosEventType.TXN_END, txn=txn))
@@ -700,7 +727,9 @@ def simulate(
     for stale in existing:
         if stale.startswith("video.") and stale != name:
             (out / stale).unlink()
-    truth = Truth(name, cfg.fps, (cfg.width, cfg.height), cfg.zone, tuple(plan.passes), tuple(plan.anomalies))
+    truth = Truth(
+        name, cfg.fps, (cfg.width, cfg.height), cfg.zone, tuple(plan.passes), tuple(plan.anomalies), tuple(plan.cases)
+    )
     _write_text(out / "pos.jsonl", "".join(e.to_json() + "\n" for e in plan.pos))
     _write_text(out / "truth.json", truth.to_json())
     return Scenario(truth, tuple(plan.pos), count, out / name, out / "pos.jsonl", out / "truth.json")

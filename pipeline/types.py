@@ -11,6 +11,7 @@ import numpy as np
 
 from retail_reid.compat import StrEnum
 from retail_reid.errors import ReidError
+from retail_reid.pipeline.pos import EntryMethod
 
 
 class ZoneError(ReidError, ValueError):
@@ -18,19 +19,27 @@ class ZoneError(ReidError, ValueError):
 
 
 class EventType(StrEnum):
-    """The `type` of an events.jsonl line: one of the alerts, or a transaction's basket."""
+    """The `type` of an events.jsonl line: one of the loss alerts, a customer-service event (a
+    double scan overcharges the customer), or a transaction's basket."""
 
     NON_SCAN = "non_scan"
     PRODUCT_SWITCH = "product_switch"
     UNKNOWN_ITEM = "unknown_item"
     SCAN_WITHOUT_ITEM = "scan_without_item"
+    DOUBLE_SCAN = "double_scan"
     BASKET = "basket"
+
+    @property
+    def loss(self) -> bool:
+        """Whether this is a loss alert (what loss prevention reads), not a customer-service event or a basket."""
+        return self not in (EventType.DOUBLE_SCAN, EventType.BASKET)
 
 
 class Verdict(StrEnum):
     """What was decided about one item pass: an alert type; or OK (the item looks like its scan);
-    UNCONFIRMED (it does not quite, but no other SKU clearly does either); UNVERIFIED (the scanned
-    SKU has no references in the gallery, or its barcode is unknown, so the camera cannot check it)."""
+    UNCONFIRMED (it does not quite, but no other SKU clearly does either); UNVERIFIED (the camera
+    cannot check the scan: another SKU looks likelier but the views are too poor or disagree too
+    much to accuse, or the scanned SKU has no references in the gallery, or its barcode is unknown)."""
 
     OK = "ok"
     UNCONFIRMED = "unconfirmed"
@@ -294,9 +303,11 @@ class ItemPass:
 
 @dataclass(frozen=True, kw_only=True)
 class Event:
-    """One alert line of events.jsonl. Times are on the POS clock; scores are cosine similarities."""
+    """One alert or customer-service line of events.jsonl. Times are on the POS clock; scores are
+    cosine similarities. `entry` and `weight_kg` are the scan's; `voided_sku` and `void_ts` name the
+    void that left a pass unpaid."""
 
-    type: EventType  # an alert, never BASKET
+    type: EventType  # never BASKET
     t_start: float
     t_end: float
     track_id: int | None = None
@@ -309,6 +320,10 @@ class Event:
     scan_ts: float | None = None
     txn: str | None = None
     evidence: tuple[str, ...] = ()
+    entry: EntryMethod | None = None
+    weight_kg: float | None = None
+    voided_sku: str | None = None
+    void_ts: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -325,6 +340,10 @@ class Event:
             "scan_ts": _round(self.scan_ts),
             "txn": self.txn,
             "evidence": list(self.evidence),
+            "entry": self.entry,
+            "weight_kg": self.weight_kg,
+            "voided_sku": self.voided_sku,
+            "void_ts": _round(self.void_ts),
         }
 
 

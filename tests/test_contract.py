@@ -99,10 +99,20 @@ POS_LIKE = st.fixed_dictionaries(
             st.text(max_size=3),
             st.none(),
         ),
-        "type": st.one_of(st.sampled_from(["scan", "txn_start", "txn_end", "void", "SCAN"]), st.none(), st.integers()),
+        "type": st.one_of(
+            st.sampled_from(["scan", "txn_start", "txn_end", "void", "refund", "SCAN"]), st.none(), st.integers()
+        ),
         "sku": TEXT,
         "barcode": TEXT,
         "txn": TEXT,
+        "qty": st.one_of(st.none(), st.integers(-2, 1002), st.sampled_from([2.0, 2.5, 1e300, "3"]), st.booleans()),
+        "entry": st.one_of(st.none(), st.sampled_from(["scanned", "keyed", "weighed", "Keyed", ""]), st.integers()),
+        "weight_kg": st.one_of(
+            st.none(),
+            st.floats(allow_nan=False, allow_infinity=False, min_value=-1, max_value=101),
+            st.booleans(),
+            st.text(max_size=2),
+        ),
         "operator": st.text(max_size=5),  # unknown fields are ignored by both
     },
 )
@@ -119,6 +129,9 @@ def test_the_pos_schema_takes_the_documented_examples_and_refuses_non_objects():
         {"ts": 12.34, "type": "scan", "sku": "Granny-Smith", "txn": "T1"},
         {"ts": 1767000000.1, "type": "scan", "barcode": "0042"},
         {"ts": 3, "type": "txn_start", "txn": "T88"},
+        {"ts": 12.3, "type": "scan", "sku": "Arla-Standard-Milk", "qty": 3, "txn": "T1"},
+        {"ts": 20.1, "type": "void", "sku": "Arla-Standard-Milk", "txn": "T1"},
+        {"ts": 21.0, "type": "scan", "sku": "Lime", "entry": "weighed", "weight_kg": 0.52, "txn": "T1"},
     ):
         assert_valid(SchemaName.POS_EVENT, line)
     for bad in ([], "scan", 12, None):

@@ -11,7 +11,7 @@ from retail_reid.models.calibration import Calibration
 from retail_reid.pipeline.config import BasketConfig, ConfigError, EventConfig
 from retail_reid.pipeline.events import EventBuilder
 from retail_reid.pipeline.lane import scan_warning
-from retail_reid.pipeline.pos import PosEvent, PosEventType
+from retail_reid.pipeline.pos import EntryMethod, PosEvent, PosEventType
 from retail_reid.pipeline.recognition import Recogniser, Recognition, Thresholds
 from retail_reid.pipeline.types import BasketEvent, Crop, Event, ItemPass
 
@@ -194,9 +194,18 @@ def test_scan_without_item_waits_for_passes_that_could_still_claim_it():
     b.add_pos(_scan(10.0, "Carrot"))
     assert b.advance(10.5, []) == []  # an item may yet enter within window_before_s
     assert b.advance(11.2, [10.6]) == []  # a track opened at 10.6 is still in the zone
-    (event,) = b.advance(11.5, [])
+    assert b.advance(19.9, []) == []  # a void may still cancel it, for void_window_s (10 s)
+    (event,) = b.advance(20.0, [])
     assert event.type == "scan_without_item" and event.scanned_sku == "Carrot" and event.t_start == event.t_end == 10.0
     assert event.track_id is None and event.txn == "T1"
+
+
+def test_a_scan_without_item_is_reported_when_its_transaction_ends_if_sooner():
+    b = _builder()
+    b.add_pos(_scan(10.0, "Carrot"))
+    b.add_pos(PosEvent(ts=12.0, type=PosEventType.TXN_END, txn="T1"))
+    assert b.advance(11.9, []) == []
+    assert _alerts(b.advance(12.0, [])) == [("scan_without_item", None)]
 
 
 def test_each_scan_goes_to_the_nearest_pass_and_to_one_pass_only():
@@ -211,8 +220,9 @@ def test_each_scan_goes_to_the_nearest_pass_and_to_one_pass_only():
     b.add_pos(_scan(2.6, "Apple"))  # 0.6 s after pass 1 (outside its 0.5 s window), 0.4 s before pass 2
     b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
     b.add_pass(*_pass(2, 3.0, 4.0, _vec(Apple=1)))
-    out = b.advance(10.0, [])
-    assert sorted(_alerts(out)) == [("non_scan", 1), ("scan_without_item", None)]
+    out = b.advance(13.0, [])  # past the void window of the scan at 2.6
+    # the scan at 2.6 lies in pass 2's window too, and pass 2 was paid by another Apple scan: a double scan
+    assert sorted(_alerts(out)) == [("double_scan", 2), ("non_scan", 1)]
 
 
 def test_a_pass_does_not_take_a_scan_that_fits_a_pass_still_in_the_zone_better():
@@ -371,3 +381,184 @@ def test_thresholds_come_from_the_calibration_by_name_or_from_numbers():
     for bad in ("confidence:1", "confidence:x"):
         with pytest.raises(ConfigError, match="strictly between 0 and 1"):
             Thresholds.resolve(EventConfig(unknown_below=bad), cal)
+
+
+# --- what tills do besides one scan per item ------------------------------------------------------
+
+
+def _pos(ts: float, kind: PosEventType, sku: str, txn: str | None = "T1", **extra) -> PosEvent:
+    return PosEvent(ts=ts, type=kind, sku=sku, txn=txn, **extra)
+
+
+def _run(pos: list[PosEvent], passes: list[tuple], until: float = 100.0):
+    """Feed POS events and passes in time order as the lane does (a pass is a track in the zone
+    from its start, and finished at its end), advancing every 0.1 s; every event out."""
+    b = _builder()
+    items = sorted([(e.ts, 0, e) for e in pos] + [(p[0].t_end, 1, p) for p in passes], key=lambda x: x[:2])
+    items += [(t / 10, 2, None) for t in range(int(until * 10))]
+    out = []
+    for ts, kind, x in sorted(items, key=lambda x: x[:2]):
+        out += b.advance(ts, [p[0].t_start for p in passes if p[0].t_start <= ts <= p[0].t_end])
+        if kind == 2:
+            continue
+        if kind:
+            b.add_pass(*x)
+        else:
+            b.add_pos(x)
+    out += b.advance(until, []) + b.flush()
+    return b, [e for e in out if isinstance(e, Event)], [e for e in out if isinstance(e, BasketEvent)]
+
+
+def test_a_quantity_scan_pays_for_that_many_passes_of_its_product():
+    pos = [_pos(1.5, PosEventType.SCAN, "Apple", qty=3)]
+    passes = [_pass(1, 1.0, 2.0, _vec(Apple=1)), _pass(2, 3.0, 4.0, _vec(Apple=1)), _pass(3, 6.0, 7.0, _vec(Apple=1))]
+    _, alerts, (basket,) = _run(pos, passes)
+    assert alerts == [] and basket.seen == {"Apple": 3} and basket.scanned == {"Apple": 3}
+
+
+def test_a_quantity_scan_made_before_the_items_reach_the_zone_still_pays_for_them():
+    pos = [_pos(0.0, PosEventType.SCAN, "Apple", qty=2)]  # 2 s before the first item: no pass claims it
+    passes = [_pass(1, 2.0, 3.0, _vec(Apple=1)), _pass(2, 9.5, 10.5, _vec(Apple=1))]  # decided after the void window
+    _, alerts, (basket,) = _run(pos, passes)
+    assert alerts == [] and basket.scanned == {"Apple": 2}
+
+
+def test_a_quantity_scan_pays_for_no_more_than_its_quantity_nor_for_another_product():
+    pos = [_pos(1.5, PosEventType.SCAN, "Apple", qty=2)]
+    passes = [
+        _pass(1, 1.0, 2.0, _vec(Apple=1)),
+        _pass(2, 3.0, 4.0, _vec(Banana=1)),  # not an apple: unpaid
+        _pass(3, 5.0, 6.0, _vec(Apple=1)),  # the second apple
+        _pass(4, 7.0, 8.0, _vec(Apple=1)),  # a third apple: beyond the quantity
+        _pass(5, 20.0, 21.0, _vec(Apple=1)),  # too long after the scan (qty_window_s 10 s)
+    ]
+    _, alerts, (basket,) = _run(pos, passes)
+    assert _alerts(alerts) == [("non_scan", 2), ("non_scan", 4), ("non_scan", 5)]
+    assert basket.scanned == {"Apple": 2}
+
+
+def test_a_voided_scan_leaves_its_pass_unpaid_and_the_alert_says_so():
+    pos = [_pos(1.5, PosEventType.SCAN, "Apple"), _pos(4.0, PosEventType.VOID, "Apple")]
+    _, (alert,), (basket,) = _run(pos, [_pass(1, 1.0, 2.0, _vec(Apple=1))])
+    assert basket.seen == {"Apple": 1} and basket.scanned == {}
+    assert alert.type == "non_scan" and alert.track_id == 1 and alert.seen_sku == "Apple"
+    assert (alert.voided_sku, alert.void_ts, alert.scanned_sku) == ("Apple", 4.0, None)
+    assert alert.to_dict()["voided_sku"] == "Apple" and alert.to_dict()["void_ts"] == 4.0
+
+
+def test_the_voided_alert_waits_for_a_rescan_until_the_void_window_closes():
+    b = _builder()
+    b.add_pos(_pos(1.5, PosEventType.SCAN, "Apple"))
+    b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
+    assert b.advance(2.0, []) == []
+    b.add_pos(_pos(4.0, PosEventType.VOID, "Apple"))
+    assert b.advance(13.9, []) == []
+    assert _alerts(b.advance(14.0, [])) == [("non_scan", 1)]
+
+
+@pytest.mark.parametrize(
+    "times, rescan, alerts, scanned",
+    [
+        ((1.5, 4.0, 5.0), "Apple", [], {"Apple": 1}),  # decided, voided, scanned again
+        ((2.3, 2.4, 3.0), "Apple", [], {"Apple": 1}),  # voided before the pass was decided
+        ((2.3, 2.4, 3.0), None, [], {"Banana": 1}),  # a wrong code voided and corrected: the item looks like it
+        (  # after the void another product: the pass is unpaid and that scan has no item
+            (1.5, 4.0, 5.0),
+            "Carrot",
+            [("non_scan", "Apple", None), ("scan_without_item", None, "Carrot")],
+            {"Carrot": 1},
+        ),
+    ],
+)
+def test_a_void_then_a_rescan_pays_for_the_pass(times, rescan, alerts, scanned):
+    seen = "Apple" if rescan is not None else "Banana"
+    pos = [
+        _pos(times[0], PosEventType.SCAN, "Apple"),
+        _pos(times[1], PosEventType.VOID, "Apple"),
+        _pos(times[2], PosEventType.SCAN, rescan or "Banana"),
+    ]
+    _, events, (basket,) = _run(pos, [_pass(1, 1.0, 2.0, _vec(**{seen: 1}))])
+    assert sorted((e.type, e.seen_sku, e.scanned_sku) for e in events) == alerts
+    assert basket.scanned == scanned and basket.seen == {seen: 1}
+
+
+def test_a_switch_voided_and_scanned_again_the_same_is_alerted_once():
+    pos = [_pos(1.5, PosEventType.SCAN, "Carrot"), _pos(4.0, PosEventType.VOID, "Carrot")]
+    pos.append(_pos(5.0, PosEventType.SCAN, "Carrot"))
+    _, alerts, _ = _run(pos, [_pass(1, 1.0, 2.0, _vec(Apple=1))])
+    assert [(e.type, e.scanned_sku) for e in alerts] == [("product_switch", "Carrot")]
+
+
+def test_a_scan_voided_before_its_pass_is_decided_also_leaves_it_unpaid():
+    pos = [_pos(2.2, PosEventType.SCAN, "Apple"), _pos(2.4, PosEventType.VOID, "Apple")]
+    _, alerts, _ = _run(pos, [_pass(1, 1.0, 2.0, _vec(Apple=1))])
+    assert [(e.type, e.voided_sku, e.void_ts) for e in alerts] == [("non_scan", "Apple", 2.4)]
+
+
+def test_a_voided_scan_without_an_item_is_no_alert():
+    pos = [_pos(10.0, PosEventType.SCAN, "Carrot"), _pos(13.0, PosEventType.VOID, "Carrot")]
+    _, alerts, (basket,) = _run(pos, [])
+    assert alerts == [] and basket.scanned == {}
+
+
+def test_a_second_scan_for_one_pass_is_a_double_scan_not_a_scan_without_item():
+    pos = [_pos(1.3, PosEventType.SCAN, "Apple"), _pos(1.8, PosEventType.SCAN, "Apple")]
+    _, alerts, (basket,) = _run(pos, [_pass(1, 1.0, 2.0, _vec(Apple=1))])
+    (event,) = alerts
+    assert event.type == "double_scan" and not event.type.loss and event.track_id == 1
+    assert (event.t_start, event.scanned_sku, event.seen_sku) == (1.8, "Apple", "Apple")
+    assert basket.scanned == {"Apple": 2} and basket.seen == {"Apple": 1}
+
+
+@pytest.mark.parametrize("first, second", [(1.3, 1.8), (1.2, 1.6)])  # the pass took the first, or the second
+def test_a_double_scan_voided_is_nothing(first, second):
+    pos = [
+        _pos(first, PosEventType.SCAN, "Apple"),
+        _pos(second, PosEventType.SCAN, "Apple"),
+        _pos(4.0, PosEventType.VOID, "Apple"),
+    ]
+    _, alerts, (basket,) = _run(pos, [_pass(1, 1.0, 2.0, _vec(Apple=1))])
+    assert alerts == [] and basket.scanned == {"Apple": 1}
+
+
+def test_a_void_with_nothing_to_cancel_is_a_warning_naming_its_line():
+    b = _builder()
+    b.add_pos(_pos(1.0, PosEventType.SCAN, "Apple", txn="T2"))
+    b.add_pos(_pos(2.0, PosEventType.VOID, "Apple", line=9))  # T1 has no Apple scan
+    b.add_pos(_pos(3.0, PosEventType.VOID, "Carrot", txn=None, line=10))
+    assert b.warnings == [
+        "line 9: void of Apple at 2.00s has no scan in transaction 'T1' to cancel",
+        "line 10: void of Carrot at 3.00s has no scan to cancel",
+    ]
+
+
+def test_a_keyed_produce_switch_is_caught_and_carries_its_entry_and_weight():
+    pos = [_pos(1.5, PosEventType.SCAN, "Carrot", entry=EntryMethod.WEIGHED, weight_kg=0.52)]
+    _, alerts, _ = _run(pos, [_pass(1, 1.0, 2.0, _vec(Apple=1))])
+    (event,) = alerts
+    assert (event.type, event.seen_sku, event.scanned_sku) == ("product_switch", "Apple", "Carrot")
+    assert (event.entry, event.weight_kg) == ("weighed", 0.52) and event.to_dict()["entry"] == "weighed"
+
+
+def test_the_new_events_follow_the_published_event_schema():
+    from contract_fixtures import assert_valid
+
+    from retail_reid.pipeline.contract import SchemaName
+
+    pos = [
+        _pos(1.3, PosEventType.SCAN, "Apple", entry=EntryMethod.WEIGHED, weight_kg=0.4),
+        _pos(1.8, PosEventType.SCAN, "Apple"),  # double scan
+        _pos(5.5, PosEventType.SCAN, "Carrot", entry=EntryMethod.KEYED),  # keyed switch
+        _pos(9.5, PosEventType.SCAN, "Banana"),
+        _pos(11.0, PosEventType.VOID, "Banana"),  # voided and kept
+        _pos(30.0, PosEventType.SCAN, "Carrot"),  # without item
+    ]
+    passes = [
+        _pass(1, 1.0, 2.0, _vec(Apple=1)),
+        _pass(2, 5.0, 6.0, _vec(Banana=1)),
+        _pass(3, 9.0, 10.0, _vec(Banana=1)),
+    ]
+    _, alerts, baskets = _run(pos, passes)
+    assert sorted(e.type for e in alerts) == ["double_scan", "non_scan", "product_switch", "scan_without_item"]
+    for e in alerts + baskets:
+        assert_valid(SchemaName.EVENT, json.loads(json.dumps(e.to_dict())))

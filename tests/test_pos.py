@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from retail_reid.pipeline.pos import PosError, PosEvent, parse_pos_event, read_pos_log
+from retail_reid.pipeline.pos import EntryMethod, PosError, PosEvent, PosEventType, parse_pos_event, read_pos_log
 
 
 def write(tmp_path, text: str | bytes, name: str = "pos.jsonl"):
@@ -35,7 +35,17 @@ def test_parse_accepts_integer_ts_and_barcode_only_scan():
         ({"ts": True, "type": "scan", "sku": "A"}, "field 'ts' must be a number"),
         ({"ts": float("nan"), "type": "scan", "sku": "A"}, "field 'ts' must be finite"),
         ({"ts": 1, "sku": "A"}, "missing field 'type'"),
-        ({"ts": 1, "type": "void", "sku": "A"}, "field 'type' is 'void'"),
+        ({"ts": 1, "type": "refund", "sku": "A"}, "field 'type' is 'refund'"),
+        ({"ts": 1, "type": "void", "txn": "T1"}, "a void needs a 'sku' or a 'barcode'"),
+        ({"ts": 1, "type": "scan", "sku": "A", "qty": 0}, "field 'qty' must be between 1 and 999"),
+        ({"ts": 1, "type": "scan", "sku": "A", "qty": -2}, "field 'qty' must be between 1 and 999"),
+        ({"ts": 1, "type": "scan", "sku": "A", "qty": 1000}, "field 'qty' must be between 1 and 999"),
+        ({"ts": 1, "type": "scan", "sku": "A", "qty": 2.5}, "field 'qty' must be a whole number"),
+        ({"ts": 1, "type": "scan", "sku": "A", "qty": "3"}, "field 'qty' must be a whole number"),
+        ({"ts": 1, "type": "scan", "sku": "A", "qty": True}, "field 'qty' must be a whole number"),
+        ({"ts": 1, "type": "scan", "sku": "A", "entry": "typed"}, "field 'entry' is 'typed', expected one of"),
+        ({"ts": 1, "type": "scan", "sku": "A", "weight_kg": 0}, "field 'weight_kg' must be a number of kilograms"),
+        ({"ts": 1, "type": "scan", "sku": "A", "weight_kg": "0.5"}, "field 'weight_kg' must be a number"),
         ({"ts": 1, "type": "scan"}, "needs a 'sku' or a 'barcode'"),
         ({"ts": 1, "type": "scan", "sku": "  "}, "field 'sku' is empty"),
         ({"ts": 1, "type": "scan", "sku": 5}, "field 'sku' must be a string"),
@@ -47,6 +57,30 @@ def test_parse_errors_name_where_and_field(obj, needle):
     with pytest.raises(PosError) as info:
         parse_pos_event(obj, "pos.jsonl:7")
     assert str(info.value).startswith("pos.jsonl:7: ") and needle in str(info.value)
+
+
+def test_parse_quantity_entry_weight_and_void():
+    e = parse_pos_event(
+        {"ts": 2, "type": "scan", "sku": "Lime", "qty": 3.0, "entry": "weighed", "weight_kg": 0.52}, "w"
+    )
+    assert (e.qty, e.entry, e.weight_kg) == (3, EntryMethod.WEIGHED, 0.52) and isinstance(e.qty, int)
+    plain = parse_pos_event({"ts": 2, "type": "scan", "sku": "Lime", "qty": None, "entry": None}, "w")
+    assert (plain.qty, plain.entry, plain.weight_kg) == (1, EntryMethod.SCANNED, None)
+    void = parse_pos_event({"ts": 3, "type": "void", "barcode": "0042"}, "w")
+    assert void.type is PosEventType.VOID and void.barcode == "0042" and void.txn is None
+
+
+def test_to_json_round_trips_quantity_and_entry():
+    e = PosEvent(ts=4.0, type=PosEventType.SCAN, sku="Lime", txn="T1", qty=4, entry=EntryMethod.KEYED, weight_kg=0.3)
+    assert parse_pos_event(json.loads(e.to_json()), "w") == e
+    assert json.loads(e.to_json())["entry"] == "keyed"
+
+
+def test_bad_quantity_is_a_warning_naming_the_line(tmp_path):
+    p = write(tmp_path, '{"ts": 1, "type": "scan", "sku": "A"}\n{"ts": 2, "type": "scan", "sku": "B", "qty": -1}\n')
+    events, warnings = read_pos_log(p)
+    assert [e.sku for e in events] == ["A"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"{p}:2: field 'qty'")
 
 
 def test_to_json_round_trips():

@@ -357,7 +357,7 @@ def test_config_file_maps_onto_the_defaults(tmp_path):
     )
     for text, needle in [
         ("[tracker]\nmin_frames = 2.5\n", "tracker.min_frames: must be int"),
-        ("zone = [1, 2, 3]\n", "zone: expected a list of four integers"),
+        ("zone = [1, 2, 3]\n", r"zone: expected \[x1, y1, x2, y2\] or a polygon"),
         ("[crops]\nper_track = 0\n", "crops.per_track"),
         ('[detector]\nkind = "magic"\n', "detector.kind"),
         ("[events\n", "not valid TOML"),

@@ -7,12 +7,23 @@ import itertools
 import json
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from retail_reid.cli import main
-from retail_reid.pipeline.score import Alert, ScoreError, match, read_events, read_truth, score
+from retail_reid.pipeline.score import (
+    Alert,
+    ScoreError,
+    StoreRates,
+    format_rates,
+    format_score,
+    match,
+    read_events,
+    read_truth,
+    score,
+)
 from retail_reid.pipeline.simulate import Anomaly, Pass, Truth
+from retail_reid.pipeline.simulate_pos import PosCase, PosCaseKind
 
 PASSES = (
     Pass(1.0, 2.0, "Kiwi", "Kiwi", "T1"),
@@ -150,6 +161,7 @@ def test_matching_reassigns_to_find_the_most_pairs():
 spans = st.tuples(st.floats(0, 20), st.floats(0, 3)).map(lambda s: (s[0], s[0] + s[1]))
 
 
+@settings(deadline=None)  # no wall-clock limit: the box is shared
 @given(st.lists(spans, max_size=5), st.lists(spans, max_size=5), st.floats(0, 2))
 def test_matching_is_one_to_one_within_tolerance_and_maximum(truth_spans, alert_spans, tol):
     t = [Anomaly("non_scan", a, b, None, None) for a, b in truth_spans]
@@ -258,6 +270,82 @@ def test_cli_text_json_and_errors(tmp_path, capsys):
     assert main(["score", str(truth), str(events)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{events}:1: missing field 't_start'" in err
+
+
+# --- what a store would see --------------------------------------------------------------------------
+
+TILL_TRUTH = Truth(
+    TRUTH.video,
+    TRUTH.fps,
+    TRUTH.size,
+    TRUTH.zone,
+    (*PASSES, Pass(12.0, 13.0, "Milk", "Milk", "T2"), Pass(15.0, 16.0, "Milk", "Milk", "T2")),
+    (
+        *ANOMALIES,
+        Anomaly("non_scan", 9.0, 10.0, "Kiwi", None, "T2", voided_sku="Kiwi"),
+        Anomaly("double_scan", 13.2, 13.2, "Milk", "Milk", "T2"),
+        Anomaly("product_switch", 20.0, 21.0, "Lime", "Potato", "T2", entry="weighed", weight_kg=0.52),
+    ),
+    (
+        PosCase(PosCaseKind.QUANTITY, 12.0, 16.0, "Milk", "T2"),
+        PosCase(PosCaseKind.VOID_NOT_KEPT, 30.0, 32.0, "Kiwi", "T2"),
+    ),
+)
+
+
+def test_truth_with_till_cases_round_trips_and_omits_what_is_unset(tmp_path):
+    path = write_truth(tmp_path, TILL_TRUTH)
+    assert read_truth(path) == TILL_TRUTH
+    written = json.loads(path.read_text())
+    assert "entry" not in written["anomalies"][0] and written["anomalies"][-1]["entry"] == "weighed"
+    assert written["pos_cases"][0] == {"case": "quantity", "t_start": 12.0, "t_end": 16.0, "sku": "Milk", "txn": "T2"}
+    assert "pos_cases" not in TRUTH.to_dict()
+    bad = TILL_TRUTH.to_dict()
+    bad["pos_cases"][1]["case"] = "refund"
+    with pytest.raises(ScoreError, match=r"pos_cases\[1\]: field 'case' is 'refund'"):
+        read_truth(write_truth(tmp_path, bad))
+
+
+def test_store_rates_errors_with_their_times_and_loss_alerts_near_till_cases(tmp_path):
+    events = [
+        *perfect_events()[:3],
+        alert("non_scan", 9.1, 9.9, "Kiwi"),
+        alert("double_scan", 13.2, 13.2, "Milk", "Milk"),
+        alert("non_scan", 15.0, 16.0, "Milk"),  # false: the quantity scan paid for it
+        alert("scan_without_item", 30.0, 30.0, None, "Kiwi"),  # false: the scan was voided
+        alert("unknown_item", 40.0, 41.0),  # the truth labels none: false
+    ]
+    s = score(TILL_TRUTH, read_events(write_events(tmp_path, events)))
+    by = {t.type: t for t in s.types}
+    assert (by["double_scan"].matched, by["double_scan"].precision) == (1, 1.0)
+    r = s.rates
+    # 6 passes, 3 of them anomalies (non_scan Lime, switch Lemon, voided Kiwi); the Lime-Potato switch has no pass here
+    assert (r.normal_passes, r.transactions, r.loss_alerts, r.false_loss_alerts) == (3, 2, 7, 3)
+    assert (r.customer_service, r.false_customer_service) == (1, 0)
+    assert r.false_per_100_passes == pytest.approx(100.0) and r.false_per_1000_transactions == pytest.approx(1500.0)
+    assert r.alerts_per_transaction == pytest.approx(3.5)
+    assert [(e.kind, e.type, e.t_start, e.line) for e in s.errors] == [
+        ("false_alert", "non_scan", 15.0, 6),
+        ("missed", "product_switch", 20.0, None),
+        ("false_alert", "scan_without_item", 30.0, 7),
+        ("false_alert", "unknown_item", 40.0, 8),
+    ]
+    assert [(c.case, c.count, c.false_loss_alerts) for c in s.cases] == [("quantity", 1, 1), ("void_not_kept", 1, 1)]
+    pooled = r + r
+    assert pooled.false_loss_alerts == 6 and pooled.false_per_100_passes == r.false_per_100_passes
+    d = s.to_dict()
+    assert d["store"]["false_per_100_passes"] == pytest.approx(100.0) and d["errors"][0]["kind"] == "false_alert"
+    assert d["pos_cases"]["quantity"] == {"count": 1, "false_loss_alerts": 1, "legit": True}
+    text = format_score(s)
+    assert "3 false loss alerts of 7; 100.00 per 100 normal item passes (3)" in text
+    assert "till cases (false loss alerts near them): quantity 1 of 1, void_not_kept 1 of 1" in text
+    assert "     15.00-16.00s  false_alert non_scan" in text and "(events line 6)" in text
+
+
+def test_no_passes_or_transactions_leave_the_rates_undefined():
+    r = StoreRates()
+    assert r.false_per_100_passes is None and r.false_per_1000_transactions is None and r.alerts_per_transaction is None
+    assert format_rates(r)[0].startswith("store view: 0 false loss alerts of 0; - per 100")
 
 
 def test_swapped_arguments_are_named_as_such(tmp_path, capsys):

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retail_reid.pipeline.config import ConfigError, MotionConfig, load_config
+from retail_reid.pipeline.config import ConfigError, DetectorConfig, MotionConfig, OnnxDetectorConfig, load_config
 from retail_reid.pipeline.crops import touches_edge
-from retail_reid.pipeline.detector import MotionDetector
+from retail_reid.pipeline.detector import MotionDetector, make_detector
 from retail_reid.pipeline.lane import resolve_zone
 from retail_reid.pipeline.types import Frame, Zone, ZoneError
 
@@ -135,3 +135,18 @@ def test_crops_touching_a_polygon_edge_or_an_exclusion_count_as_cut():
     rect = Zone(40, 20, 280, 200)
     assert not touches_edge(np.array([80, 120, 120, 160], np.float32), rect)
     assert touches_edge(np.array([40, 120, 120, 160], np.float32), rect)
+
+
+def test_onnx_detector_keeps_only_boxes_centred_where_the_zone_looks(tmp_path):
+    from test_detector import _yolo_model  # the tiny YOLO-shaped graph of the detector tests
+
+    config = OnnxDetectorConfig(model=str(_yolo_model(tmp_path / "tiny.onnx")), conf_threshold=0.5, classes=[0])
+    red = np.zeros((200, 300, 3), np.uint8)
+    red[..., 2] = 255
+    zone = Zone(100, 50, 228, 114)  # its two boxes: centred at (164, 82) and (180, 106), see test_detector
+    assert (
+        len(make_detector(zone, DetectorConfig(kind="onnx", onnx=config)).detect(Frame(index=0, ts=0, image=red))) == 2
+    )
+    masked = zone.excluding((((170, 95), (228, 95), (228, 114), (170, 114)),))
+    found = make_detector(masked, DetectorConfig(kind="onnx", onnx=config)).detect(Frame(index=0, ts=0, image=red))
+    assert found.xyxy.tolist() == [pytest.approx([144, 62, 184, 102], abs=1.0)]
