@@ -10,7 +10,7 @@ Layout under ROOT (STATE/lane-references for `reid edge`, `reid replay --lane-re
     products/<key>.json         per product: its SKU and its crops (file, confidence, quality, time, lane)
 
 Each file is written by `retail_reid.durable.replace_atomically`, the crop before the manifest that
-names it, so a crash leaves at worst a crop no manifest names; `open` removes those.
+names it, so a crash leaves at worst a crop no manifest names; a sampler removes those when it starts.
 
 Rules: a pass is sampled when its verdict is ok (the seen SKU is the scanned one), the calibrated
 confidence of that match is at least `min_confidence`, and a crop is at least `min_side` pixels on
