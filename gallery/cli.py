@@ -7,9 +7,11 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from retail_reid.gallery.bundle import export_bundle, import_bundle
 from retail_reid.gallery.check import MIN_REFS, check_path, format_check
+from retail_reid.gallery.errors import GalleryError
 from retail_reid.gallery.repair import repair
 from retail_reid.gallery.store import DEFAULT_KEEP, ChangeResult, GalleryStore
 
@@ -86,8 +88,42 @@ def cmd_show(a: argparse.Namespace) -> int:
     print(f"category: {p.category or '-'}\nprice:    {'-' if p.price is None else f'{p.price:.2f}'}")
     print(f"{len(refs)} references (remove one with `reid gallery remove {a.dir} --ref ID`):")
     for r in refs:
-        print(f"  {r.id:>6}  v{r.added_version:<4} {r.image}  (from {r.source})")
+        print(f"  {r.id:>6}  v{r.added_version:<4} {r.origin:<5} {r.image}  (from {r.source})")
     return 0
+
+
+def cmd_accept_lane_references(a: argparse.Namespace) -> int:
+    from retail_reid.gallery.photos import RefOrigin
+    from retail_reid.pipeline.lane_references import choose_automatic, references_folder, suggestions
+
+    if not 0 < a.min_confidence < 1:
+        raise GalleryError(f"--min-confidence must be in (0, 1), got {a.min_confidence}")
+    if a.max_per_product < 1:
+        raise GalleryError(f"--max-per-product must be at least 1, got {a.max_per_product}")
+    found = suggestions([references_folder(Path(p)) for p in a.sources])
+    with GalleryStore.open(a.dir) as store:
+        chosen = choose_automatic(
+            found,
+            min_confidence=a.min_confidence,
+            max_per_product=a.max_per_product,
+            products={r.product.sku for r in store.products()},
+            lane_refs=store.lane_reference_counts(),
+            known=store.reference_hashes(),
+        )
+        if not chosen:
+            print(f"nothing to accept: no lane reference meets the rules ({sum(map(len, found.values()))} kept)")
+            return 0
+        return _report(
+            store.add_photos(
+                [(s.sku, s.path) for s in chosen],
+                {},
+                action="accept-lane-references",
+                operator=a.operator,
+                skip_bad=True,
+                model=a.model,
+                origin=RefOrigin.LANE,
+            )
+        )
 
 
 def cmd_history(a: argparse.Namespace) -> int:
@@ -254,6 +290,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("bundle")
     _operator_arg(p)
     p.set_defaults(func=cmd_import)
+
+    p = gs.add_parser(
+        "accept-lane-references",
+        help="add the lanes' confident crops as references without review (the automatic mode, docs/console.md)",
+        description="Rules: only products the gallery holds; only crops kept at or above --min-confidence and not "
+        "already references; per product, the most confident first until it holds --max-per-product lane "
+        "references. One new version, the references marked as lane references.",
+    )
+    p.add_argument("dir")
+    p.add_argument(
+        "--from",
+        dest="sources",
+        action="append",
+        required=True,
+        metavar="STATE",
+        help="a lane's state folder, or a folder written by `reid replay --lane-references` (repeat)",
+    )
+    p.add_argument("--min-confidence", type=float, default=0.95, help="default %(default)s")
+    p.add_argument("--max-per-product", type=int, default=5, help="default %(default)s")
+    _model_arg(p)
+    _operator_arg(p)
+    p.set_defaults(func=cmd_accept_lane_references)
 
     p = gs.add_parser("history", help="the versions: who changed what, when")
     p.add_argument("dir")

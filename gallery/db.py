@@ -31,6 +31,7 @@ CREATE TABLE refs (
     sha256 TEXT NOT NULL,           -- of the photo file's bytes
     phash INTEGER NOT NULL,         -- 64-bit perceptual hash, for near-duplicate checks
     source TEXT NOT NULL,           -- the file name it was added from
+    origin TEXT NOT NULL DEFAULT 'photo',  -- RefOrigin: a photo added by an operator, or a lane reference
     added_version INTEGER NOT NULL,
     removed_version INTEGER,        -- NULL while the reference is part of the gallery
     embedding BLOB NOT NULL         -- float32, unit length, under the gallery's model
@@ -86,7 +87,27 @@ def connect(root: Path, readonly: bool = False) -> sqlite3.Connection:
         raise GalleryError(
             f"{path}: not a {FORMAT} database of format version {FORMAT_VERSION} (found {fmt or 'nothing'})"
         )
+    if not readonly:
+        try:
+            migrate(conn)
+        except sqlite3.Error as e:
+            conn.close()
+            raise GalleryError(f"{path}: cannot bring the database up to date ({e})") from None
     return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a database written by an older release up to this schema (a writer's connection):
+    galleries made before references had an origin get the column, every old one a photo."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(refs)")}
+    if "origin" not in columns:
+        conn.execute("ALTER TABLE refs ADD COLUMN origin TEXT NOT NULL DEFAULT 'photo'")
+
+
+def origin_column(conn: sqlite3.Connection) -> str:
+    """The SQL for a reference's origin: the column, or 'photo' in an old database opened read-only."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(refs)")}
+    return "origin" if "origin" in columns else "'photo'"
 
 
 def create(path: Path, meta: dict[str, str]) -> None:

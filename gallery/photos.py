@@ -12,10 +12,18 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from retail_reid.compat import StrEnum
 from retail_reid.gallery.image_store import image_extension, image_relpath, sha256_bytes
 from retail_reid.images import ImageError, decode_image
 from retail_reid.models.runtime import OnnxEmbedder
 from retail_reid.userfiles import read_user_file
+
+
+class RefOrigin(StrEnum):
+    """Where a reference came from, as the catalogue shows it."""
+
+    PHOTO = "photo"  # a photo an operator added (upload, add, import-folder, bundle)
+    LANE = "lane"  # a crop a lane saw of a verified scan (lane references, docs/console.md)
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,7 @@ class Photo:
     sha256: str
     ext: str
     phash: int  # 64 bits as a signed integer (SQLite's INTEGER)
+    origin: RefOrigin = RefOrigin.PHOTO
 
     @property
     def relpath(self) -> str:

@@ -33,6 +33,7 @@ class RefRow:
     image: str
     source: str
     added_version: int
+    origin: str = "photo"  # RefOrigin
 
 
 @dataclass(frozen=True)
@@ -102,12 +103,26 @@ class GalleryReader:
         refs = [
             RefRow(*row)
             for row in self.conn.execute(
-                "SELECT id, sku, image, source, added_version FROM refs WHERE sku = ? AND removed_version IS NULL "
-                "ORDER BY id",
+                f"SELECT id, sku, image, source, added_version, {db.origin_column(self.conn)} FROM refs "
+                "WHERE sku = ? AND removed_version IS NULL ORDER BY id",
                 (sku,),
             )
         ]
         return found[0], refs
+
+    def lane_reference_counts(self) -> dict[str, int]:
+        """How many current references of each SKU are lane references."""
+        if db.origin_column(self.conn) != "origin":
+            return {}
+        return dict(
+            self.conn.execute(
+                "SELECT sku, COUNT(*) FROM refs WHERE removed_version IS NULL AND origin = 'lane' GROUP BY sku"
+            ).fetchall()
+        )
+
+    def reference_hashes(self) -> set[str]:
+        """The sha256 of every current reference photo (a crop already added is not offered again)."""
+        return {h for (h,) in self.conn.execute("SELECT sha256 FROM refs WHERE removed_version IS NULL")}
 
     def history(self) -> list[VersionRow]:
         current, stored = read_current(self.root), set(stored_versions(self.root))

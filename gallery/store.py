@@ -8,7 +8,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from retail_reid.gallery.catalog import Product, check_barcode, check_price, che
 from retail_reid.gallery.errors import GalleryError
 from retail_reid.gallery.image_store import IMAGES_DIR, sha256_bytes, store_image
 from retail_reid.gallery.index import reference_vectors
-from retail_reid.gallery.photos import Photo, embed_photos, read_bytes
+from retail_reid.gallery.photos import Photo, RefOrigin, embed_photos, read_bytes
 from retail_reid.gallery.snapshot import CURRENT, VERSIONS_DIR, Snapshot, read_current, stored_versions
 from retail_reid.gallery.writer import LOCK, AuditEntries, ChangeResult, VersionWriter, failure, operator_name
 from retail_reid.models.runtime import OnnxEmbedder
@@ -155,19 +155,21 @@ class GalleryStore(VersionWriter):
             if store_image(self.root, photo.relpath, data):
                 self._created.append(self.root / photo.relpath)
             cur = self.conn.execute(
-                "INSERT INTO refs (sku, image, sha256, phash, source, added_version, embedding) VALUES (?, ?, ?, ?, "
-                "?, ?, ?)",
+                "INSERT INTO refs (sku, image, sha256, phash, source, origin, added_version, embedding) VALUES (?, ?, "
+                "?, ?, ?, ?, ?, ?)",
                 (
                     photo.sku,
                     photo.relpath,
                     photo.sha256,
                     photo.phash,
                     photo.source,
+                    photo.origin.value,
                     version,
                     np.asarray(vec, np.float32).tobytes(),
                 ),
             )
-            entries.append((photo.sku, f"added reference {cur.lastrowid}: {photo.source} -> {photo.relpath}"))
+            what = "lane reference" if photo.origin is RefOrigin.LANE else "reference"
+            entries.append((photo.sku, f"added {what} {cur.lastrowid}: {photo.source} -> {photo.relpath}"))
         return entries
 
     def _known_photos(self, photos: Sequence[Photo]) -> dict[str, str]:
@@ -194,16 +196,19 @@ class GalleryStore(VersionWriter):
         progress: bool = False,
         model: str | Path | None = None,
         embedder: OnnxEmbedder | None = None,
+        origin: RefOrigin = RefOrigin.PHOTO,
     ) -> ChangeResult:
         """Add (sku, photo path) references and create or update the products in `updates` as one version.
 
         Bad photos, and photos already in the gallery, refuse the whole change (nothing is written)
-        unless `skip_bad`, which leaves them out and reports them in `skipped`.
+        unless `skip_bad`, which leaves them out and reports them in `skipped`. `origin` marks them
+        in the catalogue (lane references: crops the lanes kept, docs/console.md).
         """
         operator = operator_name(operator)
         if not os.access(self.root, os.W_OK):
             raise GalleryError(f"{self.root}: cannot change the gallery: the directory is read-only for this user")
         photos, vectors, errors = embed_photos(items, self.embedder(embedder, model), progress=progress)
+        photos = [replace(p, origin=origin) for p in photos]
         if errors and not skip_bad:
             raise GalleryError(
                 f"{len(errors)} of {len(items)} photos cannot be added; nothing changed (--skip-bad adds the "

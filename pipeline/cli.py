@@ -142,8 +142,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if shown <= WARNINGS_SHOWN:
             print(f"warning: {warning}", file=sys.stderr)
 
+    sampler = None
+    if args.lane_references:
+        from retail_reid.pipeline.lane_references import open_sampler
+
+        sampler = open_sampler(Path(args.lane_references), config.lane_references, gallery, Path(args.video).stem)
     summary = replay(
-        args.video, args.pos, gallery, args.out, config, overwrite=args.overwrite, progress=True, on_warning=warn
+        args.video,
+        args.pos,
+        gallery,
+        args.out,
+        config,
+        overwrite=args.overwrite,
+        progress=True,
+        on_warning=warn,
+        references=sampler,
     )
     if shown > WARNINGS_SHOWN:
         print(f"... and {shown - WARNINGS_SHOWN} more warnings in summary.json", file=sys.stderr)
@@ -154,6 +167,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
         f"at {summary['speed_x_realtime']}x real time"
     )
     print(f"wrote {Path(args.out) / 'events.jsonl'}, summary.json, report.html")
+    if sampler is not None:
+        print(
+            f"kept {sampler.kept} lane reference crops in {args.lane_references}"
+            + (f" ({sampler.error})" if sampler.error else "")
+        )
     return 0
 
 
@@ -287,6 +305,12 @@ def _register_replay(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", help="embedder model file (default: the one the gallery was built with)")
     p.add_argument("--config", help="lane settings, TOML (see docs/pipeline.md)")
     p.add_argument("--overwrite", action="store_true", help="replace the results of an earlier replay in OUT")
+    p.add_argument(
+        "--lane-references",
+        metavar="DIR",
+        help="keep crops of confidently verified passes in DIR as suggested gallery references "
+        "(rules: the config's [lane_references] table; docs/console.md)",
+    )
     p.set_defaults(func=cmd_replay)
 
 

@@ -215,6 +215,42 @@ class BasketConfig:
 
 
 @dataclass(frozen=True)
+class LaneReferenceConfig:
+    """The `[lane_references]` table: which decided passes keep crops as suggested gallery references
+    (pipeline/lane_references.py); `reid edge` samples when `enabled`, `reid replay` with --lane-references."""
+
+    enabled: bool = False
+    min_confidence: float = 0.9  # calibrated confidence of the verified match
+    min_side: int = 48  # pixels, the crop's short side
+    min_sharpness: float = 20.0  # variance of the Laplacian (pipeline.crops.sharpness)
+    per_pass: int = 1  # best crops kept from one pass
+    per_product: int = 20  # crops kept per product
+    max_total_mb: float = 200.0  # all products together
+    min_gap_s: float = 60.0  # lane seconds between two sampled passes of one product
+
+    def __post_init__(self) -> None:
+        _check(
+            0 < self.min_confidence < 1,
+            "lane_references.min_confidence",
+            f"must be in (0, 1), got {self.min_confidence}",
+        )
+        _check(8 <= self.min_side <= 4096, "lane_references.min_side", f"must be in [8, 4096], got {self.min_side}")
+        _check(self.min_sharpness >= 0, "lane_references.min_sharpness", f"must be >= 0, got {self.min_sharpness}")
+        _check(1 <= self.per_pass <= 8, "lane_references.per_pass", f"must be in [1, 8], got {self.per_pass}")
+        _check(
+            1 <= self.per_product <= 1000,
+            "lane_references.per_product",
+            f"must be in [1, 1000], got {self.per_product}",
+        )
+        _check(
+            0 < self.max_total_mb <= 100_000,
+            "lane_references.max_total_mb",
+            f"must be in (0, 100000], got {self.max_total_mb}",
+        )
+        _check(self.min_gap_s >= 0, "lane_references.min_gap_s", f"must be >= 0, got {self.min_gap_s}")
+
+
+@dataclass(frozen=True)
 class LaneConfig:
     zone: Zone | None = None  # [x1, y1, x2, y2] or a polygon [[x, y], ...]; the command line's --zone overrides it
     # Areas of the frame never looked at, each [x1, y1, x2, y2] or [[x, y], ...]: the cashier's
@@ -225,6 +261,7 @@ class LaneConfig:
     crops: CropConfig = field(default_factory=CropConfig)
     events: EventConfig = field(default_factory=EventConfig)
     basket: BasketConfig = field(default_factory=BasketConfig)
+    lane_references: LaneReferenceConfig = field(default_factory=LaneReferenceConfig)
 
     def __post_init__(self) -> None:
         _check(

@@ -51,10 +51,12 @@ class LaneProcessor:
         config: LaneConfig | None = None,
         evidence: EvidenceWriter | None = None,
         camera_was_blind: Callable[[float], bool] = lambda ts: False,
+        references: Callable[[ItemPass, PassRecord], object] | None = None,
     ):
         """`evidence` writes the crops of alert passes (none: not kept); `camera_was_blind(ts)`
         says whether the camera was down at camera time `ts`, so that a scan made then is left
-        unjudged instead of being called a scan without item."""
+        unjudged instead of being called a scan without item; `references` is given every decided
+        pass with its crops (a `LaneReferenceSampler`; none: crops are dropped once judged)."""
         self.gallery = gallery
         self.config = config = config or LaneConfig()
         self.zone = zone = zone.excluding(config.exclude)
@@ -73,8 +75,10 @@ class LaneProcessor:
             config.basket,
             resolve_barcode=gallery.sku_for_barcode,
             save_evidence=evidence if evidence is not None else lambda item: (),
-            on_pass=self._passes.append,
+            on_pass=self._passes.append if references is None else self._pass_decided,
         )
+        self.references = references
+        self._items: dict[int, ItemPass] = {}  # undecided passes by track, kept only for `references`
         self.offset = config.events.clock_offset_s
         self.frames = 0
         self.passes = 0
@@ -119,6 +123,12 @@ class LaneProcessor:
         self._decided += self.events.flush()
         return self._take()
 
+    def _pass_decided(self, record: PassRecord) -> None:
+        self._passes.append(record)
+        item = self._items.pop(record.track_id, None)
+        if item is not None and self.references is not None:
+            self.references(item, record)
+
     def _release(self, now: float) -> None:
         while self._pos and self._pos[0][0] <= now:
             event = heapq.heappop(self._pos)[2]
@@ -152,6 +162,8 @@ class LaneProcessor:
         ]
         self.crops.forget(set(self.tracker.open_tracks))
         for item, rec in zip(passes, self.recogniser.recognise(passes), strict=True):
+            if self.references is not None:
+                self._items[item.track_id] = item
             self.events.add_pass(item, rec)
         self.passes += len(passes)
 

@@ -24,7 +24,7 @@ from retail_reid.pipeline.pos import PosEvent, PosEventType, read_pos_log
 from retail_reid.pipeline.recognition import GalleryLike
 from retail_reid.pipeline.report import write_report
 from retail_reid.pipeline.sources import FrameSource, open_source
-from retail_reid.pipeline.types import BasketEvent, Event, EventType, PassRecord
+from retail_reid.pipeline.types import BasketEvent, Event, EventType, ItemPass, PassRecord
 
 OUTPUT_NAMES = ("events.jsonl", "passes.jsonl", "summary.json", "report.html", "crops")
 
@@ -94,11 +94,13 @@ def replay(
     overwrite: bool = False,
     progress: bool = False,
     on_warning: Callable[[str], None] = lambda warning: None,
+    references: Callable[[ItemPass, PassRecord], object] | None = None,
 ) -> dict:
     """Run the lane over a recording and its POS log; write OUT/events.jsonl, passes.jsonl,
     summary.json, report.html and the evidence crops. Returns the summary. Each warning goes to
     `on_warning` as soon as it is known: those about the inputs (skipped POS lines, a clipped
-    zone, scans the gallery cannot check) before the first frame is read."""
+    zone, scans the gallery cannot check) before the first frame is read. `references` is given
+    every decided pass with its crops (a lane-reference sampler)."""
     out = Path(out)
     config = config or LaneConfig()
     warnings: list[str] = []
@@ -124,6 +126,7 @@ def replay(
                 replace(config, zone=zone),
                 evidence=EvidenceWriter(staging, "crops"),
                 camera_was_blind=lambda ts: stats.after_end(ts, config.events.window_after_s),
+                references=references,
             )
             warn([w for w in map(lane.push_pos, pos) if w is not None])
             events, records = _run(lane, source, staging / "events.jsonl", progress, warn, stats)

@@ -123,3 +123,29 @@ def make_settings(tmp: Path, gallery: Path, **extra) -> ConsoleSettings:
         data=tmp / "console-data",
         **extra,
     )
+
+
+def make_lane_references(root: Path, sku: str = "Lime", photos: int = 3) -> Path:
+    """A lane-references folder as `reid edge` keeps it: `photos` crops of `sku` (sample photos)."""
+    import cv2
+
+    from retail_reid.pipeline.config import LaneReferenceConfig
+    from retail_reid.pipeline.lane_references import LaneReferenceSampler
+    from retail_reid.pipeline.types import Crop, ItemPass, PassRecord, Verdict
+
+    sampler = LaneReferenceSampler(root, LaneReferenceConfig(min_gap_s=0), confidence=lambda s: s, lane="lane-1")
+    for i in range(photos):
+        image = cv2.imread(str(_photo(sku, 1 + i)))
+        crop = Crop(image=image, ts=float(i), box=(0, 0, image.shape[1], image.shape[0]), quality=1.0)
+        item = ItemPass(track_id=100 + i, t_start=float(i), t_end=i + 1.0, frames=5, crops=(crop,))
+        record = PassRecord(
+            track_id=100 + i,
+            t_start=float(i),
+            t_end=i + 1.0,
+            verdict=Verdict.OK,
+            seen_sku=sku,
+            seen_score=0.97 - i / 100,
+            scanned_sku=sku,
+        )
+        assert sampler(item, record) == 1, f"{sku} photo {1 + i} was not kept"
+    return root

@@ -1,6 +1,7 @@
 """The console in a real browser: Debian's Chromium, driven by Selenium through Debian's
 chromedriver (named explicitly, so Selenium Manager never downloads one). An operator signs in,
-reviews an alert, uploads a photo to a product and sees the new gallery version, and rolls back.
+reviews an alert, uploads a photo to a product and sees the new gallery version, accepts lane
+references, and rolls back.
 A screenshot of each main page is saved under the test's tmp folder (docs/console.md shows them)."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from console_fixtures import PASSWORDS, SAMPLE_VAL, make_settings
+from console_fixtures import PASSWORDS, SAMPLE_VAL, make_lane_references, make_settings
 
 from retail_reid.gallery.store import GalleryStore
 from retail_reid.pipeline.console.app import create_app
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def console(tmp_path: Path, gallery_dir: Path):
     """The console served by waitress on a free loopback port, as `reid console` serves it."""
-    settings = make_settings(tmp_path, gallery_dir)
+    settings = make_settings(tmp_path, gallery_dir, references=(make_lane_references(tmp_path / "lane-refs"),))
     server = make_server(create_app(settings), settings, Bind("127.0.0.1", 0), threads=2)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -130,15 +131,30 @@ def test_review_an_alert_upload_a_photo_and_roll_back_in_chromium(console, brows
     assert len(b.find_elements(By.CSS_SELECTOR, ".ref")) == n_before + 1
     _shot(b, shots, "product")
 
+    _go(b, b.find_element(By.LINK_TEXT, "Lane references"))  # the lanes' confident crops, offered per product
+    _shot(b, shots, "lane-references")
+    _go(b, b.find_element(By.LINK_TEXT, "Review"))
+    boxes = b.find_elements(By.CSS_SELECTOR, "form.lane-refs input[type=checkbox]")
+    assert len(boxes) == 3 and all(box.is_selected() for box in boxes)
+    boxes[2].click()  # accept two of the three
+    _shot(b, shots, "lane-reference")
+    _go(b, b.find_element(By.CSS_SELECTOR, "button.accept"))
+    assert f"version {before + 2}: accept-lane-references: 2 references for 1 SKU (Lime)" in _text(b)
+    assert len(b.find_elements(By.CSS_SELECTOR, "form.lane-refs input[type=checkbox]")) == 1
+    with GalleryStore.open(gallery, readonly=True) as store:
+        last = store.history()[-1]
+        assert (last.action, last.operator) == ("accept-lane-references", "alice")
+        assert [r.origin for r in store.product("Lime")[1]].count("lane") == 2
+
     _go(b, b.find_element(By.LINK_TEXT, "History"))
     top = b.find_element(By.CSS_SELECTOR, "table.list tbody tr")
-    assert f"v{before + 1}" in top.text and "alice" in top.text and "current" in top.text
-    _go(b, b.find_element(By.XPATH, f"//button[text()='Roll back to v{before}']"))
-    assert f"version {before + 2}: rolled back to the contents of version {before}" in _text(b)
+    assert f"v{before + 2}" in top.text and "alice" in top.text and "current" in top.text
+    _go(b, b.find_element(By.XPATH, f"//button[text()='Roll back to v{before}']"))  # undoes the upload and the crops
+    assert f"version {before + 3}: rolled back to the contents of version {before}" in _text(b)
     _shot(b, shots, "history")
     with GalleryStore.open(gallery, readonly=True) as store:
         last = store.history()[-1]
-        assert (last.version, last.action, last.operator) == (before + 2, "rollback", "alice")
+        assert (last.version, last.action, last.operator) == (before + 3, "rollback", "alice")
         assert len(store.product("Lime")[1]) == n_before
 
     _go(b, b.find_element(By.CSS_SELECTOR, ".who button"))
@@ -154,6 +170,8 @@ def test_review_an_alert_upload_a_photo_and_roll_back_in_chromium(console, brows
             "precision",
             "gallery",
             "product",
+            "lane-references",
+            "lane-reference",
             "history",
         )
     )

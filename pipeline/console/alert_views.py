@@ -16,6 +16,7 @@ from retail_reid.pipeline.console.state import operator, state
 from retail_reid.pipeline.console.verdicts import (
     REASON_LABELS,
     Decision,
+    Reason,
     Verdict,
     check_verdict,
     to_csv,
@@ -130,12 +131,15 @@ def show(source: str, key: str) -> str:
     st = state()
     pos, pos_missing = folder.pos_around(alert)
     rec = alert.record
+    history = st.verdicts.history(source, key)
+    wrong_product = bool(history) and history[0].reason is Reason.WRONG_PRODUCT and bool(alert.evidence)
     return render_template(
         "alert.html",
         alert=alert,
         folder=folder,
         replay=folder.kind is SourceKind.REPLAY,
-        history=st.verdicts.history(source, key),
+        history=history,
+        products=[p.product.sku for p in st.gallery.products()] if wrong_product else [],
         evidence=[i for i, rel in enumerate(alert.evidence) if inside(folder.root, rel)],
         missing_evidence=sum(inside(folder.root, rel) is None for rel in alert.evidence),
         seen_photos=st.gallery.photos(rec.get("seen_sku"), PHOTOS),

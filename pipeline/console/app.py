@@ -15,9 +15,11 @@ from werkzeug.wrappers import Response
 
 from retail_reid.durable import replace_atomically
 from retail_reid.errors import ReidError
-from retail_reid.pipeline.console import alert_views, auth_views, formatting, gallery_views
+from retail_reid.pipeline.console import alert_views, auth_views, formatting, gallery_views, lane_reference_views
 from retail_reid.pipeline.console.alerts import open_folders
 from retail_reid.pipeline.console.gallery_access import GalleryAccess
+from retail_reid.pipeline.console.reference_decisions import DB_NAME as DECISIONS_DB
+from retail_reid.pipeline.console.reference_decisions import ReferenceDecisions
 from retail_reid.pipeline.console.settings import ConsoleError, ConsoleSettings
 from retail_reid.pipeline.console.state import EXTENSION, SESSION_OPERATOR, ConsoleState
 from retail_reid.pipeline.console.throttle import SignInThrottle
@@ -73,9 +75,10 @@ def create_app(settings: ConsoleSettings) -> Flask:
         operators=operators,
         gallery=GalleryAccess(settings.gallery, settings.data),
         throttle=SignInThrottle(),
+        decisions=ReferenceDecisions(settings.data / DECISIONS_DB),
     )
     formatting.install(app)
-    for module in (auth_views, alert_views, gallery_views):
+    for module in (auth_views, alert_views, gallery_views, lane_reference_views):
         app.register_blueprint(module.blueprint)
 
     @app.before_request

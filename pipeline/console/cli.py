@@ -27,6 +27,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--replay", action="append", default=[], metavar="OUT_DIR", help="a `reid replay` output folder (repeat)"
     )
     p.add_argument("--gallery", help="the gallery folder the lanes use (required to serve)")
+    p.add_argument(
+        "--lane-references",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder of lane references (`reid replay --lane-references`; a --state folder's own is read "
+        "without this) (repeat)",
+    )
     p.add_argument("--users", required=True, help="operators file (TOML of scrypt hashes; see --add-user)")
     p.add_argument(
         "--data", default="console-data", help="the console's own folder: verdicts, session key (default: %(default)s)"
@@ -62,6 +70,14 @@ def _password() -> str:
     return sys.stdin.readline().rstrip("\n")
 
 
+def lane_reference_folders(states: list[str], extra: list[str]) -> tuple[Path, ...]:
+    """Each lane's STATE/lane-references that exists, and the folders given."""
+    from retail_reid.pipeline.lane_references import FOLDER
+
+    found = [Path(s) / FOLDER for s in states if (Path(s) / FOLDER).is_dir()]
+    return tuple(dict.fromkeys([*found, *map(Path, extra)]))
+
+
 def run(args: argparse.Namespace) -> int:
     if args.add_user:
         from retail_reid.pipeline.console.users import add_operator
@@ -89,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         replays=tuple(Path(p) for p in args.replay),
         gallery=Path(args.gallery),
         users=Path(args.users),
+        references=lane_reference_folders(args.state, args.lane_references),
         data=Path(args.data),
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         secure_cookies=args.secure_cookies,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retail_reid.gallery import GalleryError
+from retail_reid.gallery.photos import RefOrigin
 from retail_reid.gallery.reading import ProductRow, RefRow, VersionRow
 from retail_reid.gallery.store import ChangeResult, GalleryStore
 from retail_reid.images import decode_image
@@ -91,6 +92,26 @@ class GalleryAccess:
                 return store.add(sku, paths, name=name, operator=operator, embedder=self._embedder_for(store))
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+
+    def reference_hashes(self) -> set[str]:
+        with self._open() as store:
+            return store.reference_hashes()
+
+    def add_lane_references(self, sku: str, paths: list[Path], operator: str) -> ChangeResult:
+        """Crops a lane kept (already checked files inside the console's folders) as references of
+        an existing product, marked as lane references; crops already in the gallery are left out."""
+        with self._write, self._open(readonly=False) as store:
+            if sku not in {p.product.sku for p in store.products()}:
+                raise ConsoleError(f"sku: unknown product {sku!r}; lane references go to products the gallery holds")
+            return store.add_photos(
+                [(sku, p) for p in paths],
+                {},
+                action="accept-lane-references",
+                operator=operator,
+                skip_bad=True,
+                embedder=self._embedder_for(store),
+                origin=RefOrigin.LANE,
+            )
 
     def remove_photo(self, ref_id: int, operator: str) -> ChangeResult:
         with self._write, self._open(readonly=False) as store:

@@ -51,6 +51,7 @@ class ConsoleSettings:
     gallery: Path
     users: Path
     data: Path  # the console's own folder: verdicts database, session key, upload staging
+    references: tuple[Path, ...] = ()  # lane-references folders (`reid edge`'s STATE/lane-references, replays')
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     secure_cookies: bool = False  # set when served over HTTPS (behind a TLS proxy)
 
@@ -65,6 +66,9 @@ class ConsoleSettings:
         for folder in self.replays:
             if not (folder / "events.jsonl").is_file():
                 raise ConsoleError(f"--replay {folder}: no events.jsonl (not a `reid replay` output folder)")
+        for folder in self.references:
+            if not (folder / "products").is_dir():
+                raise ConsoleError(f"--lane-references {folder}: not a lane-references folder (no products/)")
         if not self.gallery.is_dir():
             raise ConsoleError(f"--gallery {self.gallery}: no such folder")
         if self.max_upload_bytes < 1:

@@ -9,6 +9,7 @@ from flask import current_app, session
 
 from retail_reid.pipeline.console.alerts import AlertFolder
 from retail_reid.pipeline.console.gallery_access import GalleryAccess
+from retail_reid.pipeline.console.reference_decisions import ReferenceDecisions
 from retail_reid.pipeline.console.settings import ConsoleSettings
 from retail_reid.pipeline.console.throttle import SignInThrottle
 from retail_reid.pipeline.console.users import Operators
@@ -26,6 +27,7 @@ class ConsoleState:
     operators: Operators
     gallery: GalleryAccess
     throttle: SignInThrottle
+    decisions: ReferenceDecisions  # on lane references
 
 
 def state() -> ConsoleState:

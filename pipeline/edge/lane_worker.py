@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.edge.alert_log import AlertLog
@@ -29,7 +30,7 @@ from retail_reid.pipeline.evidence import EvidenceWriter
 from retail_reid.pipeline.lane import LaneProcessor, LaneResult, resolve_zone
 from retail_reid.pipeline.pos import PosEvent, PosEventType
 from retail_reid.pipeline.recognition import GalleryLike
-from retail_reid.pipeline.types import Event, Frame
+from retail_reid.pipeline.types import Event, Frame, ItemPass, PassRecord
 
 log = logging.getLogger("reid.edge.lane")
 
@@ -52,8 +53,10 @@ class LaneWorker(Worker):
         evidence: EvidenceWriter | None,
         metrics: EdgeMetrics,
         clip_ring: ClipRing | None = None,
+        references: Callable[[ItemPass, PassRecord], object] | None = None,
     ):
         super().__init__("lane")
+        self.references = references  # lane-reference sampler ([lane_references] enabled), or None
         self.gallery = gallery
         self.config = config
         self.camera = camera
@@ -150,6 +153,7 @@ class LaneWorker(Worker):
             dataclasses.replace(self.config, zone=zone),
             evidence=self.evidence,
             camera_was_blind=self.camera.was_blind,
+            references=self.references,
         )
         self.size = size
         log.info("lane ready: %dx%d frames, zone %s", size[0], size[1], zone.as_text())

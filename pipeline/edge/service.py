@@ -40,6 +40,7 @@ from retail_reid.pipeline.edge.pos_intake import PosFileTailer, PosInbox
 from retail_reid.pipeline.edge.settings import EdgeConfig, EdgeError
 from retail_reid.pipeline.edge.webhook import WebhookSender
 from retail_reid.pipeline.evidence import EvidenceWriter
+from retail_reid.pipeline.lane_references import lane_reference_sampler
 
 log = logging.getLogger("reid.edge")
 
@@ -151,6 +152,7 @@ class EdgeService:
             self.evidence,
             self.metrics,
             clip_ring=self.clip_ring,
+            references=lane_reference_sampler(self.state, self.lane_config, self.gallery, cfg.lane),
         )
         self.mqtt = (
             MqttLink(cfg.mqtt, cfg.lane, self.inbox, cfg.http.max_events_per_post, self.metrics)

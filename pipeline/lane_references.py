@@ -1,0 +1,294 @@
+"""Lane references: a bounded sample of crops from item passes whose scan the camera verified with
+high confidence, kept per product on disk so that an operator (`reid console`) or the automatic rule
+(`reid gallery accept-lane-references`) can turn them into gallery references. The lane sees every
+product from the exact angle, light and blur that its alerts are judged in; the gallery's photos were
+taken elsewhere.
+
+Layout under ROOT (STATE/lane-references for `reid edge`, `reid replay --lane-references DIR`):
+
+    images/ab/<sha256>.jpg      the crops, content-addressed (the same bytes are kept once)
+    products/<key>.json         per product: its SKU and its crops (file, confidence, quality, time, lane)
+
+Each file is written by `retail_reid.durable.replace_atomically`, the crop before the manifest that
+names it, so a crash leaves at worst a crop no manifest names; a sampler removes those when it starts.
+
+Rules: a pass is sampled when its verdict is ok (the seen SKU is the scanned one), the calibrated
+confidence of that match is at least `min_confidence`, and a crop is at least `min_side` pixels on
+its short side and `min_sharpness` sharp. At most `per_pass` crops of a pass (its best), at most one
+pass per product every `min_gap_s` seconds of lane time. A product holds at most `per_product` crops
+(the oldest goes first); all products together at most `max_total_mb` (the oldest crop of the product
+with the most crops goes first, so rare products keep theirs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+
+from retail_reid.durable import replace_atomically
+from retail_reid.errors import ReidError
+from retail_reid.pipeline.config import LaneConfig, LaneReferenceConfig
+from retail_reid.pipeline.crops import sharpness
+from retail_reid.pipeline.recognition import GalleryLike
+from retail_reid.pipeline.types import ItemPass, PassRecord, Verdict
+
+FOLDER = "lane-references"  # under a lane's state folder
+IMAGES = "images"
+PRODUCTS = "products"
+JPEG_QUALITY = 92
+SHA256 = re.compile(r"[0-9a-f]{64}")
+log = logging.getLogger("reid.lane_references")
+
+
+class LaneReferenceError(ReidError, OSError):
+    """A lane-references folder that cannot be read or written; the message names it."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaneCrop:
+    """One kept crop and why it was kept."""
+
+    sha256: str
+    image: str  # relative to the folder's root
+    bytes: int
+    confidence: float
+    quality: float
+    ts: float  # lane (POS) clock, the pass's end
+    lane: str
+    track_id: int
+
+
+@dataclass
+class ProductSample:
+    sku: str
+    crops: list[LaneCrop] = field(default_factory=list)  # oldest first
+
+
+def product_key(sku: str) -> str:
+    """A file name for any SKU (SKUs may hold any printable text)."""
+    return hashlib.sha256(sku.encode("utf-8")).hexdigest()[:24]
+
+
+def read_samples(root: Path) -> dict[str, ProductSample]:
+    """The products' samples in a lane-references folder (an unreadable manifest is skipped)."""
+    found: dict[str, ProductSample] = {}
+    for path in sorted((root / PRODUCTS).glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            sample = ProductSample(str(data["sku"]), [LaneCrop(**c) for c in data["crops"]])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        found[sample.sku] = sample
+    return found
+
+
+class LaneReferenceSampler:
+    """Called by the lane with each decided pass and its crops; keeps those the rules allow."""
+
+    def __init__(
+        self,
+        root: Path,
+        config: LaneReferenceConfig,
+        confidence: Callable[[float], float],
+        lane: str = "",
+    ):
+        """`confidence(similarity)` is the gallery's calibrated confidence of a match."""
+        self.root = root
+        self.config = config
+        self.confidence = confidence
+        self.lane = lane
+        self.kept = 0  # crops kept since start
+        self.error: str | None = None  # why the latest crop could not be kept; None once one is again
+        try:
+            (root / PRODUCTS).mkdir(parents=True, exist_ok=True)
+            (root / IMAGES).mkdir(exist_ok=True)
+            self.samples = read_samples(root)
+            self._remove_unnamed()
+        except OSError as e:
+            raise LaneReferenceError(f"{root}: cannot use the lane-references folder ({e.strerror or e})") from None
+        self._last: dict[str, float] = {}  # SKU -> lane time of its last sampled pass
+
+    def _remove_unnamed(self) -> None:
+        """Crops a crash left without a manifest naming them."""
+        named = {c.image for s in self.samples.values() for c in s.crops}
+        for path in (self.root / IMAGES).glob("*/*"):
+            rel = path.relative_to(self.root).as_posix()
+            if rel not in named:
+                path.unlink(missing_ok=True)
+
+    def total_bytes(self) -> int:
+        return sum(c.bytes for s in self.samples.values() for c in s.crops)
+
+    def __call__(self, item: ItemPass, record: PassRecord) -> int:
+        """Keep the usable crops of a confidently verified pass; returns how many were kept."""
+        cfg = self.config
+        sku = record.seen_sku
+        if record.verdict is not Verdict.OK or sku is None or sku != record.scanned_sku:
+            return 0
+        confidence = float(self.confidence(record.seen_score))
+        if not math.isfinite(confidence) or confidence < cfg.min_confidence:
+            return 0
+        last = self._last.get(sku)
+        if last is not None and record.t_end - last < cfg.min_gap_s:
+            return 0
+        usable = [
+            c
+            for c in sorted(item.crops, key=lambda c: c.quality, reverse=True)
+            if min(c.image.shape[:2]) >= cfg.min_side and sharpness(c.image) >= cfg.min_sharpness
+        ][: cfg.per_pass]
+        if not usable:
+            return 0
+        sample = self.samples.setdefault(sku, ProductSample(sku))
+        known = {c.sha256 for c in sample.crops}
+        added = 0
+        try:
+            for crop in usable:
+                ok, jpeg = cv2.imencode(".jpg", crop.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+                if not ok:
+                    continue
+                data = jpeg.tobytes()
+                sha = hashlib.sha256(data).hexdigest()
+                if sha in known:
+                    continue
+                rel = f"{IMAGES}/{sha[:2]}/{sha}.jpg"
+                (self.root / rel).parent.mkdir(exist_ok=True)
+                replace_atomically(self.root / rel, data, "lane-reference")
+                sample.crops.append(
+                    LaneCrop(
+                        sha256=sha,
+                        image=rel,
+                        bytes=len(data),
+                        confidence=round(confidence, 4),
+                        quality=round(crop.quality, 2),
+                        ts=round(record.t_end, 3),
+                        lane=self.lane,
+                        track_id=record.track_id,
+                    )
+                )
+                known.add(sha)
+                added += 1
+            if added:
+                self._last[sku] = record.t_end
+                self._evict(sample)
+                self.kept += added
+        except OSError as e:  # never stops the lane: references are a by-product; the next pass tries again
+            self.error = f"{self.root}: cannot keep a lane reference ({e.strerror or e})"
+            log.warning("%s", self.error)
+            return added
+        self.error = None
+        return added
+
+    def _evict(self, changed: ProductSample) -> None:
+        """Apply the caps, then write every manifest that changed, and only then delete the crops."""
+        gone: list[LaneCrop] = []
+        touched = {changed.sku}
+        while len(changed.crops) > self.config.per_product:
+            gone.append(changed.crops.pop(0))
+        limit = self.config.max_total_mb * 1e6
+        total = self.total_bytes()
+        while total > limit:
+            fullest = max(self.samples.values(), key=lambda s: len(s.crops))
+            if not fullest.crops:
+                break
+            crop = fullest.crops.pop(0)
+            gone.append(crop)
+            touched.add(fullest.sku)
+            total -= crop.bytes
+        for sku in touched:
+            self._write(self.samples[sku])
+        for crop in gone:
+            (self.root / crop.image).unlink(missing_ok=True)
+
+    def _write(self, sample: ProductSample) -> None:
+        body = {"sku": sample.sku, "crops": [asdict(c) for c in sample.crops]}
+        path = self.root / PRODUCTS / f"{product_key(sample.sku)}.json"
+        replace_atomically(path, json.dumps(body, indent=1).encode("utf-8"), "lane-reference-manifest")
+
+
+def open_sampler(root: Path, config: LaneReferenceConfig, gallery: GalleryLike, lane: str = "") -> LaneReferenceSampler:
+    """A sampler into `root` judging confidence with the gallery's calibration."""
+    calibration = gallery.calibration
+    if calibration is None:
+        raise LaneReferenceError(f"{root}: the gallery's model has no calibration, so no confidence to sample by")
+    return LaneReferenceSampler(root, config, lambda s: float(calibration.confidence(s)), lane)
+
+
+def lane_reference_sampler(
+    state: Path, config: LaneConfig, gallery: GalleryLike, lane: str
+) -> LaneReferenceSampler | None:
+    """`reid edge`'s sampler under STATE/lane-references when `[lane_references] enabled`, else None."""
+    if not config.lane_references.enabled:
+        return None
+    return open_sampler(state / FOLDER, config.lane_references, gallery, lane)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Suggestion:
+    """A kept crop offered as a reference of `sku`: the file it is in and why it was kept."""
+
+    sku: str
+    crop: LaneCrop
+    path: Path
+    folder: Path  # the lane-references folder it is in
+
+
+def references_folder(path: Path) -> Path:
+    """A lane-references folder given itself or the lane's state folder that holds one."""
+    for candidate in (path / FOLDER, path):
+        if (candidate / PRODUCTS).is_dir():
+            return candidate
+    raise LaneReferenceError(
+        f"{path}: no lane references here (expected {path / FOLDER / PRODUCTS} or {path / PRODUCTS})"
+    )
+
+
+def suggestions(folders: list[Path]) -> dict[str, list[Suggestion]]:
+    """Every kept crop of the given folders by SKU, most confident first. A manifest line that does
+    not name its own content-addressed file is skipped: no manifest can point outside its folder."""
+    found: dict[str, list[Suggestion]] = {}
+    for folder in folders:
+        for sku, sample in read_samples(folder).items():
+            for crop in sample.crops:
+                if not SHA256.fullmatch(crop.sha256) or crop.image != f"{IMAGES}/{crop.sha256[:2]}/{crop.sha256}.jpg":
+                    continue
+                path = folder / crop.image
+                if path.is_file() and not path.is_symlink():
+                    found.setdefault(sku, []).append(Suggestion(sku=sku, crop=crop, path=path, folder=folder))
+    for items in found.values():
+        items.sort(key=lambda s: (-s.crop.confidence, -s.crop.ts))
+    return found
+
+
+def choose_automatic(
+    found: dict[str, list[Suggestion]],
+    *,
+    min_confidence: float,
+    max_per_product: int,
+    products: set[str],
+    lane_refs: dict[str, int],
+    known: set[str],
+) -> list[Suggestion]:
+    """The automatic mode's rules: only products the gallery holds; only crops at or above
+    `min_confidence` not already references (`known` sha256s); per product, the most confident
+    first until it holds `max_per_product` lane references (`lane_refs`: how many it holds now)."""
+    chosen: list[Suggestion] = []
+    for sku in sorted(found.keys() & products):
+        room = max_per_product - lane_refs.get(sku, 0)
+        seen: set[str] = set()
+        for s in found[sku]:
+            if room <= 0:
+                break
+            if s.crop.confidence < min_confidence or s.crop.sha256 in known or s.crop.sha256 in seen:
+                continue
+            seen.add(s.crop.sha256)
+            chosen.append(s)
+            room -= 1
+    return chosen
