@@ -21,6 +21,7 @@ from camera_fixtures import MjpegCamera
 from contract_fixtures import assert_valid
 from edge_fixtures import Receiver, call, free_port, metrics, wait_until
 
+from retail_reid.cli import main
 from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.config import ConfigError
 from retail_reid.pipeline.contract import SchemaName
@@ -257,3 +258,15 @@ def test_one_camera_cut_the_other_lane_keeps_deciding_and_alerting(built_gallery
     assert 'reid_camera_connected{lane="south"} 1' in metrics_text
     for name in cameras:
         assert not (tmp_path / "state" / name / "service.json").exists()
+
+
+def test_dead_letters_takes_the_lane_by_name(tmp_path, capsys):
+    path = tmp_path / "lane.toml"
+    path.write_text(TWO_LANES.format(a="rtsp://192.0.2.1/a", b="clip.mp4").replace("/var/lib/reid/south", "south"))
+    (tmp_path / "south").mkdir()
+    assert main(["edge", "dead-letters", "--config", str(path), "--lane", "south"]) == 0
+    assert f"0 dead letters in {tmp_path / 'south'}" in capsys.readouterr().out
+    assert main(["edge", "dead-letters", "--config", str(path)]) == 2
+    assert "name one with --lane (north, south)" in capsys.readouterr().err
+    assert main(["edge", "dead-letters", "--config", str(path), "--lane", "north"]) == 2  # never run: no state yet
+    assert "state" in capsys.readouterr().err

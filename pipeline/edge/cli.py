@@ -61,11 +61,13 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
     from retail_reid.pipeline.edge.dead_letters import DeadLetters
     from retail_reid.pipeline.edge.outbox import dead_letters_path
-    from retail_reid.pipeline.edge.settings import lane_named, load_edge_lanes
+    from retail_reid.pipeline.edge.settings import EdgeError, lane_named, load_edge_lanes
     from retail_reid.pipeline.edge.webhook import NAME, resend_dead_letters
 
     edge, _ = lane_named(load_edge_lanes(args.config), args.lane, args.config)
     state = Path(edge.state_dir)
+    if not state.is_dir():
+        raise EdgeError(f"{args.config}: edge.state_dir of lane {edge.lane}: {state} does not exist (never run here?)")
     if not (args.resend or args.all):
         letters = DeadLetters(dead_letters_path(state, NAME)).read()
         for letter in letters:
