@@ -92,6 +92,11 @@ def test_each_lane_gets_the_shared_tables_and_its_own(tmp_path):
         (('name = "south"', 'name = "north"'), r"\[\[lane\]\] name: 'north' is given to two lanes"),
         (('state_dir = "/var/lib/reid/south"', 'state_dir = "state/north"'), r"state_dir: .* is given to two lanes"),
         (('name = "south"', ""), r"\[\[lane\]\] 2: name: is required"),
+        (
+            ("[edge.http]", '[edge.pos]\nfile = "till.jsonl"\n[edge.http]'),
+            r"pos\.file: .*till\.jsonl' is given to two lanes",
+        ),
+        (("[edge.http]", '[edge.mqtt]\nhost = "b"\ntopic_prefix = "t"\n[edge.http]'), r"mqtt\.topic_prefix: 't'"),
         (("window_after_s = 0.8", "window_after_s = -1"), r"\[\[lane\]\] 2 \(south\): .*window_after_s"),
         (('camera = { source = "rtsp://192.0.2.1/a" }', "http = { port = 1 }"), r"\[\[lane\]\] 1 \(north\): .*'http'"),
     ],

@@ -353,11 +353,19 @@ def load_edge_lanes(path: str | Path) -> list[tuple[EdgeConfig, LaneConfig]]:
             lanes.append(_parse(p, settings, _merged(shared, own)))
         except ConfigError as e:
             raise ConfigError(f"{where} ({name}): {str(e).removeprefix(f'{p}: ')}") from None
-    for key in ("lane", "state_dir"):
-        seen = [getattr(edge, key) for edge, _ in lanes]
-        twice = sorted({v for v in seen if seen.count(v) > 1})
+    # What a lane alone may hold: its name, its state, the POS file it reads, its MQTT identity and topics.
+    owned = {
+        "name": lambda e: e.lane,
+        "state_dir": lambda e: e.state_dir,
+        "pos.file": lambda e: e.pos.file,
+        "mqtt.client_id": lambda e: e.mqtt.host and e.mqtt.client_id,
+        "mqtt.topic_prefix": lambda e: e.mqtt.host and e.mqtt.topic_prefix,
+    }
+    for key, value in owned.items():
+        seen = [value(edge) for edge, _ in lanes]
+        twice = sorted({v for v in seen if v and seen.count(v) > 1})
         if twice:
-            raise ConfigError(f"{p}: [[lane]] {'name' if key == 'lane' else key}: {twice[0]!r} is given to two lanes")
+            raise ConfigError(f"{p}: [[lane]] {key}: {twice[0]!r} is given to two lanes; each lane needs its own")
     return lanes
 
 
