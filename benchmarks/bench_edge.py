@@ -5,6 +5,8 @@ played as a live stream in a loop, its POS events posted in time, one pass after
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_edge.py soak [--minutes 3] [--work DIR]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_edge.py sizing [--seconds 60] [--grid 640x480@15,...]
         [--cpus 1,2] [--lanes 1,4]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_edge.py multilane [--seconds 60] [--grid 640x480@15]
+        [--lanes 1,2,4,8]
 
 soak: alert latency (from the item's last frame in the zone, the tracker's pass end, to its line
 in events.jsonl; target p95 <= 1 s), frames read / processed / dropped, CPU used, and the
@@ -12,6 +14,11 @@ resident memory sampled every second (it must stay flat), over a few minutes.
 sizing: the same for each frame size and rate in --grid against each core count in --cpus (the
 services pinned with taskset) and each number of lanes in --lanes run side by side on those
 cores: what a box of that size keeps up with.
+multilane: for each number of lanes in --lanes, those lanes in one `reid edge` process ([[lane]]
+tables: one gallery and ONNX session) against as many single-lane processes side by side: resident
+memory at the end of the run (RSS, and PSS, which counts pages shared between processes once) and
+alert latency p95 over all lanes (target: 4 lanes in one process <= 50 % of the memory of 4
+processes, alert p95 <= 1 s).
 """
 
 from __future__ import annotations
@@ -106,7 +113,8 @@ def make_scenario(work: Path, width: int, height: int, fps: float, passes: int, 
 
 
 def _get(url: str) -> dict | str:
-    with urllib.request.urlopen(url, timeout=30) as r:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {TOKEN}"})  # GET /metrics needs it too
+    with urllib.request.urlopen(req, timeout=30) as r:
         data = r.read()
         return json.loads(data) if r.headers.get("Content-Type", "").startswith("application/json") else data.decode()
 
@@ -115,6 +123,22 @@ def _post(url: str, obj: dict) -> int:
     req = urllib.request.Request(url, data=json.dumps(obj).encode(), headers={"Authorization": f"Bearer {TOKEN}"})
     with urllib.request.urlopen(req, timeout=30) as r:
         return r.status
+
+
+def _pss_mb(pid: int) -> float:
+    """Proportional set size: resident memory with each page shared by k processes counted 1/k."""
+    line = next(x for x in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines() if x.startswith("Pss:"))
+    return int(line.split()[1]) / 1024
+
+
+def _lane_config(truth: dict, gallery: Path, state: Path, video: Path, queue_frames: int, lanes: int) -> str:
+    """lane.toml: a single lane as deployed, or `lanes` [[lane]] tables (lane-0, ...) on the same video."""
+    camera = f'source = "{video}"\nloop = true\nqueue_frames = {queue_frames}\n'
+    head = f'zone = {json.dumps(truth["zone"])}\n[edge]\ngallery = "{gallery}"\nstate_dir = "{state}"\n'
+    http = f'[edge.http]\nport = 0\ntoken = "{TOKEN}"\n'
+    if lanes == 1:
+        return head + 'lane = "bench"\n' + http + "[edge.camera]\n" + camera
+    return head + http + "".join(f'\n[[lane]]\nname = "lane-{i}"\n[lane.camera]\n{camera}' for i in range(lanes))
 
 
 def _proc_sample(pid: int) -> tuple[float, float]:
@@ -150,7 +174,9 @@ def run_service(
     queue_frames: int,
     name: str,
     nice: int | None = None,
+    lanes: int = 1,
 ) -> dict:
+    """Run `reid edge` (one lane, or `lanes` lanes in the one process) for `seconds` with the POS posted in time."""
     truth = json.loads((scenario / "truth.json").read_text())
     pos = [json.loads(line) for line in (scenario / "pos.jsonl").read_text().splitlines()]
     video = scenario / truth["video"]
@@ -162,11 +188,9 @@ def run_service(
     if run.exists():
         shutil.rmtree(run)
     run.mkdir(parents=True)
-    (run / "lane.toml").write_text(
-        f'zone = {json.dumps(truth["zone"])}\n[edge]\nlane = "bench"\ngallery = "{gallery}"\nstate_dir = "{state}"\n'
-        f'[edge.camera]\nsource = "{video}"\nloop = true\nqueue_frames = {queue_frames}\n'
-        f'[edge.http]\nport = 0\ntoken = "{TOKEN}"\n'
-    )
+    (run / "lane.toml").write_text(_lane_config(truth, gallery, state, video, queue_frames, lanes))
+    states = [state] if lanes == 1 else [state / f"lane-{i}" for i in range(lanes)]
+    pos_routes = ["/pos"] if lanes == 1 else [f"/lanes/lane-{i}/pos" for i in range(lanes)]
     env = {
         **os.environ,
         "OMP_NUM_THREADS": "1",
@@ -193,7 +217,7 @@ def run_service(
         deadline = time.time() + 300
         while True:
             try:
-                info = json.loads((state / "service.json").read_text())
+                info = json.loads((states[0] / "service.json").read_text())
                 if info["pid"] == proc.pid:
                     break
             except (OSError, ValueError):
@@ -202,7 +226,7 @@ def run_service(
                 raise SystemExit(f"the service did not start: see {run / 'service.log'}")
             time.sleep(0.2)
         url = info["url"]
-        while (origin := _get(url + "/health")["camera"].get("clock_origin")) is None:  # type: ignore[union-attr]
+        while (origin := _clock_origin(_get(url + "/health"))) is None:  # type: ignore[arg-type]
             time.sleep(0.05)
         loops = int(seconds / duration) + 2
         schedule = sorted(
@@ -220,7 +244,9 @@ def run_service(
         while time.time() - start < seconds:
             now = time.time()
             while schedule and schedule[0][0] <= now:
-                _post(url + "/pos", schedule.pop(0)[1])
+                event = schedule.pop(0)[1]
+                for route in pos_routes:
+                    _post(url + route, event)
             if now >= next_sample:
                 rss, cpu = _proc_sample(proc.pid)
                 samples.append((now - start, rss, cpu))
@@ -229,13 +255,15 @@ def run_service(
         machine = busy_share(machine_before, machine_counters())
         health = _get(url + "/health")
         metrics = _get(url + "/metrics")
+        memory = {"rss_mb": _proc_sample(proc.pid)[0], "pss_mb": _pss_mb(proc.pid)}
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(120)
     finally:
         if proc.poll() is None:
             proc.kill()
-    records = [json.loads(line) for line in (state / "events.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for s in states for line in (s / "events.jsonl").read_text().splitlines()]
     return {
+        "memory": memory,
         "records": records,
         "health": health,
         "metrics": metrics,
@@ -248,6 +276,13 @@ def run_service(
         "scenario": scenario,
         "run": run,
     }
+
+
+def _clock_origin(health: dict) -> float | None:
+    """The camera clock's origin; with several lanes the latest lane's (all play the same video)."""
+    cameras = [lane["camera"] for lane in health["lanes"]] if "lanes" in health else [health["camera"]]
+    origins = [c.get("clock_origin") for c in cameras]
+    return None if None in origins else max(origins)
 
 
 def latency(result: dict) -> dict:
@@ -382,6 +417,43 @@ def cmd_sizing(a: argparse.Namespace, work: Path) -> int:
     return 0
 
 
+def cmd_multilane(a: argparse.Namespace, work: Path) -> int:
+    gallery = build_gallery(work)
+    size, fps = a.grid.split(",")[0].split("@")
+    w, h = (int(v) for v in size.split("x"))
+    scenario = make_scenario(work, w, h, float(fps), a.passes, a.seed)
+    print(
+        f"multilane: {a.seconds:g} s per row, {scenario.name} looped ({os.cpu_count()} CPUs; at start: {contention()})"
+    )
+    print(
+        "| lanes | one process: RSS / PSS | single-lane processes: RSS / PSS (sum) "
+        "| one process / processes (RSS, PSS) "
+        "| alert p95 one process / processes (alerts) | machine during the runs: load, CPU wait / stolen |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for lanes in (int(n) for n in a.lanes.split(",")):
+        run = functools.partial(run_service, work, gallery, scenario, a.seconds, None, a.queue_frames)
+        one = run(f"multi-{lanes}l", lanes=lanes)
+        load_one = os.getloadavg()[0]
+        with ThreadPoolExecutor(lanes) as pool:  # as many processes side by side
+            many = list(pool.map(run, [f"single-{lanes}l-{i}" for i in range(lanes)]))
+        load_many = os.getloadavg()[0]
+        rss = sum(r["memory"]["rss_mb"] for r in many)
+        pss = sum(r["memory"]["pss_mb"] for r in many)
+        lat_one = latency(one)
+        lat_many = latency({"records": [rec for r in many for rec in r["records"]]})
+        p95 = " / ".join(f"{x['p95']:.2f} s" if x["n"] else "none" for x in (lat_one, lat_many))
+        print(
+            f"| {lanes} | {one['memory']['rss_mb']:.0f} / {one['memory']['pss_mb']:.0f} MB | {rss:.0f} / {pss:.0f} MB "
+            f"| {100 * one['memory']['rss_mb'] / rss:.0f}%, {100 * one['memory']['pss_mb'] / pss:.0f}% "
+            f"| {p95} ({lat_one['n']}, {lat_many['n']}) "
+            f"| {load_one:.1f} {one['machine']}; {load_many:.1f} {many[0]['machine']} |",
+            flush=True,
+        )
+    print(f"at the end: {contention()}")
+    return 0
+
+
 def _ms(seconds: float) -> str:
     return "> 5 s" if math.isinf(seconds) else f"{1000 * seconds:.0f} ms"  # the histogram's last bucket is 5 s
 
@@ -422,7 +494,11 @@ def main() -> int:
     sizing.add_argument("--grid", default="640x480@15,640x480@30,1280x720@15")
     sizing.add_argument("--cpus", default="1,2", help="core counts to pin the service to, comma-separated")
     sizing.add_argument("--lanes", default="1", help="lanes run side by side on those cores, comma-separated counts")
-    for p in (soak, sizing):
+    multilane = sub.add_parser("multilane")
+    multilane.add_argument("--seconds", type=float, default=60.0)
+    multilane.add_argument("--grid", default="640x480@15", help="the frame size and rate of every lane")
+    multilane.add_argument("--lanes", default="1,2,4,8", help="lane counts, comma-separated")
+    for p in (soak, sizing, multilane):
         p.add_argument("--passes", type=int, default=16, help="item passes per scenario (looped)")
         p.add_argument("--seed", type=int, default=5)
         p.add_argument("--queue-frames", type=int, default=8, help="the service's frame queue (its default: 8)")
@@ -431,7 +507,7 @@ def main() -> int:
     a = ap.parse_args()
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="bench_edge_"))
     work.mkdir(parents=True, exist_ok=True)
-    return cmd_soak(a, work) if a.cmd == "soak" else cmd_sizing(a, work)
+    return {"soak": cmd_soak, "sizing": cmd_sizing, "multilane": cmd_multilane}[a.cmd](a, work)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from retail_reid.pipeline.edge.alert_log import AlertLog
-from retail_reid.pipeline.edge.http_api import ApiContext, ApiServer
+from retail_reid.pipeline.edge.http_api import ApiContext, ApiServer, LaneRoutes
 from retail_reid.pipeline.edge.metrics import EdgeMetrics
 from retail_reid.pipeline.edge.pos_intake import PosInbox
 from retail_reid.pipeline.edge.settings import HttpConfig
@@ -122,7 +122,12 @@ def api(tmp_path):
     log = AlertLog(tmp_path / "events.jsonl", "l", "l-x")
     refreshed = []
     ctx = ApiContext(
-        box, log, m, lambda: (200, {"status": "ok"}), lambda: refreshed.append(1) or {"switched": False, "version": 7}
+        box,
+        log,
+        m,
+        lambda: (200, {"status": "ok"}),
+        lambda: refreshed.append(1) or {"switched": False, "version": 7},
+        lanes={"l": LaneRoutes(box, log, m)},  # a single lane: its routes under /lanes/l too
     )
     server = ApiServer(
         HttpConfig(

@@ -1,4 +1,5 @@
-"""The live lane service (`reid edge`): one process per checkout lane on a small CPU box.
+"""The live lane service (`reid edge`): one process per checkout lane on a small CPU box, or one
+process for several lanes (`[[lane]]` tables) sharing the gallery and its ONNX session.
 
 It runs `retail_reid.pipeline.lane.LaneProcessor`, as the replay does, on frames read in real time
 and POS events received as they happen, and sends the alerts on. Evidence crops are written by
@@ -7,7 +8,7 @@ its own module:
 
 | module | holds |
 | --- | --- |
-| `settings` | the `[edge]` tables of lane.toml (`EdgeConfig`) and `load_edge_config` |
+| `settings` | the `[edge]` tables of lane.toml (`EdgeConfig`), `load_edge_lanes` and `load_edge_config` |
 | `camera` | `CameraFeed`: camera / stream / paced video file, reconnection, `FrameQueue` |
 | `pos_intake` | `PosInbox`, `parse_pos_body` (HTTP), `PosFileTailer` (a JSON-lines file the POS appends to) |
 | `alert_log` | `AlertLog`: events.jsonl with sequence numbers that continue across restarts |
@@ -19,9 +20,10 @@ its own module:
 | `lane_worker` | `LaneWorker`: the thread that feeds frames and POS events to the lane, and its evidence crops |
 | `gallery_watch` | `GalleryWatcher`: follows newly published gallery versions |
 | `metrics` | Prometheus counters, gauges and histograms, written by hand |
-| `http_api` | the loopback HTTP API: POST /pos, GET /events, /health, /metrics |
+| `http_api` | the loopback HTTP API: POST /pos, GET /events, /health, /metrics (per lane: /lanes/NAME/...) |
 | `worker` | `Worker`: the base of the threads above (start, stop with join and timeout, failure kept) |
-| `service` | `EdgeService`: starts, supervises and stops the parts |
+| `lane_service` | `LaneService`: one lane's parts, its state folder and its health |
+| `service` | `EdgeService`: the shared gallery and HTTP server and the lanes; starts, supervises and stops them |
 | `log_format` | `--log-format`: text, or one JSON object per line |
 | `cli` | `reid edge` and `reid edge dead-letters` |
 """

@@ -14,7 +14,7 @@ CONFIG_HELP = "lane.toml: the lane's settings and its [edge] tables (example: de
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "edge",
-        help="run one checkout lane live: camera and POS in, alerts out",
+        help="run checkout lanes live (one, or several [[lane]]s in one process): camera and POS in, alerts out",
         description="Run the lane service: frames from a camera, a stream or a video file (played in real time), "
         "POS events over HTTP, MQTT and/or from a file, alerts to STATE/events.jsonl, GET /events, an optional "
         "webhook and MQTT broker. Stops cleanly on SIGTERM (see docs/edge.md).",
@@ -38,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "receiver takes leaves the list. Safe while the service runs. Exit 1 if any is refused again.",
     )
     d.add_argument("--config", required=True, help=CONFIG_HELP)
+    d.add_argument("--lane", help="the lane's name, with several [[lane]] tables in the file")
     which = d.add_mutually_exclusive_group()
     which.add_argument("--resend", metavar="ID", action="append", help="re-send this alert id (repeatable)")
     which.add_argument("--all", action="store_true", help="re-send every dead letter, oldest first")
@@ -47,13 +48,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_edge(args: argparse.Namespace) -> int:
     from retail_reid.pipeline.edge.log_format import configure_logging
     from retail_reid.pipeline.edge.service import EdgeService  # imported when used: `reid --help` stays fast
-    from retail_reid.pipeline.edge.settings import EdgeError, load_edge_config
+    from retail_reid.pipeline.edge.settings import EdgeError, load_edge_lanes
 
     if not args.config:
         raise EdgeError("--config is required: the lane's lane.toml (example: deploy/lane.toml)")
     configure_logging(args.log_level, LogFormat(args.log_format))
-    edge, lane = load_edge_config(args.config)
-    return EdgeService(edge, lane).run()
+    return EdgeService(load_edge_lanes(args.config)).run()
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
@@ -61,11 +61,13 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
     from retail_reid.pipeline.edge.dead_letters import DeadLetters
     from retail_reid.pipeline.edge.outbox import dead_letters_path
-    from retail_reid.pipeline.edge.settings import load_edge_config
+    from retail_reid.pipeline.edge.settings import EdgeError, lane_named, load_edge_lanes
     from retail_reid.pipeline.edge.webhook import NAME, resend_dead_letters
 
-    edge, _ = load_edge_config(args.config)
+    edge, _ = lane_named(load_edge_lanes(args.config), args.lane, args.config)
     state = Path(edge.state_dir)
+    if not state.is_dir():
+        raise EdgeError(f"{args.config}: edge.state_dir of lane {edge.lane}: {state} does not exist (never run here?)")
     if not (args.resend or args.all):
         letters = DeadLetters(dead_letters_path(state, NAME)).read()
         for letter in letters:

@@ -8,6 +8,10 @@ framework needed on the edge box):
     GET  /evidence/RUN/FILE      an alert's crop or clip (token, always)             200 / 401 / 404
     POST /admin/gallery/refresh  switch to a newly published gallery now (token)    200 / 401
 
+With several lanes in one service the lane's routes take its name: POST /lanes/LANE/pos, GET
+/lanes/LANE/events, GET /lanes/LANE/evidence/RUN/FILE (a single lane answers them too, and keeps the
+short routes); /health and /metrics cover every lane.
+
 With a token configured every route but GET /health needs it (`reads_need_token`, default true;
 false leaves the GET routes open, as before).
 
@@ -32,8 +36,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -53,6 +57,7 @@ DISCARD_TIMEOUT_S = 1.0  # ... waiting at most this long for each piece
 EVICT_AFTER_S = 0.25  # a connection still sending its request after this long may lose its slot to a new one
 MAX_CLOSING = 512  # refused connections being read before closing; beyond it the oldest is closed at once
 EVIDENCE_ROUTE = "/evidence/"
+LANES_ROUTE = "/lanes/"  # several lanes: /lanes/NAME/pos, /lanes/NAME/events, /lanes/NAME/evidence/...
 EVIDENCE_TYPES = {".jpg": "image/jpeg", ".avi": "video/x-msvideo"}  # crops, and clips of alert passes
 MAX_PARAM_DIGITS = 18  # a query number longer than this is out of range (and never converted)
 BUSY = (
@@ -63,8 +68,19 @@ BUSY = (
 
 
 @dataclass(frozen=True)
+class LaneRoutes:
+    """What one lane's routes reach: its POS inbox, alert log, metrics and evidence folder."""
+
+    inbox: PosInbox
+    alerts: AlertLog
+    metrics: EdgeMetrics
+    evidence_root: Path | None = None  # STATE/evidence: crops and clips served at /evidence/...
+
+
+@dataclass(frozen=True)
 class ApiContext:
-    """What the routes reach: the POS inbox, the alert log, the metrics, and the service's health."""
+    """What the routes reach: the (single) lane's parts, the service's health, and with several
+    lanes each lane's parts by name (then the short routes /pos, /events, /evidence are refused)."""
 
     inbox: PosInbox
     alerts: AlertLog
@@ -72,6 +88,18 @@ class ApiContext:
     health: Callable[[], tuple[int, dict]]  # (HTTP status, body)
     refresh_gallery: Callable[[], dict]
     evidence_root: Path | None = None  # STATE/evidence: crops and clips served at /evidence/...
+    lanes: Mapping[str, LaneRoutes] = field(default_factory=dict)  # by name, served at /lanes/NAME/...
+    render_metrics: Callable[[], str] | None = None  # the /metrics text (default: `metrics`)
+
+    def route(self, path: str) -> tuple[LaneRoutes | None, str]:
+        """The lane a path addresses and the path left (`/pos`, `/events`, `/evidence/...`); None
+        when it names no known lane, or uses a short route while the service has several lanes."""
+        if path.startswith(LANES_ROUTE):
+            name, _, rest = path.removeprefix(LANES_ROUTE).partition("/")
+            return self.lanes.get(name), "/" + rest
+        if len(self.lanes) > 1:
+            return None, path
+        return LaneRoutes(self.inbox, self.alerts, self.metrics, self.evidence_root), path
 
 
 @dataclass
@@ -214,36 +242,46 @@ class _Handler(BaseHTTPRequestHandler):
             code, body = ctx.health()
             self._json(code, body)
             return
-        evidence = url.path.startswith(EVIDENCE_ROUTE)
+        lane, path = ctx.route(url.path)
+        evidence = path.startswith(EVIDENCE_ROUTE)
         if (self.server.config.reads_need_token or evidence) and not self._authorized():
             return
-        if evidence:
-            self._evidence(url.path)
-        elif url.path == "/metrics":
-            self._send(200, ctx.metrics.render().encode(), CONTENT_TYPE)
-        elif url.path == "/events":
-            self._events(parse_qs(url.query, keep_blank_values=True))
+        if url.path == "/metrics":
+            text = ctx.render_metrics() if ctx.render_metrics is not None else ctx.metrics.render()
+            self._send(200, text.encode(), CONTENT_TYPE)
+        elif lane is None or not (evidence or path == "/events"):
+            self._json(404, {"error": self._no_such(url.path)})
+        elif evidence:
+            self._evidence(lane, path, url.path)
         else:
-            self._json(404, {"error": f"no such resource: {url.path}"})
+            self._events(lane, parse_qs(url.query, keep_blank_values=True))
+
+    def _no_such(self, path: str) -> str:
+        lanes = self.server.context.lanes
+        if len(lanes) > 1 and not path.startswith(LANES_ROUTE):
+            names = ", ".join(lanes)
+            return f"no such resource: {path[:200]} (several lanes here: /lanes/LANE{path[:200]}; lanes: {names})"
+        return f"no such resource: {path[:200]}"
 
     def do_POST(self) -> None:
         path = urlsplit(self.path).path
-        if path not in ("/pos", "/admin/gallery/refresh"):
-            self._refuse(404, {"error": f"no such resource: {path}"})
+        lane, rest = self.server.context.route(path)
+        pos = lane if rest == "/pos" else None
+        if pos is None and path != "/admin/gallery/refresh":
+            self._refuse(404, {"error": self._no_such(path)})
             return
         if not self._authorized():
             return
-        body = self._body()
+        body = self._body(pos)
         self.server.done_reading(self.connection)
         if body is None:
             return
-        if path == "/pos":
-            self._pos(body)
+        if pos is not None:
+            self._pos(pos, body)
         else:
             self._json(200, self.server.context.refresh_gallery())
 
-    def _pos(self, body: bytes) -> None:
-        ctx = self.server.context
+    def _pos(self, ctx: LaneRoutes, body: bytes) -> None:
         try:
             events = parse_pos_body(body, self.server.config.max_events_per_post, ctx.inbox.check)
         except PosError as e:
@@ -258,11 +296,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._json(202, {"accepted": len(events)})
 
-    def _evidence(self, url_path: str) -> None:
-        """A file under the evidence folder (an alert's `evidence` path is its URL path). Anything
-        else, whatever the spelling (`..`, encoded, links out of the folder), is 404."""
-        root = self.server.context.evidence_root
-        path = evidence_file(root, unquote(url_path)) if root is not None else None
+    def _evidence(self, lane: LaneRoutes, lane_path: str, url_path: str) -> None:
+        """A file under the lane's evidence folder (an alert's `evidence` path is its URL path, after
+        /lanes/LANE with several lanes). Anything else, whatever the spelling (`..`, encoded, links
+        out of the folder), is 404."""
+        root = lane.evidence_root
+        path = evidence_file(root, unquote(lane_path)) if root is not None else None
         if path is None:
             self._json(404, {"error": f"no such evidence file: {url_path[:200]}"})
             return
@@ -283,14 +322,14 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             shutil.copyfileobj(f, self.wfile, 65536)
 
-    def _events(self, query: dict[str, list[str]]) -> None:
+    def _events(self, lane: LaneRoutes, query: dict[str, list[str]]) -> None:
         try:
             since = _int_param(query, "since", 0, 0, None)
             limit = _int_param(query, "limit", EVENTS_LIMIT_DEFAULT, 1, EVENTS_LIMIT_MAX)
         except ValueError as e:
             self._json(400, {"error": str(e)})
             return
-        alerts = self.server.context.alerts
+        alerts = lane.alerts
         records = alerts.read_after(since, limit)
         self._json(
             200,
@@ -323,7 +362,7 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command == "POST" and length.strip().isdigit():
             self._discard(int(length))
 
-    def _body(self) -> bytes | None:
+    def _body(self, lane: LaneRoutes | None) -> bytes | None:
         """The request body, or None after answering why it cannot be taken."""
         limit = self.server.config.max_body_bytes
         self.close_connection = True
@@ -343,8 +382,8 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         n = int(length)
         if n > limit:
-            if urlsplit(self.path).path == "/pos":
-                self.server.context.metrics.pos_rejected.inc("http")
+            if lane is not None:
+                lane.metrics.pos_rejected.inc("http")
             self._json(
                 413, {"error": f"body of {n} bytes; at most {limit} are accepted (send fewer events per request)"}
             )

@@ -42,6 +42,7 @@ class _Metric:
 
     def __init__(self, name: str, help_text: str, labels: tuple[str, ...] = (), values: Iterable[tuple[str, ...]] = ()):
         self.name, self.help, self.label_names = name, help_text, labels
+        self.lane = ""  # set: every series carries lane="..." (a service of several lanes)
         self._lock = threading.Lock()
         self._series: dict[tuple[str, ...], object] = {}
         for v in values if labels else [()]:
@@ -56,14 +57,19 @@ class _Metric:
         return labels
 
     def render(self) -> list[str]:
-        lines = [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
+        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}", *self.samples()]
+
+    def _lane_label(self) -> str:
+        return f'lane="{_escape(self.lane)}"' if self.lane else ""
+
+    def samples(self) -> list[str]:
+        """The sample lines, without HELP and TYPE."""
         with self._lock:
-            for labels, value in self._series.items():
-                lines += self._sample_lines(labels, value)
-        return lines
+            return [line for labels, value in self._series.items() for line in self._sample_lines(labels, value)]
 
     def _sample_lines(self, labels: tuple[str, ...], value: object) -> list[str]:
-        return [f"{self.name}{_labels(self.label_names, labels)} {_number(value)}"]  # type: ignore[arg-type]
+        name = f"{self.name}{_labels(self.label_names, labels, self._lane_label())}"
+        return [f"{name} {_number(value)}"]  # type: ignore[arg-type]
 
 
 class Counter(_Metric):
@@ -98,12 +104,8 @@ class Gauge(_Metric):
         with self._lock:
             return self._series[()]  # type: ignore[return-value]
 
-    def render(self) -> list[str]:
-        return [
-            f"# HELP {self.name} {self.help}",
-            f"# TYPE {self.name} {self.kind}",
-            f"{self.name} {_number(self.value())}",
-        ]
+    def samples(self) -> list[str]:
+        return [f"{self.name}{_labels((), (), self._lane_label())} {_number(self.value())}"]
 
 
 class ReadCounter(Gauge):
@@ -138,11 +140,12 @@ class Histogram(_Metric):
 
     def _sample_lines(self, labels: tuple[str, ...], value: object) -> list[str]:
         counts, total, n = value  # type: ignore[misc]
-        lines, running = [], 0
+        lines, running, lane = [], 0, self._lane_label()
         for upper, c in zip(self.buckets, counts, strict=True):
             running += c
-            lines.append(f'{self.name}_bucket{{le="{_number(upper)}"}} {running}')
-        return [*lines, f"{self.name}_sum {_number(total)}", f"{self.name}_count {n}"]
+            lines.append(f"{self.name}_bucket{_labels(('le',), (_number(upper),), lane)} {running}")
+        rest = _labels((), (), lane)
+        return [*lines, f"{self.name}_sum{rest} {_number(total)}", f"{self.name}_count{rest} {n}"]
 
 
 class Registry:
@@ -157,11 +160,17 @@ class Registry:
         self._metrics.append(metric)
         return metric
 
+    @property
+    def metrics(self) -> list[_Metric]:
+        return list(self._metrics)
+
     def render(self) -> str:
         return "\n".join(line for m in self._metrics for line in m.render()) + "\n"
 
 
 POS_SOURCES = ("http", "file", "mqtt")
+# Series of the whole process, not of a lane: with several lanes they carry no lane label, listed once.
+SHARED = frozenset({"reid_gallery_version", "reid_gallery_reloads_total", "reid_gallery_reload_failures_total"})
 DROP_REASONS = ("queue_full", "frame_size", "decode_late")
 
 
@@ -174,7 +183,10 @@ class EdgeMetrics:
         camera_connected: Callable[[], float],
         webhook_pending: Callable[[], float],
         mqtt_connected: Callable[[], float] = lambda: 0.0,
+        lane: str = "",
     ):
+        """`lane`: this lane's name as a label on its series, for a service of several lanes (empty:
+        one lane, no label, as before)."""
         r = self.registry = Registry()
         self.frames_read = r.add(Counter("reid_frames_read_total", "Frames read from the camera."))
         self.frames_processed = r.add(Counter("reid_frames_processed_total", "Frames run through the lane."))
@@ -271,5 +283,20 @@ class EdgeMetrics:
         r.add(Gauge("process_max_fds", "Most open file descriptors allowed.", process_stats.max_fds))
         r.add(Gauge("process_start_time_seconds", "Start time, Unix seconds.", process_stats.start_time_seconds))
 
+        for m in r.metrics:
+            if not (m.name in SHARED or m.name.startswith("process_")):
+                m.lane = lane
+
     def render(self) -> str:
         return self.registry.render()
+
+
+def render_lanes(lanes: list[EdgeMetrics]) -> str:
+    """One /metrics text for several lanes: each metric's HELP and TYPE once, then its series of
+    every lane (lane label); the process's own series (no lane label) from the first lane's set."""
+    lines: list[str] = []
+    for i, metric in enumerate(lanes[0].registry.metrics):
+        lines += metric.render()
+        if metric.lane:
+            lines += [line for other in lanes[1:] for line in other.registry.metrics[i].samples()]
+    return "\n".join(lines) + "\n"

@@ -1,210 +1,109 @@
-"""The lane service: starts the parts, watches them, answers health, and stops them in order.
+"""The service: one process running one lane, or several (`[[lane]]` tables in lane.toml). It opens
+the gallery once (one ONNX session, used by every lane's thread at once: onnxruntime's `run` is
+thread-safe and the embedder keeps no state between calls) with one watcher, so a newly published
+version is seen by every lane; it serves one HTTP API; each lane has its own parts (`LaneService`).
 
-Threads: camera -> frame queue -> lane; HTTP and the POS file -> POS inbox -> lane; lane -> alert
-log -> webhook; and the gallery watcher. The state folder (one per lane, locked while the service
-runs) holds everything that must survive a restart: events.jsonl, the webhook cursor, the POS
-file position, evidence crops, and service.json (pid and address while running).
+Threads per lane: camera -> frame queue -> lane; HTTP and the POS file -> POS inbox -> lane; lane
+-> alert log -> webhook / MQTT. Shared: the gallery watcher and the HTTP server. The state folder
+(one per lane, locked while the service runs) holds everything that must survive a restart:
+events.jsonl, the webhook cursor, the POS file position, evidence crops, and service.json (pid and
+address while running).
 
-Stopping (SIGTERM or SIGINT): the HTTP server and the POS file stop taking events, the camera stops,
-the lane processes what is queued, decides everything pending and writes it, the webhook gets
-`shutdown_grace_s` to deliver, and the process exits 0. Undelivered alerts wait on disk.
+Stopping (SIGTERM or SIGINT): the HTTP server and the POS files stop taking events, the cameras
+stop, each lane processes what is queued, decides everything pending and writes it, the webhooks
+get `shutdown_grace_s` to deliver (all lanes at once), and the process exits 0. Undelivered alerts
+wait on disk.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
 import logging
-import os
-import secrets
 import signal
 import threading
 import time
-from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from retail_reid.durable import replace_atomically
 from retail_reid.errors import ReidError
 from retail_reid.gallery import Gallery
 from retail_reid.pipeline.config import LaneConfig
-from retail_reid.pipeline.edge.alert_log import AlertLog
-from retail_reid.pipeline.edge.camera import CameraFeed, FrameQueue
-from retail_reid.pipeline.edge.clips import ClipEvidenceWriter, ClipRing
 from retail_reid.pipeline.edge.gallery_watch import GalleryWatcher
 from retail_reid.pipeline.edge.http_api import ApiContext, ApiServer
-from retail_reid.pipeline.edge.lane_worker import LaneWorker
-from retail_reid.pipeline.edge.metrics import DROP_REASONS, EdgeMetrics
-from retail_reid.pipeline.edge.mqtt import MqttLink, MqttPublisher
-from retail_reid.pipeline.edge.pos_intake import PosFileTailer, PosInbox
+from retail_reid.pipeline.edge.lane_service import LaneService
+from retail_reid.pipeline.edge.metrics import render_lanes
 from retail_reid.pipeline.edge.settings import EdgeConfig, EdgeError
-from retail_reid.pipeline.edge.webhook import WebhookSender
-from retail_reid.pipeline.evidence import EvidenceWriter
-from retail_reid.pipeline.lane_references import lane_reference_sampler
 
 log = logging.getLogger("reid.edge")
 
-STUCK_AFTER_S = 30.0  # a lane thread silent this long is reported failing (HTTP 503: restart it)
-LANE_STOP_TIMEOUT_S = 60.0
-
-EVENTS_FILE = "events.jsonl"
-READY_FILE = "service.json"
-LOCK_FILE = "lock"
-POS_OFFSET_FILE = "pos_file.offset.json"
-EVIDENCE_FOLDER = "evidence"  # crops and clips, a folder per start; served at /evidence/...
-
 
 class EdgeService:
-    def __init__(self, config: EdgeConfig, lane_config: LaneConfig):
-        self.config = config
-        self.lane_config = lane_config
-        self.state = Path(config.state_dir)
+    def __init__(self, lanes: list[tuple[EdgeConfig, LaneConfig]]):
+        """`lanes`: from `load_edge_lanes`; the first lane's gallery, model, gallery_poll_s, http and
+        shutdown_grace_s are the service's (the loader gives every lane the same)."""
+        if not lanes:
+            raise EdgeError("no lane to run")
+        self.lane_configs = lanes
+        self.config = lanes[0][0]
         self.started_at = time.time()
         self.stopping = threading.Event()
-        self._lock_fd: int | None = None
-        self._started: list = []  # parts with threads, in start order
+        self.lanes: list[LaneService] = []
 
     # --- start ---------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Open everything that can fail first (state folder, gallery, alert log, HTTP port), then start the threads."""
+        """Open what can fail first (gallery, state folders, alert logs, HTTP port), then start the threads."""
         cfg = self.config
+        self.gallery = Gallery.open(cfg.gallery, model=cfg.model or None)
+        # Its first run allocates: not on the first alert's time.
+        self.gallery.embedder.embed([np.zeros((64, 64, 3), np.uint8)])
+        several = len(self.lane_configs) > 1
         try:
-            self.state.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise EdgeError(f"edge.state_dir: cannot create {self.state} ({e.strerror or e})") from None
-        self._take_lock()
-        try:
-            self._build()
+            for edge, lane_config in self.lane_configs:
+                lane = LaneService(edge, lane_config, self.gallery, labelled=several)
+                lane.open()
+                self.lanes.append(lane)
+            # One watcher for all lanes; its counters are the process's series (no lane label).
+            self.watcher = GalleryWatcher(self.gallery, cfg.gallery_poll_s, self.lanes[0].metrics)
+            first = self.lanes[0].routes
+            context = ApiContext(
+                first.inbox,
+                first.alerts,
+                first.metrics,
+                self.health,
+                self._refresh_gallery,
+                first.evidence_root,
+                lanes={lane.config.lane: lane.routes for lane in self.lanes},
+                render_metrics=lambda: render_lanes([lane.metrics for lane in self.lanes]),
+            )
+            try:
+                self.http = ApiServer(cfg.http, context)
+            except OSError as e:
+                raise EdgeError(
+                    f"edge.http: cannot listen on {cfg.http.host}:{cfg.http.port} ({e.strerror or e})"
+                ) from None
         except BaseException:
-            self._release_lock()
+            for lane in self.lanes:
+                lane.release_lock()
             raise
-        if self.mqtt is not None:
-            self.mqtt.start()
-        for part in (self.worker, self.camera, self.webhook, self.mqtt_publisher, self.tailer, self.watcher):
-            if part is not None:
-                part.start()
-                self._started.append(part)
+        for lane in self.lanes:
+            lane.start()
+        self.watcher.start()
         self._http_thread = threading.Thread(
             target=self.http.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True
         )
         self._http_thread.start()
         url = f"http://{cfg.http.host}:{self.http.port}"
-        ready = {
-            "pid": os.getpid(),
-            "lane": cfg.lane,
-            "url": url,
-            "port": self.http.port,
-            "started_at": round(self.started_at, 3),
-        }
-        replace_atomically(self.state / READY_FILE, (json.dumps(ready) + "\n").encode(), "edge-ready")
-        log.info(
-            "lane %s: listening on %s; camera %s; gallery %s version %d",
-            cfg.lane,
-            url,
-            cfg.camera.source,
-            cfg.gallery,
-            self.gallery.version,
-        )
-
-    def _build(self) -> None:
-        cfg = self.config
-        self.gallery = Gallery.open(cfg.gallery, model=cfg.model or None)
-        self.gallery.embedder.embed(
-            [np.zeros((64, 64, 3), np.uint8)]
-        )  # its first run allocates: not on the first alert's time
-        # The gauges read parts made below, when scraped (after start).
-        self.metrics = EdgeMetrics(
-            lambda: self.gallery.version,
-            lambda: float(self.camera.connected),
-            lambda: self.webhook.pending() if self.webhook else 0,
-            lambda: float(self.mqtt is not None and self.mqtt.connected),
-        )
-        run = secrets.token_hex(
-            4
-        )  # this start's name: in alert ids and the evidence folder, so neither repeats after a restart
-        self.alerts = AlertLog(self.state / EVENTS_FILE, cfg.lane, f"{cfg.lane}-{run}")
-        self.webhook = WebhookSender(self.alerts, cfg.webhook, self.state, self.metrics) if cfg.webhook.url else None
-        self.frames = FrameQueue(cfg.camera.queue_frames, lambda: self.metrics.frames_dropped.inc("queue_full"))
-        self.camera = CameraFeed(cfg.camera, self.frames, self.metrics)
-        self.inbox = PosInbox(
-            cfg.pos.queue_events, self.metrics, self.lane_config.events.clock_offset_s, cfg.pos.max_clock_skew_s
-        )
-        folder = f"{EVIDENCE_FOLDER}/{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(self.started_at))}-{run}"
-        min_free = int(cfg.evidence_min_free_mb * 1e6)
-        self.clip_ring = ClipRing(cfg.clips) if cfg.evidence and cfg.clips.enabled else None
-        if self.clip_ring is not None:
-            offset = self.lane_config.events.clock_offset_s
-            self.evidence = ClipEvidenceWriter(
-                self.state, folder, self.clip_ring, offset, min_free, on_failure=self._evidence_failed
+        for lane in self.lanes:
+            lane.write_ready(url, self.http.port)
+            log.info(
+                "lane %s: listening on %s; camera %s; gallery %s version %d",
+                lane.config.lane,
+                url,
+                lane.config.camera.source,
+                cfg.gallery,
+                self.gallery.version,
             )
-        else:
-            self.evidence = (
-                EvidenceWriter(self.state, folder, min_free, on_failure=self._evidence_failed) if cfg.evidence else None
-            )
-        self.worker = LaneWorker(
-            self.gallery,
-            self.lane_config,
-            self.camera,
-            self.frames,
-            self.inbox,
-            self.alerts,
-            self.evidence,
-            self.metrics,
-            clip_ring=self.clip_ring,
-            references=lane_reference_sampler(self.state, self.lane_config, self.gallery, cfg.lane),
-        )
-        self.mqtt = (
-            MqttLink(cfg.mqtt, cfg.lane, self.inbox, cfg.http.max_events_per_post, self.metrics)
-            if cfg.mqtt.host
-            else None
-        )
-        self.mqtt_publisher = (
-            MqttPublisher(self.alerts, self.mqtt, self.state, self.metrics) if self.mqtt is not None else None
-        )
-        self.tailer = (
-            PosFileTailer(
-                cfg.pos.file, self.inbox, self.state / POS_OFFSET_FILE, cfg.pos.poll_s, cfg.pos.from_start, self.metrics
-            )
-            if cfg.pos.file
-            else None
-        )
-        self.watcher = GalleryWatcher(self.gallery, cfg.gallery_poll_s, self.metrics)
-        context = ApiContext(
-            self.inbox, self.alerts, self.metrics, self.health, self._refresh_gallery, self.state / EVIDENCE_FOLDER
-        )
-        try:
-            self.http = ApiServer(cfg.http, context)
-        except OSError as e:
-            raise EdgeError(
-                f"edge.http: cannot listen on {cfg.http.host}:{cfg.http.port} ({e.strerror or e})"
-            ) from None
-
-    def _evidence_failed(self, reason: str) -> None:
-        """Crops not saved: the alert goes out without them; counted, and logged when the reason changes."""
-        self.metrics.evidence_failures.inc()
-        if self.evidence is not None and reason != self.evidence.error:
-            log.warning("%s; alerts go out without them", reason)
-
-    def _take_lock(self) -> None:
-        path = self.state / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise EdgeError(
-                f"{self.state}: in use by another reid edge (pid {holder}); each lane needs its own state_dir"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._lock_fd = fd
-
-    def _release_lock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
 
     def _refresh_gallery(self) -> dict:
         switched = self.watcher.check()
@@ -213,114 +112,52 @@ class EdgeService:
     # --- run and stop --------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Serve until SIGTERM or SIGINT, then stop in order. Returns the exit status; a lane that
-        stopped on a user error (e.g. a zone outside the frame) raises it after the shutdown."""
+        """Serve until SIGTERM or SIGINT, or until a lane thread stops, then stop in order. Returns
+        the exit status; a lane that stopped on a user error (e.g. a zone outside the frame) raises
+        it after the shutdown."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
         self.start()
         while not self.stopping.wait(0.5):
-            if not self.worker.alive:
+            if not all(lane.worker.alive for lane in self.lanes):
                 break
         self.shutdown()
-        error = self.worker.failure
-        if isinstance(error, ReidError):
-            raise error
-        return 1 if error is not None else 0
+        errors = [lane.worker.failure for lane in self.lanes if lane.worker.failure is not None]
+        user = [e for e in errors if isinstance(e, ReidError)]
+        if user:
+            raise user[0]
+        return 1 if errors else 0
 
     def shutdown(self) -> None:
         log.info("stopping: finishing in-flight work")
         self.http.shutdown()
         self.http.server_close()  # waits for requests being served: a POS event answered 202 is in the inbox
-        if self.tailer is not None:
-            self.tailer.stop()
-        self.camera.stop()
+        for lane in self.lanes:
+            lane.stop_intake()
         self.watcher.stop()
-        self.worker.stop(LANE_STOP_TIMEOUT_S)
-        if self.webhook is not None:
-            self.webhook.stop(self.config.shutdown_grace_s)
-            if self.webhook.pending():
-                log.warning(
-                    "webhook: %d alerts not delivered yet; they are sent after the restart", self.webhook.pending()
-                )
-        if self.mqtt_publisher is not None:
-            self.mqtt_publisher.stop(self.config.shutdown_grace_s)
-            self.mqtt.stop()
-        self.alerts.close()
-        (self.state / READY_FILE).unlink(missing_ok=True)
-        self._release_lock()
+        with ThreadPoolExecutor(len(self.lanes)) as pool:  # the lanes' grace periods run side by side
+            list(pool.map(lambda lane: lane.finish(self.config.shutdown_grace_s), self.lanes))
         log.info("stopped")
 
     # --- health --------------------------------------------------------------------------------
 
     def health(self) -> tuple[int, dict]:
-        """(HTTP status, body): 200 while the lane runs ("ok", or "degraded" with the problems
-        named), 503 when the lane thread has stopped or hangs (a restart is needed)."""
-        now = time.time()
-        problems: list[str] = []
-        camera = self.camera.status()
-        if not camera["connected"]:
-            problems.append(f"camera {camera['state']}" + (f": {camera['error']}" if camera["error"] else ""))
-        lane = self.worker.status()
-        if lane["frame_size_error"]:
-            problems.append(lane["frame_size_error"])
-        last_pos = self.inbox.last()
-        last_pos_at = last_pos["received_at"] if last_pos else self.started_at
-        silent = now - last_pos_at > self.config.pos.silent_after_s and (self.worker.last_pass_at or 0) > last_pos_at
-        if silent:
-            problems.append(f"POS silent for {now - last_pos_at:.0f} s while items pass")
-        for part, name in (
-            (self.watcher, "gallery"),
-            (self.evidence, "evidence"),
-            (self.alerts, "alert log"),
-            (self.tailer, "POS file"),
-        ):
-            if part is not None and part.error:
-                problems.append(f"{name}: {part.error}")
-        webhook = self.webhook.status() if self.webhook else None
-        if webhook and webhook["error"]:
-            problems.append(f"webhook: {webhook['error']} ({webhook['pending']} alerts pending)")
-        if webhook and webhook["dead_letters"]:
-            problems.append(
-                f"webhook: {webhook['dead_letters']} alerts refused for good wait in the dead letters "
-                "(reid edge dead-letters)"
-            )
-        mqtt = self.mqtt_publisher.status() if self.mqtt_publisher else None
-        if mqtt and mqtt["error"]:
-            problems.append(f"mqtt: {mqtt['error']} ({mqtt['pending']} alerts pending)")
-        stuck = time.monotonic() - self.worker.beat > STUCK_AFTER_S
-        failing = not self.worker.alive or stuck
-        if failing:
-            problems.insert(
-                0, "lane stopped" if not self.worker.alive else f"lane thread silent for over {STUCK_AFTER_S:.0f} s"
-            )
-        embedder = self.gallery.embedder
+        """(HTTP status, body). One lane: the lane's document (200 while it runs, 503 when its
+        thread has stopped or hangs). Several: the service's status, each lane's problems named
+        after it, and every lane's document under "lanes"; a lost camera degrades its lane only,
+        and only a stopped lane thread (a restart is needed) makes it 503."""
+        reports = [lane.health(self.watcher.error) for lane in self.lanes]
+        failing = any(f for f, _ in reports)
+        if len(reports) == 1:
+            return (503 if failing else 200), reports[0][1]
+        problems = [f"{body['lane']}: {p}" for _, body in reports for p in body["problems"]]
+        first = reports[0][1]
         body = {
             "status": "failing" if failing else ("degraded" if problems else "ok"),
             "problems": problems,
-            "lane": self.config.lane,
-            "uptime_s": round(now - self.started_at, 1),
-            "camera": camera,
-            "frames": {
-                "read_fps": camera["fps"],
-                "processed_fps": lane["fps"],
-                "read": int(self.metrics.frames_read.value()),
-                "processed": lane["frames_processed"],
-                "dropped": int(sum(self.metrics.frames_dropped.value(r) for r in DROP_REASONS)),
-                "dropped_by": {r: int(self.metrics.frames_dropped.value(r)) for r in DROP_REASONS},
-                "waiting": lane["frames_waiting"],
-            },
-            "lane_state": {"zone": lane["zone"], "item_passes": lane["passes"], "pos_waiting": lane["pos_waiting"]},
-            "gallery": {"path": self.config.gallery, "version": self.gallery.version, "error": self.watcher.error},
-            "model": {"path": str(embedder.path), "fingerprint": embedder.fingerprint},
-            "pos": {
-                "last_event": last_pos,
-                "age_s": round(now - last_pos_at, 1) if last_pos else None,
-                "silent": silent,
-                "file": self.tailer.status() if self.tailer else None,
-            },
-            "alerts": {"last_seq": self.alerts.last_seq, "unwritten": self.alerts.unwritten, "lost": self.alerts.lost},
-            "webhook": webhook,
-            "mqtt": mqtt,
-            "evidence": None if self.evidence is None else {"error": self.evidence.error},
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "gallery": first["gallery"],
+            "model": first["model"],
+            "lanes": [body for _, body in reports],
         }
         return (503 if failing else 200), body

@@ -287,11 +287,91 @@ def _resolve(base: Path, value: str) -> str:
 
 
 def load_edge_config(path: str | Path) -> tuple[EdgeConfig, LaneConfig]:
-    """The `[edge]` tables and the lane settings of one lane.toml. Relative paths are taken from
-    the file's folder; tokens are read from their files here, so a missing secret fails at start."""
+    """The `[edge]` tables and the lane settings of a single-lane lane.toml (one without `[[lane]]`)."""
+    return lane_named(load_edge_lanes(path), None, path)
+
+
+def lane_named(
+    lanes: list[tuple[EdgeConfig, LaneConfig]], name: str | None, path: str | Path
+) -> tuple[EdgeConfig, LaneConfig]:
+    """The lane called `name` (None: the only one), for commands that work on one lane's state."""
+    if name is None and len(lanes) == 1:
+        return lanes[0]
+    names = [edge.lane for edge, _ in lanes]
+    if name is None:
+        raise ConfigError(f"{path}: has {len(lanes)} lanes; name one with --lane ({', '.join(names)})")
+    if name not in names:
+        raise ConfigError(f"{path}: no lane named {name!r} (lanes: {', '.join(names)})")
+    return lanes[names.index(name)]
+
+
+# In a `[[lane]]` table these keys are the lane's `[edge]` settings (`name` is `edge.lane`); every other
+# key is a lane setting (zone, exclude, detector, tracker, events, crops). The rest of `[edge]` (gallery,
+# model, gallery_poll_s, http, shutdown_grace_s) is the process's, shared by all lanes.
+LANE_EDGE_KEYS = frozenset(
+    {"name", "state_dir", "evidence", "evidence_min_free_mb", "camera", "pos", "webhook", "mqtt", "clips"}
+)
+
+
+def _merged(base: dict, over: dict) -> dict:
+    """`base` with `over` laid on it, tables merged key by key: a lane inherits the shared tables."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def load_edge_lanes(path: str | Path) -> list[tuple[EdgeConfig, LaneConfig]]:
+    """Every lane of a lane.toml: the file itself for a single lane, or one per `[[lane]]` table, each
+    laid over the file's shared tables (so `[edge.webhook]` at the top routes every lane's alerts
+    unless a lane sets its own). A lane's state_dir defaults to `edge.state_dir/<name>`. Names and
+    state folders must differ; the error names the file and the `[[lane]]` table."""
     p = Path(path)
     data = read_toml(p)
-    edge_data = data.pop("edge", None)
+    tables = data.pop("lane", None)
+    if tables is None:
+        return [_parse(p, data, data.pop("edge", None))]
+    if not isinstance(tables, list) or not tables or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"{p}: lane: must be [[lane]] tables, one per lane")
+    shared = data.pop("edge", None)
+    if not isinstance(shared, dict):
+        raise ConfigError(f"{p}: no [edge] table (the service's settings: gallery, [edge.http], ...)")
+    lanes: list[tuple[EdgeConfig, LaneConfig]] = []
+    for i, table in enumerate(tables, 1):
+        where = f"{p}: [[lane]] {i}"
+        own = {k: v for k, v in table.items() if k in LANE_EDGE_KEYS}
+        name = own.pop("name", None)
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f'{where}: name: is required (the lane\'s name, e.g. name = "lane-{i}")')
+        own["lane"] = name
+        if "state_dir" not in own:
+            if not shared.get("state_dir"):
+                raise ConfigError(f"{where} ({name}): state_dir: is required (or set edge.state_dir for all lanes)")
+            own["state_dir"] = str(Path(shared["state_dir"]) / name)
+        settings = _merged(data, {k: v for k, v in table.items() if k not in LANE_EDGE_KEYS})
+        try:
+            lanes.append(_parse(p, settings, _merged(shared, own)))
+        except ConfigError as e:
+            raise ConfigError(f"{where} ({name}): {str(e).removeprefix(f'{p}: ')}") from None
+    # What a lane alone may hold: its name, its state, the POS file it reads, its MQTT identity and topics.
+    owned = {
+        "name": lambda e: e.lane,
+        "state_dir": lambda e: e.state_dir,
+        "pos.file": lambda e: e.pos.file,
+        "mqtt.client_id": lambda e: e.mqtt.host and e.mqtt.client_id,
+        "mqtt.topic_prefix": lambda e: e.mqtt.host and e.mqtt.topic_prefix,
+    }
+    for key, value in owned.items():
+        seen = [value(edge) for edge, _ in lanes]
+        twice = sorted({v for v in seen if v and seen.count(v) > 1})
+        if twice:
+            raise ConfigError(f"{p}: [[lane]] {key}: {twice[0]!r} is given to two lanes; each lane needs its own")
+    return lanes
+
+
+def _parse(p: Path, data: dict, edge_data: object) -> tuple[EdgeConfig, LaneConfig]:
+    """One lane's `[edge]` tables and lane settings, checked. Relative paths are taken from the
+    file's folder; tokens are read from their files here, so a missing secret fails at start."""
     base = p.parent
     try:
         if not isinstance(edge_data, dict):
