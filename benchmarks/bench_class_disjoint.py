@@ -1,0 +1,94 @@
+"""Class-disjoint evaluation (issue 11): how an embedder places products it never trained on.
+
+The 81 SKUs of the grocery data are split into folds (benchmarks/folds.json, whole coarse kinds per
+fold; retail_reid.models.folds). For each fold, its held-out SKUs alone: their train photos as the
+gallery and their val photos as queries, as photographed, as a lane camera sees them, and with a
+hand over part of the item then the lane camera (seeded: the same views for every model); and the
+catalog photo (iconic) as the gallery. SKUs are scored by centroid. Folds are pooled.
+
+    REID_THREADS=1 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_class_disjoint.py \\
+        --data $GROCERY --model runs/disjoint/imagenet-lite0-224.onnx --model models/default/embedder.onnx
+
+--model M: one ONNX model on every fold (an ImageNet-only backbone, or a model trained on all 81,
+           which is then not class-disjoint); also reports all 81 SKUs at once (val against train).
+--fold-run DIR: a recipe trained per fold with `reid train --fold K --out DIR/foldK`; pools the
+           DIR/fold*/class_disjoint.json that each run wrote for its held-out SKUs.
+--speed: also the embedding speed per crop of each --model on the ONNX runtime (bench_embedder's crops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from bench_embedder import real_crops, timed
+
+from retail_reid.models.disjoint import GroceryData, Query, embed_data, fold_report, pool
+from retail_reid.models.folds import FOLDS_FILE, read_folds
+from retail_reid.models.runtime import OnnxEmbedder
+
+COLUMNS = [(str(q), m) for q in Query for m in ("recall_at_1", "map_at_r", "tar_at_far_0.01")]
+
+
+def model_rows(model: str, data: GroceryData, folds_file: str, seed: int, speed: bool) -> dict:
+    """One model on every fold (embedded once), each fold pooled, and all SKUs together."""
+    folds = read_folds(folds_file)
+    emb = OnnxEmbedder(model)
+    e = embed_data(emb, data, seed=seed, progress=True)
+    per_fold = [fold_report(e, folds.held_out(k)) for k in range(len(folds.folds))]
+    out = {"folds": per_fold, "pooled": pool(per_fold), "all_skus": fold_report(e, set(data.train.labels))}
+    if speed:
+        crops = real_crops(256)
+        out["crops_per_second"] = timed(OnnxEmbedder(model, batch_size=32).embed, crops, 3)
+        out["input_px"] = emb.preprocess.size
+    return out
+
+
+def run_rows(run: Path) -> dict:
+    """A recipe trained per fold: the held-out figures each fold's `reid train --fold` wrote."""
+    files = sorted(run.glob("fold*/class_disjoint.json"))
+    if not files:
+        raise SystemExit(f"{run}: no fold*/class_disjoint.json (train with reid train --fold K --out {run}/foldK)")
+    per_fold = [json.loads(f.read_text())["held_out"] for f in files]
+    return {"folds": per_fold, "pooled": pool(per_fold), "fold_files": [str(f) for f in files]}
+
+
+def fmt(row: dict[str, dict[str, float]]) -> str:
+    return " ".join(f"{row[q][m]:6.3f}" if q in row else "     -" for q, m in COLUMNS)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default=os.environ.get("GROCERY"), required="GROCERY" not in os.environ)
+    ap.add_argument("--folds", default=str(FOLDS_FILE), help="folds file (default: benchmarks/folds.json)")
+    ap.add_argument("--model", action="append", default=[], help="ONNX model evaluated on every fold; repeat")
+    ap.add_argument("--fold-run", action="append", default=[], help="run folder with fold*/class_disjoint.json")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the lane-camera and hand views")
+    ap.add_argument("--speed", action="store_true", help="also time each --model on 256 crops")
+    ap.add_argument("--json", help="write every figure here")
+    a = ap.parse_args()
+    if not a.model and not a.fold_run:
+        ap.error("give --model and/or --fold-run")
+    data = GroceryData.load(a.data)
+    results = {m: model_rows(m, data, a.folds, a.seed, a.speed) for m in a.model}
+    results |= {r: run_rows(Path(r)) for r in a.fold_run}
+    head = " ".join(f"{(q[:6] + ' ' + m[:6]):>6}" for q, m in COLUMNS)
+    print(f"\nheld-out SKUs, folds pooled; per kind of query: Recall@1, MAP@R, TAR@FAR=1%\n{'':44s} {head}")
+    for name, r in results.items():
+        print(f"{name[-44:]:44s} {fmt(r['pooled'])}")
+        folds_r1 = ", ".join(f"{f[str(Query.PHOTO)]['recall_at_1']:.3f}" for f in r["folds"])
+        print(f"{'':44s} photo Recall@1 per fold: {folds_r1}")
+        if "all_skus" in r:
+            print(f"{'  all SKUs at once (not class-disjoint)':44s} {fmt(r['all_skus'])}")
+        if "crops_per_second" in r:
+            print(f"{'':44s} {r['crops_per_second']:.1f} crops/s at {r['input_px']} px, {os.cpu_count()} CPUs")
+    if a.json:
+        Path(a.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
