@@ -11,8 +11,9 @@ catalog photo (iconic) as the gallery. SKUs are scored by centroid. Folds are po
 
 --model M: one ONNX model on every fold (an ImageNet-only backbone, or a model trained on all 81,
            which is then not class-disjoint); also reports all 81 SKUs at once (val against train).
---fold-run DIR: a recipe trained per fold with `reid train --fold K --out DIR/foldK`; pools the
-           DIR/fold*/class_disjoint.json that each run wrote for its held-out SKUs.
+--fold-run DIR: a recipe trained per fold (`reid train --fold K --out DIR/foldK`, which writes
+           DIR/foldK/embedder.onnx; or any model exported there, e.g. an interpolated one): each
+           fold's model judged on that fold's held-out SKUs, the folds pooled.
 --speed: also the embedding speed per crop of each --model on the ONNX runtime (bench_embedder's crops).
 """
 
@@ -47,17 +48,22 @@ def model_rows(model: str, data: GroceryData, folds_file: str, seed: int, speed:
     return out
 
 
-def run_rows(run: Path) -> dict:
-    """A recipe trained per fold: the held-out figures each fold's `reid train --fold` wrote."""
-    files = sorted(run.glob("fold*/class_disjoint.json"))
-    if not files:
-        raise SystemExit(f"{run}: no fold*/class_disjoint.json (train with reid train --fold K --out {run}/foldK)")
-    per_fold = [json.loads(f.read_text())["held_out"] for f in files]
-    return {"folds": per_fold, "pooled": pool(per_fold), "fold_files": [str(f) for f in files]}
+def run_rows(run: Path, data: GroceryData, folds_file: str, seed: int) -> dict:
+    """A recipe trained per fold: RUN/foldK/embedder.onnx judged on fold K's SKUs, the folds pooled."""
+    folds = read_folds(folds_file)
+    models = {k: run / f"fold{k}" / "embedder.onnx" for k in range(len(folds.folds))}
+    missing = [str(m) for m in models.values() if not m.is_file()]
+    if missing:
+        raise SystemExit(f"{run}: no {', '.join(missing)} (reid train --fold K --out {run}/foldK makes them)")
+    per_fold = []
+    for k, model in models.items():
+        held_out = folds.held_out(k)
+        per_fold.append(fold_report(embed_data(OnnxEmbedder(model), data, held_out, seed, progress=True), held_out))
+    return {"folds": per_fold, "pooled": pool(per_fold)}
 
 
 def fmt(row: dict[str, dict[str, float]]) -> str:
-    return " ".join(f"{row[q][m]:6.3f}" if q in row else "     -" for q, m in COLUMNS)
+    return "".join(f"{row[q][m]:7.3f}" if q in row else "      -" for q, m in COLUMNS)
 
 
 def main() -> int:
@@ -74,15 +80,16 @@ def main() -> int:
         ap.error("give --model and/or --fold-run")
     data = GroceryData.load(a.data)
     results = {m: model_rows(m, data, a.folds, a.seed, a.speed) for m in a.model}
-    results |= {r: run_rows(Path(r)) for r in a.fold_run}
-    head = " ".join(f"{(q[:6] + ' ' + m[:6]):>6}" for q, m in COLUMNS)
-    print(f"\nheld-out SKUs, folds pooled; per kind of query: Recall@1, MAP@R, TAR@FAR=1%\n{'':44s} {head}")
+    results |= {r: run_rows(Path(r), data, a.folds, a.seed) for r in a.fold_run}
+    kinds = "".join(f"{q:>21s}" for q in Query)
+    print(f"\nheld-out SKUs, folds pooled, centroid scoring\n{'':44s}{kinds}")
+    print(f"{'':44s}{'   R@1  MAP@R TAR@1%' * len(Query)}")
     for name, r in results.items():
-        print(f"{name[-44:]:44s} {fmt(r['pooled'])}")
+        print(f"{name[-44:]:44s}{fmt(r['pooled'])}")
         folds_r1 = ", ".join(f"{f[str(Query.PHOTO)]['recall_at_1']:.3f}" for f in r["folds"])
         print(f"{'':44s} photo Recall@1 per fold: {folds_r1}")
         if "all_skus" in r:
-            print(f"{'  all SKUs at once (not class-disjoint)':44s} {fmt(r['all_skus'])}")
+            print(f"{'  all SKUs at once (not class-disjoint)':44s}{fmt(r['all_skus'])}")
         if "crops_per_second" in r:
             print(f"{'':44s} {r['crops_per_second']:.1f} crops/s at {r['input_px']} px, {os.cpu_count()} CPUs")
     if a.json:

@@ -324,7 +324,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "interpolate", help="mix a model's weights with its fine-tuned run's (WiSE-FT; needs the [train] extra)"
     )
-    p.add_argument("start", help="best.pt the fine-tuning started from (reid train --init)")
+    p.add_argument(
+        "start",
+        help="best.pt the fine-tuning started from (reid train --init), or 'imagenet': the tuned run's backbone at "
+        "its ImageNet weights, its head kept",
+    )
     p.add_argument("tuned", help="best.pt of the fine-tuned run")
     p.add_argument("--weight", type=float, required=True, help="share of the fine-tuned weights, 0 to 1")
     p.add_argument("--out", required=True, help="run folder for the mixed best.pt (export it with reid export)")

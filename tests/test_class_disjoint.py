@@ -157,3 +157,15 @@ def test_a_fold_run_trains_without_the_held_out_skus_and_judges_them(tmp_path):
         assert result["held_out"][str(kind)]["queries"] == len(held_val)
         assert 0.0 <= result["held_out"][str(kind)]["recall_at_1"] <= 1.0
     assert main([*args[:-1], "--fold", "7"]) == 2  # names the folds that exist, trains nothing
+
+    import torch
+
+    from retail_reid.models.backbone import create_backbone
+    from retail_reid.models.interpolate import interpolate
+
+    tuned = torch.load(out / "best.pt", weights_only=True)["model"]
+    imagenet = create_backbone().state_dict()
+    towards = torch.load(interpolate("imagenet", out / "best.pt", 0.25, tmp_path / "wise.pt"), weights_only=True)
+    w = "backbone.blocks.6.0.conv_pw.weight"
+    assert torch.allclose(towards["model"][w], 0.75 * imagenet[w.removeprefix("backbone.")] + 0.25 * tuned[w])
+    assert torch.equal(towards["model"]["head.weight"], tuned["head.weight"])  # the head is the tuned run's
