@@ -94,8 +94,8 @@ def _evaluate_held_out(
     best: Path, fold: int, held_out: set[str], train: ImageSet, val: ImageSet, root: str | None, quiet: bool
 ) -> None:
     """Export the fold's best checkpoint (training size, flip averaged, as shipped models are) and judge it
-    on the SKUs it never saw: writes embedder.onnx and class_disjoint.json beside best.pt, which
-    benchmarks/bench_class_disjoint.py --fold-run pools over the folds."""
+    on the SKUs it never saw: writes embedder.onnx and class_disjoint.json beside best.pt
+    (benchmarks/bench_class_disjoint.py --fold-run judges every fold's embedder.onnx and pools them)."""
     from retail_reid.models.disjoint import GroceryData, embed_data, fold_report
     from retail_reid.models.export import export_onnx
     from retail_reid.models.runtime import OnnxEmbedder
@@ -309,7 +309,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--fold",
         type=int,
         help="class-disjoint run: train without fold K's SKUs, then export OUT/embedder.onnx and evaluate those "
-        "SKUs into OUT/class_disjoint.json (pooled by benchmarks/bench_class_disjoint.py --fold-run)",
+        "SKUs into OUT/class_disjoint.json (benchmarks/bench_class_disjoint.py --fold-run pools the folds)",
     )
     p.add_argument("--folds", default=str(FOLDS_FILE), help="folds file for --fold (default: benchmarks/folds.json)")
     p.add_argument("--limit-skus", type=int, default=0, help="use only the first N SKUs (quick runs)")
