@@ -49,7 +49,7 @@ def motion_kernel(length: int, angle_deg: float) -> np.ndarray:
 
 def hand_occlusion(img: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
     """A hand holding the item, the commonest occlusion at a checkout: a shaded skin-coloured palm
-    entering from a random edge with four fingers reaching over the item, hiding roughly 10-30 % of
+    entering from a random edge with four fingers reaching over the item, hiding about 8-15 % of
     a BGR crop. Soft-edged, so the occluder is not a sharp rectangle the network could learn to ignore."""
     h, w = img.shape[:2]
     side = rng.randint(4)  # 0 left, 1 right, 2 top, 3 bottom: the edge the hand comes from
