@@ -169,3 +169,18 @@ def test_a_fold_run_trains_without_the_held_out_skus_and_judges_them(tmp_path):
     w = "backbone.blocks.6.0.conv_pw.weight"
     assert torch.allclose(towards["model"][w], 0.75 * imagenet[w.removeprefix("backbone.")] + 0.25 * tuned[w])
     assert torch.equal(towards["model"]["head.weight"], tuned["head.weight"])  # the head is the tuned run's
+
+
+@pytest.mark.train
+@pytest.mark.parametrize("backbone", ["tf_efficientnet_lite1", "tf_efficientnet_lite2"])
+def test_larger_imagenet_backbones_load_from_their_packages_and_see_a_banana(backbone):
+    torch = pytest.importorskip("torch")
+    from retail_reid.models.backbone import create_backbone
+    from retail_reid.models.preprocess import Preprocess
+
+    net = create_backbone(backbone).eval()
+    pre = Preprocess(size=224)
+    x = np.stack([pre(read_image(p)) for p in sorted((SAMPLE / "train" / "Banana").glob("*.jpg"))[:3]])
+    with torch.no_grad():
+        top = net(torch.from_numpy(x)).argmax(1)
+    assert (top == 954).sum() >= 2, top.tolist()  # ImageNet class 954: banana
