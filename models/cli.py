@@ -13,6 +13,7 @@ import numpy as np
 from retail_reid.errors import ReidError
 from retail_reid.models.calibration import SCORINGS
 from retail_reid.models.datasets import ImageSet, iconic_set, image_set, read_list_file
+from retail_reid.models.folds import FOLDS_FILE
 
 
 def _need_train_extra() -> None:
@@ -40,11 +41,19 @@ def cmd_train(a: argparse.Namespace) -> int:
     _need_train_extra()
     from retail_reid.models.train import TrainConfig, train
 
-    train_set = _limit(image_set(a.train, a.root), a.limit_skus, a.limit_per_sku)
+    all_train, all_val = image_set(a.train, a.root), image_set(a.val, a.root)
+    train_set = _limit(all_train, a.limit_skus, a.limit_per_sku)
+    held_out: set[str] = set()
+    if a.fold is not None:  # class-disjoint: the fold's SKUs are neither trained on nor used to keep the best
+        from retail_reid.models.folds import read_folds
+
+        folds = read_folds(a.folds)
+        held_out = folds.held_out(a.fold)
+        train_set = train_set.only(folds.trained(a.fold))
     if a.iconic:
         train_set = train_set + iconic_set(a.iconic).only(set(train_set.labels))
-    val_set = image_set(a.val, a.root)
-    if a.limit_skus:
+    val_set = all_val
+    if a.limit_skus or held_out:
         val_set = val_set.only(set(train_set.labels))
     cfg = TrainConfig(
         out=a.out,
@@ -76,7 +85,31 @@ def cmd_train(a: argparse.Namespace) -> int:
     except ValueError as e:
         raise ReidError(str(e)) from None
     print(f"best checkpoint: {best}")
+    if held_out:
+        _evaluate_held_out(best, a.fold, held_out, all_train, all_val, a.root, a.quiet)
     return 0
+
+
+def _evaluate_held_out(
+    best: Path, fold: int, held_out: set[str], train: ImageSet, val: ImageSet, root: str | None, quiet: bool
+) -> None:
+    """Export the fold's best checkpoint (training size, flip averaged, as shipped models are) and judge it
+    on the SKUs it never saw: writes embedder.onnx and class_disjoint.json beside best.pt
+    (benchmarks/bench_class_disjoint.py --fold-run judges every fold's embedder.onnx and pools them)."""
+    from retail_reid.models.disjoint import GroceryData, embed_data, fold_report
+    from retail_reid.models.export import export_onnx
+    from retail_reid.models.runtime import OnnxEmbedder
+    from retail_reid.models.train import load_checkpoint
+
+    net, pre, state = load_checkpoint(best)
+    extra = {"backbone": state["config"]["backbone"], "trained": state["config"]["loss"], "fold": fold}
+    model = export_onnx(net, pre, best.parent / "embedder.onnx", extra)
+    has_iconic = root is not None and (Path(root) / "classes.csv").exists()
+    data = GroceryData(train=train, val=val, iconic=iconic_set(root) if has_iconic else None)
+    report = fold_report(embed_data(OnnxEmbedder(model), data, skus=held_out, progress=not quiet), held_out)
+    out = {"fold": fold, "checkpoint": str(best), "skus": sorted(held_out), "held_out": report}
+    (best.parent / "class_disjoint.json").write_text(json.dumps(out, indent=2))
+    print(_format_report(f"fold {fold}: {len(held_out)} SKUs never trained on (centroid scoring)", report))
 
 
 def cmd_interpolate(a: argparse.Namespace) -> int:
@@ -157,13 +190,13 @@ def cmd_export(a: argparse.Namespace) -> int:
     if bool(a.checkpoint) == a.imagenet_only:
         raise ReidError("give a CHECKPOINT or --imagenet-only")
     if a.imagenet_only:
-        from retail_reid.models.backbone import DEFAULT_BACKBONE, create_backbone
+        from retail_reid.models.backbone import create_backbone
         from retail_reid.models.net import ImageNetFeatures
 
         net, pre, extra = (
-            ImageNetFeatures(create_backbone(DEFAULT_BACKBONE)),
+            ImageNetFeatures(create_backbone(a.backbone)),
             Preprocess(size=a.size or 224),
-            {"backbone": DEFAULT_BACKBONE, "trained": "imagenet-only"},
+            {"backbone": a.backbone, "trained": "imagenet-only"},
         )
     else:
         from retail_reid.models.train import load_checkpoint
@@ -272,6 +305,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup-epochs", type=float, default=0.5)
     p.add_argument("--freeze-blocks", type=int, default=0, help="freeze the stem and the first N blocks")
     p.add_argument("--steps-per-epoch", type=int, default=0, help="0: one pass over the training images")
+    p.add_argument(
+        "--fold",
+        type=int,
+        help="class-disjoint run: train without fold K's SKUs, then export OUT/embedder.onnx and evaluate those "
+        "SKUs into OUT/class_disjoint.json (benchmarks/bench_class_disjoint.py --fold-run pools the folds)",
+    )
+    p.add_argument("--folds", default=str(FOLDS_FILE), help="folds file for --fold (default: benchmarks/folds.json)")
     p.add_argument("--limit-skus", type=int, default=0, help="use only the first N SKUs (quick runs)")
     p.add_argument("--limit-per-sku", type=int, default=0, help="at most N training images per SKU")
     p.add_argument("--seed", type=int, default=0)
@@ -284,7 +324,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "interpolate", help="mix a model's weights with its fine-tuned run's (WiSE-FT; needs the [train] extra)"
     )
-    p.add_argument("start", help="best.pt the fine-tuning started from (reid train --init)")
+    p.add_argument(
+        "start",
+        help="best.pt the fine-tuning started from (reid train --init), or 'imagenet': the tuned run's backbone at "
+        "its ImageNet weights, its head kept",
+    )
     p.add_argument("tuned", help="best.pt of the fine-tuned run")
     p.add_argument("--weight", type=float, required=True, help="share of the fine-tuned weights, 0 to 1")
     p.add_argument("--out", required=True, help="run folder for the mixed best.pt (export it with reid export)")
@@ -322,6 +366,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", nargs="?", help="best.pt from reid train")
     p.add_argument(
         "--imagenet-only", action="store_true", help="export the ImageNet backbone's pooled features (a baseline)"
+    )
+    p.add_argument(
+        "--backbone",
+        default="tf_efficientnet_lite0",
+        help="with --imagenet-only: the timm backbone (tf_efficientnet_lite0/1/2 have packaged weights)",
     )
     p.add_argument(
         "--size",

@@ -13,16 +13,14 @@ from tqdm import tqdm
 from retail_reid.images import read_image
 from retail_reid.models.datasets import ImageSet
 from retail_reid.models.preprocess import Preprocess
+from retail_reid.models.views import SKIN_RGB, lane_camera
 
 AUGMENTATIONS = ("photo", "checkout")
-SKIN_RGB = (0.80, 0.62, 0.52)  # a hand's colour, in [0, 1], for the occlusions of "checkout" views
 
 
 class LaneCamera:
-    """A checkout camera's view of the product: shrunk so its longer side is a random length in
-    `sides` (a lane camera sees an item at 100-200 pixels, a phone at thousands), smeared along a
-    random direction as if moving during the exposure, with sensor noise and video-codec blocking,
-    then scaled back up. Each degradation is applied at the small size, where the camera makes it."""
+    """A checkout camera's view of the product (`retail_reid.models.views.lane_camera`) on a uint8
+    RGB tensor, drawn from numpy's global random state (seeded by training's seed)."""
 
     def __init__(
         self, sides: tuple[int, int], blur_px: int = 9, noise: float = 6.0, quality: tuple[int, int] = (35, 95)
@@ -30,35 +28,14 @@ class LaneCamera:
         self.sides, self.blur_px, self.noise, self.quality = sides, blur_px, noise, quality
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        h, w = img.shape[-2:]
-        s = min(1.0, float(np.random.randint(self.sides[0], self.sides[1] + 1)) / max(h, w))  # never enlarge
-        small = cv2.resize(
-            np.ascontiguousarray(img.permute(1, 2, 0).numpy()),
-            (max(8, round(w * s)), max(8, round(h * s))),
-            interpolation=cv2.INTER_AREA,
+        # the RGB view goes to the JPEG encoder as is: the luma weights of R and B swapped (issue 11, part 3)
+        big = lane_camera(
+            img.permute(1, 2, 0).numpy(), _GLOBAL_RANDOM, self.sides, self.blur_px, self.noise, self.quality
         )
-        if np.random.rand() < 0.6:
-            small = cv2.filter2D(
-                small, -1, _motion_kernel(np.random.randint(2, self.blur_px + 1), np.random.uniform(0, 180))
-            )
-        noisy = small.astype(np.float32) + np.random.normal(0.0, np.random.uniform(0, self.noise), small.shape)
-        small = np.clip(noisy, 0, 255).astype(np.uint8)
-        if (
-            np.random.rand() < 0.5
-        ):  # the RGB view goes to the encoder as is: the same blocking, luma weights of R and B swapped
-            q = int(np.random.randint(self.quality[0], self.quality[1] + 1))
-            small = cv2.imdecode(cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, q])[1], cv2.IMREAD_UNCHANGED)
-        big = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
         return torch.from_numpy(np.ascontiguousarray(big)).permute(2, 0, 1)
 
 
-def _motion_kernel(length: int, angle_deg: float) -> np.ndarray:
-    """A normalised line `length` pixels long at `angle_deg`: the blur of straight motion."""
-    k = np.zeros((length, length), np.float32)
-    k[length // 2, :] = 1.0
-    rot = cv2.getRotationMatrix2D(((length - 1) / 2, (length - 1) / 2), angle_deg, 1.0)
-    k = cv2.warpAffine(k, rot, (length, length))
-    return k / k.sum()
+_GLOBAL_RANDOM = np.random.mtrand._rand  # the RandomState behind np.random.*, which np.random.seed seeds
 
 
 def train_transform(pre: Preprocess, augment: str = "photo") -> v2.Compose:

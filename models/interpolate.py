@@ -9,15 +9,31 @@ from pathlib import Path
 
 import torch
 
+from retail_reid.models.backbone import create_backbone
+from retail_reid.models.net import EmbeddingNet
 from retail_reid.models.train import read_checkpoint
+
+IMAGENET = "imagenet"  # as START: the tuned run's own backbone with its ImageNet weights
+
+
+def imagenet_start(tuned: dict) -> dict:
+    """The tuned checkpoint with its backbone put back to the ImageNet weights (its head kept): the
+    start to interpolate towards, so the mix keeps the pooled ImageNet features in view for
+    products the fine-tuning never saw (issue 11)."""
+    cfg = tuned["config"]
+    net = EmbeddingNet(create_backbone(cfg["backbone"], pretrained=True, weights=cfg.get("weights")), cfg["dim"])
+    heads = {k: v for k, v in tuned["model"].items() if not k.startswith("backbone.")}
+    return {**tuned, "model": {**net.state_dict(), **heads}}
 
 
 def interpolate(start: str | Path, tuned: str | Path, weight: float, out: str | Path) -> Path:
     """Write `out` with weights (1 - weight) * start + weight * tuned; everything else (config,
-    SKUs, preprocessing) is the tuned checkpoint's. Both must be the same network."""
+    SKUs, preprocessing) is the tuned checkpoint's. Both must be the same network; `start` may be
+    "imagenet" (`IMAGENET`): the tuned run's backbone at its ImageNet weights (WiSE-FT proper)."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"weight must be between 0 (the start) and 1 (the fine-tuned model), got {weight}")
-    a, b = read_checkpoint(start), read_checkpoint(tuned)
+    b = read_checkpoint(tuned)
+    a = imagenet_start(b) if str(start) == IMAGENET else read_checkpoint(start)
     for key in ("backbone", "dim"):
         if a["config"].get(key) != b["config"].get(key):
             raise ValueError(

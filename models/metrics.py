@@ -35,12 +35,30 @@ def reality_check(emb: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         hits = labels[nn] == labels[i]
         p1 += float(hits[0])
         rp += hits.sum() / r
-        precision_at = np.cumsum(hits) / np.arange(1, r + 1)
-        mapr += float((precision_at * hits).sum() / r)
+        mapr += _map_at_r(hits, r)
         n += 1
     if n == 0:
         raise ValueError("every class has a single sample: nothing to retrieve")
     return {"precision_at_1": float(p1 / n), "r_precision": float(rp / n), "map_at_r": float(mapr / n)}
+
+
+def _map_at_r(hits: np.ndarray, r: int) -> float:
+    """MAP@R of one query from the hits among its first R neighbours."""
+    precision_at = np.cumsum(hits) / np.arange(1, r + 1)
+    return float((precision_at * hits).sum() / r)
+
+
+def map_at_r(gallery: np.ndarray, gallery_labels: np.ndarray, queries: np.ndarray, query_labels: np.ndarray) -> float:
+    """MAP@R of queries ranking the gallery's images, R = the gallery's images of the query's SKU:
+    how well the whole neighbourhood, not only the nearest, belongs to the right product."""
+    gallery_labels, query_labels = np.asarray(gallery_labels), np.asarray(query_labels)
+    counts = Counter(gallery_labels.tolist())
+    if any(counts[q] == 0 for q in query_labels.tolist()):
+        raise ValueError("every query's SKU needs images in the gallery")
+    _, idx = _flat_search(gallery, queries, max(counts.values()))
+    return float(
+        np.mean([_map_at_r(gallery_labels[idx[i][: counts[q]]] == q, counts[q]) for i, q in enumerate(query_labels)])
+    )
 
 
 def sku_scores(

@@ -214,7 +214,8 @@ def test_checkout_views_are_sometimes_partly_hidden_by_a_hand():
 
 
 def test_lane_camera_views_are_small_blurred_noisy_and_compressed_then_scaled_back():
-    from retail_reid.models.data import LaneCamera, _motion_kernel
+    from retail_reid.models.data import LaneCamera
+    from retail_reid.models.views import motion_kernel as _motion_kernel
 
     k = _motion_kernel(7, 0.0)
     assert k.shape == (7, 7) and abs(float(k.sum()) - 1.0) < 1e-6 and (k[3] > 0).all() and k[[0, 6]].sum() == 0
