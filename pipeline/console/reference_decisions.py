@@ -4,13 +4,12 @@ The lanes' folders stay read-only to the console."""
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from pathlib import Path
 
 from retail_reid.compat import StrEnum
-from retail_reid.pipeline.console.settings import ConsoleError
+from retail_reid.pipeline.console.durable_db import open_durable_db
 
 DB_NAME = "lane-references.db"
 
@@ -34,14 +33,7 @@ class ReferenceDecisions:
     """The decisions database; one connection shared by the server's threads under a lock."""
 
     def __init__(self, path: Path):
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.executescript(SCHEMA)
-        except (OSError, sqlite3.Error) as e:
-            raise ConsoleError(f"{path}: cannot open the lane-references database ({e})") from None
+        self._conn = open_durable_db(path, SCHEMA, "lane-references")
         self._lock = threading.Lock()
 
     def record(self, sku: str, hashes: list[str], decision: Decision, operator: str) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sqlite3
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -19,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from retail_reid.compat import StrEnum
+from retail_reid.pipeline.console.durable_db import open_durable_db
 from retail_reid.pipeline.console.settings import ConsoleError
 
 DB_NAME = "verdicts.db"
@@ -125,14 +125,7 @@ class VerdictStore:
 
     def __init__(self, path: Path):
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.executescript(SCHEMA)
-        except (OSError, sqlite3.Error) as e:
-            raise ConsoleError(f"{path}: cannot open the verdicts database ({e})") from None
+        self._conn = open_durable_db(path, SCHEMA, "verdicts")
         self._lock = threading.Lock()
 
     def close(self) -> None:
