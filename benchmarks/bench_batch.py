@@ -1,7 +1,7 @@
 """`reid replay-batch` throughput: the same batch of simulated recordings replayed by 1 and by 2
 Ray workers on this machine, and what that means for a chain (docs/batch.md).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_batch.py [--data /work/shared/data/grocery]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_batch.py [--data DATASET (default $GROCERY)]
         [--recordings 8] [--passes 40] [--workers 1,2] [--first-seed 200] [--work DIR]
 
 Lanes are simulated from the data's val photos (seeds first-seed and up), the gallery built from its
@@ -65,8 +65,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--data",
-        default="/work/shared/data/grocery",
-        help="the grocery dataset (train.txt, val.txt), or a folder with train/ and val/ (sample/grocery)",
+        default=os.environ.get("GROCERY"),
+        required="GROCERY" not in os.environ,
+        help="the grocery dataset (train.txt, val.txt), or a folder with train/ and val/ (sample/grocery); "
+        "default $GROCERY",
     )
     ap.add_argument("--recordings", type=int, default=8, help="recordings in the batch")
     ap.add_argument("--passes", type=int, default=40, help="item passes per recording (about 2.5 s of video each)")
