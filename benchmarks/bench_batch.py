@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_replay import build_gallery, folder_view  # noqa: E402
+from bench_replay import add_data_argument, build_gallery, folder_view  # noqa: E402
 
 from retail_reid.models.datasets import folder_set  # noqa: E402
 from retail_reid.pipeline.batch.manifest import read_manifest  # noqa: E402
@@ -63,13 +63,7 @@ def make_manifest(work: Path, val: Path, recordings: int, passes: int, first_see
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument(
-        "--data",
-        default=os.environ.get("GROCERY"),
-        required="GROCERY" not in os.environ,
-        help="the grocery dataset (train.txt, val.txt), or a folder with train/ and val/ (sample/grocery); "
-        "default $GROCERY",
-    )
+    add_data_argument(ap, "the grocery dataset (train.txt, val.txt), or a folder with train/ and val/ (sample/grocery)")
     ap.add_argument("--recordings", type=int, default=8, help="recordings in the batch")
     ap.add_argument("--passes", type=int, default=40, help="item passes per recording (about 2.5 s of video each)")
     ap.add_argument("--workers", default="1,2", help="worker counts to measure, comma-separated")

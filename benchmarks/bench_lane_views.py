@@ -14,7 +14,6 @@ SKU's centroid. Every degradation is seeded, so runs are comparable between mode
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +23,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from bench_replay import add_data_argument  # noqa: E402
 
 from retail_reid.images import read_image  # noqa: E402
 from retail_reid.models.datasets import split_file_set  # noqa: E402
@@ -70,12 +71,7 @@ def views(side: int) -> dict[str, Callable[[np.ndarray, Path, int], np.ndarray]]
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument(
-        "--data",
-        default=os.environ.get("GROCERY"),
-        required="GROCERY" not in os.environ,
-        help="the Grocery Store Dataset folder with train.txt and val.txt (default: $GROCERY)",
-    )
+    add_data_argument(ap)
     ap.add_argument("--model", action="append", help="ONNX embedder; repeat to compare (default: the shipped model)")
     ap.add_argument("--side", type=int, default=144, help="the item's longer side on a lane camera, pixels")
     a = ap.parse_args()

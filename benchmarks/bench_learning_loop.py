@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import shutil
 import sys
 import tempfile
@@ -37,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_replay import build_gallery, folder_view  # noqa: E402
+from bench_replay import add_data_argument, build_gallery, folder_view  # noqa: E402
 
 from retail_reid.gallery import Gallery  # noqa: E402
 from retail_reid.gallery.photos import RefOrigin  # noqa: E402
@@ -150,7 +149,7 @@ def run(
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=os.environ.get("GROCERY"), required="GROCERY" not in os.environ)
+    add_data_argument(ap)
     ap.add_argument("--teach", type=int, default=3, help="lanes whose crops teach the gallery")
     ap.add_argument("--test", type=int, default=3, help="later lanes scored before and after")
     ap.add_argument("--passes", type=int, default=40, help="item passes per lane")

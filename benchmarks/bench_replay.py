@@ -194,14 +194,21 @@ def report(tallies: dict[Difficulty, Tally], show_errors: int) -> None:
             print("  " + line)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_data_argument(
+    ap: argparse.ArgumentParser, what: str = "the Grocery Store Dataset folder with train.txt and val.txt"
+) -> None:
+    """--data, defaulting to $GROCERY (required when that is unset): every grocery benchmark takes it so."""
     ap.add_argument(
         "--data",
         default=os.environ.get("GROCERY"),
         required="GROCERY" not in os.environ,
-        help="the Grocery Store Dataset folder with train.txt and val.txt (default: $GROCERY)",
+        help=f"{what} (default: $GROCERY)",
     )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_data_argument(ap)
     ap.add_argument("--difficulty", nargs="+", type=Difficulty, default=list(Difficulty), help="easy and/or hard")
     ap.add_argument("--scenarios", type=int, default=3, help="lanes per difficulty")
     ap.add_argument("--passes", type=int, default=40, help="item passes per lane")
