@@ -90,6 +90,56 @@ def cmd_train(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_tail(a: argparse.Namespace) -> int:
+    _need_train_extra()
+    import torch
+
+    from retail_reid.models.disjoint import fold_report
+    from retail_reid.models.feature_cache import FeatureCache, build_cache
+    from retail_reid.models.folds import read_folds
+    from retail_reid.models.tail_train import Recipe, embed_eval, save_checkpoint, train_on_cache
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cache_dir = Path(a.cache)
+    if not (cache_dir / "meta.json").exists():
+        if not a.data:
+            raise ReidError(f"{cache_dir}: no feature cache there; give --data ROOT to compute it")
+        build_cache(a.data, cache_dir, a.backbone, a.size, a.views, threads=a.threads or 2, progress=not a.quiet)
+    cache = FeatureCache.open(cache_dir)
+    recipe = Recipe(
+        dim=a.dim,
+        tail_stages=a.tail_stages,
+        imagenet_weight=a.imagenet_weight,
+        loss=a.loss,
+        miner=a.miner,
+        margin=a.margin,
+        epochs=a.epochs,
+        lr_tail=a.lr_tail,
+        lr_head=a.lr_head,
+        skus_per_batch=a.skus_per_batch,
+        per_sku=a.per_sku,
+        seed=a.seed,
+    )
+    skus = set(cache.train_labels)
+    if a.fold is not None:
+        skus = read_folds(a.folds).trained(a.fold)
+    try:
+        net, summary = train_on_cache(cache, recipe, skus, log=not a.quiet)
+    except ValueError as e:
+        raise ReidError(str(e)) from None
+    best = save_checkpoint(net, recipe, cache, skus, Path(a.out))
+    emb = embed_eval(cache, net)
+    report = {"trained": fold_report(emb, skus)}
+    if a.fold is not None:
+        report["held_out"] = fold_report(emb, read_folds(a.folds).held_out(a.fold))
+    (best.parent / "summary.json").write_text(json.dumps({**summary, "recipe": recipe.to_dict(), **report}, indent=2))
+    print(f"checkpoint: {best} ({summary['seconds']:.0f} s of training)")
+    for name, r in report.items():
+        print(_format_report(f"{name} SKUs (val photos against train centroids)", r))
+    return 0
+
+
 def _evaluate_held_out(
     best: Path, fold: int, held_out: set[str], train: ImageSet, val: ImageSet, root: str | None, quiet: bool
 ) -> None:
@@ -320,6 +370,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "train-tail",
+        help="train an embedder that keeps the ImageNet features in view, from cached backbone features "
+        "(minutes on a CPU; needs the [train] extra)",
+    )
+    p.add_argument("--cache", required=True, help="feature cache folder (computed there first when --data is given)")
+    p.add_argument("--data", help="grocery-style dataset root (train.txt, val.txt, classes.csv) to build the cache")
+    p.add_argument("--backbone", default="tf_efficientnet_lite0", help="timm model name, when building the cache")
+    p.add_argument("--size", type=int, default=224, help="input size in pixels, when building the cache")
+    p.add_argument("--views", type=int, default=8, help="augmented views per training photo, when building the cache")
+    p.add_argument("--out", required=True, help="run folder: best.pt (for reid export) and summary.json")
+    p.add_argument("--dim", type=int, default=128, help="size of the trained projection")
+    p.add_argument("--tail-stages", type=int, default=1, help="backbone stages trained after the frozen trunk")
+    p.add_argument(
+        "--imagenet-weight", type=float, default=0.5, help="share of the ImageNet features' cosine in the embedding's"
+    )
+    p.add_argument("--loss", default="multi-similarity", choices=["triplet", "contrastive", "multi-similarity", "arcface"])
+    p.add_argument(
+        "--miner", default="semihard", choices=["all", "hard", "semihard", "easy"], help="triplet miner type"
+    )
+    p.add_argument("--margin", type=float, default=0.2, help="triplet loss and miner margin")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--skus-per-batch", type=int, default=16, help="P")
+    p.add_argument("--per-sku", type=int, default=4, help="K")
+    p.add_argument("--lr-tail", type=float, default=5e-4)
+    p.add_argument("--lr-head", type=float, default=2e-3)
+    p.add_argument("--fold", type=int, help="class-disjoint run: train without fold K's SKUs and report them")
+    p.add_argument("--folds", default=str(FOLDS_FILE), help="folds file for --fold (default: benchmarks/folds.json)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train_tail)
 
     p = sub.add_parser(
         "interpolate", help="mix a model's weights with its fine-tuned run's (WiSE-FT; needs the [train] extra)"

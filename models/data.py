@@ -28,11 +28,10 @@ class LaneCamera:
         self.sides, self.blur_px, self.noise, self.quality = sides, blur_px, noise, quality
 
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        # the RGB view goes to the JPEG encoder as is: the luma weights of R and B swapped (issue 11, part 3)
-        big = lane_camera(
-            img.permute(1, 2, 0).numpy(), _GLOBAL_RANDOM, self.sides, self.blur_px, self.noise, self.quality
-        )
-        return torch.from_numpy(np.ascontiguousarray(big)).permute(2, 0, 1)
+        # lane_camera's JPEG encoder reads BGR: reorder the RGB tensor's channels on the way in and out
+        bgr = np.ascontiguousarray(img.permute(1, 2, 0).numpy()[:, :, ::-1])
+        big = lane_camera(bgr, _GLOBAL_RANDOM, self.sides, self.blur_px, self.noise, self.quality)
+        return torch.from_numpy(np.ascontiguousarray(big[:, :, ::-1])).permute(2, 0, 1)
 
 
 _GLOBAL_RANDOM = np.random.mtrand._rand  # the RandomState behind np.random.*, which np.random.seed seeds

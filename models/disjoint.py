@@ -58,7 +58,7 @@ class Embeddings:
     queries: dict[Query, Embedded]  # PHOTO, LANE, HAND
 
 
-def _view_images(paths: Iterable[Path], view: Query, seed: int, good: list[int], errors: list[str]):
+def view_images(paths: Iterable[Path], view: Query, seed: int, good: list[int], errors: list[str]):
     """The val photos as `view` shows them; each image's random state is seeded by (seed, its index
     in the full val list), so a view is the same for every model and every fold."""
     for i, p in paths:
@@ -86,7 +86,7 @@ def embed_data(
     for view in (Query.PHOTO, Query.LANE, Query.HAND):
         good: list[int] = []
         errors: list[str] = []
-        emb = embedder.embed(_view_images([(index[p], p) for p in part.val.paths], view, seed, good, errors))
+        emb = embedder.embed(view_images([(index[p], p) for p in part.val.paths], view, seed, good, errors))
         if not good:
             raise DataError(f"none of the {len(part.val)} val images could be read; first error: {errors[0]}")
         labels = np.asarray(data.val.labels)[good]

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from retail_reid.models.backbone import create_backbone
-from retail_reid.models.net import EmbeddingNet
+from retail_reid.models.net import KEEP_IMAGENET, EmbeddingNet
 from retail_reid.models.train import read_checkpoint
 
 IMAGENET = "imagenet"  # as START: the tuned run's own backbone with its ImageNet weights
@@ -33,6 +33,11 @@ def interpolate(start: str | Path, tuned: str | Path, weight: float, out: str | 
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"weight must be between 0 (the start) and 1 (the fine-tuned model), got {weight}")
     b = read_checkpoint(tuned)
+    if b.get("arch") == KEEP_IMAGENET:
+        raise ValueError(
+            f"{tuned}: a reid train-tail network already keeps the ImageNet features beside the trained ones "
+            "(its --imagenet-weight); interpolate runs of reid train"
+        )
     a = imagenet_start(b) if str(start) == IMAGENET else read_checkpoint(start)
     for key in ("backbone", "dim"):
         if a["config"].get(key) != b["config"].get(key):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -63,3 +65,93 @@ class ImageNetFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.backbone(x), dim=1)
+
+
+def _stages(backbone: nn.Module) -> nn.Sequential:
+    blocks = getattr(backbone, "blocks", None)
+    if blocks is None:
+        raise ValueError(f"{type(backbone).__name__} has no 'blocks' (stages) to split into a trunk and a tail")
+    return blocks
+
+
+class Trunk(nn.Module):
+    """The front of a backbone, kept at its ImageNet weights: the stem and every stage but the last
+    `tail_stages`. Its output is what `retail_reid.models.feature_cache` stores per view, so recipes
+    that train only the tail run from cached tensors instead of the whole network."""
+
+    def __init__(self, backbone: nn.Module, tail_stages: int):
+        super().__init__()
+        stages = _stages(backbone)
+        if not 0 <= tail_stages <= len(stages):
+            raise ValueError(f"tail_stages must be in [0, {len(stages)}], got {tail_stages}")
+        self.conv_stem, self.bn1 = backbone.conv_stem, backbone.bn1
+        self.blocks = nn.Sequential(*list(stages)[: len(stages) - tail_stages])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.bn1(self.conv_stem(x)))
+
+
+class Tail(nn.Module):
+    """The last `tail_stages` stages, the 1x1 head convolution and the average pooling: pooled features."""
+
+    def __init__(self, backbone: nn.Module, tail_stages: int):
+        super().__init__()
+        stages = _stages(backbone)
+        self.blocks = nn.Sequential(*list(stages)[len(stages) - tail_stages :])
+        self.conv_head, self.bn2, self.pool = backbone.conv_head, backbone.bn2, backbone.global_pool
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.bn2(self.conv_head(self.blocks(z))))
+
+
+KEEP_IMAGENET = "keep-imagenet"  # the `arch` of a KeepImageNetNet checkpoint
+
+
+class KeepImageNetNet(nn.Module):
+    """An embedder that keeps the ImageNet features in view (issue 11).
+
+    The trunk stays at its ImageNet weights; a copy of the last `tail_stages` stages (none: the
+    pooled ImageNet features themselves) and a linear projection are trained. The embedding joins
+    two unit vectors, the centred ImageNet features scaled by sqrt(w) and the trained projection by
+    sqrt(1 - w), so the cosine of two embeddings is w x the ImageNet cosine + (1 - w) x the trained
+    one: products never trained on keep the general features' placement, trained ones gain the
+    fine-tuned distinctions. w = 0 is the trained projection alone.
+    """
+
+    def __init__(self, backbone: nn.Module, dim: int = 128, tail_stages: int = 0, imagenet_weight: float = 0.5):
+        super().__init__()
+        if not 0.0 <= imagenet_weight < 1.0:
+            raise ValueError(f"imagenet_weight must be in [0, 1), got {imagenet_weight}")
+        backbone.reset_classifier(0)
+        self.trunk = Trunk(backbone, tail_stages)
+        self.imagenet_tail = Tail(backbone, tail_stages)
+        self.tail = copy.deepcopy(self.imagenet_tail) if tail_stages else None
+        self.head = nn.Linear(backbone.num_features, dim)
+        self.register_buffer("feature_mean", torch.zeros(backbone.num_features))
+        self.dim, self.tail_stages, self.imagenet_weight = dim, tail_stages, imagenet_weight
+        for m in (self.trunk, self.imagenet_tail):
+            m.requires_grad_(False)
+
+    @property
+    def out_dim(self) -> int:
+        return self.dim + (self.head.in_features if self.imagenet_weight else 0)
+
+    def from_trunk(self, z: torch.Tensor, imagenet: torch.Tensor | None = None) -> torch.Tensor:
+        """The embedding of trunk outputs `z`; `imagenet`: their pooled ImageNet features when known."""
+        if imagenet is None:
+            imagenet = self.imagenet_tail(z)
+        trained = F.normalize(self.head(self.tail(z) if self.tail is not None else imagenet), dim=1)
+        if not self.imagenet_weight:
+            return trained
+        general = F.normalize(imagenet - self.feature_mean, dim=1)
+        w = self.imagenet_weight
+        return torch.cat([general * w**0.5, trained * (1 - w) ** 0.5], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.from_trunk(self.trunk(x))
+
+    def train(self, mode: bool = True) -> KeepImageNetNet:
+        super().train(mode)
+        self.trunk.eval()  # the ImageNet parts keep their batch-norm statistics
+        self.imagenet_tail.eval()
+        return self

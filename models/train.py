@@ -21,7 +21,7 @@ from retail_reid.models.data import LabelledImages
 from retail_reid.models.datasets import ImageSet
 from retail_reid.models.losses import build_objective
 from retail_reid.models.metrics import reality_check
-from retail_reid.models.net import EmbeddingNet
+from retail_reid.models.net import KEEP_IMAGENET, EmbeddingNet, KeepImageNetNet
 from retail_reid.models.preprocess import Preprocess
 
 
@@ -209,10 +209,16 @@ def read_checkpoint(path: str | Path) -> dict:
     return state
 
 
-def load_checkpoint(path: str | Path) -> tuple[EmbeddingNet, Preprocess, dict]:
-    """Rebuild a trained network from best.pt."""
+def load_checkpoint(path: str | Path) -> tuple[EmbeddingNet | KeepImageNetNet, Preprocess, dict]:
+    """Rebuild a trained network from best.pt (of `reid train`, or of `reid train-tail`)."""
     state = read_checkpoint(path)
-    cfg = TrainConfig(**state["config"])
-    net = EmbeddingNet(create_backbone(cfg.backbone, pretrained=False), cfg.dim)
+    net: EmbeddingNet | KeepImageNetNet
+    if state.get("arch") == KEEP_IMAGENET:
+        r = state["recipe"]
+        backbone = create_backbone(state["config"]["backbone"], pretrained=False)
+        net = KeepImageNetNet(backbone, r["dim"], r["tail_stages"], r["imagenet_weight"])
+    else:
+        cfg = TrainConfig(**state["config"])
+        net = EmbeddingNet(create_backbone(cfg.backbone, pretrained=False), cfg.dim)
     net.load_state_dict(state["model"])
     return net.eval(), Preprocess.from_dict(state["preprocess"]), state

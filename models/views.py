@@ -21,8 +21,8 @@ def lane_camera(
     """The photo shrunk so its longer side is a random length in `sides` (a lane camera sees an item
     at 100-200 pixels, a phone at thousands), smeared along a random direction as if moving during
     the exposure, with sensor noise and video-codec blocking, then scaled back up. Each degradation is
-    applied at the small size, where the camera makes it. `img` is HxWx3 uint8 in the channel order
-    the JPEG encoder is given (BGR is right; training passes RGB, issue 11 fixes that at retraining)."""
+    applied at the small size, where the camera makes it. `img` is HxWx3 uint8 BGR (the JPEG encoder
+    weighs the channels as B, G, R when it computes luma and chroma)."""
     h, w = img.shape[:2]
     s = min(1.0, float(rng.randint(sides[0], sides[1] + 1)) / max(h, w))  # never enlarge
     small = cv2.resize(

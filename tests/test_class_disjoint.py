@@ -16,7 +16,7 @@ from retail_reid.models.folds import coarse_kinds, make_folds, read_folds
 from retail_reid.models.metrics import map_at_r
 from retail_reid.models.views import SKIN_RGB, hand_occlusion, lane_camera
 
-SAMPLE = Path("sample/grocery")
+from grocery_fixtures import SAMPLE, grocery_root
 
 
 def test_shipped_folds_are_the_rule_applied_to_the_81_skus():
@@ -114,24 +114,6 @@ def test_fold_report_uses_only_the_held_out_skus_and_pools_by_queries():
     assert np.isclose(pooled[str(Query.LANE)]["recall_at_1"], want)
     no_iconic = Embeddings(gallery=gallery, iconic=None, queries=e.queries)
     assert str(Query.ICONIC) not in fold_report(no_iconic, {"a", "b"})
-
-
-def grocery_root(tmp_path: Path) -> Path:
-    """The bundled sample laid out like the grocery data: train.txt, val.txt, classes.csv."""
-    root = tmp_path / "grocery"
-    root.mkdir()
-    for split in ("train", "val"):
-        (root / split).symlink_to((SAMPLE / split).resolve())
-        lines = [f"{p.relative_to(SAMPLE)}, 0, 0" for p in sorted((SAMPLE / split).glob("*/*.jpg"))]
-        (root / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    (root / "iconic").symlink_to((SAMPLE / "iconic").resolve())
-    rows = list(csv.DictReader((SAMPLE / "classes.csv").read_text().splitlines()))
-    with open(root / "classes.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        for row in rows:
-            w.writerow({**row, "Iconic Image Path (str)": f"/iconic/{row['Class Name (str)']}.jpg"})
-    return root
 
 
 @pytest.mark.train
