@@ -53,9 +53,10 @@ class LaneProcessor:
         camera_was_blind: Callable[[float], bool] = lambda ts: False,
         references: Callable[[ItemPass, PassRecord], object] | None = None,
     ):
-        """`evidence` writes the crops of alert passes (none: not kept); `camera_was_blind(ts)`
-        says whether the camera was down at camera time `ts`, so that a scan made then is left
-        unjudged instead of being called a scan without item; `references` is given every decided
+        """`evidence` writes the crops and the lane frame of alert passes (none: not kept) and sees
+        every frame for the latter; `camera_was_blind(ts)` says whether the camera was down at
+        camera time `ts`, so that a scan made then is left unjudged instead of being called a scan
+        without item; `references` is given every decided
         pass with its crops (a `LaneReferenceSampler`; none: crops are dropped once judged)."""
         self.gallery = gallery
         self.config = config = config or LaneConfig()
@@ -66,6 +67,7 @@ class LaneProcessor:
         thresholds = Thresholds.resolve(config.events, gallery.calibration)
         self.recogniser = Recogniser(gallery, thresholds)
         self.camera_was_blind = camera_was_blind
+        self.evidence = evidence
         self._decided: list[Event | BasketEvent] = []
         self._passes: list[PassRecord] = []
         self._unseen: list[PosEvent] = []
@@ -100,6 +102,8 @@ class LaneProcessor:
         """Release the POS events due by the frame's time, then run the frame through the lane."""
         now = frame.ts + self.offset
         self._release(now)
+        if self.evidence is not None:
+            self.evidence.see(now, frame.image)
         detections = self.detector.detect(frame)
         tracked, ended = self.tracker.update(detections, frame.ts)
         self.crops.add(frame, tracked)

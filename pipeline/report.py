@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from retail_reid.images import ImageError, read_image
+from retail_reid.pipeline.evidence import EvidenceKind, evidence_kind
 from retail_reid.pipeline.pos import PosEvent
 from retail_reid.pipeline.recognition import GalleryLike
 from retail_reid.pipeline.types import BasketEvent, Event, EventType, PassRecord
@@ -178,7 +179,9 @@ def _event_card(e: Event, run_dir: Path, gallery: GalleryLike) -> str:
             f"<div>its scan of {html.escape(e.voided_sku)} was voided at {_fmt(e.void_ts, 2)}s"
             " and the item was not scanned again</div>"
         )
-    pics = [_figure(run_dir / p, f"crop {i + 1}") for i, p in enumerate(e.evidence[:3])]
+    crops = [p for p in e.evidence if evidence_kind(p) is EvidenceKind.CROP]
+    pics = [_figure(run_dir / p, f"crop {i + 1}") for i, p in enumerate(crops[:3])]
+    pics += [_figure(run_dir / p, "the lane, mid-pass") for p in e.evidence if evidence_kind(p) is EvidenceKind.LANE]
     if e.seen_sku:
         pics.append(_figure(gallery.reference_image(e.seen_sku), f"seen: {gallery.display_name(e.seen_sku)}"))
     if e.scanned_sku:

@@ -14,6 +14,13 @@ from retail_reid.pipeline.console.users import add_operator
 SAMPLE_VAL = Path(__file__).resolve().parents[1] / "sample" / "grocery" / "val"
 PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-22"}
 LANE_T0 = 1_767_000_000.0  # 2025-12-29, a Monday: the lane's alerts fall in ISO week 2026-W01
+LANE_POS = [  # (seconds after LANE_T0, type, SKU): what the lane received over HTTP
+    (5.0, "txn_start", None),
+    (30.0, "scan", "Granny-Smith"),
+    (40.5, "scan", "Red-Bell-Pepper"),  # the product switch's scan
+    (59.0, "scan", "Lemon"),
+    (300.0, "txn_end", None),  # far from every alert
+]
 
 
 def _photo(sku: str, i: int = 1) -> Path:
@@ -51,7 +58,9 @@ def make_lane(root: Path, lane: str = "lane-1") -> Path:
     ]
     for seq, (kind, dt, track, seen, scanned) in enumerate(specs, start=1):
         evidence = []
-        if track is not None:
+        if track == 7:  # the product switch: crops, lane frame and clip as the lane service writes them
+            evidence = list(_lane_evidence(root, f"evidence/{ev.name}", track, seen, LANE_T0 + dt))
+        elif track is not None:
             for i in range(2):
                 rel = f"evidence/{ev.name}/track{track:05d}_{i}.jpg"
                 shutil.copy(_photo(seen or "Lime", i + 1), root / rel)
@@ -74,7 +83,47 @@ def make_lane(root: Path, lane: str = "lane-1") -> Path:
         "scanned": {},
     }
     (root / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in [*lines, basket]))
+    _pos_record(root)
     return root
+
+
+def _lane_evidence(root: Path, folder: str, track: int, sku: str, t0: float) -> tuple[str, ...]:
+    """What `reid edge` with `[edge.clips]` keeps of a pass from `t0` to `t0 + 1.2`: two crops,
+    the lane mid-pass and a clip, from frames of a lane showing the item's photo moving across."""
+    import cv2
+    import numpy as np
+
+    from retail_reid.pipeline.edge.clips import ClipEvidenceWriter, ClipRing
+    from retail_reid.pipeline.edge.settings import ClipConfig
+    from retail_reid.pipeline.types import Crop, Frame, ItemPass
+
+    photo = cv2.resize(cv2.imread(str(_photo(sku))), (80, 80))
+    ring = ClipRing(ClipConfig(enabled=True, before_s=0.5, after_s=0.5))
+    writer = ClipEvidenceWriter(root, folder, ring, offset_s=0.0)
+    crops = []
+    for i in range(45):  # 3 s at 15 fps, from 1 s before the pass
+        ts = t0 - 1.0 + i / 15
+        image = np.full((240, 320, 3), 90, np.uint8)
+        x = 10 + i * 5
+        image[80:160, x : x + 80] = photo
+        ring.add(Frame(index=i, ts=ts, image=image))
+        writer.see(ts, image)
+        if i in (20, 25):  # the crops: the sample's photos, as the other alerts' are
+            crop = cv2.imread(str(_photo(sku, len(crops) + 1)))
+            crops.append(Crop(image=crop, ts=ts, box=(x, 80, x + 80, 160), quality=1.0))
+    return writer(ItemPass(track_id=track, t_start=t0, t_end=t0 + 1.2, frames=18, crops=tuple(crops)))
+
+
+def _pos_record(root: Path) -> None:
+    """The lane's record of the POS events it received, as `reid edge` keeps it: small files, so
+    that the first events were already moved to pos.1.jsonl."""
+    from retail_reid.pipeline.edge.pos_record import PosRecord
+    from retail_reid.pipeline.pos import PosEvent, PosEventType
+
+    record = PosRecord(root, max_bytes=200)
+    for dt, kind, sku in LANE_POS:
+        record.append([PosEvent(ts=LANE_T0 + dt, type=PosEventType(kind), sku=sku, txn="T1")])
+    record.close()
 
 
 def make_replay(root: Path) -> Path:

@@ -15,12 +15,13 @@ import socket
 import subprocess
 import sys
 import threading
+from html import escape
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from console_fixtures import PASSWORDS, SAMPLE_VAL, make_lane, make_settings
+from console_fixtures import LANE_T0, PASSWORDS, SAMPLE_VAL, make_lane, make_settings
 from gallery_fixtures import run_reid, writer_env
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
@@ -84,6 +85,7 @@ GET_ROUTES = [
     LANE_ALERT,
     REPLAY_ALERT,
     f"{LANE_ALERT}/evidence/0",
+    f"{LANE_ALERT}/evidence/3/frames/0",
     "/precision",
     "/verdicts.csv",
     "/verdicts.jsonl",
@@ -208,12 +210,52 @@ def test_the_list_shows_lane_and_replay_alerts_and_filters_them(signed_in):
     assert "4 shown" in signed_in.get("/alerts?lane=lane-1&from=2025-12-29&to=2025-12-29").get_data(as_text=True)
 
 
+def test_double_scans_are_reviewed_apart_from_loss_alerts(signed_in, settings):
+    """A double scan (the customer charged twice) is customer service: listed and reviewable, but
+    filtered and counted apart from the loss alerts."""
+    double = {
+        "seq": 6,
+        "id": "lane-1-9f3a1c2e-6",
+        "lane": "lane-1",
+        "type": "double_scan",
+        "t_start": LANE_T0 + 59.0,
+        "t_end": LANE_T0 + 59.0,
+        "track_id": 9,
+        "seen_sku": "Kiwi",
+        "seen_score": 0.8,
+        "seen_confidence": 0.97,
+        "scanned_sku": "Lemon",
+        "scan_ts": LANE_T0 + 59.0,
+        "txn": "T1",
+        "evidence": [],
+    }
+    with open(settings.lanes[0] / "events.jsonl", "a") as f:
+        f.write(json.dumps(double) + "\n")
+    assert "7 shown" in signed_in.get("/alerts").get_data(as_text=True)
+    assert "6 shown" in signed_in.get("/alerts?family=loss").get_data(as_text=True)
+    html = signed_in.get("/alerts?family=service").get_data(as_text=True)
+    assert "1 shown" in html and "double scan" in html
+    page = "/alerts/lane-1/lane-1-9f3a1c2e-6"
+    html = signed_in.get(page).get_data(as_text=True)
+    assert "Customer service, not a loss alert" in html and ("+0.00", "scan", "Lemon") in _pos_rows(html)
+    for path, decision in ((page, "confirmed"), (LANE_ALERT, "confirmed")):
+        r = signed_in.post(f"{path}/verdict", data={"csrf_token": _token(signed_in, path), "decision": decision})
+        assert r.status_code == 303
+    html = signed_in.get("/precision").get_data(as_text=True)
+    loss, service = html.split("<h2>Loss alerts</h2>")[1].split("<h2>Customer service (double scans)</h2>")
+    assert "product switch" in loss and "double scan" not in loss
+    assert "double scan" in service and "product switch" not in service
+    rows = list(csv.DictReader(io.StringIO(signed_in.get("/verdicts.csv").get_data(as_text=True))))
+    assert [r["alert_type"] for r in rows] == ["double_scan", "product_switch"]
+
+
 @pytest.mark.parametrize(
     "query, message",
     [
         ("type=theft", "type: expected one of"),
         ("verdict=maybe", "verdict: expected unreviewed"),
         ("from=yesterday", "from: expected a date YYYY-MM-DD"),
+        ("family=theft", "family: expected one of loss, service"),
     ],
 )
 def test_a_bad_filter_is_refused_naming_the_field(signed_in, query, message):
@@ -228,7 +270,51 @@ def test_an_alert_page_shows_crops_gallery_photos_scores_and_pos_lines(signed_in
     assert "0.810" in html and "0.210" in html  # seen and scanned similarity
     assert 'class="hit"' in html and "Granny-Smith" in html  # the POS lines, the alert's own scan marked
     lane = signed_in.get(LANE_ALERT).get_data(as_text=True)
-    assert "does not keep its POS lines" in lane and "gallery version 2" in lane
+    assert "gallery version 2" in lane
+
+
+def _pos_rows(html: str) -> list[str]:
+    table = html.split("POS lines around it", 1)[1]
+    return re.findall(r"<td>([+-]\d+\.\d\d) s</td><td>(\w+)</td><td>([^<]*)</td>", table)
+
+
+def test_a_lane_alert_shows_its_lane_frame_clip_and_the_pos_lines_the_lane_recorded(signed_in, settings):
+    html = signed_in.get(LANE_ALERT).get_data(as_text=True)
+    # evidence: two crops (0, 1), the lane mid-pass (2), the clip (3), as the lane service wrote them
+    assert html.count(f"{LANE_ALERT}/evidence/0") == 1 and f'src="{LANE_ALERT}/evidence/2" alt="the lane' in html
+    frames = re.findall(rf'src="{LANE_ALERT}/evidence/3/frames/(\d+)"', html)
+    assert len(frames) == 12 and frames[0] == "0" and "download the clip" in html
+    lane_frame = cv2.imdecode(np.frombuffer(signed_in.get(f"{LANE_ALERT}/evidence/2").data, np.uint8), cv2.IMREAD_COLOR)
+    assert lane_frame.shape == (240, 320, 3)  # the whole lane, not a crop
+    clip = cv2.VideoCapture(str(next(settings.lanes[0].glob("evidence/*/track00007.avi"))))
+    count = int(clip.get(cv2.CAP_PROP_FRAME_COUNT))
+    clip.release()
+    assert frames[-1] == str(count - 1)
+    still = signed_in.get(f"{LANE_ALERT}/evidence/3/frames/{frames[-1]}")
+    assert still.status_code == 200 and still.mimetype == "image/jpeg"
+    assert cv2.imdecode(np.frombuffer(still.data, np.uint8), cv2.IMREAD_COLOR).shape == (240, 320, 3)
+    download = signed_in.get(f"{LANE_ALERT}/evidence/3")
+    assert download.status_code == 200 and "attachment" in download.headers["Content-Disposition"]
+    for route in (f"{LANE_ALERT}/evidence/3/frames/{count}", f"{LANE_ALERT}/evidence/2/frames/0"):
+        assert signed_in.get(route).status_code == 404, route  # past the clip's end; a picture has no frames
+    # the POS lines within 20 s, from both of the lane's files (pos.1.jsonl, then pos.jsonl), the scan marked
+    assert _pos_rows(html) == [
+        ("-10.00", "scan", "Granny-Smith"),
+        ("+0.50", "scan", "Red-Bell-Pepper"),
+        ("+19.00", "scan", "Lemon"),
+    ]
+    assert re.search(r'<tr class="hit">\s*<td>\+0\.50 s', html)
+    # the lane goes on: a POS line it records now is shown at once
+    from retail_reid.pipeline.edge.pos_record import PosRecord
+    from retail_reid.pipeline.pos import PosEvent, PosEventType
+
+    record = PosRecord(settings.lanes[0], max_bytes=10_000)
+    record.append([PosEvent(ts=LANE_T0 + 45.0, type=PosEventType.VOID, sku="Lemon", txn="T1")])
+    record.close()
+    assert ("+5.00", "void", "Lemon") in _pos_rows(signed_in.get(LANE_ALERT).get_data(as_text=True))
+    for name in ("pos.jsonl", "pos.1.jsonl"):
+        (settings.lanes[0] / name).unlink()
+    assert "the lane has recorded no POS events" in signed_in.get(LANE_ALERT).get_data(as_text=True)
 
 
 def test_a_real_replay_output_folder_is_shown_whole(tmp_path, gallery_dir, monkeypatch):
@@ -266,6 +352,11 @@ def test_a_real_replay_output_folder_is_shown_whole(tmp_path, gallery_dir, monke
         assert label(line["type"]) in html
         for j in range(len(line["evidence"])):
             assert client.get(f"/alerts/out/{i}/evidence/{j}").status_code == 200
+        if line["track_id"] is not None:  # the replay keeps the lane mid-pass with the crops
+            [lane_frame] = [p for p in line["evidence"] if p.endswith("_lane.jpg")]
+            j = line["evidence"].index(lane_frame)
+            assert f'src="/alerts/out/{i}/evidence/{j}" alt="the lane, mid-pass"' in html
+            assert cv2.imread(str(out / lane_frame)).shape == (480, 640, 3)
         if line["scan_ts"] is not None:
             assert 'class="hit"' in html  # its scan found in the POS log
 
@@ -504,6 +595,35 @@ def test_a_new_product_is_added_with_its_photos(signed_in, settings):
     with GalleryStore.open(settings.gallery, readonly=True) as store:
         row, refs = store.product("Gold-Kiwi")
     assert row.product.name == "Gold kiwi" and len(refs) == 1
+
+
+@pytest.mark.parametrize("sku", ["Juice/1L", "..", "a/../../b", "50% off"])
+def test_a_sku_with_slashes_dots_or_percent_opens_from_the_gallery_pages(signed_in, settings, sku):
+    photo = SAMPLE_VAL / "Kiwi" / "Kiwi_004.jpg"
+    r = _upload(signed_in, "/gallery/products", [(photo.read_bytes(), "k.jpg")], sku=sku)
+    assert r.status_code == 303
+    page = r.headers["Location"]
+    assert page.count("/") == 3 and ".." not in page  # one path segment, no dot segment a browser would resolve
+    html = signed_in.get(page).get_data(as_text=True)
+    assert f"› {escape(sku)}</p>" in html
+    [photo_url] = re.findall(r'<img src="(/gallery/products/[^"]+/photos/\d+)"', html)
+    assert signed_in.get(photo_url).data == photo.read_bytes()
+    suggestions = re.search(r'href="(/lane-references/products/[^"]+)"', html).group(1)
+    assert f"{escape(sku)} <small>0 suggested" in signed_in.get(suggestions).get_data(as_text=True)
+    r = _upload(signed_in, f"{page}/photos", [((SAMPLE_VAL / "Kiwi" / "Kiwi_005.jpg").read_bytes(), "k5.jpg")])
+    assert r.status_code == 303 and r.headers["Location"] == page
+    with GalleryStore.open(settings.gallery, readonly=True) as store:
+        assert len(store.product(sku)[1]) == 2
+
+
+def test_a_product_address_is_only_ever_a_sku_to_look_up(signed_in):
+    for route in (
+        "/gallery/products/..%2F..%2Fsecret.jpg",  # decoded by the server: not one segment, no route
+        "/gallery/products/%252E%252E%252Fsecret.jpg",  # the SKU "../secret.jpg": no such product
+        "/gallery/products/%2E%2E",  # the SKU "..": no such product
+        "/gallery/products/%252E%252E/photos/1",
+    ):
+        assert signed_in.get(route).status_code == 404, route
 
 
 @pytest.mark.parametrize(

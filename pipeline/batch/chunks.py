@@ -41,6 +41,7 @@ from retail_reid.errors import ReidError
 from retail_reid.pipeline.basket import compare
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.events import UNKNOWN
+from retail_reid.pipeline.evidence import EvidenceKind, crop_name, evidence_kind, lane_frame_name
 from retail_reid.pipeline.pos import PosEvent, read_pos_log
 from retail_reid.pipeline.report import write_report
 from retail_reid.pipeline.types import BasketEvent, Event, PassRecord
@@ -248,12 +249,13 @@ def merge_chunks(
 
 
 def _renumber(e: dict, id_base: int, src: Path, dest: Path) -> dict:
-    """The event with its track id made unique across chunks, and its evidence crops renamed to match."""
+    """The event with its track id made unique across chunks, and its evidence files renamed to match."""
     track = e["track_id"] + id_base
     evidence = []
     (dest / "crops").mkdir(exist_ok=True)  # as a whole replay, only when there is evidence
     for k, rel in enumerate(e["evidence"]):
-        name = f"crops/track{track:05d}_{k}.jpg"
+        lane = evidence_kind(rel) is EvidenceKind.LANE
+        name = lane_frame_name("crops", track) if lane else crop_name("crops", track, k)
         shutil.copyfile(src / rel, dest / name)
         evidence.append(name)
     return {**e, "track_id": track, "evidence": evidence}

@@ -6,11 +6,13 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, send_file, url_for
 
-from retail_reid.pipeline.console.alerts import KEY, Alert, AlertFolder, AlertType, SourceKind
-from retail_reid.pipeline.console.safe_files import inside
+from retail_reid.pipeline.console.alerts import KEY, Alert, AlertFamily, AlertFolder, AlertType, SourceKind, family_of
+from retail_reid.pipeline.console.clip_frames import clip_frame, clip_info
+from retail_reid.pipeline.console.safe_files import CLIP_SUFFIXES, IMAGE_SUFFIXES, inside
 from retail_reid.pipeline.console.settings import ConsoleError
 from retail_reid.pipeline.console.state import operator, state
 from retail_reid.pipeline.console.verdicts import (
@@ -22,6 +24,7 @@ from retail_reid.pipeline.console.verdicts import (
     to_csv,
     to_jsonl,
 )
+from retail_reid.pipeline.evidence import EvidenceKind, evidence_kind
 
 blueprint = Blueprint("alerts", __name__)
 PAGE = 100  # alerts a list page shows
@@ -29,12 +32,16 @@ PHOTOS = 4  # gallery photos shown per product on an alert page
 UNREVIEWED = "unreviewed"
 DECISIONS = frozenset(d.value for d in Decision)
 TYPES = frozenset(t.value for t in AlertType)
+FAMILIES = frozenset(f.value for f in AlertFamily)
+EVIDENCE_SUFFIXES = IMAGE_SUFFIXES | CLIP_SUFFIXES
+FAMILY_LABELS = {AlertFamily.LOSS: "loss alerts", AlertFamily.SERVICE: "customer service (double scans)"}
 
 
 @dataclass(frozen=True)
 class Filters:
     source: str
     lane: str
+    family: str  # loss alerts, customer service (double scans), or both
     type: str
     verdict: str
     day_from: float | None
@@ -49,9 +56,13 @@ class Filters:
         kind = a.get("type", "")
         if kind and kind not in TYPES:
             raise ConsoleError(f"type: expected one of {', '.join(AlertType)}, got {kind!r}")
+        family = a.get("family", "")
+        if family and family not in FAMILIES:
+            raise ConsoleError(f"family: expected one of {', '.join(AlertFamily)}, got {family!r}")
         return cls(
             a.get("source", ""),
             a.get("lane", ""),
+            family,
             kind,
             verdict,
             _day(a.get("from", ""), "from", 0),
@@ -61,7 +72,7 @@ class Filters:
     def keep(self, alert: Alert, verdict: Verdict | None) -> bool:
         if (self.source and alert.source != self.source) or (self.lane and alert.lane != self.lane):
             return False
-        if self.type and alert.type != self.type:
+        if (self.type and alert.type != self.type) or (self.family and alert.type.family != self.family):
             return False
         if self.verdict == UNREVIEWED and verdict is not None:
             return False
@@ -121,6 +132,7 @@ def index() -> str:
         folders=st.folders,
         lanes=sorted({a.lane for a in every}),
         types=list(AlertType),
+        families=FAMILY_LABELS,
         bad_lines={name: f.bad_lines for name, f in st.folders.items() if f.bad_lines},
     )
 
@@ -132,7 +144,9 @@ def show(source: str, key: str) -> str:
     pos, pos_missing = folder.pos_around(alert)
     rec = alert.record
     history = st.verdicts.history(source, key)
-    wrong_product = bool(history) and history[0].reason is Reason.WRONG_PRODUCT and bool(alert.evidence)
+    wrong_product = bool(history) and history[0].reason is Reason.WRONG_PRODUCT and bool(alert.crops)
+    kinds = [(i, evidence_kind(rel), _evidence_file(folder, rel)) for i, rel in enumerate(alert.evidence)]
+    clips = [(i, clip_info(path)) for i, kind, path in kinds if kind is EvidenceKind.CLIP and path is not None]
     return render_template(
         "alert.html",
         alert=alert,
@@ -140,8 +154,12 @@ def show(source: str, key: str) -> str:
         replay=folder.kind is SourceKind.REPLAY,
         history=history,
         products=[p.product.sku for p in st.gallery.products()] if wrong_product else [],
-        evidence=[i for i, rel in enumerate(alert.evidence) if inside(folder.root, rel)],
-        missing_evidence=sum(inside(folder.root, rel) is None for rel in alert.evidence),
+        evidence=[i for i, kind, path in kinds if kind is EvidenceKind.CROP and path is not None],
+        lane_frames=[i for i, kind, path in kinds if kind is EvidenceKind.LANE and path is not None],
+        clips=[(i, info) for i, info in clips if info is not None],
+        bad_clips=sum(info is None for _, info in clips),
+        missing_evidence=sum(path is None for _, _, path in kinds),
+        family=alert.type.family,
         seen_photos=st.gallery.photos(rec.get("seen_sku"), PHOTOS),
         scanned_photos=st.gallery.photos(rec.get("scanned_sku"), PHOTOS),
         pos=pos,
@@ -150,15 +168,37 @@ def show(source: str, key: str) -> str:
     )
 
 
-@blueprint.route("/alerts/<source>/<key>/evidence/<int:index>")
-def evidence(source: str, key: str, index: int) -> Response:
-    """An evidence crop by its place in the alert's list: the client never names a path."""
+def _evidence_file(folder: AlertFolder, rel: str) -> Path | None:
+    """An evidence file (a crop, the lane frame or the clip) if it lies in the alert's folder."""
+    return inside(folder.root, rel, EVIDENCE_SUFFIXES)
+
+
+def _evidence_path(source: str, key: str, index: int) -> Path:
     folder, alert = _alert(source, key)
     paths = alert.evidence
-    path = inside(folder.root, paths[index]) if 0 <= index < len(paths) else None
+    path = _evidence_file(folder, paths[index]) if 0 <= index < len(paths) else None
     if path is None:
         abort(404, "no such evidence file in the alert's folder")
-    return send_file(path, max_age=0)
+    return path
+
+
+@blueprint.route("/alerts/<source>/<key>/evidence/<int:index>")
+def evidence(source: str, key: str, index: int) -> Response:
+    """An evidence file by its place in the alert's list (the client never names a path): a
+    picture to show, or the clip to download."""
+    path = _evidence_path(source, key, index)
+    clip = path.suffix.lower() in CLIP_SUFFIXES
+    return send_file(path, max_age=0, as_attachment=clip)
+
+
+@blueprint.route("/alerts/<source>/<key>/evidence/<int:index>/frames/<int:frame>")
+def clip_still(source: str, key: str, index: int, frame: int) -> Response:
+    """One frame of the alert's clip as a JPEG (browsers play no AVI; the page runs no scripts)."""
+    path = _evidence_path(source, key, index)
+    jpeg = clip_frame(path, frame) if path.suffix.lower() in CLIP_SUFFIXES else None
+    if jpeg is None:
+        abort(404, "no such frame of a clip in the alert's folder")
+    return Response(jpeg, mimetype="image/jpeg")
 
 
 @blueprint.route("/alerts/<source>/<key>/verdict", methods=["POST"])
@@ -185,7 +225,9 @@ def verdict(source: str, key: str) -> Response:
 
 @blueprint.route("/precision")
 def precision() -> str:
-    return render_template("precision.html", rows=state().verdicts.precision())
+    rows = state().verdicts.precision()
+    tables = [(label, [r for r in rows if family_of(r.alert_type) is f]) for f, label in FAMILY_LABELS.items()]
+    return render_template("precision.html", tables=tables, any_rows=bool(rows))
 
 
 @blueprint.route("/verdicts.<fmt>")

@@ -15,14 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retail_reid.compat import StrEnum
-from retail_reid.pipeline.pos import PosError, PosEvent, read_pos_log
+from retail_reid.pipeline.console.pos_lines import PosLines
+from retail_reid.pipeline.edge.pos_record import POS_RECORD_FILE, POS_RECORD_OLDER
+from retail_reid.pipeline.evidence import EvidenceKind, evidence_kind
+from retail_reid.pipeline.pos import PosEvent
 
 EVENTS = "events.jsonl"
 SUMMARY = "summary.json"
-NOT_ALERTS = ("basket", "double_scan")  # a transaction's basket; a customer-service event, not a loss alert
+NOT_ALERTS = ("basket",)  # a transaction's basket: a comparison, nothing to review
 KEY = re.compile(r"[A-Za-z0-9._-]{1,128}")  # what an alert's key may look like in a URL
 POS_AROUND_S = 20.0  # POS lines shown on each side of an alert
-MAX_POS_BYTES = 256 * 2**20  # a replay's POS log larger than this is not read
 
 
 class SourceKind(StrEnum):
@@ -30,11 +32,26 @@ class SourceKind(StrEnum):
     REPLAY = "replay"  # a `reid replay` output folder
 
 
+class AlertFamily(StrEnum):
+    LOSS = "loss"  # the store may be losing goods: what loss prevention reviews
+    SERVICE = "service"  # the customer may be overcharged: customer service, kept apart
+
+
 class AlertType(StrEnum):
     NON_SCAN = "non_scan"
     PRODUCT_SWITCH = "product_switch"
     UNKNOWN_ITEM = "unknown_item"
     SCAN_WITHOUT_ITEM = "scan_without_item"
+    DOUBLE_SCAN = "double_scan"
+
+    @property
+    def family(self) -> AlertFamily:
+        return AlertFamily.SERVICE if self is AlertType.DOUBLE_SCAN else AlertFamily.LOSS
+
+
+def family_of(kind: str) -> AlertFamily:
+    """The family of an alert type as stored with a verdict."""
+    return AlertType(kind).family if kind in AlertType.__members__.values() else AlertFamily.LOSS
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,11 @@ class Alert:
     def evidence(self) -> list[str]:
         ev = self.record.get("evidence")
         return [p for p in ev if isinstance(p, str)] if isinstance(ev, list) else []
+
+    @property
+    def crops(self) -> list[str]:
+        """The crops of the item among the evidence (not the lane frame, nor the clip)."""
+        return [p for p in self.evidence if evidence_kind(p) is EvidenceKind.CROP]
 
 
 @dataclass
@@ -72,11 +94,13 @@ class AlertFolder:
         self.kind = kind
         self.root = root
         self._cache = _Cache()
-        self._pos: tuple[tuple[int, int], list[PosEvent], str | None] | None = None
-        if kind is SourceKind.LANE:
-            self.pos_log, self.pos_missing = None, "a lane's state folder does not keep its POS lines"
+        if kind is SourceKind.LANE:  # the older file first: events come out in the order received
+            what = "the lane's POS record"
+            self.pos_files = [PosLines(root / name, what, growing=True) for name in (POS_RECORD_OLDER, POS_RECORD_FILE)]
+            self.pos_missing = f"the lane has recorded no POS events ({root / POS_RECORD_FILE})"
         else:
-            self.pos_log, self.pos_missing = _replay_pos_log(root)
+            log, self.pos_missing = _replay_pos_log(root)
+            self.pos_files = [] if log is None else [PosLines(log, "the replay's POS log", growing=False)]
         self._lock = threading.Lock()
 
     def alerts(self) -> tuple[Alert, ...]:
@@ -144,28 +168,18 @@ class AlertFolder:
         return Alert(self.name, key, lane, kind, when, t0, t1, record)
 
     def pos_around(self, alert: Alert) -> tuple[list[PosEvent], str | None]:
-        """The POS lines within POS_AROUND_S of the alert, and why there are none when they cannot be read."""
-        events, why = self._pos_log()
+        """The POS lines within POS_AROUND_S of the alert, by time, and why there are none when
+        they cannot be read."""
         lo, hi = alert.t_start - POS_AROUND_S, alert.t_end + POS_AROUND_S
-        return [e for e in events if lo <= e.ts <= hi], why
-
-    def _pos_log(self) -> tuple[list[PosEvent], str | None]:
-        if self.pos_log is None:
-            return [], self.pos_missing
-        try:
-            st = self.pos_log.stat()
-        except OSError as e:
-            return [], f"the replay's POS log {self.pos_log} cannot be read ({e.strerror or e})"
-        if st.st_size > MAX_POS_BYTES:
-            return [], f"the replay's POS log {self.pos_log} is over {MAX_POS_BYTES // 2**20} MiB; not shown"
-        stamp = (st.st_mtime_ns, st.st_size)
-        with self._lock:
-            if self._pos is None or self._pos[0] != stamp:
-                try:
-                    self._pos = (stamp, read_pos_log(self.pos_log)[0], None)
-                except PosError:  # the reason may quote the file: only say that it is not a POS log
-                    self._pos = (stamp, [], f"the replay's POS log {self.pos_log} holds no valid POS event")
-            return self._pos[1], self._pos[2]
+        found: list[PosEvent] = []
+        reasons: list[str] = []
+        for pos in self.pos_files:
+            events, why = pos.events()
+            found += [e for e in events if lo <= e.ts <= hi]
+            reasons += [why] if why else []
+        if not any(pos.path.exists() for pos in self.pos_files):
+            reasons = reasons or [self.pos_missing]
+        return sorted(found, key=lambda e: e.ts), "; ".join(reasons) or None
 
 
 def _replay_pos_log(root: Path) -> tuple[Path | None, str]:

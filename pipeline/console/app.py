@@ -21,6 +21,7 @@ from retail_reid.pipeline.console.gallery_access import GalleryAccess
 from retail_reid.pipeline.console.reference_decisions import DB_NAME as DECISIONS_DB
 from retail_reid.pipeline.console.reference_decisions import ReferenceDecisions
 from retail_reid.pipeline.console.settings import ConsoleError, ConsoleSettings
+from retail_reid.pipeline.console.sku_urls import SkuConverter
 from retail_reid.pipeline.console.state import EXTENSION, SESSION_OPERATOR, ConsoleState
 from retail_reid.pipeline.console.throttle import SignInThrottle
 from retail_reid.pipeline.console.users import Operators
@@ -78,6 +79,7 @@ def create_app(settings: ConsoleSettings) -> Flask:
         decisions=ReferenceDecisions(settings.data / DECISIONS_DB),
     )
     formatting.install(app)
+    app.url_map.converters["sku"] = SkuConverter
     for module in (auth_views, alert_views, gallery_views, lane_reference_views):
         app.register_blueprint(module.blueprint)
 

@@ -12,6 +12,7 @@ TYPE_LABELS = {
     "product_switch": "product switch",
     "unknown_item": "unknown item",
     "scan_without_item": "scan without item",
+    "double_scan": "double scan",
 }
 
 

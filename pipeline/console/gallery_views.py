@@ -46,7 +46,7 @@ def index() -> str:
     )
 
 
-@blueprint.route("/gallery/products/<sku>")
+@blueprint.route("/gallery/products/<sku:sku>")
 def product(sku: str) -> str:
     try:
         row, refs = state().gallery.product(sku)
@@ -55,7 +55,7 @@ def product(sku: str) -> str:
     return render_template("product.html", row=row, refs=refs)
 
 
-@blueprint.route("/gallery/products/<sku>/photos/<int:ref_id>")
+@blueprint.route("/gallery/products/<sku:sku>/photos/<int:ref_id>")
 def photo(sku: str, ref_id: int) -> Response:
     path = state().gallery.photo_file(sku, ref_id)
     if path is None:
@@ -72,14 +72,14 @@ def add_product() -> Response:
     return redirect(url_for("gallery.product", sku=sku), 303)
 
 
-@blueprint.route("/gallery/products/<sku>/photos", methods=["POST"])
+@blueprint.route("/gallery/products/<sku:sku>/photos", methods=["POST"])
 def add_photos(sku: str) -> Response:
     result = state().gallery.add_photos(sku, _uploads(), operator())
     flash(f"version {result.version}: {result.summary}")
     return redirect(url_for("gallery.product", sku=sku), 303)
 
 
-@blueprint.route("/gallery/products/<sku>/photos/<int:ref_id>/remove", methods=["POST"])
+@blueprint.route("/gallery/products/<sku:sku>/photos/<int:ref_id>/remove", methods=["POST"])
 def remove_photo(sku: str, ref_id: int) -> Response:
     if state().gallery.photo_file(sku, ref_id) is None:
         abort(404, f"no current reference {ref_id} of {sku!r}")

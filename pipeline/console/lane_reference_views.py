@@ -48,7 +48,7 @@ def index() -> str:
     return render_template("lane_references.html", rows=rows, folders=state().settings.references)
 
 
-@blueprint.route("/lane-references/products/<sku>")
+@blueprint.route("/lane-references/products/<sku:sku>")
 def product(sku: str) -> str:
     items = pending().get(sku, [])
     return render_template("lane_reference.html", sku=sku, items=items[:SHOWN], total=len(items))
@@ -66,7 +66,7 @@ def crop(sha: str) -> Response:
     abort(404, "no such lane reference")
 
 
-@blueprint.route("/lane-references/products/<sku>", methods=["POST"])
+@blueprint.route("/lane-references/products/<sku:sku>", methods=["POST"])
 def decide(sku: str) -> Response:
     picked = request.form.getlist("crop")
     if not picked:
@@ -110,7 +110,7 @@ def from_alert(source: str, key: str) -> Response:
     sku = request.form.get("sku", "").strip()
     if not sku:
         raise ConsoleError("sku: choose the product that was really there")
-    paths = [p for p in (inside(folder.root, rel) for rel in alert.evidence) if p is not None]
+    paths = [p for p in (inside(folder.root, rel) for rel in alert.crops) if p is not None]
     if not paths:
         raise ConsoleError("this alert kept no crops to add")
     result = st.gallery.add_lane_references(sku, paths, operator())

@@ -7,14 +7,16 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+CLIP_SUFFIXES = frozenset({".avi"})  # an alert's clip (the edge's [edge.clips])
 
 
-def inside(root: Path, relpath: str) -> Path | None:
-    """The regular image file `root/relpath`, or None if the path leaves `root` in any way or is no image."""
+def inside(root: Path, relpath: str, suffixes: frozenset[str] = IMAGE_SUFFIXES) -> Path | None:
+    """The regular file `root/relpath` of a type in `suffixes` (images unless told), or None if the
+    path leaves `root` in any way or names another type."""
     rel = PurePosixPath(relpath)
     if rel.is_absolute() or not rel.parts or any(part in ("", ".", "..") for part in rel.parts) or "\\" in relpath:
         return None
-    if rel.suffix.lower() not in IMAGE_SUFFIXES:
+    if rel.suffix.lower() not in suffixes:
         return None
     base = root.resolve()
     try:

@@ -12,7 +12,6 @@ to be written again; a line torn by a crash is moved aside at start, never parse
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -22,6 +21,7 @@ from collections import deque
 from pathlib import Path
 from typing import BinaryIO
 
+from retail_reid.durable import append_lines
 from retail_reid.pipeline.types import BasketEvent, Event
 
 log = logging.getLogger("reid.edge.alerts")
@@ -89,12 +89,8 @@ class AlertLog:
             }
             data = (json.dumps(record) + "\n").encode()
             try:
-                written = os.write(self._fd, data)
-                if written != len(data):
-                    raise OSError(errno.ENOSPC, f"short write ({written} of {len(data)} bytes)")
-                os.fsync(self._fd)
+                append_lines(self._fd, data, self._size, self.path)
             except OSError as e:
-                self._cut_back()
                 if self.error is None:
                     log.error(
                         "%s: cannot write alerts (%s); %d kept in memory until it can",
@@ -110,13 +106,6 @@ class AlertLog:
             self._unwritten.popleft()
             self.error = None
             self._appended.notify_all()
-
-    def _cut_back(self) -> None:
-        """Remove a partly written line, so the file only ever holds whole lines."""
-        try:
-            os.ftruncate(self._fd, self._size)
-        except OSError as e:
-            log.error("%s: cannot cut a partly written line back (%s)", self.path, e.strerror or e)
 
     # --- reading -------------------------------------------------------------------------------
 

@@ -19,12 +19,10 @@ import cv2
 import numpy as np
 
 from retail_reid.pipeline.edge.settings import ClipConfig
-from retail_reid.pipeline.evidence import EvidenceWriter
+from retail_reid.pipeline.evidence import CLIP_SUFFIX, EvidenceWriter, clip_name
 from retail_reid.pipeline.types import Frame, ItemPass
 
 log = logging.getLogger("reid.edge.clips")
-
-CLIP_SUFFIX = ".avi"
 
 
 class ClipRing:
@@ -56,7 +54,7 @@ class ClipRing:
 
 
 class ClipEvidenceWriter(EvidenceWriter):
-    """The crops, as `EvidenceWriter` writes them, and the clip of the pass from `ring`."""
+    """The crops and the lane frame, as `EvidenceWriter` writes them, and the clip of the pass from `ring`."""
 
     def __init__(
         self,
@@ -94,7 +92,7 @@ class ClipEvidenceWriter(EvidenceWriter):
         frames = self.ring.between(start, item.t_end - self.offset_s + self.config.after_s)
         if len(frames) < 2:
             return None
-        name = f"{self.folder}/track{item.track_id:05d}{CLIP_SUFFIX}"
+        name = clip_name(self.folder, item.track_id)
         path = self.root / name
         try:
             self._write(path, frames)

@@ -27,6 +27,7 @@ from retail_reid.pipeline.edge.lane_worker import LaneWorker
 from retail_reid.pipeline.edge.metrics import DROP_REASONS, EdgeMetrics
 from retail_reid.pipeline.edge.mqtt import MqttLink, MqttPublisher
 from retail_reid.pipeline.edge.pos_intake import PosFileTailer, PosInbox
+from retail_reid.pipeline.edge.pos_record import PosRecord
 from retail_reid.pipeline.edge.settings import EdgeConfig, EdgeError
 from retail_reid.pipeline.edge.webhook import WebhookSender
 from retail_reid.pipeline.evidence import EvidenceWriter
@@ -90,6 +91,7 @@ class LaneService:
         self.inbox = PosInbox(
             cfg.pos.queue_events, self.metrics, self.lane_config.events.clock_offset_s, cfg.pos.max_clock_skew_s
         )
+        self.pos_record = PosRecord(self.state)
         folder = f"{EVIDENCE_FOLDER}/{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(self.started_at))}-{run}"
         min_free = int(cfg.evidence_min_free_mb * 1e6)
         self.clip_ring = ClipRing(cfg.clips) if cfg.evidence and cfg.clips.enabled else None
@@ -113,6 +115,7 @@ class LaneService:
             self.metrics,
             clip_ring=self.clip_ring,
             references=lane_reference_sampler(self.state, self.lane_config, self.gallery, cfg.lane),
+            pos_record=self.pos_record,
         )
         self.mqtt = (
             MqttLink(cfg.mqtt, cfg.lane, self.inbox, cfg.http.max_events_per_post, self.metrics)
@@ -201,6 +204,7 @@ class LaneService:
             self.mqtt_publisher.stop(grace_s)
             self.mqtt.stop()  # type: ignore[union-attr]
         self.alerts.close()
+        self.pos_record.close()
         (self.state / READY_FILE).unlink(missing_ok=True)
         self.release_lock()
 
@@ -224,7 +228,12 @@ class LaneService:
             problems.append(f"POS silent for {now - last_pos_at:.0f} s while items pass")
         if gallery_error:
             problems.append(f"gallery: {gallery_error}")
-        for part, name in ((self.evidence, "evidence"), (self.alerts, "alert log"), (self.tailer, "POS file")):
+        for part, name in (
+            (self.evidence, "evidence"),
+            (self.alerts, "alert log"),
+            (self.tailer, "POS file"),
+            (self.pos_record, "POS record"),
+        ):
             if part is not None and part.error:
                 problems.append(f"{name}: {part.error}")
         webhook = self.webhook.status() if self.webhook else None

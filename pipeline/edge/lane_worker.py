@@ -25,6 +25,7 @@ from retail_reid.pipeline.edge.camera import CameraFeed, FrameQueue, RateMeter
 from retail_reid.pipeline.edge.clips import ClipRing
 from retail_reid.pipeline.edge.metrics import EdgeMetrics
 from retail_reid.pipeline.edge.pos_intake import PosInbox
+from retail_reid.pipeline.edge.pos_record import PosRecord
 from retail_reid.pipeline.edge.worker import Worker
 from retail_reid.pipeline.evidence import EvidenceWriter
 from retail_reid.pipeline.lane import LaneProcessor, LaneResult, resolve_zone
@@ -54,8 +55,10 @@ class LaneWorker(Worker):
         metrics: EdgeMetrics,
         clip_ring: ClipRing | None = None,
         references: Callable[[ItemPass, PassRecord], object] | None = None,
+        pos_record: PosRecord | None = None,
     ):
         super().__init__("lane")
+        self.pos_record = pos_record  # STATE/pos.jsonl: the POS events taken, for review
         self.references = references  # lane-reference sampler ([lane_references] enabled), or None
         self.gallery = gallery
         self.config = config
@@ -108,7 +111,10 @@ class LaneWorker(Worker):
         self._finish()
 
     def _take_pos(self) -> None:
-        for event in self.inbox.take():
+        events = self.inbox.take()
+        if self.pos_record is not None:
+            self.pos_record.append(events)
+        for event in events:
             if self.lane is None:
                 self._early.append(event)
             else:
