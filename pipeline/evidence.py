@@ -34,7 +34,7 @@ from retail_reid.pipeline.types import ItemPass
 JPEG_QUALITY = 90
 LANE_FRAME_QUALITY = 80
 LANE_FRAME_MAX_SIDE = 640  # pixels: a lane frame's longer side at most (a 1080p camera's is downscaled)
-LANE_VIEW_EVERY_S = 0.25  # a frame of the lane kept this often (lane time) ...
+LANE_VIEW_EVERY_S = 0.5  # a frame of the lane kept this often (lane time): the middle within 0.25 s ...
 LANE_VIEW_KEEP_S = 60.0  # ... for this long: a pass of up to about a minute keeps its middle frame
 LANE_VIEW_MAX_BYTES = 16_000_000  # ... and at most this many bytes of them in memory
 LANE_SUFFIX = "_lane.jpg"

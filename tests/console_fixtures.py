@@ -5,6 +5,7 @@ The crops are real photos of the bundled sample, so the pages show what an analy
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -155,6 +156,17 @@ def make_replay(root: Path) -> Path:
     (root / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in events))
     (root / "summary.json").write_text(json.dumps({"video": "video.mp4", "pos": str(pos), "counts": {}}))
     return root
+
+
+def csrf_token(client, page: str = "/login") -> str:
+    """The CSRF token of a form on `page` (Flask's test client)."""
+    html = client.get(page).get_data(as_text=True)
+    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def sign_in(client, name: str = "alice") -> None:
+    r = client.post("/login", data={"csrf_token": csrf_token(client), "operator": name, "password": PASSWORDS[name]})
+    assert r.status_code == 303
 
 
 def make_users(path: Path) -> Path:

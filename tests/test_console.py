@@ -22,6 +22,8 @@ import cv2
 import numpy as np
 import pytest
 from console_fixtures import LANE_T0, PASSWORDS, SAMPLE_VAL, make_lane, make_settings
+from console_fixtures import csrf_token as _token
+from console_fixtures import sign_in as _sign_in
 from gallery_fixtures import run_reid, writer_env
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
@@ -57,16 +59,6 @@ def settings(tmp_path: Path, gallery_dir: Path):
 def client(settings):
     app = create_app(settings)
     return app.test_client()
-
-
-def _token(client, page: str = "/login") -> str:
-    html = client.get(page).get_data(as_text=True)
-    return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
-
-
-def _sign_in(client, name: str = "alice") -> None:
-    r = client.post("/login", data={"csrf_token": _token(client), "operator": name, "password": PASSWORDS[name]})
-    assert r.status_code == 303
 
 
 @pytest.fixture

@@ -101,6 +101,9 @@ def test_review_an_alert_upload_a_photo_and_roll_back_in_chromium(console, brows
     assert "Red-Bell-Pepper" in _text(b)
     crops = b.find_elements(By.CSS_SELECTOR, ".crops img")
     assert len(crops) == 2 and all(b.execute_script("return arguments[0].naturalWidth", img) > 0 for img in crops)
+    pictures = b.find_elements(By.CSS_SELECTOR, ".lane-frame img, .clip img")  # the lane mid-pass, the clip's frames
+    assert len(pictures) == 13 and all(b.execute_script("return arguments[0].naturalWidth", i) > 0 for i in pictures)
+    assert "Red-Bell-Pepper" in b.find_element(By.CSS_SELECTOR, "tr.hit").text  # the lane's own POS record
     _shot(b, shots, "alert")
     Select(b.find_element(By.NAME, "reason")).select_by_value("wrong_product")
     b.find_element(By.NAME, "note").send_keys("a Kiwi in the hand")

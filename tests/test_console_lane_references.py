@@ -5,11 +5,11 @@ route behind sign-in and CSRF, bad input refused with nothing changed."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytest
-from console_fixtures import PASSWORDS, make_lane_references, make_settings
+from console_fixtures import csrf_token as _token
+from console_fixtures import make_lane_references, make_settings, sign_in
 
 from retail_reid.gallery.store import GalleryStore
 from retail_reid.pipeline.console.app import create_app
@@ -36,14 +36,9 @@ def client(settings):
     return create_app(settings).test_client()
 
 
-def _token(client, page: str = "/login") -> str:
-    return re.search(r'name="csrf_token" value="([^"]+)"', client.get(page).get_data(as_text=True)).group(1)
-
-
 @pytest.fixture
 def signed_in(client):
-    r = client.post("/login", data={"csrf_token": _token(client), "operator": "alice", "password": PASSWORDS["alice"]})
-    assert r.status_code == 303
+    sign_in(client)
     return client
 
 
@@ -67,8 +62,7 @@ def test_writes_need_an_operator_and_a_csrf_token(client, settings, refs, route)
     before = _state(settings.gallery)
     data = {"decision": "accepted", "crop": _hashes(refs), "sku": "Lime"}
     assert client.post(route, data={**data, "csrf_token": _token(client)}).status_code == 401
-    r = client.post("/login", data={"csrf_token": _token(client), "operator": "bob", "password": PASSWORDS["bob"]})
-    assert r.status_code == 303
+    sign_in(client, "bob")
     r = client.post(route, data=data)
     assert r.status_code == 400 and "CSRF token is missing" in r.get_data(as_text=True)
     assert _state(settings.gallery) == before

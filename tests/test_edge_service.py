@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -34,6 +35,9 @@ from retail_reid.gallery import Gallery
 from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.contract import SchemaName
+from retail_reid.pipeline.edge.pos_record import POS_RECORD_FILE
+from retail_reid.pipeline.evidence import EvidenceKind, evidence_kind
+from retail_reid.pipeline.pos import read_pos_log
 from retail_reid.pipeline.replay import replay
 from retail_reid.pipeline.score import read_events, read_truth, score
 from retail_reid.pipeline.simulate import SimConfig, simulate
@@ -329,6 +333,8 @@ def live(gallery, scenario, tmp_path_factory) -> dict:
         seen["exit1"] = lane.terminate()
         seen["log1"] = lane.log()
         seen["after1"] = [json.loads(line) for line in (state / "events.jsonl").read_text().splitlines()]
+        seen["pos_sent"] = pos
+        seen["pos_record"] = read_pos_log(state / POS_RECORD_FILE)
         seen["cursor1"] = json.loads((state / "webhook.cursor.json").read_text())["seq"]
         seen["ready_file_left"] = (state / "service.json").exists()
 
@@ -391,6 +397,8 @@ def test_planted_anomalies_arrive_as_alerts(live, scenario, tmp_path):
             assert e["evidence"] and all((live["state"] / p).is_file() for p in e["evidence"])
             [clip] = [p for p in e["evidence"] if p.endswith(".avi")]  # [edge.clips] is on in run 1
             assert all(p.endswith(".jpg") for p in e["evidence"] if p != clip)
+            [lane] = [p for p in e["evidence"] if evidence_kind(p) is EvidenceKind.LANE]  # the lane, mid-pass
+            assert cv2.imread(str(live["state"] / lane)).shape == (480, 640, 3)
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
 
 
@@ -407,6 +415,39 @@ def test_alert_evidence_crops_and_clips_are_served_with_the_token(live):
     frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     cap.release()
     assert ok and frame.shape == (480, 640, 3) and frames >= 10  # a pass of a second or more, at 15 fps
+
+
+def test_the_lane_records_the_pos_events_it_received(live):
+    """STATE/pos.jsonl: the 11 events posted in time and the one posted before SIGTERM, on the POS
+    clock as sent; the refused requests are not in it."""
+    events, warnings = live["pos_record"]
+    assert warnings == [] and len(events) == 12
+    sent = [(round(live["origin"] + e["ts"], 3), e["type"], e.get("sku"), e.get("txn")) for e in live["pos_sent"]]
+    assert [(round(e.ts, 3), e.type, e.sku, e.txn) for e in events[:11]] == sent
+    assert (events[11].type, events[11].txn) == ("txn_start", "T3")
+
+
+def test_the_console_shows_a_live_alert_with_its_lane_frame_clip_and_pos_lines(live, gallery, tmp_path):
+    pytest.importorskip("flask")
+    from console_fixtures import make_users, sign_in
+
+    from retail_reid.pipeline.console.app import create_app
+    from retail_reid.pipeline.console.settings import ConsoleSettings
+
+    settings = ConsoleSettings(
+        lanes=(live["state"],), replays=(), gallery=gallery, users=make_users(tmp_path / "u.toml"), data=tmp_path / "d"
+    )
+    client = create_app(settings).test_client()
+    sign_in(client)
+    switch = next(e for e in live["after1"] if e["type"] == "product_switch")
+    page = f"/alerts/state/{switch['id']}"
+    html = client.get(page).get_data(as_text=True)
+    lane = switch["evidence"].index(next(p for p in switch["evidence"] if p.endswith("_lane.jpg")))
+    clip = switch["evidence"].index(next(p for p in switch["evidence"] if p.endswith(".avi")))
+    assert f'src="{page}/evidence/{lane}" alt="the lane, mid-pass"' in html
+    frames = re.findall(rf'src="{page}/evidence/{clip}/frames/(\d+)"', html)
+    assert len(frames) >= 10 and client.get(f"{page}/evidence/{clip}/frames/{frames[-1]}").status_code == 200
+    assert '<tr class="hit">' in html and switch["scanned_sku"] in html.split("POS lines around it", 1)[1]
 
 
 def test_live_decides_exactly_as_the_replay(live, replayed):

@@ -52,14 +52,15 @@ def _lane_frames(view: LaneView, t0: float, n: int, fps: float = 15.0) -> None:
 def test_the_lane_frame_is_the_whole_lane_mid_pass_downscaled_beside_the_crops(tmp_path):
     view = LaneView()
     writer = EvidenceWriter(tmp_path, "crops", lane_view=view)
-    _lane_frames(view, 100.0, 60)  # 4 s at 15 fps: one kept every 0.25 s
+    _lane_frames(view, 100.0, 60)  # 4 s at 15 fps: one kept every LANE_VIEW_EVERY_S
     item = ItemPass(track_id=3, t_start=101.0, t_end=102.0, frames=15, crops=(CROP, CROP))
     names = writer(item)
     assert names == ("crops/track00003_0.jpg", "crops/track00003_1.jpg", "crops/track00003_lane.jpg")
     assert [evidence_kind(n) for n in names] == [EvidenceKind.CROP, EvidenceKind.CROP, EvidenceKind.LANE]
     lane = cv2.imread(str(tmp_path / names[2]))
     assert lane.shape == (360, 640, 3)  # the longer side bounded, the aspect kept
-    assert abs(int(lane.mean()) - 22) <= 2  # the frame at 101.5 s (the 23rd, level 22): the middle of the pass
+    # the frame kept nearest 101.5 s, the middle of the pass (frame 22.5 at 15 fps), lit at its index
+    assert abs(lane.mean() - 22.5) <= LANE_VIEW_EVERY_S / 2 * 15 + 0.5
     assert writer(ItemPass(track_id=4, t_start=500.0, t_end=501.0, frames=5, crops=(CROP,))) == (
         "crops/track00004_0.jpg",  # no frame of that time kept: crops alone
     )

@@ -2,7 +2,7 @@
 process for several lanes (`[[lane]]` tables) sharing the gallery and its ONNX session.
 
 It runs `retail_reid.pipeline.lane.LaneProcessor`, as the replay does, on frames read in real time
-and POS events received as they happen, and sends the alerts on. Evidence crops are written by
+and POS events received as they happen, and sends the alerts on. Evidence crops and lane frames are written by
 `retail_reid.pipeline.evidence` (skipped, never fatal, when the disk is short). The parts, each in
 its own module:
 
@@ -11,6 +11,7 @@ its own module:
 | `settings` | the `[edge]` tables of lane.toml (`EdgeConfig`), `load_edge_lanes` and `load_edge_config` |
 | `camera` | `CameraFeed`: camera / stream / paced video file, reconnection, `FrameQueue` |
 | `pos_intake` | `PosInbox`, `parse_pos_body` (HTTP), `PosFileTailer` (a JSON-lines file the POS appends to) |
+| `pos_record` | `PosRecord`: STATE/pos.jsonl, the POS events the lane received, rotated at a size cap |
 | `alert_log` | `AlertLog`: events.jsonl with sequence numbers that continue across restarts |
 | `outbox` | `OutboxSender`: the delivery loop of the alert log to one receiver (cursor, retries, dead letters) |
 | `dead_letters` | `DeadLetters`: alerts a receiver refused for good, set aside and re-sendable |
