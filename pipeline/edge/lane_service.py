@@ -91,7 +91,10 @@ class LaneService:
         self.inbox = PosInbox(
             cfg.pos.queue_events, self.metrics, self.lane_config.events.clock_offset_s, cfg.pos.max_clock_skew_s
         )
-        self.pos_record = PosRecord(self.state)
+        try:
+            self.pos_record = PosRecord(self.state)
+        except OSError as e:
+            raise EdgeError(f"{self.state}: cannot keep the POS record there ({e.strerror or e})") from None
         folder = f"{EVIDENCE_FOLDER}/{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(self.started_at))}-{run}"
         min_free = int(cfg.evidence_min_free_mb * 1e6)
         self.clip_ring = ClipRing(cfg.clips) if cfg.evidence and cfg.clips.enabled else None
