@@ -230,15 +230,20 @@ def test_double_scans_are_reviewed_apart_from_loss_alerts(signed_in, settings):
     page = "/alerts/lane-1/lane-1-9f3a1c2e-6"
     html = signed_in.get(page).get_data(as_text=True)
     assert "Customer service, not a loss alert" in html and ("+0.00", "scan", "Lemon") in _pos_rows(html)
-    for path, decision in ((page, "confirmed"), (LANE_ALERT, "confirmed")):
-        r = signed_in.post(f"{path}/verdict", data={"csrf_token": _token(signed_in, path), "decision": decision})
-        assert r.status_code == 303
+    assert "two items really bought" in html and "scan missed by the POS log" not in html  # its own reasons
+
+    def judge(path: str, reason: str = "") -> int:
+        form = {"decision": "dismissed" if reason else "confirmed", "reason": reason}
+        return signed_in.post(f"{path}/verdict", data={"csrf_token": _token(signed_in, path), **form}).status_code
+
+    assert judge(page, "scan_missed_by_pos") == 400 and judge(LANE_ALERT, "two_items") == 400  # another kind's reason
+    assert judge(page, "two_items") == 303 and judge(LANE_ALERT) == 303
     html = signed_in.get("/precision").get_data(as_text=True)
     loss, service = html.split("<h2>Loss alerts</h2>")[1].split("<h2>Customer service (double scans)</h2>")
     assert "product switch" in loss and "double scan" not in loss
-    assert "double scan" in service and "product switch" not in service
+    assert "double scan" in service and "product switch" not in service and "0.00" in service and "1.00" in loss
     rows = list(csv.DictReader(io.StringIO(signed_in.get("/verdicts.csv").get_data(as_text=True))))
-    assert [r["alert_type"] for r in rows] == ["double_scan", "product_switch"]
+    assert [(r["alert_type"], r["reason"]) for r in rows] == [("double_scan", "two_items"), ("product_switch", "")]
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ from retail_reid.pipeline.console.settings import ConsoleError
 from retail_reid.pipeline.console.state import operator, state
 from retail_reid.pipeline.console.verdicts import (
     REASON_LABELS,
+    REASONS,
     Decision,
     Reason,
     Verdict,
@@ -165,6 +166,7 @@ def show(source: str, key: str) -> str:
         pos=pos,
         pos_missing=pos_missing,
         reasons=REASON_LABELS,
+        offered={r: REASON_LABELS[r] for r in REASONS[alert.type.family]},
     )
 
 
@@ -205,7 +207,9 @@ def clip_still(source: str, key: str, index: int, frame: int) -> Response:
 def verdict(source: str, key: str) -> Response:
     _, alert = _alert(source, key)
     form = request.form
-    decision, reason, note = check_verdict(form.get("decision", ""), form.get("reason", ""), form.get("note", ""))
+    decision, reason, note = check_verdict(
+        form.get("decision", ""), form.get("reason", ""), form.get("note", ""), alert.type.family
+    )
     state().verdicts.record(
         Verdict(
             source=alert.source,

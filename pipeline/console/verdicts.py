@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from retail_reid.compat import StrEnum
+from retail_reid.pipeline.console.alerts import AlertFamily
 from retail_reid.pipeline.console.durable_db import open_durable_db
 from retail_reid.pipeline.console.settings import ConsoleError
 
@@ -53,6 +54,7 @@ class Reason(StrEnum):
     WRONG_PRODUCT = "wrong_product"
     NOT_A_PRODUCT = "not_a_product"
     SCAN_MISSED_BY_POS = "scan_missed_by_pos"
+    TWO_ITEMS = "two_items"  # a double scan: two such items were really there, both scans right
     OTHER = "other"
 
 
@@ -60,7 +62,12 @@ REASON_LABELS = {
     Reason.WRONG_PRODUCT: "wrong product recognised",
     Reason.NOT_A_PRODUCT: "item not a product",
     Reason.SCAN_MISSED_BY_POS: "scan missed by the POS log",
+    Reason.TWO_ITEMS: "two items really bought",
     Reason.OTHER: "other",
+}
+REASONS = {  # the reasons a dismissal of each family of alert may give, as the page offers them
+    AlertFamily.LOSS: (Reason.WRONG_PRODUCT, Reason.NOT_A_PRODUCT, Reason.SCAN_MISSED_BY_POS, Reason.OTHER),
+    AlertFamily.SERVICE: (Reason.TWO_ITEMS, Reason.WRONG_PRODUCT, Reason.OTHER),
 }
 
 
@@ -91,18 +98,20 @@ class PrecisionRow:
         return self.confirmed / (self.confirmed + self.dismissed)
 
 
-def check_verdict(decision: str, reason: str, note: str) -> tuple[Decision, Reason | None, str]:
-    """A form's fields as a verdict, or a ConsoleError naming the field."""
+def check_verdict(
+    decision: str, reason: str, note: str, family: AlertFamily = AlertFamily.LOSS
+) -> tuple[Decision, Reason | None, str]:
+    """A form's fields as a verdict on an alert of `family`, or a ConsoleError naming the field."""
     try:
         dec = Decision(decision)
     except ValueError:
         raise ConsoleError(f"decision: expected one of {', '.join(Decision)}, got {decision!r}") from None
     rsn: Reason | None = None
     if reason:
-        try:
-            rsn = Reason(reason)
-        except ValueError:
-            raise ConsoleError(f"reason: expected one of {', '.join(Reason)}, got {reason!r}") from None
+        allowed = REASONS[family]
+        if reason not in allowed:
+            raise ConsoleError(f"reason: expected one of {', '.join(allowed)}, got {reason!r}")
+        rsn = Reason(reason)
     note = note.strip()
     if len(note) > MAX_NOTE:
         raise ConsoleError(f"note: at most {MAX_NOTE} characters, got {len(note)}")
