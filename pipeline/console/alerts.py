@@ -1,8 +1,9 @@
 """The alerts the console shows, read from the folders it was given: a lane's state folder
-(`reid edge`: events.jsonl with `seq`, `id`, `lane`, evidence under evidence/) or a replay's output
-folder (`reid replay`: events.jsonl, summary.json naming the POS log, crops/). Files are read only,
-re-read when they change, and a line that is not an alert is skipped (a torn or foreign line never
-stops the console)."""
+(`reid edge`: events.jsonl with `seq`, `id`, `lane`, evidence under evidence/, the POS events it
+received in pos.jsonl and pos.1.jsonl) or a replay's output folder (`reid replay`: events.jsonl,
+summary.json naming the POS log, crops/). Loss alerts and double scans (customer service) are
+alerts; basket lines are not. Files are read only, re-read when they change, and a line that is
+not an alert is skipped (a torn or foreign line never stops the console)."""
 
 from __future__ import annotations
 
