@@ -42,6 +42,32 @@ def timed(fn, crops: list[np.ndarray], repeats: int) -> float:
     return len(crops) / best
 
 
+def composed_eager_class():
+    """The eager twin of a `reid compose` graph (defined on first use: torch is imported lazily)."""
+    import torch
+    import torch.nn.functional as F
+
+    class ComposedEager(torch.nn.Module):
+        """The stem and first `shared` blocks once (the shipped fine-tuning froze 3), then the fine-tuned
+        network's and the ImageNet backbone's later blocks, joined as `reid compose` joins them."""
+
+        def __init__(self, trained: torch.nn.Module, imagenet: torch.nn.Module, shared: int = 3):
+            super().__init__()
+            imagenet.reset_classifier(0)
+            self.trained, self.imagenet, self.shared = trained, imagenet, shared
+
+        def _rest(self, backbone: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
+            return backbone.forward_head(backbone.bn2(backbone.conv_head(backbone.blocks[self.shared :](z))))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b = self.trained.backbone
+            z = b.blocks[: self.shared](b.bn1(b.conv_stem(x)))
+            t = F.normalize(self.trained.head(self._rest(b, z)), dim=1)
+            return torch.cat([t, F.normalize(self._rest(self.imagenet, z), dim=1)], dim=1)
+
+    return ComposedEager
+
+
 def torch_embed_fn(onnx_model: OnnxEmbedder, checkpoint: str | None, threads: int, batch: int):
     import torch
 
@@ -49,10 +75,16 @@ def torch_embed_fn(onnx_model: OnnxEmbedder, checkpoint: str | None, threads: in
     from retail_reid.models.net import EmbeddingNet, FlipAverage
 
     torch.set_num_threads(threads)
+    composed = onnx_model.info.extra.get("composed")
     if checkpoint:
         from retail_reid.models.train import load_checkpoint
 
         net = load_checkpoint(checkpoint)[0]
+    elif composed:  # a `reid compose` graph: its eager twin, weights untrained (speed does not depend on them)
+        net = composed_eager_class()(
+            EmbeddingNet(create_backbone(composed["trained"]["backbone"], pretrained=False), onnx_model.dim - 1280),
+            create_backbone(composed["imagenet"]["backbone"], pretrained=False),
+        )
     else:  # same architecture and size as the shipped model; speed does not depend on the weights
         net = EmbeddingNet(
             create_backbone(onnx_model.info.extra.get("backbone", "tf_efficientnet_lite0"), pretrained=False),

@@ -8,12 +8,15 @@ folds and its all-81 run take minutes on two CPU cores. Per recipe:
   photographed, as a lane camera sees them, with a hand; and the catalog-photo gallery), SKUs by
   centroid, folds pooled by queries: the protocol of bench_class_disjoint.py, the same seeded views;
 - the 81: trained on every SKU, val photos against train centroids (the model card's val protocol).
-The ImageNet-only backbone (pooled features, no training, no flip) is always the first row.
+The ImageNet-only backbone (pooled features, no training) is always the first two rows: without
+flip averaging (as bench_class_disjoint.py's rows) and with it (as every recipe here is judged).
 
-    python benchmarks/bench_recipes.py --build --data $GROCERY --backbone tf_efficientnet_lite0 --cache runs/cache/lite0-224
+    python benchmarks/bench_recipes.py --build --data $GROCERY --backbone tf_efficientnet_lite0 \
+        --cache runs/cache/lite0-224
     python benchmarks/bench_recipes.py --cache runs/cache/lite0-224 --json runs/recipes-lite0.json [--recipe base ...]
 
-Recipes differ from `base` in one thing each (RECIPES below); the choice rule is fixed in advance:
+Recipes differ from `base` in one thing each (RECIPES below; `--recipe` runs some, then others
+combine the best settings); the choice rule is fixed in advance:
 the highest class-disjoint Recall@1 averaged over the three query views (photos, lane camera,
 lane camera + hand), as long as the 81's val Recall@1 is not lower than the base recipe's by more
 than 0.01.
@@ -38,40 +41,41 @@ from retail_reid.models.tail_train import Recipe, embed_eval, train_on_cache
 
 BASE = Recipe()
 RECIPES: dict[str, Recipe] = {
-    "base": BASE,  # last stage + projection trained, ImageNet share 0.5, multi-similarity, 128-d, 20 epochs
+    "base": BASE,  # a linear projection of the frozen pooled features, ImageNet share 0.5, multi-similarity, 128-d
     "imagenet-0": replace(BASE, imagenet_weight=0.0),  # the trained projection alone
     "imagenet-0.3": replace(BASE, imagenet_weight=0.3),
     "imagenet-0.7": replace(BASE, imagenet_weight=0.7),
-    "tail-0": replace(BASE, tail_stages=0),  # projection of the frozen features only
-    "tail-2": replace(BASE, tail_stages=2),  # the last two stages trained
+    "mlp-1024": replace(BASE, head_hidden=1024),  # one hidden layer in the projection
     "dim-256": replace(BASE, dim=256),
     "dim-512": replace(BASE, dim=512),
     "epochs-10": replace(BASE, epochs=10),
     "epochs-40": replace(BASE, epochs=40),
-    "lr-tail-1e-4": replace(BASE, lr_tail=1e-4),
-    "lr-tail-2e-3": replace(BASE, lr_tail=2e-3),
+    "lr-head-5e-4": replace(BASE, lr_head=5e-4),
+    "lr-head-1e-2": replace(BASE, lr_head=1e-2),
     "triplet-semihard": replace(BASE, loss="triplet", miner="semihard"),
     "triplet-hard": replace(BASE, loss="triplet", miner="hard"),
     "triplet-all": replace(BASE, loss="triplet", miner="all"),
     "arcface": replace(BASE, loss="arcface"),
+    "tail-1": replace(BASE, tail_stages=1),  # the last stage trained too (about 15x the training time)
 }
 VIEWS = (Query.PHOTO, Query.LANE, Query.HAND)
 
 
-def recipe_rows(cache: FeatureCache, recipe: Recipe | None, folds_file: str, log: bool) -> dict:
-    """One recipe (None: the ImageNet-only features) over every fold, pooled, and on the 81."""
+def recipe_rows(cache: FeatureCache, recipe: Recipe | None, folds_file: str, log: bool, flip: bool = True) -> dict:
+    """One recipe (None: the ImageNet-only features) over every fold, pooled, and on the 81; the
+    views flip-averaged unless `flip` is False."""
     folds = read_folds(folds_file)
     per_fold, seconds = [], 0.0
     for k in range(len(folds.folds)):
         if recipe is None:
-            emb = embed_eval(cache, None)
+            emb = embed_eval(cache, None, flip=flip)
         else:
             net, summary = train_on_cache(cache, recipe, folds.trained(k), log)
             emb, seconds = embed_eval(cache, net), seconds + summary["seconds"]
         per_fold.append(fold_report(emb, folds.held_out(k)))
     skus = set(cache.train_labels)
     if recipe is None:
-        emb = embed_eval(cache, None)
+        emb = embed_eval(cache, None, flip=flip)
     else:
         net, summary = train_on_cache(cache, recipe, skus, log)
         emb, seconds = embed_eval(cache, net), seconds + summary["seconds"]
@@ -82,6 +86,19 @@ def recipe_rows(cache: FeatureCache, recipe: Recipe | None, folds_file: str, log
         "all_81": fold_report(emb, skus),
         "train_seconds": round(seconds, 1),
     }
+
+
+def custom_recipe(spec: str) -> Recipe:
+    """NAME:FIELD=VALUE,...: the base recipe with those fields changed (values of the fields' types)."""
+    _, _, changes = spec.partition(":")
+    fields = BASE.to_dict()
+    out = {}
+    for change in filter(None, changes.split(",")):
+        key, _, value = change.partition("=")
+        if key not in fields:
+            raise ValueError(f"no recipe field {key!r} (fields: {', '.join(fields)})")
+        out[key] = type(fields[key])(value)
+    return replace(BASE, **out)
 
 
 def disjoint_score(row: dict) -> float:
@@ -107,6 +124,13 @@ def main() -> int:
     ap.add_argument("--views", type=int, default=8, help="with --build: augmented views per training photo")
     ap.add_argument("--folds", default=str(FOLDS_FILE), help="folds file (default: benchmarks/folds.json)")
     ap.add_argument("--recipe", action="append", choices=sorted(RECIPES), help="recipes to run (default: all)")
+    ap.add_argument(
+        "--custom",
+        action="append",
+        default=[],
+        metavar="NAME:FIELD=VALUE,...",
+        help="a recipe of its own: base with these fields changed, e.g. best:head_hidden=1024,imagenet_weight=0.3",
+    )
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--json", help="write every figure here (rows already there are kept)")
     ap.add_argument("--log", action="store_true", help="print each epoch's loss")
@@ -123,8 +147,15 @@ def main() -> int:
         f"{'recipe':18s}{'R@1':>7s}{'MAP@R':>7s}{'TAR1%':>7s}{'lane':>7s}{'hand':>7s}{'iconic':>7s}{'mean3':>7s}"
         f"{'R@1':>7s}{'TAR1%':>7s}{'train s':>8s}"
     )
-    for name in ["imagenet-only", *(a.recipe or RECIPES)]:
-        row = recipe_rows(cache, RECIPES.get(name), a.folds, a.log)
+    recipes: dict[str, Recipe | None] = {"imagenet-only": None, "imagenet-only-flip": None}
+    recipes |= {name: RECIPES[name] for name in a.recipe or ([] if a.custom else RECIPES)}
+    for spec in a.custom:
+        try:
+            recipes[spec.split(":", 1)[0]] = custom_recipe(spec)
+        except ValueError as e:
+            ap.error(f"--custom {spec}: {e}")
+    for name, recipe in recipes.items():
+        row = recipe_rows(cache, recipe, a.folds, a.log, flip=name != "imagenet-only")
         results[name] = row
         print(line(name, row), flush=True)
         if a.json:

@@ -111,6 +111,7 @@ def cmd_train_tail(a: argparse.Namespace) -> int:
         dim=a.dim,
         tail_stages=a.tail_stages,
         imagenet_weight=a.imagenet_weight,
+        head_hidden=a.head_hidden,
         loss=a.loss,
         miner=a.miner,
         margin=a.margin,
@@ -272,6 +273,8 @@ def cmd_export(a: argparse.Namespace) -> int:
     references = image_set(a.gallery, a.root)
     _calibrate(out, references, calib, a.scoring, a.quiet)
     if a.int8:
+        from retail_reid.models.export import quantize_int8
+
         q = quantize_int8(out, Path(a.int8), list(references.paths[:: max(1, len(references) // a.int8_images)]))
         _calibrate(q, references, calib, a.scoring, a.quiet)
     return 0
@@ -305,6 +308,26 @@ def _calibrate(model: Path, references: ImageSet, queries: ImageSet, scoring: st
             f"{model}: {c.scoring} scoring{' (default)' if c is calibrations[0] else ''}: "
             + ", ".join(f"{k} at {v:.3f}" for k, v in sorted(c.thresholds.items()))
         )
+
+
+def cmd_compose(a: argparse.Namespace) -> int:
+    from retail_reid.models.compose import compose
+    from retail_reid.models.evaluate import embed_set
+    from retail_reid.models.runtime import OnnxEmbedder
+
+    if a.int8:
+        _need_train_extra()  # the int8 quantiser lives with the export code, which needs torch
+    references, calib = image_set(a.gallery, a.root), image_set(a.calib, a.root)
+    mean = embed_set(OnnxEmbedder(a.imagenet), references, progress=not a.quiet).emb.mean(0)
+    out = compose(a.trained, a.imagenet, a.weight, mean, a.out)
+    print(f"{out}: {1 - a.weight:g} x {a.trained} + {a.weight:g} x {a.imagenet} (centred on {len(references)} photos)")
+    _calibrate(out, references, calib, a.scoring, a.quiet)
+    if a.int8:
+        from retail_reid.models.export import quantize_int8
+
+        q = quantize_int8(out, Path(a.int8), list(references.paths[:: max(1, len(references) // a.int8_images)]))
+        _calibrate(q, references, calib, a.scoring, a.quiet)
+    return 0
 
 
 def cmd_calibrate(a: argparse.Namespace) -> int:
@@ -383,11 +406,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--views", type=int, default=8, help="augmented views per training photo, when building the cache")
     p.add_argument("--out", required=True, help="run folder: best.pt (for reid export) and summary.json")
     p.add_argument("--dim", type=int, default=128, help="size of the trained projection")
-    p.add_argument("--tail-stages", type=int, default=1, help="backbone stages trained after the frozen trunk")
+    p.add_argument("--tail-stages", type=int, default=0, help="backbone stages trained after the frozen trunk")
+    p.add_argument("--head-hidden", type=int, default=0, help="hidden units of the projection (0: linear)")
     p.add_argument(
         "--imagenet-weight", type=float, default=0.5, help="share of the ImageNet features' cosine in the embedding's"
     )
-    p.add_argument("--loss", default="multi-similarity", choices=["triplet", "contrastive", "multi-similarity", "arcface"])
+    p.add_argument(
+        "--loss", default="multi-similarity", choices=["triplet", "contrastive", "multi-similarity", "arcface"]
+    )
     p.add_argument(
         "--miner", default="semihard", choices=["all", "hard", "semihard", "easy"], help="triplet miner type"
     )
@@ -403,6 +429,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_tail)
+
+    p = sub.add_parser(
+        "compose",
+        help="join a fine-tuned ONNX embedder with the ImageNet backbone's features into one calibrated model",
+    )
+    p.add_argument("trained", help="ONNX embedder of reid export (fine-tuned)")
+    p.add_argument("imagenet", help="ONNX of reid export --imagenet-only, with the same --size and flip")
+    p.add_argument(
+        "--weight", type=float, required=True, help="share of the ImageNet features' cosine in the composed cosine"
+    )
+    p.add_argument("--out", required=True, help="composed ONNX file")
+    p.add_argument("--root", help="folder that relative paths in split files start from")
+    p.add_argument("--gallery", required=True, help="reference photos: centre the ImageNet features, calibrate")
+    p.add_argument("--calib", required=True, help="query photos of the same SKUs, for calibration")
+    p.add_argument("--int8", metavar="OUT", help="also write a statically quantised int8 model here")
+    p.add_argument("--int8-images", type=int, default=200, help="reference photos that calibrate int8 ranges")
+    _scoring_option(p)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_compose)
 
     p = sub.add_parser(
         "interpolate", help="mix a model's weights with its fine-tuned run's (WiSE-FT; needs the [train] extra)"

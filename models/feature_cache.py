@@ -31,7 +31,7 @@ from retail_reid.images import read_image
 from retail_reid.models.backbone import create_backbone
 from retail_reid.models.data import LabelledImages, train_transform
 from retail_reid.models.disjoint import GroceryData, Query, view_images
-from retail_reid.models.net import Trunk, _stages
+from retail_reid.models.net import _stages
 from retail_reid.models.preprocess import Preprocess
 
 TAPS = (1, 2)  # trunk outputs stored: the input of the last stage, and of the last two

@@ -118,7 +118,14 @@ class KeepImageNetNet(nn.Module):
     fine-tuned distinctions. w = 0 is the trained projection alone.
     """
 
-    def __init__(self, backbone: nn.Module, dim: int = 128, tail_stages: int = 0, imagenet_weight: float = 0.5):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        dim: int = 128,
+        tail_stages: int = 0,
+        imagenet_weight: float = 0.5,
+        head_hidden: int = 0,
+    ):
         super().__init__()
         if not 0.0 <= imagenet_weight < 1.0:
             raise ValueError(f"imagenet_weight must be in [0, 1), got {imagenet_weight}")
@@ -126,7 +133,14 @@ class KeepImageNetNet(nn.Module):
         self.trunk = Trunk(backbone, tail_stages)
         self.imagenet_tail = Tail(backbone, tail_stages)
         self.tail = copy.deepcopy(self.imagenet_tail) if tail_stages else None
-        self.head = nn.Linear(backbone.num_features, dim)
+        features = backbone.num_features
+        self.head = (  # a linear projection, or one hidden layer of `head_hidden` units
+            nn.Sequential(
+                nn.Linear(features, head_hidden), nn.BatchNorm1d(head_hidden), nn.ReLU(), nn.Linear(head_hidden, dim)
+            )
+            if head_hidden
+            else nn.Linear(features, dim)
+        )
         self.register_buffer("feature_mean", torch.zeros(backbone.num_features))
         self.dim, self.tail_stages, self.imagenet_weight = dim, tail_stages, imagenet_weight
         for m in (self.trunk, self.imagenet_tail):
@@ -134,7 +148,7 @@ class KeepImageNetNet(nn.Module):
 
     @property
     def out_dim(self) -> int:
-        return self.dim + (self.head.in_features if self.imagenet_weight else 0)
+        return self.dim + (self.feature_mean.numel() if self.imagenet_weight else 0)
 
     def from_trunk(self, z: torch.Tensor, imagenet: torch.Tensor | None = None) -> torch.Tensor:
         """The embedding of trunk outputs `z`; `imagenet`: their pooled ImageNet features when known."""

@@ -31,8 +31,9 @@ class Recipe:
     """What a KeepImageNetNet is trained with; every field has the base recipe's value by default."""
 
     dim: int = 128
-    tail_stages: int = 1  # stages after the frozen trunk that are trained (0: the projection only)
+    tail_stages: int = 0  # stages after the frozen trunk that are trained (0: the projection only)
     imagenet_weight: float = 0.5  # share of the ImageNet cosine in the embedding's cosine
+    head_hidden: int = 0  # units of the projection's hidden layer (0: a linear projection)
     loss: str = "multi-similarity"
     miner: str = "semihard"  # triplet only
     margin: float = 0.2  # triplet only
@@ -51,7 +52,11 @@ class Recipe:
 
 def new_net(cache: FeatureCache, recipe: Recipe) -> KeepImageNetNet:
     return KeepImageNetNet(
-        create_backbone(cache.meta["backbone"]), recipe.dim, recipe.tail_stages, recipe.imagenet_weight
+        create_backbone(cache.meta["backbone"]),
+        recipe.dim,
+        recipe.tail_stages,
+        recipe.imagenet_weight,
+        recipe.head_hidden,
     )
 
 
@@ -114,14 +119,16 @@ def train_on_cache(
             sched.step()
             total += loss.item()
         if log:
-            print(f"  epoch {epoch + 1}/{recipe.epochs} loss {total / steps:.4f} ({time.time() - t0:.0f} s)", flush=True)
-    return net.eval(), {"seconds": round(time.time() - t0, 1), "skus": len(keep), "photos": int(len(photos))}
+            print(
+                f"  epoch {epoch + 1}/{recipe.epochs} loss {total / steps:.4f} ({time.time() - t0:.0f} s)", flush=True
+            )
+    return net.eval(), {"seconds": round(time.time() - t0, 1), "skus": len(keep), "photos": len(photos)}
 
 
 @torch.no_grad()
-def embed_eval(cache: FeatureCache, net: KeepImageNetNet | None, batch: int = 256) -> Embeddings:
-    """The evaluation views embedded by `net` with flip averaging (None: the ImageNet-only features,
-    L2-normalised, no flip: the baseline rows of the model card)."""
+def embed_eval(cache: FeatureCache, net: KeepImageNetNet | None, batch: int = 256, flip: bool = True) -> Embeddings:
+    """The evaluation views embedded by `net` (None: the ImageNet-only features, L2-normalised), with
+    flip averaging unless `flip` is False."""
     tail = net.tail_stages if net is not None else 0
     out: dict[str, Embedded] = {}
     for name in cache.meta["eval"]:
@@ -129,16 +136,15 @@ def embed_eval(cache: FeatureCache, net: KeepImageNetNet | None, batch: int = 25
         embs = []
         for i in range(0, len(first), batch):
             rows = first[i : i + batch]
-            if net is None:
-                embs.append(F.normalize(_rows(cache, "eval", rows, 0)[1], dim=1))
-                continue
-            both = np.concatenate([rows, rows + 1])
+            both = np.concatenate([rows, rows + 1]) if flip else rows
             z, pooled = _rows(cache, "eval", both, tail)
-            e = net.from_trunk(z, pooled)
-            embs.append(F.normalize(e[: len(rows)] + e[len(rows) :], dim=1))
+            e = F.normalize(pooled, dim=1) if net is None else net.from_trunk(z, pooled)
+            embs.append(F.normalize(e[: len(rows)] + e[len(rows) :], dim=1) if flip else e)
         out[name] = Embedded(torch.cat(embs).numpy(), labels, [])
     return Embeddings(
-        gallery=out["gallery"], iconic=out.get("iconic"), queries={q: out[str(q)] for q in (Query.PHOTO, Query.LANE, Query.HAND)}
+        gallery=out["gallery"],
+        iconic=out.get("iconic"),
+        queries={q: out[str(q)] for q in (Query.PHOTO, Query.LANE, Query.HAND)},
     )
 
 

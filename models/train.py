@@ -216,7 +216,7 @@ def load_checkpoint(path: str | Path) -> tuple[EmbeddingNet | KeepImageNetNet, P
     if state.get("arch") == KEEP_IMAGENET:
         r = state["recipe"]
         backbone = create_backbone(state["config"]["backbone"], pretrained=False)
-        net = KeepImageNetNet(backbone, r["dim"], r["tail_stages"], r["imagenet_weight"])
+        net = KeepImageNetNet(backbone, r["dim"], r["tail_stages"], r["imagenet_weight"], r["head_hidden"])
     else:
         cfg = TrainConfig(**state["config"])
         net = EmbeddingNet(create_backbone(cfg.backbone, pretrained=False), cfg.dim)

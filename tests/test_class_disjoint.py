@@ -1,12 +1,11 @@
 """Class-disjoint evaluation (issue 11): the folds, the lane-camera and hand views, the per-fold
 report and its pooling, and a fold-trained run (marked train)."""
 
-import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from grocery_fixtures import SAMPLE, grocery_root
 
 from retail_reid.images import read_image
 from retail_reid.models.datasets import DataError
@@ -15,8 +14,6 @@ from retail_reid.models.evaluate import Embedded
 from retail_reid.models.folds import coarse_kinds, make_folds, read_folds
 from retail_reid.models.metrics import map_at_r
 from retail_reid.models.views import SKIN_RGB, hand_occlusion, lane_camera
-
-from grocery_fixtures import SAMPLE, grocery_root
 
 
 def test_shipped_folds_are_the_rule_applied_to_the_81_skus():

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-
 from grocery_fixtures import SAMPLE, grocery_root
 
 torch = pytest.importorskip("torch")
@@ -78,7 +77,22 @@ def test_train_tail_from_a_cache_writes_a_checkpoint_that_exports_to_onnx(tmp_pa
     (tmp_path / "folds.json").write_text(folds.to_json())
     cache, out = tmp_path / "cache", tmp_path / "run"
     args = ["train-tail", "--cache", str(cache), "--data", str(root), "--size", "64", "--views", "2"]
-    args += ["--out", str(out), "--epochs", "2", "--dim", "16", "--skus-per-batch", "4", "--per-sku", "2", "--fold", "1", "--folds", str(tmp_path / "folds.json")]
+    args += [
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--dim",
+        "16",
+        "--skus-per-batch",
+        "4",
+        "--per-sku",
+        "2",
+        "--fold",
+        "1",
+        "--folds",
+        str(tmp_path / "folds.json"),
+    ]
     assert main([*args, "--threads", "2", "--quiet"]) == 0
     c = FeatureCache.open(cache)
     n_train = len(c.train_labels)

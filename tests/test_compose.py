@@ -1,0 +1,74 @@
+"""`reid compose` (issue 11): a fine-tuned embedder and ImageNet features in one ONNX graph, the layers
+both compute from the same weights run once, the composed cosine the weighted sum of the two."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from gallery_fixtures import VAL
+
+from retail_reid.cli import main
+from retail_reid.images import read_image
+from retail_reid.models.compose import ComposeError, compose, shared_prefix
+from retail_reid.models.runtime import METADATA_KEY, OnnxEmbedder
+
+
+def _photos(n: int = 12) -> list[np.ndarray]:
+    return [read_image(p) for p in sorted(VAL.glob("*/*.jpg"))[:n]]
+
+
+def test_a_model_composed_with_itself_shares_every_node_and_joins_the_two_views(tmp_path, embedder):
+    graph = onnx.load(str(embedder.path)).graph
+    assert shared_prefix(graph, graph)[1] == len(graph.node)
+    mean = np.linspace(-0.05, 0.05, embedder.dim).astype(np.float32)
+    out = compose(embedder.path, embedder.path, 0.3, mean, tmp_path / "c.onnx")
+    composed = OnnxEmbedder(out)
+    assert composed.dim == 2 * embedder.dim and composed.preprocess == embedder.preprocess
+    assert composed.info.extra["composed"]["shared_nodes"] == len(graph.node)
+    assert len(onnx.load(str(out)).graph.node) == len(graph.node) + 5  # nothing computed twice
+    photos = _photos()
+    a = embedder.embed(photos)
+    general = a - mean
+    general /= np.linalg.norm(general, axis=1, keepdims=True)
+    expected = np.concatenate([np.sqrt(0.7) * a, np.sqrt(0.3) * general], axis=1)
+    got = composed.embed(photos)
+    assert np.abs(got - expected).max() < 1e-5
+    assert np.allclose(got @ got.T, 0.7 * a @ a.T + 0.3 * general @ general.T, atol=1e-5)
+
+
+def _with_size(src, dest, size: int):
+    model = onnx.load(str(src))
+    info = json.loads(model.metadata_props[0].value)
+    info["preprocess"]["size"] = size
+    del model.metadata_props[:]
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(info)
+    onnx.save(model, str(dest))
+    return dest
+
+
+def test_models_that_do_not_fit_together_are_refused_with_the_reason(tmp_path, embedder):
+    other = _with_size(embedder.path, tmp_path / "224.onnx", 224)
+    mean = np.zeros(embedder.dim, np.float32)
+    with pytest.raises(ComposeError, match="share preprocessing"):
+        compose(embedder.path, other, 0.3, mean, tmp_path / "c.onnx")
+    with pytest.raises(ComposeError, match="strictly between 0 and 1"):
+        compose(embedder.path, embedder.path, 1.0, mean, tmp_path / "c.onnx")
+    with pytest.raises(ComposeError, match="feature mean has shape"):
+        compose(embedder.path, embedder.path, 0.3, mean[:5], tmp_path / "c.onnx")
+    assert not (tmp_path / "c.onnx").exists()
+
+
+def test_reid_compose_centres_calibrates_and_writes_the_model(tmp_path, embedder, capsys):
+    out = tmp_path / "composed.onnx"
+    args = ["compose", str(embedder.path), str(embedder.path), "--weight", "0.5", "--out", str(out)]
+    args += ["--gallery", "sample/grocery/train", "--calib", "sample/grocery/val", "--quiet"]
+    assert main(args) == 0
+    composed = OnnxEmbedder(out)
+    assert {c.scoring for c in composed.info.calibrations} == {"centroid", "nearest"}
+    assert composed.calibration.scoring == "centroid" and "far_0.01" in composed.calibration.thresholds
+    assert "0.5 x" in capsys.readouterr().out
+    zero = [*args[:3], "--weight", "0", "--out", str(tmp_path / "zero.onnx"), *args[7:]]
+    assert main(zero) == 2 and not (tmp_path / "zero.onnx").exists()
+    assert "strictly between 0 and 1" in capsys.readouterr().err
