@@ -311,12 +311,11 @@ def _calibrate(model: Path, references: ImageSet, queries: ImageSet, scoring: st
 
 
 def cmd_compose(a: argparse.Namespace) -> int:
+    _need_train_extra()  # building models (onnx, and torch's quantisation tools for --int8) is the [train] extra's
     from retail_reid.models.compose import compose
     from retail_reid.models.evaluate import embed_set
     from retail_reid.models.runtime import OnnxEmbedder
 
-    if a.int8:
-        _need_train_extra()  # the int8 quantiser lives with the export code, which needs torch
     references, calib = image_set(a.gallery, a.root), image_set(a.calib, a.root)
     mean = embed_set(OnnxEmbedder(a.imagenet), references, progress=not a.quiet).emb.mean(0)
     out = compose(a.trained, a.imagenet, a.weight, mean, a.out)
@@ -327,6 +326,16 @@ def cmd_compose(a: argparse.Namespace) -> int:
 
         q = quantize_int8(out, Path(a.int8), list(references.paths[:: max(1, len(references) // a.int8_images)]))
         _calibrate(q, references, calib, a.scoring, a.quiet)
+    return 0
+
+
+def cmd_quantize(a: argparse.Namespace) -> int:
+    _need_train_extra()
+    from retail_reid.models.export import quantize_int8
+
+    references, calib = image_set(a.gallery, a.root), image_set(a.calib, a.root)
+    q = quantize_int8(Path(a.model), Path(a.out), list(references.paths[:: max(1, len(references) // a.int8_images)]))
+    _calibrate(q, references, calib, a.scoring, a.quiet)
     return 0
 
 
@@ -393,6 +402,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "quantize", help="an fp32 ONNX embedder -> static int8, calibrated (e.g. for a CPU without VNNI; [train] extra)"
+    )
+    p.add_argument("model", help="fp32 ONNX embedder (reid export or reid compose)")
+    p.add_argument("--out", required=True, help="int8 ONNX file")
+    p.add_argument("--root", help="folder that relative paths in split files start from")
+    p.add_argument("--gallery", required=True, help="reference photos: int8 ranges and calibration")
+    p.add_argument("--calib", required=True, help="query photos of the same SKUs, for calibration")
+    p.add_argument("--int8-images", type=int, default=200, help="reference photos that calibrate int8 ranges")
+    _scoring_option(p)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser(
         "train-tail",

@@ -23,7 +23,16 @@ from onnx import GraphProto, TensorProto, helper, numpy_helper
 from retail_reid.errors import ReidError
 from retail_reid.models.runtime import METADATA_KEY, OUTPUT_NAME, ModelInfo, OnnxEmbedder
 
-PREFIX = "imagenet/"
+
+def _free_prefix(graph: GraphProto, stem: str) -> str:
+    """`stem/` or `stem2/`, `stem3/`...: a name prefix no tensor or node of `graph` uses yet (a composed
+    model can be composed again)."""
+    names = {x for node in graph.node for x in (*node.input, *node.output, node.name)}
+    names |= {t.name for t in graph.initializer}
+    k = 1
+    while any(n.startswith(f"{stem}{k if k > 1 else ''}/") for n in names):
+        k += 1
+    return f"{stem}{k if k > 1 else ''}/"
 
 
 class ComposeError(ReidError, ValueError):
@@ -82,28 +91,29 @@ def compose(trained: str | Path, imagenet: str | Path, weight: float, mean: np.n
     mapping, n_shared = shared_prefix(a, b)
 
     a_out, b_out = a.output[0].name, b.output[0].name
-    trained_out = "trained/" + a_out  # A's output tensor, renamed: the composed output takes its name
+    prefix, join = _free_prefix(a, "imagenet"), _free_prefix(a, "compose")
+    trained_out = _free_prefix(a, "trained") + a_out  # A's output, renamed: the composed output takes its name
 
     def rename(name: str) -> str:
         if name in mapping:
             return trained_out if mapping[name] == a_out else mapping[name]
-        return PREFIX + name
+        return prefix + name
 
     b_nodes = []
     for node in b.node[n_shared:]:
         new = onnx.NodeProto()
         new.CopyFrom(node)
-        new.name = PREFIX + node.name
+        new.name = prefix + node.name
         new.input[:] = [rename(x) for x in node.input]
-        new.output[:] = [PREFIX + x for x in node.output]
+        new.output[:] = [prefix + x for x in node.output]
         b_nodes.append(new)
     used = {x for node in b_nodes for x in node.input}
     b_inits = []
     for t in b.initializer:
-        if PREFIX + t.name in used:
+        if prefix + t.name in used:
             new = TensorProto()
             new.CopyFrom(t)
-            new.name = PREFIX + t.name
+            new.name = prefix + t.name
             b_inits.append(new)
 
     a_nodes = [onnx.NodeProto() for _ in a.node]
@@ -112,16 +122,20 @@ def compose(trained: str | Path, imagenet: str | Path, weight: float, mean: np.n
         new.output[:] = [trained_out if x == a_out else x for x in node.output]
         new.input[:] = [trained_out if x == a_out else x for x in node.input]
     joined = [
-        helper.make_node("Sub", [rename(b_out), "compose/mean"], ["compose/centred"]),
-        helper.make_node("LpNormalization", ["compose/centred"], ["compose/general"], axis=1, p=2),
-        helper.make_node("Mul", ["compose/general", "compose/w_general"], ["compose/general_w"]),
-        helper.make_node("Mul", [trained_out, "compose/w_trained"], ["compose/trained_w"]),
-        helper.make_node("Concat", ["compose/trained_w", "compose/general_w"], [OUTPUT_NAME], axis=1),
+        helper.make_node("Sub", [rename(b_out), join + "mean"], [join + "centred"], name=join + "centre"),
+        helper.make_node(
+            "LpNormalization", [join + "centred"], [join + "general"], axis=1, p=2, name=join + "normalise"
+        ),
+        helper.make_node(
+            "Mul", [join + "general", join + "w_general"], [join + "general_w"], name=join + "weigh_general"
+        ),
+        helper.make_node("Mul", [trained_out, join + "w_trained"], [join + "trained_w"], name=join + "weigh_trained"),
+        helper.make_node("Concat", [join + "trained_w", join + "general_w"], [OUTPUT_NAME], axis=1, name=join + "join"),
     ]
     constants = [
-        numpy_helper.from_array(mean.astype(np.float32), "compose/mean"),
-        numpy_helper.from_array(np.float32(np.sqrt(weight)), "compose/w_general"),
-        numpy_helper.from_array(np.float32(np.sqrt(1.0 - weight)), "compose/w_trained"),
+        numpy_helper.from_array(mean.astype(np.float32), join + "mean"),
+        numpy_helper.from_array(np.float32(np.sqrt(weight)), join + "w_general"),
+        numpy_helper.from_array(np.float32(np.sqrt(1.0 - weight)), join + "w_trained"),
     ]
     dim = ea.dim + eb.dim
     graph = helper.make_graph(
@@ -141,6 +155,7 @@ def compose(trained: str | Path, imagenet: str | Path, weight: float, mean: np.n
             "imagenet": {"fingerprint": eb.fingerprint, "backbone": eb.info.extra.get("backbone")},
             "imagenet_weight": weight,
             "shared_nodes": n_shared,
+            "join_nodes": [node.name for node in joined],  # kept in float by int8 quantisation
         },
     }
     del model.metadata_props[:]
