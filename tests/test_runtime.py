@@ -188,7 +188,9 @@ def test_shipped_int8_model_agrees_with_fp32_and_names_the_same_products():
     queries = [read_image(p) for p in val.paths]
     q32, q8 = fp32.embed(queries), int8.embed(queries)
     cos = (q32 * q8).sum(1)
-    assert cos.mean() > 0.9 and cos.min() > 0.75  # measured 0.93 and 0.82 on the 62 sample val photos
+    # measured 0.973 and 0.938 on the 62 sample val photos (AMD EPYC, AVX2 without VNNI); the int8 file
+    # quantised with full-range weights before 30 Nov kept only 0.930 and 0.818 on this CPU
+    assert cos.mean() > 0.96 and cos.min() > 0.9
     _, s32 = sku_scores(fp32.embed(refs), np.asarray(train.labels), q32, scoring="centroid")
     _, s8 = sku_scores(int8.embed(refs), np.asarray(train.labels), q8, scoring="centroid")
     assert (s32.argmax(1) == s8.argmax(1)).mean() >= 0.9  # measured 0.95
