@@ -27,6 +27,7 @@ EXTRAS_ONLY = {
     "onnxscript",  # [train]
     "flask",
     "flask_wtf",
+    "werkzeug",  # flask's own, imported directly by the console's URL converter
     "waitress",  # [console]
     "ray",  # [ray]
     "paho",  # [mqtt]
