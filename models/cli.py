@@ -235,7 +235,7 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
 def cmd_export(a: argparse.Namespace) -> int:
     _need_train_extra()
-    from retail_reid.models.export import check_parity, export_onnx, quantize_int8
+    from retail_reid.models.export import check_parity, export_onnx
     from retail_reid.models.preprocess import Preprocess
 
     if bool(a.checkpoint) == a.imagenet_only:
@@ -273,10 +273,7 @@ def cmd_export(a: argparse.Namespace) -> int:
     references = image_set(a.gallery, a.root)
     _calibrate(out, references, calib, a.scoring, a.quiet)
     if a.int8:
-        from retail_reid.models.export import quantize_int8
-
-        q = quantize_int8(out, Path(a.int8), list(references.paths[:: max(1, len(references) // a.int8_images)]))
-        _calibrate(q, references, calib, a.scoring, a.quiet)
+        _write_int8(out, Path(a.int8), references, calib, a)
     return 0
 
 
@@ -322,21 +319,22 @@ def cmd_compose(a: argparse.Namespace) -> int:
     print(f"{out}: {1 - a.weight:g} x {a.trained} + {a.weight:g} x {a.imagenet} (centred on {len(references)} photos)")
     _calibrate(out, references, calib, a.scoring, a.quiet)
     if a.int8:
-        from retail_reid.models.export import quantize_int8
-
-        q = quantize_int8(out, Path(a.int8), list(references.paths[:: max(1, len(references) // a.int8_images)]))
-        _calibrate(q, references, calib, a.scoring, a.quiet)
+        _write_int8(out, Path(a.int8), references, calib, a)
     return 0
 
 
 def cmd_quantize(a: argparse.Namespace) -> int:
     _need_train_extra()
+    _write_int8(Path(a.model), Path(a.out), image_set(a.gallery, a.root), image_set(a.calib, a.root), a)
+    return 0
+
+
+def _write_int8(fp32: Path, out: Path, references: ImageSet, calib: ImageSet, a: argparse.Namespace) -> None:
+    """The int8 model of `fp32`, its ranges from `a.int8_images` of the references spread evenly, calibrated."""
     from retail_reid.models.export import quantize_int8
 
-    references, calib = image_set(a.gallery, a.root), image_set(a.calib, a.root)
-    q = quantize_int8(Path(a.model), Path(a.out), list(references.paths[:: max(1, len(references) // a.int8_images)]))
+    q = quantize_int8(fp32, out, list(references.paths[:: max(1, len(references) // a.int8_images)]))
     _calibrate(q, references, calib, a.scoring, a.quiet)
-    return 0
 
 
 def cmd_calibrate(a: argparse.Namespace) -> int:

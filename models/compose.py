@@ -13,7 +13,6 @@ network plus the ImageNet backbone's later blocks. Torch-free: onnx and numpy on
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,8 @@ import onnx
 from onnx import GraphProto, TensorProto, helper, numpy_helper
 
 from retail_reid.errors import ReidError
-from retail_reid.models.runtime import METADATA_KEY, OUTPUT_NAME, ModelInfo, OnnxEmbedder
+from retail_reid.models.onnx_file import save_whole, set_info
+from retail_reid.models.runtime import OUTPUT_NAME, ModelInfo, OnnxEmbedder
 
 
 def _free_prefix(graph: GraphProto, stem: str) -> str:
@@ -158,15 +158,7 @@ def compose(trained: str | Path, imagenet: str | Path, weight: float, mean: np.n
             "join_nodes": [node.name for node in joined],  # kept in float by int8 quantisation
         },
     }
-    del model.metadata_props[:]
-    entry = model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, ModelInfo(dim, ea.preprocess, (), extra).to_json()
+    set_info(model, ModelInfo(dim, ea.preprocess, (), extra))
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        onnx.save(model, str(tmp))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    save_whole(model, out)
     return out

@@ -3,7 +3,6 @@ images, calibrate it on validation data, and quantise it to int8 with onnxruntim
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,8 +17,9 @@ from retail_reid.errors import ReidError
 from retail_reid.images import read_image
 from retail_reid.models.calibration import Calibration
 from retail_reid.models.net import FlipAverage
+from retail_reid.models.onnx_file import save_whole, set_info
 from retail_reid.models.preprocess import Preprocess
-from retail_reid.models.runtime import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, ModelInfo, OnnxEmbedder
+from retail_reid.models.runtime import INPUT_NAME, OUTPUT_NAME, ModelInfo, OnnxEmbedder
 
 OPSET = 18  # the dynamo exporter's own opset; folds TF-style 'same' padding into the convolutions
 PARITY_MIN_COSINE = 0.9999
@@ -32,15 +32,8 @@ class ParityError(ReidError):
 def write_metadata(path: Path, info: ModelInfo) -> None:
     """Replace the model's metadata; the file is swapped in whole, never left half written."""
     model = onnx.load(str(path))
-    del model.metadata_props[:]
-    entry = model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, info.to_json()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        onnx.save(model, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    set_info(model, info)
+    save_whole(model, path)
 
 
 def export_onnx(net: torch.nn.Module, pre: Preprocess, out: Path, extra: dict, flip_tta: bool = True) -> Path:
