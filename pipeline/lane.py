@@ -33,6 +33,17 @@ class LaneResult:
     unseen_scans: list[PosEvent] = field(default_factory=list)
 
 
+@dataclass(frozen=True, kw_only=True)
+class Sighting:
+    """What the camera's half of the lane made of one frame (`LaneProcessor.observe`): the frame,
+    the passes whose tracks ended in it, with their crops, and the lane times at which the tracks
+    still open started (passes whose scans must wait for them)."""
+
+    frame: Frame
+    ended: list[ItemPass]
+    open_starts: tuple[float, ...]
+
+
 class LaneProcessor:
     """Detector -> tracker -> crop selection -> recognition -> events, for one lane.
 
@@ -99,17 +110,33 @@ class LaneProcessor:
         return scan_warning(event, self.gallery)
 
     def process(self, frame: Frame) -> LaneResult:
-        """Release the POS events due by the frame's time, then run the frame through the lane."""
-        now = frame.ts + self.offset
-        self._release(now)
-        if self.evidence is not None:
-            self.evidence.see(now, frame.image)
+        """Run a frame through the lane: `observe` it, then `conclude` what it showed."""
+        return self.conclude(self.observe(frame))
+
+    def observe(self, frame: Frame) -> Sighting:
+        """The camera's half of a frame: detect, track, keep crops, hand over the passes that ended.
+        It touches only the detector, the tracker and the crop selector, so a replay runs it on a
+        thread of its own, frames ahead of `conclude` (which must then take every sighting, in order,
+        and nothing else may move the lane meanwhile)."""
         detections = self.detector.detect(frame)
         tracked, ended = self.tracker.update(detections, frame.ts)
         self.crops.add(frame, tracked)
-        self._finish_passes(ended)
+        return Sighting(
+            frame=frame,
+            ended=self._passes_of(ended),
+            open_starts=tuple(t + self.offset for t in self.tracker.open_tracks.values()),
+        )
+
+    def conclude(self, seen: Sighting) -> LaneResult:
+        """The deciding half of a frame: release the POS events due by its time, recognise the passes
+        that ended, and decide those whose scan window has closed."""
+        now = seen.frame.ts + self.offset
+        self._release(now)
+        if self.evidence is not None:
+            self.evidence.see(now, seen.frame.image)
+        self._recognise(seen.ended)
         self.frames += 1
-        self._decide(now)
+        self._decided += self.events.advance(now, list(seen.open_starts))
         return self._take()
 
     def advance(self, ts: float) -> LaneResult:
@@ -123,7 +150,7 @@ class LaneProcessor:
     def finish(self) -> LaneResult:
         """Release every POS event and decide everything still pending."""
         self._release(math.inf)
-        self._finish_passes(self.tracker.flush())
+        self._recognise(self._passes_of(self.tracker.flush()))
         self._decided += self.events.flush()
         return self._take()
 
@@ -153,7 +180,9 @@ class LaneProcessor:
         self._passes.clear()  # the list the event builder appends to
         return result
 
-    def _finish_passes(self, spans: list[TrackSpan]) -> None:
+    def _passes_of(self, spans: list[TrackSpan]) -> list[ItemPass]:
+        """The ended tracks as passes on the lane's clock, with their crops (the crops of tracks no
+        longer open are dropped)."""
         passes = [
             ItemPass(
                 track_id=s.track_id,
@@ -165,6 +194,9 @@ class LaneProcessor:
             for s in spans
         ]
         self.crops.forget(set(self.tracker.open_tracks))
+        return passes
+
+    def _recognise(self, passes: list[ItemPass]) -> None:
         for item, rec in zip(passes, self.recogniser.recognise(passes), strict=True):
             if self.references is not None:
                 self._items[item.track_id] = item

@@ -9,7 +9,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -19,13 +19,18 @@ from tqdm import tqdm
 from retail_reid.errors import ReidError
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.evidence import EvidenceWriter
-from retail_reid.pipeline.lane import LaneProcessor, LaneResult, resolve_zone
+from retail_reid.pipeline.lane import LaneProcessor, LaneResult, Sighting, resolve_zone
 from retail_reid.pipeline.pos import PosEvent, PosEventType, read_pos_log
+from retail_reid.pipeline.read_ahead import read_ahead
 from retail_reid.pipeline.recognition import GalleryLike
 from retail_reid.pipeline.report import write_report
 from retail_reid.pipeline.sources import FrameSource, open_source
 from retail_reid.pipeline.types import BasketEvent, Event, EventType, ItemPass, PassRecord
 
+# Frames observed (decoded, detected, tracked) ahead of the deciding half of the lane, which works
+# on the other core: at most this many, and at most this much of memory in frames.
+MAX_FRAMES_AHEAD = 32
+READ_AHEAD_BYTES = 64 * 2**20
 OUTPUT_NAMES = ("events.jsonl", "passes.jsonl", "summary.json", "report.html", "crops")
 
 
@@ -181,13 +186,21 @@ def _run(
             records.extend(result.passes)
             warn(result.warnings)
 
-        for frame in source:
+        def observed() -> Iterator[tuple[Sighting, float]]:
+            """Each frame's sighting and the seconds it took (run on the read-ahead thread)."""
+            for frame in source:
+                t = time.perf_counter()
+                yield lane.observe(frame), time.perf_counter() - t
+
+        width, height = source.size
+        depth = max(1, min(MAX_FRAMES_AHEAD, READ_AHEAD_BYTES // max(1, width * height * 3)))
+        for seen, observe_seconds in read_ahead(observed(), depth, name=f"observe {source.name}"):
             t = time.perf_counter()
-            result = lane.process(frame)
-            stats.frame_seconds.append(time.perf_counter() - t)
-            emit(result, frame.ts + lane.offset)
-            first_ts = frame.ts if first_ts is None else first_ts
-            last_ts = frame.ts
+            result = lane.conclude(seen)
+            stats.frame_seconds.append(observe_seconds + time.perf_counter() - t)
+            emit(result, seen.frame.ts + lane.offset)
+            first_ts = seen.frame.ts if first_ts is None else first_ts
+            last_ts = seen.frame.ts
             bar.update(1)
         if last_ts is not None:
             stats.last_frame_ts = last_ts

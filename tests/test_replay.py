@@ -124,6 +124,29 @@ def test_normal_scans_are_not_flagged(run, scenario):
             assert q["verdict"] in ("ok", "unconfirmed"), f"normal pass {p} judged {q}"
 
 
+def test_the_replay_decides_as_a_lane_fed_frame_by_frame(run, scenario, gallery):
+    """The replay observes frames on a thread ahead of the deciding half (LaneProcessor.observe and
+    conclude); the lane fed one frame at a time with process(), as the edge does, decides the same."""
+    from retail_reid.gallery import Gallery
+    from retail_reid.pipeline.lane import LaneProcessor
+    from retail_reid.pipeline.pos import read_pos_log
+    from retail_reid.pipeline.sources import VideoFileSource
+    from retail_reid.pipeline.types import Zone
+
+    lane = LaneProcessor(Gallery.open(gallery), Zone(*json.loads((scenario / "truth.json").read_text())["zone"]))
+    for event in read_pos_log(scenario / "pos.jsonl")[0]:
+        lane.push_pos(event)
+    decided = [e for frame in VideoFileSource(_video(scenario)) for e in lane.process(frame).events]
+    decided += lane.finish().events
+
+    def alerts(events: list[dict]) -> list[str]:
+        keys = ("type", "track_id", "t_start", "scanned_sku", "seen_sku")
+        return sorted(str([e.get(k) for k in keys]) for e in events)
+
+    replayed = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
+    assert alerts(replayed) == alerts([json.loads(json.dumps(e.to_dict())) for e in decided]) and len(replayed) > 5
+
+
 def test_outputs_summary_baskets_and_report(run, scenario):
     truth = read_truth(scenario / "truth.json")
     lines = [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines()]
