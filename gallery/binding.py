@@ -10,14 +10,20 @@ from retail_reid.models.runtime import OnnxEmbedder
 
 
 def bound_embedder(
-    root: Path, fingerprint: str, model_path: str, embedder: OnnxEmbedder | None = None, model: str | Path | None = None
+    root: Path,
+    fingerprint: str,
+    model_path: str,
+    embedder: OnnxEmbedder | None = None,
+    model: str | Path | None = None,
+    threads: int | None = None,
 ) -> OnnxEmbedder:
-    """The given embedder, or one loaded from `model`, the gallery's stored model path, or else the
-    default model; refused unless its fingerprint is the gallery's."""
+    """The given embedder, or one loaded (with `threads` inference threads; None: REID_THREADS or
+    all cores) from `model`, the gallery's stored model path, or else the default model; refused
+    unless its fingerprint is the gallery's."""
     if embedder is None:
         if model is None:
             model = model_path if Path(model_path).is_file() else None
-        embedder = OnnxEmbedder(model)
+        embedder = OnnxEmbedder(model, threads=threads)
     if embedder.fingerprint != fingerprint:
         raise GalleryError(
             f"{root}: the gallery was built with model {fingerprint[:12]} ({model_path}), but {embedder.path} is model "

@@ -51,6 +51,12 @@ def test_the_gallery_scores_the_way_the_model_is_calibrated_by_default(built_gal
         Gallery.open(built_gallery, embedder=embedder, scoring="median")
 
 
+def test_the_embedder_a_gallery_loads_runs_the_threads_asked_for(built_gallery):
+    for threads in (1, 2):
+        g = Gallery.open(built_gallery, threads=threads)
+        assert g.embedder.session.get_session_options().intra_op_num_threads == threads
+
+
 def test_a_reference_photo_finds_its_own_sku_with_similarity_one(built_gallery, embedder):
     g = Gallery.open(built_gallery, embedder=embedder, scoring="nearest")
     photo = sorted((TRAIN / "Kiwi").glob("*.jpg"))[0]
