@@ -41,7 +41,7 @@ from retail_reid.models.datasets import folder_set, split_file_set  # noqa: E402
 from retail_reid.pipeline.config import LaneConfig, load_config  # noqa: E402
 from retail_reid.pipeline.replay import replay  # noqa: E402
 from retail_reid.pipeline.score import Score, StoreRates, read_events, read_truth, score  # noqa: E402
-from retail_reid.pipeline.simulate import Difficulty, SimConfig, read_coarse_classes, simulate  # noqa: E402
+from retail_reid.pipeline.simulate import Difficulty, SimConfig, Truth, read_coarse_classes, simulate  # noqa: E402
 from retail_reid.pipeline.types import Zone  # noqa: E402
 
 TARGETS = {"non_scan": (0.95, 0.95), "product_switch": (0.85, 0.90)}  # (recall, precision)
@@ -114,23 +114,47 @@ class Tally:
         self.frame_ms.append(summary["frame_ms"]["max"])
 
 
-def run_lanes(
-    difficulty: Difficulty, a: argparse.Namespace, work: Path, gallery: Gallery, config: LaneConfig, coarse: dict
-) -> Tally:
+@dataclass(frozen=True)
+class Bench:
+    """What every lane of a run shares: the work folder (the grocery splits as folders, the
+    lanes, the runs), the gallery of the train photos, the lane config and the coarse classes."""
+
+    work: Path
+    gallery: Gallery
+    config: LaneConfig
+    coarse: dict
+
+
+def prepare(a: argparse.Namespace, prefix: str) -> Bench:
+    """The work folder (--work, or a new temporary one) with the splits' folder views, the gallery
+    (built once per model) and the config (--config)."""
+    data = Path(a.data)
+    work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix=prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    train = folder_view(data / "train.txt", data, work / "train")
+    folder_view(data / "val.txt", data, work / "val")
+    gallery = Gallery.open(build_gallery(work, train, a.model), model=a.model)
+    return Bench(work, gallery, load_config(a.config), read_coarse_classes(data / "classes.csv"))
+
+
+def simulated_lane(bench: Bench, difficulty: Difficulty, seed: int, passes: int) -> tuple[Path, Truth]:
+    """Lane `seed` of a difficulty, simulated from the val photos once (kept in the work folder)."""
+    sim = SimConfig.preset(difficulty, passes=passes, transactions=max(1, passes // 10), seed=seed)
+    scen = bench.work / f"scenario-{difficulty}{seed}"
+    if not (scen / "truth.json").exists():
+        simulate(folder_set(bench.work / "val"), scen, sim, coarse=bench.coarse)
+    return scen, read_truth(scen / "truth.json")
+
+
+def run_lanes(difficulty: Difficulty, a: argparse.Namespace, bench: Bench) -> Tally:
     """Simulate (once; kept in WORK) and replay every lane of one difficulty, and score them."""
     tally = Tally()
     first = FIRST_SEED[difficulty][1 if a.dev else 0]
-    val_set = folder_set(work / "val")
-    for i in range(a.scenarios):
-        seed = first + i
-        sim = SimConfig.preset(difficulty, passes=a.passes, transactions=max(1, a.passes // 10), seed=seed)
-        scen = work / f"scenario-{difficulty}{seed}"
-        if not (scen / "truth.json").exists():
-            simulate(val_set, scen, sim, coarse=coarse)
-        truth = read_truth(scen / "truth.json")
-        out = work / f"run-{difficulty}{seed}"
-        cfg = dataclasses.replace(config, zone=Zone(*truth.zone))
-        summary = replay(scen / truth.video, scen / "pos.jsonl", gallery, out, cfg, overwrite=True)
+    for seed in range(first, first + a.scenarios):
+        scen, truth = simulated_lane(bench, difficulty, seed, a.passes)
+        out = bench.work / f"run-{difficulty}{seed}"
+        cfg = dataclasses.replace(bench.config, zone=Zone(*truth.zone))
+        summary = replay(scen / truth.video, scen / "pos.jsonl", bench.gallery, out, cfg, overwrite=True)
         tally.add(f"{difficulty}{seed}", score(truth, read_events(out / "events.jsonl"), 1.0), summary)
         print(
             f"{difficulty} lane seed {seed}: {len(truth.passes)} passes, {summary['video_seconds']:.0f} s of video "
@@ -206,36 +230,37 @@ def add_data_argument(
     )
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_lane_arguments(ap: argparse.ArgumentParser, scenarios: int, passes: int) -> argparse.Namespace:
+    """The options every lane benchmark takes (--data, --scenarios, --passes, --model, --config,
+    --work), added to `ap`, parsed and checked."""
     add_data_argument(ap)
-    ap.add_argument("--difficulty", nargs="+", type=Difficulty, default=list(Difficulty), help="easy and/or hard")
-    ap.add_argument("--scenarios", type=int, default=3, help="lanes per difficulty")
-    ap.add_argument("--passes", type=int, default=40, help="item passes per lane")
-    ap.add_argument("--dev", action="store_true", help="the development lanes (for tuning), not the benchmark's")
+    ap.add_argument("--scenarios", type=int, default=scenarios, help="lanes per difficulty (1-19)")
+    ap.add_argument("--passes", type=int, default=passes, help="item passes per lane")
     ap.add_argument("--model", help="embedder (default: the shipped model)")
     ap.add_argument("--config", help="lane config TOML")
-    ap.add_argument("--errors", type=int, default=40, help="errors listed per difficulty")
     ap.add_argument("--work", help="keep views, gallery, scenarios and runs here (default: a temporary folder)")
     a = ap.parse_args()
     if not 1 <= a.scenarios < 20:
         ap.error("--scenarios must be 1-19 (more would reach the other lane set's seeds)")
-    data = Path(a.data)
-    work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="bench_replay_"))
-    work.mkdir(parents=True, exist_ok=True)
-    train = folder_view(data / "train.txt", data, work / "train")
-    folder_view(data / "val.txt", data, work / "val")
-    gallery = Gallery.open(build_gallery(work, train, a.model), model=a.model)
-    config = load_config(a.config)
+    return a
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--difficulty", nargs="+", type=Difficulty, default=list(Difficulty), help="easy and/or hard")
+    ap.add_argument("--dev", action="store_true", help="the development lanes (for tuning), not the benchmark's")
+    ap.add_argument("--errors", type=int, default=40, help="errors listed per difficulty")
+    a = parse_lane_arguments(ap, scenarios=3, passes=40)
+    bench = prepare(a, "bench_replay_")
+    embedder = bench.gallery.embedder
     print(
-        f"model: {gallery.embedder.path} ({gallery.embedder.fingerprint[:12]}, dim {gallery.embedder.dim}); "
+        f"model: {embedder.path} ({embedder.fingerprint[:12]}, dim {embedder.dim}); "
         f"threads: REID_THREADS={os.environ.get('REID_THREADS', 'all')}; "
         f"{'development' if a.dev else 'benchmark'} lanes"
     )
-    coarse = read_coarse_classes(data / "classes.csv")
-    tallies = {d: run_lanes(d, a, work, gallery, config, coarse) for d in a.difficulty}
+    tallies = {d: run_lanes(d, a, bench) for d in a.difficulty}
     report(tallies, a.errors)
-    print(f"work folder: {work}")
+    print(f"work folder: {bench.work}")
     return 0
 
 

@@ -11,7 +11,7 @@ from contract_fixtures import assert_valid
 
 from retail_reid.cli import main
 from retail_reid.models.datasets import folder_set
-from retail_reid.pipeline.config import ConfigError, load_config
+from retail_reid.pipeline.config import ConfigError, EventConfig, load_config
 from retail_reid.pipeline.contract import SchemaName
 from retail_reid.pipeline.score import read_events, read_truth, score
 from retail_reid.pipeline.simulate import SimConfig, simulate
@@ -403,7 +403,9 @@ def test_config_file_maps_onto_the_defaults(tmp_path):
     assert (c.zone.x1, c.zone.y2) == (10, 200) and c.detector.onnx.model == str(tmp_path / "det" / "yolo.onnx")
     assert c.tracker.max_lost_s == 1.0 and c.tracker.min_frames == 3
     assert (
-        c.events.switch_reject == 0.4 and c.events.switch_accept == "confidence:0.5" and c.basket.tversky_alpha == 2.0
+        c.events.switch_reject == 0.4
+        and c.events.switch_accept == EventConfig().switch_accept
+        and c.basket.tversky_alpha == 2.0
     )
     for text, needle in [
         ("[tracker]\nmin_frames = 2.5\n", "tracker.min_frames: must be int"),
