@@ -14,6 +14,7 @@ from retail_reid.errors import ReidError
 from retail_reid.models.calibration import SCORINGS
 from retail_reid.models.datasets import ImageSet, iconic_set, image_set, read_list_file
 from retail_reid.models.folds import FOLDS_FILE
+from retail_reid.models.views import AUGMENTATIONS
 
 
 def _need_train_extra() -> None:
@@ -364,10 +365,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--augment",
-        choices=["photo", "checkout"],
+        choices=AUGMENTATIONS,
         default="photo",
         help="photo: crops, tilts, light and colour; checkout: also views like a lane camera's (whole item, small, "
-        "low resolution, motion-blurred, noisy, compressed, partly hidden by a hand)",
+        "low resolution, motion-blurred, noisy, compressed, partly hidden by a hand); checkout-hard: the same as the "
+        "hard lanes' camera sees items (70-140 px, blur up to 20 px, a hand over up to a third)",
     )
     p.add_argument("--dim", type=int, default=128, help="embedding size")
     p.add_argument("--size", type=int, default=224, help="input size in pixels")

@@ -13,9 +13,7 @@ from tqdm import tqdm
 from retail_reid.images import read_image
 from retail_reid.models.datasets import ImageSet
 from retail_reid.models.preprocess import Preprocess
-from retail_reid.models.views import SKIN_RGB, lane_camera
-
-AUGMENTATIONS = ("photo", "checkout")
+from retail_reid.models.views import AUGMENTATIONS, SKIN_RGB, lane_camera
 
 
 class LaneCamera:
@@ -41,7 +39,8 @@ def train_transform(pre: Preprocess, augment: str = "photo") -> v2.Compose:
     """Augmentations on uint8 RGB tensors. "photo": crop/scale, mirror, tilt, light and colour
     changes and motion-like blur. "checkout": views like a lane camera's crops of the product:
     mostly whole, sometimes smaller in the frame, tilted, seen by a lane camera (low resolution,
-    motion blur, sensor noise, compression), partly hidden by a hand."""
+    motion blur, sensor noise, compression), partly hidden by a hand. "checkout-hard": the same,
+    smaller, more blurred and more hidden, as the hard lanes' camera sees items."""
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}")
     fill = [round(255 * m) for m in pre.mean]
@@ -57,6 +56,10 @@ def train_transform(pre: Preprocess, augment: str = "photo") -> v2.Compose:
             v2.RandomApply([v2.RandomRotation(20, fill=fill)], p=0.5),
         ]
         return v2.Compose(geometry + colour + [v2.Normalize(list(pre.mean), list(pre.std))])
+    # "checkout-hard": the hard camera of `reid simulate --difficulty hard`: items of 80-130 px,
+    # 12-19 px of motion blur, stronger noise and blocking, a hand over up to a third of the item.
+    hard = augment == "checkout-hard"
+    camera = LaneCamera((70, 140), blur_px=20, noise=8.0, quality=(30, 95)) if hard else LaneCamera((90, 200))
     geometry = [
         v2.RandomResizedCrop(pre.size, scale=(0.6, 1.0), ratio=(0.75, 1.333), antialias=True),
         v2.RandomHorizontalFlip(),
@@ -64,9 +67,10 @@ def train_transform(pre: Preprocess, augment: str = "photo") -> v2.Compose:
             [v2.RandomZoomOut(fill=fill, side_range=(1.0, 1.4)), v2.Resize((pre.size, pre.size), antialias=True)], p=0.4
         ),
         v2.RandomApply([v2.RandomRotation(15, fill=fill)], p=0.5),
-        v2.RandomApply([LaneCamera((90, 200))], p=0.6),
+        v2.RandomApply([camera], p=0.75 if hard else 0.6),
     ]
-    hand = [v2.RandomErasing(p=0.3, scale=(0.02, 0.12), ratio=(0.5, 2.0), value=list(SKIN_RGB))]
+    cover = (0.05, 0.33) if hard else (0.02, 0.12)
+    hand = [v2.RandomErasing(p=0.5 if hard else 0.3, scale=cover, ratio=(0.5, 2.0), value=list(SKIN_RGB))]
     return v2.Compose(geometry + colour + hand + [v2.Normalize(list(pre.mean), list(pre.std))])
 
 

@@ -8,6 +8,9 @@ import cv2
 import numpy as np
 
 SKIN_RGB = (0.80, 0.62, 0.52)  # a hand's colour, in [0, 1]
+# Training's augmentations (`retail_reid.models.data.train_transform`): "photo", a lane camera's
+# views ("checkout"), and the hard lanes' camera ("checkout-hard").
+AUGMENTATIONS = ("photo", "checkout", "checkout-hard")
 
 
 def lane_camera(
