@@ -1,5 +1,6 @@
-"""`reid train | interpolate | embed | eval | export | calibrate`: the embedder's commands. Torch is imported
-only inside train, interpolate, export and calibrate, so embed and eval run on a runtime-only install."""
+"""`reid train | interpolate | checkpoint-from-onnx | embed | eval | export | calibrate`: the embedder's
+commands. Torch is imported only inside the commands that train, rebuild, export or calibrate, so
+embed and eval run on a runtime-only install."""
 
 from __future__ import annotations
 
@@ -173,6 +174,19 @@ def cmd_interpolate(a: argparse.Namespace) -> int:
     except ValueError as e:
         raise ReidError(str(e)) from None
     print(f"{out}: {1 - a.weight:g} x {a.start} + {a.weight:g} x {a.tuned}")
+    return 0
+
+
+def cmd_checkpoint_from_onnx(a: argparse.Namespace) -> int:
+    _need_train_extra()
+    from retail_reid.models.from_onnx import checkpoint_from_onnx
+
+    photos = image_set(a.photos, a.root).paths
+    try:
+        out = checkpoint_from_onnx(a.model, a.out, list(photos[:: max(1, len(photos) // a.count)][: a.count]))
+    except ValueError as e:
+        raise ReidError(str(e)) from None
+    print(f"{out}: the network of {a.model}, its batch norms recalibrated; fine-tune it with reid train --init")
     return 0
 
 
@@ -483,6 +497,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weight", type=float, required=True, help="share of the fine-tuned weights, 0 to 1")
     p.add_argument("--out", required=True, help="run folder for the mixed best.pt (export it with reid export)")
     p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser(
+        "checkpoint-from-onnx",
+        help="a best.pt rebuilt from an exported embedder, to fine-tune it with reid train --init (needs [train])",
+    )
+    p.add_argument("model", help="ONNX embedder made by reid export from a reid train run")
+    p.add_argument("--out", required=True, help="the best.pt to write")
+    p.add_argument("--photos", required=True, help="photos (split file or folder) to recalibrate batch norms on")
+    p.add_argument("--root", help="folder that relative paths in split files start from")
+    p.add_argument("--count", type=int, default=256, help="photos used, spread evenly over --photos")
+    p.set_defaults(func=cmd_checkpoint_from_onnx)
 
     p = sub.add_parser("embed", help="embed images with an ONNX model into a .npy file")
     p.add_argument("images", nargs="*", help="image files")

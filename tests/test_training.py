@@ -297,6 +297,86 @@ def test_interpolating_a_run_with_its_fine_tuned_copy(short_run, tmp_path):
     )
 
 
+@pytest.mark.parametrize("flip", [True, False])
+def test_a_checkpoint_rebuilt_from_an_export_computes_the_same_and_trains(short_run, tmp_path, flip):
+    from retail_reid.cli import main as reid
+    from retail_reid.models.export import export_onnx
+    from retail_reid.models.train import load_checkpoint
+
+    best, _, _ = short_run
+    net, pre, state = load_checkpoint(best)
+    onnx_path = export_onnx(net, pre, tmp_path / "m.onnx", {"backbone": state["config"]["backbone"]}, flip_tta=flip)
+    photos = sorted((SAMPLE / "train").glob("*/*.jpg"))
+    rebuilt = tmp_path / "rebuilt" / "best.pt"
+    # the rebuild checks its own parity with the file (min cosine >= the export's bound) or fails
+    assert (
+        reid(
+            [
+                "checkpoint-from-onnx",
+                str(onnx_path),
+                "--out",
+                str(rebuilt),
+                "--photos",
+                str(SAMPLE / "train"),
+                "--count",
+                "64",
+            ]
+        )
+        == 0
+    )
+    again, again_pre, again_state = load_checkpoint(rebuilt)
+    assert again_pre == pre and again_state["config"]["dim"] == state["config"]["dim"]
+    # recalibrated batch norms: a training batch of such photos is normalised much as in evaluation
+    x = torch.from_numpy(np.stack([pre(read_image(p)) for p in photos[::4][:32]]))
+    with torch.no_grad():
+        evaluated = torch.nn.functional.normalize(again.eval()(x), dim=1)
+        trained = torch.nn.functional.normalize(again.train()(x), dim=1)
+    assert float((evaluated * trained).sum(1).mean()) > 0.9
+    assert (
+        reid(
+            [
+                "train",
+                "--root",
+                str(SAMPLE),
+                "--train",
+                str(SAMPLE / "train"),
+                "--val",
+                str(SAMPLE / "val"),
+                "--out",
+                str(tmp_path / "ft"),
+                "--init",
+                str(rebuilt),
+                "--size",
+                "96",
+                "--epochs",
+                "1",
+                "--steps-per-epoch",
+                "1",
+                "--skus-per-batch",
+                "4",
+                "--per-sku",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+
+
+def test_a_checkpoint_is_not_rebuilt_from_what_is_not_a_reid_export(short_run, tmp_path, capsys):
+    from retail_reid.cli import main as reid
+    from retail_reid.models.export import export_onnx
+    from retail_reid.models.train import load_checkpoint
+
+    net, pre, _ = load_checkpoint(short_run[0])
+    nameless = export_onnx(net, pre, tmp_path / "m.onnx", {})
+    args = ["--out", str(tmp_path / "x.pt"), "--photos", str(SAMPLE / "train"), "--count", "4"]
+    assert reid(["checkpoint-from-onnx", str(nameless), *args]) == 2
+    assert "names no backbone" in capsys.readouterr().err
+    assert reid(["checkpoint-from-onnx", str(tmp_path / "missing.onnx"), *args]) == 2
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_export_parity_calibration_and_int8(short_run, tmp_path):
     from retail_reid.models.evaluate import calibrate, embed_set
     from retail_reid.models.export import check_parity, export_onnx, quantize_int8, set_calibration
