@@ -10,6 +10,7 @@ import shutil
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -194,14 +195,16 @@ def _run(
 
         width, height = source.size
         depth = max(1, min(MAX_FRAMES_AHEAD, READ_AHEAD_BYTES // max(1, width * height * 3)))
-        for seen, observe_seconds in read_ahead(observed(), depth, name=f"observe {source.name}"):
-            t = time.perf_counter()
-            result = lane.conclude(seen)
-            stats.frame_seconds.append(observe_seconds + time.perf_counter() - t)
-            emit(result, seen.frame.ts + lane.offset)
-            first_ts = seen.frame.ts if first_ts is None else first_ts
-            last_ts = seen.frame.ts
-            bar.update(1)
+        # closed on the way out, an error included, so the observing thread never outlives the run
+        with closing(read_ahead(observed(), depth, name=f"observe {source.name}")) as sightings:
+            for seen, observe_seconds in sightings:
+                t = time.perf_counter()
+                result = lane.conclude(seen)
+                stats.frame_seconds.append(observe_seconds + time.perf_counter() - t)
+                emit(result, seen.frame.ts + lane.offset)
+                first_ts = seen.frame.ts if first_ts is None else first_ts
+                last_ts = seen.frame.ts
+                bar.update(1)
         if last_ts is not None:
             stats.last_frame_ts = last_ts
         emit(lane.finish(), None)
