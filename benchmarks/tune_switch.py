@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_replay import FIRST_SEED, Bench, parse_lane_arguments, prepare, simulated_lane
 
 from retail_reid.gallery import Gallery
+from retail_reid.gallery.matching import Verification
 from retail_reid.pipeline.config import EventConfig, LaneConfig
 from retail_reid.pipeline.recognition import Recogniser, Recognition, Thresholds
 from retail_reid.pipeline.replay import replay
@@ -69,15 +70,15 @@ class CachedVerify:
 
     def __init__(self, gallery: Gallery):
         self._gallery = gallery
-        self._verified: dict[tuple[bytes, str], object] = {}
+        self._verified: dict[tuple[bytes, str], Verification] = {}
 
-    def verify(self, embedding: np.ndarray, sku: str):  # gallery's Verification
+    def verify(self, embedding: np.ndarray, sku: str) -> Verification:
         key = (np.asarray(embedding, np.float32).tobytes(), sku)
         if key not in self._verified:
             self._verified[key] = self._gallery.verify(embedding, sku)
         return self._verified[key]
 
-    def __getattr__(self, name: str):  # everything else is the gallery's
+    def __getattr__(self, name: str) -> object:  # everything else is the gallery's
         return getattr(self._gallery, name)
 
 
