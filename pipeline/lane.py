@@ -124,7 +124,7 @@ class LaneProcessor:
         return Sighting(
             frame=frame,
             ended=self._passes_of(ended),
-            open_starts=tuple(t + self.offset for t in self.tracker.open_tracks.values()),
+            open_starts=self._open_starts(),
         )
 
     def conclude(self, seen: Sighting) -> LaneResult:
@@ -136,7 +136,7 @@ class LaneProcessor:
             self.evidence.see(now, seen.frame.image)
         self._recognise(seen.ended)
         self.frames += 1
-        self._decided += self.events.advance(now, list(seen.open_starts))
+        self._decide(now, seen.open_starts)
         return self._take()
 
     def advance(self, ts: float) -> LaneResult:
@@ -144,7 +144,7 @@ class LaneProcessor:
         window has closed (the camera is down, and no frame will say the time)."""
         now = ts + self.offset
         self._release(now)
-        self._decide(now)
+        self._decide(now, self._open_starts())
         return self._take()
 
     def finish(self) -> LaneResult:
@@ -168,9 +168,12 @@ class LaneProcessor:
                 continue
             self.events.add_pos(event)
 
-    def _decide(self, now: float) -> None:
-        open_starts = [t + self.offset for t in self.tracker.open_tracks.values()]
-        self._decided += self.events.advance(now, open_starts)
+    def _open_starts(self) -> tuple[float, ...]:
+        """The lane times at which the tracks still open started."""
+        return tuple(t + self.offset for t in self.tracker.open_tracks.values())
+
+    def _decide(self, now: float, open_starts: tuple[float, ...]) -> None:
+        self._decided += self.events.advance(now, list(open_starts))
 
     def _take(self) -> LaneResult:
         result = LaneResult(
