@@ -324,14 +324,19 @@ def _calibrate(model: Path, references: ImageSet, queries: ImageSet, scoring: st
 
 def cmd_compose(a: argparse.Namespace) -> int:
     _need_train_extra()  # building models (onnx, and torch's quantisation tools for --int8) is the [train] extra's
-    from retail_reid.models.compose import compose
+    from retail_reid.models.compose import compose, principal_basis
     from retail_reid.models.evaluate import embed_set
     from retail_reid.models.runtime import OnnxEmbedder
 
     references, calib = image_set(a.gallery, a.root), image_set(a.calib, a.root)
-    mean = embed_set(OnnxEmbedder(a.imagenet), references, progress=not a.quiet).emb.mean(0)
-    out = compose(a.trained, a.imagenet, a.weight, mean, a.out)
-    print(f"{out}: {1 - a.weight:g} x {a.trained} + {a.weight:g} x {a.imagenet} (centred on {len(references)} photos)")
+    features = embed_set(OnnxEmbedder(a.imagenet), references, progress=not a.quiet).emb
+    mean, basis = principal_basis(features, a.pca) if a.pca else (features.mean(0), None)
+    out = compose(a.trained, a.imagenet, a.weight, mean, a.out, basis)
+    kept = f", {a.pca} principal directions kept" if a.pca else ""
+    print(
+        f"{out}: {1 - a.weight:g} x {a.trained} + {a.weight:g} x {a.imagenet} "
+        f"(centred on {len(references)} photos{kept})"
+    )
     _calibrate(out, references, calib, a.scoring, a.quiet)
     if a.int8:
         _write_int8(out, Path(a.int8), references, calib, a)
@@ -474,6 +479,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("imagenet", help="ONNX of reid export --imagenet-only, with the same --size and flip")
     p.add_argument(
         "--weight", type=float, required=True, help="share of the ImageNet features' cosine in the composed cosine"
+    )
+    p.add_argument(
+        "--pca",
+        type=int,
+        metavar="K",
+        help="keep the ImageNet features' K leading principal directions over --gallery (default: all)",
     )
     p.add_argument("--out", required=True, help="composed ONNX file")
     p.add_argument("--root", help="folder that relative paths in split files start from")

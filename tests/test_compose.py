@@ -14,7 +14,7 @@ from retail_reid.models.runtime import METADATA_KEY, OnnxEmbedder
 onnx = pytest.importorskip("onnx")  # building models is the [train] extra's
 pytestmark = pytest.mark.train
 
-from retail_reid.models.compose import ComposeError, compose, shared_prefix  # noqa: E402
+from retail_reid.models.compose import ComposeError, compose, principal_basis, shared_prefix  # noqa: E402
 
 
 def _photos(n: int = 12) -> list[np.ndarray]:
@@ -38,6 +38,27 @@ def test_a_model_composed_with_itself_shares_every_node_and_joins_the_two_views(
     got = composed.embed(photos)
     assert np.abs(got - expected).max() < 1e-5
     assert np.allclose(got @ got.T, 0.7 * a @ a.T + 0.3 * general @ general.T, atol=1e-5)
+
+
+def test_the_imagenet_features_can_be_projected_onto_their_leading_principal_directions(tmp_path, embedder):
+    photos = _photos(24)
+    a = embedder.embed(photos)
+    mean, basis = principal_basis(a, 8)
+    assert np.allclose(basis.T @ basis, np.eye(8), atol=1e-5)  # orthonormal directions
+    variance = ((a - mean) @ basis).var(0)
+    assert np.all(np.diff(variance) <= 1e-6)  # leading first
+    out = compose(embedder.path, embedder.path, 0.3, mean, tmp_path / "c.onnx", basis)
+    composed = OnnxEmbedder(out)
+    assert composed.dim == embedder.dim + 8 and composed.info.extra["composed"]["imagenet_dims"] == 8
+    general = (a - mean) @ basis
+    general /= np.linalg.norm(general, axis=1, keepdims=True)
+    expected = np.concatenate([np.sqrt(0.7) * a, np.sqrt(0.3) * general], axis=1)
+    assert np.abs(composed.embed(photos) - expected).max() < 1e-4
+    with pytest.raises(ComposeError, match="k must be between 1 and 23"):
+        principal_basis(a, 24)
+    with pytest.raises(ComposeError, match="projection has shape"):
+        compose(embedder.path, embedder.path, 0.3, mean, tmp_path / "d.onnx", basis[:5])
+    assert not (tmp_path / "d.onnx").exists()
 
 
 def _with_size(src, dest, size: int):
@@ -72,6 +93,10 @@ def test_reid_compose_centres_calibrates_and_writes_the_model(tmp_path, embedder
     assert {c.scoring for c in composed.info.calibrations} == {"centroid", "nearest"}
     assert composed.calibration.scoring == "centroid" and "far_0.01" in composed.calibration.thresholds
     assert "0.5 x" in capsys.readouterr().out
+    projected = tmp_path / "projected.onnx"
+    assert main([*args[:6], str(projected), *args[7:], "--pca", "16"]) == 0
+    assert OnnxEmbedder(projected).dim == embedder.dim + 16
+    assert "16 principal directions kept" in capsys.readouterr().out
     zero = [*args[:3], "--weight", "0", "--out", str(tmp_path / "zero.onnx"), *args[7:]]
     assert main(zero) == 2 and not (tmp_path / "zero.onnx").exists()
     assert "strictly between 0 and 1" in capsys.readouterr().err
