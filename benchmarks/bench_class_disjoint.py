@@ -14,6 +14,7 @@ catalog photo (iconic) as the gallery. SKUs are scored by centroid. Folds are po
 --fold-run DIR: a recipe trained per fold (`reid train --fold K --out DIR/foldK`, which writes
            DIR/foldK/embedder.onnx; or any model exported there, e.g. an interpolated one): each
            fold's model judged on that fold's held-out SKUs, the folds pooled.
+--only-fold K: judge and pool only fold K (repeat), every row alike: a recipe trained on some folds so far.
 --speed: also the embedding speed per crop of each --model on the ONNX runtime (bench_embedder's
            256 crops, batch 32, threads from $REID_THREADS), the models timed in turn;
            --speed-only: that alone.
@@ -36,11 +37,20 @@ from retail_reid.models.runtime import OnnxEmbedder
 COLUMNS = [(str(q), m) for q in Query for m in ("recall_at_1", "map_at_r", "tar_at_far_0.01")]
 
 
-def model_rows(model: str, data: GroceryData, folds_file: str, seed: int) -> dict:
-    """One model on every fold (embedded once), each fold pooled, and all SKUs together."""
+def chosen_folds(folds_file: str, only: list[int]) -> list[int]:
+    """The folds judged: all of them, or `only` (a recipe trained on some folds so far)."""
+    n = len(read_folds(folds_file).folds)
+    bad = [k for k in only if not 0 <= k < n]
+    if bad:
+        raise SystemExit(f"{folds_file}: no fold {bad[0]} (folds 0-{n - 1})")
+    return sorted(set(only)) if only else list(range(n))
+
+
+def model_rows(model: str, data: GroceryData, folds_file: str, seed: int, judged: list[int]) -> dict:
+    """One model on the judged folds (embedded once), those folds pooled, and all SKUs together."""
     folds = read_folds(folds_file)
     e = embed_data(OnnxEmbedder(model), data, seed=seed, progress=True)
-    per_fold = [fold_report(e, folds.held_out(k)) for k in range(len(folds.folds))]
+    per_fold = [fold_report(e, folds.held_out(k)) for k in judged]
     return {"folds": per_fold, "pooled": pool(per_fold), "all_skus": fold_report(e, set(data.train.labels))}
 
 
@@ -56,10 +66,10 @@ def speeds(models: list[str], repeats: int = 3) -> dict[str, dict[str, float]]:
     return {m: {"crops_per_second": r, "input_px": embedders[m].preprocess.size} for m, r in best.items()}
 
 
-def run_rows(run: Path, data: GroceryData, folds_file: str, seed: int) -> dict:
+def run_rows(run: Path, data: GroceryData, folds_file: str, seed: int, judged: list[int]) -> dict:
     """A recipe trained per fold: RUN/foldK/embedder.onnx judged on fold K's SKUs, the folds pooled."""
     folds = read_folds(folds_file)
-    models = {k: run / f"fold{k}" / "embedder.onnx" for k in range(len(folds.folds))}
+    models = {k: run / f"fold{k}" / "embedder.onnx" for k in judged}
     missing = [str(m) for m in models.values() if not m.is_file()]
     if missing:
         raise SystemExit(f"{run}: no {', '.join(missing)} (reid train --fold K --out {run}/foldK makes them)")
@@ -80,6 +90,14 @@ def main() -> int:
     ap.add_argument("--folds", default=str(FOLDS_FILE), help="folds file (default: benchmarks/folds.json)")
     ap.add_argument("--model", action="append", default=[], help="ONNX model evaluated on every fold; repeat")
     ap.add_argument("--fold-run", action="append", default=[], help="run folder with fold*/class_disjoint.json")
+    ap.add_argument(
+        "--only-fold",
+        type=int,
+        action="append",
+        default=[],
+        metavar="K",
+        help="judge and pool only fold K (repeat; default: every fold): a recipe trained on some folds so far",
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of the lane-camera and hand views")
     ap.add_argument("--speed", action="store_true", help="also time each --model on 256 crops, in turn")
     ap.add_argument("--speed-only", action="store_true", help="only time the --models (no dataset needed)")
@@ -94,13 +112,15 @@ def main() -> int:
             print(f"{m}: {r['crops_per_second']:.1f} crops/s at {r['input_px']} px")
         return 0
     data = GroceryData.load(a.data)
-    results = {m: model_rows(m, data, a.folds, a.seed) for m in a.model}
-    results |= {r: run_rows(Path(r), data, a.folds, a.seed) for r in a.fold_run}
+    judged = chosen_folds(a.folds, a.only_fold)
+    results = {m: model_rows(m, data, a.folds, a.seed, judged) for m in a.model}
+    results |= {r: run_rows(Path(r), data, a.folds, a.seed, judged) for r in a.fold_run}
     if a.speed:
         for m, r in speeds(a.model).items():
             results[m] |= r
     kinds = "".join(f"{q:>21s}" for q in Query)
-    print(f"\nheld-out SKUs, folds pooled, centroid scoring\n{'':44s}{kinds}")
+    pooled = "folds pooled" if len(judged) == len(read_folds(a.folds).folds) else f"folds {judged} only"
+    print(f"\nheld-out SKUs, {pooled}, centroid scoring\n{'':44s}{kinds}")
     print(f"{'':44s}{'   R@1  MAP@R TAR@1%' * len(Query)}")
     for name, r in results.items():
         print(f"{name[-44:]:44s}{fmt(r['pooled'])}")

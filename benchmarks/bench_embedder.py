@@ -49,12 +49,15 @@ def composed_eager_class():
 
     class ComposedEager(torch.nn.Module):
         """The stem and first `shared` blocks once (the shipped fine-tuning froze 3), then the fine-tuned
-        network's and the ImageNet backbone's later blocks, joined as `reid compose` joins them."""
+        network's and the ImageNet backbone's later blocks, joined as `reid compose` joins them (the
+        ImageNet features projected onto `kept` directions when it kept fewer than all)."""
 
-        def __init__(self, trained: torch.nn.Module, imagenet: torch.nn.Module, shared: int = 3):
+        def __init__(self, trained: torch.nn.Module, imagenet: torch.nn.Module, kept: int, shared: int = 3):
             super().__init__()
             imagenet.reset_classifier(0)
             self.trained, self.imagenet, self.shared = trained, imagenet, shared
+            features = imagenet.num_features
+            self.project = torch.nn.Linear(features, kept, bias=False) if kept < features else torch.nn.Identity()
 
         def _rest(self, backbone: torch.nn.Module, z: torch.Tensor) -> torch.Tensor:
             return backbone.forward_head(backbone.bn2(backbone.conv_head(backbone.blocks[self.shared :](z))))
@@ -63,7 +66,7 @@ def composed_eager_class():
             b = self.trained.backbone
             z = b.blocks[: self.shared](b.bn1(b.conv_stem(x)))
             t = F.normalize(self.trained.head(self._rest(b, z)), dim=1)
-            return torch.cat([t, F.normalize(self._rest(self.imagenet, z), dim=1)], dim=1)
+            return torch.cat([t, F.normalize(self.project(self._rest(self.imagenet, z)), dim=1)], dim=1)
 
     return ComposedEager
 
@@ -81,9 +84,12 @@ def torch_embed_fn(onnx_model: OnnxEmbedder, checkpoint: str | None, threads: in
 
         net = load_checkpoint(checkpoint)[0]
     elif composed:  # a `reid compose` graph: its eager twin, weights untrained (speed does not depend on them)
+        imagenet = create_backbone(composed["imagenet"]["backbone"], pretrained=False)
+        kept = composed.get("imagenet_dims", imagenet.num_features)
         net = composed_eager_class()(
-            EmbeddingNet(create_backbone(composed["trained"]["backbone"], pretrained=False), onnx_model.dim - 1280),
-            create_backbone(composed["imagenet"]["backbone"], pretrained=False),
+            EmbeddingNet(create_backbone(composed["trained"]["backbone"], pretrained=False), onnx_model.dim - kept),
+            imagenet,
+            kept,
         )
     else:  # same architecture and size as the shipped model; speed does not depend on the weights
         net = EmbeddingNet(

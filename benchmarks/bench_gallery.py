@@ -29,6 +29,7 @@ from retail_reid.gallery import index as gallery_index
 from retail_reid.gallery.catalog import Product
 from retail_reid.gallery.matching import Gallery
 from retail_reid.gallery.snapshot import Snapshot, VersionContent, write_version
+from retail_reid.gallery.store import DEFAULT_KEEP
 from retail_reid.models.calibration import Calibration
 
 
@@ -113,7 +114,28 @@ def recall_at_10(found: np.ndarray, truth: np.ndarray) -> float:
 def synthetic_version(version: int, refs: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> VersionContent:
     n_skus = int(labels.max()) + 1
     products = [Product(f"sku{i:07d}", f"product {i}") for i in range(n_skus)]
-    return VersionContent(version, products, {}, ids, labels.astype(np.int32), refs, "synthetic", "synthetic", "bench")
+    return VersionContent(
+        version=version,
+        products=products,
+        images={},
+        ref_ids=ids,
+        ref_skus=labels.astype(np.int32),
+        vectors=refs,
+        model_fingerprint="synthetic",
+        model_path="synthetic",
+        operator="bench",
+        references=[
+            {
+                "id": int(i),
+                "image": f"synthetic/{i}.jpg",
+                "source": "synthetic",
+                "phash": None,
+                "added_version": version,
+            }
+            for i in ids
+        ],
+        keep_versions=DEFAULT_KEEP,
+    )
 
 
 def lane_gallery(root: Path, version: int, scoring: str = "nearest") -> Gallery:
@@ -275,7 +297,7 @@ def bench_size(n: int, a: argparse.Namespace) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="numbers of references")
-    p.add_argument("--dim", type=int, default=128, help="embedding size (the fine-tuned model's is 128)")
+    p.add_argument("--dim", type=int, default=128, help="embedding size (the shipped model's is 384; 128 was the earlier one)")
     p.add_argument("--queries", type=int, default=2000, help="queries for recall and agreement")
     p.add_argument("--reps", type=int, default=1000, help="timed batch-1 queries")
     p.add_argument("--threads", type=int, default=1, help="FAISS threads while searching (a lane uses one core)")
