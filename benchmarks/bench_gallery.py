@@ -297,7 +297,7 @@ def bench_size(n: int, a: argparse.Namespace) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000], help="numbers of references")
-    p.add_argument("--dim", type=int, default=128, help="embedding size (the shipped model's is 384; 128 was the earlier one)")
+    p.add_argument("--dim", type=int, default=128, help="embedding size (the shipped model's is 384; earlier 128)")
     p.add_argument("--queries", type=int, default=2000, help="queries for recall and agreement")
     p.add_argument("--reps", type=int, default=1000, help="timed batch-1 queries")
     p.add_argument("--threads", type=int, default=1, help="FAISS threads while searching (a lane uses one core)")

@@ -155,15 +155,16 @@ class EventConfig:
     window_before_s: float = 1.0  # a scan this long before an item enters still belongs to it
     window_after_s: float = 0.5  # ... and this long after it leaves (the non-scan alert waits for it)
     clock_offset_s: float = 0.0  # POS clock minus camera clock
-    # The switch thresholds were chosen on 10 development lanes per camera (benchmarks/tune_switch.py;
-    # docs/pipeline.md, "Choosing the switch decision"): the most switches found with at most 0.8
-    # false switch alerts per 100 normal passes on the easy and the hard camera alike.
-    # Scanned SKU below this similarity: it does not look like the item ("confidence:0.2": 0.40 for
-    # the shipped model).
-    switch_reject: Threshold = "confidence:0.2"
-    # Another SKU at or above this: the item is that one, nearly surely. A lower bar (0.5, 0.9) let
+    # The switch thresholds were chosen for the shipped model on 10 development lanes per camera
+    # (benchmarks/tune_switch.py; docs/pipeline.md, "Choosing the switch decision"): the most switches
+    # found with at most 0.8 false switch alerts per 100 normal passes on the easy and the hard camera
+    # alike. They are calibrated confidences: a new model keeps their meaning, not their choice.
+    # Scanned SKU below this similarity: it does not look like the item ("confidence:0.3": a cosine of
+    # 0.42 for the shipped model).
+    switch_reject: Threshold = "confidence:0.3"
+    # Another SKU at or above this: the item is that one, nearly surely. A lower bar (0.5, 0.7) let
     # blurred, hand-covered normal passes that look like a few products (garlic, plum) raise alerts.
-    switch_accept: Threshold = "confidence:0.95"
+    switch_accept: Threshold = "confidence:0.9"
     unknown_below: Threshold = "confidence:0.05"  # no SKU reaches this: the item is not in the gallery
     min_margin: float = 0.1  # the other SKU must beat the scanned one by at least this much
     qty_window_s: float = 10.0  # a quantity scan pays for items of its product passing up to this long after it

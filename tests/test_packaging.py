@@ -117,7 +117,7 @@ def test_the_api_imports_and_embeds_beside_a_users_models_and_pipeline(venv, use
 
         assert Path(retail_reid.__file__).is_relative_to({str(venv)!r}), retail_reid.__file__
         vector = OnnxEmbedder(threads=1).embed([read_image({str(image)!r})])
-        assert vector.shape == (1, 128) and abs(float((vector * vector).sum()) - 1) < 1e-4
+        assert vector.shape == (1, 384) and abs(float((vector * vector).sum()) - 1) < 1e-4  # the shipped 384-d model
         # every module imports on this Python; only those of an optional extra may miss its packages
         for module in pkgutil.walk_packages(retail_reid.__path__, "retail_reid."):
             if module.name != "retail_reid.__main__":
