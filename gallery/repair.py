@@ -31,9 +31,8 @@ from retail_reid.gallery.image_store import IMAGES_DIR
 from retail_reid.gallery.index import reference_vectors
 from retail_reid.gallery.integrity import set_aside
 from retail_reid.gallery.snapshot import REFS, VERSIONS_DIR, Snapshot, switch_current, version_dir, write_version
+from retail_reid.gallery.store import DEFAULT_KEEP  # versions kept, when the database that said so is lost
 from retail_reid.gallery.writer import VersionWriter, failure, operator_name, writer_lock
-
-DEFAULT_KEEP = 5  # versions kept, when the database that said so is lost
 
 
 @dataclass
