@@ -234,7 +234,15 @@ def merge_chunks(
     if loose_seen or loose_scanned:
         s = compare(loose_seen, loose_scanned, config.basket.tversky_alpha, config.basket.tversky_beta)
         events.append(
-            BasketEvent(None, dict(loose_seen), dict(loose_scanned), s.jaccard, s.dice, s.overlap, s.tversky).to_dict()
+            BasketEvent(
+                txn=None,
+                seen=dict(loose_seen),
+                scanned=dict(loose_scanned),
+                jaccard=s.jaccard,
+                dice=s.dice,
+                overlap=s.overlap,
+                tversky=s.tversky,
+            ).to_dict()
         )
     with open(dest / "events.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(e) + "\n" for e in events)
