@@ -36,7 +36,9 @@ class GalleryLike(Protocol):
 
     embedder: OnnxEmbedder
     calibration: Calibration  # of the gallery's SKU scoring: the thresholds that alerts use
-    version: int
+
+    @property
+    def version(self) -> int: ...  # read-only (Gallery's is a property)
 
     def match(self, embeddings: np.ndarray, k: int = 5) -> list[list[SkuMatch]]: ...
     def verify(self, embedding: np.ndarray, sku: str) -> Verification: ...
