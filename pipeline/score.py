@@ -219,7 +219,7 @@ def _pos_cases(items: object, p: Path) -> tuple[PosCase, ...]:
         where = f"{p}: pos_cases[{i}]"
         obj = _object(item, where)
         case = obj.get("case")
-        if case not in PosCaseKind.__members__.values():
+        if not isinstance(case, str) or case not in PosCaseKind.__members__.values():
             raise ScoreError(f"{where}: field 'case' is {case!r}, expected one of {', '.join(PosCaseKind)}")
         start, end = _span(obj, where)
         out.append(
