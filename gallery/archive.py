@@ -106,7 +106,8 @@ def open_archive(path: Path, limits: BundleLimits) -> Iterator[tuple[tarfile.Tar
         stream.narrow(3 * BLOCK + limits.header_bytes + limits.manifest_bytes + READ_AHEAD)  # up to the manifest
         try:
             tar = stack.enter_context(
-                tarfile.open(fileobj=stream, mode="r|", tarinfo=_bounded_tarinfo(limits, path))  # type: ignore[arg-type]
+                # typeshed asks a stream's fileobj for write, seek and tell too, which mode "r|" never calls
+                tarfile.open(fileobj=stream, mode="r|", tarinfo=_bounded_tarinfo(limits, path))  # type: ignore[call-overload]
             )
         except (tarfile.TarError, OSError, EOFError, lzma.LZMAError) as e:
             raise GalleryError(f"{path}: not a gallery bundle (not a readable tar archive: {e})") from None

@@ -72,7 +72,9 @@ def export_bundle(root: str | Path, bundle: str | Path) -> BundleInfo:
         refs.append({"sku": sku, "image": image, "sha256": sha, "source": source})
     emb = io.BytesIO()
     np.save(emb, reference_vectors(snap.index, snap.ref_ids))
-    files = {EMBEDDINGS: {"size": emb.getbuffer().nbytes, "sha256": hashlib.sha256(emb.getbuffer()).hexdigest()}}
+    files: dict[str, dict] = {
+        EMBEDDINGS: {"size": emb.getbuffer().nbytes, "sha256": hashlib.sha256(emb.getbuffer()).hexdigest()}
+    }
     for ref in refs:
         path = root / ref["image"]
         if ref["image"] not in files and (problem := image_problem(path)):

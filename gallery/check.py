@@ -133,7 +133,8 @@ def check_gallery(
         masked = np.where(cross, sims, -2.0)
         best = masked.argmax(axis=1)
         other_best, other_row = masked[np.arange(n), best], nbrs[np.arange(n), best]
-        confusable = _confusable_pairs(snap, *np.nonzero(cross & (sims >= confusable_sim)), sims, nbrs)
+        hit_rows, hit_cols = np.nonzero(cross & (sims >= confusable_sim))
+        confusable = _confusable_pairs(snap, hit_rows, hit_cols, sims, nbrs)
     ids = snap.ref_ids
     outliers = [
         Outlier(

@@ -39,7 +39,8 @@ def build_index(vectors: np.ndarray, ids: np.ndarray, factory: str) -> faiss.Ind
     vectors = np.ascontiguousarray(vectors, np.float32)
     index = faiss.index_factory(vectors.shape[1], factory, faiss.METRIC_INNER_PRODUCT)
     if isinstance(index, faiss.IndexIVF):
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # reconstruct by id, remove by id
+        # reconstruct by id, remove by id (faiss's stubs lack DirectMap, which the module has)
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
         n_train = min(len(vectors), TRAIN_PER_LIST * index.nlist)
         sample = np.random.default_rng(TRAIN_SEED).choice(len(vectors), n_train, replace=False)
         index.train(vectors[np.sort(sample)])

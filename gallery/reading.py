@@ -17,7 +17,7 @@ from retail_reid.gallery.snapshot import read_current, stored_versions
 from retail_reid.models.runtime import OnnxEmbedder
 
 if TYPE_CHECKING:
-    from typing import Self  # Python 3.11
+    from typing_extensions import Self  # typing.Self is Python 3.11; only named in annotations
 
 
 @dataclass(frozen=True)
@@ -132,6 +132,20 @@ class GalleryReader:
         ):
             entries.setdefault(version, []).append((sku, detail))
         return [
-            VersionRow(*row, current=row[0] == current, stored=row[0] in stored, entries=tuple(entries.get(row[0], ())))
-            for row in self.conn.execute("SELECT * FROM versions ORDER BY version")
+            VersionRow(
+                version,
+                created,
+                operator,
+                action,
+                summary,
+                model_fingerprint,
+                n_refs,
+                n_skus,
+                current=version == current,
+                stored=version in stored,
+                entries=tuple(entries.get(version, ())),
+            )
+            for version, created, operator, action, summary, model_fingerprint, n_refs, n_skus in self.conn.execute(
+                "SELECT * FROM versions ORDER BY version"
+            )
         ]

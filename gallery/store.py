@@ -113,6 +113,7 @@ class GalleryStore(VersionWriter):
             owner = self.conn.execute("SELECT sku FROM barcodes WHERE code = ?", (code,)).fetchone()
             if owner and owner[0] != sku:
                 raise GalleryError(f"barcode {code} already belongs to SKU {owner[0]!r}; remove it there first")
+        line: str | None
         if row is None or not row[3]:
             name = update.name or (row[0] if row else sku)
             self.conn.execute(
@@ -232,10 +233,14 @@ class GalleryStore(VersionWriter):
             keep = [i for i, p in enumerate(photos) if p.sha256 not in known]
             if not keep and not updates:
                 raise GalleryError(f"nothing to add: every photo was refused{_listing(skipped)}")
-            entries = [(sku, line) for sku, upd in updates.items() if (line := self._set_product(sku, upd))]
+            entries: AuditEntries = [
+                (sku, line) for sku, upd in updates.items() if (line := self._set_product(sku, upd))
+            ]
             for sku in sorted({photos[i].sku for i in keep} - set(updates)):
                 if not self._active_product(sku):
-                    entries.append((sku, self._set_product(sku, ProductUpdate())))
+                    new_line = self._set_product(sku, ProductUpdate())
+                    assert new_line is not None  # a product that was not active is created: always a line
+                    entries.append((sku, new_line))
             if not keep and not entries:
                 raise GalleryError("nothing to change: the product already has these details")
             entries += self._insert_refs([photos[i] for i in keep], vectors[keep], version)

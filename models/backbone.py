@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import timm
 import torch
@@ -12,6 +13,22 @@ from torch import nn
 from retail_reid.errors import ReidError
 
 DEFAULT_BACKBONE = "tf_efficientnet_lite0"
+
+if TYPE_CHECKING:
+
+    class TimmBackbone(nn.Module):
+        """What the networks here use of a timm classifier (the EfficientNet family), for the type checker:
+        timm sets these attributes at run time, where torch's stubs can only say `Tensor | Module`."""
+
+        num_features: int
+        conv_stem: nn.Module
+        bn1: nn.Module
+        blocks: nn.Sequential  # not every timm network has stages; the code asks getattr(..., "blocks", ...)
+        conv_head: nn.Module
+        bn2: nn.Module
+        global_pool: nn.Module
+
+        def reset_classifier(self, num_classes: int) -> None: ...
 
 
 class WeightsError(ReidError, ValueError):
@@ -83,7 +100,7 @@ def load_weights_file(path: Path) -> dict[str, torch.Tensor]:
 
 def create_backbone(
     name: str = DEFAULT_BACKBONE, pretrained: bool = True, weights: str | Path | None = None
-) -> nn.Module:
+) -> TimmBackbone:
     """A timm classifier network (ImageNet head kept, so weights can be checked by their predictions).
 
     pretrained: tf_efficientnet_lite0/1/2 take their ImageNet weights from their pip packages; other
@@ -103,4 +120,4 @@ def create_backbone(
     elif pretrained:
         path = imagenet_weights_file(name)
         model.load_state_dict(map_state_dict_in_order(load_weights_file(path), model, str(path)))
-    return model
+    return cast("TimmBackbone", model)

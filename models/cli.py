@@ -8,6 +8,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from retail_reid.models.calibration import SCORINGS
 from retail_reid.models.datasets import ImageSet, iconic_set, image_set, read_list_file
 from retail_reid.models.folds import FOLDS_FILE
 from retail_reid.models.views import AUGMENTATIONS
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def _need_train_extra() -> None:
@@ -158,7 +162,7 @@ def _evaluate_held_out(
     extra = {"backbone": state["config"]["backbone"], "trained": state["config"]["loss"], "fold": fold}
     model = export_onnx(net, pre, best.parent / "embedder.onnx", extra)
     has_iconic = root is not None and (Path(root) / "classes.csv").exists()
-    data = GroceryData(train=train, val=val, iconic=iconic_set(root) if has_iconic else None)
+    data = GroceryData(train=train, val=val, iconic=iconic_set(root) if root is not None and has_iconic else None)
     report = fold_report(embed_data(OnnxEmbedder(model), data, skus=held_out, progress=not quiet), held_out)
     out = {"fold": fold, "checkpoint": str(best), "skus": sorted(held_out), "held_out": report}
     (best.parent / "class_disjoint.json").write_text(json.dumps(out, indent=2))
@@ -255,6 +259,7 @@ def cmd_export(a: argparse.Namespace) -> int:
 
     if bool(a.checkpoint) == a.imagenet_only:
         raise ReidError("give a CHECKPOINT or --imagenet-only")
+    net: nn.Module
     if a.imagenet_only:
         from retail_reid.models.backbone import create_backbone
         from retail_reid.models.net import ImageNetFeatures

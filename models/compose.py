@@ -163,8 +163,8 @@ def compose(
     ]
     constants = [
         numpy_helper.from_array(mean.astype(np.float32), join + "mean"),
-        numpy_helper.from_array(np.float32(np.sqrt(weight)), join + "w_general"),
-        numpy_helper.from_array(np.float32(np.sqrt(1.0 - weight)), join + "w_trained"),
+        numpy_helper.from_array(np.asarray(np.sqrt(weight), np.float32), join + "w_general"),  # a scalar (0-d)
+        numpy_helper.from_array(np.asarray(np.sqrt(1.0 - weight), np.float32), join + "w_trained"),
     ]
     if basis is not None:
         constants.append(numpy_helper.from_array(basis.astype(np.float32), join + "basis"))

@@ -104,6 +104,7 @@ class LabelledImages(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         if self.train:
+            assert self.transform is not None  # set whenever train is
             x = self.transform(torch.from_numpy(self.images[i]).permute(2, 0, 1))
         else:
             x = torch.from_numpy(self.pre(self.images[i]))

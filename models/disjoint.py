@@ -5,7 +5,7 @@ Torch-free, like `reid eval`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,9 +58,11 @@ class Embeddings:
     queries: dict[Query, Embedded]  # PHOTO, LANE, HAND
 
 
-def view_images(paths: Iterable[Path], view: Query, seed: int, good: list[int], errors: list[str]):
-    """The val photos as `view` shows them; each image's random state is seeded by (seed, its index
-    in the full val list), so a view is the same for every model and every fold."""
+def view_images(
+    paths: Iterable[tuple[int, Path]], view: Query, seed: int, good: list[int], errors: list[str]
+) -> Iterator[np.ndarray]:
+    """The val photos, given as (index in the full val list, path), as `view` shows them; each image's
+    random state is seeded by (seed, its index), so a view is the same for every model and every fold."""
     for i, p in paths:
         try:
             img = read_image(p)
@@ -107,9 +109,12 @@ def fold_report(emb: Embeddings, skus: set[str]) -> dict[str, dict[str, float]]:
     gallery = _keep(emb.gallery, skus)
     out = {}
     for kind in Query:
-        if kind is Query.ICONIC and emb.iconic is None:
-            continue
-        g = _keep(emb.iconic, skus) if kind is Query.ICONIC else gallery
+        if kind is Query.ICONIC:
+            if emb.iconic is None:
+                continue
+            g = _keep(emb.iconic, skus)
+        else:
+            g = gallery
         q = _keep(emb.queries[Query.PHOTO if kind is Query.ICONIC else kind], skus)
         genuine, impostor = verification_scores(g.emb, g.labels, q.emb, q.labels, "centroid")
         out[str(kind)] = {

@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnxruntime as ort
@@ -34,6 +35,9 @@ from retail_reid.models.disjoint import GroceryData, Query, view_images
 from retail_reid.models.net import _stages
 from retail_reid.models.preprocess import Preprocess
 
+if TYPE_CHECKING:
+    from retail_reid.models.backbone import TimmBackbone
+
 TAPS = (1, 2)  # trunk outputs stored: the input of the last stage, and of the last two
 EVAL_SETS = ("gallery", "iconic", *(str(q) for q in (Query.PHOTO, Query.LANE, Query.HAND)))
 
@@ -41,7 +45,7 @@ EVAL_SETS = ("gallery", "iconic", *(str(q) for q in (Query.PHOTO, Query.LANE, Qu
 class _Taps(nn.Module):
     """The trunk outputs for each tail length in TAPS, and the pooled ImageNet features."""
 
-    def __init__(self, backbone: nn.Module):
+    def __init__(self, backbone: TimmBackbone):
         super().__init__()
         backbone.reset_classifier(0)
         self.backbone = backbone

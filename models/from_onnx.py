@@ -78,6 +78,7 @@ def checkpoint_from_onnx(model: str | Path, out: str | Path, photos: Sequence[Pa
         conv.weight.data.copy_(weights[f"{name}.weight"])
         norm.weight.data.fill_(1.0)
         norm.bias.data.copy_(weights[f"{name}.weight_bias"])
+        assert norm.running_mean is not None and norm.running_var is not None  # timm's batch norms track them
         norm.running_mean.zero_()
         norm.running_var.fill_(1.0 - norm.eps)  # (x - 0) / sqrt(var + eps) = x: an identity
     for key in ("head.weight", "head.bias"):
@@ -109,6 +110,7 @@ def checkpoint_from_onnx(model: str | Path, out: str | Path, photos: Sequence[Pa
         total, squares, n = stats[id(norm)]
         mean = total / n
         std = (squares / n - mean * mean).clamp_min(0).add(norm.eps).sqrt()
+        assert norm.running_mean is not None and norm.running_var is not None  # as above
         norm.running_mean.copy_(mean.float())
         norm.running_var.copy_((std * std - norm.eps).float())
         norm.weight.data.copy_(std.float())

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+if TYPE_CHECKING:
+    from retail_reid.models.backbone import TimmBackbone
+
 
 class EmbeddingNet(nn.Module):
-    def __init__(self, backbone: nn.Module, dim: int = 128):
+    def __init__(self, backbone: TimmBackbone, dim: int = 128):
         super().__init__()
         backbone.reset_classifier(0)  # keep pooled features, drop ImageNet logits
         self.backbone = backbone
@@ -58,7 +62,7 @@ class FlipAverage(nn.Module):
 class ImageNetFeatures(nn.Module):
     """The ImageNet-only baseline: the backbone's pooled features, L2-normalised, no training."""
 
-    def __init__(self, backbone: nn.Module):
+    def __init__(self, backbone: TimmBackbone):
         super().__init__()
         backbone.reset_classifier(0)
         self.backbone = backbone
@@ -67,7 +71,7 @@ class ImageNetFeatures(nn.Module):
         return F.normalize(self.backbone(x), dim=1)
 
 
-def _stages(backbone: nn.Module) -> nn.Sequential:
+def _stages(backbone: TimmBackbone) -> nn.Sequential:
     blocks = getattr(backbone, "blocks", None)
     if blocks is None:
         raise ValueError(f"{type(backbone).__name__} has no 'blocks' (stages) to split into a trunk and a tail")
@@ -79,7 +83,7 @@ class Trunk(nn.Module):
     `tail_stages`. Its output is what `retail_reid.models.feature_cache` stores per view, so recipes
     that train only the tail run from cached tensors instead of the whole network."""
 
-    def __init__(self, backbone: nn.Module, tail_stages: int):
+    def __init__(self, backbone: TimmBackbone, tail_stages: int):
         super().__init__()
         stages = _stages(backbone)
         if not 0 <= tail_stages <= len(stages):
@@ -94,7 +98,7 @@ class Trunk(nn.Module):
 class Tail(nn.Module):
     """The last `tail_stages` stages, the 1x1 head convolution and the average pooling: pooled features."""
 
-    def __init__(self, backbone: nn.Module, tail_stages: int):
+    def __init__(self, backbone: TimmBackbone, tail_stages: int):
         super().__init__()
         stages = _stages(backbone)
         self.blocks = nn.Sequential(*list(stages)[len(stages) - tail_stages :])
@@ -118,9 +122,11 @@ class KeepImageNetNet(nn.Module):
     fine-tuned distinctions. w = 0 is the trained projection alone.
     """
 
+    feature_mean: torch.Tensor  # a buffer (register_buffer below)
+
     def __init__(
         self,
-        backbone: nn.Module,
+        backbone: TimmBackbone,
         dim: int = 128,
         tail_stages: int = 0,
         imagenet_weight: float = 0.5,
@@ -150,8 +156,9 @@ class KeepImageNetNet(nn.Module):
     def out_dim(self) -> int:
         return self.dim + (self.feature_mean.numel() if self.imagenet_weight else 0)
 
-    def from_trunk(self, z: torch.Tensor, imagenet: torch.Tensor | None = None) -> torch.Tensor:
-        """The embedding of trunk outputs `z`; `imagenet`: their pooled ImageNet features when known."""
+    def from_trunk(self, z: torch.Tensor | None, imagenet: torch.Tensor | None = None) -> torch.Tensor:
+        """The embedding of trunk outputs `z`; `imagenet`: their pooled ImageNet features when known
+        (then `z` may be None for a net without a trained tail, which never reads it)."""
         if imagenet is None:
             imagenet = self.imagenet_tail(z)
         trained = F.normalize(self.head(self.tail(z) if self.tail is not None else imagenet), dim=1)

@@ -76,7 +76,7 @@ class Preprocess:
     def normalise(self, square_bgr: np.ndarray) -> np.ndarray:
         """uint8 BGR square -> float32 CHW in the network's colour order, mean/std normalised."""
         img = square_bgr[:, :, ::-1] if self.colour == "RGB" else square_bgr
-        x = img.astype(np.float32) / 255.0
+        x: np.ndarray = img.astype(np.float32) / 255.0
         x = (x - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
         return np.ascontiguousarray(x.transpose(2, 0, 1))
 

@@ -37,13 +37,15 @@ def lane_camera(
     small = np.clip(noisy, 0, 255).astype(np.uint8)
     if rng.rand() < 0.5:
         q = int(rng.randint(quality[0], quality[1] + 1))
-        small = cv2.imdecode(cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, q])[1], cv2.IMREAD_UNCHANGED)
+        decoded = cv2.imdecode(cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, q])[1], cv2.IMREAD_UNCHANGED)
+        assert decoded is not None  # cv2's own JPEG encoding always decodes
+        small = decoded
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def motion_kernel(length: int, angle_deg: float) -> np.ndarray:
     """A normalised line `length` pixels long at `angle_deg`: the blur of straight motion."""
-    k = np.zeros((length, length), np.float32)
+    k: np.ndarray = np.zeros((length, length), np.float32)
     k[length // 2, :] = 1.0
     rot = cv2.getRotationMatrix2D(((length - 1) / 2, (length - 1) / 2), angle_deg, 1.0)
     k = cv2.warpAffine(k, rot, (length, length))
@@ -61,7 +63,7 @@ def hand_occlusion(img: np.ndarray, rng: np.random.RandomState) -> np.ndarray:
     palm_half = rng.uniform(0.18, 0.3) * along  # half the palm's width along the edge
     depth = rng.uniform(0.12, 0.22) * across  # how far the palm reaches in
     finger = rng.uniform(0.15, 0.3) * across  # and the fingers beyond it
-    mask = np.zeros((h, w), np.float32)
+    mask: np.ndarray = np.zeros((h, w), np.float32)
 
     def point(a: float, c: float) -> tuple[int, int]:
         """(along, across-from-the-edge) -> (x, y) pixel."""

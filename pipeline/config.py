@@ -17,7 +17,10 @@ from retail_reid.pipeline.yolo import YoloLayout
 
 DETECTOR_KINDS = ("motion", "onnx")
 
-T = typing.TypeVar("T")
+if typing.TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = typing.TypeVar("T", bound="DataclassInstance")  # a settings dataclass
 
 
 class ConfigError(ReidError, ValueError):
@@ -279,7 +282,7 @@ class LaneConfig:
 
 def _convert(value: object, kind: object, key: str) -> object:
     """Check one TOML value against a field's annotated type (ints pass as floats, never bools)."""
-    if dataclasses.is_dataclass(kind):
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):  # (an annotation: a class, never an instance)
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: must be a table ([{key}]), got {type(value).__name__}")
         return from_table(kind, value, key)

@@ -7,13 +7,17 @@ the tests hold the writers to. The schemas refer to each other by file name (`$r
 from __future__ import annotations
 
 import json
+import sys
 from importlib import resources
 from typing import TYPE_CHECKING
 
 from retail_reid.compat import StrEnum
 
 if TYPE_CHECKING:
-    from importlib.resources.abc import Traversable  # Python 3.11; only named in annotations
+    if sys.version_info >= (3, 11):
+        from importlib.resources.abc import Traversable  # only named in annotations
+    else:
+        from importlib.abc import Traversable
 
 SCHEMA_PACKAGE = "retail_reid.pipeline"
 SCHEMA_FOLDER = "schemas"
@@ -35,7 +39,7 @@ class SchemaName(StrEnum):
 
 def schema_file(name: SchemaName) -> Traversable:
     """The shipped file (inside the installed package; may be inside a wheel or zip)."""
-    return resources.files(SCHEMA_PACKAGE).joinpath(SCHEMA_FOLDER, name.file_name)
+    return resources.files(SCHEMA_PACKAGE).joinpath(SCHEMA_FOLDER).joinpath(name.file_name)
 
 
 def schema_text(name: SchemaName) -> str:

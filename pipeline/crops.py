@@ -86,7 +86,11 @@ class CropSelector:
             heap = self._best.setdefault(int(tid), [])
             image = cut_crop(frame.image, box, self.config.margin)
             q = crop_quality(image, box, self.zone)
-            item = (q, next(self._order), Crop(image=image, ts=frame.ts, box=tuple(int(v) for v in box), quality=q))
+            item = (
+                q,
+                next(self._order),
+                Crop(image=image, ts=frame.ts, box=(int(box[0]), int(box[1]), int(box[2]), int(box[3])), quality=q),
+            )
             if len(heap) < self.config.per_track:
                 heapq.heappush(heap, item)
             elif q > heap[0][0]:

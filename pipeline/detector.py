@@ -88,7 +88,8 @@ class MotionDetector:
         if np.count_nonzero(usable) < 50:
             return small
         gain = np.median(cur[usable] / ref[usable], axis=0)
-        return cv2.multiply(small, (*(float(g) for g in 1.0 / gain), 0.0))
+        # a per-channel scalar, which cv2 takes though its stubs ask for an array
+        return cv2.multiply(small, (*(float(g) for g in 1.0 / gain), 0.0))  # type: ignore[call-overload]
 
     def mask(self, frame: Frame) -> np.ndarray:
         """The cleaned foreground mask of the zone at working scale (uint8, 0 or 255)."""

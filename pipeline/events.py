@@ -139,9 +139,11 @@ class EventBuilder:
             self._void(event)
         elif event.type is PosEventType.TXN_START:
             self._close_inferred(event.ts)
+            assert event.txn is not None  # parse_pos_event refuses a txn_start or txn_end without one
             txn = self._txn(event.txn, event.ts)
             txn.start, txn.explicit, txn.end = event.ts, True, None
         elif event.type is PosEventType.TXN_END:
+            assert event.txn is not None  # as above
             self._txn(event.txn, event.ts).end = event.ts
 
     def _product(self, event: PosEvent) -> tuple[str | None, str]:
@@ -149,6 +151,7 @@ class EventBuilder:
         if event.sku is not None:
             return event.sku, event.sku
         # an unknown barcode is warned of when the lane receives the scan (lane.scan_warning)
+        assert event.barcode is not None  # parse_pos_event refuses a scan or void with neither
         sku = self.resolve_barcode(event.barcode)
         return sku, sku or f"barcode:{event.barcode}"
 
@@ -301,19 +304,21 @@ class EventBuilder:
         txn.seen[p.seen_in[1]] += 1
         txn.seen += Counter()  # drop entries counted down to nothing
         # What the pass record (every pass) and the alert (some) both say.
-        said = dict(
-            track_id=item.track_id,
-            t_start=item.t_start,
-            t_end=item.t_end,
-            seen_sku=judgement.seen_sku,
-            seen_score=judgement.seen_score,
-            scanned_score=judgement.scanned_score,
-            scan_ts=None if scan is None else scan.ts,
-            txn=txn_name,
-        )
+        scan_ts = None if scan is None else scan.ts
         if self.on_pass is not None:
             self.on_pass(
-                PassRecord(**said, verdict=judgement.verdict, scanned_sku=None if scan is None else scan.label)
+                PassRecord(
+                    track_id=item.track_id,
+                    t_start=item.t_start,
+                    t_end=item.t_end,
+                    seen_sku=judgement.seen_sku,
+                    seen_score=judgement.seen_score,
+                    scanned_score=judgement.scanned_score,
+                    scan_ts=scan_ts,
+                    txn=txn_name,
+                    verdict=judgement.verdict,
+                    scanned_sku=None if scan is None else scan.label,
+                )
             )
         alert = judgement.verdict.alert
         said_before, p.alerted = p.alerted, None if alert is None else (alert, None if scan is None else scan.label)
@@ -321,7 +326,14 @@ class EventBuilder:
             return []
         return [
             Event(
-                **said,
+                track_id=item.track_id,
+                t_start=item.t_start,
+                t_end=item.t_end,
+                seen_sku=judgement.seen_sku,
+                seen_score=judgement.seen_score,
+                scanned_score=judgement.scanned_score,
+                scan_ts=scan_ts,
+                txn=txn_name,
                 type=alert,
                 seen_confidence=judgement.seen_confidence,
                 scanned_sku=None if scan is None else scan.sku,
@@ -460,7 +472,21 @@ class EventBuilder:
         scan.counted = self._basket_of(scan)
         self._count(scan, +1)
         txn_name = self._txn_of(scan.txn, scan.ts)
-        said = dict(
+        double = scan.double_of
+        j = None if double is None else double.judgement
+        if double is None or j is None:
+            return Event(
+                type=EventType.SCAN_WITHOUT_ITEM,
+                t_start=scan.ts,
+                t_end=scan.ts,
+                scanned_sku=scan.sku,
+                scan_ts=scan.ts,
+                txn=txn_name,
+                entry=scan.entry,
+                weight_kg=scan.weight_kg,
+            )
+        return Event(
+            type=EventType.DOUBLE_SCAN,
             t_start=scan.ts,
             t_end=scan.ts,
             scanned_sku=scan.sku,
@@ -468,14 +494,7 @@ class EventBuilder:
             txn=txn_name,
             entry=scan.entry,
             weight_kg=scan.weight_kg,
-        )
-        j = None if scan.double_of is None else scan.double_of.judgement
-        if j is None:
-            return Event(type=EventType.SCAN_WITHOUT_ITEM, **said)
-        return Event(
-            type=EventType.DOUBLE_SCAN,
-            **said,
-            track_id=scan.double_of.item.track_id,
+            track_id=double.item.track_id,
             seen_sku=j.seen_sku,
             seen_score=j.seen_score,
             seen_confidence=j.seen_confidence,

@@ -213,6 +213,7 @@ def scan_warning(event: PosEvent, gallery: GalleryLike) -> str | None:
         return None
     where = f"line {event.line}: " if event.line else ""
     if event.sku is None:
+        assert event.barcode is not None  # parse_pos_event refuses a scan with neither
         if gallery.sku_for_barcode(event.barcode) is None:
             return f"{where}barcode {event.barcode!r} is not in the gallery's catalogue; that scan cannot be verified"
         return None

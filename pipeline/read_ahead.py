@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -13,7 +13,7 @@ T = TypeVar("T")
 _END = object()  # the producer is done
 
 
-def read_ahead(items: Iterable[T], depth: int, name: str = "read-ahead") -> Iterator[T]:
+def read_ahead(items: Iterable[T], depth: int, name: str = "read-ahead") -> Generator[T, None, None]:
     """`items`, produced by a thread of their own at most `depth` ahead of the reader. Nothing is
     dropped, the order is kept, and an exception of the producer is raised here after the items
     before it. Closing the iterator early stops the thread (after the item it is producing)."""

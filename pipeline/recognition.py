@@ -36,7 +36,9 @@ class GalleryLike(Protocol):
 
     embedder: OnnxEmbedder
     calibration: Calibration  # of the gallery's SKU scoring: the thresholds that alerts use
-    version: int
+
+    @property
+    def version(self) -> int: ...  # read-only (Gallery's is a property)
 
     def match(self, embeddings: np.ndarray, k: int = 5) -> list[list[SkuMatch]]: ...
     def verify(self, embedding: np.ndarray, sku: str) -> Verification: ...
@@ -179,7 +181,12 @@ class Recogniser:
         """Enough usable views, and enough of them on their own naming `other_sku` over the
         scanned SKU by the view margin."""
         t = self.thresholds
-        views = rec.views if rec.views is not None else rec.embedding[None]
+        if rec.views is not None:
+            views = rec.views
+        elif rec.embedding is not None:
+            views = rec.embedding[None]
+        else:  # judge() asks only about passes with an embedding
+            raise TypeError("'NoneType' object is not subscriptable")
         if len(views) < t.min_views:
             return False
         if t.min_agreement <= 0:
@@ -196,34 +203,59 @@ class Recogniser:
         best = rec.matches[0] if rec.matches else None
         best_score = best.score if best else -1.0
         best_conf = best.confidence if best else 0.0
-        known = best is not None and best_score >= t.unknown_below
-        best_seen = dict(seen_sku=best.sku if known else None, seen_score=best_score, seen_confidence=best_conf)
+        best_sku = best.sku if best is not None and best_score >= t.unknown_below else None  # None: not known
         if scanned_sku is None:
-            return Judgement(verdict=Verdict.NON_SCAN, **best_seen)
+            return Judgement(
+                verdict=Verdict.NON_SCAN, seen_sku=best_sku, seen_score=best_score, seen_confidence=best_conf
+            )
         if not self.gallery.has_sku(scanned_sku):
-            return Judgement(verdict=Verdict.UNVERIFIED, **best_seen)
+            return Judgement(
+                verdict=Verdict.UNVERIFIED, seen_sku=best_sku, seen_score=best_score, seen_confidence=best_conf
+            )
         v = self.gallery.verify(rec.embedding, scanned_sku)
-        scanned = dict(scanned_score=v.similarity, scanned_confidence=v.confidence)
-        as_scanned = dict(seen_sku=scanned_sku, seen_score=v.similarity, seen_confidence=v.confidence)
+
+        def as_scanned(verdict: Verdict) -> Judgement:
+            return Judgement(
+                verdict=verdict,
+                seen_sku=scanned_sku,
+                seen_score=v.similarity,
+                seen_confidence=v.confidence,
+                scanned_score=v.similarity,
+                scanned_confidence=v.confidence,
+            )
+
         if v.similarity >= t.switch_reject:
-            return Judgement(verdict=Verdict.OK, **as_scanned, **scanned)
+            return as_scanned(Verdict.OK)
         if v.best_other_sku is not None and v.best_other_similarity >= t.switch_accept and -v.margin >= t.min_margin:
             if not self.switch_evidence(rec, scanned_sku, v.best_other_sku):
-                return Judgement(verdict=Verdict.UNVERIFIED, **as_scanned, **scanned)
+                return as_scanned(Verdict.UNVERIFIED)
             other_conf = next((m.confidence for m in rec.matches if m.sku == v.best_other_sku), best_conf)
             return Judgement(
                 verdict=Verdict.PRODUCT_SWITCH,
                 seen_sku=v.best_other_sku,
                 seen_score=v.best_other_similarity,
                 seen_confidence=other_conf,
-                **scanned,
+                scanned_score=v.similarity,
+                scanned_confidence=v.confidence,
             )
         if max(v.similarity, v.best_other_similarity) < t.unknown_below:
             return Judgement(
-                verdict=Verdict.UNKNOWN_ITEM, seen_sku=None, seen_score=best_score, seen_confidence=best_conf, **scanned
+                verdict=Verdict.UNKNOWN_ITEM,
+                seen_sku=None,
+                seen_score=best_score,
+                seen_confidence=best_conf,
+                scanned_score=v.similarity,
+                scanned_confidence=v.confidence,
             )
         # The scan is doubtful but no other SKU is clearly it: not an alert, and the scanned SKU
         # keeps the benefit of the doubt (in the seen basket too) while it is a plausible match.
         if v.similarity >= t.unknown_below:
-            return Judgement(verdict=Verdict.UNCONFIRMED, **as_scanned, **scanned)
-        return Judgement(verdict=Verdict.UNCONFIRMED, **best_seen, **scanned)
+            return as_scanned(Verdict.UNCONFIRMED)
+        return Judgement(
+            verdict=Verdict.UNCONFIRMED,
+            seen_sku=best_sku,
+            seen_score=best_score,
+            seen_confidence=best_conf,
+            scanned_score=v.similarity,
+            scanned_confidence=v.confidence,
+        )

@@ -178,6 +178,7 @@ def _run(
             stats.scans_after_end += [scan.ts for scan in result.unseen_scans]
             for e in result.events:
                 if now is None and _after_the_video(e, stats.last_frame_ts + lane.offset):
+                    assert isinstance(e, Event) and e.scan_ts is not None  # as _after_the_video found
                     stats.scans_after_end.append(e.scan_ts)
                     continue
                 sink.write(json.dumps(e.to_dict()) + "\n")
@@ -211,7 +212,7 @@ def _run(
     stats.wall_seconds = time.perf_counter() - start
     stats.frames_processed = lane.frames
     stats.frames_dropped = source.dropped
-    if first_ts is not None:
+    if first_ts is not None and last_ts is not None:  # (set together)
         stats.video_seconds = last_ts - first_ts + 1.0 / source.fps
     return events, records
 

@@ -98,6 +98,9 @@ def _timeline(records: list[PassRecord], pos: list[PosEvent], events: list[Event
     parts = [f'<svg width="{width}" height="150" xmlns="http://www.w3.org/2000/svg" font-size="11">']
     txn_open: dict[str, float] = {}
     for p in pos:
+        if p.type not in ("txn_start", "txn_end"):
+            continue
+        assert p.txn is not None  # parse_pos_event refuses a txn_start or txn_end without one
         if p.type == "txn_start":
             txn_open[p.txn] = p.ts
         elif p.type == "txn_end" and p.txn in txn_open:

@@ -17,6 +17,7 @@ import math
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal, overload
 
 from retail_reid.compat import StrEnum
 from retail_reid.errors import ReidError
@@ -112,6 +113,10 @@ def _number(obj: dict, key: str, where: str) -> float:
     return float(v)
 
 
+@overload
+def _sku(obj: dict, key: str, where: str, required: Literal[True]) -> str: ...
+@overload
+def _sku(obj: dict, key: str, where: str, required: bool = False) -> str | None: ...
 def _sku(obj: dict, key: str, where: str, required: bool = False) -> str | None:
     v = obj.get(key)
     if v is None and not required:
@@ -158,8 +163,9 @@ def read_truth(path: str | Path) -> Truth:
         v = top[key]
         if not isinstance(v, list) or len(v) != n or not all(isinstance(x, int) and not isinstance(x, bool) for x in v):
             raise ScoreError(f"{p}: field '{key}' must be a list of {n} integers, got {v!r}")
-    passes, anomalies = [], []
-    for key, out in (("passes", passes), ("anomalies", anomalies)):
+    passes: list[Pass] = []
+    anomalies: list[Anomaly] = []
+    for key in ("passes", "anomalies"):
         if not isinstance(top[key], list):
             raise ScoreError(f"{p}: field '{key}' must be a list")
         for i, item in enumerate(top[key]):
@@ -168,14 +174,14 @@ def read_truth(path: str | Path) -> Truth:
             start, end = _span(obj, where)
             txn = _sku(obj, "txn", where)
             if key == "passes":
-                out.append(
+                passes.append(
                     Pass(start, end, _sku(obj, "sku", where, required=True), _sku(obj, "scanned_sku", where), txn)
                 )
                 continue
             kind = obj.get("type")
             if kind not in SPAN_TYPES:
                 raise ScoreError(f"{where}: field 'type' is {kind!r}, expected one of {', '.join(SPAN_TYPES)}")
-            out.append(_anomaly(obj, kind, start, end, txn, where))
+            anomalies.append(_anomaly(obj, kind, start, end, txn, where))
     return Truth(
         top["video"],
         fps,
@@ -213,7 +219,7 @@ def _pos_cases(items: object, p: Path) -> tuple[PosCase, ...]:
         where = f"{p}: pos_cases[{i}]"
         obj = _object(item, where)
         case = obj.get("case")
-        if case not in PosCaseKind.__members__.values():
+        if not isinstance(case, str) or case not in PosCaseKind.__members__.values():
             raise ScoreError(f"{where}: field 'case' is {case!r}, expected one of {', '.join(PosCaseKind)}")
         start, end = _span(obj, where)
         out.append(
@@ -240,7 +246,9 @@ def read_events(path: str | Path) -> Events:
         raise ScoreError(
             f"{p}: this is a truth file (a scenario's passes and anomalies), not an events file; {SWAPPED}"
         )
-    alerts, baskets, other = [], [], Counter()
+    alerts: list[Alert] = []
+    baskets: list[BasketLine] = []
+    other: Counter[str] = Counter()
     basket_lines: dict[str | None, int] = {}
     for lineno, data in enumerate(raw.removeprefix(b"\xef\xbb\xbf").splitlines(), start=1):
         where = f"{p}:{lineno}"
@@ -284,7 +292,7 @@ def read_events(path: str | Path) -> Events:
 # --- matching and scoring ----------------------------------------------------------------------
 
 
-def _gap(a: Anomaly | Alert, b: Anomaly | Alert) -> float:
+def _gap(a: Anomaly | Alert | PosCase, b: Anomaly | Alert) -> float:
     """Seconds between two spans (0 when they overlap)."""
     return max(0.0, a.t_start - b.t_end, b.t_start - a.t_end)
 
@@ -293,13 +301,14 @@ def match(truth: list[Anomaly], alerts: list[Alert], tol: float) -> list[tuple[i
     """A largest one-to-one pairing of true anomalies with alerts whose spans come within `tol`
     seconds, as (truth index, alert index), preferring the nearest alert. Kuhn's augmenting paths:
     a dozen lines here instead of SciPy on the edge box; spans are time-local, so paths stay short."""
-    near = [
-        sorted(
+
+    def nearest(t: Anomaly) -> list[int]:
+        return sorted(
             (j for j, e in enumerate(alerts) if _gap(t, e) <= tol),
-            key=lambda j, t=t: (_gap(t, alerts[j]), abs(alerts[j].t_start + alerts[j].t_end - t.t_start - t.t_end)),
+            key=lambda j: (_gap(t, alerts[j]), abs(alerts[j].t_start + alerts[j].t_end - t.t_start - t.t_end)),
         )
-        for t in truth
-    ]
+
+    near = [nearest(t) for t in truth]
     owner: dict[int, int] = {}  # alert index -> truth index
 
     def augment(i: int, tried: set[int]) -> bool:
@@ -566,7 +575,8 @@ def score(truth: Truth, events: Events, tol: float = DEFAULT_TOL) -> Score:
 
 def _rates(truth: Truth, events: Events, types: list[TypeScore], false_loss: int) -> StoreRates:
     unusual = {(a.t_start, a.t_end) for a in truth.anomalies if a.type in PASS_TYPES}
-    txns = {x.txn for x in (*truth.passes, *truth.anomalies, *truth.pos_cases) if x.txn is not None}
+    txns = {p.txn for p in truth.passes} | {a.txn for a in truth.anomalies} | {c.txn for c in truth.pos_cases}
+    txns.discard(None)
     service = [t for t in types if t.type == "double_scan"]
     return StoreRates(
         normal_passes=sum((p.t_start, p.t_end) not in unusual for p in truth.passes),

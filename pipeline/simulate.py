@@ -26,6 +26,7 @@ import os
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -65,7 +66,7 @@ class Difficulty(StrEnum):
 # and JPEG blocks of a cheap IP camera, the hand over up to a third of the item, more followers,
 # 30-60 px behind (with items this small, two are in the zone at once; the blur narrows the
 # gap the camera sees to 10-50 px), and four of five switches to a look-alike.
-HARD_SETTINGS = {
+HARD_SETTINGS: dict[str, Any] = {  # SimConfig fields (of several types) and their values
     "item_px": (80.0, 130.0),
     "shutter": 0.7,
     "noise": 8.0,
@@ -106,7 +107,7 @@ class SimConfig:
     difficulty: Difficulty = Difficulty.EASY  # the preset these settings started from (recorded only)
 
     @classmethod
-    def preset(cls, difficulty: Difficulty, **overrides: object) -> SimConfig:
+    def preset(cls, difficulty: Difficulty, **overrides: Any) -> SimConfig:
         """The settings of a difficulty, with any setting given here taking precedence."""
         base = HARD_SETTINGS if difficulty is Difficulty.HARD else {}
         return cls(**{**base, **overrides, "difficulty": difficulty})
@@ -174,7 +175,7 @@ class Pass:
     t_end: float
     sku: str
     scanned_sku: str | None
-    txn: str
+    txn: str | None  # None: read from a truth file that names no transaction
 
 
 @dataclass(frozen=True)
@@ -480,7 +481,7 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator, coarse: Ma
 
     # Split passes into transactions, then into groups of one or two items.
     txn_groups: list[tuple[str, list[list[int]]]] = []
-    for t, idx in enumerate(txn_split, start=1):
+    for txn_number, idx in enumerate(txn_split, start=1):
         groups, i = [], 0
         while i < len(idx):
             if i + 1 < len(idx) and rng.random() < cfg.pair_rate and till.pairable(int(idx[i]), int(idx[i + 1])):
@@ -489,7 +490,7 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator, coarse: Ma
             else:
                 groups.append([int(idx[i])])
                 i += 1
-        txn_groups.append((f"T{t}", groups))
+        txn_groups.append((f"T{txn_number}", groups))
     n_groups = sum(len(g) for _, g in txn_groups)
     phantom_after = set(rng.permutation(n_groups)[: min(n_groups, round(cfg.scan_without_item_rate * n))].tolist())
     pausing = set(rng.permutation(n_groups)[: round(cfg.pause_rate * n_groups)].tolist())
@@ -502,7 +503,8 @@ def _plan(images: ImageSet, cfg: SimConfig, rng: np.random.Generator, coarse: Ma
         for members in groups:
             speed = float(rng.uniform(250, 400))
             blur_px = cfg.shutter * speed / cfg.fps  # how far the item moves while the shutter is open
-            items, prev = [], None
+            items: list[tuple[_Item, int, str]] = []
+            prev = None
             for j, pass_index in enumerate(members):
                 sku = str(rng.choice(skus)) if prev is None or len(skus) < 2 else other_sku(prev)
                 sku = till.item_sku(pass_index, sku)
@@ -650,7 +652,11 @@ def _jpeg(frame: np.ndarray, quality: int) -> np.ndarray:
     if not quality:
         return frame
     ok, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
-    return cv2.imdecode(data, cv2.IMREAD_COLOR) if ok else frame
+    if not ok:
+        return frame
+    decoded = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    assert decoded is not None  # cv2's own JPEG encoding always decodes
+    return decoded
 
 
 def _write_video(
@@ -660,7 +666,7 @@ def _write_video(
     renamed when complete, so an interrupted run leaves no half video behind."""
     for name, fourcc in _CONTAINERS:
         tmp = out / f".partial-{name}"
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), cfg.fps, (cfg.width, cfg.height))
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter.fourcc(*fourcc), cfg.fps, (cfg.width, cfg.height))
         if writer.isOpened():
             break
         writer.release()

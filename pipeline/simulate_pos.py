@@ -51,7 +51,7 @@ class PosCase:
     t_start: float
     t_end: float
     sku: str
-    txn: str
+    txn: str | None  # None: read from a truth file that names no transaction
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,7 @@ class TillPlan:
                 want -= k
         voids = [_LEGIT_VOIDS[i % 3] for i in range(round(rates.void * n))]
         plan.not_kept = voids.count(PosCaseKind.VOID_NOT_KEPT)
-        on_pass = [c for c in voids if c is not PosCaseKind.VOID_NOT_KEPT]
+        on_pass: list[PosCaseKind] = [c for c in voids if c is not PosCaseKind.VOID_NOT_KEPT]
         for case, rate in (
             (PosCaseKind.VOID_KEPT, rates.void_kept),
             (PosCaseKind.DOUBLE_SCAN, rates.double_scan),

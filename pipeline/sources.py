@@ -61,7 +61,7 @@ class _CaptureSource(FrameSource):
         if not ok or first is None:
             cap.release()
             raise SourceError(f"{name}: no frame could be decoded (empty, corrupt or unsupported video)")
-        self._first = first
+        self._first: np.ndarray | None = first
         self.size = (first.shape[1], first.shape[0])
         count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if not live else 0
         self.frame_count = count if count > 0 else None

@@ -107,11 +107,11 @@ class PassTracker:
             for i, j in pairs:
                 tracks[i].update(boxes[j].copy(), ts)
                 ids[j] = tracks[i].track_id
-        for j in np.flatnonzero(ids < 0):
-            track = _Track(self._next_id, boxes[j].copy(), ts, ts)
+        for new in np.flatnonzero(ids < 0):
+            track = _Track(self._next_id, boxes[new].copy(), ts, ts)
             self._next_id += 1
             tracks.append(track)
-            ids[j] = track.track_id
+            ids[new] = track.track_id
         ended = [t for t in tracks if ts - t.t_last > self.config.max_lost_s]
         self._tracks = [t for t in tracks if ts - t.t_last <= self.config.max_lost_s]
         return detections.with_tracker_ids(ids), self._finish(ended)

@@ -3,8 +3,10 @@ item passes and events. Stages share nothing else, so each can be swapped or tes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
+from typing import TypeGuard
 
 import cv2
 import numpy as np
@@ -123,8 +125,9 @@ class Zone:
             raise ZoneError(
                 f"{where}: expected four integers X1,Y1,X2,Y2 or polygon corners X,Y;X,Y;X,Y, got {text!r}"
             ) from None
+        x1, y1, x2, y2 = values
         try:
-            return cls(*values)
+            return cls(x1, y1, x2, y2)
         except ZoneError as e:
             raise ZoneError(f"{where}: {e}") from None
 
@@ -143,7 +146,8 @@ class Zone:
                 f"{where}: expected [x1, y1, x2, y2] or a polygon [[x, y], [x, y], [x, y], ...] "
                 f"(integers), got {values!r}"
             )
-        return cls(*values)
+        x1, y1, x2, y2 = values
+        return cls(x1, y1, x2, y2)
 
     def excluding(self, areas: tuple[Polygon, ...]) -> Zone:
         """The zone less these areas as well (the ones it already leaves out stay out)."""
@@ -208,9 +212,9 @@ class Zone:
 
 def polygon_from_list(values: object, where: str) -> Polygon:
     """[[x, y], ...] (at least three corners, integers) as a polygon."""
-    if not _is_points(values) or len(values) < 3:  # type: ignore[arg-type]
+    if not _is_points(values) or len(values) < 3:
         raise ZoneError(f"{where}: expected a polygon [[x, y], [x, y], [x, y], ...] (integers), got {values!r}")
-    return tuple((int(x), int(y)) for x, y in values)  # type: ignore[union-attr]
+    return tuple((int(x), int(y)) for x, y in values)
 
 
 def areas_from_list(values: object, where: str) -> tuple[Polygon, ...]:
@@ -224,7 +228,7 @@ def areas_from_list(values: object, where: str) -> tuple[Polygon, ...]:
     return tuple(areas)
 
 
-def _is_ints(values: object, n: int) -> bool:
+def _is_ints(values: object, n: int) -> TypeGuard[Sequence[int]]:
     return (
         isinstance(values, (list, tuple))
         and len(values) == n
@@ -232,7 +236,7 @@ def _is_ints(values: object, n: int) -> bool:
     )
 
 
-def _is_points(values: object) -> bool:
+def _is_points(values: object) -> TypeGuard[Sequence[Sequence[int]]]:
     return isinstance(values, (list, tuple)) and bool(values) and all(_is_ints(v, 2) for v in values)
 
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Set up (runtime + training + console + Ray + test tools, and the Debian programs the tests start),
-# check the code with ruff, and run the whole test suite.
+# check the code with ruff and mypy, and run the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh train,dev,ray,console
 scripts/system-packages.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+scripts/typecheck.sh
 exec .venv/bin/python -m pytest -q "$@"

@@ -124,7 +124,7 @@ def write_chunk_inputs(video: Path, pos_path: Path, plan: ChunkPlan, chunk: Chun
                 raise ChunkError(f"{video}: frame {k} is at {ts:.3f}s, not {k / plan.fps:.3f}s (irregular timing)")
             if writer is None:
                 size = (image.shape[1], image.shape[0])
-                writer = cv2.VideoWriter(str(folder / CHUNK_VIDEO), cv2.VideoWriter_fourcc(*"FFV1"), plan.fps, size)
+                writer = cv2.VideoWriter(str(folder / CHUNK_VIDEO), cv2.VideoWriter.fourcc(*"FFV1"), plan.fps, size)
                 if not writer.isOpened():
                     raise ChunkError(f"{folder / CHUNK_VIDEO}: cannot write a lossless (FFV1) chunk")
             writer.write(image)
@@ -156,8 +156,8 @@ def _write_chunk_pos(pos_path: Path, plan: ChunkPlan, chunk: Chunk, start: float
     n_lines = max((e.line for e in events), default=0)
     with open(dest, "w", encoding="utf-8") as f:
         for line in range(1, n_lines + 1):
-            e = keep.get(line)
-            f.write("\n" if e is None else json.dumps(_pos_json(e, -start)) + "\n")
+            kept = keep.get(line)
+            f.write("\n" if kept is None else json.dumps(_pos_json(kept, -start)) + "\n")
 
 
 def _pos_json(e: PosEvent, shift: float) -> dict:
@@ -217,24 +217,32 @@ def merge_chunks(
                     loose_seen[p["seen_sku"] or UNKNOWN] += 1
                     if p["scanned_sku"] is not None:
                         loose_scanned[p["scanned_sku"]] += 1
-        for e in _lines(run.folder / "events.jsonl"):
-            if e["type"] == "basket":
-                if e["txn"] is not None and plan.owner(txn_first[e["txn"]] - plan.offset_s) == i:
-                    events.append(e)
+        for ev in _lines(run.folder / "events.jsonl"):
+            if ev["type"] == "basket":
+                if ev["txn"] is not None and plan.owner(txn_first[ev["txn"]] - plan.offset_s) == i:
+                    events.append(ev)
                 continue
-            e = _shift(e, run.start)
-            if e["track_id"] is None:  # a scan without item
-                if plan.owner(e["scan_ts"] - plan.offset_s) == i:
-                    events.append(e)
-                    if e["txn"] is None:
-                        loose_scanned[labels.get(e["scan_ts"], e["scanned_sku"])] += 1
-            elif e["track_id"] in owned_ids:
-                events.append(_renumber(e, id_base, run.folder, dest))
+            ev = _shift(ev, run.start)
+            if ev["track_id"] is None:  # a scan without item
+                if plan.owner(ev["scan_ts"] - plan.offset_s) == i:
+                    events.append(ev)
+                    if ev["txn"] is None:
+                        loose_scanned[labels.get(ev["scan_ts"], ev["scanned_sku"])] += 1
+            elif ev["track_id"] in owned_ids:
+                events.append(_renumber(ev, id_base, run.folder, dest))
         id_base += max((p["track_id"] for p in chunk_passes), default=0)
     if loose_seen or loose_scanned:
         s = compare(loose_seen, loose_scanned, config.basket.tversky_alpha, config.basket.tversky_beta)
         events.append(
-            BasketEvent(None, dict(loose_seen), dict(loose_scanned), s.jaccard, s.dice, s.overlap, s.tversky).to_dict()
+            BasketEvent(
+                txn=None,
+                seen=dict(loose_seen),
+                scanned=dict(loose_scanned),
+                jaccard=s.jaccard,
+                dice=s.dice,
+                overlap=s.overlap,
+                tversky=s.tversky,
+            ).to_dict()
         )
     with open(dest / "events.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(e) + "\n" for e in events)

@@ -88,6 +88,7 @@ def gallery_identity(spec: GallerySpec) -> str:
         return f"bundle:{h.hexdigest()}:{spec.model or ''}"
     from retail_reid.gallery import Gallery
 
+    assert spec.path is not None  # the command takes a gallery folder or a bundle
     g = Gallery.open(spec.path, model=spec.model)
     return f"gallery:{spec.path.resolve()}:{g.embedder.fingerprint}:{g.version}"
 
@@ -245,9 +246,11 @@ def _schedule(ray, batch: _Batch) -> dict[str, Outcome]:
                     continue  # its recording has failed or is being replayed whole
                 split = splits.get(r.id)
                 if job.merge:
+                    assert split is not None  # only a split recording has chunks to run or merge
                     runs = [split.runs[c.index] for c in split.plan.chunks]
                     ref = actor.merge.remote(r, split.plan, runs, out, digests[r.id])
                 elif job.chunk is not None:
+                    assert split is not None  # as above
                     ref = actor.run_chunk.remote(r, split.plan, job.chunk, out)
                 else:
                     ref = actor.run.remote(r, out, digests[r.id])
@@ -276,11 +279,13 @@ def _schedule(ray, batch: _Batch) -> dict[str, Outcome]:
                 actors += [actor] if actor is not None else []
             split = splits.get(r.id)
             if isinstance(result, ChunkRun):
+                assert split is not None  # what a chunk's replay answers: its recording was split
                 split.runs[result.chunk.index] = result
                 frame_bar.update(result.chunk.own[1] - result.chunk.own[0])
                 if len(split.runs) == len(split.plan.chunks) and not split.failed:
                     queue.insert(0, _Job(r, merge=True))
             elif result.status is Status.WHOLE:
+                assert split is not None  # as above
                 if not split.failed:
                     split.failed = True
                     rec_bar.write(f"{r.id}: replayed whole: {result.error}")

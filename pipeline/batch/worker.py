@@ -67,6 +67,7 @@ def open_gallery(spec: GallerySpec, scratch: Path) -> Gallery:
     from retail_reid.gallery.store import GalleryStore
 
     if spec.bundle is None:
+        assert spec.path is not None  # the command takes a gallery folder or a bundle
         return Gallery.open(spec.path, model=spec.model)
     root = scratch / "gallery"
     GalleryStore.init(root, model=spec.model, operator="replay-batch")
@@ -80,7 +81,7 @@ class ReplayWorker:
     def __init__(self, spec: GallerySpec, threads: int = 1):
         self.spec = spec
         self.threads = threads
-        self.gallery = None
+        self.gallery: Gallery | None = None  # load() opens it
         self.scratch: Path | None = None
 
     def load(self) -> str | None:
@@ -100,13 +101,17 @@ class ReplayWorker:
     def pid(self) -> int:
         return os.getpid()
 
+    def _loaded(self) -> Gallery:
+        assert self.gallery is not None  # the runner calls load() before any recording
+        return self.gallery
+
     def run(self, recording: Recording, out: Path, digest: str) -> Outcome:
         """Replay one recording into a work folder and publish it; any failure stays with this recording."""
         return self._publishing(
             recording,
             out,
             digest,
-            lambda work: replay(recording.video, recording.pos, self.gallery, work, recording.config),
+            lambda work: replay(recording.video, recording.pos, self._loaded(), work, recording.config),
         )
 
     def run_chunk(self, recording: Recording, plan: ChunkPlan, chunk: Chunk, out: Path) -> ChunkRun | Outcome:
@@ -117,7 +122,7 @@ class ReplayWorker:
         folder.mkdir(parents=True)
         try:
             shift = write_chunk_inputs(recording.video, recording.pos, plan, chunk, folder)
-            replay(folder / CHUNK_VIDEO, folder / CHUNK_POS, self.gallery, folder / "out", recording.config)
+            replay(folder / CHUNK_VIDEO, folder / CHUNK_POS, self._loaded(), folder / "out", recording.config)
         except ChunkError as e:
             shutil.rmtree(folder, ignore_errors=True)
             return Outcome(id=recording.id, status=Status.WHOLE, error=str(e))

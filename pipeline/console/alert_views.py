@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response, abort, redirect, render_template, request, send_file, url_for
 
@@ -26,6 +27,9 @@ from retail_reid.pipeline.console.verdicts import (
     to_jsonl,
 )
 from retail_reid.pipeline.evidence import EvidenceKind, evidence_kind
+
+if TYPE_CHECKING:
+    from werkzeug.wrappers import Response as BaseResponse  # what redirect() returns
 
 blueprint = Blueprint("alerts", __name__)
 PAGE = 100  # alerts a list page shows
@@ -109,7 +113,7 @@ def _alert(source: str, key: str) -> tuple[AlertFolder, Alert]:
 
 
 @blueprint.route("/")
-def home() -> Response:
+def home() -> BaseResponse:
     return redirect(url_for("alerts.index"))
 
 
@@ -204,7 +208,7 @@ def clip_still(source: str, key: str, index: int, frame: int) -> Response:
 
 
 @blueprint.route("/alerts/<source>/<key>/verdict", methods=["POST"])
-def verdict(source: str, key: str) -> Response:
+def verdict(source: str, key: str) -> BaseResponse:
     _, alert = _alert(source, key)
     form = request.form
     decision, reason, note = check_verdict(

@@ -3,6 +3,8 @@ versions with who did what, and rolling back. Every change goes through `Gallery
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
 from werkzeug.utils import secure_filename
 
@@ -10,6 +12,9 @@ from retail_reid.gallery import GalleryError
 from retail_reid.pipeline.console.gallery_access import Upload
 from retail_reid.pipeline.console.settings import ConsoleError
 from retail_reid.pipeline.console.state import operator, state
+
+if TYPE_CHECKING:
+    from werkzeug.wrappers import Response as BaseResponse  # what redirect() returns
 
 blueprint = Blueprint("gallery", __name__)
 MAX_FILES = 20  # photos in one upload
@@ -64,7 +69,7 @@ def photo(sku: str, ref_id: int) -> Response:
 
 
 @blueprint.route("/gallery/products", methods=["POST"])
-def add_product() -> Response:
+def add_product() -> BaseResponse:
     sku = request.form.get("sku", "").strip()
     name = request.form.get("name", "").strip() or None
     result = state().gallery.add_photos(sku, _uploads(), operator(), name=name)
@@ -73,14 +78,14 @@ def add_product() -> Response:
 
 
 @blueprint.route("/gallery/products/<sku:sku>/photos", methods=["POST"])
-def add_photos(sku: str) -> Response:
+def add_photos(sku: str) -> BaseResponse:
     result = state().gallery.add_photos(sku, _uploads(), operator())
     flash(f"version {result.version}: {result.summary}")
     return redirect(url_for("gallery.product", sku=sku), 303)
 
 
 @blueprint.route("/gallery/products/<sku:sku>/photos/<int:ref_id>/remove", methods=["POST"])
-def remove_photo(sku: str, ref_id: int) -> Response:
+def remove_photo(sku: str, ref_id: int) -> BaseResponse:
     if state().gallery.photo_file(sku, ref_id) is None:
         abort(404, f"no current reference {ref_id} of {sku!r}")
     result = state().gallery.remove_photo(ref_id, operator())
@@ -94,7 +99,7 @@ def history() -> str:
 
 
 @blueprint.route("/gallery/rollback", methods=["POST"])
-def rollback() -> Response:
+def rollback() -> BaseResponse:
     result = state().gallery.rollback(_int("version"), operator())
     flash(f"version {result.version}: {result.summary}")
     return redirect(url_for("gallery.history"), 303)

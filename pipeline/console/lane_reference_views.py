@@ -6,6 +6,8 @@ really there."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
 
 from retail_reid.pipeline.console.alert_views import _alert
@@ -16,6 +18,9 @@ from retail_reid.pipeline.console.state import operator, state
 from retail_reid.pipeline.console.verdicts import Decision as VerdictDecision
 from retail_reid.pipeline.console.verdicts import Reason
 from retail_reid.pipeline.lane_references import SHA256, Suggestion, suggestions
+
+if TYPE_CHECKING:
+    from werkzeug.wrappers import Response as BaseResponse  # what redirect() returns
 
 blueprint = Blueprint("references", __name__)
 MAX_PICKED = 200  # crops in one bulk decision
@@ -67,7 +72,7 @@ def crop(sha: str) -> Response:
 
 
 @blueprint.route("/lane-references/products/<sku:sku>", methods=["POST"])
-def decide(sku: str) -> Response:
+def decide(sku: str) -> BaseResponse:
     picked = request.form.getlist("crop")
     if not picked:
         raise ConsoleError("crop: choose at least one crop")
@@ -98,7 +103,7 @@ def decide(sku: str) -> Response:
 
 
 @blueprint.route("/alerts/<source>/<key>/references", methods=["POST"])
-def from_alert(source: str, key: str) -> Response:
+def from_alert(source: str, key: str) -> BaseResponse:
     """The crops of an alert dismissed as "wrong product recognised", as references of the product
     the operator says was really there."""
     folder, alert = _alert(source, key)

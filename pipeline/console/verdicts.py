@@ -163,8 +163,19 @@ class VerdictStore:
     def _rows(self, sql: str, args: tuple = ()) -> Iterator[Verdict]:
         with self._lock:
             rows = self._conn.execute(sql, args).fetchall()
-        for row in rows:
-            yield Verdict(*row[:5], Decision(row[5]), Reason(row[6]) if row[6] else None, *row[7:])
+        for source, alert_key, lane, alert_type, alert_time, decision, reason, note, reviewer, decided_at in rows:
+            yield Verdict(
+                source,
+                alert_key,
+                lane,
+                alert_type,
+                alert_time,
+                Decision(decision),
+                Reason(reason) if reason else None,
+                note,
+                reviewer,
+                decided_at,
+            )
 
     _COLUMNS = "source, alert_key, lane, alert_type, alert_time, decision, reason, note, reviewer, decided_at"
     _LATEST = f"SELECT {_COLUMNS} FROM verdicts WHERE id IN (SELECT MAX(id) FROM verdicts GROUP BY source, alert_key)"

@@ -270,6 +270,7 @@ class CameraFeed(Worker):
 
         def paced() -> Generator[tuple[np.ndarray, float], None, None]:
             origin, last = self._origin, 0.0
+            assert origin is not None  # set above, and never unset
             try:
                 for frame in source:
                     due = origin + frame.ts

@@ -114,7 +114,7 @@ class ClipEvidenceWriter(EvidenceWriter):
         fps = (len(frames) - 1) / max(frames[-1][0] - frames[0][0], 1e-3)
         size = (first.shape[1], first.shape[0])
         path.parent.mkdir(parents=True, exist_ok=True)
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), min(fps, 120.0), size)
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), min(fps, 120.0), size)
         if not writer.isOpened():
             raise OSError(errno.EIO, "the MJPEG writer could not be opened")
         try:

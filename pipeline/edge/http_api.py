@@ -136,7 +136,7 @@ class ApiServer(ThreadingHTTPServer):
     def port(self) -> int:
         return self.server_address[1]
 
-    def process_request(self, request, client_address) -> None:  # type: ignore[override]
+    def process_request(self, request, client_address) -> None:
         now = time.monotonic()
         with self._lock:
             live = [c for c in self._connections.values() if not c.cut]
@@ -149,7 +149,7 @@ class ApiServer(ThreadingHTTPServer):
             self._connections[id(request)] = _Connection(request, now, now + self.config.request_timeout_s)
         super().process_request(request, client_address)
 
-    def process_request_thread(self, request, client_address) -> None:  # type: ignore[override]
+    def process_request_thread(self, request, client_address) -> None:
         try:
             super().process_request_thread(request, client_address)
         finally:
@@ -193,7 +193,7 @@ class ApiServer(ThreadingHTTPServer):
         while len(self._closing) > MAX_CLOSING:
             self._closing.popleft()[0].close()
 
-    def handle_error(self, request, client_address) -> None:  # type: ignore[override]
+    def handle_error(self, request, client_address) -> None:
         """A client that went away (or was cut off) mid-answer is not a server error."""
         error = sys.exc_info()[1]
         if isinstance(error, OSError):
@@ -226,7 +226,8 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
 
     def setup(self) -> None:
-        self.timeout = self.server.config.request_timeout_s
+        # per connection; typeshed declares StreamRequestHandler.timeout a ClassVar, socketserver reads self.timeout
+        self.timeout = self.server.config.request_timeout_s  # type: ignore[misc]
         super().setup()
 
     def log_message(self, format: str, *args) -> None:

@@ -98,6 +98,7 @@ class LaneService:
         folder = f"{EVIDENCE_FOLDER}/{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(self.started_at))}-{run}"
         min_free = int(cfg.evidence_min_free_mb * 1e6)
         self.clip_ring = ClipRing(cfg.clips) if cfg.evidence and cfg.clips.enabled else None
+        self.evidence: EvidenceWriter | None
         if self.clip_ring is not None:
             offset = self.lane_config.events.clock_offset_s
             self.evidence = ClipEvidenceWriter(

@@ -132,6 +132,7 @@ class LaneWorker(Worker):
         elif size != self.size:
             self.metrics.frames_dropped.inc("frame_size")
             if self.frame_size_error is None:
+                assert self.size is not None  # set with the lane
                 self.frame_size_error = (
                     f"the camera's frames are {size[0]}x{size[1]}, the lane was set up for "
                     f"{self.size[0]}x{self.size[1]}: frames skipped; restart the service"

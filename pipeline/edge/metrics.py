@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from retail_reid.pipeline.edge import process_stats
 from retail_reid.pipeline.types import EventType
@@ -37,19 +39,22 @@ def _number(x: float) -> str:
     return repr(float(x)) if not float(x).is_integer() else str(int(x))
 
 
-class _Metric:
+V = TypeVar("V")  # what a metric keeps per series
+
+
+class _Metric(Generic[V]):
     kind = ""
 
     def __init__(self, name: str, help_text: str, labels: tuple[str, ...] = (), values: Iterable[tuple[str, ...]] = ()):
         self.name, self.help, self.label_names = name, help_text, labels
         self.lane = ""  # set: every series carries lane="..." (a service of several lanes)
         self._lock = threading.Lock()
-        self._series: dict[tuple[str, ...], object] = {}
+        self._series: dict[tuple[str, ...], V] = {}
         for v in values if labels else [()]:
             self._series[tuple(v)] = self._zero()
 
-    def _zero(self) -> object:
-        return 0.0
+    def _zero(self) -> V:
+        raise NotImplementedError
 
     def _key(self, labels: tuple[str, ...]) -> tuple[str, ...]:
         if labels not in self._series:
@@ -67,25 +72,35 @@ class _Metric:
         with self._lock:
             return [line for labels, value in self._series.items() for line in self._sample_lines(labels, value)]
 
-    def _sample_lines(self, labels: tuple[str, ...], value: object) -> list[str]:
+    def _sample_lines(self, labels: tuple[str, ...], value: V) -> list[str]:
+        raise NotImplementedError
+
+
+class _Scalar(_Metric[float]):
+    """A metric of one number per series."""
+
+    def _zero(self) -> float:
+        return 0.0
+
+    def _sample_lines(self, labels: tuple[str, ...], value: float) -> list[str]:
         name = f"{self.name}{_labels(self.label_names, labels, self._lane_label())}"
-        return [f"{name} {_number(value)}"]  # type: ignore[arg-type]
+        return [f"{name} {_number(value)}"]
 
 
-class Counter(_Metric):
+class Counter(_Scalar):
     kind = "counter"
 
     def inc(self, *labels: str, amount: float = 1.0) -> None:
         with self._lock:
             key = self._key(labels)
-            self._series[key] += amount  # type: ignore[operator]
+            self._series[key] += amount
 
     def value(self, *labels: str) -> float:
         with self._lock:
-            return self._series[self._key(labels)]  # type: ignore[return-value]
+            return self._series[self._key(labels)]
 
 
-class Gauge(_Metric):
+class Gauge(_Scalar):
     """A value that is set, or read from a function when scraped."""
 
     kind = "gauge"
@@ -102,7 +117,7 @@ class Gauge(_Metric):
         if self._read is not None:
             return float(self._read())
         with self._lock:
-            return self._series[()]  # type: ignore[return-value]
+            return self._series[()]
 
     def samples(self) -> list[str]:
         return [f"{self.name}{_labels((), (), self._lane_label())} {_number(self.value())}"]
@@ -114,32 +129,39 @@ class ReadCounter(Gauge):
     kind = "counter"
 
 
-class Histogram(_Metric):
+@dataclass
+class _Observed:
+    counts: list[int]  # per bucket (made cumulative when rendered)
+    total: float = 0.0  # sum of the values
+    n: int = 0  # how many
+
+
+class Histogram(_Metric[_Observed]):
     kind = "histogram"
 
     def __init__(self, name: str, help_text: str, buckets: tuple[float, ...]):
         self.buckets = (*sorted(buckets), math.inf)
         super().__init__(name, help_text)
 
-    def _zero(self) -> object:
-        return [[0] * len(self.buckets), 0.0, 0]  # cumulative-on-render bucket counts, sum, count
+    def _zero(self) -> _Observed:
+        return _Observed([0] * len(self.buckets))
 
     def observe(self, value: float) -> None:
         with self._lock:
-            counts, _, _ = state = self._series[()]  # type: ignore[misc]
+            state = self._series[()]
             for i, upper in enumerate(self.buckets):
                 if value <= upper:
-                    counts[i] += 1
+                    state.counts[i] += 1
                     break
-            state[1] += value
-            state[2] += 1
+            state.total += value
+            state.n += 1
 
     def count(self) -> int:
         with self._lock:
-            return self._series[()][2]  # type: ignore[index]
+            return self._series[()].n
 
-    def _sample_lines(self, labels: tuple[str, ...], value: object) -> list[str]:
-        counts, total, n = value  # type: ignore[misc]
+    def _sample_lines(self, labels: tuple[str, ...], value: _Observed) -> list[str]:
+        counts, total, n = value.counts, value.total, value.n
         lines, running, lane = [], 0, self._lane_label()
         for upper, c in zip(self.buckets, counts, strict=True):
             running += c
@@ -148,13 +170,16 @@ class Histogram(_Metric):
         return [*lines, f"{self.name}_sum{rest} {_number(total)}", f"{self.name}_count{rest} {n}"]
 
 
+M = TypeVar("M", bound=_Metric)
+
+
 class Registry:
     """The metrics in the order /metrics lists them."""
 
     def __init__(self) -> None:
         self._metrics: list[_Metric] = []
 
-    def add(self, metric: _Metric) -> _Metric:
+    def add(self, metric: M) -> M:
         if any(m.name == metric.name for m in self._metrics):
             raise ValueError(f"metric {metric.name} registered twice")
         self._metrics.append(metric)

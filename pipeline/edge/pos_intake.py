@@ -259,7 +259,8 @@ class PosFileTailer(Worker):
         pieces = (self._partial + data).split(b"\n")
         partial = pieces.pop()
         skipping, line = self._skipping, self._line
-        events, problems = [], []
+        events: list[PosEvent] = []
+        problems: list[str] = []
         for raw in pieces:
             line += 1
             if skipping:
