@@ -255,6 +255,23 @@ def long_lane(tmp_path_factory) -> Path:
     return lane
 
 
+@pytest.fixture(scope="module")
+def loose_lane(long_lane, tmp_path_factory) -> Path:
+    """The long lane with its last transaction's scans loose (no transaction, as some tills log
+    scans outside a sale): its passes belong to no transaction, so a replay reports a loose basket."""
+    lane = tmp_path_factory.mktemp("loose") / "lane"
+    shutil.copytree(long_lane, lane)
+    events = [json.loads(line) for line in (long_lane / "pos.jsonl").read_text().splitlines()]
+    last = events[-1]["txn"]
+    kept = [
+        {k: v for k, v in e.items() if k != "txn"} if e.get("txn") == last else e
+        for e in events
+        if not (e.get("txn") == last and e["type"] in ("txn_start", "txn_end"))
+    ]
+    (lane / "pos.jsonl").write_text("".join(json.dumps(e) + "\n" for e in kept))
+    return lane
+
+
 def test_chunks_own_every_frame_once_and_replay_whole_transactions():
     pos = [
         PosEvent(ts=5.0, type="txn_start", txn="T1"),
@@ -317,7 +334,11 @@ def _decisions(path: Path) -> list[dict]:
     return sorted(lines, key=lambda d: (d.get("type", ""), str(d["txn"]), d.get("t_start") or 0.0))
 
 
-def test_a_long_recording_in_chunks_makes_the_decisions_of_one_replay(ray_local, long_lane, built_gallery, tmp_path):
+@pytest.mark.parametrize("lane_name", ["long_lane", "loose_lane"])
+def test_a_long_recording_in_chunks_makes_the_decisions_of_one_replay(
+    ray_local, lane_name, built_gallery, tmp_path, request
+):
+    long_lane = request.getfixturevalue(lane_name)
     single = tmp_path / "single"
     args = ["replay", str(long_lane / "video.mp4"), "--pos", str(long_lane / "pos.jsonl")]
     assert (
@@ -359,6 +380,8 @@ def test_a_long_recording_in_chunks_makes_the_decisions_of_one_replay(ray_local,
     ]
     assert max(abs(a - b) for a, b in scores) < 0.05
     assert 'class="card"' in (merged / "report.html").read_text()
+    loose = [e for e in map(json.loads, (single / "events.jsonl").read_text().splitlines()) if e["type"] == "basket"]
+    assert any(e["txn"] is None for e in loose) == (lane_name == "loose_lane")
 
 
 def test_without_ray_the_batch_says_how_to_install_it(monkeypatch):
