@@ -24,6 +24,7 @@ import math
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TypedDict
 
 from retail_reid.compat import StrEnum
 from retail_reid.pipeline.association import assign, claimable
@@ -34,6 +35,33 @@ from retail_reid.pipeline.recognition import Judgement, Recognition
 from retail_reid.pipeline.types import BasketEvent, Event, EventType, ItemPass, PassRecord, Verdict
 
 UNKNOWN = "unknown"  # the seen-basket entry for an item the gallery could not name
+
+
+class _PassSaid(TypedDict):
+    """What the pass record (every pass) and its alert (some) both say."""
+
+    track_id: int
+    t_start: float
+    t_end: float
+    seen_sku: str | None
+    seen_score: float
+    scanned_score: float | None
+    scan_ts: float | None
+    txn: str | None
+
+
+class _ScanSaid(TypedDict):
+    """What a scan without item and a double scan both say of the scan."""
+
+    t_start: float
+    t_end: float
+    scanned_sku: str | None
+    scan_ts: float
+    txn: str | None
+    entry: EntryMethod
+    weight_kg: float | None
+
+
 RECENT_SCANS = 256  # a void looks this many scans back for the one it cancels
 PAYS = (Verdict.OK, Verdict.UNCONFIRMED, Verdict.UNVERIFIED)  # a spare quantity unit pays for such a pass
 
@@ -303,22 +331,19 @@ class EventBuilder:
         p.seen_in = (txn, judgement.seen_sku or UNKNOWN)
         txn.seen[p.seen_in[1]] += 1
         txn.seen += Counter()  # drop entries counted down to nothing
-        # What the pass record (every pass) and the alert (some) both say.
-        scan_ts = None if scan is None else scan.ts
+        said = _PassSaid(
+            track_id=item.track_id,
+            t_start=item.t_start,
+            t_end=item.t_end,
+            seen_sku=judgement.seen_sku,
+            seen_score=judgement.seen_score,
+            scanned_score=judgement.scanned_score,
+            scan_ts=None if scan is None else scan.ts,
+            txn=txn_name,
+        )
         if self.on_pass is not None:
             self.on_pass(
-                PassRecord(
-                    track_id=item.track_id,
-                    t_start=item.t_start,
-                    t_end=item.t_end,
-                    seen_sku=judgement.seen_sku,
-                    seen_score=judgement.seen_score,
-                    scanned_score=judgement.scanned_score,
-                    scan_ts=scan_ts,
-                    txn=txn_name,
-                    verdict=judgement.verdict,
-                    scanned_sku=None if scan is None else scan.label,
-                )
+                PassRecord(**said, verdict=judgement.verdict, scanned_sku=None if scan is None else scan.label)
             )
         alert = judgement.verdict.alert
         said_before, p.alerted = p.alerted, None if alert is None else (alert, None if scan is None else scan.label)
@@ -326,14 +351,7 @@ class EventBuilder:
             return []
         return [
             Event(
-                track_id=item.track_id,
-                t_start=item.t_start,
-                t_end=item.t_end,
-                seen_sku=judgement.seen_sku,
-                seen_score=judgement.seen_score,
-                scanned_score=judgement.scanned_score,
-                scan_ts=scan_ts,
-                txn=txn_name,
+                **said,
                 type=alert,
                 seen_confidence=judgement.seen_confidence,
                 scanned_sku=None if scan is None else scan.sku,
@@ -472,21 +490,7 @@ class EventBuilder:
         scan.counted = self._basket_of(scan)
         self._count(scan, +1)
         txn_name = self._txn_of(scan.txn, scan.ts)
-        double = scan.double_of
-        j = None if double is None else double.judgement
-        if double is None or j is None:
-            return Event(
-                type=EventType.SCAN_WITHOUT_ITEM,
-                t_start=scan.ts,
-                t_end=scan.ts,
-                scanned_sku=scan.sku,
-                scan_ts=scan.ts,
-                txn=txn_name,
-                entry=scan.entry,
-                weight_kg=scan.weight_kg,
-            )
-        return Event(
-            type=EventType.DOUBLE_SCAN,
+        said = _ScanSaid(
             t_start=scan.ts,
             t_end=scan.ts,
             scanned_sku=scan.sku,
@@ -494,6 +498,14 @@ class EventBuilder:
             txn=txn_name,
             entry=scan.entry,
             weight_kg=scan.weight_kg,
+        )
+        double = scan.double_of
+        j = None if double is None else double.judgement
+        if double is None or j is None:
+            return Event(type=EventType.SCAN_WITHOUT_ITEM, **said)
+        return Event(
+            type=EventType.DOUBLE_SCAN,
+            **said,
             track_id=double.item.track_id,
             seen_sku=j.seen_sku,
             seen_score=j.seen_score,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypedDict
 
 import numpy as np
 
@@ -131,6 +131,21 @@ class Judgement:
     scanned_confidence: float | None = None
 
 
+class _Seen(TypedDict):
+    """A judgement's view of what passed."""
+
+    seen_sku: str | None
+    seen_score: float
+    seen_confidence: float
+
+
+class _Scanned(TypedDict):
+    """A judgement's view of the scanned SKU."""
+
+    scanned_score: float
+    scanned_confidence: float
+
+
 def aggregate(embeddings: np.ndarray) -> np.ndarray:
     """One unit vector for a pass from its crops' unit embeddings (their normalised mean)."""
     mean = embeddings.mean(axis=0)
@@ -183,10 +198,9 @@ class Recogniser:
         t = self.thresholds
         if rec.views is not None:
             views = rec.views
-        elif rec.embedding is not None:
+        else:
+            assert rec.embedding is not None  # judge() asks only about passes with an embedding
             views = rec.embedding[None]
-        else:  # judge() asks only about passes with an embedding
-            raise TypeError("'NoneType' object is not subscriptable")
         if len(views) < t.min_views:
             return False
         if t.min_agreement <= 0:
@@ -203,59 +217,36 @@ class Recogniser:
         best = rec.matches[0] if rec.matches else None
         best_score = best.score if best else -1.0
         best_conf = best.confidence if best else 0.0
-        best_sku = best.sku if best is not None and best_score >= t.unknown_below else None  # None: not known
+        known = best is not None and best_score >= t.unknown_below
+        best_seen = _Seen(
+            seen_sku=best.sku if known and best else None, seen_score=best_score, seen_confidence=best_conf
+        )
         if scanned_sku is None:
-            return Judgement(
-                verdict=Verdict.NON_SCAN, seen_sku=best_sku, seen_score=best_score, seen_confidence=best_conf
-            )
+            return Judgement(verdict=Verdict.NON_SCAN, **best_seen)
         if not self.gallery.has_sku(scanned_sku):
-            return Judgement(
-                verdict=Verdict.UNVERIFIED, seen_sku=best_sku, seen_score=best_score, seen_confidence=best_conf
-            )
+            return Judgement(verdict=Verdict.UNVERIFIED, **best_seen)
         v = self.gallery.verify(rec.embedding, scanned_sku)
-
-        def as_scanned(verdict: Verdict) -> Judgement:
-            return Judgement(
-                verdict=verdict,
-                seen_sku=scanned_sku,
-                seen_score=v.similarity,
-                seen_confidence=v.confidence,
-                scanned_score=v.similarity,
-                scanned_confidence=v.confidence,
-            )
-
+        scanned = _Scanned(scanned_score=v.similarity, scanned_confidence=v.confidence)
+        as_scanned = _Seen(seen_sku=scanned_sku, seen_score=v.similarity, seen_confidence=v.confidence)
         if v.similarity >= t.switch_reject:
-            return as_scanned(Verdict.OK)
+            return Judgement(verdict=Verdict.OK, **as_scanned, **scanned)
         if v.best_other_sku is not None and v.best_other_similarity >= t.switch_accept and -v.margin >= t.min_margin:
             if not self.switch_evidence(rec, scanned_sku, v.best_other_sku):
-                return as_scanned(Verdict.UNVERIFIED)
+                return Judgement(verdict=Verdict.UNVERIFIED, **as_scanned, **scanned)
             other_conf = next((m.confidence for m in rec.matches if m.sku == v.best_other_sku), best_conf)
             return Judgement(
                 verdict=Verdict.PRODUCT_SWITCH,
                 seen_sku=v.best_other_sku,
                 seen_score=v.best_other_similarity,
                 seen_confidence=other_conf,
-                scanned_score=v.similarity,
-                scanned_confidence=v.confidence,
+                **scanned,
             )
         if max(v.similarity, v.best_other_similarity) < t.unknown_below:
             return Judgement(
-                verdict=Verdict.UNKNOWN_ITEM,
-                seen_sku=None,
-                seen_score=best_score,
-                seen_confidence=best_conf,
-                scanned_score=v.similarity,
-                scanned_confidence=v.confidence,
+                verdict=Verdict.UNKNOWN_ITEM, seen_sku=None, seen_score=best_score, seen_confidence=best_conf, **scanned
             )
         # The scan is doubtful but no other SKU is clearly it: not an alert, and the scanned SKU
         # keeps the benefit of the doubt (in the seen basket too) while it is a plausible match.
         if v.similarity >= t.unknown_below:
-            return as_scanned(Verdict.UNCONFIRMED)
-        return Judgement(
-            verdict=Verdict.UNCONFIRMED,
-            seen_sku=best_sku,
-            seen_score=best_score,
-            seen_confidence=best_conf,
-            scanned_score=v.similarity,
-            scanned_confidence=v.confidence,
-        )
+            return Judgement(verdict=Verdict.UNCONFIRMED, **as_scanned, **scanned)
+        return Judgement(verdict=Verdict.UNCONFIRMED, **best_seen, **scanned)
