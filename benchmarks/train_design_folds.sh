@@ -29,16 +29,14 @@ for k in "${folds[@]}"; do
   mkdir -p runs/cd "$(dirname "$composed")"
   # the trained SKUs' photos: the composed model's centre, directions and calibration come from them alone
   for split in train val; do
-    $py - "$GROCERY/$split.txt" "$k" >"runs/cd/$split-not-fold$k.txt" <<'EOF'
+    $py - "$GROCERY/$split.txt" "$GROCERY" "$k" >"runs/cd/$split-not-fold$k.txt" <<'EOF'
 import sys
-from pathlib import Path
 
+from retail_reid.models.datasets import split_file_set
 from retail_reid.models.folds import read_folds
 
-trained = read_folds().trained(int(sys.argv[2]))
-for line in Path(sys.argv[1]).read_text().splitlines():
-    if line.strip() and Path(line.split(",")[0].strip()).parent.name in trained:
-        print(line)
+split, root, fold = sys.argv[1:]
+print(*split_file_set(split, root).only(read_folds().trained(int(fold))).paths, sep="\n")
 EOF
   done
   echo "fold $k: $(date -u +%H:%M) export and compose"
