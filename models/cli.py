@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,9 @@ from retail_reid.models.views import AUGMENTATIONS
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from retail_reid.models.evaluate import Embedded
+    from retail_reid.models.lane_training import LaneCache, ResidualHead
 
 
 def _need_train_extra() -> None:
@@ -299,23 +303,33 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 def _calibrate(model: Path, references: ImageSet, queries: ImageSet, scoring: str, quiet: bool) -> None:
     """Fit and store the model's calibrations (every scoring, `scoring` the default) and say what they are."""
-    from retail_reid.models.evaluate import calibrate, embed_set
-    from retail_reid.models.export import set_calibration
+    from retail_reid.models.evaluate import embed_set
     from retail_reid.models.runtime import OnnxEmbedder
 
-    if len(set(references.labels)) < 2:
+    _check_calibration_sets(references.labels, queries.labels)
+    embedder = OnnxEmbedder(model)
+    gallery = embed_set(embedder, references, progress=not quiet)
+    _store_calibration(model, gallery, embed_set(embedder, queries, progress=not quiet), scoring)
+
+
+def _check_calibration_sets(references: Sequence[str], queries: Sequence[str]) -> None:
+    if len(set(references)) < 2:
         raise ReidError(
             "calibration needs references of at least two SKUs (a query must have other SKUs to be told from)"
         )
-    if not set(references.labels) & set(queries.labels):
+    if not set(references) & set(queries):
         raise ReidError(
             "calibration needs queries of SKUs that have references: no SKU of the queries is among the references' "
-            f"{len(set(references.labels))} SKUs"
+            f"{len(set(references))} SKUs"
         )
-    embedder = OnnxEmbedder(model)
-    calibrations = calibrate(
-        embed_set(embedder, references, progress=not quiet), embed_set(embedder, queries, progress=not quiet), scoring
-    )
+
+
+def _store_calibration(model: Path, gallery: Embedded, queries: Embedded, scoring: str) -> None:
+    """Fit the calibrations on embedded references and queries, store them in `model` and say what they are."""
+    from retail_reid.models.evaluate import calibrate
+    from retail_reid.models.export import set_calibration
+
+    calibrations = calibrate(gallery, queries, scoring)
     try:
         set_calibration(model, calibrations)
     except OSError as e:
@@ -325,6 +339,69 @@ def _calibrate(model: Path, references: ImageSet, queries: ImageSet, scoring: st
             f"{model}: {c.scoring} scoring{' (default)' if c is calibrations[0] else ''}: "
             + ", ".join(f"{k} at {v:.3f}" for k, v in sorted(c.thresholds.items()))
         )
+
+
+def cmd_train_lane_head(a: argparse.Namespace) -> int:
+    _need_train_extra()
+    import torch
+
+    from retail_reid.models.evaluate import Embedded
+    from retail_reid.models.lane_training import (
+        HeadRecipe,
+        attach_head,
+        build_lane_cache,
+        head_embeddings,
+        lane_recall,
+        train_head,
+    )
+    from retail_reid.models.runtime import OnnxEmbedder
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    cache = build_lane_cache(a.root, a.cache, a.teacher, threads=a.threads or 2, progress=not a.quiet)
+    if cache.meta["teacher"]["fingerprint"] != OnnxEmbedder(a.teacher).fingerprint:
+        raise ReidError(
+            f"{a.cache}: cached from another teacher ({cache.meta['teacher']['path']}); use another --cache"
+        )
+    recipe = HeadRecipe(
+        hidden=a.hidden,
+        epochs=a.epochs,
+        distill=a.distill,
+        lr=a.lr,
+        clean_share=a.clean_share,
+        skus_per_batch=a.skus_per_batch,
+        per_sku=a.per_sku,
+        seed=a.seed,
+    )
+    try:
+        head, summary = train_head(cache, recipe, log=not a.quiet)
+    except ValueError as e:
+        raise ReidError(str(e)) from None
+    out = attach_head(cache.meta["teacher"]["path"], head, a.out, recipe.to_dict())
+    rows = cache.gallery_rows
+    gallery = Embedded(head_embeddings(cache, head, "train")[rows], cache.gallery_labels, [])
+    val = head_embeddings(cache, head, "val")
+    labels = np.asarray(cache.meta["val_labels"])
+    clean = Embedded(val.reshape(len(labels), -1, val.shape[1])[:, 0], labels, [])
+    _check_calibration_sets(list(gallery.labels), list(labels))
+    _store_calibration(out, gallery, clean, a.scoring)
+    worst = _cache_parity(cache, head, out)
+    if worst < 0.999:
+        raise ReidError(f"{out}: the ONNX graph disagrees with the trained head (cosine {worst:.4f})")
+    print(f"{out}: {cache.meta['teacher']['path']} + a lane head ({summary['seconds']} s of training)")
+    print(json.dumps(lane_recall(gallery.emb, gallery.labels, val, labels)))
+    return 0
+
+
+def _cache_parity(cache: LaneCache, head: ResidualHead, onnx_path: Path, n: int = 4) -> float:
+    """The smallest cosine between the ONNX model's and the cache's embeddings of the first photos."""
+    from retail_reid.images import read_image
+    from retail_reid.models.lane_training import TRAIN_LEVELS, head_embeddings
+    from retail_reid.models.runtime import OnnxEmbedder
+
+    got = OnnxEmbedder(onnx_path).embed([read_image(p) for p in cache.meta["train_paths"][:n]])
+    want = head_embeddings(cache, head, "train")[: n * (1 + len(TRAIN_LEVELS)) : 1 + len(TRAIN_LEVELS)]
+    return float((got * want).sum(1).min())
 
 
 def cmd_compose(a: argparse.Namespace) -> int:
@@ -475,6 +552,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_tail)
+
+    p = sub.add_parser(
+        "train-lane-head",
+        help="teach an embedder the lane camera's views: a residual head on its features, trained from a cache of "
+        "seeded lane-camera renderings (an hour to cache, minutes to train on a CPU; needs the [train] extra)",
+    )
+    p.add_argument("--root", required=True, help="grocery-style dataset root (train.txt, val.txt, classes.csv)")
+    p.add_argument("--cache", required=True, help="lane cache folder (computed there first; resumes a stopped build)")
+    p.add_argument("--teacher", help="the ONNX embedder to teach (default: the shipped model)")
+    p.add_argument("--out", required=True, help="the taught ONNX embedder (calibrated on the cached val photos)")
+    p.add_argument("--hidden", type=int, default=512, help="hidden units of the residual head")
+    p.add_argument("--epochs", type=int, default=60)
+    p.add_argument("--distill", type=float, default=1.0, help="weight of the pull towards the clean photo's place")
+    p.add_argument("--clean-share", type=float, default=0.25, help="share of training views that are the photo itself")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--skus-per-batch", type=int, default=16, help="P")
+    p.add_argument("--per-sku", type=int, default=4, help="K")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: the library defaults)")
+    _scoring_option(p)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train_lane_head)
 
     p = sub.add_parser(
         "compose",

@@ -116,7 +116,10 @@ def quantize_int8(fp32: Path, out: Path, calibration_images: Sequence[Path]) -> 
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             reduce_range=True,  # 7-bit weights: x86 CPUs without VNNI saturate 8-bit products (int8 guide)
-            nodes_to_exclude=list(info.extra.get("composed", {}).get("join_nodes", [])),
+            nodes_to_exclude=[
+                *info.extra.get("composed", {}).get("join_nodes", []),
+                *info.extra.get("lane_head", {}).get("join_nodes", []),  # a lane head's residual, in float too
+            ],
         )
     write_metadata(
         out,

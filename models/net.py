@@ -159,11 +159,12 @@ class KeepImageNetNet(nn.Module):
     def from_trunk(self, z: torch.Tensor | None, imagenet: torch.Tensor | None = None) -> torch.Tensor:
         """The embedding of trunk outputs `z`; `imagenet`: their pooled ImageNet features when known
         (then `z` may be None for a net without a trained tail, which never reads it)."""
-        if imagenet is None:
+        if imagenet is None and (self.tail is None or self.imagenet_weight):  # only where it is used
             imagenet = self.imagenet_tail(z)
         trained = F.normalize(self.head(self.tail(z) if self.tail is not None else imagenet), dim=1)
         if not self.imagenet_weight:
             return trained
+        assert imagenet is not None
         general = F.normalize(imagenet - self.feature_mean, dim=1)
         w = self.imagenet_weight
         return torch.cat([general * w**0.5, trained * (1 - w) ** 0.5], dim=1)
