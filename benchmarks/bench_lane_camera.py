@@ -13,6 +13,8 @@ then per level a single crop and a pass (the level's 6 views of one item average
 - clean: the train photos as taken, SKUs by centroid;
 - rendered: the train photos plus, per photo, one middle-level and one hard-level rendering (the
   cache's training views: a gallery that also holds lane-camera renderings of its photos).
+`--onnx MODEL` (repeatable) embeds the same seeded views with an ONNX file instead of reading the
+cache (the 81 only, clean gallery): an exported head or its int8 file checked end to end.
 Class-disjoint (Musgrave's reality check): per fold of benchmarks/folds.json, the head is trained
 on the other folds' SKUs only and judged on the fold's SKUs (their train photos as the gallery,
 their val photos as queries), folds pooled. The teacher itself was fine-tuned on all 81 products,
@@ -30,9 +32,12 @@ import argparse
 import json
 import sys
 from dataclasses import fields, replace
+from pathlib import Path
 
 import numpy as np
 
+from retail_reid.images import read_image
+from retail_reid.models.disjoint import GroceryData
 from retail_reid.models.folds import FOLDS_FILE, read_folds
 from retail_reid.models.lane_training import (
     RECALL_COLUMNS,
@@ -44,7 +49,9 @@ from retail_reid.models.lane_training import (
     imagenet_embeddings,
     lane_recall,
     train_head,
+    val_views,
 )
+from retail_reid.models.runtime import OnnxEmbedder
 
 
 def parse_recipe(text: str) -> tuple[str, HeadRecipe]:
@@ -72,11 +79,26 @@ def galleries(cache: LaneCache, emb: np.ndarray, skus: set[str]) -> dict[str, tu
     }
 
 
-def scores(cache: LaneCache, train: np.ndarray, val: np.ndarray, skus: set[str]) -> dict[str, dict[str, float]]:
+def scores(
+    cache: LaneCache, train: np.ndarray, val: np.ndarray, skus: set[str], rendered: bool = True
+) -> dict[str, dict[str, float]]:
     labels = np.asarray(cache.meta["val_labels"])
     q = np.flatnonzero(np.isin(labels, sorted(skus)))
     rows = val.reshape(len(labels), -1, val.shape[1])[q].reshape(-1, val.shape[1])
-    return {name: lane_recall(g, gl, rows, labels[q]) for name, (g, gl) in galleries(cache, train, skus).items()}
+    kept = galleries(cache, train, skus) if rendered else {"clean": galleries(cache, train, skus)["clean"]}
+    return {name: lane_recall(g, gl, rows, labels[q]) for name, (g, gl) in kept.items()}
+
+
+def embed_views(cache: LaneCache, embedder: OnnxEmbedder, data_root: str) -> tuple[np.ndarray, np.ndarray]:
+    """The cache's train photos (as taken, in the train part's rows; renderings left out: zero rows) and
+    val views, rendered again from the same seed and embedded by `embedder`."""
+    per = 1 + len(TRAIN_LEVELS)
+    gallery = embedder.embed(read_image(p) for p in cache.meta["train_paths"][: cache.meta["n_gallery"]])
+    train = np.zeros((len(cache.train_labels) * per, gallery.shape[1]), np.float32)
+    train[: len(gallery) * per : per] = gallery
+    val_paths = GroceryData.load(data_root).val.paths
+    val = embedder.embed(v for i, p in enumerate(val_paths) for v in val_views(read_image(p), i, cache.meta["seed"]))
+    return train, val
 
 
 def pooled(per_fold: list[tuple[int, dict[str, dict[str, float]]]]) -> dict[str, dict[str, float]]:
@@ -94,10 +116,15 @@ def main() -> int:
     ap.add_argument("--data", help="grocery dataset root: build the cache first if it is missing")
     ap.add_argument("--teacher", help="ONNX teacher for a cache built here (default: the shipped model)")
     ap.add_argument("--recipe", action="append", help='"name:field=value,..." (default: the default recipe)')
+    ap.add_argument(
+        "--onnx", action="append", help="also score this ONNX model on the same views (the 81, clean gallery)"
+    )
     ap.add_argument("--folds", default=str(FOLDS_FILE))
     ap.add_argument("--json", help="also write every figure here")
     a = ap.parse_args()
     cache = build_lane_cache(a.data, a.cache, a.teacher) if a.data else LaneCache.open(a.cache)
+    if a.onnx and a.data is None and "data_root" not in cache.meta:
+        raise SystemExit("--onnx needs --data (the dataset the cache was built from)")
     folds = read_folds(a.folds)
     labels = np.asarray(cache.meta["val_labels"])
     every = set(cache.train_labels)
@@ -133,6 +160,9 @@ def main() -> int:
                 )
             )
         report(f"head {name}", val81, pooled(per_fold))
+    for path in a.onnx or []:
+        train, val = embed_views(cache, OnnxEmbedder(path), a.data or cache.meta["data_root"])
+        report(f"onnx {Path(path).name}", scores(cache, train, val, every, rendered=False), {})
     if a.json:
         with open(a.json, "w") as fh:
             json.dump({"cache": str(cache.folder), "teacher": cache.meta["teacher"], "rows": results}, fh, indent=1)

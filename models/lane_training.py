@@ -54,12 +54,12 @@ POOLED = ("view", "imagenet/view")  # a composed model's pooled features (fine-t
 BATCH = 16
 
 
-def _train_views(img: np.ndarray, index: int, seed: int) -> list[np.ndarray]:
+def train_views(img: np.ndarray, index: int, seed: int) -> list[np.ndarray]:
     rng = np.random.RandomState(seed * 1_000_003 + index)
     return [img] + [LANE_LEVELS[level].render(img, rng) for level in TRAIN_LEVELS]
 
 
-def _val_views(img: np.ndarray, index: int, seed: int) -> list[np.ndarray]:
+def val_views(img: np.ndarray, index: int, seed: int) -> list[np.ndarray]:
     views = [img]
     for level in LaneLevel:
         views += LANE_LEVELS[level].views(img, seed * 1_000_003 + index + 500_009, EVAL_VIEWS)
@@ -164,13 +164,14 @@ def build_lane_cache(
     train = data.train + data.iconic if data.iconic else data.train
     tapped = _Tapped(OnnxEmbedder(teacher, threads=threads), threads)
     for part, paths, make, per in (
-        ("val", list(data.val.paths), _val_views, VAL_VIEWS),
-        ("train", list(train.paths), _train_views, 1 + len(TRAIN_LEVELS)),
+        ("val", list(data.val.paths), val_views, VAL_VIEWS),
+        ("train", list(train.paths), train_views, 1 + len(TRAIN_LEVELS)),
     ):
         if not (folder / f"{part}_pooled.npy").exists():
             views = (v for i, p in enumerate(paths) for v in make(read_image(p), i, seed))
             _run(tapped, views, len(paths) * per, folder, part, progress)
     meta = {
+        "data_root": str(Path(data_root).resolve()),
         "seed": seed,
         "train_levels": [str(lv) for lv in TRAIN_LEVELS],
         "eval_views": EVAL_VIEWS,
