@@ -10,7 +10,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import Annotated, TypeVar
 
-from pydantic import Field, PlainValidator, TypeAdapter, ValidationInfo, WithJsonSchema
+from pydantic import Field, PlainValidator, ValidationInfo, WithJsonSchema
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
@@ -234,11 +234,6 @@ def from_table(cls: type[T], data: dict) -> T:
     """A settings dataclass from a TOML table, strictly: an unknown key, a wrong type or a value
     out of its limits is a ConfigError naming the key. The edge service reads its own tables with it."""
     return cls(**data)
-
-
-def lane_schema() -> dict:
-    """The JSON Schema (draft 2020-12) of the lane settings, from their declarations."""
-    return TypeAdapter(LaneConfig).json_schema()
 
 
 def read_toml(path: Path) -> dict:

@@ -120,6 +120,11 @@ def limits(info: FieldInfo) -> str:
     return ""
 
 
+def limit_text(cls: type, name: str) -> str:
+    """The declared range of a settings class's field, for help texts: "(0, 1024]"."""
+    return limits(_fields(cls)[name])
+
+
 def _shown(value: object) -> str:
     return _number(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else repr(value)
 

@@ -13,7 +13,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, TypeAdapter
 from pydantic.dataclasses import dataclass
 
 from retail_reid.errors import ReidError
@@ -271,6 +271,29 @@ def lane_named(
 LANE_EDGE_KEYS = frozenset(
     {"name", "state_dir", "evidence", "evidence_min_free_mb", "camera", "pos", "webhook", "mqtt", "clips"}
 )
+
+
+def lane_toml_schema() -> dict:
+    """The JSON Schema of a lane.toml, from the declarations: the lane's settings (all that
+    `reid replay --config` reads), the `[edge]` tables and the `[[lane]]` tables (a lane's name, its
+    own `[edge]` keys and its lane settings)."""
+    lane = TypeAdapter(LaneConfig).json_schema()
+    edge = TypeAdapter(EdgeConfig).json_schema()
+    defs = {**lane.pop("$defs"), **edge.pop("$defs"), "EdgeConfig": edge}
+    name = {"type": "string", "minLength": 1, "description": "the lane's name (edge.lane)"}
+    own = {key: edge["properties"][key] for key in sorted(LANE_EDGE_KEYS - {"name"})}
+    one_lane = {
+        "type": "object",
+        "description": "one lane of several in one process, laid over the file's shared tables",
+        "properties": {"name": name, **own, **lane["properties"]},
+        "required": ["name"],
+        "additionalProperties": False,
+    }
+    lane["properties"] |= {
+        "edge": {"$ref": "#/$defs/EdgeConfig", "description": "the service's settings (reid edge only)"},
+        "lane": {"type": "array", "items": one_lane, "minItems": 1},
+    }
+    return {**lane, "$defs": defs}
 
 
 def _merged(base: dict, over: dict) -> dict:
