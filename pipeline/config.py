@@ -12,10 +12,9 @@ from typing import Annotated, TypeVar
 
 from pydantic import Field, PlainValidator, ValidationInfo, WithJsonSchema
 from pydantic.dataclasses import dataclass
-from pydantic_core import PydanticCustomError
 
 from retail_reid.compat import StrEnum, tomllib
-from retail_reid.pipeline.setting_types import SETTINGS, ConfigError, Flag, Real, Text, Whole, rule, settings
+from retail_reid.pipeline.setting_types import SETTINGS, ConfigError, Flag, Real, Text, Whole, named, rule, settings
 from retail_reid.pipeline.types import Polygon, Zone, ZoneError, areas_from_list
 from retail_reid.pipeline.yolo import YoloLayout
 
@@ -36,14 +35,14 @@ def _zone(value: object, info: ValidationInfo) -> Zone | None:
     try:
         return Zone.from_list(value, info.field_name or "zone")
     except ZoneError as e:
-        raise PydanticCustomError("zone", "{message}", {"message": str(e)}) from None
+        raise named(str(e)) from None
 
 
 def _areas(value: object, info: ValidationInfo) -> tuple[Polygon, ...]:
     try:
         return areas_from_list(value, info.field_name or "exclude")
     except ZoneError as e:
-        raise PydanticCustomError("zone", "{message}", {"message": str(e)}) from None
+        raise named(str(e)) from None
 
 
 ZoneSetting = Annotated[Zone | None, PlainValidator(_zone), WithJsonSchema({"anyOf": [AREA, {"type": "null"}]})]

@@ -36,6 +36,7 @@ Text = Annotated[str, Strict()]
 Flag = Annotated[bool, Strict()]
 
 RULE = "setting_rule"  # the error type of `rule`
+NAMED = "setting_named"  # the error type of `named`
 
 
 def rule(ok: bool, field: str, message: str) -> None:
@@ -43,6 +44,12 @@ def rule(ok: bool, field: str, message: str) -> None:
     is the key it names, relative to that class."""
     if not ok:
         raise PydanticCustomError(RULE, "{message}", {"message": message, "field": field})
+
+
+def named(message: str) -> PydanticCustomError:
+    """An error from a field's own validator whose message already starts with the field's key
+    (the zone's checks name "zone" or "exclude[2]" themselves)."""
+    return PydanticCustomError(NAMED, "{message}", {"message": message})
 
 
 def at_most(low: float, high: float, low_key: str, high_key: str) -> None:
@@ -175,7 +182,7 @@ def describe(error: ValidationError, root: type, prefix: str = "", key: Callable
     same = [e for e in errors if _located(e, root, prefix)[0] == where]
     got = first["input"]
     shown = f"{type(got).__name__} {_shown(got)}"
-    if kind == "zone":
+    if kind == NAMED:
         return ".".join(p for p in (where.rpartition(".")[0], first["msg"]) if p)
     if kind == "dataclass_type":
         return f"{key(where)}: must be a table ([{where}]), got {shown}"
