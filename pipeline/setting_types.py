@@ -114,17 +114,14 @@ def _number(value: float) -> str:
 
 
 def limits(info: FieldInfo) -> str:
-    """A field's declared range as the messages and the docs write it: "[0, 1]", "(0, 60]", ">= 1"."""
+    """A field's declared range as the messages and the docs write it ("[0, 1]", "(0, 60]"); empty
+    for a field without one."""
     found = dict(_bounds(info))
-    low = f"[{_number(found['ge'])}" if "ge" in found else f"({_number(found['gt'])}" if "gt" in found else ""
-    high = f"{_number(found['le'])}]" if "le" in found else f"{_number(found['lt'])})" if "lt" in found else ""
-    if low and high:
-        return f"{low}, {high}"
-    if low:
-        return (">= " if low[0] == "[" else "> ") + low[1:]
-    if high:
-        return ("<= " if high[-1] == "]" else "< ") + high[:-1]
-    return ""
+    if not found:
+        return ""
+    low = f"[{_number(found['ge'])}" if "ge" in found else f"({_number(found['gt'])}" if "gt" in found else "(-inf"
+    high = f"{_number(found['le'])}]" if "le" in found else f"{_number(found['lt'])})" if "lt" in found else "inf)"
+    return f"{low}, {high}"
 
 
 def limit_text(cls: type, name: str) -> str:
@@ -190,12 +187,8 @@ def describe(error: ValidationError, root: type, prefix: str = "", key: Callable
         return f"{key(where)}: must be one of {', '.join(str(m.value) for m in info.annotation)}, got {_shown(got)}"
     bounded = next((e for e in same if e["type"] not in TYPE_NAMES), None)
     if bounded is not None and info is not None and limits(info):
-        return f"{key(where)}: must be {_range_words(limits(info))}, got {_shown(bounded['input'])}"
+        return f"{key(where)}: must be in {limits(info)}, got {_shown(bounded['input'])}"
     if all(e["type"] in TYPE_NAMES for e in same):
         names = " or ".join(dict.fromkeys(TYPE_NAMES[e["type"]] for e in same))
         return f"{key(where)}: must be {names}, got {shown}"
     return f"{key(where)}: {first['msg'][0].lower()}{first['msg'][1:]}, got {_shown(got)}"
-
-
-def _range_words(text: str) -> str:
-    return f"in {text}" if text[0] in "[(" else text
