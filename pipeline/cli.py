@@ -321,7 +321,7 @@ def _register_replay(sub: argparse._SubParsersAction) -> None:
 def _register_schema(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "schema",
-        help="print the JSON Schemas of events, POS lines and health, and the edge's OpenAPI document",
+        help="print the JSON Schemas of events, POS lines, health and lane.toml, and the edge's OpenAPI document",
         description="Without NAME, list the documents; with NAME, print it; with --out, write them all "
         "to a folder (they refer to each other by file name). docs/edge.md, 'The contract'.",
     )

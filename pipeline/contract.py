@@ -1,8 +1,9 @@
 """The published contract: JSON Schemas (draft 2020-12) of what the lane writes and takes (events,
-POS lines, the edge health document) and the OpenAPI 3.1 document of the edge HTTP API, shipped
-as files in `retail_reid/pipeline/schemas/` so that integrators validate against the same text
-the tests hold the writers to. The schemas refer to each other by file name (`$ref:
-"event.schema.json#/$defs/alert"`), so they are kept, and handed out, together."""
+POS lines, the edge health document, the lane config) and the OpenAPI 3.1 document of the edge HTTP
+API, shipped as files in `retail_reid/pipeline/schemas/` so that integrators validate against the
+same text the tests hold the writers to (the lane config's is made from the settings classes). The
+schemas refer to each other by file name (`$ref: "event.schema.json#/$defs/alert"`), so they are
+kept, and handed out, together."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 SCHEMA_PACKAGE = "retail_reid.pipeline"
 SCHEMA_FOLDER = "schemas"
+SCHEMA_BASE = "https://retail-reid.invalid/schemas/"  # every document's `$id` is this and its file name
 
 
 class SchemaName(StrEnum):
@@ -31,10 +33,16 @@ class SchemaName(StrEnum):
     POS_EVENT = "pos-event"  # a POS log line, or one event of a POST /pos body
     HEALTH = "health"  # the edge's GET /health body
     OPENAPI = "openapi"  # the edge HTTP API
+    LANE_CONFIG = "lane-config"  # lane.toml (and `reid replay --config`), from the settings' declarations
 
     @property
     def file_name(self) -> str:
         return "openapi.json" if self is SchemaName.OPENAPI else f"{self.value}.schema.json"
+
+    @property
+    def shipped(self) -> bool:
+        """Kept as a file; the lane config's schema is made from the settings classes instead."""
+        return self is not SchemaName.LANE_CONFIG
 
 
 def schema_file(name: SchemaName) -> Traversable:
@@ -43,7 +51,26 @@ def schema_file(name: SchemaName) -> Traversable:
 
 
 def schema_text(name: SchemaName) -> str:
-    return schema_file(name).read_text(encoding="utf-8")
+    return (
+        schema_file(name).read_text(encoding="utf-8")
+        if name.shipped
+        else json.dumps(lane_config_schema(), indent=2) + "\n"
+    )
+
+
+def lane_config_schema() -> dict:
+    """The JSON Schema of lane.toml, made from the settings' declarations (types, limits, defaults)."""
+    from retail_reid.pipeline.edge.settings import lane_toml_schema
+
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": SCHEMA_BASE + SchemaName.LANE_CONFIG.file_name,
+        **lane_toml_schema(),
+        "title": "Lane config",
+        "description": "A lane.toml as TOML parses it: the lane's settings (what `reid replay --config` reads), "
+        "and for `reid edge` its [edge] tables or several [[lane]] tables. Numbers are finite and within the limits "
+        "shown; unknown keys are refused.",
+    }
 
 
 def load_schema(name: SchemaName) -> dict:

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import onnxruntime as ort
 
-from retail_reid.pipeline.config import DetectorConfig, MotionConfig, OnnxDetectorConfig
+from retail_reid.pipeline.config import DetectorConfig, DetectorKind, MotionConfig, OnnxDetectorConfig
 from retail_reid.pipeline.types import Detections, Frame, Zone
 from retail_reid.pipeline.yolo import (
     DetectorError,
@@ -248,6 +248,6 @@ class OnnxYoloDetector:
 
 def make_detector(zone: Zone, config: DetectorConfig) -> Detector:
     """The detector the config chooses."""
-    if config.kind == "onnx":
+    if config.kind is DetectorKind.ONNX:
         return OnnxYoloDetector(zone, config.onnx)
     return MotionDetector(zone, config.motion)

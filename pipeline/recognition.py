@@ -71,9 +71,7 @@ class Thresholds:
 
         def value(key: str, spec: Threshold) -> float:
             if isinstance(spec, float):
-                if not -1.0 <= spec <= 1.0:
-                    raise ConfigError(f"events.{key}: a similarity must be in [-1, 1], got {spec}")
-                return spec
+                return spec  # in [-1, 1]: EventConfig declares it
             if calibration is None:
                 raise ConfigError(
                     f"events.{key} = {spec!r} needs the model's calibration, and it has none; give a number"

@@ -52,7 +52,7 @@ TINY_PNG = cv2.imencode(".png", np.full((16, 16, 3), 200, np.uint8))[1].tobytes(
 
 @pytest.fixture
 def settings(tmp_path: Path, gallery_dir: Path):
-    return make_settings(tmp_path, gallery_dir, max_upload_bytes=UPLOAD_CAP)
+    return make_settings(tmp_path, gallery_dir, max_upload_mb=UPLOAD_CAP / 2**20, threads=1)
 
 
 @pytest.fixture
@@ -680,7 +680,7 @@ def test_a_huge_upload_is_refused_before_its_body_is_read(signed_in, settings):
 
 def test_the_server_refuses_a_huge_body_from_its_length_alone(settings):
     """Through waitress on a socket, as `reid console` serves: 413 after the headers, no body sent."""
-    server = make_server(create_app(settings), settings, Bind("127.0.0.1", 0), threads=1)
+    server = make_server(create_app(settings), settings, Bind("127.0.0.1", 0))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

@@ -36,8 +36,10 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def console(tmp_path: Path, gallery_dir: Path):
     """The console served by waitress on a free loopback port, as `reid console` serves it."""
-    settings = make_settings(tmp_path, gallery_dir, references=(make_lane_references(tmp_path / "lane-refs"),))
-    server = make_server(create_app(settings), settings, Bind("127.0.0.1", 0), threads=2)
+    settings = make_settings(
+        tmp_path, gallery_dir, references=(make_lane_references(tmp_path / "lane-refs"),), threads=2
+    )
+    server = make_server(create_app(settings), settings, Bind("127.0.0.1", 0))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.effective_port}", gallery_dir

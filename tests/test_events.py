@@ -370,8 +370,8 @@ def test_thresholds_come_from_the_calibration_by_name_or_from_numbers():
     assert (t.switch_reject, t.switch_accept, t.unknown_below) == (0.55, 0.8, 0.3)
     with pytest.raises(ConfigError, match=r"events.switch_accept = 'far_0.5'.*eer, far_0.001, far_0.01"):
         Thresholds.resolve(EventConfig(switch_accept="far_0.5"), cal)
-    with pytest.raises(ConfigError, match=r"events\.unknown_below"):
-        Thresholds.resolve(EventConfig(unknown_below=1.5), cal)
+    with pytest.raises(ConfigError, match=r"events\.unknown_below: must be in \[-1, 1\], got 1\.5"):
+        EventConfig(unknown_below=1.5)  # a similarity's limits are declared with the setting
     with pytest.raises(ConfigError, match="has none"):
         Thresholds.resolve(EventConfig(), None)
     # confidence(s) = sigmoid(10 s - 5) is 0.5 at s = 0.5 and 0.1 at s = (ln(1/9) + 5) / 10

@@ -210,5 +210,5 @@ def test_config_takes_a_layout_and_class_names(tmp_path):
     with pytest.raises(ConfigError, match=r"detector.onnx.layout: must be one of auto, yolov8, yolov5, end2end"):
         load_config(cfg)
     cfg.write_text("[detector.onnx]\nclasses = [true]\n")
-    with pytest.raises(ConfigError, match=r"detector.onnx.classes: must be list of integers or strings"):
+    with pytest.raises(ConfigError, match=r"detector\.onnx\.classes\[0\]: must be int or str, got bool True"):
         load_config(cfg)

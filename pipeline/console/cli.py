@@ -8,7 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
-from retail_reid.pipeline.console.settings import MAX_UPLOAD_BYTES, Bind, ConsoleError, ConsoleSettings
+from retail_reid.pipeline.console.settings import MAX_UPLOAD_MB, Bind, ConsoleError, ConsoleSettings
+from retail_reid.pipeline.setting_types import limit_text
 
 log = logging.getLogger("reid.console")
 
@@ -49,10 +50,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-upload-mb",
         type=float,
-        default=MAX_UPLOAD_BYTES / 2**20,
-        help="largest request body (default: %(default)g)",
+        default=MAX_UPLOAD_MB,
+        help=f"largest request body, {limit_text(ConsoleSettings, 'max_upload_mb')} (default: %(default)g)",
     )
-    p.add_argument("--threads", type=int, default=4, help="requests served at once (default: %(default)s)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=4,
+        help=f"requests served at once, {limit_text(ConsoleSettings, 'threads')} (default: %(default)s)",
+    )
     p.add_argument(
         "--add-user",
         metavar="NAME",
@@ -88,8 +94,17 @@ def run(args: argparse.Namespace) -> int:
     if not args.gallery:
         raise ConsoleError("--gallery is required: the gallery folder the lanes use")
     bind = Bind.parse(args.bind)
-    if args.threads < 1:
-        raise ConsoleError(f"--threads must be at least 1, got {args.threads}")
+    settings = ConsoleSettings(
+        lanes=tuple(Path(p) for p in args.state),
+        replays=tuple(Path(p) for p in args.replay),
+        gallery=Path(args.gallery),
+        users=Path(args.users),
+        references=lane_reference_folders(args.state, args.lane_references),
+        data=Path(args.data),
+        max_upload_mb=args.max_upload_mb,
+        threads=args.threads,
+        secure_cookies=args.secure_cookies,
+    )
     if not bind.loopback and not args.allow_remote:
         raise ConsoleError(
             f"--bind {args.bind}: other machines could reach the console there; it listens on localhost only "
@@ -100,19 +115,9 @@ def run(args: argparse.Namespace) -> int:
         from retail_reid.pipeline.console.server import make_server
     except ImportError as e:
         raise ConsoleError(f"the console needs the [console] extra: pip install 'retail-reid[console]' ({e})") from None
-    settings = ConsoleSettings(
-        lanes=tuple(Path(p) for p in args.state),
-        replays=tuple(Path(p) for p in args.replay),
-        gallery=Path(args.gallery),
-        users=Path(args.users),
-        references=lane_reference_folders(args.state, args.lane_references),
-        data=Path(args.data),
-        max_upload_bytes=int(args.max_upload_mb * 2**20),
-        secure_cookies=args.secure_cookies,
-    )
     app = create_app(settings)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    server = make_server(app, settings, bind, threads=args.threads)
+    server = make_server(app, settings, bind)
     where = "localhost only" if bind.loopback else "reachable from other machines"
     log.info("reid console on http://%s:%s/ (%s)", bind.host, server.effective_port, where)
     server.run()

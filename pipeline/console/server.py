@@ -12,16 +12,14 @@ from retail_reid.pipeline.console.settings import Bind, ConsoleError, ConsoleSet
 HEADER_BYTES = 64 * 1024  # request line and headers
 
 
-def make_server(
-    app: Flask, settings: ConsoleSettings, bind: Bind, threads: int = 4
-) -> BaseWSGIServer | MultiSocketServer:
+def make_server(app: Flask, settings: ConsoleSettings, bind: Bind) -> BaseWSGIServer | MultiSocketServer:
     """A server listening on `bind` (port 0: a free port); `.run()` serves, `.close()` stops."""
     try:
         return create_server(
             app,
             host=bind.host,
             port=bind.port,
-            threads=threads,
+            threads=settings.threads,
             ident="reid-console",
             max_request_body_size=settings.max_upload_bytes,
             max_request_header_size=HEADER_BYTES,

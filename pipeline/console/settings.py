@@ -6,11 +6,18 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+from pydantic.dataclasses import dataclass as settings_dataclass
 
 from retail_reid.errors import ReidError
+from retail_reid.pipeline.setting_types import SETTINGS, Flag, Real, Whole, settings
 
-MAX_UPLOAD_BYTES = 32 * 1024 * 1024  # one request's body: a few product photos
+MAX_UPLOAD_MB = 32.0  # one request's body: a few product photos
 LOOPBACK_NAMES = ("localhost",)
+# The command-line flag of each setting whose name does not give it
+FLAGS = {"lanes": "--state", "replays": "--replay", "references": "--lane-references"}
 
 
 class ConsoleError(ReidError):
@@ -42,9 +49,16 @@ class Bind:
         return cls(host, int(port))
 
 
-@dataclass(frozen=True)
+def flag(key: str) -> str:
+    """The `reid console` flag that gives a setting."""
+    return FLAGS.get(key, "--" + key.replace("_", "-"))
+
+
+@settings(error=ConsoleError, key=flag)
+@settings_dataclass(frozen=True, config=SETTINGS)
 class ConsoleSettings:
-    """Everything the web application needs; built by the CLI (or a test)."""
+    """Everything the web application needs; built by the CLI (or a test). A number out of its
+    limits is a ConsoleError naming the flag."""
 
     lanes: tuple[Path, ...]  # `reid edge` state folders
     replays: tuple[Path, ...]  # `reid replay` output folders
@@ -52,8 +66,13 @@ class ConsoleSettings:
     users: Path
     data: Path  # the console's own folder: verdicts database, session key, upload staging
     references: tuple[Path, ...] = ()  # lane-references folders (`reid edge`'s STATE/lane-references, replays')
-    max_upload_bytes: int = MAX_UPLOAD_BYTES
-    secure_cookies: bool = False  # set when served over HTTPS (behind a TLS proxy)
+    max_upload_mb: Annotated[Real, Field(gt=0, le=1024)] = MAX_UPLOAD_MB  # one request's body, at most
+    threads: Annotated[Whole, Field(ge=1, le=256)] = 4  # requests served at once
+    secure_cookies: Flag = False  # set when served over HTTPS (behind a TLS proxy)
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 2**20)
 
     def check(self) -> None:
         """Refuse missing folders now, with their names, rather than at the first page."""
@@ -71,5 +90,3 @@ class ConsoleSettings:
                 raise ConsoleError(f"--lane-references {folder}: not a lane-references folder (no products/)")
         if not self.gallery.is_dir():
             raise ConsoleError(f"--gallery {self.gallery}: no such folder")
-        if self.max_upload_bytes < 1:
-            raise ConsoleError(f"--max-upload-mb must be positive, got {self.max_upload_bytes} bytes")

@@ -1,6 +1,7 @@
 """The service's settings: the `[edge]` tables of lane.toml, beside the lane's own settings
 (zone, detector, tracker, ...) that `retail_reid.pipeline.config` reads. One file per lane, so an operator
-edits one place; the same strictness applies: an unknown key or a wrong type names the file and key.
+edits one place; declared the same way (pipeline/setting_types.py): an unknown key, a wrong type, a number
+that is not finite or out of its range names the file and key.
 """
 
 from __future__ import annotations
@@ -8,11 +9,16 @@ from __future__ import annotations
 import base64
 import dataclasses
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, TypeAdapter
+from pydantic.dataclasses import dataclass
 
 from retail_reid.errors import ReidError
-from retail_reid.pipeline.config import ConfigError, LaneConfig, from_table, read_toml
+from retail_reid.pipeline.config import LaneConfig, from_table, read_toml
+from retail_reid.pipeline.setting_types import SETTINGS, ConfigError, Flag, Real, Text, Whole, at_most, rule, settings
 
 
 class EdgeError(ReidError):
@@ -34,35 +40,29 @@ def signing_key(secret: str) -> bytes | None:
     return key if MIN_SECRET_BYTES <= len(key) <= MAX_SECRET_BYTES else None
 
 
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"edge.{key}: {message}")
+Seconds = Annotated[Real, Field(gt=0, le=3600)]  # a wait, a timeout or a back-off
+Timeout = Annotated[Real, Field(gt=0, le=600)]  # waiting for a peer (larger ones overflow socket timeouts)
+Megabytes = Annotated[Real, Field(ge=0, le=10_000_000)]
 
 
-@dataclass(frozen=True)
+@settings("edge.camera")
+@dataclass(frozen=True, config=SETTINGS)
 class CameraConfig:
     """Where frames come from, and how hard to try when they stop."""
 
-    source: str = ""  # camera index ("0"), stream URL ("rtsp://...", "http://..."), or a video file / image folder
-    loop: bool = False  # video files only: start again at the end (soak tests, demos)
-    open_timeout_s: float = 5.0  # streams: give up connecting after this long
-    read_timeout_s: float = 5.0  # streams: a stream silent this long is lost
-    reconnect_min_s: float = 0.5  # first wait before reconnecting; doubles per failure ...
-    reconnect_max_s: float = 30.0  # ... up to this
-    queue_frames: int = 8  # frames waiting for the lane; beyond it the oldest is dropped
-    folder_fps: float = 15.0  # image folders only: the rate they are played at
+    source: Text = ""  # camera index ("0"), stream URL ("rtsp://...", "http://..."), or a video file / image folder
+    loop: Flag = False  # video files only: start again at the end (soak tests, demos)
+    open_timeout_s: Timeout = 5.0  # streams: give up connecting after this long
+    read_timeout_s: Timeout = 5.0  # streams: a stream silent this long is lost
+    reconnect_min_s: Seconds = 0.5  # first wait before reconnecting; doubles per failure ...
+    reconnect_max_s: Seconds = 30.0  # ... up to this
+    # frames waiting for the lane; beyond it the oldest is dropped
+    queue_frames: Annotated[Whole, Field(ge=1, le=256)] = 8
+    folder_fps: Annotated[Real, Field(gt=0, le=120)] = 15.0  # image folders only: the rate they are played at
 
     def __post_init__(self) -> None:
-        _check(bool(self.source), "camera.source", "is required (a camera index, a stream URL or a video file)")
-        _check(self.open_timeout_s > 0, "camera.open_timeout_s", f"must be positive, got {self.open_timeout_s}")
-        _check(self.read_timeout_s > 0, "camera.read_timeout_s", f"must be positive, got {self.read_timeout_s}")
-        _check(
-            0 < self.reconnect_min_s <= self.reconnect_max_s,
-            "camera.reconnect_min_s",
-            f"must be positive and at most reconnect_max_s ({self.reconnect_max_s}), got {self.reconnect_min_s}",
-        )
-        _check(1 <= self.queue_frames <= 256, "camera.queue_frames", f"must be in [1, 256], got {self.queue_frames}")
-        _check(0 < self.folder_fps <= 120, "camera.folder_fps", f"must be in (0, 120], got {self.folder_fps}")
+        rule(bool(self.source), "source", "is required (a camera index, a stream URL or a video file)")
+        at_most(self.reconnect_min_s, self.reconnect_max_s, "reconnect_min_s", "reconnect_max_s")
 
     @property
     def is_stream(self) -> bool:
@@ -70,172 +70,139 @@ class CameraConfig:
         return self.source.isdigit() or "://" in self.source
 
 
-@dataclass(frozen=True)
+@settings("edge.http")
+@dataclass(frozen=True, config=SETTINGS)
 class HttpConfig:
-    host: str = "127.0.0.1"  # loopback unless configured; any other address needs a token
-    port: int = 8750  # 0: any free port (written to STATE/service.json)
-    token: str = ""  # bearer token for POST /pos, admin endpoints and (reads_need_token) GET routes; empty: none
-    token_file: str = ""  # or read the token from this file (a Docker or systemd secret)
-    max_body_bytes: int = 65536  # larger POST bodies are refused (413) unread
-    max_events_per_post: int = 1000
-    max_connections: int = 16  # requests served at once; a new one takes the slot of one still sending (else 503)
-    reads_need_token: bool = True  # with a token set, GET routes need it too (all but /health)
-    request_timeout_s: float = 10.0  # a request (headers and body) not in this long after connecting is cut off
+    host: Text = "127.0.0.1"  # loopback unless configured; any other address needs a token
+    port: Annotated[Whole, Field(ge=0, le=65535)] = 8750  # 0: any free port (written to STATE/service.json)
+    token: Text = ""  # bearer token for POST /pos, admin endpoints and (reads_need_token) GET routes; empty: none
+    token_file: Text = ""  # or read the token from this file (a Docker or systemd secret)
+    max_body_bytes: Annotated[Whole, Field(ge=1024, le=16 << 20)] = 65536  # larger POST bodies are refused (413) unread
+    max_events_per_post: Annotated[Whole, Field(ge=1, le=100_000)] = 1000
+    # requests served at once; a new one takes the slot of one still sending (else 503)
+    max_connections: Annotated[Whole, Field(ge=1, le=1024)] = 16
+    reads_need_token: Flag = True  # with a token set, GET routes need it too (all but /health)
+    request_timeout_s: Timeout = 10.0  # a request (headers and body) not in this long after connecting is cut off
 
     def __post_init__(self) -> None:
-        _check(0 <= self.port <= 65535, "http.port", f"must be in [0, 65535], got {self.port}")
-        _check(not (self.token and self.token_file), "http.token", "give token or token_file, not both")
-        _check(
-            1024 <= self.max_body_bytes <= 16 << 20,
-            "http.max_body_bytes",
-            f"must be in [1024, 16777216], got {self.max_body_bytes}",
-        )
-        _check(
-            1 <= self.max_events_per_post <= 100_000,
-            "http.max_events_per_post",
-            f"must be in [1, 100000], got {self.max_events_per_post}",
-        )
-        _check(
-            1 <= self.max_connections <= 1024,
-            "http.max_connections",
-            f"must be in [1, 1024], got {self.max_connections}",
-        )
-        _check(self.request_timeout_s > 0, "http.request_timeout_s", f"must be positive, got {self.request_timeout_s}")
+        rule(not (self.token and self.token_file), "token", "give token or token_file, not both")
 
 
-@dataclass(frozen=True)
+@settings("edge.pos")
+@dataclass(frozen=True, config=SETTINGS)
 class PosConfig:
-    file: str = ""  # a JSON-lines file the POS appends to (as well as, or instead of, POST /pos)
-    poll_s: float = 0.2  # how often the file is checked for new lines
-    from_start: bool = False  # the first time: read the file from its start (else only lines appended from now on)
-    max_clock_skew_s: float = 300.0  # events further than this from now (POS clock) are refused: a clock is wrong
-    queue_events: int = 10000  # events waiting for the lane; beyond it POST /pos answers 503
-    silent_after_s: float = 300.0  # health reports the POS silent when items pass and no event came for this long
-
-    def __post_init__(self) -> None:
-        _check(0.01 <= self.poll_s <= 60, "pos.poll_s", f"must be in [0.01, 60], got {self.poll_s}")
-        _check(self.max_clock_skew_s > 0, "pos.max_clock_skew_s", f"must be positive, got {self.max_clock_skew_s}")
-        _check(
-            10 <= self.queue_events <= 1_000_000,
-            "pos.queue_events",
-            f"must be in [10, 1000000], got {self.queue_events}",
-        )
-        _check(self.silent_after_s > 0, "pos.silent_after_s", f"must be positive, got {self.silent_after_s}")
+    file: Text = ""  # a JSON-lines file the POS appends to (as well as, or instead of, POST /pos)
+    poll_s: Annotated[Real, Field(ge=0.01, le=60)] = 0.2  # how often the file is checked for new lines
+    from_start: Flag = False  # the first time: read the file from its start (else only lines appended from now on)
+    # events further than this from now (POS clock) are refused: a clock is wrong
+    max_clock_skew_s: Annotated[Real, Field(gt=0, le=86400)] = 300.0
+    # events waiting for the lane; beyond it POST /pos answers 503
+    queue_events: Annotated[Whole, Field(ge=10, le=1_000_000)] = 10000
+    # health reports the POS silent when items pass and no event came for this long
+    silent_after_s: Annotated[Real, Field(gt=0, le=86400)] = 300.0
 
 
-@dataclass(frozen=True)
+@settings("edge.webhook")
+@dataclass(frozen=True, config=SETTINGS)
 class WebhookConfig:
-    url: str = ""  # alerts are POSTed here, one JSON object each; empty: no webhook
-    token: str = ""  # sent as "Authorization: Bearer ..." to the receiver
-    token_file: str = ""
-    timeout_s: float = 5.0
-    backoff_min_s: float = 0.5  # wait after the first failure; doubles per failure ...
-    backoff_max_s: float = 60.0  # ... up to this
-    dead_letter_after: int = 5  # attempts refused for good (3xx, 4xx but 408/429) before an alert is set aside
-    secret: str = ""  # "whsec_<base64>": sign each POST (Standard Webhooks: webhook-id, -timestamp, -signature)
-    secret_file: str = ""  # or read the secret from this file
+    url: Text = ""  # alerts are POSTed here, one JSON object each; empty: no webhook
+    token: Text = ""  # sent as "Authorization: Bearer ..." to the receiver
+    token_file: Text = ""
+    timeout_s: Timeout = 5.0
+    backoff_min_s: Seconds = 0.5  # wait after the first failure; doubles per failure ...
+    backoff_max_s: Seconds = 60.0  # ... up to this
+    # attempts refused for good (3xx, 4xx but 408/429) before an alert is set aside
+    dead_letter_after: Annotated[Whole, Field(ge=1, le=1000)] = 5
+    secret: Text = ""  # "whsec_<base64>": sign each POST (Standard Webhooks: webhook-id, -timestamp, -signature)
+    secret_file: Text = ""  # or read the secret from this file
 
     def __post_init__(self) -> None:
-        _check(
-            1 <= self.dead_letter_after <= 1000,
-            "webhook.dead_letter_after",
-            f"must be in [1, 1000], got {self.dead_letter_after}",
-        )
-        _check(
+        rule(
             not self.url or self.url.startswith(("http://", "https://")),
-            "webhook.url",
+            "url",
             f"must be an http:// or https:// URL, got {self.url!r}",
         )
-        _check(not (self.token and self.token_file), "webhook.token", "give token or token_file, not both")
-        _check(not (self.secret and self.secret_file), "webhook.secret", "give secret or secret_file, not both")
-        _check(
+        rule(not (self.token and self.token_file), "token", "give token or token_file, not both")
+        rule(not (self.secret and self.secret_file), "secret", "give secret or secret_file, not both")
+        rule(
             not self.secret or signing_key(self.secret) is not None,
-            "webhook.secret",
+            "secret",
             f"must be 'whsec_' followed by the base64 of {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} random bytes "
             "(e.g. python -c \"import base64, os; print('whsec_' + base64.b64encode(os.urandom(32)).decode())\")",
         )
-        _check(self.timeout_s > 0, "webhook.timeout_s", f"must be positive, got {self.timeout_s}")
-        _check(
-            0 < self.backoff_min_s <= self.backoff_max_s,
-            "webhook.backoff_min_s",
-            f"must be positive and at most backoff_max_s ({self.backoff_max_s}), got {self.backoff_min_s}",
-        )
+        at_most(self.backoff_min_s, self.backoff_max_s, "backoff_min_s", "backoff_max_s")
 
 
-@dataclass(frozen=True)
+@settings("edge.mqtt")
+@dataclass(frozen=True, config=SETTINGS)
 class MqttConfig:
     """An MQTT broker to publish alerts and availability to, and to take POS events from (the `mqtt` extra)."""
 
-    host: str = ""  # the broker; empty: no MQTT
-    port: int = 1883
-    client_id: str = ""  # default reid-edge-<lane>
-    username: str = ""
-    password: str = ""
-    password_file: str = ""  # or read the password from this file
-    tls: bool = False  # connect with TLS (port 8883 usually), checking the broker's certificate
-    ca_file: str = ""  # ... against this CA bundle (empty: the system's)
-    topic_prefix: str = ""  # default reid/<lane>: <prefix>/alerts, <prefix>/availability, <prefix>/pos
-    pos: bool = False  # take POS events published to <prefix>/pos
-    keepalive_s: int = 30
-    timeout_s: float = 5.0  # wait this long for the broker's acknowledgement of an alert
-    backoff_min_s: float = 0.5  # wait after a failed publish; doubles per failure ...
-    backoff_max_s: float = 30.0  # ... up to this
-    reconnect_max_s: float = 30.0  # longest wait between attempts to reconnect
+    host: Text = ""  # the broker; empty: no MQTT
+    port: Annotated[Whole, Field(ge=1, le=65535)] = 1883
+    client_id: Text = ""  # default reid-edge-<lane>
+    username: Text = ""
+    password: Text = ""
+    password_file: Text = ""  # or read the password from this file
+    tls: Flag = False  # connect with TLS (port 8883 usually), checking the broker's certificate
+    ca_file: Text = ""  # ... against this CA bundle (empty: the system's)
+    topic_prefix: Text = ""  # default reid/<lane>: <prefix>/alerts, <prefix>/availability, <prefix>/pos
+    pos: Flag = False  # take POS events published to <prefix>/pos
+    keepalive_s: Annotated[Whole, Field(ge=5, le=3600)] = 30
+    timeout_s: Timeout = 5.0  # wait this long for the broker's acknowledgement of an alert
+    backoff_min_s: Seconds = 0.5  # wait after a failed publish; doubles per failure ...
+    backoff_max_s: Seconds = 30.0  # ... up to this
+    reconnect_max_s: Annotated[Real, Field(ge=1, le=3600)] = 30.0  # longest wait between attempts to reconnect
 
     def __post_init__(self) -> None:
-        _check(0 < self.port <= 65535, "mqtt.port", f"must be in [1, 65535], got {self.port}")
-        _check(not (self.password and self.password_file), "mqtt.password", "give password or password_file, not both")
-        _check(
+        rule(not (self.password and self.password_file), "password", "give password or password_file, not both")
+        rule(
             not self.topic_prefix
             or (not any(c in self.topic_prefix for c in "+#\0") and "//" not in self.topic_prefix),
-            "mqtt.topic_prefix",
+            "topic_prefix",
             f"must be a topic without wildcards (+, #), got {self.topic_prefix!r}",
         )
-        _check(5 <= self.keepalive_s <= 3600, "mqtt.keepalive_s", f"must be in [5, 3600], got {self.keepalive_s}")
-        _check(self.timeout_s > 0, "mqtt.timeout_s", f"must be positive, got {self.timeout_s}")
-        _check(
-            0 < self.backoff_min_s <= self.backoff_max_s,
-            "mqtt.backoff_min_s",
-            f"must be positive and at most backoff_max_s ({self.backoff_max_s}), got {self.backoff_min_s}",
-        )
-        _check(self.reconnect_max_s >= 1, "mqtt.reconnect_max_s", f"must be >= 1, got {self.reconnect_max_s}")
+        at_most(self.backoff_min_s, self.backoff_max_s, "backoff_min_s", "backoff_max_s")
 
 
-@dataclass(frozen=True)
+@settings("edge.clips")
+@dataclass(frozen=True, config=SETTINGS)
 class ClipConfig:
     """Clips of alert passes: a bounded ring of recent frames, written as a short MJPEG AVI per alert."""
 
-    enabled: bool = False  # off by default: a JPEG per frame costs CPU, and clips cost disk
-    before_s: float = 2.0  # the clip starts this long before the item entered the zone ...
-    after_s: float = 0.5  # ... and ends this long after it left (the alert is decided about then)
-    ring_s: float = 20.0  # frames kept in memory; a pass longer than this keeps only its end
-    ring_mb: float = 64.0  # ... and at most this many MB of them (JPEG)
-    quality: int = 70  # JPEG quality of the kept frames
-    max_disk_mb: float = 500.0  # clips on disk (all starts); beyond it the oldest clips are removed
+    enabled: Flag = False  # off by default: a JPEG per frame costs CPU, and clips cost disk
+    # the clip starts this long before the item entered the zone ...
+    before_s: Annotated[Real, Field(ge=0, le=30)] = 2.0
+    # ... and ends this long after it left (the alert is decided about then)
+    after_s: Annotated[Real, Field(ge=0, le=5)] = 0.5
+    # frames kept in memory; a pass longer than this keeps only its end
+    ring_s: Annotated[Real, Field(gt=0, le=300)] = 20.0
+    ring_mb: Annotated[Real, Field(ge=1, le=2048)] = 64.0  # ... and at most this many MB of them (JPEG)
+    quality: Annotated[Whole, Field(ge=10, le=100)] = 70  # JPEG quality of the kept frames
+    # clips on disk (all starts); beyond it the oldest clips are removed
+    max_disk_mb: Annotated[Real, Field(gt=0, le=10_000_000)] = 500.0
 
     def __post_init__(self) -> None:
-        _check(0 <= self.before_s <= 30, "clips.before_s", f"must be in [0, 30], got {self.before_s}")
-        _check(0 <= self.after_s <= 5, "clips.after_s", f"must be in [0, 5], got {self.after_s}")
-        _check(
-            self.before_s + self.after_s < self.ring_s <= 300,
-            "clips.ring_s",
-            f"must be above before_s + after_s and at most 300, got {self.ring_s}",
+        rule(
+            self.before_s + self.after_s < self.ring_s,
+            "ring_s",
+            f"must be above before_s + after_s ({self.before_s + self.after_s}), got {self.ring_s}",
         )
-        _check(1 <= self.ring_mb <= 2048, "clips.ring_mb", f"must be in [1, 2048], got {self.ring_mb}")
-        _check(10 <= self.quality <= 100, "clips.quality", f"must be in [10, 100], got {self.quality}")
-        _check(self.max_disk_mb > 0, "clips.max_disk_mb", f"must be positive, got {self.max_disk_mb}")
 
 
-@dataclass(frozen=True)
+@settings("edge")
+@dataclass(frozen=True, config=SETTINGS)
 class EdgeConfig:
-    lane: str = "lane"  # this lane's name, in alerts, alert ids and metrics
-    gallery: str = ""  # gallery folder (reid gallery init / import-folder)
-    model: str = ""  # embedder model file; empty: the gallery's own
-    state_dir: str = ""  # events.jsonl, delivery cursor, POS file offset, evidence crops
-    gallery_poll_s: float = 2.0  # how often to look for a newly published gallery version
-    evidence: bool = True  # save the crops of alert passes
-    evidence_min_free_mb: float = 200.0  # ... only while the disk keeps this much free (the alerts need room too)
-    shutdown_grace_s: float = 5.0  # at SIGTERM, time left to the webhook to deliver what is pending
+    lane: Text = "lane"  # this lane's name, in alerts, alert ids and metrics
+    gallery: Text = ""  # gallery folder (reid gallery init / import-folder)
+    model: Text = ""  # embedder model file; empty: the gallery's own
+    state_dir: Text = ""  # events.jsonl, delivery cursor, POS file offset, evidence crops
+    gallery_poll_s: Annotated[Real, Field(ge=0.1, le=3600)] = 2.0  # how often to look for a new gallery version
+    evidence: Flag = True  # save the crops of alert passes
+    # ... only while the disk keeps this much free (the alerts need room too)
+    evidence_min_free_mb: Megabytes = 200.0
+    # at SIGTERM, time left to the webhook to deliver what is pending
+    shutdown_grace_s: Annotated[Real, Field(ge=0, le=300)] = 5.0
     camera: CameraConfig = field(default_factory=CameraConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     pos: PosConfig = field(default_factory=PosConfig)
@@ -244,20 +211,13 @@ class EdgeConfig:
     clips: ClipConfig = field(default_factory=ClipConfig)
 
     def __post_init__(self) -> None:
-        _check(
+        rule(
             bool(self.lane) and self.lane.replace("-", "").replace("_", "").isalnum(),
             "lane",
             f"must be letters, digits, '-' or '_', got {self.lane!r}",
         )
-        _check(bool(self.gallery), "gallery", "is required (the gallery folder)")
-        _check(bool(self.state_dir), "state_dir", "is required (a folder this lane alone writes to)")
-        _check(
-            0.1 <= self.gallery_poll_s <= 3600, "gallery_poll_s", f"must be in [0.1, 3600], got {self.gallery_poll_s}"
-        )
-        _check(self.evidence_min_free_mb >= 0, "evidence_min_free_mb", f"must be >= 0, got {self.evidence_min_free_mb}")
-        _check(
-            0 <= self.shutdown_grace_s <= 300, "shutdown_grace_s", f"must be in [0, 300], got {self.shutdown_grace_s}"
-        )
+        rule(bool(self.gallery), "gallery", "is required (the gallery folder)")
+        rule(bool(self.state_dir), "state_dir", "is required (a folder this lane alone writes to)")
 
 
 def _is_loopback(host: str) -> bool:
@@ -311,6 +271,29 @@ def lane_named(
 LANE_EDGE_KEYS = frozenset(
     {"name", "state_dir", "evidence", "evidence_min_free_mb", "camera", "pos", "webhook", "mqtt", "clips"}
 )
+
+
+def lane_toml_schema() -> dict:
+    """The JSON Schema of a lane.toml, from the declarations: the lane's settings (all that
+    `reid replay --config` reads), the `[edge]` tables and the `[[lane]]` tables (a lane's name, its
+    own `[edge]` keys and its lane settings)."""
+    lane = TypeAdapter(LaneConfig).json_schema()
+    edge = TypeAdapter(EdgeConfig).json_schema()
+    defs = {**lane.pop("$defs"), **edge.pop("$defs"), "EdgeConfig": edge}
+    name = {"type": "string", "minLength": 1, "description": "the lane's name (edge.lane)"}
+    own = {key: edge["properties"][key] for key in sorted(LANE_EDGE_KEYS - {"name"})}
+    one_lane = {
+        "type": "object",
+        "description": "one lane of several in one process, laid over the file's shared tables",
+        "properties": {"name": name, **own, **lane["properties"]},
+        "required": ["name"],
+        "additionalProperties": False,
+    }
+    lane["properties"] |= {
+        "edge": {"$ref": "#/$defs/EdgeConfig", "description": "the service's settings (reid edge only)"},
+        "lane": {"type": "array", "items": one_lane, "minItems": 1},
+    }
+    return {**lane, "$defs": defs}
 
 
 def _merged(base: dict, over: dict) -> dict:
@@ -379,7 +362,7 @@ def _parse(p: Path, data: dict, edge_data: object) -> tuple[EdgeConfig, LaneConf
         lane = from_table(LaneConfig, data)
         if lane.zone is None:
             raise ConfigError("zone: is required for the service ('zone = [x1, y1, x2, y2]' in frame pixels)")
-        edge = from_table(EdgeConfig, edge_data, "edge")
+        edge = from_table(EdgeConfig, edge_data)
         camera = (
             edge.camera
             if edge.camera.is_stream
