@@ -236,6 +236,8 @@ class EdgeConfig:
     evidence: bool = True  # save the crops of alert passes
     evidence_min_free_mb: float = 200.0  # ... only while the disk keeps this much free (the alerts need room too)
     shutdown_grace_s: float = 5.0  # at SIGTERM, time left to the webhook to deliver what is pending
+    restart_backoff_s: float = 1.0  # a thread that died is restarted after this; doubles per death (at most 60 s)
+    restart_limit: int = 5  # ... more deaths of one thread within 10 minutes stop the service (exit 1)
     camera: CameraConfig = field(default_factory=CameraConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     pos: PosConfig = field(default_factory=PosConfig)
@@ -258,6 +260,12 @@ class EdgeConfig:
         _check(
             0 <= self.shutdown_grace_s <= 300, "shutdown_grace_s", f"must be in [0, 300], got {self.shutdown_grace_s}"
         )
+        _check(
+            0.1 <= self.restart_backoff_s <= 60,
+            "restart_backoff_s",
+            f"must be in [0.1, 60], got {self.restart_backoff_s}",
+        )
+        _check(0 <= self.restart_limit <= 100, "restart_limit", f"must be in [0, 100], got {self.restart_limit}")
 
 
 def _is_loopback(host: str) -> bool:
