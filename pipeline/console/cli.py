@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from retail_reid.pipeline.console.settings import MAX_UPLOAD_BYTES, Bind, ConsoleError, ConsoleSettings
+from retail_reid.pipeline.console.settings import MAX_UPLOAD_BYTES, SESSION_IDLE_S, Bind, ConsoleError, ConsoleSettings
 
 log = logging.getLogger("reid.console")
 
@@ -52,11 +52,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=MAX_UPLOAD_BYTES / 2**20,
         help="largest request body (default: %(default)g)",
     )
+    p.add_argument(
+        "--session-idle-minutes",
+        type=float,
+        default=SESSION_IDLE_S / 60,
+        help="a signed-in session unused this long ends (default: %(default)g; every session ends 12 h after sign-in)",
+    )
     p.add_argument("--threads", type=int, default=4, help="requests served at once (default: %(default)s)")
     p.add_argument(
         "--add-user",
         metavar="NAME",
         help="add or replace an operator in --users (password read from the terminal or stdin) and exit",
+    )
+    p.add_argument(
+        "--remove-user",
+        metavar="NAME",
+        help="remove an operator from --users and exit (a running console ends their sessions at once)",
     )
     p.set_defaults(func=run)
 
@@ -85,6 +96,12 @@ def run(args: argparse.Namespace) -> int:
         add_operator(Path(args.users), args.add_user, _password())
         print(f"{args.users}: operator {args.add_user} saved")
         return 0
+    if args.remove_user:
+        from retail_reid.pipeline.console.users import remove_operator
+
+        remove_operator(Path(args.users), args.remove_user)
+        print(f"{args.users}: operator {args.remove_user} removed")
+        return 0
     if not args.gallery:
         raise ConsoleError("--gallery is required: the gallery folder the lanes use")
     bind = Bind.parse(args.bind)
@@ -109,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         data=Path(args.data),
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         secure_cookies=args.secure_cookies,
+        session_idle_s=args.session_idle_minutes * 60,
     )
     app = create_app(settings)
     logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -11,6 +11,7 @@ from retail_reid.errors import ReidError
 
 MAX_UPLOAD_BYTES = 32 * 1024 * 1024  # one request's body: a few product photos
 LOOPBACK_NAMES = ("localhost",)
+SESSION_IDLE_S = 30 * 60.0  # a console session unused this long ends (--session-idle-minutes)
 
 
 class ConsoleError(ReidError):
@@ -54,6 +55,7 @@ class ConsoleSettings:
     references: tuple[Path, ...] = ()  # lane-references folders (`reid edge`'s STATE/lane-references, replays')
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     secure_cookies: bool = False  # set when served over HTTPS (behind a TLS proxy)
+    session_idle_s: float = SESSION_IDLE_S
 
     def check(self) -> None:
         """Refuse missing folders now, with their names, rather than at the first page."""
@@ -71,5 +73,7 @@ class ConsoleSettings:
                 raise ConsoleError(f"--lane-references {folder}: not a lane-references folder (no products/)")
         if not self.gallery.is_dir():
             raise ConsoleError(f"--gallery {self.gallery}: no such folder")
+        if not 60 <= self.session_idle_s <= 12 * 3600:
+            raise ConsoleError(f"--session-idle-minutes must be in [1, 720], got {self.session_idle_s / 60:g}")
         if self.max_upload_bytes < 1:
             raise ConsoleError(f"--max-upload-mb must be positive, got {self.max_upload_bytes} bytes")
