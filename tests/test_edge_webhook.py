@@ -112,6 +112,46 @@ def test_a_redirect_is_a_delivery_failure_and_is_not_followed(tmp_path):
         log.close()
 
 
+def test_a_receiver_answering_garbage_is_a_retried_failure_not_a_dead_thread(tmp_path):
+    """A status line that is not HTTP, or a header line beyond http.client's limit, raises
+    http.client's own exceptions (not OSError): each is a failed attempt, retried; the thread lives
+    on and delivers once the receiver answers properly."""
+    log = AlertLog(tmp_path / "events.jsonl", "l", "l-x")
+    m = metrics()
+    answers = iter([b"garbage\r\n\r\n", b"HTTP/1.1 200 OK\r\nX-Pad: " + b"a" * 70000 + b"\r\n\r\n"])
+
+    class Garbled(Receiver):
+        def start(self) -> Garbled:
+            super().start()
+            post = self._server.RequestHandlerClass.do_POST
+
+            def answer(h):
+                raw = next(answers, None)
+                if raw is None:
+                    return post(h)
+                h.rfile.read(int(h.headers["Content-Length"]))
+                h.wfile.write(raw)
+                h.close_connection = True
+
+            self._server.RequestHandlerClass.do_POST = answer
+            return self
+
+    receiver = Garbled().start()
+    sender = WebhookSender(
+        log, WebhookConfig(url=receiver.url, timeout_s=2.0, backoff_min_s=0.05, backoff_max_s=0.1), tmp_path, m
+    )
+    sender.start()
+    try:
+        log.append(alert(1), 1)
+        assert wait_until(lambda: sender.pending() == 0 or not sender.alive)
+        assert sender.alive and sender.failure is None
+        assert receiver.ids() == ["l-x-1"] and m.webhook_failures.value() == 2
+    finally:
+        sender.stop(timeout=0.5)
+        receiver.stop()
+        log.close()
+
+
 def test_an_alert_refused_for_good_goes_to_the_dead_letters_and_later_alerts_go_on(tmp_path):
     """A 4xx (not 408/429) is tried `dead_letter_after` times, then set aside; the alerts after it
     are delivered; health and metrics show it; re-sending it once the receiver takes it delivers it
