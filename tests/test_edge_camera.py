@@ -61,6 +61,33 @@ def test_a_video_file_is_played_in_real_time_stamped_from_the_start_and_loops(tm
     assert feed.status()["state"] == "stopped" and m.frames_read.value() >= 14
 
 
+@pytest.mark.parametrize("drop_frames", [True, False])
+def test_a_file_played_without_dropping_hands_every_frame_to_a_lane_that_lags(tmp_path, drop_frames):
+    """Nobody reads the 2-frame queue while a 10-frame file plays: by default the oldest frames are
+    dropped, as a camera's would be; with drop_frames off the camera waits, and every frame arrives
+    in order (what lets a live test decide exactly as a replay on a loaded machine)."""
+    video = _write_video(tmp_path / "v.avi", 10, 100.0)
+    m = metrics()
+    q = FrameQueue(2, lambda: m.frames_dropped.inc("queue_full"))
+    feed = CameraFeed(CameraConfig(source=str(video), drop_frames=drop_frames), q, m)
+    feed.start()
+    try:
+        if drop_frames:
+            assert wait_until(lambda: feed.status()["state"] == "ended")
+            got = [q.get(0.01), q.get(0.01)]
+            dropped = m.frames_dropped.value("queue_full") + m.frames_dropped.value("decode_late")
+            read = int(m.frames_read.value())  # 10, less any decoded too late on a loaded machine
+            assert [f.index for f in got] == [read - 2, read - 1] and dropped == 8
+        else:
+            assert wait_until(lambda: len(q) == 2)
+            got = []
+            assert wait_until(lambda: got.extend(filter(None, [q.get(0.01)])) or len(got) == 10)
+            assert [f.index for f in got] == list(range(10))
+            assert m.frames_dropped.value("queue_full") == m.frames_dropped.value("decode_late") == 0
+    finally:
+        feed.stop()
+
+
 def test_a_video_file_that_ends_leaves_the_camera_blind_from_its_last_frame(tmp_path):
     video = _write_video(tmp_path / "v.avi", 4, 20.0)
     q = FrameQueue(256, lambda: None)

@@ -172,7 +172,8 @@ def edge_config(gallery: Path, state: Path, source: str, **edge) -> dict:
         "state_dir": str(state),
         "gallery_poll_s": 0.5,
         "shutdown_grace_s": 3.0,
-        "camera": {"source": source, "queue_frames": 256},  # the deepest queue: a loaded machine lags, it drops nothing
+        # Every frame to the lane, late if need be: a loaded machine lags, it drops nothing (decides as the replay).
+        "camera": {"source": source, "queue_frames": 256, "drop_frames": False},
         "http": {"port": 0, "token": TOKEN},
     }
     for key, value in edge.items():

@@ -51,6 +51,7 @@ class CameraConfig:
     reconnect_max_s: float = 30.0  # ... up to this
     queue_frames: int = 8  # frames waiting for the lane; beyond it the oldest is dropped
     folder_fps: float = 15.0  # image folders only: the rate they are played at
+    drop_frames: bool = True  # video files and folders: false hands every frame to the lane, late if it lags (tests)
 
     def __post_init__(self) -> None:
         _check(bool(self.source), "camera.source", "is required (a camera index, a stream URL or a video file)")
