@@ -61,6 +61,15 @@ def test_a_cookie_copied_before_sign_out_opens_nothing_after_it(app):
     assert not _opens(alice)
 
 
+def test_a_request_made_while_signed_out_keeps_the_sign_in_forms_token(app):
+    """A browser asks for /favicon.ico beside the sign-in page: that signed-out request must not drop
+    the session that holds the form's CSRF token, or the sign-in is refused."""
+    browser = app.test_client()
+    form = {"csrf_token": _token(browser), "operator": "alice", "password": PASSWORDS["alice"]}
+    assert browser.get("/favicon.ico").status_code == 302
+    assert browser.post("/login", data=form).status_code == 303 and _opens(browser)
+
+
 def test_removing_an_operator_or_changing_their_password_ends_their_sessions(app, settings):
     alice, bob = app.test_client(), app.test_client()
     _sign_in(alice)

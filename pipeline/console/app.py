@@ -98,7 +98,9 @@ def create_app(settings: ConsoleSettings) -> Flask:
     def require_operator() -> Response | tuple[str, int] | None:
         if request.endpoint in OPEN_ENDPOINTS or _signed_in():
             return None
-        session.clear()  # ended (signed out, idle, operator removed or re-passworded): the cookie is dropped
+        if SESSION_TOKEN in session:  # ended (idle, operator removed or re-passworded): forget it, keep the rest
+            session.pop(SESSION_TOKEN)  # (the sign-in form's CSRF token lives in the session too)
+            session.pop(SESSION_OPERATOR, None)
         if request.method in ("GET", "HEAD"):
             return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
         return render_template("error.html", message="sign in first: this change needs a signed-in operator"), 401
