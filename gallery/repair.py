@@ -8,12 +8,19 @@ What it mends, under the writer lock:
   history of versions no longer stored cannot be recovered;
 - reference vectors damaged in the database are restored from the newest whole version holding them;
 - a missing or wrong CURRENT is pointed at the newest whole version (the database's last version is
-  rewritten from the database first if its directory was damaged).
+  rewritten from the database first if its directory was damaged);
+- an older damaged version is rebuilt from the database: its references are those its own files
+  still name (refs.json or rows.npy, where they pass their checksums) or else those the database's
+  history places in it (when their number is the one the database recorded), their vectors are the
+  database's (when the version used the gallery's current model), its catalogue is its own
+  catalog.json where whole, else the database's. What cannot be rebuilt is said, and its damaged
+  copy stays in DIR/damaged/, where `rollback` finds it and says so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import sqlite3
@@ -25,14 +32,27 @@ import numpy as np
 
 from retail_reid.durable import fsync_dir
 from retail_reid.gallery import db
+from retail_reid.gallery.catalog import Product
 from retail_reid.gallery.damage import Damage, find_damage
 from retail_reid.gallery.errors import GalleryError
 from retail_reid.gallery.image_store import IMAGES_DIR
 from retail_reid.gallery.index import reference_vectors
 from retail_reid.gallery.integrity import set_aside
-from retail_reid.gallery.snapshot import REFS, VERSIONS_DIR, Snapshot, switch_current, version_dir, write_version
+from retail_reid.gallery.snapshot import (
+    CATALOG,
+    MANIFEST,
+    REFS,
+    ROWS,
+    VERSIONS_DIR,
+    Snapshot,
+    VersionContent,
+    checksum_problem,
+    switch_current,
+    version_dir,
+    write_version,
+)
 from retail_reid.gallery.store import DEFAULT_KEEP  # versions kept, when the database that said so is lost
-from retail_reid.gallery.writer import VersionWriter, failure, operator_name, writer_lock
+from retail_reid.gallery.writer import REF_COLUMNS, VersionWriter, failure, operator_name, writer_lock
 
 
 @dataclass
@@ -62,9 +82,10 @@ def repair(root: str | Path, operator: str | None = None) -> RepairResult:
 
 def _repair_locked(root: Path, operator: str, result: RepairResult) -> None:
     damage = find_damage(root)
+    moved: dict[int, Path] = {}  # damaged version -> its copy in DIR/damaged/
     for version, why in sorted(damage.bad_versions.items()):
-        moved = set_aside(root, version_dir(root, version))
-        result.done.append(f"version {version} is damaged ({why}): moved to {moved}")
+        moved[version] = set_aside(root, version_dir(root, version))
+        result.done.append(f"version {version} is damaged ({why}): moved to {moved[version]}")
     for relpath, why in sorted(damage.bad_images.items()):
         if (root / relpath).exists():
             result.done.append(f"{relpath} {why}: moved to {set_aside(root, root / relpath)}")
@@ -86,6 +107,8 @@ def _repair_locked(root: Path, operator: str, result: RepairResult) -> None:
                 _point_current_at_newest(root, damage, result)
                 return
             result.done.append(f"version {last}, the database's last, rewritten from the database")
+        for version in sorted(v for v in moved if v != last):
+            _rebuild_old_version(store, version, moved[version], result)
         if damage.current != last:
             switch_current(root, last)
             was = "missing or unreadable" if damage.current is None else f"version {damage.current}"
@@ -98,6 +121,96 @@ def _repair_locked(root: Path, operator: str, result: RepairResult) -> None:
                     f"is stored), `rebuild` and `export` need it: `reid gallery remove {root} --ref {ref_id}` and add "
                     "the photo again"
                 )
+
+
+def _intact(copy: Path, name: str) -> bytes | None:
+    """A file of a damaged version's copy, if it is there and matches the copy's own manifest."""
+    try:
+        manifest = json.loads((copy / MANIFEST).read_bytes())
+        data = (copy / name).read_bytes()
+        if not isinstance(manifest, dict) or manifest.get("sha256", {}).get(name) is None:
+            return None
+        return None if checksum_problem(manifest, name, data) else data
+    except (OSError, ValueError, AttributeError, TypeError, KeyError):
+        return None
+
+
+def _members(store: VersionWriter, version: int, copy: Path, expected: int) -> tuple[list[int], str] | str:
+    """The reference ids of `version` and where they came from, or why they cannot be known."""
+    if (refs := _intact(copy, REFS)) is not None:
+        return sorted(int(r["id"]) for r in json.loads(refs)["references"]), REFS
+    if (rows := _intact(copy, ROWS)) is not None:
+        return sorted(int(i) for i in np.load(io.BytesIO(rows), allow_pickle=False)[:, 0]), ROWS
+    ids = [
+        i
+        for (i,) in store.conn.execute(
+            "SELECT id FROM refs WHERE added_version <= ? AND (removed_version IS NULL OR removed_version > ?) "
+            "ORDER BY id",
+            (version, version),
+        )
+    ]
+    if len(ids) != expected:
+        return (
+            f"its refs.json and rows.npy are damaged, and the database's history places {len(ids)} references in it "
+            f"where it recorded {expected} (a rollback re-used some)"
+        )
+    return ids, "the database's history"
+
+
+def _old_content(store: VersionWriter, version: int, copy: Path) -> tuple[VersionContent, str] | str:
+    """What `version` held, rebuilt from the database and the intact files of its damaged copy; or why not."""
+    row = store.conn.execute(
+        "SELECT operator, model_fingerprint, n_refs FROM versions WHERE version = ?", (version,)
+    ).fetchone()
+    if row is None:
+        return "gallery.db has no record of it"
+    operator, fingerprint, n_refs = row
+    meta = store.meta
+    if fingerprint != meta["model_fingerprint"]:
+        return (
+            f"it was built with another model ({fingerprint[:12]}); gallery.db holds the vectors of the current "
+            f"one ({meta['model_fingerprint'][:12]}) only"
+        )
+    members = _members(store, version, copy, n_refs)
+    if isinstance(members, str):
+        return members
+    ids, source = members
+    marks = ",".join("?" * len(ids))
+    rows = store.conn.execute(f"SELECT {REF_COLUMNS} FROM refs WHERE id IN ({marks}) ORDER BY id", ids).fetchall()
+    if len(rows) != len(ids):
+        return f"{len(ids) - len(rows)} of its references are not in gallery.db"
+    if (catalog := _intact(copy, CATALOG)) is not None:
+        products = [Product.from_dict(p, f"{copy / CATALOG}") for p in json.loads(catalog)["products"]]
+        source += f" and its {CATALOG}"
+    else:
+        skus = sorted({r[1] for r in rows})
+        current = {p.product.sku: p.product for p in store.products()}  # with barcodes: the active products'
+        retired = {
+            sku: Product(sku=sku, name=name, category=category, price=price)
+            for sku, name, category, price in store.conn.execute("SELECT sku, name, category, price FROM products")
+        }
+        products = [current.get(sku) or retired[sku] for sku in skus]
+        source += "; its catalogue (names, barcodes) as gallery.db holds it now"
+    if not {r[1] for r in rows} <= {p.sku for p in products}:
+        return f"its {CATALOG} does not list every product its references belong to"
+    try:
+        content = store._content_of(version, operator, products, rows)
+    except GalleryError as e:
+        return str(e)
+    return content, source
+
+
+def _rebuild_old_version(store: VersionWriter, version: int, copy: Path, result: RepairResult) -> None:
+    """Write an older damaged version again, or say why it cannot be (its damaged copy stays set aside)."""
+    rebuilt = _old_content(store, version, copy)
+    if isinstance(rebuilt, str):
+        result.cannot.append(
+            f"version {version} cannot be rebuilt: {rebuilt}; it cannot be rolled back to (its damaged copy is {copy})"
+        )
+        return
+    content, source = rebuilt
+    write_version(store.root, content)
+    result.done.append(f"version {version} rebuilt from the database ({source})")
 
 
 def _mend_database(root: Path, damage: Damage, operator: str, result: RepairResult) -> None:

@@ -19,8 +19,9 @@ from retail_reid.gallery.catalog import Product, check_barcode, check_price, che
 from retail_reid.gallery.errors import GalleryError
 from retail_reid.gallery.image_store import IMAGES_DIR, sha256_bytes, store_image
 from retail_reid.gallery.index import reference_vectors
+from retail_reid.gallery.integrity import DAMAGED_DIR
 from retail_reid.gallery.photos import Photo, RefOrigin, embed_photos, read_bytes
-from retail_reid.gallery.snapshot import CURRENT, VERSIONS_DIR, Snapshot, read_current, stored_versions
+from retail_reid.gallery.snapshot import CURRENT, VERSIONS_DIR, Snapshot, read_current, stored_versions, version_dir
 from retail_reid.gallery.writer import LOCK, AuditEntries, ChangeResult, VersionWriter, failure, operator_name
 from retail_reid.models.runtime import OnnxEmbedder
 
@@ -441,11 +442,8 @@ class GalleryStore(VersionWriter):
             raise GalleryError(f"{self.root}: version {version} is the current version already")
         try:
             snap = Snapshot.load(self.root, version)
-        except FileNotFoundError:  # its directory is gone: pruned
-            raise GalleryError(
-                f"{self.root}: version {version} is no longer stored (the {self.meta['keep_versions']} latest are "
-                f"kept); stored versions: {', '.join(map(str, stored_versions(self.root)))}"
-            ) from None
+        except FileNotFoundError:  # its directory is gone: pruned, or set aside as damaged
+            raise GalleryError(self._why_not_stored(version)) from None
         except GalleryError as e:  # stored, but a file is missing or fails its checksum
             raise GalleryError(
                 f"cannot roll back to version {version}: {e}; nothing changed (`reid gallery check {self.root}` "
@@ -460,6 +458,26 @@ class GalleryStore(VersionWriter):
             summary=f"rolled back to the contents of version {version}",
             operator=operator,
             model=(m["model_fingerprint"], m["model_path"], int(m["embedding_dim"])),
+        )
+
+    def _why_not_stored(self, version: int) -> str:
+        """Why a version's directory is gone: set aside as damaged (by repair, which could not rebuild
+        it), pruned (older than the versions kept), or removed by something else."""
+        stored = f"stored versions: {', '.join(map(str, stored_versions(self.root)))}"
+        set_aside = sorted(
+            (self.root / DAMAGED_DIR).glob(f"*/{version_dir(self.root, version).relative_to(self.root)}")
+        )
+        if set_aside:
+            return (
+                f"{self.root}: version {version} was damaged and set aside in {set_aside[-1]}; `reid gallery repair` "
+                f"could not rebuild it (its output said why), so it cannot be rolled back to; {stored}"
+            )
+        keep = int(self.meta["keep_versions"])
+        if version <= self._last_version() - keep:
+            return f"{self.root}: version {version} is no longer stored (the {keep} latest are kept); {stored}"
+        return (
+            f"{self.root}: version {version} is missing from {VERSIONS_DIR}/ although it is among the {keep} latest, "
+            f"which are kept (removed by hand?); it cannot be rolled back to; {stored}"
         )
 
     def rebuild(self, model: str | Path, *, operator: str | None = None, progress: bool = False) -> ChangeResult:

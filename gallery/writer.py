@@ -30,7 +30,7 @@ import numpy as np
 from retail_reid.durable import remove_tree
 from retail_reid.faults import checkpoint
 from retail_reid.gallery import db
-from retail_reid.gallery.catalog import check_text
+from retail_reid.gallery.catalog import Product, check_text
 from retail_reid.gallery.errors import GalleryError
 from retail_reid.gallery.image_store import IMAGES_DIR
 from retail_reid.gallery.integrity import check_unit_rows
@@ -59,6 +59,9 @@ class ChangeResult:
     version: int
     summary: str
     skipped: tuple[str, ...] = ()  # bad inputs left out (with skip_bad)
+
+
+REF_COLUMNS = "id, sku, image, source, phash, added_version, embedding"  # a version's reference rows
 
 
 def default_operator() -> str:
@@ -243,13 +246,13 @@ class VersionWriter(GalleryReader):
 
     def _content(self, version: int, operator: str) -> VersionContent:
         """The gallery as the database holds it now, as a version to publish."""
+        rows = self.conn.execute(f"SELECT {REF_COLUMNS} FROM refs WHERE removed_version IS NULL ORDER BY id").fetchall()
+        return self._content_of(version, operator, [row.product for row in self.products()], rows)
+
+    def _content_of(self, version: int, operator: str, products: list[Product], rows: list[tuple]) -> VersionContent:
+        """A version of `products` and the reference `rows` (`REF_COLUMNS`, by id) under the gallery's model."""
         meta = self.meta
-        products = [row.product for row in self.products()]
         position = {p.sku: i for i, p in enumerate(products)}
-        rows = self.conn.execute(
-            "SELECT id, sku, image, source, phash, added_version, embedding FROM refs "
-            "WHERE removed_version IS NULL ORDER BY id"
-        ).fetchall()
         dim = int(meta["embedding_dim"])
         images: dict[str, str] = {}
         for _, sku, image, *_ in rows:

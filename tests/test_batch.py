@@ -9,13 +9,16 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
 import cv2
 import pytest
+from edge_fixtures import wait_until
 
 from retail_reid.cli import main
 from retail_reid.models.datasets import folder_set
@@ -28,7 +31,8 @@ from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.pos import PosEvent, read_pos_log
 from retail_reid.pipeline.simulate import SimConfig, simulate
 
-SAMPLE = Path(__file__).resolve().parent.parent / "sample" / "grocery"
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE = REPO / "sample" / "grocery"
 FIELDS = ("id", "video", "pos", "config", "store", "lane", "start")
 OUTPUTS = ("events.jsonl", "passes.jsonl")
 TIMING = ("processing_seconds", "speed_x_realtime", "frame_ms")  # what differs between two runs of one recording
@@ -467,3 +471,53 @@ def test_manifest_files_that_cannot_be_used(lanes, tmp_path):
     (tmp_path / "m2.csv").write_bytes(b"id,\xff\n")
     with pytest.raises(ManifestError, match="not UTF-8"):
         read_manifest(tmp_path / "m2.csv")
+
+
+def _processes_using(marker: str) -> list[str]:
+    """Processes whose command line, working folder or open files name `marker` (a Ray worker renames
+    its command line, but keeps its log files in the session folder open)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            paths = [os.readlink(fd) for fd in (proc / "fd").iterdir()] + [os.readlink(proc / "cwd")]
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if marker in cmd or any(marker in p for p in paths):
+            found.append(f"{proc.name}: {cmd[:150]}")
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_batch_killed_with_sigkill_leaves_no_ray_process_behind(lanes, built_gallery, tmp_path):
+    """kill -9 of `reid replay-batch` once its workers are busy: every process of the Ray it started
+    (raylet, GCS, agents, workers) ends too. Ray's folder is the test's own, to tell its processes."""
+    pytest.importorskip("ray")
+    ray_tmp = tempfile.mkdtemp(prefix="rk-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    manifest = _write_csv(tmp_path / "manifest.csv", _rows(lanes))
+    out = tmp_path / "out"
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    args = ["replay-batch", str(manifest), "--gallery", str(built_gallery), "--out", str(out), "--workers", "2"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retail_reid", *args], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True
+    )
+    said: list[str] = []
+    threading.Thread(target=lambda: said.extend(proc.stderr), daemon=True).start()  # type: ignore[arg-type]
+    try:
+
+        def busy() -> bool:
+            return (out / WORK).is_dir() and any(p.name.rsplit(".", 1)[-1].isdigit() for p in (out / WORK).iterdir())
+
+        assert wait_until(lambda: busy() or proc.poll() is not None, 300), "the batch never started a recording"
+        assert proc.poll() is None and _processes_using(ray_tmp), "no Ray process to leave behind"
+        proc.kill()
+        proc.wait()
+        # The watchdog says it is done once it has stopped them: no wait on Ray's own clocks.
+        assert wait_until(lambda: any(f"process {proc.pid} died; stopped the" in line for line in said), 120), said
+        assert _processes_using(ray_tmp) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -50,10 +50,42 @@ def test_a_video_file_is_played_in_real_time_stamped_from_the_start_and_loops(tm
     assert len(got) == 14
     origin = got[0][0].ts
     stamps = [f.ts - origin for f, _ in got]
-    assert stamps == pytest.approx([i / 10 for i in range(len(got))], abs=0.02)  # on through the loop, no jump
+    # Each frame stamped at its place on the video's timeline, on through the loop; a loaded machine may
+    # drop frames decoded too late (counted), which leaves gaps, never a jump or a step back.
+    steps = [round(s * 10) for s in stamps]
+    assert stamps == pytest.approx([k / 10 for k in steps], abs=0.02)
+    assert steps == sorted(set(steps))  # strictly increasing
+    assert steps[-1] <= len(got) - 1 + m.frames_dropped.value("decode_late")
     assert all(arrived >= f.ts - 0.02 for f, arrived in got)  # never released before its time
     assert feed.status()["loops"] >= 2 and feed.status()["clock_origin"] is not None
     assert feed.status()["state"] == "stopped" and m.frames_read.value() >= 14
+
+
+@pytest.mark.parametrize("drop_frames", [True, False])
+def test_a_file_played_without_dropping_hands_every_frame_to_a_lane_that_lags(tmp_path, drop_frames):
+    """Nobody reads the 2-frame queue while a 10-frame file plays: by default the oldest frames are
+    dropped, as a camera's would be; with drop_frames off the camera waits, and every frame arrives
+    in order (what lets a live test decide exactly as a replay on a loaded machine)."""
+    video = _write_video(tmp_path / "v.avi", 10, 100.0)
+    m = metrics()
+    q = FrameQueue(2, lambda: m.frames_dropped.inc("queue_full"))
+    feed = CameraFeed(CameraConfig(source=str(video), drop_frames=drop_frames), q, m)
+    feed.start()
+    try:
+        if drop_frames:
+            assert wait_until(lambda: feed.status()["state"] == "ended")
+            got = [q.get(0.01), q.get(0.01)]
+            dropped = m.frames_dropped.value("queue_full") + m.frames_dropped.value("decode_late")
+            read = int(m.frames_read.value())  # 10, less any decoded too late on a loaded machine
+            assert [f.index for f in got] == [read - 2, read - 1] and dropped == 8
+        else:
+            assert wait_until(lambda: len(q) == 2)
+            got = []
+            assert wait_until(lambda: got.extend(filter(None, [q.get(0.01)])) or len(got) == 10)
+            assert [f.index for f in got] == list(range(10))
+            assert m.frames_dropped.value("queue_full") == m.frames_dropped.value("decode_late") == 0
+    finally:
+        feed.stop()
 
 
 def test_a_video_file_that_ends_leaves_the_camera_blind_from_its_last_frame(tmp_path):
@@ -62,10 +94,10 @@ def test_a_video_file_that_ends_leaves_the_camera_blind_from_its_last_frame(tmp_
     feed = CameraFeed(CameraConfig(source=str(video)), q, metrics())
     feed.start()
     assert wait_until(lambda: feed.status()["state"] == "ended")
-    frames = [q.get(0.01) for _ in range(4)]
-    assert feed.status()["state"] == "ended" and not feed.connected
+    frames = list(iter(lambda: q.get(0.01), None))  # all 4, unless a loaded machine dropped some (late)
+    assert frames and feed.status()["state"] == "ended" and not feed.connected
     assert feed.blind_since() == pytest.approx(frames[-1].ts)
-    assert feed.was_blind(frames[-1].ts + 0.01) and not feed.was_blind(frames[1].ts)
+    assert feed.was_blind(frames[-1].ts + 0.01) and not feed.was_blind((frames[0].ts + frames[-1].ts) / 2)
     feed.stop()
 
 

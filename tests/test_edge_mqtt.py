@@ -138,3 +138,29 @@ def test_pos_events_are_taken_from_the_topic_and_bad_ones_refused(broker):
         sender.disconnect()
         sender.loop_stop()
         link.stop()
+
+
+def test_a_pos_message_the_service_fails_to_handle_is_refused_and_the_link_goes_on(broker):
+    """An error while handling a message (here a 5000-digit number, which json.loads refuses with a
+    plain ValueError) must not end paho's network thread: it is counted as refused, and later
+    messages are taken."""
+    m = metrics()
+    inbox = PosInbox(100, m, 0.0, 300.0)
+    link = MqttLink(_config(broker.port, pos=True), "lane-3", inbox, 10, m)
+    link.start()
+    sender = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
+    sender.connect("127.0.0.1", broker.port)
+    sender.loop_start()
+    try:
+        assert wait_until(lambda: link.connected)
+        time.sleep(0.3)  # the subscription is in place
+        huge = b'{"ts": ' + b"1" * 5000 + b', "type": "scan", "sku": "Kiwi"}'
+        sender.publish("reid/lane-3/pos", huge, qos=1).wait_for_publish(5)
+        good = {"ts": time.time(), "type": "scan", "sku": "Kiwi"}
+        sender.publish("reid/lane-3/pos", json.dumps(good), qos=1).wait_for_publish(5)
+        assert wait_until(lambda: len(inbox) == 1)
+        assert m.pos_rejected.value("mqtt") == 1 and link.connected
+    finally:
+        sender.disconnect()
+        sender.loop_stop()
+        link.stop()

@@ -14,8 +14,9 @@ from gallery_fixtures import VAL, flip, run_reid
 
 from retail_reid.gallery import Gallery, GalleryError
 from retail_reid.gallery.check import check_path
+from retail_reid.gallery.index import reference_vectors
 from retail_reid.gallery.repair import repair
-from retail_reid.gallery.snapshot import INDEX, REFS, read_current, version_dir
+from retail_reid.gallery.snapshot import INDEX, REFS, ROWS, Snapshot, read_current, version_dir
 from retail_reid.gallery.store import GalleryStore
 
 
@@ -125,3 +126,48 @@ def test_a_whole_gallery_has_nothing_to_repair(gallery_dir):
     result = run_reid("gallery", "repair", gallery_dir)
     assert result.returncode == 0 and result.stdout.strip() == f"{gallery_dir}: nothing to repair"
     assert sorted(str(p.relative_to(gallery_dir)) for p in gallery_dir.rglob("*") if p.is_file()) == before
+
+
+def held(root: Path, version: int) -> tuple:
+    """What a stored version holds: its products, and each reference's id, SKU and vector."""
+    snap = Snapshot.load(root, version)
+    skus = [snap.skus[int(i)] for i in snap.ref_sku]
+    return snap.products, snap.ref_ids.tolist(), skus, reference_vectors(snap.index, snap.ref_ids).tolist()
+
+
+def test_a_damaged_old_version_is_rebuilt_from_the_database_and_can_be_rolled_back_to(changed, embedder):
+    before = held(changed, 2)
+    flip(version_dir(changed, 2) / INDEX)
+    fixed = repair(changed)
+    assert fixed.cannot == [] and "version 2 rebuilt from the database (refs.json and its catalog.json)" in fixed.done
+    assert held(changed, 2) == before and check_path(changed).damage.damaged == []
+    with GalleryStore.open(changed) as store:
+        assert store.rollback(2, operator="t").version == 6
+    assert held(changed, 6)[1:] == before[1:]
+
+
+def test_an_old_version_whose_own_lists_are_damaged_is_rebuilt_from_the_database_history(changed, embedder):
+    before = held(changed, 4)  # Lime removed: its references are not in it
+    for name in (REFS, ROWS, INDEX):
+        flip(version_dir(changed, 4) / name)
+    fixed = repair(changed)
+    assert fixed.cannot == [] and any(
+        line.startswith("version 4 rebuilt from the database (the database's history") for line in fixed.done
+    )
+    assert held(changed, 4)[1:] == before[1:]
+
+
+def test_rollback_to_a_version_repair_could_not_rebuild_says_so_instead_of_blaming_pruning(changed):
+    with GalleryStore.open(changed) as store:
+        store.rollback(3, operator="t")  # Lime's references come back: the history no longer tells version 4's
+    for name in (REFS, ROWS):
+        flip(version_dir(changed, 4) / name)
+    fixed = repair(changed)
+    assert any(
+        line.startswith("version 4 cannot be rebuilt: its refs.json and rows.npy are damaged") for line in fixed.cannot
+    )
+    with GalleryStore.open(changed) as store, pytest.raises(GalleryError) as refused:
+        store.rollback(4, operator="t")
+    message = str(refused.value)
+    assert "version 4 was damaged and set aside in" in message and "could not rebuild it" in message
+    assert "no longer stored" not in message

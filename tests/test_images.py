@@ -2,6 +2,9 @@
 
 import io
 import struct
+import threading
+import time
+import zlib
 from pathlib import Path
 
 import cv2
@@ -85,11 +88,73 @@ def test_tiny_image_is_refused(tmp_path):
         read_image(write(tmp_path / "dot.png", np.zeros((1, 1, 3), np.uint8)))
 
 
-def test_huge_image_is_read(tmp_path):
-    big = np.zeros((10000, 10000, 3), np.uint8)
+def _png_declaring(width: int, height: int) -> bytes:
+    """A small real PNG whose header (IHDR, CRC rewritten) declares width x height pixels, as a
+    350 KB file of 119.9 Mpx does."""
+    data = bytearray(cv2.imencode(".png", np.zeros((16, 16), np.uint8))[1].tobytes())
+    at = data.index(b"IHDR")
+    data[at + 4 : at + 12] = struct.pack(">II", width, height)
+    data[at + 17 : at + 21] = struct.pack(">I", zlib.crc32(bytes(data[at : at + 17])))
+    return bytes(data)
+
+
+def test_a_png_just_under_the_old_limit_is_refused_before_decoding(tmp_path, monkeypatch):
+    """119.9 Mpx took 1.12 GB to decode; a format that cannot be decoded smaller is held to 24 Mpx."""
+    path = tmp_path / "wide.png"
+    path.write_bytes(_png_declaring(10950, 10950))
+    monkeypatch.setattr(images.cv2, "imdecode", lambda *a: pytest.fail("decoded before its size was checked"))
+    with pytest.raises(ImageError, match=f"{path}: image is 10950x10950 pixels, more than the limit of 24000000"):
+        read_image(path)
+
+
+def test_a_large_png_under_the_cap_is_decoded_then_shrunk_to_the_longest_side(tmp_path):
+    big = np.zeros((4000, 5000), np.uint8)
     big[::100] = 255
     img = read_image(write(tmp_path / "big.png", big))
-    assert img.shape == (10000, 10000, 3)
+    assert img.shape == (3277, images.MAX_SIDE, 3) and img.dtype == np.uint8
+    assert img[0].mean() > 200 and img[50].mean() < 50  # the stripes survive the area averaging
+
+
+@pytest.mark.parametrize(("size", "decoded"), [((9000, 6000), (1500, 2250)), ((6000, 4500), (2250, 3000))])
+def test_a_large_jpeg_is_decoded_at_reduced_size(tmp_path, size, decoded):
+    """Above MAX_SIDE a JPEG is decoded at 1/2, 1/4 or 1/8 scale (the least that fits): a whole
+    decode shrunk afterwards would be exactly MAX_SIDE long. 54 Mpx is over the whole-decode cap,
+    and allowed for a JPEG."""
+    path = tmp_path / "big.jpg"
+    Image.new("L", size, 90).save(path, quality=80)
+    img = read_image(path)
+    assert img.shape == (*decoded, 3) and int(img[10, 10, 0]) in range(85, 96)
+
+
+def test_a_jpeg_within_the_longest_side_is_decoded_whole(tmp_path, photo):
+    img = read_image(write(tmp_path / "p.jpg", photo, ".jpg"))
+    assert img.shape == photo.shape
+
+
+def test_no_more_than_a_few_images_are_decoded_at_once(tmp_path, photo, monkeypatch):
+    """The console decodes uploads on several threads: decodes past DECODES_AT_ONCE wait their turn."""
+    real, running, most = images.cv2.imdecode, [0], [0]
+    lock = threading.Lock()
+
+    def counted(*args):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.05)  # long enough for the other threads to arrive (no timing is asserted)
+            return real(*args)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(images.cv2, "imdecode", counted)
+    data = write(tmp_path / "p.png", photo).read_bytes()
+    threads = [threading.Thread(target=images.decode_image, args=(data, "p.png")) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert 1 <= most[0] <= images.DECODES_AT_ONCE
 
 
 def test_list_file_with_bom_blank_lines_and_split_columns(tmp_path):

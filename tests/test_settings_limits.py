@@ -116,7 +116,7 @@ def test_the_issues_examples_are_refused(tmp_path):
 @pytest.mark.parametrize("value", NOT_NUMBERS)
 def test_a_console_number_that_is_not_finite_names_its_flag(tmp_path, capsys, value):
     floats = _floats(ConsoleSettings)
-    assert floats == ["max_upload_mb"]
+    assert floats == ["max_upload_mb", "session_idle_minutes"]
     for key in floats:
         args = ["console", "--users", str(tmp_path / "u.toml"), "--gallery", str(tmp_path), f"{flag(key)}={value}"]
         assert main(args) == 2

@@ -23,6 +23,7 @@ from retail_reid.errors import ReidError
 from retail_reid.pipeline.batch.chunks import Chunk, ChunkPlan, ChunkRun, plan_chunks
 from retail_reid.pipeline.batch.manifest import Recording
 from retail_reid.pipeline.batch.outputs import RECORDINGS, WORK, inputs_digest, is_complete
+from retail_reid.pipeline.batch.ray_watchdog import ray_dies_with_this_process
 from retail_reid.pipeline.batch.summary import write_chain_summary
 from retail_reid.pipeline.batch.worker import GallerySpec, Outcome, ReplayWorker, Status
 from retail_reid.pipeline.pos import read_pos_log
@@ -163,17 +164,19 @@ class _Batch:
 def _run_on_ray(batch: _Batch) -> dict[str, Outcome]:
     options = batch.options
     ray = require_ray(local=options.address is None)
-    started = not ray.is_initialized()
-    if started:
+    if ray.is_initialized():  # a Ray this process started already (a test's): used, left running
+        return _schedule(ray, batch)
+    local = options.address is None
+    with ray_dies_with_this_process() if local else contextlib.nullcontext():
         try:
-            ray.init(address=options.address, log_to_driver=False)
+            # No dashboard: a batch has no one to show it to, and it is one process fewer to leave behind.
+            ray.init(address=options.address, log_to_driver=False, include_dashboard=False if local else None)
         except Exception as e:  # Ray raises several kinds (ConnectionError, RuntimeError, its own) for one fact
             where = options.address or "this machine"
             raise BatchError(f"cannot start or reach Ray at {where}: {type(e).__name__}: {e}") from None
-    try:
-        return _schedule(ray, batch)
-    finally:
-        if started:
+        try:
+            return _schedule(ray, batch)
+        finally:
             ray.shutdown()
 
 

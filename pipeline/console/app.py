@@ -20,11 +20,13 @@ from retail_reid.pipeline.console.alerts import open_folders
 from retail_reid.pipeline.console.gallery_access import GalleryAccess
 from retail_reid.pipeline.console.reference_decisions import DB_NAME as DECISIONS_DB
 from retail_reid.pipeline.console.reference_decisions import ReferenceDecisions
+from retail_reid.pipeline.console.sessions import DB_NAME as SESSIONS_DB
+from retail_reid.pipeline.console.sessions import MAX_AGE_S, SessionStore
 from retail_reid.pipeline.console.settings import ConsoleError, ConsoleSettings
 from retail_reid.pipeline.console.sku_urls import SkuConverter
-from retail_reid.pipeline.console.state import EXTENSION, SESSION_OPERATOR, ConsoleState
+from retail_reid.pipeline.console.state import EXTENSION, SESSION_OPERATOR, SESSION_TOKEN, ConsoleState, state
 from retail_reid.pipeline.console.throttle import SignInThrottle
-from retail_reid.pipeline.console.users import Operators
+from retail_reid.pipeline.console.users import OperatorsFile
 from retail_reid.pipeline.console.verdicts import DB_NAME, VerdictStore
 
 SECRET_FILE = "session.key"
@@ -52,10 +54,18 @@ def _secret_key(data: Path) -> bytes:
         raise ConsoleError(f"--data {data}: cannot keep the session key there ({e.strerror or e})") from None
 
 
+def _signed_in() -> bool:
+    """True while the cookie's session is live on the server, and its operator's."""
+    token, name = session.get(SESSION_TOKEN), session.get(SESSION_OPERATOR)
+    if not isinstance(token, str) or not isinstance(name, str):
+        return False
+    return state().sessions.operator(token, state().operators.current().credential) == name
+
+
 def create_app(settings: ConsoleSettings) -> Flask:
     """The application over the given folders; raises ReidError for a setting it cannot use."""
     settings.check()
-    operators = Operators.load(settings.users)
+    operators = OperatorsFile(settings.users)
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=_secret_key(settings.data),
@@ -65,7 +75,7 @@ def create_app(settings: ConsoleSettings) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
         SESSION_COOKIE_SECURE=settings.secure_cookies,
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=MAX_AGE_S),
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session: a page left open still works
         WTF_CSRF_SSL_STRICT=settings.secure_cookies,
     )
@@ -74,6 +84,7 @@ def create_app(settings: ConsoleSettings) -> Flask:
         folders=open_folders(settings.lanes, settings.replays),
         verdicts=VerdictStore(settings.data / DB_NAME),
         operators=operators,
+        sessions=SessionStore(settings.data / SESSIONS_DB, settings.session_idle_s),
         gallery=GalleryAccess(settings.gallery, settings.data),
         throttle=SignInThrottle(),
         decisions=ReferenceDecisions(settings.data / DECISIONS_DB),
@@ -85,8 +96,11 @@ def create_app(settings: ConsoleSettings) -> Flask:
 
     @app.before_request
     def require_operator() -> Response | tuple[str, int] | None:
-        if request.endpoint in OPEN_ENDPOINTS or SESSION_OPERATOR in session:
+        if request.endpoint in OPEN_ENDPOINTS or _signed_in():
             return None
+        if SESSION_TOKEN in session:  # ended (idle, operator removed or re-passworded): forget it, keep the rest
+            session.pop(SESSION_TOKEN)  # (the sign-in form's CSRF token lives in the session too)
+            session.pop(SESSION_OPERATOR, None)
         if request.method in ("GET", "HEAD"):
             return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
         return render_template("error.html", message="sign in first: this change needs a signed-in operator"), 401

@@ -1,12 +1,13 @@
-"""Signing in and out. A successful sign-in starts a fresh session (no session fixation); `next`
-only ever leads to a page of this console."""
+"""Signing in and out. A successful sign-in starts a fresh session (no session fixation), kept
+server-side (`sessions.SessionStore`) so that signing out ends it for every copy of the cookie;
+`next` only ever leads to a page of this console."""
 
 from __future__ import annotations
 
 from flask import Blueprint, redirect, render_template, request, session, url_for
 from werkzeug.wrappers import Response
 
-from retail_reid.pipeline.console.state import SESSION_OPERATOR, state
+from retail_reid.pipeline.console.state import SESSION_OPERATOR, SESSION_TOKEN, state
 
 blueprint = Blueprint("auth", __name__)
 MAX_FIELD = 256
@@ -31,17 +32,24 @@ def login() -> str | Response | tuple[str, int]:
     if wait > 0:
         error = f"too many failed sign-ins for {name!r}; try again in {wait:.0f} s"
         return render_template("login.html", next=next_page, error=error), 429
-    if not state().operators.check(name, password):
+    operators = state().operators.current()
+    if not operators.check(name, password):
         state().throttle.failed(address, name)
         return render_template("login.html", next=next_page, error="unknown operator or wrong password"), 401
     state().throttle.succeeded(address, name)
+    credential = operators.credential(name)
+    assert credential is not None  # the password was just checked
     session.clear()
     session[SESSION_OPERATOR] = name
+    session[SESSION_TOKEN] = state().sessions.start(name, credential)
     session.permanent = True
     return redirect(_local(next_page), 303)
 
 
 @blueprint.route("/logout", methods=["POST"])
 def logout() -> Response:
+    token = session.get(SESSION_TOKEN)
+    if isinstance(token, str):
+        state().sessions.end(token)
     session.clear()
     return redirect(url_for("auth.login"), 303)

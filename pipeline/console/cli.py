@@ -8,7 +8,13 @@ import logging
 import sys
 from pathlib import Path
 
-from retail_reid.pipeline.console.settings import MAX_UPLOAD_MB, Bind, ConsoleError, ConsoleSettings
+from retail_reid.pipeline.console.settings import (
+    MAX_UPLOAD_MB,
+    SESSION_IDLE_MINUTES,
+    Bind,
+    ConsoleError,
+    ConsoleSettings,
+)
 from retail_reid.pipeline.setting_types import limit_text
 
 log = logging.getLogger("reid.console")
@@ -60,9 +66,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"requests served at once, {limit_text(ConsoleSettings, 'threads')} (default: %(default)s)",
     )
     p.add_argument(
+        "--session-idle-minutes",
+        type=float,
+        default=SESSION_IDLE_MINUTES,
+        help=f"a signed-in session unused this long ends, {limit_text(ConsoleSettings, 'session_idle_minutes')} "
+        "(default: %(default)g; every session ends 12 h after sign-in)",
+    )
+    p.add_argument(
         "--add-user",
         metavar="NAME",
         help="add or replace an operator in --users (password read from the terminal or stdin) and exit",
+    )
+    p.add_argument(
+        "--remove-user",
+        metavar="NAME",
+        help="remove an operator from --users and exit (a running console ends their sessions at once)",
     )
     p.set_defaults(func=run)
 
@@ -91,6 +109,12 @@ def run(args: argparse.Namespace) -> int:
         add_operator(Path(args.users), args.add_user, _password())
         print(f"{args.users}: operator {args.add_user} saved")
         return 0
+    if args.remove_user:
+        from retail_reid.pipeline.console.users import remove_operator
+
+        remove_operator(Path(args.users), args.remove_user)
+        print(f"{args.users}: operator {args.remove_user} removed")
+        return 0
     if not args.gallery:
         raise ConsoleError("--gallery is required: the gallery folder the lanes use")
     bind = Bind.parse(args.bind)
@@ -104,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         max_upload_mb=args.max_upload_mb,
         threads=args.threads,
         secure_cookies=args.secure_cookies,
+        session_idle_minutes=args.session_idle_minutes,
     )
     if not bind.loopback and not args.allow_remote:
         raise ConsoleError(

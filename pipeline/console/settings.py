@@ -15,6 +15,7 @@ from retail_reid.errors import ReidError
 from retail_reid.pipeline.setting_types import SETTINGS, Flag, Real, Whole, settings
 
 MAX_UPLOAD_MB = 32.0  # one request's body: a few product photos
+SESSION_IDLE_MINUTES = 30.0  # a console session unused this long ends (--session-idle-minutes)
 LOOPBACK_NAMES = ("localhost",)
 # The command-line flag of each setting whose name does not give it
 FLAGS = {"lanes": "--state", "replays": "--replay", "references": "--lane-references"}
@@ -69,10 +70,16 @@ class ConsoleSettings:
     max_upload_mb: Annotated[Real, Field(gt=0, le=1024)] = MAX_UPLOAD_MB  # one request's body, at most
     threads: Annotated[Whole, Field(ge=1, le=256)] = 4  # requests served at once
     secure_cookies: Flag = False  # set when served over HTTPS (behind a TLS proxy)
+    # a signed-in session unused this long ends (every session ends 12 h after sign-in)
+    session_idle_minutes: Annotated[Real, Field(ge=1, le=720)] = SESSION_IDLE_MINUTES
 
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 2**20)
+
+    @property
+    def session_idle_s(self) -> float:
+        return self.session_idle_minutes * 60
 
     def check(self) -> None:
         """Refuse missing folders now, with their names, rather than at the first page."""

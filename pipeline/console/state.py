@@ -10,13 +10,15 @@ from flask import current_app, session
 from retail_reid.pipeline.console.alerts import AlertFolder
 from retail_reid.pipeline.console.gallery_access import GalleryAccess
 from retail_reid.pipeline.console.reference_decisions import ReferenceDecisions
+from retail_reid.pipeline.console.sessions import SessionStore
 from retail_reid.pipeline.console.settings import ConsoleSettings
 from retail_reid.pipeline.console.throttle import SignInThrottle
-from retail_reid.pipeline.console.users import Operators
+from retail_reid.pipeline.console.users import OperatorsFile
 from retail_reid.pipeline.console.verdicts import VerdictStore
 
 EXTENSION = "reid_console"
 SESSION_OPERATOR = "operator"
+SESSION_TOKEN = "token"  # the server-side session's (`SessionStore`)
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,8 @@ class ConsoleState:
     settings: ConsoleSettings
     folders: dict[str, AlertFolder]
     verdicts: VerdictStore
-    operators: Operators
+    operators: OperatorsFile
+    sessions: SessionStore
     gallery: GalleryAccess
     throttle: SignInThrottle
     decisions: ReferenceDecisions  # on lane references

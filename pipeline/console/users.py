@@ -5,6 +5,8 @@
     alice = "scrypt$16384$8$1$<salt, base64>$<hash, base64>"
 
 scrypt is the standard library's (hashlib.scrypt): memory-hard, so a stolen file is slow to attack.
+The running console reads the file again when it changes (`OperatorsFile`): a removed operator or a
+new password takes effect, and ends that operator's sessions, at the next request.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import re
 import secrets
+import threading
 from pathlib import Path
 
 from retail_reid.compat import tomllib
@@ -26,6 +30,7 @@ SALT_BYTES = 16
 HASH_BYTES = 32
 MIN_PASSWORD = 10
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+log = logging.getLogger("reid.console")
 HEADER = "# reid console operators; add one with `reid console --users FILE --add-user NAME`\n[operators]\n"
 
 
@@ -96,6 +101,48 @@ class Operators:
         )
         return hmac.compare_digest(got, digest) and name in self._hashes
 
+    def credential(self, name: str) -> str | None:
+        """A fingerprint of the operator's current password hash (None: no such operator); a
+        session remembers it, and ends when it changes."""
+        encoded = self.encoded.get(name)
+        return None if encoded is None else hashlib.sha256(encoded.encode()).hexdigest()
+
+
+class OperatorsFile:
+    """The operators file as it is now: read again whenever it changes on disk. A file that has
+    become unreadable or invalid signs nobody in (and ends every session) until it is fixed."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._operators = Operators.load(path)  # a bad file at start is an error, naming it
+        self._seen = self._stamp()
+        self._lock = threading.Lock()
+
+    def _stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def current(self) -> Operators:
+        stamp = self._stamp()
+        with self._lock:
+            if stamp != self._seen:
+                self._seen = stamp
+                try:
+                    self._operators = Operators.load(self.path)
+                except ConsoleError as e:
+                    log.error("%s; nobody can sign in until it is fixed", e)
+                    self._operators = Operators({}, self.path)
+            return self._operators
+
+
+def _write(path: Path, hashes: dict[str, str]) -> None:
+    text = HEADER + "".join(f'{n} = "{h}"\n' for n, h in sorted(hashes.items()))
+    replace_atomically(path, text.encode(), "users")
+    path.chmod(0o600)  # hashes only, but nobody else needs to read them
+
 
 def add_operator(path: Path, name: str, password: str) -> None:
     """Add or replace one operator's hash, rewriting the file atomically (the others are kept)."""
@@ -105,6 +152,15 @@ def add_operator(path: Path, name: str, password: str) -> None:
         raise ConsoleError(f"the password must have at least {MIN_PASSWORD} characters")
     hashes = dict(Operators.load(path).encoded) if path.exists() else {}
     hashes[name] = hash_password(password)
-    text = HEADER + "".join(f'{n} = "{h}"\n' for n, h in sorted(hashes.items()))
-    replace_atomically(path, text.encode(), "users")
-    path.chmod(0o600)  # hashes only, but nobody else needs to read them
+    _write(path, hashes)
+
+
+def remove_operator(path: Path, name: str) -> None:
+    """Remove one operator (their sessions end at their next request); at least one must remain."""
+    hashes = dict(Operators.load(path).encoded)
+    if name not in hashes:
+        raise ConsoleError(f"--remove-user {name!r}: no such operator in {path} ({', '.join(sorted(hashes))})")
+    if len(hashes) == 1:
+        raise ConsoleError(f"--remove-user {name!r}: the last operator of {path}; add another first")
+    del hashes[name]
+    _write(path, hashes)

@@ -22,7 +22,8 @@ its own module:
 | `gallery_watch` | `GalleryWatcher`: follows newly published gallery versions |
 | `metrics` | Prometheus counters, gauges and histograms, written by hand |
 | `http_api` | the loopback HTTP API: POST /pos, GET /events, /health, /metrics (per lane: /lanes/NAME/...) |
-| `worker` | `Worker`: the base of the threads above (start, stop with join and timeout, failure kept) |
+| `worker` | `Worker`: the base of the threads above (start, stop with join and timeout, failure kept, restart) |
+| `supervisor` | `Supervisor`: a dead thread named in health, counted, restarted with back-off, or the service stopped |
 | `lane_service` | `LaneService`: one lane's parts, its state folder and its health |
 | `service` | `EdgeService`: the shared gallery and HTTP server and the lanes; starts, supervises and stops them |
 | `log_format` | `--log-format`: text, or one JSON object per line |

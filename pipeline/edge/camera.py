@@ -4,10 +4,13 @@
 what a replay wants. Live, a file must be paced and stamped like a camera: frame at video position
 p is shown at (clock origin + p) and stamped with that Unix time, so a test can post the
 scenario's POS events shifted by the same origin; a frame decoded more than a frame interval late is
-dropped (counted), as a camera's would be, so the stream stays real time. Streams are opened here with connect and read
-timeouts (a silent stream is noticed in seconds, not OpenCV's default 30) and reopened with
-backoff when lost. Frames go to a bounded `FrameQueue` that drops the oldest when the lane falls
-behind, so memory stays fixed and the lane works on fresh frames.
+dropped (counted), as a camera's would be, so the stream stays real time; with `drop_frames = false`
+a file drops nothing: a late frame is still shown, and a full queue makes the camera wait for the
+lane, so a loaded machine runs late but the lane sees every frame, as a replay does (tests).
+Streams are opened here with connect and read timeouts (a silent stream is noticed in seconds,
+not OpenCV's default 30) and reopened with backoff when lost. Frames go to a bounded `FrameQueue`
+that drops the oldest when the lane falls behind, so memory stays fixed and the lane works on
+fresh frames.
 """
 
 from __future__ import annotations
@@ -51,12 +54,22 @@ class FrameQueue:
             self._items.append(frame)
             self._cond.notify()
 
+    def put_waiting(self, frame: Frame, stopping: Callable[[], bool]) -> None:
+        """Queue a frame, waiting for the lane to make room rather than dropping one (until `stopping`)."""
+        with self._cond:
+            while len(self._items) >= self._size and not stopping():
+                self._cond.wait(0.1)
+        self.put(frame)
+
     def get(self, timeout: float) -> Frame | None:
         """The oldest waiting frame, or None after `timeout` seconds without one."""
         with self._cond:
             if not self._items:
                 self._cond.wait(timeout)
-            return self._items.popleft() if self._items else None
+            if not self._items:
+                return None
+            self._cond.notify_all()  # a camera waiting for room (put_waiting)
+            return self._items.popleft()
 
     def __len__(self) -> int:
         with self._cond:
@@ -206,7 +219,11 @@ class CameraFeed(Worker):
             for image, ts in frames:
                 if count == 0:
                     self._connected(image, ts)
-                self.queue.put(Frame(index=self._index, ts=ts, image=image))
+                frame = Frame(index=self._index, ts=ts, image=image)
+                if self.config.drop_frames or self.config.is_stream:
+                    self.queue.put(frame)
+                else:
+                    self.queue.put_waiting(frame, lambda: self.stopping)
                 self._index += 1
                 count += 1
                 self.metrics.frames_read.inc()
@@ -276,7 +293,7 @@ class CameraFeed(Worker):
                     due = origin + frame.ts
                     delay = due - self.clock()
                     last = frame.ts
-                    if delay < -1.0 / source.fps:  # decoded too late to be shown: a camera would have lost it too
+                    if delay < -1.0 / source.fps and self.config.drop_frames:  # a camera would have lost it too
                         self.metrics.frames_dropped.inc("decode_late")
                         continue
                     if delay > 0 and self.wait(delay):

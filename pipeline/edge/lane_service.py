@@ -30,6 +30,7 @@ from retail_reid.pipeline.edge.pos_intake import PosFileTailer, PosInbox
 from retail_reid.pipeline.edge.pos_record import PosRecord
 from retail_reid.pipeline.edge.settings import EdgeConfig, EdgeError
 from retail_reid.pipeline.edge.webhook import WebhookSender
+from retail_reid.pipeline.edge.worker import Worker
 from retail_reid.pipeline.evidence import EvidenceWriter
 from retail_reid.pipeline.lane_references import lane_reference_sampler
 
@@ -141,12 +142,16 @@ class LaneService:
     def routes(self) -> LaneRoutes:
         return LaneRoutes(self.inbox, self.alerts, self.metrics, self.state / EVIDENCE_FOLDER)
 
-    def start(self) -> None:
+    def start(self) -> list[Worker]:
+        """Start the lane's threads; returns them, for the supervisor."""
         if self.mqtt is not None:
             self.mqtt.start()
-        for part in (self.worker, self.camera, self.webhook, self.mqtt_publisher, self.tailer):
-            if part is not None:
-                part.start()
+        parts: list[Worker] = [
+            p for p in (self.worker, self.camera, self.webhook, self.mqtt_publisher, self.tailer) if p is not None
+        ]
+        for part in parts:
+            part.start()
+        return parts
 
     def write_ready(self, url: str, port: int) -> None:
         """STATE/service.json: the pid and address while the service runs."""
@@ -214,9 +219,9 @@ class LaneService:
 
     # --- health --------------------------------------------------------------------------------
 
-    def health(self, gallery_error: str | None) -> tuple[bool, dict]:
+    def health(self, gallery_error: str | None, dead_threads: list[str]) -> tuple[bool, dict]:
         """(failing, body): "ok", or "degraded" with the problems named, or "failing" when the lane
-        thread has stopped or hangs (a restart is needed)."""
+        thread hangs or a thread has died (`dead_threads`, the supervisor's words)."""
         now = time.time()
         problems: list[str] = []
         camera = self.camera.status()
@@ -251,12 +256,11 @@ class LaneService:
         mqtt = self.mqtt_publisher.status() if self.mqtt_publisher else None
         if mqtt and mqtt["error"]:
             problems.append(f"mqtt: {mqtt['error']} ({mqtt['pending']} alerts pending)")
-        stuck = time.monotonic() - self.worker.beat > STUCK_AFTER_S
-        failing = not self.worker.alive or stuck
-        if failing:
-            problems.insert(
-                0, "lane stopped" if not self.worker.alive else f"lane thread silent for over {STUCK_AFTER_S:.0f} s"
-            )
+        stuck = self.worker.alive and time.monotonic() - self.worker.beat > STUCK_AFTER_S
+        if stuck:
+            problems.insert(0, f"lane thread silent for over {STUCK_AFTER_S:.0f} s")
+        problems[:0] = dead_threads
+        failing = stuck or bool(dead_threads)
         embedder = self.gallery.embedder
         body = {
             "status": "failing" if failing else ("degraded" if problems else "ok"),

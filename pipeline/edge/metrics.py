@@ -197,6 +197,8 @@ POS_SOURCES = ("http", "file", "mqtt")
 # Series of the whole process, not of a lane: with several lanes they carry no lane label, listed once.
 SHARED = frozenset({"reid_gallery_version", "reid_gallery_reloads_total", "reid_gallery_reload_failures_total"})
 DROP_REASONS = ("queue_full", "frame_size", "decode_late")
+# The `Worker` names: each lane's threads, then the service's own (counted on the first lane's metrics).
+THREADS = ("camera", "lane", "webhook", "mqtt", "pos-file", "gallery", "http")
 
 
 class EdgeMetrics:
@@ -284,6 +286,22 @@ class EdgeMetrics:
             Counter(
                 "reid_webhook_dead_letters_total",
                 "Alerts the webhook receiver refused for good, set aside in the dead letters so later ones go on.",
+            )
+        )
+        self.thread_deaths = r.add(
+            Counter(
+                "reid_thread_deaths_total",
+                "Service threads that ended with an error, by thread (each is restarted after a back-off).",
+                ("thread",),
+                [(t,) for t in THREADS],
+            )
+        )
+        self.thread_restarts = r.add(
+            Counter(
+                "reid_thread_restarts_total",
+                "Service threads restarted after they died, by thread.",
+                ("thread",),
+                [(t,) for t in THREADS],
             )
         )
         self.mqtt_delivered = r.add(Counter("reid_mqtt_delivered_total", "Alerts the MQTT broker acknowledged."))

@@ -77,6 +77,10 @@ class MqttLink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        # An error in a callback is logged, never raised into paho's network thread: that thread is
+        # paho's, outside the service's supervisor, and its death would silently end the connection.
+        client.suppress_exceptions = True
+        client.enable_logger(log)
         self.client = client
 
     def topic(self, name: str) -> str:
@@ -137,6 +141,9 @@ class MqttLink:
         except InboxFull as e:
             self.metrics.pos_rejected.inc(NAME)
             log.warning("POS message on %s dropped: %s", message.topic, e)
+        except Exception:  # a message the service failed to handle: refused and counted, the link goes on
+            self.metrics.pos_rejected.inc(NAME)
+            log.exception("POS message on %s refused: the service failed to handle it", message.topic)
 
 
 class MqttPublisher(OutboxSender):

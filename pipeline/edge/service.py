@@ -9,6 +9,10 @@ Threads per lane: camera -> frame queue -> lane; HTTP and the POS file -> POS in
 events.jsonl, the webhook cursor, the POS file position, evidence crops, and service.json (pid and
 address while running).
 
+Every thread is a `Worker` under the `Supervisor` (the main thread): one that dies is named in
+/health (503) and counted until it is restarted after a back-off; too many deaths, or a
+configuration error in a thread, stop the service with a non-zero exit status.
+
 Stopping (SIGTERM or SIGINT): the HTTP server and the POS files stop taking events, the cameras
 stop, each lane processes what is queued, decides everything pending and writes it, the webhooks
 get `shutdown_grace_s` to deliver (all lanes at once), and the process exits 0. Undelivered alerts
@@ -33,8 +37,21 @@ from retail_reid.pipeline.edge.http_api import ApiContext, ApiServer
 from retail_reid.pipeline.edge.lane_service import LaneService
 from retail_reid.pipeline.edge.metrics import render_lanes
 from retail_reid.pipeline.edge.settings import EdgeConfig, EdgeError
+from retail_reid.pipeline.edge.supervisor import Supervisor
+from retail_reid.pipeline.edge.worker import Worker
 
 log = logging.getLogger("reid.edge")
+
+
+class HttpThread(Worker):
+    """The HTTP server's accept loop (`ApiServer.shutdown` ends it)."""
+
+    def __init__(self, server: ApiServer):
+        super().__init__("http")
+        self.server = server
+
+    def run(self) -> None:
+        self.server.serve_forever(poll_interval=0.2)
 
 
 class EdgeService:
@@ -48,52 +65,22 @@ class EdgeService:
         self.started_at = time.time()
         self.stopping = threading.Event()
         self.lanes: list[LaneService] = []
+        self.supervisor = Supervisor(self.config.restart_backoff_s, self.config.restart_limit)
 
     # --- start ---------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Open what can fail first (gallery, state folders, alert logs, HTTP port), then start the threads."""
-        cfg = self.config
-        self.gallery = Gallery.open(cfg.gallery, model=cfg.model or None)
-        # Its first run allocates: not on the first alert's time.
-        self.gallery.embedder.embed([np.zeros((64, 64, 3), np.uint8)])
-        several = len(self.lane_configs) > 1
+        self._open_gallery()
         try:
-            for edge, lane_config in self.lane_configs:
-                lane = LaneService(edge, lane_config, self.gallery, labelled=several)
-                lane.open()
-                self.lanes.append(lane)
-            # One watcher for all lanes; its counters are the process's series (no lane label).
-            self.watcher = GalleryWatcher(self.gallery, cfg.gallery_poll_s, self.lanes[0].metrics)
-            first = self.lanes[0].routes
-            context = ApiContext(
-                first.inbox,
-                first.alerts,
-                first.metrics,
-                self.health,
-                self._refresh_gallery,
-                first.evidence_root,
-                lanes={lane.config.lane: lane.routes for lane in self.lanes},
-                render_metrics=lambda: render_lanes([lane.metrics for lane in self.lanes]),
-            )
-            try:
-                self.http = ApiServer(cfg.http, context)
-            except OSError as e:
-                raise EdgeError(
-                    f"edge.http: cannot listen on {cfg.http.host}:{cfg.http.port} ({e.strerror or e})"
-                ) from None
+            self._open_lanes()
+            self._open_http()
         except BaseException:
             for lane in self.lanes:
                 lane.release_lock()
             raise
-        for lane in self.lanes:
-            lane.start()
-        self.watcher.start()
-        self._http_thread = threading.Thread(
-            target=self.http.serve_forever, kwargs={"poll_interval": 0.2}, name="http", daemon=True
-        )
-        self._http_thread.start()
-        url = f"http://{cfg.http.host}:{self.http.port}"
+        self._start_threads()
+        url = f"http://{self.config.http.host}:{self.http.port}"
         for lane in self.lanes:
             lane.write_ready(url, self.http.port)
             log.info(
@@ -101,9 +88,54 @@ class EdgeService:
                 lane.config.lane,
                 url,
                 lane.config.camera.source,
-                cfg.gallery,
+                self.config.gallery,
                 self.gallery.version,
             )
+
+    def _open_gallery(self) -> None:
+        self.gallery = Gallery.open(self.config.gallery, model=self.config.model or None)
+        # Its first run allocates: not on the first alert's time.
+        self.gallery.embedder.embed([np.zeros((64, 64, 3), np.uint8)])
+
+    def _open_lanes(self) -> None:
+        """Each lane's state folder (locked) and parts; one watcher for all lanes, its counters the
+        process's series (no lane label)."""
+        several = len(self.lane_configs) > 1
+        for edge, lane_config in self.lane_configs:
+            lane = LaneService(edge, lane_config, self.gallery, labelled=several)
+            lane.open()
+            self.lanes.append(lane)
+        self.watcher = GalleryWatcher(self.gallery, self.config.gallery_poll_s, self.lanes[0].metrics)
+
+    def _open_http(self) -> None:
+        cfg = self.config
+        first = self.lanes[0].routes
+        context = ApiContext(
+            first.inbox,
+            first.alerts,
+            first.metrics,
+            self.health,
+            self._refresh_gallery,
+            first.evidence_root,
+            lanes={lane.config.lane: lane.routes for lane in self.lanes},
+            render_metrics=lambda: render_lanes([lane.metrics for lane in self.lanes]),
+        )
+        try:
+            self.http = ApiServer(cfg.http, context)
+        except OSError as e:
+            raise EdgeError(
+                f"edge.http: cannot listen on {cfg.http.host}:{cfg.http.port} ({e.strerror or e})"
+            ) from None
+
+    def _start_threads(self) -> None:
+        """Every thread, each under the supervisor."""
+        for lane in self.lanes:
+            for worker in lane.start():
+                self.supervisor.watch(worker, lane.metrics, lane.config.lane)
+        service_metrics = self.lanes[0].metrics
+        for worker in (self.watcher, HttpThread(self.http)):
+            worker.start()
+            self.supervisor.watch(worker, service_metrics)
 
     def _refresh_gallery(self) -> dict:
         switched = self.watcher.check()
@@ -112,21 +144,19 @@ class EdgeService:
     # --- run and stop --------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Serve until SIGTERM or SIGINT, or until a lane thread stops, then stop in order. Returns
-        the exit status; a lane that stopped on a user error (e.g. a zone outside the frame) raises
-        it after the shutdown."""
+        """Serve until SIGTERM or SIGINT, restarting threads that die, until one dies too often;
+        then stop in order. Returns the exit status (1: a thread died too often); a thread that
+        stopped on a user error (e.g. a zone outside the frame) raises it after the shutdown."""
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stopping.set())
         self.start()
         while not self.stopping.wait(0.5):
-            if not all(lane.worker.alive for lane in self.lanes):
+            if not self.supervisor.check():
                 break
         self.shutdown()
-        errors = [lane.worker.failure for lane in self.lanes if lane.worker.failure is not None]
-        user = [e for e in errors if isinstance(e, ReidError)]
-        if user:
-            raise user[0]
-        return 1 if errors else 0
+        if isinstance(self.supervisor.fatal, ReidError):
+            raise self.supervisor.fatal
+        return 0 if self.supervisor.fatal is None else 1
 
     def shutdown(self) -> None:
         log.info("stopping: finishing in-flight work")
@@ -146,7 +176,10 @@ class EdgeService:
         thread has stopped or hangs). Several: the service's status, each lane's problems named
         after it, and every lane's document under "lanes"; a lost camera degrades its lane only,
         and only a stopped lane thread (a restart is needed) makes it 503."""
-        reports = [lane.health(self.watcher.error) for lane in self.lanes]
+        shared = self.supervisor.problems(None)  # the gallery watcher's and the HTTP server's
+        reports = [
+            lane.health(self.watcher.error, self.supervisor.problems(lane.config.lane) + shared) for lane in self.lanes
+        ]
         failing = any(f for f, _ in reports)
         if len(reports) == 1:
             return (503 if failing else 200), reports[0][1]

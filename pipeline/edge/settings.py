@@ -59,6 +59,7 @@ class CameraConfig:
     # frames waiting for the lane; beyond it the oldest is dropped
     queue_frames: Annotated[Whole, Field(ge=1, le=256)] = 8
     folder_fps: Annotated[Real, Field(gt=0, le=120)] = 15.0  # image folders only: the rate they are played at
+    drop_frames: Flag = True  # video files and folders: false hands every frame to the lane, late if it lags (tests)
 
     def __post_init__(self) -> None:
         rule(bool(self.source), "source", "is required (a camera index, a stream URL or a video file)")
@@ -203,6 +204,10 @@ class EdgeConfig:
     evidence_min_free_mb: Megabytes = 200.0
     # at SIGTERM, time left to the webhook to deliver what is pending
     shutdown_grace_s: Annotated[Real, Field(ge=0, le=300)] = 5.0
+    # a thread that died is restarted after this; doubles per death (at most 60 s) ...
+    restart_backoff_s: Annotated[Real, Field(ge=0.1, le=60)] = 1.0
+    # ... more deaths of one thread within 10 minutes stop the service (exit 1)
+    restart_limit: Annotated[Whole, Field(ge=0, le=100)] = 5
     camera: CameraConfig = field(default_factory=CameraConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     pos: PosConfig = field(default_factory=PosConfig)

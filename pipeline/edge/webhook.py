@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import http.client
 import json
 import time
 import urllib.error
@@ -84,7 +85,7 @@ class WebhookClient:
             return Failure(f"HTTP {e.code} {e.reason}", permanent=400 <= e.code < 500 and e.code not in RETRIED_4XX)
         except urllib.error.URLError as e:
             return Failure(f"{self.config.url}: {e.reason}")
-        except (OSError, ValueError) as e:  # timeouts, resets, malformed answers
+        except (OSError, ValueError, http.client.HTTPException) as e:  # timeouts, resets, malformed answers
             return Failure(f"{self.config.url}: {type(e).__name__}: {e}")
 
 

@@ -1,5 +1,6 @@
 """`Worker`: the start/stop shape that the service's threads share (camera, lane, webhook, POS
-file, gallery watcher), so the service starts and stops each the same way."""
+file, gallery watcher, HTTP), so the service starts, stops and (`supervisor.Supervisor`) restarts
+each the same way."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ log = logging.getLogger("reid.edge")
 class Worker(ABC):
     """One named daemon thread running `run` until it returns. `stop` asks it to end (the
     `stopping` flag, which `wait` wakes on) and joins it; an exception that ends `run` is logged
-    and kept in `failure` for health and the exit status."""
+    and kept in `failure` for the supervisor, health and the exit status; `restart` runs `run`
+    again on a new thread (the object's state carries over: a sender resumes at its cursor)."""
 
     def __init__(self, name: str):
         self.name = name
@@ -26,6 +28,12 @@ class Worker(ABC):
         """The thread's work; return once `stopping` is set (after any final work)."""
 
     def start(self) -> None:
+        self._thread.start()
+
+    def restart(self) -> None:
+        """Run `run` again after it died (`failure` is cleared)."""
+        self.failure = None
+        self._thread = threading.Thread(target=self._main, name=self.name, daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float | None = None) -> bool:
