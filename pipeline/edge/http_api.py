@@ -284,7 +284,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _pos(self, ctx: LaneRoutes, body: bytes) -> None:
         try:
-            events = parse_pos_body(body, self.server.config.max_events_per_post, ctx.inbox.check)
+            events = parse_pos_body(
+                body,
+                self.server.config.max_events_per_post,
+                ctx.inbox.check,
+                max_bytes=self.server.config.max_body_bytes,
+            )
         except PosError as e:
             ctx.metrics.pos_rejected.inc("http")
             log.warning("POST /pos refused: %s", e)

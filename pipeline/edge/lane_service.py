@@ -122,7 +122,9 @@ class LaneService:
             pos_record=self.pos_record,
         )
         self.mqtt = (
-            MqttLink(cfg.mqtt, cfg.lane, self.inbox, cfg.http.max_events_per_post, self.metrics)
+            MqttLink(
+                cfg.mqtt, cfg.lane, self.inbox, cfg.http.max_events_per_post, self.metrics, cfg.http.max_body_bytes
+            )
             if cfg.mqtt.host
             else None
         )

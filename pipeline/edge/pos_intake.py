@@ -21,16 +21,17 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from retail_reid.bounded_json import parse_json
 from retail_reid.durable import replace_atomically
 from retail_reid.pipeline.edge.metrics import EdgeMetrics
 from retail_reid.pipeline.edge.worker import Worker
-from retail_reid.pipeline.pos import PosError, PosEvent, parse_pos_event
+from retail_reid.pipeline.pos import MAX_LINE_BYTES, PosError, PosEvent, parse_pos_event, parse_pos_line
 
 log = logging.getLogger("reid.edge.pos")
 
 MAX_READ_BYTES = 1 << 20  # read at most this much of the file per poll: memory stays bounded
-MAX_LINE_BYTES = 64 << 10  # a longer "line" is garbage, not a POS event
 WHERE_HTTP = "HTTP body"
+MAX_BODY_BYTES = 16 << 20  # the most `[edge.http] max_body_bytes` allows
 
 
 class InboxFull(Exception):
@@ -109,26 +110,17 @@ def parse_pos_body(
     max_events: int,
     check: Callable[[PosEvent, str], None] = lambda event, where: None,
     where: str = WHERE_HTTP,
+    *,
+    max_bytes: int = MAX_BODY_BYTES,
 ) -> list[PosEvent]:
-    """The events of one `POST /pos` body or MQTT message (a JSON object, or a list of them), each
-    also passed to `check`; PosError naming the event (`HTTP body[3]`) and field otherwise."""
-    try:
-        text = body.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise PosError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    if not text.strip():
-        raise PosError(f"{where}: empty; expected a JSON object or a list of them")
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise PosError(f"{where}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
-    except RecursionError:
-        raise PosError(f"{where}: JSON nested too deeply") from None
+    """The events of one `POST /pos` body or MQTT message (a JSON object, or a list of them, at most
+    `max_bytes` long), each also passed to `check`; PosError naming the event (`HTTP body[3]`) and
+    field otherwise."""
+    obj = parse_json(body, where, max_bytes=max_bytes, expect=(dict, list), error=PosError)
     if isinstance(obj, dict):
         obj, places = [obj], [where]
-    elif not isinstance(obj, list):
-        raise PosError(f"{where}: expected a JSON object or a list of them, got {type(obj).__name__}")
     else:
+        assert isinstance(obj, list)  # parse_json checked it
         places = [f"{where}[{i}]" for i in range(len(obj))]
     if not obj:
         raise PosError(f"{where}: an empty list; send at least one event")
@@ -285,16 +277,9 @@ class PosFileTailer(Worker):
         if not raw.strip():
             return None
         try:
-            obj = json.loads(raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
-            event = parse_pos_event(obj, where)
+            event = parse_pos_line(raw, where)
             self.inbox.check(event, where)
             return dataclasses.replace(event, line=line)
-        except UnicodeDecodeError as e:
-            problems.append(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})")
-        except json.JSONDecodeError as e:
-            problems.append(f"{where}: not valid JSON ({e.msg} at column {e.colno})")
-        except RecursionError:
-            problems.append(f"{where}: JSON nested too deeply")
         except PosError as e:
             problems.append(str(e))
         return None
