@@ -37,6 +37,26 @@ class EventType(StrEnum):
         return self not in (EventType.DOUBLE_SCAN, EventType.BASKET)
 
 
+class Unverifiable(StrEnum):
+    """Why the camera cannot check a scan: the camera was down when it was made, or the scan names
+    a barcode the gallery's catalogue lacks or a SKU the gallery holds no photos of."""
+
+    CAMERA_DOWN = "camera_down"
+    UNKNOWN_BARCODE = "unknown_barcode"
+    UNKNOWN_SKU = "unknown_sku"
+
+
+@dataclass(frozen=True)
+class ScanWarning:
+    """A scan the camera cannot check: why (`reason`), and a line for people naming the scan."""
+
+    reason: Unverifiable
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
 class Verdict(StrEnum):
     """What was decided about one item pass: an alert type; or OK (the item looks like its scan);
     UNCONFIRMED (it does not quite, but no other SKU clearly does either); UNVERIFIED (the camera

@@ -26,6 +26,7 @@ from retail_reid.durable import replace_atomically
 from retail_reid.pipeline.edge.metrics import EdgeMetrics
 from retail_reid.pipeline.edge.worker import Worker
 from retail_reid.pipeline.pos import MAX_LINE_BYTES, PosError, PosEvent, parse_pos_event, parse_pos_line
+from retail_reid.pipeline.types import ScanWarning, Unverifiable
 
 log = logging.getLogger("reid.edge.pos")
 
@@ -48,15 +49,19 @@ class PosInbox:
         clock_offset_s: float,
         max_skew_s: float,
         clock: Callable[[], float] = time.time,
+        verify: Callable[[PosEvent], ScanWarning | None] = lambda event: None,
     ):
+        """`verify`: why the camera cannot check an event (`lane.scan_warning` against the gallery)."""
         self.capacity = capacity
         self.metrics = metrics
         self.clock_offset_s = clock_offset_s
         self.max_skew_s = max_skew_s
         self.clock = clock
+        self.verify = verify
         self._items: deque[PosEvent] = deque()
         self._lock = threading.Lock()
         self._last: dict | None = None
+        self._last_unverifiable: dict | None = None
 
     def check(self, event: PosEvent, where: str) -> None:
         """Refuse an event whose time is implausibly far from now: the POS clock (or the lane's
@@ -68,10 +73,11 @@ class PosInbox:
                 f"(more than {self.max_skew_s:g} s); 'ts' must be Unix seconds, check the POS clock"
             )
 
-    def put(self, events: list[PosEvent], source: str) -> None:
-        """Accept all of `events` or none (InboxFull)."""
+    def put(self, events: list[PosEvent], source: str) -> list[tuple[int, ScanWarning]]:
+        """Accept all of `events` or none (InboxFull). Returns the scans among them that the camera
+        cannot check (their index in `events`, and why), each also counted and logged (`unverifiable`)."""
         if not events:
-            return
+            return []
         with self._lock:
             if len(self._items) + len(events) > self.capacity:
                 raise InboxFull(f"{len(self._items)} POS events are waiting for the lane (at most {self.capacity})")
@@ -87,6 +93,33 @@ class PosInbox:
                 "received_at": round(self.clock(), 3),
             }
         self.metrics.pos_received.inc(source, amount=len(events))
+        found = [(i, w) for i, e in enumerate(events) if (w := self.verify(e)) is not None]
+        for i, warning in found:
+            self.unverifiable(events[i], warning, source)
+        return found
+
+    def unverifiable(self, event: PosEvent, warning: ScanWarning, source: str | None) -> None:
+        """Count, log and keep (for /health) a scan the camera cannot check; `source` None: found
+        by the lane (the camera was down). The log line is `POS scan unverifiable (REASON): DETAIL`."""
+        self.metrics.pos_unverifiable.inc(warning.reason)
+        log.warning("POS scan unverifiable (%s): %s", warning.reason, warning)
+        with self._lock:
+            self._last_unverifiable = {
+                "ts": event.ts,
+                "sku": event.sku,
+                "barcode": event.barcode,
+                "txn": event.txn,
+                "reason": warning.reason,
+                "detail": warning.text,
+                "source": source,
+                "received_at": round(self.clock(), 3),
+            }
+
+    def unverifiable_status(self) -> dict:
+        """For /health: the scans the camera could not check, by reason, and the latest of them."""
+        with self._lock:
+            last = None if self._last_unverifiable is None else dict(self._last_unverifiable)
+        return {"by_reason": {r: int(self.metrics.pos_unverifiable.value(r)) for r in Unverifiable}, "last": last}
 
     def take(self) -> list[PosEvent]:
         """Everything waiting, in arrival order."""
