@@ -163,3 +163,18 @@ def test_malformed_pos_messages_are_refused_and_the_client_goes_on(broker):
             sender.publish("reid/lane-3/pos", json.dumps(good), qos=1).wait_for_publish(5)
             assert wait_until(lambda n=n: len(inbox) == n and m.pos_rejected.value("mqtt") == n)
     assert [e.sku for e in inbox.take()] == [f"After{n}" for n in range(1, 6)]
+
+
+def test_a_message_that_raises_an_unexpected_error_is_counted_and_the_client_goes_on(broker):
+    """Whatever goes wrong with one message, paho's network thread must not die with it."""
+    with pos_lane(broker, "lane-4") as (inbox, m, sender):
+
+        def check(event, where):
+            if event.sku == "Boom":
+                raise RuntimeError("a bug in a check")
+
+        inbox.check = check
+        for sku in ("Boom", "After"):
+            sender.publish("reid/lane-4/pos", json.dumps({"ts": time.time(), "type": "scan", "sku": sku}), qos=1)
+        assert wait_until(lambda: len(inbox) == 1 and m.pos_rejected.value("mqtt") == 1)
+    assert [e.sku for e in inbox.take()] == ["After"]

@@ -146,6 +146,9 @@ class MqttLink:
         except InboxFull as e:
             self.metrics.pos_rejected.inc(NAME)
             log.warning("POS message on %s dropped: %s", message.topic, e)
+        except Exception:  # a bug, not the message: raised out of here it would end paho's thread
+            self.metrics.pos_rejected.inc(NAME)
+            log.exception("POS message on %s dropped: it could not be handled", message.topic)
 
 
 class MqttPublisher(OutboxSender):
