@@ -25,6 +25,7 @@ from retail_reid.gallery.integrity import file_sha256
 from retail_reid.pipeline.pos import PosEventType
 from retail_reid.pipeline.simulate import Anomaly, Pass, Truth
 from retail_reid.pipeline.simulate_pos import PosCase, PosCaseKind
+from retail_reid.pipeline.types import MAX_EVENT_LINE_BYTES
 from retail_reid.userfiles import read_user_file
 
 SCORED_TYPES = ("non_scan", "product_switch", "scan_without_item")
@@ -37,7 +38,6 @@ POS_TYPES = frozenset(PosEventType)  # the `type` of a POS log's line: no events
 DEFAULT_TOL = 1.0
 TIMELINE_MARGIN_S = 30.0  # alerts this far outside the truth's time span cannot be about it
 MAX_TRUTH_BYTES = 256 * 2**20  # a truth file of a day's lane is a few MB
-MAX_LINE_BYTES = 1 << 20  # an events.jsonl line (an alert, a basket) is a few KB
 
 
 class ScoreError(ReidError, ValueError):
@@ -88,7 +88,7 @@ def _is_events_text(text: str) -> bool:
     """Whether text reads as events.jsonl: its first line an object with an event 'type' (no truth has one)."""
     first = next((line for line in text.splitlines() if line.strip()), "")
     try:
-        obj = parse_object(first, "", max_bytes=MAX_LINE_BYTES, error=ScoreError)
+        obj = parse_object(first, "", max_bytes=MAX_EVENT_LINE_BYTES, error=ScoreError)
     except ScoreError:
         return False
     return "type" in obj and "anomalies" not in obj
@@ -298,7 +298,7 @@ def read_events(path: str | Path) -> Events:
         where = f"{p}:{lineno}"
         if not data.strip():
             continue
-        obj = parse_object(data, where, max_bytes=MAX_LINE_BYTES, error=ScoreError)
+        obj = parse_object(data, where, max_bytes=MAX_EVENT_LINE_BYTES, error=ScoreError)
         kind = obj.get("type")
         if not isinstance(kind, str) or not kind:
             raise ScoreError(f"{where}: missing or empty field 'type'")

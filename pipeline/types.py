@@ -20,6 +20,9 @@ class ZoneError(ReidError, ValueError):
     """A scan zone that is malformed or lies outside the frame."""
 
 
+MAX_EVENT_LINE_BYTES = 1 << 20  # an events.jsonl line (an alert, a basket) is a few KB; a longer one is garbage
+
+
 class EventType(StrEnum):
     """The `type` of an events.jsonl line: one of the loss alerts, a customer-service event (a
     double scan overcharges the customer), or a transaction's basket."""

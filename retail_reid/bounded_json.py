@@ -94,32 +94,34 @@ def parse_json(
     max_depth: int = MAX_DEPTH,
 ) -> object:
     """The value `data` holds (of the type `expect`: a JSON object by default), or `error` raised
-    as "WHERE: reason". A UTF-8 byte-order mark is skipped. Nothing larger than `max_bytes` is decoded."""
+    as "WHERE: reason" (the reason alone where `where` is empty). A UTF-8 byte-order mark is
+    skipped. Nothing larger than `max_bytes` is decoded."""
+    at = f"{where}: " if where else ""
     size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
     if size > max_bytes:
-        raise error(f"{where}: {size} bytes, more than the limit of {max_bytes}; refused")
+        raise error(f"{at}{size} bytes, more than the limit of {max_bytes}; refused")
     if isinstance(data, bytes):
         try:
             data = data.removeprefix(_BOM).decode("utf-8")
         except UnicodeDecodeError as e:
-            raise error(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+            raise error(f"{at}not UTF-8 text ({e.reason} at byte {e.start})") from None
     wanted = expect if isinstance(expect, tuple) else (expect,)
     wanted_text = " or ".join(_kind(t) for t in wanted)
     if not data.strip():
-        raise error(f"{where}: empty; expected {wanted_text}")
+        raise error(f"{at}empty; expected {wanted_text}")
     try:
         value = json.loads(data, parse_int=_int, parse_float=_float, parse_constant=_constant)
     except _Refused as e:
-        raise error(f"{where}: {e}") from None
+        raise error(f"{at}{e}") from None
     except json.JSONDecodeError as e:
-        raise error(f"{where}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+        raise error(f"{at}not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
     except RecursionError:
-        raise error(f"{where}: nested more than {max_depth} levels deep") from None
+        raise error(f"{at}nested more than {max_depth} levels deep") from None
     if not isinstance(value, wanted) or (isinstance(value, bool) and bool not in wanted):
-        raise error(f"{where}: expected {wanted_text}, got {_kind(type(value))}")
+        raise error(f"{at}expected {wanted_text}, got {_kind(type(value))}")
     problem = _check_tree(value, max_depth)
     if problem is not None:
-        raise error(f"{where}: {problem}")
+        raise error(f"{at}{problem}")
     return value
 
 

@@ -65,3 +65,9 @@ def test_the_callers_error_type_is_raised():
 
     with pytest.raises(MyError, match=r"^bundle: manifest\.json: a number of 50000 characters"):
         parse_object(b'{"n": ' + b"9" * 50_000 + b"}", "bundle: manifest.json", max_bytes=1 << 20, error=MyError)
+
+
+def test_without_a_place_the_reason_stands_alone():
+    with pytest.raises(JsonRejected) as e:
+        parse_json("[NaN]", "", max_bytes=100, expect=list)
+    assert str(e.value) == "NaN is not a number JSON allows"
