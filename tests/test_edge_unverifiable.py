@@ -110,7 +110,7 @@ def worker(tmp_path):
 
 
 def test_double_scans_are_timed_apart_from_the_loss_alerts_the_latency_rule_watches(worker):
-    """A double scan is written up to the void window (9 s) after its scan; counted in the
+    """A double scan is written up to the void window (10 s by default) after its scan; counted in the
     loss-alert latency it made the p95 rule fire with no lane behind."""
     w, m = worker
     now = time.time()

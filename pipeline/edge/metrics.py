@@ -20,7 +20,7 @@ PROCESSING_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 FRAME_AGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # Seconds from an item leaving the zone to its alert being written (target: p95 under 1 s).
 ALERT_LATENCY_BUCKETS = (0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 5.0, 10.0)
-# Seconds from a second scan to its double-scan event: it waits out the void window (9 s by
+# Seconds from a second scan to its double-scan event: it waits out the void window (10 s by
 # default) first, since a void may still cancel the scan, so it has buckets of its own.
 DOUBLE_SCAN_LATENCY_BUCKETS = (1.0, 2.5, 5.0, 7.5, 9.0, 10.0, 12.5, 15.0, 20.0, 30.0, 60.0)
 
