@@ -26,6 +26,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+from retail_reid.bounded_json import parse_object
 from retail_reid.durable import fsync_dir, temp_name
 from retail_reid.gallery.archive import DEFAULT_LIMITS, BoundedStream, BundleLimits, open_archive, stream_bytes
 from retail_reid.gallery.catalog import Product, check_sku
@@ -241,11 +242,8 @@ def _parse_manifest(
     raw: bytes, bundle: Path, fingerprint: str, dim: int, limits: BundleLimits
 ) -> tuple[dict, list[Product], dict[str, dict]]:
     where = f"{bundle}: {MANIFEST}"
-    try:
-        manifest = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GalleryError(f"{where}: not valid JSON ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    manifest = parse_object(raw, where, max_bytes=limits.manifest_bytes, error=GalleryError)
+    if manifest.get("format") != FORMAT:
         raise GalleryError(f"{where}: not a gallery bundle (field 'format' must be {FORMAT!r})")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise GalleryError(

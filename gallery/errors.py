@@ -46,3 +46,12 @@ def not_a_gallery(root: Path, missing: str) -> GalleryError:
             f"`reid gallery init G && reid gallery import-folder G {root}`"
         )
     return GalleryError(f"{root}: not a gallery (no {missing}); create one with `reid gallery init {root}`")
+
+
+def damaged_database(root: Path, e: Exception) -> GalleryError:
+    """The error for a gallery.db that SQLite finds damaged part way through a command (the header
+    read, a page that did not), advising what `reid gallery check` advises."""
+    return GalleryError(
+        f"{root / 'gallery.db'}: damaged ({e}); `reid gallery check {root}` lists what, `reid gallery repair "
+        f"{root}` rebuilds what can be rebuilt (damaged files are moved aside, not deleted)"
+    )

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from retail_reid.gallery import db
 from retail_reid.gallery.binding import bound_embedder
 from retail_reid.gallery.catalog import Product, check_sku
-from retail_reid.gallery.errors import GalleryError
+from retail_reid.gallery.errors import GalleryError, damaged_database
 from retail_reid.gallery.snapshot import read_current, stored_versions
 from retail_reid.models.runtime import OnnxEmbedder
 
@@ -71,8 +71,12 @@ class GalleryReader:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: object, error: object, tb: object) -> None:
+        """Close; a database found damaged by the command (not when opened: `db.connect` reads only
+        its header) ends it with one line that advises repair, instead of SQLite's traceback."""
         self.close()
+        if type(error) is sqlite3.DatabaseError:  # corrupt pages, not a locked or misused database
+            raise damaged_database(self.root, error) from None
 
     @property
     def meta(self) -> dict[str, str]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from retail_reid.bounded_json import parse_object
 from retail_reid.errors import ReidError
 from retail_reid.images import ImageError, read_image
 from retail_reid.models.calibration import Calibration
@@ -21,6 +22,7 @@ from retail_reid.models.preprocess import Preprocess
 METADATA_KEY = "retail_reid"
 FORMAT = "retail-reid-embedder"
 FORMAT_VERSION = 1
+MAX_METADATA_BYTES = 1 << 20  # the metadata is a few KB (preprocessing and calibration tables)
 INPUT_NAME = "images"
 OUTPUT_NAME = "embeddings"
 
@@ -56,11 +58,8 @@ class ModelInfo:
             raise ModelError(
                 f"{source}: no '{METADATA_KEY}' metadata; not a retail-reid embedder (export it with `reid export`)"
             )
-        try:
-            meta = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise ModelError(f"{source}: '{METADATA_KEY}' metadata is not valid JSON ({e})") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        meta = parse_object(raw, f"{source}: '{METADATA_KEY}' metadata", max_bytes=MAX_METADATA_BYTES, error=ModelError)
+        if meta.get("format") != FORMAT:
             raise ModelError(f"{source}: metadata 'format' must be {FORMAT!r}")
         if meta.get("version") != FORMAT_VERSION:
             raise ModelError(

@@ -18,7 +18,15 @@ from retail_reid.pipeline.config import load_config
 from retail_reid.pipeline.console import cli as console_cli
 from retail_reid.pipeline.contract import SchemaName, load_schema, schema_text
 from retail_reid.pipeline.edge import cli as edge_cli
-from retail_reid.pipeline.score import DEFAULT_TOL, Alert, format_score, read_events, read_truth, score
+from retail_reid.pipeline.score import (
+    DEFAULT_TOL,
+    Alert,
+    check_same_recording,
+    format_score,
+    read_events,
+    read_truth,
+    score,
+)
 from retail_reid.pipeline.simulate import (
     HARD_SETTINGS,
     Difficulty,
@@ -95,7 +103,9 @@ def cmd_simulate(a: argparse.Namespace) -> int:
 
 
 def cmd_score(a: argparse.Namespace) -> int:
-    result = score(read_truth(a.truth), read_events(a.events), a.tol)
+    truth, events = read_truth(a.truth), read_events(a.events)
+    check_same_recording(a.truth, truth, events)
+    result = score(truth, events, a.tol)
     print(json.dumps(result.to_dict(), indent=1) if a.json else format_score(result))
     return 0
 

@@ -18,7 +18,17 @@ from retail_reid.pipeline.evidence import EvidenceWriter
 from retail_reid.pipeline.pos import PosEvent, PosEventType
 from retail_reid.pipeline.recognition import GalleryLike, Recogniser, Thresholds
 from retail_reid.pipeline.tracker import PassTracker, TrackSpan
-from retail_reid.pipeline.types import BasketEvent, Event, Frame, ItemPass, PassRecord, Zone, ZoneError
+from retail_reid.pipeline.types import (
+    BasketEvent,
+    Event,
+    Frame,
+    ItemPass,
+    PassRecord,
+    ScanWarning,
+    Unverifiable,
+    Zone,
+    ZoneError,
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,7 +113,7 @@ class LaneProcessor:
         """POS events pushed whose time the lane has not reached yet."""
         return len(self._pos)
 
-    def push_pos(self, event: PosEvent) -> str | None:
+    def push_pos(self, event: PosEvent) -> ScanWarning | None:
         """Queue a till event for when the lane's clock reaches it. Returns a warning at once if it
         is a scan the camera cannot check (a barcode the catalogue lacks, a SKU the gallery lacks)."""
         heapq.heappush(self._pos, (event.ts, next(self._arrival), event))
@@ -207,7 +217,7 @@ class LaneProcessor:
         self.passes += len(passes)
 
 
-def scan_warning(event: PosEvent, gallery: GalleryLike) -> str | None:
+def scan_warning(event: PosEvent, gallery: GalleryLike) -> ScanWarning | None:
     """Why a scan cannot be verified by the camera, or None (not a scan, or one it can check)."""
     if event.type is not PosEventType.SCAN:
         return None
@@ -215,10 +225,16 @@ def scan_warning(event: PosEvent, gallery: GalleryLike) -> str | None:
     if event.sku is None:
         assert event.barcode is not None  # parse_pos_event refuses a scan with neither
         if gallery.sku_for_barcode(event.barcode) is None:
-            return f"{where}barcode {event.barcode!r} is not in the gallery's catalogue; that scan cannot be verified"
+            return ScanWarning(
+                Unverifiable.UNKNOWN_BARCODE,
+                f"{where}barcode {event.barcode!r} is not in the gallery's catalogue; that scan cannot be verified",
+            )
         return None
     if not gallery.has_sku(event.sku):
-        return f"{where}SKU {event.sku!r} has no references in the gallery; that scan cannot be verified"
+        return ScanWarning(
+            Unverifiable.UNKNOWN_SKU,
+            f"{where}SKU {event.sku!r} has no references in the gallery; that scan cannot be verified",
+        )
     return None
 
 

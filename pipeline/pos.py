@@ -16,6 +16,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from retail_reid.bounded_json import parse_object
 from retail_reid.compat import StrEnum
 from retail_reid.errors import ReidError
 from retail_reid.userfiles import read_user_file
@@ -44,6 +45,7 @@ _PRODUCT_TYPES = (PosEventType.SCAN, PosEventType.VOID)  # events that name a pr
 QTY_MAX = 999  # one line of a till pays for at most this many items
 WEIGHT_MAX_KG = 100.0  # more than a checkout scale weighs
 MAX_TEXT_CHARS = 256  # a longer SKU, barcode or transaction is garbage (or an attack), not a till's field
+MAX_LINE_BYTES = 64 << 10  # a longer line of a POS log is garbage, not a POS event
 
 
 class PosError(ReidError, ValueError):
@@ -160,6 +162,11 @@ def parse_pos_event(obj: dict, where: str) -> PosEvent:
     return PosEvent(ts=float(ts), type=kind, sku=sku, barcode=barcode, txn=txn, qty=qty, entry=entry, weight_kg=weight)
 
 
+def parse_pos_line(raw: bytes, where: str) -> PosEvent:
+    """One line of a POS log (a JSON object, bounded: `retail_reid.bounded_json`) as an event."""
+    return parse_pos_event(parse_object(raw, where, max_bytes=MAX_LINE_BYTES, error=PosError), where)
+
+
 def read_pos_log(path: str | Path) -> tuple[list[PosEvent], list[str]]:
     """All valid events sorted by `ts` (ties keep file order), and one "FILE:LINE: reason" warning
     per skipped line. A missing, unreadable or empty file, or one with no valid event, is a PosError."""
@@ -174,15 +181,7 @@ def read_pos_log(path: str | Path) -> tuple[list[PosEvent], list[str]]:
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as e:
-            warnings.append(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})")
-            continue
-        except json.JSONDecodeError as e:
-            warnings.append(f"{where}: not valid JSON ({e.msg} at column {e.colno})")
-            continue
-        try:
-            event = parse_pos_event(obj, where)
+            event = parse_pos_line(raw, where)
         except PosError as e:
             warnings.append(str(e))
             continue

@@ -134,7 +134,7 @@ def replay(
                 camera_was_blind=lambda ts: stats.after_end(ts, config.events.window_after_s),
                 references=references,
             )
-            warn([w for w in map(lane.push_pos, pos) if w is not None])
+            warn([str(w) for w in map(lane.push_pos, pos) if w is not None])
             events, records = _run(lane, source, staging / "events.jsonl", progress, warn, stats)
             warn(source.problems)
             warn(_video_end_warnings(source, stats, video))

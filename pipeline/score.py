@@ -12,17 +12,20 @@ Double scans are customer-service events: scored as a type, never counted as los
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal, overload
 
+from retail_reid.bounded_json import parse_object
 from retail_reid.compat import StrEnum
 from retail_reid.errors import ReidError
+from retail_reid.gallery.integrity import file_sha256
+from retail_reid.pipeline.pos import PosEventType
 from retail_reid.pipeline.simulate import Anomaly, Pass, Truth
 from retail_reid.pipeline.simulate_pos import PosCase, PosCaseKind
+from retail_reid.pipeline.types import MAX_EVENT_LINE_BYTES
 from retail_reid.userfiles import read_user_file
 
 SCORED_TYPES = ("non_scan", "product_switch", "scan_without_item")
@@ -31,8 +34,10 @@ SCORED_TYPES = ("non_scan", "product_switch", "scan_without_item")
 SPAN_TYPES = (*SCORED_TYPES, "unknown_item", "double_scan")
 LOSS_TYPES = ("non_scan", "product_switch", "scan_without_item", "unknown_item")
 PASS_TYPES = ("non_scan", "product_switch", "unknown_item")  # anomalies of an item pass: the others are normal
+POS_TYPES = frozenset(PosEventType)  # the `type` of a POS log's line: no events.jsonl line has one
 DEFAULT_TOL = 1.0
 TIMELINE_MARGIN_S = 30.0  # alerts this far outside the truth's time span cannot be about it
+MAX_TRUTH_BYTES = 256 * 2**20  # a truth file of a day's lane is a few MB
 
 
 class ScoreError(ReidError, ValueError):
@@ -75,6 +80,7 @@ class Events:
 # --- reading -----------------------------------------------------------------------------------
 
 
+SUMMARY = "summary.json"  # written beside events.jsonl by `reid replay` and `reid replay-batch`
 SWAPPED = "give the truth file first, then the events file: reid score TRUTH EVENTS"
 
 
@@ -82,19 +88,19 @@ def _is_events_text(text: str) -> bool:
     """Whether text reads as events.jsonl: its first line an object with an event 'type' (no truth has one)."""
     first = next((line for line in text.splitlines() if line.strip()), "")
     try:
-        obj = json.loads(first)
-    except json.JSONDecodeError:
+        obj = parse_object(first, "", max_bytes=MAX_EVENT_LINE_BYTES, error=ScoreError)
+    except ScoreError:
         return False
-    return isinstance(obj, dict) and "type" in obj and "anomalies" not in obj
+    return "type" in obj and "anomalies" not in obj
 
 
 def _is_truth_text(text: str) -> bool:
     """Whether text reads as truth.json: one object with the passes and anomalies of a scenario."""
     try:
-        obj = json.loads(text)
-    except json.JSONDecodeError:
+        obj = parse_object(text, "", max_bytes=MAX_TRUTH_BYTES, error=ScoreError)
+    except ScoreError:
         return False
-    return isinstance(obj, dict) and "passes" in obj and "anomalies" in obj
+    return "passes" in obj and "anomalies" in obj
 
 
 def _read_text(path: Path, what: str) -> str:
@@ -147,10 +153,7 @@ def read_truth(path: str | Path) -> Truth:
     text = _read_text(p, "truth file")
     if _is_events_text(text):
         raise ScoreError(f"{p}: this is an events file (alerts, one per line), not a truth file; {SWAPPED}")
-    try:
-        top = _object(json.loads(text), str(p))
-    except json.JSONDecodeError as e:
-        raise ScoreError(f"{p}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    top = parse_object(text, str(p), max_bytes=MAX_TRUTH_BYTES, error=ScoreError)
     for key in ("video", "fps", "size", "zone", "passes", "anomalies"):
         if key not in top:
             raise ScoreError(f"{p}: missing field '{key}'")
@@ -237,6 +240,47 @@ def _counts(obj: dict, key: str, where: str) -> Counter:
     return Counter({k: n for k, n in v.items() if n})
 
 
+def _recording_named_by(events_path: Path) -> Path | None:
+    """The recording a replay's events came from, as the summary.json beside them names it (None
+    without one: a live lane's events, a copied file)."""
+    summary = events_path.parent / SUMMARY
+    try:
+        obj = parse_object(summary.read_bytes(), str(summary), max_bytes=MAX_TRUTH_BYTES, error=ScoreError)
+    except (OSError, ScoreError):
+        return None
+    video = obj.get("video")
+    return Path(video) if isinstance(video, str) and video else None
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths hold the same recording: the same file, or files of the same bytes."""
+    if a.samefile(b):
+        return True
+    if not (a.is_file() and b.is_file()) or a.stat().st_size != b.stat().st_size:
+        return False
+    return file_sha256(a) == file_sha256(b)
+
+
+def check_same_recording(truth_path: str | Path, truth: Truth, events: Events) -> None:
+    """Refuse a replay's events of another recording than the truth's: the video its summary.json
+    names must be the truth's own (the same file, or a copy of the same bytes). Where either is
+    not at hand (a live lane's events, a truth whose video was not kept), `score` still refuses
+    events that fall outside the truth's timeline or name none of its products."""
+    ran_on = _recording_named_by(Path(events.path))
+    described = Path(truth_path).parent / truth.video
+    if ran_on is None:
+        return
+    try:
+        if _same_file(ran_on, described):
+            return
+    except OSError:  # one of them is not here to compare
+        return
+    raise ScoreError(
+        f"{events.path}: a run over {ran_on} (its {SUMMARY} says so), but the truth {truth_path} describes "
+        f"{described}: another recording; score a run against its own recording's truth"
+    )
+
+
 def read_events(path: str | Path) -> Events:
     """events.jsonl from a replay. Any malformed line is an error naming its line: a score that
     silently skipped alerts would be a wrong score. An empty file is valid (no alerts)."""
@@ -254,15 +298,15 @@ def read_events(path: str | Path) -> Events:
         where = f"{p}:{lineno}"
         if not data.strip():
             continue
-        try:
-            obj = _object(json.loads(data.decode("utf-8")), where)
-        except UnicodeDecodeError as e:
-            raise ScoreError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-        except json.JSONDecodeError as e:
-            raise ScoreError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+        obj = parse_object(data, where, max_bytes=MAX_EVENT_LINE_BYTES, error=ScoreError)
         kind = obj.get("type")
         if not isinstance(kind, str) or not kind:
             raise ScoreError(f"{where}: missing or empty field 'type'")
+        if kind in POS_TYPES and "ts" in obj and "t_start" not in obj:
+            raise ScoreError(
+                f"{where}: a till event ({kind!r} at 'ts'), not an alert: this is a POS log, not the events.jsonl "
+                "of a run; give the events.jsonl that `reid replay` wrote"
+            )
         if kind in SPAN_TYPES:
             start, end = _span(obj, where)
             alerts.append(
@@ -286,6 +330,12 @@ def read_events(path: str | Path) -> Events:
             baskets.append(BasketLine(txn, _counts(obj, "seen", where), _counts(obj, "scanned", where), lineno))
         else:
             other[kind] += 1
+    if other and not alerts and not baskets:
+        found = ", ".join(f"{n} {k!r}" for k, n in other.most_common(3))
+        raise ScoreError(
+            f"{p}: none of its {other.total()} lines is an alert or a basket (types {found}): not the events.jsonl "
+            "of a run"
+        )
     return Events(tuple(alerts), tuple(baskets), other, str(p))
 
 

@@ -20,6 +20,9 @@ class ZoneError(ReidError, ValueError):
     """A scan zone that is malformed or lies outside the frame."""
 
 
+MAX_EVENT_LINE_BYTES = 1 << 20  # an events.jsonl line (an alert, a basket) is a few KB; a longer one is garbage
+
+
 class EventType(StrEnum):
     """The `type` of an events.jsonl line: one of the loss alerts, a customer-service event (a
     double scan overcharges the customer), or a transaction's basket."""
@@ -35,6 +38,26 @@ class EventType(StrEnum):
     def loss(self) -> bool:
         """Whether this is a loss alert (what loss prevention reads), not a customer-service event or a basket."""
         return self not in (EventType.DOUBLE_SCAN, EventType.BASKET)
+
+
+class Unverifiable(StrEnum):
+    """Why the camera cannot check a scan: the camera was down when it was made, or the scan names
+    a barcode the gallery's catalogue lacks or a SKU the gallery holds no photos of."""
+
+    CAMERA_DOWN = "camera_down"
+    UNKNOWN_BARCODE = "unknown_barcode"
+    UNKNOWN_SKU = "unknown_sku"
+
+
+@dataclass(frozen=True)
+class ScanWarning:
+    """A scan the camera cannot check: why (`reason`), and a line for people naming the scan."""
+
+    reason: Unverifiable
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
 
 
 class Verdict(StrEnum):

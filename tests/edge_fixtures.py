@@ -116,7 +116,8 @@ class Receiver:
 
 
 @pytest.fixture
-def api(tmp_path):
+def api(tmp_path, request):
+    """An API server of one lane; `max_body_bytes` 2048 unless parametrized (indirect) with another."""
     m = metrics()
     box = PosInbox(5, m, 0.0, 300.0)
     log = AlertLog(tmp_path / "events.jsonl", "l", "l-x")
@@ -133,7 +134,7 @@ def api(tmp_path):
         HttpConfig(
             port=0,
             token="s3cret",
-            max_body_bytes=2048,
+            max_body_bytes=getattr(request, "param", 2048),
             max_events_per_post=50,
             max_connections=3,
             request_timeout_s=20.0,

@@ -439,8 +439,11 @@ def test_manifest_errors_name_the_line_and_field(lanes, tmp_path, edit, needle):
 @pytest.mark.parametrize(
     "line, needle",
     [
-        ("[1, 2]", ":2: expected a JSON object, got list"),
+        ("[1, 2]", ":2: expected a JSON object, got a JSON list"),
         ("{bad", ":2: not valid JSON"),
+        ('{"id": 1' + "0" * 4999 + "}", ":2: a number of 5000 characters"),
+        ('{"id": ' + "[" * 5000 + "]" * 5000 + "}", ":2: nested more than 64 levels deep"),
+        ('{"id": NaN}', ":2: NaN is not a number JSON allows"),
         ('{"id": "a"}', ":2: field 'video' is missing"),
         (
             '{"id": "a", "video": "v", "pos": "p", "config": "c", "store": 12, "lane": "l", "start": "s"}',

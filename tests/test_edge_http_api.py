@@ -10,7 +10,9 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 from edge_fixtures import alert, call, metrics, wait_until
+from malformed_json import MALFORMED_POS_LINES
 
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.http_api import ApiContext, ApiServer
@@ -37,6 +39,21 @@ def test_api_pos_accepts_good_events_and_refuses_the_rest_with_the_reason(api):
     code, body, _ = call(url + "/pos", b"x" * 5000)
     assert code == 413 and "at most 2048" in json.loads(body)["error"]
     assert len(box) == 2 and m.pos_rejected.value("http") == 3 and m.pos_received.value("http") == 2
+
+
+@pytest.mark.parametrize("api", [64 << 10], indirect=True)  # room for the deeply nested body
+def test_api_answers_malformed_numbers_and_nesting_with_400_and_takes_the_next_body(api):
+    """A 5000-digit integer used to raise a ValueError in the handler: the connection dropped with
+    no answer. Each malformed body is now a 400 naming the reason, counted, and the next one taken."""
+    url, box, _, m, _ = api
+    for n, (data, reason) in enumerate(MALFORMED_POS_LINES.values(), start=1):
+        code, body, _ = call(url + "/pos", data)
+        error = json.loads(body)["error"]
+        assert code == 400 and error.startswith("HTTP body: ") and reason in error and "\n" not in error
+        assert m.pos_rejected.value("http") == n
+        code, body, _ = call(url + "/pos", json.dumps({"ts": time.time(), "type": "scan", "sku": f"After{n}"}).encode())
+        assert code == 202 and json.loads(body) == {"accepted": 1}
+    assert [e.sku for e in box.take()] == [f"After{n}" for n in range(1, 6)]
 
 
 def test_api_asks_for_the_token_and_a_length(api):

@@ -5,17 +5,21 @@ and POS events taken from a topic."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import time
+from collections.abc import Iterator
 
 import pytest
 from contract_fixtures import assert_valid
 from edge_fixtures import alert, free_port, metrics, wait_until
+from malformed_json import MALFORMED_POS_LINES
 from mqtt_fixtures import Broker, Subscriber, mqtt, needs_mqtt
 
 from retail_reid.pipeline.contract import SchemaName
 from retail_reid.pipeline.edge.alert_log import AlertLog
+from retail_reid.pipeline.edge.metrics import EdgeMetrics
 from retail_reid.pipeline.edge.mqtt import MqttLink, MqttPublisher
 from retail_reid.pipeline.edge.pos_intake import PosInbox
 from retail_reid.pipeline.edge.settings import MqttConfig
@@ -117,10 +121,12 @@ def test_the_last_will_says_offline_when_the_lane_vanishes(broker):
         late.close()
 
 
-def test_pos_events_are_taken_from_the_topic_and_bad_ones_refused(broker):
+@contextlib.contextmanager
+def pos_lane(broker, lane: str, **config) -> Iterator[tuple[PosInbox, EdgeMetrics, mqtt.Client]]:
+    """A lane taking POS events from its topic, once subscribed: its inbox, its metrics, and a sender."""
     m = metrics()
     inbox = PosInbox(100, m, 0.0, 300.0)
-    link = MqttLink(_config(broker.port, pos=True, topic_prefix="store/7/lane-2"), "lane-2", inbox, 10, m)
+    link = MqttLink(_config(broker.port, pos=True, **config), lane, inbox, 10, m)
     link.start()
     sender = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
     sender.connect("127.0.0.1", broker.port)
@@ -128,39 +134,47 @@ def test_pos_events_are_taken_from_the_topic_and_bad_ones_refused(broker):
     try:
         assert wait_until(lambda: link.connected)
         time.sleep(0.3)  # the subscription is in place
+        yield inbox, m, sender
+        assert link.connected
+    finally:
+        sender.disconnect()
+        sender.loop_stop()
+        link.stop()
+
+
+def test_pos_events_are_taken_from_the_topic_and_bad_ones_refused(broker):
+    with pos_lane(broker, "lane-2", topic_prefix="store/7/lane-2") as (inbox, m, sender):
         now = time.time()
         good = [{"ts": now, "type": "txn_start", "txn": "T1"}, {"ts": now, "type": "scan", "sku": "Kiwi", "txn": "T1"}]
         sender.publish("store/7/lane-2/pos", json.dumps(good), qos=1).wait_for_publish(5)
         sender.publish("store/7/lane-2/pos", b'{"ts": 1, "type": "scan"}', qos=1).wait_for_publish(5)
         assert wait_until(lambda: len(inbox) == 2 and m.pos_rejected.value("mqtt") == 1)
         assert m.pos_received.value("mqtt") == 2 and inbox.last()["source"] == "mqtt"
-    finally:
-        sender.disconnect()
-        sender.loop_stop()
-        link.stop()
 
 
-def test_a_pos_message_the_service_fails_to_handle_is_refused_and_the_link_goes_on(broker):
-    """An error while handling a message (here a 5000-digit number, which json.loads refuses with a
-    plain ValueError) must not end paho's network thread: it is counted as refused, and later
-    messages are taken."""
-    m = metrics()
-    inbox = PosInbox(100, m, 0.0, 300.0)
-    link = MqttLink(_config(broker.port, pos=True), "lane-3", inbox, 10, m)
-    link.start()
-    sender = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2)
-    sender.connect("127.0.0.1", broker.port)
-    sender.loop_start()
-    try:
-        assert wait_until(lambda: link.connected)
-        time.sleep(0.3)  # the subscription is in place
-        huge = b'{"ts": ' + b"1" * 5000 + b', "type": "scan", "sku": "Kiwi"}'
-        sender.publish("reid/lane-3/pos", huge, qos=1).wait_for_publish(5)
-        good = {"ts": time.time(), "type": "scan", "sku": "Kiwi"}
-        sender.publish("reid/lane-3/pos", json.dumps(good), qos=1).wait_for_publish(5)
-        assert wait_until(lambda: len(inbox) == 1)
-        assert m.pos_rejected.value("mqtt") == 1 and link.connected
-    finally:
-        sender.disconnect()
-        sender.loop_stop()
-        link.stop()
+def test_malformed_pos_messages_are_refused_and_the_client_goes_on(broker):
+    """A 5000-digit integer used to raise a ValueError in paho's thread: the client died, POS
+    messages were lost and alerts stopped while health said connected. Each malformed message is
+    now counted and logged, and the next one is taken."""
+    with pos_lane(broker, "lane-3") as (inbox, m, sender):
+        for n, (data, _) in enumerate(MALFORMED_POS_LINES.values(), start=1):
+            sender.publish("reid/lane-3/pos", data, qos=1).wait_for_publish(5)
+            good = {"ts": time.time(), "type": "scan", "sku": f"After{n}"}
+            sender.publish("reid/lane-3/pos", json.dumps(good), qos=1).wait_for_publish(5)
+            assert wait_until(lambda n=n: len(inbox) == n and m.pos_rejected.value("mqtt") == n)
+    assert [e.sku for e in inbox.take()] == [f"After{n}" for n in range(1, 6)]
+
+
+def test_a_message_that_raises_an_unexpected_error_is_counted_and_the_client_goes_on(broker):
+    """Whatever goes wrong with one message, paho's network thread must not die with it."""
+    with pos_lane(broker, "lane-4") as (inbox, m, sender):
+
+        def check(event, where):
+            if event.sku == "Boom":
+                raise RuntimeError("a bug in a check")
+
+        inbox.check = check
+        for sku in ("Boom", "After"):
+            sender.publish("reid/lane-4/pos", json.dumps({"ts": time.time(), "type": "scan", "sku": sku}), qos=1)
+        assert wait_until(lambda: len(inbox) == 1 and m.pos_rejected.value("mqtt") == 1)
+    assert [e.sku for e in inbox.take()] == ["After"]

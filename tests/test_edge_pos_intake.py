@@ -10,6 +10,7 @@ import time
 
 import pytest
 from edge_fixtures import metrics, wait_until
+from malformed_json import MALFORMED_POS_LINES
 
 from retail_reid.pipeline.edge.pos_intake import InboxFull, PosFileTailer, PosInbox, parse_pos_body
 from retail_reid.pipeline.pos import PosError, PosEvent, PosEventType
@@ -38,9 +39,10 @@ def test_pos_bodies_one_event_or_a_list():
         (b"", "HTTP body: empty"),
         (b"\xff\xfe{}", "not UTF-8"),
         (b'{"ts": 1,', "not valid JSON"),
-        (b"42", "expected a JSON object or a list of them, got int"),
+        (b"42", "expected a JSON object or a JSON list, got an integer"),
         (b"[]", "an empty list"),
-        (b"[" * 100000 + b"]" * 100000, "nested too deeply"),
+        (b"[" * 100000 + b"]" * 100000, "nested more than 64 levels deep"),
+        *MALFORMED_POS_LINES.values(),
         (b'{"type": "scan", "sku": "A"}', "HTTP body: missing field 'ts'"),
         (
             b'[{"ts": 1.0, "type": "scan", "sku": "A"}, {"ts": 2.0, "type": "refund", "sku": "A"}]',
@@ -135,3 +137,23 @@ def test_pos_text_fields_with_control_characters_or_too_long_are_refused(value, 
             parse_pos_body(body, 10, lambda e, w: None)
     ok = json.dumps({"ts": time.time(), "type": "scan", "sku": " Bänana ", "txn": "T" * 256}).encode()
     assert parse_pos_body(ok, 10, lambda e, w: None)[0].sku == "Bänana"
+
+
+def test_pos_file_reader_survives_malformed_numbers_and_nesting_and_reads_on(tmp_path):
+    """The reader thread used to die on a 5000-digit integer (a ValueError nothing caught): every
+    later scan was lost while /health said ok. Each malformed line is now counted and logged, and the
+    lines after it are read."""
+    pos, state = tmp_path / "pos.jsonl", tmp_path / "offset.json"
+    m = metrics()
+    box = PosInbox(100, m, 0.0, 300.0)
+    tailer = PosFileTailer(pos, box, state, poll_s=0.02, from_start=True, metrics=m)
+    tailer.start()
+    try:
+        for n, (data, _) in enumerate(MALFORMED_POS_LINES.values(), start=1):
+            with open(pos, "ab") as f:
+                f.write(data + b"\n" + _line(time.time(), f"After{n}").encode())
+            assert wait_until(lambda n=n: m.pos_rejected.value("file") == n and len(box) == n)
+        assert tailer.alive and tailer.failure is None and tailer.error is None
+    finally:
+        tailer.stop()
+    assert [(e.sku, e.line) for e in box.take()] == [(f"After{n}", 2 * n) for n in range(1, 6)]

@@ -636,7 +636,9 @@ def test_camera_unplugged_and_plugged_back_and_pos_silent(gallery, scenario, tmp
     assert down["camera"]["state"] == "reconnecting" and down["status"] == "degraded"
     assert any(p.startswith("camera reconnecting") for p in down["problems"])
     assert up["camera"]["connected"] and up["camera"]["reconnects"] == 1 and up["camera"]["error"] is None, up["camera"]
-    assert "reid_camera_reconnects_total 1" in metrics and "reid_pos_unverifiable_total 2" in metrics
+    assert "reid_camera_reconnects_total 1" in metrics
+    assert 'reid_pos_unverifiable_total{reason="camera_down"} 2' in metrics
+    assert up["pos"]["unverifiable"]["by_reason"]["camera_down"] == 2
     assert 'reid_pos_events_total{source="file"} 2' in metrics and up["pos"]["last_event"]["source"] == "file"
     assert up["pos"]["file"] == {"file": str(pos_file), "line": 2, "error": None}
     assert not [e for e in events if e["type"] == "scan_without_item"]  # the unseen scans are not judged

@@ -13,7 +13,7 @@ from retail_reid.pipeline.events import EventBuilder
 from retail_reid.pipeline.lane import scan_warning
 from retail_reid.pipeline.pos import EntryMethod, PosEvent, PosEventType
 from retail_reid.pipeline.recognition import Recogniser, Recognition, Thresholds
-from retail_reid.pipeline.types import BasketEvent, Crop, Event, ItemPass
+from retail_reid.pipeline.types import BasketEvent, Crop, Event, ItemPass, ScanWarning, Unverifiable
 
 SKUS = {"Apple": [1, 0, 0, 0], "Banana": [0, 1, 0, 0], "Carrot": [0, 0, 1, 0]}
 BARCODES = {"0001": "Apple"}
@@ -286,11 +286,12 @@ def test_scans_the_camera_cannot_check_are_warned_of_naming_their_line():
     assert scan_warning(_scan(1.0, "Apple"), GALLERY) is None
     assert scan_warning(_scan(1.0, barcode="0001"), GALLERY) is None
     assert scan_warning(PosEvent(ts=0.0, type=PosEventType.TXN_START, txn="T1"), GALLERY) is None
-    assert scan_warning(_scan(5.5, barcode="9999", line=7), GALLERY) == (
-        "line 7: barcode '9999' is not in the gallery's catalogue; that scan cannot be verified"
+    assert scan_warning(_scan(5.5, barcode="9999", line=7), GALLERY) == ScanWarning(
+        Unverifiable.UNKNOWN_BARCODE,
+        "line 7: barcode '9999' is not in the gallery's catalogue; that scan cannot be verified",
     )
-    assert scan_warning(_scan(5.5, "Durian", line=8), GALLERY) == (
-        "line 8: SKU 'Durian' has no references in the gallery; that scan cannot be verified"
+    assert scan_warning(_scan(5.5, "Durian", line=8), GALLERY) == ScanWarning(
+        Unverifiable.UNKNOWN_SKU, "line 8: SKU 'Durian' has no references in the gallery; that scan cannot be verified"
     )
 
 

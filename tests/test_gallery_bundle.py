@@ -274,3 +274,41 @@ def test_each_limit_is_enforced_while_reading(bundle, empty_gallery, tmp_path, l
         import_bundle(empty_gallery, packed, limits=limits)
     assert read_current(empty_gallery) == 1 and contents(empty_gallery) == {}
     assert import_bundle(empty_gallery, packed).version == 2  # within the default limits it imports
+
+
+def raw_manifest(edit_text):
+    """Members with the manifest's JSON text edited as bytes (json.dumps cannot write what is tested)."""
+
+    def edit(members):
+        data = edit_text(members[0][1])
+        info = tarfile.TarInfo(MANIFEST)
+        info.size = len(data)
+        return [(info, data), *members[1:]]
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit_text, reason",
+    [
+        (
+            lambda t: t.replace(b'"gallery_version": ', b'"gallery_version": 1' + b"0" * 49_999 + b', "was": '),
+            "a number of 50000 characters",
+        ),
+        (lambda t: t[:-1] + b', "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested more than 64 levels deep"),
+        (
+            lambda t: t.replace(b'"gallery_version": ', b'"gallery_version": NaN, "was": '),
+            "NaN is not a number JSON allows",
+        ),
+    ],
+    ids=["50,000-digit number", "deep nesting", "NaN"],
+)
+def test_a_manifest_with_a_huge_number_or_deep_nesting_is_one_line_error(
+    bundle, empty_gallery, tmp_path, capsys, edit_text, reason
+):
+    """These manifests used to end `reid gallery import` in a traceback (ValueError, RecursionError)."""
+    bad = rewrite(bundle, tmp_path / "bad.tar", raw_manifest(edit_text))
+    assert main(["gallery", "import", str(empty_gallery), str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{bad}: {MANIFEST}: {reason}" in err
+    assert read_current(empty_gallery) == 1 and contents(empty_gallery) == {}

@@ -3,10 +3,16 @@ the directory is and what to do, whichever command or reader meets it."""
 
 from __future__ import annotations
 
-import pytest
-from gallery_fixtures import TRAIN, run_reid
+import sqlite3
+from contextlib import closing
 
+import pytest
+from gallery_fixtures import TRAIN, VAL, flip, run_reid
+
+from retail_reid.cli import main
 from retail_reid.gallery import Gallery, GalleryError
+from retail_reid.gallery.check import check_path
+from retail_reid.gallery.snapshot import read_current, stored_versions
 from retail_reid.gallery.store import GalleryStore
 
 
@@ -49,3 +55,25 @@ def test_a_folder_of_photos_is_told_how_to_add_them(embedder):
         f"{kiwi}: is a folder of photos, not a gallery; make a gallery of them with "
         f"`reid gallery init G && reid gallery add G --sku SKU {kiwi}/*`"
     )
+
+
+def test_a_database_damaged_past_its_header_is_one_line_advising_repair(gallery_dir, capsys):
+    """`check` found such a database damaged, but list, show and add met SQLite's "database disk
+    image is malformed" part way through and ended in a traceback; nothing stored may change."""
+    db = gallery_dir / "gallery.db"
+    with closing(sqlite3.connect(db)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    flip(db, n=3000, at=0.3)  # the header and the meta table still read: `db.connect` opens it
+    before = db.read_bytes(), read_current(gallery_dir), stored_versions(gallery_dir)
+    photos = [str(p) for p in sorted((VAL / "Kiwi").glob("*.jpg"))[:2]]
+    for args in (["list"], ["show", "--sku", "Kiwi"], ["add", "--sku", "Kiwi", str(gallery_dir), *photos]):
+        command = args if args[0] == "add" else [*args, str(gallery_dir)]
+        assert main(["gallery", *command]) == 2, args
+        err = capsys.readouterr().err.splitlines()[-1]
+        assert err.endswith(
+            f"{db}: damaged (database disk image is malformed); `reid gallery check {gallery_dir}` lists what, "
+            f"`reid gallery repair {gallery_dir}` rebuilds what can be rebuilt (damaged files are moved aside, not "
+            "deleted)"
+        ), (args, err)
+    assert (db.read_bytes(), read_current(gallery_dir), stored_versions(gallery_dir)) == before
+    assert any("gallery.db" in line for line in check_path(gallery_dir).damage.damaged)

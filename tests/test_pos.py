@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from malformed_json import MALFORMED_POS_LINES
 
 from retail_reid.pipeline.pos import EntryMethod, PosError, PosEvent, PosEventType, parse_pos_event, read_pos_log
 
@@ -156,3 +157,15 @@ def test_read_refuses_missing_file_and_directory(tmp_path):
         read_pos_log(tmp_path / "nope.jsonl")
     with pytest.raises(PosError, match="is a directory"):
         read_pos_log(tmp_path)
+
+
+def test_a_replay_pos_log_skips_each_malformed_number_or_nesting_naming_its_line(tmp_path):
+    """A 5000-digit number used to raise a bare ValueError out of the reader (`reid replay`: a
+    traceback); NaN and 1e400 read as numbers. Each is now a warning naming file, line and reason."""
+    lines = [data for data, _ in MALFORMED_POS_LINES.values()]
+    p = write(tmp_path, b"\n".join([*lines, b'{"ts": 9, "type": "scan", "sku": "Lime"}']) + b"\n")
+    events, warnings = read_pos_log(p)
+    assert [(e.sku, e.line) for e in events] == [("Lime", len(lines) + 1)]
+    assert len(warnings) == len(lines)
+    for n, (warning, (_, reason)) in enumerate(zip(warnings, MALFORMED_POS_LINES.values(), strict=True), start=1):
+        assert warning.startswith(f"{p}:{n}: ") and reason in warning and "\n" not in warning

@@ -123,6 +123,8 @@ def test_model_with_valid_metadata_loads(tmp_path):
     [
         (None, "no 'retail_reid' metadata"),
         ("{not json", "not valid JSON"),
+        ('{"embedding_dim": 1' + "0" * 4999 + "}", "'retail_reid' metadata: a number of 5000 characters"),
+        ('{"calibration": ' + "[" * 5000 + "]" * 5000 + "}", "nested more than 64 levels deep"),
         (json.dumps({**GOOD_META, "format": "other"}), "format"),
         (json.dumps({**GOOD_META, "version": 99}), "version 99"),
         (json.dumps({k: v for k, v in GOOD_META.items() if k != "preprocess"}), "'preprocess' is missing"),

@@ -248,7 +248,7 @@ def test_unreadable_files(tmp_path):
     with pytest.raises(ScoreError, match="truth file not found"):
         read_truth(tmp_path / "nope.json")
     (tmp_path / "broken.json").write_text('{"video":\n  "v.mp4",\n  oops}')
-    with pytest.raises(ScoreError, match=r"broken.json:3: not valid JSON"):
+    with pytest.raises(ScoreError, match=r"broken.json: not valid JSON \(.* at line 3 column 3\)"):
         read_truth(tmp_path / "broken.json")
     with pytest.raises(ScoreError, match="events file not found"):
         read_events(tmp_path / "nope.jsonl")
@@ -405,3 +405,45 @@ def test_events_prints_the_alerts_as_a_table_in_time_order(tmp_path, capsys):
     events.write_text('{"type": "non_scan", "t_start": 1}\n')
     assert main(["events", str(events)]) == 2
     assert f"reid events: error: {events}:1: missing field 't_end'" in capsys.readouterr().err
+
+
+def test_a_pos_log_or_a_file_without_alerts_given_as_events_is_refused(tmp_path, capsys):
+    """A POS log given as the events file used to score all zeros with exit 0."""
+    truth = write_truth(tmp_path)
+    pos = tmp_path / "pos.jsonl"
+    pos.write_text('{"ts": 1.0, "type": "txn_start", "txn": "T1"}\n{"ts": 1.5, "type": "scan", "sku": "Kiwi"}\n')
+    assert main(["score", str(truth), str(pos)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.count("\n") == 1 and f"{pos}:1: a till event ('txn_start' at 'ts'), not an alert: this is a POS log" in err
+    )
+    other = write_events(tmp_path, [{"type": "heartbeat", "at": 3}, {"type": "heartbeat", "at": 4}])
+    assert main(["score", str(truth), str(other)]) == 2
+    assert "none of its 2 lines is an alert or a basket (types 2 'heartbeat')" in capsys.readouterr().err
+
+
+def test_a_replay_of_another_recording_is_refused_by_the_video_its_summary_names(tmp_path, capsys):
+    """Events of another run over the same products and timeline used to be scored (zeros, exit 0);
+    the replay's summary.json names its recording, which must be the truth's (or the same bytes)."""
+    scenario, other, run = tmp_path / "scenario", tmp_path / "other", tmp_path / "run"
+    for folder in (scenario, other, run):
+        folder.mkdir()
+    truth = write_truth(scenario)
+    (scenario / "video.mp4").write_bytes(b"the recording the truth describes")
+    (other / "video.mp4").write_bytes(b"another recording of the same lane")
+    events = write_events(run, perfect_events())
+
+    (run / "summary.json").write_text(json.dumps({"video": str(other / "video.mp4")}))
+    assert main(["score", str(truth), str(events)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{events}: a run over {other / 'video.mp4'} (its summary.json says so)" in err
+    assert f"the truth {truth} describes {scenario / 'video.mp4'}: another recording" in err
+
+    (run / "summary.json").write_text(json.dumps({"video": str(scenario / "video.mp4")}))
+    assert main(["score", str(truth), str(events)]) == 0
+    copy = tmp_path / "copy.mp4"  # the same recording copied elsewhere is the same recording
+    copy.write_bytes((scenario / "video.mp4").read_bytes())
+    (run / "summary.json").write_text(json.dumps({"video": str(copy)}))
+    assert main(["score", str(truth), str(events)]) == 0
+    (run / "summary.json").unlink()  # a live lane's events: no summary, the other checks apply
+    assert main(["score", str(truth), str(events)]) == 0

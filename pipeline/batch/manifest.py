@@ -13,12 +13,12 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from retail_reid.bounded_json import parse_object
 from retail_reid.compat import StrEnum
 from retail_reid.errors import ReidError
 from retail_reid.pipeline.config import ConfigError, LaneConfig, load_config
@@ -115,12 +115,7 @@ def _json_rows(path: Path, text: str) -> list[tuple[int, dict[str, str]]]:
     for n, raw in enumerate(text.splitlines(), 1):
         if not raw.strip():
             continue
-        try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise ManifestError(f"{path}:{n}: not valid JSON ({e.msg}, column {e.colno})") from None
-        if not isinstance(obj, dict):
-            raise ManifestError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
+        obj = parse_object(raw, f"{path}:{n}", max_bytes=MAX_MANIFEST_BYTES, error=ManifestError)
         _check_keys(path, n, list(obj))
         for key, value in obj.items():
             if not isinstance(value, str):

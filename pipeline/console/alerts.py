@@ -7,7 +7,6 @@ not an alert is skipped (a torn or foreign line never stops the console)."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -15,14 +14,17 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from retail_reid.bounded_json import JsonRejected, parse_json, parse_object
 from retail_reid.compat import StrEnum
 from retail_reid.pipeline.console.pos_lines import PosLines
 from retail_reid.pipeline.edge.pos_record import POS_RECORD_FILE, POS_RECORD_OLDER
 from retail_reid.pipeline.evidence import EvidenceKind, evidence_kind
 from retail_reid.pipeline.pos import PosEvent
+from retail_reid.pipeline.types import MAX_EVENT_LINE_BYTES
 
 EVENTS = "events.jsonl"
 SUMMARY = "summary.json"
+MAX_SUMMARY_BYTES = 16 << 20  # a replay's summary.json is a few KB
 NOT_ALERTS = ("basket",)  # a transaction's basket: a comparison, nothing to review
 KEY = re.compile(r"[A-Za-z0-9._-]{1,128}")  # what an alert's key may look like in a URL
 POS_AROUND_S = 20.0  # POS lines shown on each side of an alert
@@ -139,8 +141,8 @@ class AlertFolder:
                 offset += len(raw)
                 lineno += 1
                 try:
-                    record = json.loads(raw)
-                except ValueError:
+                    record = parse_json(raw, "", max_bytes=MAX_EVENT_LINE_BYTES)
+                except JsonRejected:  # not a line the lane wrote: shown as unreadable below
                     record = None
                 if isinstance(record, dict) and record.get("type") in NOT_ALERTS:
                     continue
@@ -187,10 +189,10 @@ def _replay_pos_log(root: Path) -> tuple[Path | None, str]:
     """The POS log a replay ran with, as its summary.json names it when the console starts (the
     operator's own input file; no request can point the console at another file)."""
     try:
-        pos = json.loads((root / SUMMARY).read_text())["pos"]
+        pos = parse_object((root / SUMMARY).read_bytes(), "", max_bytes=MAX_SUMMARY_BYTES)["pos"]
         if not isinstance(pos, str) or not pos:
             raise TypeError("'pos' is not a path")
-    except (OSError, ValueError, KeyError, TypeError) as e:
+    except (OSError, JsonRejected, KeyError, TypeError) as e:
         return None, f"{root / SUMMARY} names no POS log ({e})"
     return Path(pos), ""
 

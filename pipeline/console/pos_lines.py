@@ -2,16 +2,15 @@
 own record of the POS events it received (STATE/pos.jsonl and the rotated pos.1.jsonl, written by
 `reid edge`, pipeline/edge/pos_record.py). A file is read again only when it changed, and when it
 only grew (a running lane appending) only its new whole lines are read. Each line is parsed as the
-lane parses it (`parse_pos_event`); a line that is not a POS event is skipped, never shown raw."""
+lane parses it (`parse_pos_line`); a line that is not a POS event is skipped, never shown raw."""
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from retail_reid.pipeline.pos import PosError, PosEvent, parse_pos_event
+from retail_reid.pipeline.pos import PosError, PosEvent, parse_pos_line
 
 MAX_POS_BYTES = 256 * 2**20  # a POS file larger than this is not read
 
@@ -76,7 +75,7 @@ def _more(path: Path, read: _Read, mtime_ns: int, growing: bool) -> _Read:
             if not raw.strip():
                 continue
             try:
-                events.append(parse_pos_event(json.loads(raw.removeprefix(b"\xef\xbb\xbf")), str(path)))
-            except (ValueError, PosError, RecursionError):  # not JSON, not UTF-8, or not a POS event
+                events.append(parse_pos_line(raw, str(path)))
+            except PosError:  # not JSON, not UTF-8, or not a POS event
                 bad += 1
     return _Read(read.file, mtime_ns, offset, events, bad)

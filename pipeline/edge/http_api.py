@@ -284,18 +284,26 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _pos(self, ctx: LaneRoutes, body: bytes) -> None:
         try:
-            events = parse_pos_body(body, self.server.config.max_events_per_post, ctx.inbox.check)
+            events = parse_pos_body(
+                body,
+                self.server.config.max_events_per_post,
+                ctx.inbox.check,
+                max_bytes=self.server.config.max_body_bytes,
+            )
         except PosError as e:
             ctx.metrics.pos_rejected.inc("http")
             log.warning("POST /pos refused: %s", e)
             self._json(400, {"error": str(e)})
             return
         try:
-            ctx.inbox.put(events, "http")
+            unverifiable = ctx.inbox.put(events, "http")
         except InboxFull as e:
             self._json(503, {"error": str(e)}, {"Retry-After": "1"})
             return
-        self._json(202, {"accepted": len(events)})
+        answer: dict[str, object] = {"accepted": len(events)}
+        if unverifiable:  # taken, but the camera cannot check these scans: the POS learns it at once
+            answer["unverifiable"] = [{"index": i, "reason": w.reason, "detail": w.text} for i, w in unverifiable]
+        self._json(202, answer)
 
     def _evidence(self, lane: LaneRoutes, lane_path: str, url_path: str) -> None:
         """A file under the lane's evidence folder (an alert's `evidence` path is its URL path, after

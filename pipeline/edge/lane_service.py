@@ -32,6 +32,7 @@ from retail_reid.pipeline.edge.settings import EdgeConfig, EdgeError
 from retail_reid.pipeline.edge.webhook import WebhookSender
 from retail_reid.pipeline.edge.worker import Worker
 from retail_reid.pipeline.evidence import EvidenceWriter
+from retail_reid.pipeline.lane import scan_warning
 from retail_reid.pipeline.lane_references import lane_reference_sampler
 
 log = logging.getLogger("reid.edge")
@@ -90,7 +91,11 @@ class LaneService:
         self.frames = FrameQueue(cfg.camera.queue_frames, lambda: self.metrics.frames_dropped.inc("queue_full"))
         self.camera = CameraFeed(cfg.camera, self.frames, self.metrics)
         self.inbox = PosInbox(
-            cfg.pos.queue_events, self.metrics, self.lane_config.events.clock_offset_s, cfg.pos.max_clock_skew_s
+            cfg.pos.queue_events,
+            self.metrics,
+            self.lane_config.events.clock_offset_s,
+            cfg.pos.max_clock_skew_s,
+            verify=lambda event: scan_warning(event, self.gallery),
         )
         try:
             self.pos_record = PosRecord(self.state)
@@ -123,7 +128,9 @@ class LaneService:
             pos_record=self.pos_record,
         )
         self.mqtt = (
-            MqttLink(cfg.mqtt, cfg.lane, self.inbox, cfg.http.max_events_per_post, self.metrics)
+            MqttLink(
+                cfg.mqtt, cfg.lane, self.inbox, cfg.http.max_events_per_post, self.metrics, cfg.http.max_body_bytes
+            )
             if cfg.mqtt.host
             else None
         )
@@ -285,6 +292,7 @@ class LaneService:
                 "age_s": round(now - last_pos_at, 1) if last_pos else None,
                 "silent": silent,
                 "file": self.tailer.status() if self.tailer else None,
+                "unverifiable": self.inbox.unverifiable_status(),
             },
             "alerts": {"last_seq": self.alerts.last_seq, "unwritten": self.alerts.unwritten, "lost": self.alerts.lost},
             "webhook": webhook,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from retail_reid.pipeline.edge import process_stats
-from retail_reid.pipeline.types import EventType
+from retail_reid.pipeline.types import EventType, Unverifiable
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Seconds: a frame takes milliseconds, a frame with embeddings up to a few hundred.
@@ -20,6 +20,9 @@ PROCESSING_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 FRAME_AGE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 # Seconds from an item leaving the zone to its alert being written (target: p95 under 1 s).
 ALERT_LATENCY_BUCKETS = (0.25, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.25, 1.5, 2.0, 5.0, 10.0)
+# Seconds from a second scan to its double-scan event: it waits out the void window (10 s by
+# default) first, since a void may still cancel the scan, so it has buckets of its own.
+DOUBLE_SCAN_LATENCY_BUCKETS = (1.0, 2.5, 5.0, 7.5, 9.0, 10.0, 12.5, 15.0, 20.0, 30.0, 60.0)
 
 
 def _labels(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") -> str:
@@ -241,8 +244,17 @@ class EdgeMetrics:
         self.alert_latency = r.add(
             Histogram(
                 "reid_alert_latency_seconds",
-                "From an item leaving the zone (its last frame) to its alert being written.",
+                "From an item leaving the zone (its last frame) to its loss alert being written "
+                "(double scans are in reid_double_scan_latency_seconds).",
                 ALERT_LATENCY_BUCKETS,
+            )
+        )
+        self.double_scan_latency = r.add(
+            Histogram(
+                "reid_double_scan_latency_seconds",
+                "From a second scan of an item already paid for to its double_scan event being written "
+                "(after the void window).",
+                DOUBLE_SCAN_LATENCY_BUCKETS,
             )
         )
         self.events = r.add(
@@ -264,7 +276,14 @@ class EdgeMetrics:
             )
         )
         self.pos_unverifiable = r.add(
-            Counter("reid_pos_unverifiable_total", "Scans made while the camera was down: not judged.")
+            Counter(
+                "reid_pos_unverifiable_total",
+                "Scans the camera cannot check, by reason: made while the camera was down (camera_down, not "
+                "judged), of a barcode the gallery's catalogue lacks (unknown_barcode) or of a SKU the gallery "
+                "has no photos of (unknown_sku).",
+                ("reason",),
+                [(r,) for r in Unverifiable],
+            )
         )
         self.camera_reconnects = r.add(
             Counter("reid_camera_reconnects_total", "Times the camera or stream was lost and reopened.")

@@ -25,7 +25,7 @@ from retail_reid.compat import StrEnum
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.metrics import EdgeMetrics
 from retail_reid.pipeline.edge.outbox import Failure, OutboxCounters, OutboxSender, Retry
-from retail_reid.pipeline.edge.pos_intake import InboxFull, PosInbox, parse_pos_body
+from retail_reid.pipeline.edge.pos_intake import MAX_BODY_BYTES, InboxFull, PosInbox, parse_pos_body
 from retail_reid.pipeline.edge.settings import EdgeError, MqttConfig
 from retail_reid.pipeline.pos import PosError
 
@@ -55,11 +55,20 @@ class MqttLink:
     """One connection to the broker, kept up by paho's network thread (reconnecting with backoff):
     the last will, the availability messages and the POS subscription live here."""
 
-    def __init__(self, config: MqttConfig, lane: str, inbox: PosInbox | None, max_events: int, metrics: EdgeMetrics):
+    def __init__(
+        self,
+        config: MqttConfig,
+        lane: str,
+        inbox: PosInbox | None,
+        max_events: int,
+        metrics: EdgeMetrics,
+        max_bytes: int = MAX_BODY_BYTES,
+    ):
+        """`max_events` and `max_bytes` bound a POS message as `[edge.http]` bounds a `POST /pos` body."""
         mqtt = _paho()
         self.config = config
         self.prefix = config.topic_prefix or f"reid/{lane}"
-        self.inbox, self.max_events, self.metrics = inbox, max_events, metrics
+        self.inbox, self.max_events, self.max_bytes, self.metrics = inbox, max_events, max_bytes, metrics
         self._connected = threading.Event()
         self.error: str | None = None
         client = mqtt.Client(
@@ -133,7 +142,7 @@ class MqttLink:
             return
         where = f"MQTT {message.topic}"
         try:
-            events = parse_pos_body(message.payload, self.max_events, self.inbox.check, where)
+            events = parse_pos_body(message.payload, self.max_events, self.inbox.check, where, max_bytes=self.max_bytes)
             self.inbox.put(events, NAME)
         except PosError as e:
             self.metrics.pos_rejected.inc(NAME)
@@ -141,9 +150,9 @@ class MqttLink:
         except InboxFull as e:
             self.metrics.pos_rejected.inc(NAME)
             log.warning("POS message on %s dropped: %s", message.topic, e)
-        except Exception:  # a message the service failed to handle: refused and counted, the link goes on
+        except Exception:  # a bug, not the message: raised out of here it would end paho's thread
             self.metrics.pos_rejected.inc(NAME)
-            log.exception("POS message on %s refused: the service failed to handle it", message.topic)
+            log.exception("POS message on %s dropped: it could not be handled", message.topic)
 
 
 class MqttPublisher(OutboxSender):

@@ -21,16 +21,18 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
+from retail_reid.bounded_json import parse_json
 from retail_reid.durable import replace_atomically
 from retail_reid.pipeline.edge.metrics import EdgeMetrics
 from retail_reid.pipeline.edge.worker import Worker
-from retail_reid.pipeline.pos import PosError, PosEvent, parse_pos_event
+from retail_reid.pipeline.pos import MAX_LINE_BYTES, PosError, PosEvent, parse_pos_event, parse_pos_line
+from retail_reid.pipeline.types import ScanWarning, Unverifiable
 
 log = logging.getLogger("reid.edge.pos")
 
 MAX_READ_BYTES = 1 << 20  # read at most this much of the file per poll: memory stays bounded
-MAX_LINE_BYTES = 64 << 10  # a longer "line" is garbage, not a POS event
 WHERE_HTTP = "HTTP body"
+MAX_BODY_BYTES = 16 << 20  # the most `[edge.http] max_body_bytes` allows
 
 
 class InboxFull(Exception):
@@ -47,15 +49,19 @@ class PosInbox:
         clock_offset_s: float,
         max_skew_s: float,
         clock: Callable[[], float] = time.time,
+        verify: Callable[[PosEvent], ScanWarning | None] = lambda event: None,
     ):
+        """`verify`: why the camera cannot check an event (`lane.scan_warning` against the gallery)."""
         self.capacity = capacity
         self.metrics = metrics
         self.clock_offset_s = clock_offset_s
         self.max_skew_s = max_skew_s
         self.clock = clock
+        self.verify = verify
         self._items: deque[PosEvent] = deque()
         self._lock = threading.Lock()
         self._last: dict | None = None
+        self._last_unverifiable: dict | None = None
 
     def check(self, event: PosEvent, where: str) -> None:
         """Refuse an event whose time is implausibly far from now: the POS clock (or the lane's
@@ -67,10 +73,11 @@ class PosInbox:
                 f"(more than {self.max_skew_s:g} s); 'ts' must be Unix seconds, check the POS clock"
             )
 
-    def put(self, events: list[PosEvent], source: str) -> None:
-        """Accept all of `events` or none (InboxFull)."""
+    def put(self, events: list[PosEvent], source: str) -> list[tuple[int, ScanWarning]]:
+        """Accept all of `events` or none (InboxFull). Returns the scans among them that the camera
+        cannot check (their index in `events`, and why), each also counted and logged (`unverifiable`)."""
         if not events:
-            return
+            return []
         with self._lock:
             if len(self._items) + len(events) > self.capacity:
                 raise InboxFull(f"{len(self._items)} POS events are waiting for the lane (at most {self.capacity})")
@@ -86,6 +93,33 @@ class PosInbox:
                 "received_at": round(self.clock(), 3),
             }
         self.metrics.pos_received.inc(source, amount=len(events))
+        found = [(i, w) for i, e in enumerate(events) if (w := self.verify(e)) is not None]
+        for i, warning in found:
+            self.unverifiable(events[i], warning, source)
+        return found
+
+    def unverifiable(self, event: PosEvent, warning: ScanWarning, source: str | None) -> None:
+        """Count, log and keep (for /health) a scan the camera cannot check; `source` None: found
+        by the lane (the camera was down). The log line is `POS scan unverifiable (REASON): DETAIL`."""
+        self.metrics.pos_unverifiable.inc(warning.reason)
+        log.warning("POS scan unverifiable (%s): %s", warning.reason, warning)
+        with self._lock:
+            self._last_unverifiable = {
+                "ts": event.ts,
+                "sku": event.sku,
+                "barcode": event.barcode,
+                "txn": event.txn,
+                "reason": warning.reason,
+                "detail": warning.text,
+                "source": source,
+                "received_at": round(self.clock(), 3),
+            }
+
+    def unverifiable_status(self) -> dict:
+        """For /health: the scans the camera could not check, by reason, and the latest of them."""
+        with self._lock:
+            last = None if self._last_unverifiable is None else dict(self._last_unverifiable)
+        return {"by_reason": {r: int(self.metrics.pos_unverifiable.value(r)) for r in Unverifiable}, "last": last}
 
     def take(self) -> list[PosEvent]:
         """Everything waiting, in arrival order."""
@@ -109,26 +143,17 @@ def parse_pos_body(
     max_events: int,
     check: Callable[[PosEvent, str], None] = lambda event, where: None,
     where: str = WHERE_HTTP,
+    *,
+    max_bytes: int = MAX_BODY_BYTES,
 ) -> list[PosEvent]:
-    """The events of one `POST /pos` body or MQTT message (a JSON object, or a list of them), each
-    also passed to `check`; PosError naming the event (`HTTP body[3]`) and field otherwise."""
-    try:
-        text = body.removeprefix(b"\xef\xbb\xbf").decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise PosError(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    if not text.strip():
-        raise PosError(f"{where}: empty; expected a JSON object or a list of them")
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise PosError(f"{where}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
-    except RecursionError:
-        raise PosError(f"{where}: JSON nested too deeply") from None
+    """The events of one `POST /pos` body or MQTT message (a JSON object, or a list of them, at most
+    `max_bytes` long), each also passed to `check`; PosError naming the event (`HTTP body[3]`) and
+    field otherwise."""
+    obj = parse_json(body, where, max_bytes=max_bytes, expect=(dict, list), error=PosError)
     if isinstance(obj, dict):
         obj, places = [obj], [where]
-    elif not isinstance(obj, list):
-        raise PosError(f"{where}: expected a JSON object or a list of them, got {type(obj).__name__}")
     else:
+        assert isinstance(obj, list)  # parse_json checked it
         places = [f"{where}[{i}]" for i in range(len(obj))]
     if not obj:
         raise PosError(f"{where}: an empty list; send at least one event")
@@ -285,16 +310,9 @@ class PosFileTailer(Worker):
         if not raw.strip():
             return None
         try:
-            obj = json.loads(raw.removeprefix(b"\xef\xbb\xbf").decode("utf-8"))
-            event = parse_pos_event(obj, where)
+            event = parse_pos_line(raw, where)
             self.inbox.check(event, where)
             return dataclasses.replace(event, line=line)
-        except UnicodeDecodeError as e:
-            problems.append(f"{where}: not UTF-8 text ({e.reason} at byte {e.start})")
-        except json.JSONDecodeError as e:
-            problems.append(f"{where}: not valid JSON ({e.msg} at column {e.colno})")
-        except RecursionError:
-            problems.append(f"{where}: JSON nested too deeply")
         except PosError as e:
             problems.append(str(e))
         return None
