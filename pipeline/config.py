@@ -230,7 +230,7 @@ class LaneReferenceConfig:
     enabled: bool = False
     min_confidence: float = 0.9  # calibrated confidence of the verified match
     min_side: int = 48  # pixels, the crop's short side
-    min_sharpness: float = 20.0  # variance of the Laplacian (pipeline.crops.sharpness)
+    min_sharpness: float = 20.0  # variance of the Laplacian (pipeline.view_quality.sharpness)
     per_pass: int = 1  # best crops kept from one pass
     per_product: int = 20  # crops kept per product
     max_total_mb: float = 200.0  # all products together
