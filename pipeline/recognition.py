@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 MATCHES_KEPT = 5
 # The pass's embedding weights each view by its quality score to this power, chosen on the
 # development lanes (docs/pipeline.md, "Weighting a pass's views by their quality").
-WEIGHT_POWER = 1.0
+WEIGHT_POWER = 0.5
 MIN_WEIGHT = 1e-6  # a view of quality 0 still counts when all its pass's views score 0
 CONFIDENCE_PREFIX = "confidence:"
 

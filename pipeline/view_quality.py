@@ -12,11 +12,14 @@ chooses the views a pass keeps and weights them in its embedding (`recognition.a
   about the size the lane camera gives a near item), at most 1;
 - sharpness: the variance of the Laplacian at a fixed scale (`sharpness`), as s / (s + `SHARP_HALF`),
   so a view at the lane's usability bar scores one half and sharper views approach 1;
-- hand: the share of the crop that is skin-coloured (YCrCb, the classic skin box) in regions that
-  reach the crop's edge: a hand enters the item's box from outside, while skin-coloured print inside
-  the item does not. A skin-coloured product (potato, peach, bread) reads as hand too, but it does so
-  in every view of its pass alike, and only the ratio between a pass's views matters: a constant
-  factor drops out of both the choice and the weights (`HAND_FLOOR` keeps such views from scoring 0).
+- hand: the share of the crop that is skin-coloured (YCrCb, the classic skin box) and smooth (a
+  hand has no print; the shelves of fruit and warm-lit shops in product photos are skin-coloured
+  but textured: colour alone read 0.46 of an easy lane's crops as hand, where the fingers only
+  touch the item), in regions that reach the crop's edge: a hand enters the item's box from
+  outside, while skin-coloured print inside the item does not. A smooth skin-coloured product
+  (potato, peach, bread) reads as hand too, but it does so in every view of its pass alike, and
+  only the ratio between a pass's views matters: a constant factor drops out of both the choice
+  and the weights (`HAND_FLOOR` keeps such views from scoring 0).
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ HAND_SIDE = 64  # crops are measured for skin at this long side (cheap; a hand i
 # raised to 85 as it also takes in yellow and orange packaging; a floor on the luma keeps dark
 # shadow out. Every skin tone the simulator draws (pipeline.simulate) lies inside it.
 SKIN_LOW = np.array([40, 133, 85], np.uint8)
+SMOOTH_BELOW = 8.0  # grey levels: a hand's local spread (5x5 px at HAND_SIDE), twice a noisy camera's
 SKIN_HIGH = np.array([255, 173, 127], np.uint8)
 
 
@@ -63,11 +67,15 @@ def sharpness(image: np.ndarray) -> float:
 
 
 def hand_fraction(image: np.ndarray) -> float:
-    """The share of a BGR crop that is skin-coloured and connected to the crop's edge."""
+    """The share of a BGR crop that is skin-coloured, smooth and connected to the crop's edge."""
     h, w = image.shape[:2]
     s = min(1.0, HAND_SIDE / max(h, w))
     small = cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
     skin = cv2.inRange(cv2.cvtColor(small, cv2.COLOR_BGR2YCrCb), SKIN_LOW, SKIN_HIGH)
+    gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    mean = cv2.blur(gray, (5, 5))
+    smooth = cv2.blur(gray * gray, (5, 5)) - mean * mean < SMOOTH_BELOW**2
+    skin = cv2.morphologyEx(np.where(smooth, skin, 0).astype(np.uint8), cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))
     _, labels = cv2.connectedComponents(skin, connectivity=8)
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     border = border[border > 0]  # label 0 is the background of the skin mask
