@@ -21,8 +21,10 @@ import hashlib
 import itertools
 import pickle
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -45,6 +47,7 @@ GRID = {
     "switch_min_agreement": [0.0, 1.0],
     "switch_view_margin": [0.0, 0.1],
 }
+T = TypeVar("T")
 BUDGETS = (0.25, 0.5, 0.8, 1.0, 1.5, 2.0, 3.0)  # false switch alerts per 100 normal passes
 
 
@@ -80,6 +83,15 @@ class CachedVerify:
 
     def __getattr__(self, name: str) -> object:  # everything else is the gallery's
         return getattr(self._gallery, name)
+
+
+def collected_once(path: Path, collect: Callable[[], T]) -> T:
+    """What `collect` gives, kept in `path` and read back from it next time (the replays are the slow part)."""
+    if path.exists():
+        return pickle.loads(path.read_bytes())
+    value = collect()
+    path.write_bytes(pickle.dumps(value))
+    return value
 
 
 def hash_config(config: LaneConfig) -> str:
@@ -170,11 +182,7 @@ def main() -> int:
     # The replays are the slow part: their passes are kept per model, config and lanes.
     key = f"{gallery.embedder.fingerprint[:12]}-{a.scenarios}x{a.passes}-{hash_config(config)}"
     cache = bench.work / f"scanned-passes-{key}.pickle"
-    if cache.exists():
-        lanes = pickle.loads(cache.read_bytes())
-    else:
-        lanes = {d: collect(d, a, bench) for d in Difficulty}
-        cache.write_bytes(pickle.dumps(lanes))
+    lanes = collected_once(cache, lambda: {d: collect(d, a, bench) for d in Difficulty})
     cached = CachedVerify(gallery)
 
     def counts(events: EventConfig) -> dict[Difficulty, Count]:

@@ -195,7 +195,7 @@ class LaneReferenceConfig:
     enabled: Flag = False
     min_confidence: Annotated[Real, Field(gt=0, lt=1)] = 0.9  # calibrated confidence of the verified match
     min_side: Annotated[Whole, Field(ge=8, le=4096)] = 48  # pixels, the crop's short side
-    # variance of the Laplacian (pipeline.crops.sharpness)
+    # variance of the Laplacian (pipeline.view_quality.sharpness)
     min_sharpness: Annotated[Real, Field(ge=0, le=10000)] = 20.0
     per_pass: Annotated[Whole, Field(ge=1, le=8)] = 1  # best crops kept from one pass
     per_product: Annotated[Whole, Field(ge=1, le=1000)] = 20  # crops kept per product

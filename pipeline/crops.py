@@ -1,32 +1,20 @@
 """Choosing the crops a pass is recognised from: the embedder is the costly stage, so each track
-keeps only its few best views, judged by size, sharpness and whether the zone's edge (its rectangle,
-its polygon or an excluded area) cuts the item."""
+keeps only its few best views, judged by size, sharpness and hand cover (`view_quality`) and
+whether the zone's edge (its rectangle, its polygon or an excluded area) cuts the item."""
 
 from __future__ import annotations
 
 import heapq
 import itertools
 
-import cv2
 import numpy as np
 
 from retail_reid.pipeline.config import CropConfig
 from retail_reid.pipeline.types import Crop, Detections, Frame, Zone
+from retail_reid.pipeline.view_quality import view_quality
 
 CUT_PENALTY = 0.25  # a box touching the zone edge shows only part of the item
 EDGE_TOLERANCE = 2  # pixels from the zone edge that still count as touching it
-SHARPNESS_SIDE = 96  # crops are measured at this long side, so sharpness does not grow with size
-
-
-def sharpness(image: np.ndarray) -> float:
-    """Variance of the Laplacian at a fixed scale: low for motion-blurred or out-of-focus views."""
-    h, w = image.shape[:2]
-    s = SHARPNESS_SIDE / max(h, w)
-    gray = cv2.cvtColor(
-        cv2.resize(image, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA),
-        cv2.COLOR_BGR2GRAY,
-    )
-    return float(cv2.Laplacian(gray, cv2.CV_32F).var())
 
 
 def touches_edge(box: np.ndarray, zone: Zone) -> bool:
@@ -53,10 +41,9 @@ def touches_edge(box: np.ndarray, zone: Zone) -> bool:
 
 
 def crop_quality(image: np.ndarray, box: np.ndarray, zone: Zone) -> float:
-    """Bigger, sharper and whole is better; only the order within one track matters."""
-    area = float((box[2] - box[0]) * (box[3] - box[1]))
-    q = np.sqrt(area) * np.sqrt(sharpness(image) + 1.0)
-    return float(q * (CUT_PENALTY if touches_edge(box, zone) else 1.0))
+    """The view's quality score (`view_quality`, in [0, 1]), a quarter of it when the item is cut:
+    it chooses a track's crops and weights them in the pass's embedding."""
+    return view_quality(image).score * (CUT_PENALTY if touches_edge(box, zone) else 1.0)
 
 
 def cut_crop(image: np.ndarray, box: np.ndarray, margin: float) -> np.ndarray:

@@ -343,7 +343,12 @@ class EventBuilder:
         )
         if self.on_pass is not None:
             self.on_pass(
-                PassRecord(**said, verdict=judgement.verdict, scanned_sku=None if scan is None else scan.label)
+                PassRecord(
+                    **said,
+                    verdict=judgement.verdict,
+                    scanned_sku=None if scan is None else scan.label,
+                    view_quality=tuple(c.quality for c in item.crops),
+                )
             )
         alert = judgement.verdict.alert
         said_before, p.alerted = p.alerted, None if alert is None else (alert, None if scan is None else scan.label)

@@ -36,9 +36,9 @@ import cv2
 from retail_reid.durable import replace_atomically
 from retail_reid.errors import ReidError
 from retail_reid.pipeline.config import LaneConfig, LaneReferenceConfig
-from retail_reid.pipeline.crops import sharpness
 from retail_reid.pipeline.recognition import GalleryLike
 from retail_reid.pipeline.types import ItemPass, PassRecord, Verdict
+from retail_reid.pipeline.view_quality import sharpness
 
 FOLDER = "lane-references"  # under a lane's state folder
 IMAGES = "images"
@@ -60,7 +60,7 @@ class LaneCrop:
     image: str  # relative to the folder's root
     bytes: int
     confidence: float
-    quality: float
+    quality: float  # the crop's quality score (pipeline.view_quality), 0-1
     ts: float  # lane (POS) clock, the pass's end
     lane: str
     track_id: int
@@ -167,7 +167,7 @@ class LaneReferenceSampler:
                         image=rel,
                         bytes=len(data),
                         confidence=round(confidence, 4),
-                        quality=round(crop.quality, 2),
+                        quality=round(crop.quality, 4),
                         ts=round(record.t_end, 3),
                         lane=self.lane,
                         track_id=record.track_id,

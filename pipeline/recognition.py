@@ -11,6 +11,7 @@ scan looks doubtful without that evidence is UNVERIFIED: counted and shown, not 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, TypedDict
 
@@ -18,8 +19,8 @@ import numpy as np
 
 from retail_reid.models.calibration import Calibration
 from retail_reid.pipeline.config import ConfigError, EventConfig, Threshold
-from retail_reid.pipeline.crops import sharpness
-from retail_reid.pipeline.types import ItemPass, Verdict
+from retail_reid.pipeline.types import Crop, ItemPass, Verdict
+from retail_reid.pipeline.view_quality import sharpness
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
     from retail_reid.models.runtime import OnnxEmbedder
 
 MATCHES_KEPT = 5
+# The pass's embedding weights each view by its quality score to this power, chosen on the
+# development lanes (docs/pipeline.md, "Weighting a pass's views by their quality").
+WEIGHT_POWER = 0.5
+MIN_WEIGHT = 1e-6  # a view of quality 0 still counts when all its pass's views score 0
 CONFIDENCE_PREFIX = "confidence:"
 
 
@@ -61,7 +66,7 @@ class Thresholds:
     min_agreement: float = 0.0  # share of them that on their own name the same other SKU ...
     view_margin: float = 0.0  # ... beating the scanned SKU by at least this much
     min_view_side: int = 0  # a usable view is at least this many pixels on its short side ...
-    min_view_sharpness: float = 0.0  # ... and at least this sharp (crops.sharpness)
+    min_view_sharpness: float = 0.0  # ... and at least this sharp (view_quality.sharpness)
 
     @classmethod
     def resolve(cls, config: EventConfig, calibration: Calibration | None) -> Thresholds:
@@ -144,18 +149,28 @@ class _Scanned(TypedDict):
     scanned_confidence: float
 
 
-def aggregate(embeddings: np.ndarray) -> np.ndarray:
-    """One unit vector for a pass from its crops' unit embeddings (their normalised mean)."""
-    mean = embeddings.mean(axis=0)
+def aggregate(embeddings: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """One unit vector for a pass from its crops' unit embeddings: their normalised mean, weighted
+    by `weights` (one per row; None: all alike)."""
+    mean = np.average(embeddings, axis=0, weights=weights)
     return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+
+
+def view_weights(crops: Sequence[Crop], power: float = WEIGHT_POWER) -> np.ndarray:
+    """The crops' weights in their pass's embedding: their quality score (`crops.crop_quality`,
+    in [0, 1]) to `power`; 0 weights them alike."""
+    return np.maximum([c.quality for c in crops], MIN_WEIGHT) ** power
 
 
 class Recogniser:
     """Embeds passes (all their crops in one batch) and judges them against scans."""
 
-    def __init__(self, gallery: GalleryLike, thresholds: Thresholds):
+    def __init__(self, gallery: GalleryLike, thresholds: Thresholds, weight_power: float = WEIGHT_POWER):
+        """`weight_power`: how strongly a view's quality weights it in its pass's embedding
+        (`view_weights`; 0: a plain mean)."""
         self.gallery = gallery
         self.thresholds = thresholds
+        self.weight_power = weight_power
 
     def recognise(self, passes: list[ItemPass]) -> list[Recognition]:
         """One Recognition per pass, in order; all crops go through the embedder in one batch."""
@@ -163,16 +178,12 @@ class Recogniser:
         if not seen:
             return [Recognition(embedding=None, matches=()) for _ in passes]
         vectors = self.gallery.embedder.embed([c.image for p in seen for c in p.crops])
-        usable = np.array([self.usable(c.image) for p in seen for c in p.crops], bool)
         bounds = np.cumsum([0] + [len(p.crops) for p in seen])
-        views = [vectors[a:b][usable[a:b]] for a, b in itertools.pairwise(bounds)]
-        # The usable views make the pass's embedding; a pass without any keeps all its crops.
-        embeddings = np.stack(
-            [
-                aggregate(v if len(v) else vectors[a:b])
-                for v, (a, b) in zip(views, itertools.pairwise(bounds), strict=True)
-            ]
-        )
+        combined = [
+            self.combine(p.crops, vectors[a:b]) for p, (a, b) in zip(seen, itertools.pairwise(bounds), strict=True)
+        ]
+        embeddings = np.stack([e for e, _ in combined])
+        views = [v for _, v in combined]
         found = iter(zip(embeddings, views, self.gallery.match(embeddings, k=MATCHES_KEPT), strict=True))
         out = []
         for p in passes:
@@ -182,6 +193,15 @@ class Recogniser:
             else:
                 out.append(Recognition(embedding=None, matches=()))
         return out
+
+    def combine(self, crops: Sequence[Crop], vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """A pass's embedding from its crops' unit embeddings, and the embeddings of its usable
+        views: the usable views, weighted by quality, make the embedding; a pass without any
+        usable view keeps all its crops."""
+        usable = np.array([self.usable(c.image) for c in crops], bool)
+        use = usable if usable.any() else np.ones(len(crops), bool)
+        weights = view_weights([c for c, u in zip(crops, use, strict=True) if u], self.weight_power)
+        return aggregate(vectors[use], weights), vectors[usable]
 
     def usable(self, image: np.ndarray) -> bool:
         """Whether a crop is big and sharp enough to testify about what the item is."""

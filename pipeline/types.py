@@ -415,6 +415,9 @@ class PassRecord:
     scanned_score: float | None = None
     scan_ts: float | None = None
     txn: str | None = None
+    # The quality score of each of its crops (pipeline.view_quality, in [0, 1]), best first: the
+    # order of an alert's evidence crops; a crop's weight in the pass's embedding grows with it.
+    view_quality: tuple[float, ...] = ()
 
     def to_dict(self) -> dict:
         return {
@@ -428,6 +431,7 @@ class PassRecord:
             "scanned_score": _round(self.scanned_score),
             "scan_ts": _round(self.scan_ts),
             "txn": self.txn,
+            "view_quality": [round(float(q), 4) for q in self.view_quality],
         }
 
 

@@ -7,9 +7,10 @@ import numpy as np
 
 from retail_reid.images import read_image
 from retail_reid.pipeline.config import CropConfig
-from retail_reid.pipeline.crops import CropSelector, crop_quality, cut_crop, sharpness
+from retail_reid.pipeline.crops import CropSelector, crop_quality, cut_crop
 from retail_reid.pipeline.recognition import aggregate
 from retail_reid.pipeline.types import Detections, Frame, Zone
+from retail_reid.pipeline.view_quality import sharpness
 
 PHOTO = next((Path(__file__).resolve().parent.parent / "sample" / "grocery" / "val" / "Kiwi").iterdir())
 ZONE = Zone(50, 20, 450, 300)

@@ -85,6 +85,10 @@ def test_every_item_pass_is_one_track(run, scenario):
     truth = read_truth(scenario / "truth.json")
     passes = [json.loads(line) for line in (run / "passes.jsonl").read_text().splitlines()]
     assert len(passes) == len(truth.passes)
+    for q in passes:  # each crop's quality, best first (the evidence crops' order)
+        assert len(q["view_quality"]) <= 2 and q["view_quality"] == sorted(q["view_quality"], reverse=True)
+        assert all(0 < v <= 1 for v in q["view_quality"])
+    assert any(len(q["view_quality"]) == 2 for q in passes)
     for p in truth.passes:
         assert sum(_overlaps(q, p.t_start, p.t_end, 0.0) for q in passes) >= 1, f"pass {p} was not tracked"
 

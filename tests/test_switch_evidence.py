@@ -4,6 +4,8 @@ them naming the same other SKU over the scanned one by a margin; otherwise the p
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -165,3 +167,16 @@ def test_evidence_settings_outside_their_limits_are_refused(change, needle):
 def test_more_views_required_than_crops_kept_is_refused():
     with pytest.raises(ConfigError, match=r"events\.switch_min_views.*crops\.per_track"):
         LaneConfig(events=EventConfig(switch_min_views=4), crops=CropConfig(per_track=3))
+
+
+def test_a_pass_weights_its_views_by_quality():
+    # Two usable views: a good one of Oat, a poor one (blurred, hand-covered: low quality) that
+    # leans to Milk. A plain mean names Milk; weighted by quality the pass is Oat.
+    good = dataclasses.replace(_crop((0, 200, 0), 64), quality=0.9)
+    poor = dataclasses.replace(_crop((230, 0, 0), 64), quality=0.1)
+    item = ItemPass(track_id=1, t_start=0.0, t_end=1.0, frames=9, crops=(good, poor))
+    loose = dataclasses.replace(STRICT, min_view_sharpness=0.0)
+    (weighted,) = Recogniser(TinyGallery(), loose).recognise([item])
+    (plain,) = Recogniser(TinyGallery(), loose, weight_power=0.0).recognise([item])
+    assert weighted.matches[0].sku == "Oat" and plain.matches[0].sku == "Milk"
+    assert len(weighted.views) == 2  # both still testify on their own
