@@ -169,7 +169,7 @@ class VersionWriter(GalleryReader):
                         action,
                         summary,
                         content.model_fingerprint,
-                        len(content.ref_ids),
+                        content.photos,
                         len(content.products),
                     ),
                 )
@@ -247,7 +247,7 @@ class VersionWriter(GalleryReader):
         products = [row.product for row in self.products()]
         position = {p.sku: i for i, p in enumerate(products)}
         rows = self.conn.execute(
-            "SELECT id, sku, image, source, phash, added_version, embedding FROM refs "
+            "SELECT id, sku, image, source, phash, added_version, embedding, origin, rendering_of, view FROM refs "
             "WHERE removed_version IS NULL ORDER BY id"
         ).fetchall()
         dim = int(meta["embedding_dim"])
@@ -272,8 +272,17 @@ class VersionWriter(GalleryReader):
             model_path=meta["model_path"],
             operator=operator,
             references=[
-                {"id": i, "image": image, "source": source, "phash": phash, "added_version": added}
-                for i, _, image, source, phash, added, _ in rows
+                {
+                    "id": i,
+                    "image": image,
+                    "source": source,
+                    "phash": phash,
+                    "added_version": added,
+                    "origin": origin,
+                    **({} if photo is None else {"rendering_of": photo, "view": view}),
+                }
+                for i, _, image, source, phash, added, _, origin, photo, view in rows
             ],
             keep_versions=int(meta["keep_versions"]),
+            lane_camera=self.lane_profile().to_dict(),
         )
