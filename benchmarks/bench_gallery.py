@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from retail_reid.gallery import index as gallery_index
 from retail_reid.gallery.catalog import Product
 from retail_reid.gallery.matching import Gallery
+from retail_reid.gallery.renderings import OFF
 from retail_reid.gallery.snapshot import Snapshot, VersionContent, write_version
 from retail_reid.gallery.store import DEFAULT_KEEP
 from retail_reid.models.calibration import Calibration
@@ -131,10 +132,12 @@ def synthetic_version(version: int, refs: np.ndarray, labels: np.ndarray, ids: n
                 "source": "synthetic",
                 "phash": None,
                 "added_version": version,
+                "origin": "photo",
             }
             for i in ids
         ],
         keep_versions=DEFAULT_KEEP,
+        lane_camera=OFF.to_dict(),
     )
 
 

@@ -35,8 +35,10 @@ from retail_reid.gallery.index import reference_vectors
 from retail_reid.gallery.integrity import image_problem
 from retail_reid.gallery.matching import load_current
 from retail_reid.gallery.photos import Photo, perceptual_hash
+from retail_reid.gallery.renderings import embed_renderings
 from retail_reid.gallery.store import ChangeResult, GalleryStore
 from retail_reid.images import ImageError, decode_image
+from retail_reid.models.runtime import OnnxEmbedder
 
 FORMAT = "retail-reid-gallery-bundle"
 FORMAT_VERSION = 1
@@ -60,19 +62,23 @@ def export_bundle(root: str | Path, bundle: str | Path) -> BundleInfo:
     root, bundle = Path(root), Path(bundle)
     snap = load_current(root)
     with GalleryStore.open(root, readonly=True) as store:
-        info = {r[0]: r[1:] for r in store.conn.execute("SELECT id, sku, image, sha256, source FROM refs")}
+        info = {
+            r[0]: r[1:] for r in store.conn.execute("SELECT id, sku, image, sha256, source, rendering_of FROM refs")
+        }
     unknown = [i for i in snap.ref_ids.tolist() if i not in info]
     if unknown:
         raise GalleryError(
             f"{root}: version {snap.version} has {len(unknown)} references the database does not know (e.g. "
             f"{unknown[0]}); nothing exported (`reid gallery repair {root}` rebuilds the database)"
         )
+    # the photos only: lane-camera renderings are made again by the importing gallery, under its own profile
+    photo_ids = np.array([i for i in snap.ref_ids.tolist() if info[i][4] is None], np.int64)
     refs = []
-    for ref_id in snap.ref_ids.tolist():
-        sku, image, sha, source = info[ref_id]
+    for ref_id in photo_ids.tolist():
+        sku, image, sha, source, _ = info[ref_id]
         refs.append({"sku": sku, "image": image, "sha256": sha, "source": source})
     emb = io.BytesIO()
-    np.save(emb, reference_vectors(snap.index, snap.ref_ids))
+    np.save(emb, reference_vectors(snap.index, photo_ids))
     files: dict[str, dict] = {
         EMBEDDINGS: {"size": emb.getbuffer().nbytes, "sha256": hashlib.sha256(emb.getbuffer()).hexdigest()}
     }
@@ -124,9 +130,15 @@ def export_bundle(root: str | Path, bundle: str | Path) -> BundleInfo:
 
 
 def import_bundle(
-    root: str | Path, bundle: str | Path, operator: str | None = None, limits: BundleLimits = DEFAULT_LIMITS
+    root: str | Path,
+    bundle: str | Path,
+    operator: str | None = None,
+    limits: BundleLimits = DEFAULT_LIMITS,
+    progress: bool = False,
+    embedder: OnnxEmbedder | None = None,
 ) -> ChangeResult:
-    """Make the gallery at `root` hold the bundle's catalogue and references, as a new version."""
+    """Make the gallery at `root` hold the bundle's catalogue and references, as a new version, each
+    photo with lane-camera renderings made under this gallery's profile (`progress`: a bar for them)."""
     root, bundle = Path(root), Path(bundle)
     with GalleryStore.open(root) as store:
         meta = store.meta
@@ -136,9 +148,22 @@ def import_bundle(
                 manifest, products, photos, vectors = _read_members(
                     tar, stream, bundle, staging, meta["model_fingerprint"], int(meta["embedding_dim"]), limits
                 )
+            profile = store.lane_profile()
+            renderings = (
+                embed_renderings([(p.sha256, p.path) for p in photos], profile, store.embedder(embedder), progress)
+                if profile.views
+                else None
+            )
             summary = f"imported {bundle.name}, version {manifest['gallery_version']} of its gallery"
             return store.replace_contents(
-                products, photos, vectors, action="import", summary=summary, operator=operator
+                products,
+                photos,
+                vectors,
+                action="import",
+                summary=summary,
+                operator=operator,
+                lane_camera=profile,
+                renderings=renderings,
             )
         finally:
             shutil.rmtree(staging, ignore_errors=True)

@@ -6,24 +6,30 @@
 - outlier references: closer to another SKU's references than to any of its own, and below the
   calibrated EER threshold to its own (most likely a photo of the wrong product);
 - duplicate photos: the same picture re-encoded or resized (equal or near perceptual hashes);
-- SKUs with too few references to be recognised from different sides.
+- SKUs with too few references to be recognised from different sides;
+- lane-camera renderings out of step with their photos: a rendering whose photo is gone (it would
+  still vote for its SKU), or a photo without the renderings the profile makes.
 
-Neighbours come from the published version's FAISS index, so the check scales like matching does.
+The first four look at photos and lane references only (a rendering is its photo seen through the
+lane camera, not a photo of its own). Neighbours come from the published version's FAISS index, so
+the check scales like matching does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from retail_reid.gallery import db
 from retail_reid.gallery.damage import Damage, find_damage
 from retail_reid.gallery.errors import GalleryError
 from retail_reid.gallery.index import reference_vectors
 from retail_reid.gallery.matching import Gallery
+from retail_reid.gallery.photos import RefOrigin
 from retail_reid.gallery.snapshot import Snapshot
 from retail_reid.gallery.store import GalleryStore
 
@@ -82,9 +88,17 @@ class FewRefs:
 
 
 @dataclass(frozen=True)
+class RenderingProblem:
+    ref: int  # the rendering, or the photo lacking renderings
+    sku: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class CheckReport:
     version: int
-    refs: int
+    refs: int  # photos and lane references
+    renderings: int  # their lane-camera renderings
     skus: int
     confusable_threshold: str
     confusable_similarity: float
@@ -94,10 +108,17 @@ class CheckReport:
     duplicates: list[Duplicate]
     few_refs: list[FewRefs]
     min_refs: int
+    rendering_problems: list[RenderingProblem]
 
     @property
     def problems(self) -> int:
-        return len(self.confusable) + len(self.outliers) + len(self.duplicates) + len(self.few_refs)
+        return (
+            len(self.confusable)
+            + len(self.outliers)
+            + len(self.duplicates)
+            + len(self.few_refs)
+            + len(self.rendering_problems)
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,16 +130,20 @@ def check_gallery(
     threshold: Callable[[str], float],
     confusable_threshold: str = "far_0.01",
     min_refs: int = MIN_REFS,
+    rendering_problems: Sequence[RenderingProblem] = (),
 ) -> CheckReport:
-    """Check a loaded version; `refs` describes its references (by id), `threshold` is the model's
-    calibration lookup (Calibration.threshold)."""
+    """Check a loaded version; `refs` describes its photos and lane references (by id: the version's
+    other rows are renderings), `threshold` is the model's calibration lookup (Calibration.threshold)."""
     n = snap.index.ntotal
     vectors = reference_vectors(snap.index, snap.ref_ids)  # row r: reference snap.ref_ids[r]
     row_sku = snap.ref_sku
+    is_photo = np.isin(snap.ref_ids, np.fromiter(refs, np.int64, len(refs)))
+    photo_rows = np.flatnonzero(is_photo)
     own_best = np.full(n, -2.0, np.float32)  # best similarity to another reference of the same SKU
     for refs_of_sku in snap.sku_refs:
-        if len(refs_of_sku) > 1:
-            rows = snap.rows_of(refs_of_sku)
+        rows = snap.rows_of(refs_of_sku)
+        rows = rows[is_photo[rows]]
+        if len(rows) > 1:
             sims = vectors[rows] @ vectors[rows].T
             np.fill_diagonal(sims, -2.0)
             own_best[rows] = sims.max(axis=1)
@@ -126,15 +151,18 @@ def check_gallery(
     other_best = np.full(n, -2.0, np.float32)  # best similarity to a reference of another SKU
     other_row = np.zeros(n, np.int64)
     confusable: list[ConfusablePair] = []
-    if n > 1:
-        sims, found = snap.index.search(vectors, min(n, NEIGHBOURS))
+    if len(photo_rows) > 1:
+        depth = min(n, NEIGHBOURS * -(-n // len(photo_rows)))  # deeper by the renderings, which are left out
+        sims, found = snap.index.search(vectors[photo_rows], depth)
         nbrs = np.where(found >= 0, snap.rows_of(np.maximum(found, 0)), -1)
-        cross = (nbrs >= 0) & (row_sku[np.maximum(nbrs, 0)] != row_sku[:, None])
+        nbrs = np.where(is_photo[np.maximum(nbrs, 0)], nbrs, -1)
+        cross = (nbrs >= 0) & (row_sku[np.maximum(nbrs, 0)] != row_sku[photo_rows][:, None])
         masked = np.where(cross, sims, -2.0)
         best = masked.argmax(axis=1)
-        other_best, other_row = masked[np.arange(n), best], nbrs[np.arange(n), best]
-        hit_rows, hit_cols = np.nonzero(cross & (sims >= confusable_sim))
-        confusable = _confusable_pairs(snap, hit_rows, hit_cols, sims, nbrs)
+        at = np.arange(len(photo_rows))
+        other_best[photo_rows], other_row[photo_rows] = masked[at, best], nbrs[at, best]
+        hit, col = np.nonzero(cross & (sims >= confusable_sim))
+        confusable = _confusable_pairs(snap, photo_rows[hit], nbrs[hit, col], sims[hit, col])
     ids = snap.ref_ids
     outliers = [
         Outlier(
@@ -147,28 +175,28 @@ def check_gallery(
         )
         for r in np.nonzero((own_best > -2.0) & (other_best > own_best) & (own_best < outlier_sim))[0]
     ]
-    few = [FewRefs(sku, len(r)) for sku, r in zip(snap.skus, snap.sku_refs, strict=True) if len(r) < min_refs]
+    photos_of = [int(is_photo[snap.rows_of(r)].sum()) for r in snap.sku_refs]
+    few = [FewRefs(sku, k) for sku, k in zip(snap.skus, photos_of, strict=True) if k < min_refs]
     return CheckReport(
         version=snap.version,
-        refs=n,
+        refs=len(photo_rows),
+        renderings=n - len(photo_rows),
         skus=len(snap.skus),
         confusable_threshold=confusable_threshold,
         confusable_similarity=confusable_sim,
         outlier_threshold=outlier_sim,
         confusable=confusable,
         outliers=sorted(outliers, key=lambda o: o.own_similarity - o.nearest_similarity),
-        duplicates=find_duplicates([refs[int(i)] for i in ids]),
+        duplicates=find_duplicates([refs[int(i)] for i in ids[photo_rows]]),
         few_refs=few,
         min_refs=min_refs,
+        rendering_problems=list(rendering_problems),
     )
 
 
-def _confusable_pairs(
-    snap: Snapshot, rows: np.ndarray, cols: np.ndarray, sims: np.ndarray, nbrs: np.ndarray
-) -> list[ConfusablePair]:
-    """Per SKU pair, its closest cross-SKU neighbours among the (row, neighbour column) hits
-    (`nbrs` holds the neighbours' rows)."""
-    a, b, sim = rows, nbrs[rows, cols], sims[rows, cols]
+def _confusable_pairs(snap: Snapshot, a: np.ndarray, b: np.ndarray, sim: np.ndarray) -> list[ConfusablePair]:
+    """Per SKU pair, its closest cross-SKU neighbours among the hits: rows a[i] and b[i] of the
+    version, `sim[i]` apart."""
     swap = snap.ref_sku[a] > snap.ref_sku[b]
     a, b = np.where(swap, b, a), np.where(swap, a, b)
     best_first = np.argsort(-sim, kind="stable")
@@ -214,7 +242,8 @@ def find_duplicates(refs: list[RefInfo], max_bits: int = NEAR_DUPLICATE_BITS) ->
 
 def format_report(report: CheckReport) -> str:
     """The report as tables, for an operator."""
-    lines = [f"version {report.version}: {report.refs} references of {report.skus} SKUs"]
+    rendered = f", {report.renderings} lane-camera renderings" if report.renderings else ""
+    lines = [f"version {report.version}: {report.refs} references{rendered} of {report.skus} SKUs"]
     lines.append(
         f"\nconfusable SKU pairs (closest references at or above {report.confusable_threshold} = "
         f"{report.confusable_similarity:.3f}): {len(report.confusable)}"
@@ -239,6 +268,10 @@ def format_report(report: CheckReport) -> str:
     ]
     lines.append(f"\nSKUs with fewer than {report.min_refs} references: {len(report.few_refs)}")
     lines += [f"  {f.sku}: {f.refs}" for f in report.few_refs]
+    lines.append(f"\nlane-camera renderings out of step with their photos: {len(report.rendering_problems)}")
+    lines += [f"  ref {p.ref:<6} {p.sku}: {p.detail}" for p in report.rendering_problems]
+    if report.rendering_problems:
+        lines.append("  (`reid gallery lane-camera DIR --again` renders every photo again and drops the rest)")
     return "\n".join(lines)
 
 
@@ -289,8 +322,36 @@ def check_path(
             f"the model has no threshold {confusable_threshold!r}; it has {sorted(gallery.calibration.thresholds)}"
         )
     with GalleryStore.open(root, readonly=True) as store:
-        rows = store.conn.execute("SELECT id, sku, image, source, phash FROM refs").fetchall()
+        photo = db.photos_only(store.conn)
+        rows = store.conn.execute(f"SELECT id, sku, image, source, phash FROM refs WHERE {photo}").fetchall()
+        problems = rendering_problems(store) if photo != "1" else []
     refs = {r[0]: RefInfo(*r) for r in rows}
     return GalleryCheck(
-        damage, check_gallery(snap, refs, gallery.calibration.threshold, confusable_threshold, min_refs)
+        damage,
+        check_gallery(snap, refs, gallery.calibration.threshold, confusable_threshold, min_refs, problems),
     )
+
+
+def rendering_problems(store: GalleryStore) -> list[RenderingProblem]:
+    """Current renderings whose photo is gone (or under another SKU), and catalogue photos whose
+    current renderings are not the profile's number of views."""
+    orphans = store.conn.execute(
+        "SELECT r.id, r.sku, r.rendering_of FROM refs r LEFT JOIN refs p ON p.id = r.rendering_of "
+        "WHERE r.removed_version IS NULL AND r.rendering_of IS NOT NULL "
+        "AND (p.id IS NULL OR p.removed_version IS NOT NULL OR p.sku != r.sku) ORDER BY r.id"
+    ).fetchall()
+    views = store.lane_profile().views
+    unrendered = store.conn.execute(
+        "SELECT p.id, p.sku, COUNT(r.id) FROM refs p "
+        "LEFT JOIN refs r ON r.rendering_of = p.id AND r.removed_version IS NULL "
+        "WHERE p.removed_version IS NULL AND p.rendering_of IS NULL AND p.origin = ? "
+        "GROUP BY p.id HAVING COUNT(r.id) != ? ORDER BY p.id",
+        (RefOrigin.PHOTO.value, views),
+    ).fetchall()
+    return [
+        RenderingProblem(ref, sku, f"a lane-camera rendering of reference {photo}, which is not in the gallery")
+        for ref, sku, photo in orphans
+    ] + [
+        RenderingProblem(ref, sku, f"a photo with {n} lane-camera renderings; the gallery's profile makes {views}")
+        for ref, sku, n in unrendered
+    ]

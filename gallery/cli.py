@@ -12,8 +12,10 @@ from pathlib import Path
 from retail_reid.gallery.bundle import export_bundle, import_bundle
 from retail_reid.gallery.check import MIN_REFS, check_path, format_check
 from retail_reid.gallery.errors import GalleryError
+from retail_reid.gallery.renderings import DEFAULT_VIEWS, LaneProfile
 from retail_reid.gallery.repair import repair
 from retail_reid.gallery.store import DEFAULT_KEEP, ChangeResult, GalleryStore
+from retail_reid.models.views import LANE_LEVELS, LaneCamera, LaneLevel
 
 
 def _when(t: float) -> str:
@@ -67,13 +69,22 @@ def cmd_list(a: argparse.Namespace) -> int:
     with GalleryStore.open(a.dir, readonly=True) as store:
         rows = store.products()
         if a.json:
-            print(json.dumps([{**r.product.to_dict(), "refs": r.n_refs} for r in rows], ensure_ascii=False, indent=1))
+            print(
+                json.dumps(
+                    [{**r.product.to_dict(), "refs": r.n_refs, "renderings": r.n_renderings} for r in rows],
+                    ensure_ascii=False,
+                    indent=1,
+                )
+            )
             return 0
         print(f"{'SKU':<30} {'refs':>4}  {'name':<30} barcodes")
         for r in rows:
             p = r.product
             print(f"{p.sku:<30} {r.n_refs:>4}  {p.name:<30} {' '.join(p.barcodes)}")
-        print(f"{len(rows)} products, {sum(r.n_refs for r in rows)} references")
+        print(
+            f"{len(rows)} products, {sum(r.n_refs for r in rows)} references, "
+            f"{sum(r.n_renderings for r in rows)} lane-camera renderings"
+        )
     return 0
 
 
@@ -82,11 +93,20 @@ def cmd_show(a: argparse.Namespace) -> int:
         row, refs = store.product(a.sku)
     p = row.product
     if a.json:
-        print(json.dumps({**p.to_dict(), "refs": [vars(r) for r in refs]}, ensure_ascii=False, indent=1))
+        print(
+            json.dumps(
+                {**p.to_dict(), "refs": [vars(r) for r in refs], "renderings": row.n_renderings},
+                ensure_ascii=False,
+                indent=1,
+            )
+        )
         return 0
     print(f"SKU:      {p.sku}\nname:     {p.name}\nbarcodes: {' '.join(p.barcodes) or '-'}")
     print(f"category: {p.category or '-'}\nprice:    {'-' if p.price is None else f'{p.price:.2f}'}")
-    print(f"{len(refs)} references (remove one with `reid gallery remove {a.dir} --ref ID`):")
+    print(
+        f"{len(refs)} references, {row.n_renderings} lane-camera renderings of them (remove a reference, and its "
+        f"renderings, with `reid gallery remove {a.dir} --ref ID`):"
+    )
     for r in refs:
         print(f"  {r.id:>6}  v{r.added_version:<4} {r.origin:<5} {r.image}  (from {r.source})")
     return 0
@@ -182,7 +202,36 @@ def cmd_export(a: argparse.Namespace) -> int:
 
 
 def cmd_import(a: argparse.Namespace) -> int:
-    return _report(import_bundle(a.dir, a.bundle, operator=a.operator))
+    return _report(import_bundle(a.dir, a.bundle, operator=a.operator, progress=True))
+
+
+CAMERA_OPTIONS = ("side_px", "blur_px", "jpeg_quality", "noise_sd", "hand_share", "hand_reach", "crop_jitter")
+
+
+def cmd_lane_camera(a: argparse.Namespace) -> int:
+    changes = a.level or a.views is not None or a.again or any(getattr(a, k) is not None for k in CAMERA_OPTIONS)
+    with GalleryStore.open(a.dir, readonly=True) as store:
+        profile = store.lane_profile()
+        if not changes:
+            if a.json:
+                print(json.dumps(profile.to_dict(), indent=1))
+            else:
+                totals = store.products()
+                print(f"lane camera: {profile.describe()}")
+                print(
+                    f"{sum(r.n_refs for r in totals)} references, {sum(r.n_renderings for r in totals)} lane-camera "
+                    "renderings"
+                )
+            return 0
+    camera = LANE_LEVELS[LaneLevel(a.level)] if a.level else profile.camera
+    given = {k: v for k in CAMERA_OPTIONS if (v := getattr(a, k)) is not None}
+    try:
+        camera = LaneCamera.from_dict({**camera.to_dict(), **given})
+    except ValueError as e:
+        raise GalleryError(str(e)) from None
+    wanted = LaneProfile(camera=camera, views=profile.views if a.views is None else a.views)
+    with GalleryStore.open(a.dir) as store:
+        return _report(store.set_lane_camera(wanted, operator=a.operator, progress=True, again=a.again, model=a.model))
 
 
 def _operator_arg(p: argparse.ArgumentParser) -> None:
@@ -312,6 +361,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     _model_arg(p)
     _operator_arg(p)
     p.set_defaults(func=cmd_accept_lane_references)
+
+    p = gs.add_parser(
+        "lane-camera",
+        help="show or set the lane camera through which every photo is also rendered (lane-camera renderings)",
+        description="Without options: the gallery's lane camera profile. With any: set it (starting from --level, "
+        "or from the current profile) and render every catalogue photo again through it, as a new version. "
+        "Ranges are LOW HIGH; each view draws from them. --views 0 turns renderings off.",
+    )
+    p.add_argument("dir")
+    p.add_argument("--level", choices=[lv.value for lv in LaneLevel], help="start from a declared lane camera")
+    p.add_argument("--side-px", dest="side_px", type=int, nargs=2, metavar=("LOW", "HIGH"), help="item size, px")
+    p.add_argument("--blur-px", dest="blur_px", type=int, nargs=2, metavar=("LOW", "HIGH"), help="motion blur, px")
+    p.add_argument("--jpeg-quality", dest="jpeg_quality", type=int, nargs=2, metavar=("LOW", "HIGH"))
+    p.add_argument("--noise-sd", dest="noise_sd", type=float, help="sensor noise, grey levels")
+    p.add_argument("--hand-share", dest="hand_share", type=float, help="share of views with a hand (0..1)")
+    p.add_argument("--hand-reach", dest="hand_reach", type=float, help="how far a hand reaches in (1: 8-15 %% hidden)")
+    p.add_argument("--crop-jitter", dest="crop_jitter", type=float, help="box error, share of a side")
+    p.add_argument("--views", type=int, help=f"renderings per photo (default {DEFAULT_VIEWS}; 0: none)")
+    p.add_argument("--again", action="store_true", help="render every photo again even if the profile is unchanged")
+    p.add_argument("--json", action="store_true", help="print the profile as JSON")
+    _model_arg(p)
+    _operator_arg(p)
+    p.set_defaults(func=cmd_lane_camera)
 
     p = gs.add_parser("history", help="the versions: who changed what, when")
     p.add_argument("dir")

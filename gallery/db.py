@@ -31,13 +31,17 @@ CREATE TABLE refs (
     sha256 TEXT NOT NULL,           -- of the photo file's bytes
     phash INTEGER NOT NULL,         -- 64-bit perceptual hash, for near-duplicate checks
     source TEXT NOT NULL,           -- the file name it was added from
-    origin TEXT NOT NULL DEFAULT 'photo',  -- RefOrigin: a photo added by an operator, or a lane reference
+    origin TEXT NOT NULL DEFAULT 'photo',  -- RefOrigin: a photo added by an operator, a lane reference, or a
+                                    -- lane-camera rendering of a photo
+    rendering_of INTEGER,           -- a rendering: the reference id of its photo (NULL for a photo)
+    view INTEGER,                   -- a rendering: which of its photo's views (0, 1, ...)
     added_version INTEGER NOT NULL,
     removed_version INTEGER,        -- NULL while the reference is part of the gallery
     embedding BLOB NOT NULL         -- float32, unit length, under the gallery's model
 );
-CREATE UNIQUE INDEX refs_active_photo ON refs(sha256) WHERE removed_version IS NULL;
+CREATE UNIQUE INDEX refs_active_photo ON refs(sha256) WHERE removed_version IS NULL AND rendering_of IS NULL;
 CREATE INDEX refs_sku ON refs(sku);
+CREATE INDEX refs_rendering_of ON refs(rendering_of);
 CREATE INDEX refs_sha256 ON refs(sha256);
 CREATE TABLE versions (
     version INTEGER PRIMARY KEY,
@@ -98,16 +102,39 @@ def connect(root: Path, readonly: bool = False) -> sqlite3.Connection:
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Bring a database written by an older release up to this schema (a writer's connection):
-    galleries made before references had an origin get the column, every old one a photo."""
+    galleries made before references had an origin get the column, every old one a photo; those made
+    before lane-camera renderings get the columns that link a rendering to its photo, and a photo's
+    uniqueness then holds among photos only (a rendering shares its photo's sha256)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(refs)")}
     if "origin" not in columns:
         conn.execute("ALTER TABLE refs ADD COLUMN origin TEXT NOT NULL DEFAULT 'photo'")
+    if "rendering_of" in columns:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    if "rendering_of" in {row[1] for row in conn.execute("PRAGMA table_info(refs)")}:  # another writer did it
+        conn.execute("ROLLBACK")
+        return
+    conn.execute("ALTER TABLE refs ADD COLUMN rendering_of INTEGER")
+    conn.execute("ALTER TABLE refs ADD COLUMN view INTEGER")
+    conn.execute("DROP INDEX refs_active_photo")
+    conn.execute(
+        "CREATE UNIQUE INDEX refs_active_photo ON refs(sha256) WHERE removed_version IS NULL AND rendering_of IS NULL"
+    )
+    conn.execute("CREATE INDEX refs_rendering_of ON refs(rendering_of)")
+    conn.execute("COMMIT")
 
 
 def origin_column(conn: sqlite3.Connection) -> str:
     """The SQL for a reference's origin: the column, or 'photo' in an old database opened read-only."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(refs)")}
     return "origin" if "origin" in columns else "'photo'"
+
+
+def photos_only(conn: sqlite3.Connection) -> str:
+    """The SQL condition for references an operator sees (photos and lane references, not their
+    lane-camera renderings); always true in an old database opened read-only."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(refs)")}
+    return "rendering_of IS NULL" if "rendering_of" in columns else "1"
 
 
 def create(path: Path, meta: dict[str, str]) -> None:

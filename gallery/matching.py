@@ -3,7 +3,9 @@ SKU, and follow new versions published by operators without stopping.
 
 A SKU is scored the way the model's calibration was fitted (its default, or the one asked for):
 "centroid", the cosine to the normalised mean of the SKU's references (steadier: one odd photo does
-not decide), or "nearest", the cosine to its nearest reference.
+not decide), or "nearest", the cosine to its nearest reference. A SKU's references are its photos,
+its lane references and its photos' lane-camera renderings (gallery/renderings.py), all alike: the
+simplest rule, kept until the lane-view benchmark chooses another (docs/gallery.md).
 
 Queries run against an immutable in-memory snapshot of one version; `refresh` loads a newer version
 beside it and swaps a single reference, so queries in flight finish on the version they started with.

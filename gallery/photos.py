@@ -24,6 +24,7 @@ class RefOrigin(StrEnum):
 
     PHOTO = "photo"  # a photo an operator added (upload, add, import-folder, bundle)
     LANE = "lane"  # a crop a lane saw of a verified scan (lane references, docs/console.md)
+    RENDERING = "rendering"  # a lane-camera view of a photo (gallery/renderings.py); never shown as a photo
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from retail_reid.gallery import db
 from retail_reid.gallery.binding import bound_embedder
 from retail_reid.gallery.catalog import Product, check_sku
 from retail_reid.gallery.errors import GalleryError, damaged_database
+from retail_reid.gallery.renderings import LaneProfile, profile_from_meta
 from retail_reid.gallery.snapshot import read_current, stored_versions
 from retail_reid.models.runtime import OnnxEmbedder
 
@@ -23,7 +24,8 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class ProductRow:
     product: Product
-    n_refs: int
+    n_refs: int  # photos and lane references: what an operator sees
+    n_renderings: int = 0  # lane-camera renderings of those photos (counted, never listed)
 
 
 @dataclass(frozen=True)
@@ -86,17 +88,22 @@ class GalleryReader:
         meta = self.meta
         return bound_embedder(self.root, meta["model_fingerprint"], meta["model_path"], embedder, model)
 
+    def lane_profile(self) -> LaneProfile:
+        return profile_from_meta(self.meta, str(self.root / db.DB_NAME))
+
     def products(self) -> list[ProductRow]:
+        photo = db.photos_only(self.conn)
         rows = self.conn.execute(
             "SELECT p.sku, p.name, p.category, p.price, "
             "(SELECT group_concat(code, char(10)) FROM (SELECT code FROM barcodes b WHERE b.sku = p.sku ORDER BY "
             "code)), "
-            "(SELECT COUNT(*) FROM refs r WHERE r.sku = p.sku AND r.removed_version IS NULL) "
+            f"(SELECT COUNT(*) FROM refs r WHERE r.sku = p.sku AND r.removed_version IS NULL AND {photo}), "
+            f"(SELECT COUNT(*) FROM refs r WHERE r.sku = p.sku AND r.removed_version IS NULL AND NOT ({photo})) "
             "FROM products p WHERE active ORDER BY p.sku"
         ).fetchall()
         return [
-            ProductRow(Product(sku, name, tuple(codes.split("\n")) if codes else (), cat, price), n)
-            for sku, name, cat, price, codes, n in rows
+            ProductRow(Product(sku, name, tuple(codes.split("\n")) if codes else (), cat, price), n, renderings)
+            for sku, name, cat, price, codes, n, renderings in rows
         ]
 
     def product(self, sku: str) -> tuple[ProductRow, list[RefRow]]:
@@ -108,7 +115,7 @@ class GalleryReader:
             RefRow(*row)
             for row in self.conn.execute(
                 f"SELECT id, sku, image, source, added_version, {db.origin_column(self.conn)} FROM refs "
-                "WHERE sku = ? AND removed_version IS NULL ORDER BY id",
+                f"WHERE sku = ? AND removed_version IS NULL AND {db.photos_only(self.conn)} ORDER BY id",
                 (sku,),
             )
         ]
@@ -127,6 +134,15 @@ class GalleryReader:
     def reference_hashes(self) -> set[str]:
         """The sha256 of every current reference photo (a crop already added is not offered again)."""
         return {h for (h,) in self.conn.execute("SELECT sha256 FROM refs WHERE removed_version IS NULL")}
+
+    def photo_ids(self) -> set[int]:
+        """The ids of the current photos and lane references (not renderings)."""
+        return {
+            i
+            for (i,) in self.conn.execute(
+                f"SELECT id FROM refs WHERE removed_version IS NULL AND {db.photos_only(self.conn)}"
+            )
+        }
 
     def history(self) -> list[VersionRow]:
         current, stored = read_current(self.root), set(stored_versions(self.root))

@@ -38,6 +38,7 @@ from retail_reid.gallery.errors import GalleryError
 from retail_reid.gallery.image_store import IMAGES_DIR
 from retail_reid.gallery.index import reference_vectors
 from retail_reid.gallery.integrity import set_aside
+from retail_reid.gallery.renderings import META_KEY
 from retail_reid.gallery.snapshot import (
     CATALOG,
     MANIFEST,
@@ -113,7 +114,9 @@ def _repair_locked(root: Path, operator: str, result: RepairResult) -> None:
             switch_current(root, last)
             was = "missing or unreadable" if damage.current is None else f"version {damage.current}"
             result.done.append(f"CURRENT set to version {last} (was {was})")
-        missing = conn.execute("SELECT id, sku, image FROM refs WHERE removed_version IS NULL ORDER BY id").fetchall()
+        missing = conn.execute(
+            "SELECT id, sku, image FROM refs WHERE removed_version IS NULL AND rendering_of IS NULL ORDER BY id"
+        ).fetchall()
         for ref_id, sku, image in missing:
             if not (root / image).is_file():
                 result.cannot.append(
@@ -283,6 +286,8 @@ def _rebuild_database(path: Path, root: Path, versions: list[int], operator: str
             "embedding_dim": str(m["embedding_dim"]),
             "keep_versions": str(m.get("keep_versions", DEFAULT_KEEP)),
             "created": str(time.time()),
+            # versions made before lane-camera profiles hold no renderings: the gallery's profile stays off
+            **({META_KEY: json.dumps(m[META_KEY], sort_keys=True)} if META_KEY in m else {}),
         },
     )
     conn = sqlite3.connect(path, isolation_level=None)
@@ -313,8 +318,8 @@ def _rebuild_database(path: Path, root: Path, versions: list[int], operator: str
             last_seen = seen_in[ref_id][-1]
             later = [v for v in versions if v > last_seen]
             conn.execute(
-                "INSERT INTO refs (id, sku, image, sha256, phash, source, added_version, removed_version, embedding) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO refs (id, sku, image, sha256, phash, source, origin, rendering_of, view, added_version, "
+                "removed_version, embedding) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     ref_id,
                     sku,
@@ -322,6 +327,9 @@ def _rebuild_database(path: Path, root: Path, versions: list[int], operator: str
                     Path(info["image"]).name.split(".", 1)[0],
                     info["phash"],
                     info["source"],
+                    info.get("origin", "photo"),  # refs.json written before origins were recorded: photos
+                    info.get("rendering_of"),
+                    info.get("view"),
                     info["added_version"],
                     later[0] if later else None,
                     emb,
@@ -339,7 +347,7 @@ def _rebuild_database(path: Path, root: Path, versions: list[int], operator: str
                     "recovered",
                     f"recovered by repair from {version_dir(root, v)}",
                     mv["model_fingerprint"],
-                    mv["refs"],
+                    mv.get("photos", mv["refs"]),
                     mv["skus"],
                 ),
             )

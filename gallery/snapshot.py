@@ -81,8 +81,15 @@ class VersionContent:
     model_fingerprint: str
     model_path: str
     operator: str
-    references: list[dict]  # per row of ref_ids: id, image, source, phash, added_version (what repair needs)
+    references: list[dict]  # per row of ref_ids: id, image, source, phash, added_version, origin, and for a
+    # lane-camera rendering rendering_of (its photo's id) and view (what repair needs)
     keep_versions: int
+    lane_camera: dict[str, object]  # the gallery's LaneProfile (gallery/renderings.py), as its renderings were made
+
+    @property
+    def photos(self) -> int:
+        """References an operator sees (photos and lane references): the rest are renderings."""
+        return sum("rendering_of" not in r for r in self.references)
 
 
 def write_version(root: Path, content: VersionContent) -> Path:
@@ -117,6 +124,9 @@ def write_version(root: Path, content: VersionContent) -> Path:
             "index_factory": describe(index),
             "index_made": how,
             "refs": len(content.ref_ids),
+            "photos": content.photos,
+            "renderings": len(content.ref_ids) - content.photos,
+            "lane_camera": content.lane_camera,
             "skus": len(content.products),
             "keep_versions": content.keep_versions,
             "files": {name: len(data) for name, data in files.items()},

@@ -21,6 +21,7 @@ from retail_reid.gallery.image_store import IMAGES_DIR, sha256_bytes, store_imag
 from retail_reid.gallery.index import reference_vectors
 from retail_reid.gallery.integrity import DAMAGED_DIR
 from retail_reid.gallery.photos import Photo, RefOrigin, embed_photos, read_bytes
+from retail_reid.gallery.renderings import META_KEY, OFF, LaneProfile, embed_renderings, profile_json
 from retail_reid.gallery.snapshot import CURRENT, VERSIONS_DIR, Snapshot, read_current, stored_versions, version_dir
 from retail_reid.gallery.writer import LOCK, AuditEntries, ChangeResult, VersionWriter, failure, operator_name
 from retail_reid.models.runtime import OnnxEmbedder
@@ -52,9 +53,15 @@ class GalleryStore(VersionWriter):
 
     @classmethod
     def init(
-        cls, root: str | Path, model: str | Path | None = None, keep: int = DEFAULT_KEEP, operator: str | None = None
+        cls,
+        root: str | Path,
+        model: str | Path | None = None,
+        keep: int = DEFAULT_KEEP,
+        operator: str | None = None,
+        lane_camera: LaneProfile | None = None,
     ) -> ChangeResult:
-        """Create an empty gallery (version 1) bound to `model` (default: the shipped model).
+        """Create an empty gallery (version 1) bound to `model` (default: the shipped model), rendering
+        its photos through `lane_camera` (default: off, no renderings; see docs/gallery.md for why).
 
         It is built in a hidden sibling directory and renamed into place, so DIR is a whole gallery or absent.
         """
@@ -80,6 +87,7 @@ class GalleryStore(VersionWriter):
                     "embedding_dim": str(embedder.dim),
                     "keep_versions": str(keep),
                     "created": str(time.time()),
+                    META_KEY: profile_json(lane_camera or OFF),
                 },
             )
             (tmp / LOCK).touch()
@@ -146,9 +154,13 @@ class GalleryStore(VersionWriter):
             line = f"{line or f'updated product {sku!r}'}; barcodes +{', '.join(new_codes)}"
         return line
 
-    def _insert_refs(self, photos: Sequence[Photo], vectors: np.ndarray, version: int) -> AuditEntries:
+    def _insert_refs(
+        self, photos: Sequence[Photo], vectors: np.ndarray, version: int, renderings: np.ndarray
+    ) -> AuditEntries:
+        """Store the photos and insert them as references with their vectors, and with their
+        lane-camera renderings (`renderings[i]`: the views' vectors of photo i; none for lane references)."""
         entries: AuditEntries = []
-        for photo, vec in zip(photos, vectors, strict=True):
+        for photo, vec, views in zip(photos, vectors, renderings, strict=True):
             data = read_bytes(photo.path)
             if sha256_bytes(data) != photo.sha256:
                 raise GalleryError(f"{photo.path}: the file changed while it was being added; add it again")
@@ -170,16 +182,65 @@ class GalleryStore(VersionWriter):
                     np.asarray(vec, np.float32).tobytes(),
                 ),
             )
+            assert cur.lastrowid is not None  # an INSERT always sets it
             what = "lane reference" if photo.origin is RefOrigin.LANE else "reference"
-            entries.append((photo.sku, f"added {what} {cur.lastrowid}: {photo.source} -> {photo.relpath}"))
+            rendered = self._insert_renderings(cur.lastrowid, views, version) if photo.origin is RefOrigin.PHOTO else 0
+            with_views = f" (+{_count(rendered, 'lane-camera rendering')})" if rendered else ""
+            entries.append((photo.sku, f"added {what} {cur.lastrowid}{with_views}: {photo.source} -> {photo.relpath}"))
         return entries
+
+    def _insert_renderings(self, photo_id: int, views: np.ndarray, version: int) -> int:
+        """Insert the lane-camera renderings of reference `photo_id` (one vector per view); returns how many."""
+        self.conn.executemany(
+            "INSERT INTO refs (sku, image, sha256, phash, source, origin, rendering_of, view, added_version, "
+            "embedding) SELECT sku, image, sha256, phash, source, ?, id, ?, ?, ? FROM refs WHERE id = ?",
+            [
+                (RefOrigin.RENDERING.value, view, version, np.asarray(vec, np.float32).tobytes(), photo_id)
+                for view, vec in enumerate(views)
+            ],
+        )
+        return len(views)
+
+    def _render_stored(
+        self, ids: set[int] | None, profile: LaneProfile, embedder: OnnxEmbedder, progress: bool = False
+    ) -> dict[int, np.ndarray]:
+        """The renderings' vectors of the current catalogue photos (those in `ids`, or all), by photo id."""
+        rows = self.conn.execute(
+            "SELECT id, sha256, image FROM refs WHERE removed_version IS NULL AND rendering_of IS NULL AND origin = ? "
+            "ORDER BY id",
+            (RefOrigin.PHOTO.value,),
+        ).fetchall()
+        rows = [r for r in rows if ids is None or r[0] in ids]
+        views = embed_renderings([(sha, self.root / image) for _, sha, image in rows], profile, embedder, progress)
+        return {r[0]: v for r, v in zip(rows, views, strict=True)}
+
+    def _rerender(
+        self, version: int, rendered: dict[int, np.ndarray], profile: LaneProfile, embedder: OnnxEmbedder
+    ) -> tuple[int, int]:
+        """Replace every current rendering with `rendered` (photo id -> views' vectors, made under
+        `profile` by `embedder`), rendering photos added meanwhile here; returns (renderings, photos)."""
+        self.conn.execute(
+            "UPDATE refs SET removed_version = ? WHERE removed_version IS NULL AND rendering_of IS NOT NULL", (version,)
+        )
+        photos = {
+            i
+            for (i,) in self.conn.execute(
+                "SELECT id FROM refs WHERE removed_version IS NULL AND rendering_of IS NULL AND origin = ?",
+                (RefOrigin.PHOTO.value,),
+            )
+        }
+        rendered.update(self._render_stored(photos - rendered.keys(), profile, embedder))
+        n = sum(self._insert_renderings(i, rendered[i], version) for i in sorted(photos))
+        db.set_meta(self.conn, **{META_KEY: profile_json(profile)})
+        return n, len(photos)
 
     def _known_photos(self, photos: Sequence[Photo]) -> dict[str, str]:
         """sha256 -> SKU for the given photos that are already references."""
         found: dict[str, str] = {}
         for photo in photos:
             row = self.conn.execute(
-                "SELECT sku FROM refs WHERE sha256 = ? AND removed_version IS NULL", (photo.sha256,)
+                "SELECT sku FROM refs WHERE sha256 = ? AND removed_version IS NULL AND rendering_of IS NULL",
+                (photo.sha256,),
             ).fetchone()
             if row:
                 found[photo.sha256] = row[0]
@@ -204,13 +265,21 @@ class GalleryStore(VersionWriter):
 
         Bad photos, and photos already in the gallery, refuse the whole change (nothing is written)
         unless `skip_bad`, which leaves them out and reports them in `skipped`. `origin` marks them
-        in the catalogue (lane references: crops the lanes kept, docs/console.md).
+        in the catalogue (lane references: crops the lanes kept, docs/console.md). Catalogue photos
+        also get the gallery's lane-camera renderings (gallery/renderings.py).
         """
         operator = operator_name(operator)
         if not os.access(self.root, os.W_OK):
             raise GalleryError(f"{self.root}: cannot change the gallery: the directory is read-only for this user")
-        photos, vectors, errors = embed_photos(items, self.embedder(embedder, model), progress=progress)
+        embedder = self.embedder(embedder, model)
+        photos, vectors, errors = embed_photos(items, embedder, progress=progress)
         photos = [replace(p, origin=origin) for p in photos]
+        profile = self.lane_profile() if origin is RefOrigin.PHOTO else OFF
+
+        def render(profile: LaneProfile) -> np.ndarray:
+            return embed_renderings([(p.sha256, p.path) for p in photos], profile, embedder, progress)
+
+        renderings = render(profile)
         if errors and not skip_bad:
             raise GalleryError(
                 f"{len(errors)} of {len(items)} photos cannot be added; nothing changed (--skip-bad adds the "
@@ -219,6 +288,9 @@ class GalleryStore(VersionWriter):
         skipped = list(errors)
 
         def apply(version: int) -> tuple[str, AuditEntries]:
+            nonlocal renderings
+            if origin is RefOrigin.PHOTO and (now := self.lane_profile()) != profile:  # changed meanwhile
+                renderings = render(now)
             known = self._known_photos(photos)
             dupes = [
                 f"{p.source}: this photo is already a reference of SKU {known[p.sha256]!r}"
@@ -244,7 +316,7 @@ class GalleryStore(VersionWriter):
                     entries.append((sku, new_line))
             if not keep and not entries:
                 raise GalleryError("nothing to change: the product already has these details")
-            entries += self._insert_refs([photos[i] for i in keep], vectors[keep], version)
+            entries += self._insert_refs([photos[i] for i in keep], vectors[keep], version, renderings[keep])
             skus = sorted({sku for sku, _ in entries if sku})
             return (
                 f"{action}: {_count(len(keep), 'reference')} for {_count(len(skus), 'SKU')} ({_short(skus)})",
@@ -343,8 +415,13 @@ class GalleryStore(VersionWriter):
             if not self._active_product(sku):
                 raise GalleryError(f"unknown SKU {sku!r} (see `reid gallery list {self.root}`)")
             n = self.conn.execute(
-                "UPDATE refs SET removed_version = ? WHERE sku = ? AND removed_version IS NULL", (version, sku)
+                "UPDATE refs SET removed_version = ? WHERE sku = ? AND removed_version IS NULL "
+                "AND rendering_of IS NULL",
+                (version, sku),
             ).rowcount
+            self.conn.execute(
+                "UPDATE refs SET removed_version = ? WHERE sku = ? AND removed_version IS NULL", (version, sku)
+            )
             codes = [c for (c,) in self.conn.execute("SELECT code FROM barcodes WHERE sku = ?", (sku,))]
             self.conn.execute("DELETE FROM barcodes WHERE sku = ?", (sku,))
             self.conn.execute("UPDATE products SET active = 0 WHERE sku = ?", (sku,))
@@ -359,14 +436,26 @@ class GalleryStore(VersionWriter):
 
         def apply(version: int) -> tuple[str, AuditEntries]:
             row = self.conn.execute(
-                "SELECT sku, source FROM refs WHERE id = ? AND removed_version IS NULL", (ref_id,)
+                "SELECT sku, source, rendering_of FROM refs WHERE id = ? AND removed_version IS NULL", (ref_id,)
             ).fetchone()
             if row is None:
                 raise GalleryError(
                     f"no reference {ref_id} in the gallery (see `reid gallery show {self.root} --sku SKU`)"
                 )
+            if row[2] is not None:
+                raise GalleryError(
+                    f"reference {ref_id} is a lane-camera rendering of reference {row[2]}; it goes with its photo "
+                    f"(`reid gallery remove {self.root} --ref {row[2]}`)"
+                )
             self.conn.execute("UPDATE refs SET removed_version = ? WHERE id = ?", (version, ref_id))
-            return f"removed reference {ref_id} of SKU {row[0]!r} ({row[1]})", [(row[0], f"removed reference {ref_id}")]
+            n = self.conn.execute(
+                "UPDATE refs SET removed_version = ? WHERE rendering_of = ? AND removed_version IS NULL",
+                (version, ref_id),
+            ).rowcount
+            views = f" and its {_count(n, 'lane-camera rendering')}" if n else ""
+            return f"removed reference {ref_id} of SKU {row[0]!r} ({row[1]}){views}", [
+                (row[0], f"removed reference {ref_id}{views}")
+            ]
 
         return self._change("remove", operator_name(operator), apply)
 
@@ -380,13 +469,19 @@ class GalleryStore(VersionWriter):
         summary: str,
         operator: str | None = None,
         model: tuple[str, str, int] | None = None,
+        lane_camera: LaneProfile | None = None,
+        renderings: np.ndarray | None = None,
     ) -> ChangeResult:
         """Make the gallery hold exactly `products` and `refs` (row by row with `vectors`) as a new version.
 
-        A ref is a reference id of this gallery, or a photo: a photo already known under the same SKU
-        reuses its reference, otherwise it is stored as a new one. `model` = (fingerprint, path, dim)
-        rebinds the gallery (a rollback across a rebuild). Used by rollback and bundle import.
+        A ref is a reference id of this gallery (a rendering's id brings back that rendering), or a
+        photo: a photo already known under the same SKU reuses its reference, otherwise it is stored
+        as a new one; either way it gets the renderings `renderings[row]` (views' vectors) as new ones.
+        `model` = (fingerprint, path, dim) rebinds the gallery (a rollback across a rebuild);
+        `lane_camera` sets the profile the renderings were made with. Used by rollback and bundle import.
         """
+        if renderings is None:
+            renderings = np.zeros((len(refs), 0, vectors.shape[1]), np.float32)
 
         def apply(version: int) -> tuple[str, AuditEntries]:
             refs_before, skus_before = self._active_refs(), {p.product.sku for p in self.products()}
@@ -404,17 +499,21 @@ class GalleryStore(VersionWriter):
                 )
             self.conn.execute("UPDATE refs SET removed_version = ? WHERE removed_version IS NULL", (version,))
             entries: AuditEntries = []
-            for ref, vec in zip(refs, vectors, strict=True):
+            for ref, vec, views in zip(refs, vectors, renderings, strict=True):
                 ref_id = self._find_ref(ref) if isinstance(ref, Photo) else ref
                 if ref_id is None:
-                    entries += self._insert_refs([ref], vec[None], version)  # type: ignore[list-item]
-                else:
-                    self.conn.execute(
-                        "UPDATE refs SET removed_version = NULL, embedding = ? WHERE id = ?",
-                        (np.asarray(vec, np.float32).tobytes(), ref_id),
-                    )
+                    entries += self._insert_refs([ref], vec[None], version, views[None])  # type: ignore[list-item]
+                    continue
+                self.conn.execute(
+                    "UPDATE refs SET removed_version = NULL, embedding = ? WHERE id = ?",
+                    (np.asarray(vec, np.float32).tobytes(), ref_id),
+                )
+                if isinstance(ref, Photo) and ref.origin is RefOrigin.PHOTO:
+                    self._insert_renderings(ref_id, views, version)
             if model is not None:
                 db.set_meta(self.conn, model_fingerprint=model[0], model_path=model[1], embedding_dim=str(model[2]))
+            if lane_camera is not None:
+                db.set_meta(self.conn, **{META_KEY: profile_json(lane_camera)})
             refs_after, skus_after = self._active_refs(), {p.sku for p in products}
             entries += [(sku, "product added") for sku in sorted(skus_after - skus_before)]
             entries += [(sku, "product removed") for sku in sorted(skus_before - skus_after)]
@@ -427,11 +526,11 @@ class GalleryStore(VersionWriter):
         return self._change(action, operator_name(operator), apply)
 
     def _active_refs(self) -> set[int]:
-        return {i for (i,) in self.conn.execute("SELECT id FROM refs WHERE removed_version IS NULL")}
+        return self.photo_ids()
 
     def _find_ref(self, photo: Photo) -> int | None:
         return self.conn.execute(
-            "SELECT MAX(id) FROM refs WHERE sku = ? AND sha256 = ?", (photo.sku, photo.sha256)
+            "SELECT MAX(id) FROM refs WHERE sku = ? AND sha256 = ? AND rendering_of IS NULL", (photo.sku, photo.sha256)
         ).fetchone()[0]
 
     def rollback(self, version: int, *, operator: str | None = None) -> ChangeResult:
@@ -458,6 +557,8 @@ class GalleryStore(VersionWriter):
             summary=f"rolled back to the contents of version {version}",
             operator=operator,
             model=(m["model_fingerprint"], m["model_path"], int(m["embedding_dim"])),
+            # a version made before lane-camera profiles holds no renderings: the profile that matches it is off
+            lane_camera=LaneProfile.from_dict(m[META_KEY], f"version {version}'s manifest") if META_KEY in m else OFF,
         )
 
     def _why_not_stored(self, version: int) -> str:
@@ -487,7 +588,9 @@ class GalleryStore(VersionWriter):
         vectors: dict[int, np.ndarray] = {}
 
         def embed(ids: set[int] | None) -> None:
-            rows = self.conn.execute("SELECT id, sku, image FROM refs WHERE removed_version IS NULL").fetchall()
+            rows = self.conn.execute(
+                "SELECT id, sku, image FROM refs WHERE removed_version IS NULL AND rendering_of IS NULL"
+            ).fetchall()
             rows = [r for r in rows if ids is None or r[0] in ids]
             by_path = {self.root / image: ref_id for ref_id, _, image in rows}
             photos, vecs, errors = embed_photos(
@@ -506,13 +609,18 @@ class GalleryStore(VersionWriter):
             vectors.update({by_path[p.path]: v for p, v in zip(photos, vecs, strict=True)})
 
         embed(None)  # the long part, before taking the lock
+        profile = self.lane_profile()
+        rendered = self._render_stored(None, profile, embedder, progress)
 
         def apply(version: int) -> tuple[str, AuditEntries]:
-            active = {i for (i,) in self.conn.execute("SELECT id FROM refs WHERE removed_version IS NULL")}
+            active = self.photo_ids()
             embed(active - vectors.keys())  # references added by others meanwhile
             self.conn.executemany(
                 "UPDATE refs SET embedding = ? WHERE id = ?", [(vectors[i].tobytes(), i) for i in active]
             )
+            now = self.lane_profile()
+            n, _ = self._rerender(version, rendered if now == profile else {}, now, embedder)
+            views = f" and {_count(n, 'lane-camera rendering')}" if n else ""
             old = self.meta["model_fingerprint"]
             db.set_meta(
                 self.conn,
@@ -521,12 +629,46 @@ class GalleryStore(VersionWriter):
                 embedding_dim=str(embedder.dim),
             )
             return (
-                f"re-embedded {len(active)} references with model {embedder.fingerprint[:12]} ({embedder.path}), was "
-                f"{old[:12]}",
+                f"re-embedded {len(active)} references{views} with model {embedder.fingerprint[:12]} "
+                f"({embedder.path}), was {old[:12]}",
                 [],
             )
 
         return self._change("rebuild", operator_name(operator), apply)
+
+    def set_lane_camera(
+        self,
+        profile: LaneProfile,
+        *,
+        operator: str | None = None,
+        progress: bool = False,
+        again: bool = False,
+        model: str | Path | None = None,
+        embedder: OnnxEmbedder | None = None,
+    ) -> ChangeResult:
+        """Set the gallery's lane camera profile and render every catalogue photo through it, as a new
+        version (`again`: render again with the same profile, e.g. after an older release added photos)."""
+        before = self.lane_profile()
+        if profile == before and not again:
+            raise GalleryError(
+                f"nothing to change: the lane camera is already {profile.describe()} (--again renders every photo "
+                "again)"
+            )
+        embedder = self.embedder(embedder, model)
+        rendered = self._render_stored(None, profile, embedder, progress)  # the long part, before the lock
+
+        def apply(version: int) -> tuple[str, AuditEntries]:
+            if self.meta["model_fingerprint"] != embedder.fingerprint:
+                raise GalleryError(f"{self.root}: the gallery was rebuilt with another model meanwhile; run this again")
+            n, photos = self._rerender(version, rendered, profile, embedder)
+            was = "" if profile == before else f" (was {before.describe()})"
+            return (
+                f"lane camera: {profile.describe()}{was}; {_count(n, 'lane-camera rendering')} of "
+                f"{_count(photos, 'photo')}",
+                [],
+            )
+
+        return self._change("lane-camera", operator_name(operator), apply)
 
 
 def _short(items: Sequence[str], n: int = 5) -> str:

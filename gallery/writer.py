@@ -61,7 +61,7 @@ class ChangeResult:
     skipped: tuple[str, ...] = ()  # bad inputs left out (with skip_bad)
 
 
-REF_COLUMNS = "id, sku, image, source, phash, added_version, embedding"  # a version's reference rows
+REF_COLUMNS = "id, sku, image, source, phash, added_version, embedding, origin, rendering_of, view"  # a version's rows
 
 
 def default_operator() -> str:
@@ -172,7 +172,7 @@ class VersionWriter(GalleryReader):
                         action,
                         summary,
                         content.model_fingerprint,
-                        len(content.ref_ids),
+                        content.photos,
                         len(content.products),
                     ),
                 )
@@ -275,8 +275,17 @@ class VersionWriter(GalleryReader):
             model_path=meta["model_path"],
             operator=operator,
             references=[
-                {"id": i, "image": image, "source": source, "phash": phash, "added_version": added}
-                for i, _, image, source, phash, added, _ in rows
+                {
+                    "id": i,
+                    "image": image,
+                    "source": source,
+                    "phash": phash,
+                    "added_version": added,
+                    "origin": origin,
+                    **({} if photo is None else {"rendering_of": photo, "view": view}),
+                }
+                for i, _, image, source, phash, added, _, origin, photo, view in rows
             ],
             keep_versions=int(meta["keep_versions"]),
+            lane_camera=self.lane_profile().to_dict(),
         )

@@ -61,7 +61,8 @@ def test_vectors_that_are_not_unit_are_refused_without_checksums(gallery_dir, em
     (d / MANIFEST).write_text(json.dumps(manifest))
     index = d / INDEX
     data = bytearray(index.read_bytes())
-    data[-8 * 96 - 4 * 300 : -8 * 96 - 4 * 300 + 4] = np.float32(1738.0).tobytes()  # one component of a vector
+    at = -8 * manifest["refs"] - 4 * 300  # the ids are last, 8 bytes each, after the vectors
+    data[at : at + 4] = np.float32(1738.0).tobytes()  # one component of a vector
     index.write_bytes(bytes(data))
     with pytest.raises(GalleryError, match=r"reference vectors are not finite unit vectors \(reference \d+ has norm"):
         Gallery.open(gallery_dir, embedder=embedder)
