@@ -74,11 +74,12 @@ def test_a_lane_played_all_day_keeps_a_bounded_number_of_objects(built_gallery, 
         rest.append(owned(lane, bounded=(lane.events._recent, lane.events._done_txns)))
     assert decided >= LOOPS * SCENARIO.passes * 0.8  # the lane did see the passes
     # Crops (the heaviest): those of open tracks and of passes a void may still reopen, never a day's worth.
-    assert crops[-1] <= crops[1], crops
+    assert crops[-1] <= max(crops[1:-1]), crops
     # Everything else the lane holds, outside the scans a void may look back at and the transactions
-    # done (each with its documented bound), is back to the same after each loop.
+    # done (each with its documented bound), goes back and forth with what is open at a loop's end
+    # (a few numbers), but never past what it was after an earlier loop: nothing piles up per loop.
     for name in rest[1] | rest[-1]:
-        assert rest[-1][name] <= rest[1][name], (name, [r[name] for r in rest])
+        assert rest[-1][name] <= max(r[name] for r in rest[1:-1]), (name, [r[name] for r in rest])
     assert len(lane.events._recent) <= RECENT_SCANS and len(lane.events._done_txns) <= DONE_TXNS_KEPT
 
 
