@@ -2,7 +2,8 @@
 process on loopback, a simulated lane (gallery from sample/grocery/train, lane from .../val)
 played as a live stream in a loop, its POS events posted in time, one pass after another.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_edge.py soak [--minutes 3] [--work DIR]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_edge.py soak [--minutes 3] [--lanes 1] [--warmup 10]
+        [--max-slope 5] [--work DIR]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_edge.py sizing [--seconds 60] [--grid 640x480@15,...]
         [--cpus 1,2] [--lanes 1,4]
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_edge.py multilane [--seconds 60] [--grid 640x480@15]
@@ -10,7 +11,10 @@ played as a live stream in a loop, its POS events posted in time, one pass after
 
 soak: alert latency (from the item's last frame in the zone, the tracker's pass end, to its line
 in events.jsonl; target p95 <= 1 s), frames read / processed / dropped, CPU used, and the
-resident memory sampled every second (it must stay flat), over a few minutes.
+resident memory sampled every second, of one `reid edge` running --lanes lanes. Memory must stay
+flat: the slope after warm-up (the first --warmup minutes, at most a third of the run) is the
+least-squares line through the highest RSS of each minute, printed per lane with its standard error
+and 95 % interval, and the run fails (exit status 1) when it is above --max-slope MB/hour/lane.
 sizing: the same for each frame size and rate in --grid against each core count in --cpus (the
 services pinned with taskset) and each number of lanes in --lanes run side by side on those
 cores: what a box of that size keeps up with.
@@ -52,6 +56,7 @@ from retail_reid.pipeline.simulate import SimConfig, simulate  # noqa: E402
 SAMPLE = REPO / "sample" / "grocery"
 TOKEN = "bench-token"
 LATENCY_TARGET_S = 1.0
+MAX_SLOPE_MB_PER_HOUR = 5.0  # per lane, after warm-up: 70 MB over a 14-hour store day
 ALERT_TYPES = ("non_scan", "product_switch", "unknown_item")
 SCORED = ("non_scan", "product_switch", "scan_without_item")
 
@@ -153,12 +158,15 @@ def _proc_sample(pid: int) -> tuple[float, float]:
 
 
 def _histogram_quantile(metrics: str, name: str, q: float) -> float | None:
-    """The upper bound of the bucket holding quantile q of a Prometheus histogram."""
-    buckets = []
+    """The upper bound of the bucket holding quantile q of a Prometheus histogram (its series,
+    one per lane, summed)."""
+    counts: dict[float, int] = {}
     for line in metrics.splitlines():
         if line.startswith(f"{name}_bucket"):
             le = line.split('le="')[1].split('"')[0]
-            buckets.append((math.inf if le == "+Inf" else float(le), int(line.rsplit(" ", 1)[1])))
+            bound = math.inf if le == "+Inf" else float(le)
+            counts[bound] = counts.get(bound, 0) + int(line.rsplit(" ", 1)[1])
+    buckets = sorted(counts.items())
     total = buckets[-1][1] if buckets else 0
     if not total:
         return None
@@ -302,15 +310,21 @@ def latency(result: dict) -> dict:
 
 
 def accuracy(result: dict) -> dict[str, tuple[int, int, int]]:
-    """(truth, alerts, matched) per scored type over the loops played in full."""
+    """(truth, alerts, matched) per scored type over the loops played in full, summed over the lanes
+    (each plays the scenario)."""
     truth = read_truth(result["scenario"] / "truth.json")
     origin, duration = result["origin"], result["duration"]
     full = int(result["seconds"] // duration)
     totals = {t: [0, 0, 0] for t in SCORED}
-    for k in range(full):
+    lanes = sorted({r.get("lane", "") for r in result["records"]})
+    for lane, k in ((lane, k) for lane in lanes for k in range(full)):
         lo = origin + k * duration
-        part = [r for r in result["records"] if r["type"] != "basket" and lo <= r["t_start"] < lo + duration]
-        path = result["run"] / f"loop{k}.jsonl"
+        part = [
+            r
+            for r in result["records"]
+            if r["type"] != "basket" and r.get("lane", "") == lane and lo <= r["t_start"] < lo + duration
+        ]
+        path = result["run"] / f"loop{k}-{lane}.jsonl"
         path.write_text(
             "".join(json.dumps({**r, "t_start": r["t_start"] - lo, "t_end": r["t_end"] - lo}) + "\n" for r in part)
         )
@@ -322,8 +336,14 @@ def accuracy(result: dict) -> dict[str, tuple[int, int, int]]:
     return {t: tuple(v) for t, v in totals.items()}  # type: ignore[misc]
 
 
+def lane_frames(health: dict) -> dict[str, int]:
+    """Frames read, processed and dropped, summed over the lanes."""
+    lanes = health.get("lanes", [health])
+    return {k: sum(lane["frames"][k] for lane in lanes) for k in ("read", "processed", "dropped")}
+
+
 def frames_line(result: dict) -> str:
-    f = result["health"]["frames"]
+    f = lane_frames(result["health"])
     cpu = (result["samples"][-1][2] - result["samples"][0][2]) / max(
         result["samples"][-1][0] - result["samples"][0][0], 1e-9
     )
@@ -341,15 +361,36 @@ def frames_line(result: dict) -> str:
     )
 
 
+def memory_slope(samples: list[tuple[float, float, float]], warmup_s: float) -> dict:
+    """The growth of resident memory after warm-up: the least-squares line through the highest RSS
+    of each whole minute after `warmup_s` (a minute's maximum, not every sample, so that the
+    seconds within a minute, which move together, count once), in MB/hour, with its standard error
+    (from the residuals) and the interval of two standard errors either side (about 95 %)."""
+    t = np.array([s[0] for s in samples])
+    rss = np.array([s[1] for s in samples])
+    minutes = [m for m in range(int(t[-1] // 60)) if m * 60 >= warmup_s and ((t >= m * 60) & (t < m * 60 + 60)).any()]
+    if len(minutes) < 3:
+        return {"minutes": len(minutes)}
+    hours = np.array(minutes, float) / 60
+    peaks = np.array([rss[(t >= m * 60) & (t < m * 60 + 60)].max() for m in minutes])
+    slope, intercept = np.polyfit(hours, peaks, 1)
+    residuals = peaks - (slope * hours + intercept)
+    se = math.sqrt(float(residuals @ residuals) / (len(peaks) - 2) / float(((hours - hours.mean()) ** 2).sum()))
+    return {"minutes": len(peaks), "slope": slope, "se": se, "first": peaks[0], "last": peaks[-1]}
+
+
 def cmd_soak(a: argparse.Namespace, work: Path) -> int:
     gallery = build_gallery(work)
     scenario = make_scenario(work, 640, 480, 15.0, a.passes, a.seed)
     seconds = a.minutes * 60
     print(
-        f"soak: {a.minutes:g} min of {scenario.name} looped ({os.cpu_count()} CPUs; at start: {contention()}"
+        f"soak: {a.minutes:g} min of {scenario.name} looped, {a.lanes} lane(s) in one process "
+        f"({os.cpu_count()} CPUs; at start: {contention()}"
         f"{'' if a.nice is None else f'; service at nice {a.nice}'})"
     )
-    result = run_service(work, gallery, scenario, seconds, a.cpus, a.queue_frames, "soak", a.nice)
+    result = run_service(work, gallery, scenario, seconds, a.cpus, a.queue_frames, "soak", a.nice, a.lanes)
+    # (seconds since start, RSS MB, CPU seconds), every second: for another look at the run
+    (result["run"] / "memory.json").write_text(json.dumps(result["samples"]))
     lat = latency(result)
     print(
         f"exit status after SIGTERM: {result['exit']}; "
@@ -370,23 +411,27 @@ def cmd_soak(a: argparse.Namespace, work: Path) -> int:
     )
     rss = np.array([s[1] for s in result["samples"]])
     t = np.array([s[0] for s in result["samples"]])
-    warm = t >= min(60.0, seconds / 3)
-    slope = np.polyfit(t[warm], rss[warm], 1)[0] * 3600 if warm.sum() > 2 else float("nan")
-    first = rss[warm][: max(1, warm.sum() // 4)]
-    last = rss[warm][-max(1, warm.sum() // 4) :]
     minutes = [
         f"{rss[(t >= m * 60) & (t < (m + 1) * 60)].max():.1f}"
         for m in range(int(t[-1] // 60) + 1)
         if ((t >= m * 60) & (t < (m + 1) * 60)).any()
     ]
     print(f"resident memory, highest in each minute (MB): {' '.join(minutes)}")
-    print(
-        f"resident memory: {rss[0]:.0f} MB at 1 s, after warm-up {rss[warm].min():.0f}-{rss[warm].max():.0f} MB; "
-        f"max of first quarter {first.max():.1f} MB, of last quarter {last.max():.1f} MB; "
-        f"fitted slope {slope:+.1f} MB/hour"
-    )
+    warmup_s = min(a.warmup * 60, seconds / 3)
+    fit = memory_slope(result["samples"], warmup_s)
     print(f"events: {len(result['records'])} lines; run folder {result['run']}; at the end: {contention()}")
-    return 0
+    if fit["minutes"] < 3:
+        print(f"memory slope: not measured ({fit['minutes']} whole minutes after a {warmup_s / 60:g}-minute warm-up)")
+        return 1
+    slope, se = fit["slope"] / a.lanes, fit["se"] / a.lanes
+    verdict = "within" if slope <= a.max_slope else "ABOVE"
+    print(
+        f"memory slope after a {warmup_s / 60:g}-minute warm-up, over {fit['minutes']} minutes "
+        f"({fit['first']:.1f} -> {fit['last']:.1f} MB): {fit['slope']:+.1f} MB/hour in all, {slope:+.2f} MB/hour/lane "
+        f"(standard error {se:.2f}; {slope - 2 * se:+.2f} to {slope + 2 * se:+.2f} within two); "
+        f"{verdict} the bound of {a.max_slope:g} MB/hour/lane"
+    )
+    return 0 if slope <= a.max_slope else 1
 
 
 def cmd_sizing(a: argparse.Namespace, work: Path) -> int:
@@ -462,7 +507,7 @@ def sizing_row(frames: str, fps: float, cpus: int, results: list[dict], seconds:
     cores, processed, dropped, ages, lats = 0.0, [], [], [], []
     recall = {t: [0, 0] for t in ("non_scan", "product_switch")}
     for r in results:
-        f = r["health"]["frames"]
+        f = lane_frames(r["health"])
         cores += (r["samples"][-1][2] - r["samples"][0][2]) / max(r["samples"][-1][0] - r["samples"][0][0], 1e-9)
         processed.append(f["processed"])
         dropped.append(f["dropped"] / max(f["read"], 1))
@@ -489,6 +534,16 @@ def main() -> int:
     soak = sub.add_parser("soak")
     soak.add_argument("--minutes", type=float, default=3.0)
     soak.add_argument("--cpus", type=int, help="pin the service to this many cores (taskset; default: all)")
+    soak.add_argument("--lanes", type=int, default=1, help="lanes in the one `reid edge` process")
+    soak.add_argument(
+        "--warmup", type=float, default=10.0, help="minutes left out of the memory slope (at most a third of the run)"
+    )
+    soak.add_argument(
+        "--max-slope",
+        type=float,
+        default=MAX_SLOPE_MB_PER_HOUR,
+        help="fail when resident memory grows faster than this after warm-up (MB/hour/lane)",
+    )
     sizing = sub.add_parser("sizing")
     sizing.add_argument("--seconds", type=float, default=60.0)
     sizing.add_argument("--grid", default="640x480@15,640x480@30,1280x720@15")

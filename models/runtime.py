@@ -160,6 +160,10 @@ class OnnxEmbedder:
             opts.intra_op_num_threads = n
             opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        # No arena: it grows to the largest batch seen (the crops of the passes ending in one frame
+        # vary) and never gives it back, so a lane's memory stepped up by tens of MB for each new
+        # largest batch; without it a batch's buffers are freed after it (docs/edge.md, "Memory").
+        opts.enable_cpu_mem_arena = False
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for bad files

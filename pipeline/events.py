@@ -63,6 +63,7 @@ class _ScanSaid(TypedDict):
 
 
 RECENT_SCANS = 256  # a void looks this many scans back for the one it cancels
+DONE_TXNS_KEPT = 1024  # transactions whose basket was reported, remembered to warn if one reappears
 PAYS = (Verdict.OK, Verdict.UNCONFIRMED, Verdict.UNVERIFIED)  # a spare quantity unit pays for such a pass
 
 
@@ -154,7 +155,11 @@ class EventBuilder:
         self._reopened: list[_Reopened] = []
         self._cancelled: list[tuple[_Scan, float]] = []  # pending scans voided: (scan, void time)
         self._txns: dict[str, _Txn] = {}
-        self._done_txns: set[str] = set()
+        self._done_txns: dict[str, None] = {}  # the latest DONE_TXNS_KEPT, oldest first
+        # Paid passes keep their crops (the evidence of an alert a void would raise) until a void can no
+        # longer reopen them in time: by id, (lane time they are shed at, pass). After that `_recent`
+        # still holds the pass, without crops, so memory per scan stays small.
+        self._crops_kept: dict[int, tuple[float, _Pass]] = {}
         self._loose = _Txn("", -math.inf)  # passes and scans outside any transaction
         self._pending_out: list[Event] = []  # decided outside `advance` (a void re-scanned at once)
 
@@ -233,7 +238,7 @@ class EventBuilder:
     def _txn(self, name: str, ts: float) -> _Txn:
         if name in self._done_txns:
             self.warnings.append(f"transaction {name!r} reappears at {ts:.2f}s after its basket was reported")
-            self._done_txns.discard(name)
+            del self._done_txns[name]
         return self._txns.setdefault(name, _Txn(name, ts))
 
     def _close_inferred(self, ts: float) -> None:
@@ -259,6 +264,7 @@ class EventBuilder:
         out += self._decide_scans(now, open_starts)
         out += self._release(now, open_starts)
         out += self._baskets(now, open_starts)
+        self._shed_crops(now)
         return out
 
     def flush(self) -> list[Event | BasketEvent]:
@@ -320,6 +326,7 @@ class EventBuilder:
         judgement = judgement or self.judge(p.rec, None if scan is None else scan.sku)
         if scan is not None:
             self._use(scan, p)
+            self._keep_crops(p, self._due(scan.ts, scan.txn))
             if scan.sku is None:
                 judgement = replace(judgement, verdict=Verdict.UNVERIFIED, scanned_score=None, scanned_confidence=None)
         p.judgement = judgement
@@ -398,8 +405,23 @@ class EventBuilder:
             scan.counted.scanned[scan.label] += sign * scan.qty
             scan.counted.scanned += Counter()  # drop entries counted down to nothing
 
+    def _keep_crops(self, p: _Pass, until: float) -> None:
+        """Keep the pass's crops until lane time `until` at least."""
+        kept = self._crops_kept.get(id(p))
+        self._crops_kept[id(p)] = (until if kept is None else max(until, kept[0]), p)
+
+    def _shed_crops(self, now: float) -> None:
+        """Drop the crops of paid passes whose void window has closed. A void after that still reopens
+        the pass, and its non-scan alert goes out with the evidence still in memory (the lane frame,
+        a clip), without crops."""
+        for key, (until, p) in list(self._crops_kept.items()):
+            if now >= until:
+                p.item = replace(p.item, crops=())
+                del self._crops_kept[key]
+
     def _reopen(self, r: _Reopened) -> None:
         """Wait for a re-scan of a voided pass; a scan no pass claimed near the void is taken at once."""
+        self._keep_crops(r.p, self._due(r.void_ts, r.voided.txn))
         rescan = next((s for s in self._held if s.double_of is None and self._rescans(s, r)), None)
         if rescan is None:
             self._reopened.append(r)
@@ -532,7 +554,9 @@ class EventBuilder:
             ):
                 continue
             del self._txns[name]
-            self._done_txns.add(name)
+            self._done_txns[name] = None
+            if len(self._done_txns) > DONE_TXNS_KEPT:
+                del self._done_txns[next(iter(self._done_txns))]
             out.append(self._basket_event(name, txn))
         return out
 

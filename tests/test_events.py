@@ -1,7 +1,9 @@
 """Matching verdicts and the association of item passes with scans, with a small in-test gallery
 whose SKUs are known directions in a 4-D embedding space."""
 
+import gc
 import json
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -9,7 +11,7 @@ import pytest
 
 from retail_reid.models.calibration import Calibration
 from retail_reid.pipeline.config import BasketConfig, ConfigError, EventConfig
-from retail_reid.pipeline.events import EventBuilder
+from retail_reid.pipeline.events import DONE_TXNS_KEPT, EventBuilder
 from retail_reid.pipeline.lane import scan_warning
 from retail_reid.pipeline.pos import EntryMethod, PosEvent, PosEventType
 from retail_reid.pipeline.recognition import Recogniser, Recognition, Thresholds
@@ -563,3 +565,58 @@ def test_the_new_events_follow_the_published_event_schema():
     assert sorted(e.type for e in alerts) == ["double_scan", "non_scan", "product_switch", "scan_without_item"]
     for e in alerts + baskets:
         assert_valid(SchemaName.EVENT, json.loads(json.dumps(e.to_dict())))
+
+
+# --- memory over a day: what the builder keeps of decided passes and transactions ---------------
+
+
+def _crops_saved(b: EventBuilder) -> list[tuple[int, int]]:
+    """(track, crops) of each alert's evidence as the builder saves it."""
+    saved: list[tuple[int, int]] = []
+    b.save_evidence = lambda item: saved.append((item.track_id, len(item.crops))) or ()
+    return saved
+
+
+def test_a_paid_pass_keeps_its_crops_only_while_a_void_may_reopen_it_in_time():
+    b = _builder()
+    saved = _crops_saved(b)
+    crops = []
+    for i in range(300):  # more scans than a void looks back over (RECENT_SCANS): the builder's longest memory
+        t = 20.0 * i
+        b.add_pos(_scan(t + 1.5, "Apple", txn=f"T{i}"))
+        item, rec = _pass(i, t + 1.0, t + 2.0, _vec(Apple=1))
+        crops.append(weakref.ref(item.crops[0].image))
+        b.add_pass(item, rec)
+        b.advance(t + 2.0, [])
+        del item, rec
+    b.advance(20.0 * 300, [])
+    gc.collect()
+    assert sum(r() is not None for r in crops) == 0  # each was let go when its void window closed
+    b.add_pos(_pos(20.0 * 299 + 5.0, PosEventType.VOID, "Apple", txn="T299"))  # a late void still reopens it ...
+    assert _alerts(b.flush()) == [("non_scan", 299)]
+    assert saved == [(299, 0)]  # ... its alert goes out, without crops
+
+
+def test_a_pass_voided_within_its_window_keeps_its_crops_for_the_alert():
+    b = _builder()
+    saved = _crops_saved(b)
+    b.add_pos(_pos(1.5, PosEventType.SCAN, "Apple"))
+    b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
+    assert b.advance(2.0, []) == []
+    b.add_pos(_pos(9.0, PosEventType.VOID, "Apple"))  # within the scan's void window (10 s): reopened ...
+    assert b.advance(12.0, []) == []  # ... past that window, waiting for a re-scan until 19.0
+    assert _alerts(b.advance(19.0, [])) == [("non_scan", 1)]
+    assert saved == [(1, 1)]
+
+
+def test_transactions_done_are_remembered_up_to_a_bound():
+    b = _builder()
+    for i in range(DONE_TXNS_KEPT + 50):
+        b.add_pos(PosEvent(ts=float(i), type=PosEventType.TXN_START, txn=f"T{i}"))
+        b.add_pos(PosEvent(ts=i + 0.5, type=PosEventType.TXN_END, txn=f"T{i}"))
+        b.advance(i + 1.0, [])  # its basket reported
+    assert len(b._done_txns) == DONE_TXNS_KEPT  # the oldest 50 forgotten
+    b.add_pos(_scan(DONE_TXNS_KEPT + 60.0, "Apple", txn=f"T{DONE_TXNS_KEPT + 49}"))
+    assert b.warnings == [
+        f"transaction 'T{DONE_TXNS_KEPT + 49}' reappears at {DONE_TXNS_KEPT + 60.0:.2f}s after its basket was reported"
+    ]

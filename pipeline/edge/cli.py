@@ -47,12 +47,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def cmd_edge(args: argparse.Namespace) -> int:
     from retail_reid.pipeline.edge.log_format import configure_logging
+    from retail_reid.pipeline.edge.malloc_arenas import cap_malloc_arenas
     from retail_reid.pipeline.edge.service import EdgeService  # imported when used: `reid --help` stays fast
     from retail_reid.pipeline.edge.settings import EdgeError, load_edge_lanes
 
     if not args.config:
         raise EdgeError("--config is required: the lane's lane.toml (example: deploy/lane.toml)")
     configure_logging(args.log_level, LogFormat(args.log_format))
+    cap_malloc_arenas()  # before the service's threads start: memory stays flat over weeks
     return EdgeService(load_edge_lanes(args.config)).run()
 
 
