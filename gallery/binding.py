@@ -16,14 +16,15 @@ def bound_embedder(
     embedder: OnnxEmbedder | None = None,
     model: str | Path | None = None,
     threads: int | None = None,
+    arena: bool = True,
 ) -> OnnxEmbedder:
-    """The given embedder, or one loaded (with `threads` inference threads; None: REID_THREADS or
-    all cores) from `model`, the gallery's stored model path, or else the default model; refused
-    unless its fingerprint is the gallery's."""
+    """The given embedder, or one loaded (with `threads` inference threads, None: REID_THREADS or
+    all cores; `arena` as OnnxEmbedder takes it) from `model`, the gallery's stored model path, or
+    else the default model; refused unless its fingerprint is the gallery's."""
     if embedder is None:
         if model is None:
             model = model_path if Path(model_path).is_file() else None
-        embedder = OnnxEmbedder(model, threads=threads)
+        embedder = OnnxEmbedder(model, threads=threads, arena=arena)
     if embedder.fingerprint != fingerprint:
         raise GalleryError(
             f"{root}: the gallery was built with model {fingerprint[:12]} ({model_path}), but {embedder.path} is model "

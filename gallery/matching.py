@@ -111,9 +111,11 @@ class Gallery:
         *,
         scoring: str | None = None,
         threads: int | None = None,
+        arena: bool = True,
     ) -> Gallery:
         """Open the current version. The embedder must be the gallery's model (refused otherwise);
-        one loaded here runs `threads` inference threads (None: REID_THREADS, or all cores).
+        one loaded here runs `threads` inference threads (None: REID_THREADS, or all cores), with
+        onnxruntime's memory arena unless `arena` is False (a process that must stay flat for weeks).
 
         scoring: "centroid" or "nearest" (see the module's docstring); by default the model's default,
         and always one the model is calibrated for, so scores, confidences and thresholds agree.
@@ -124,7 +126,9 @@ class Gallery:
         if scoring is not None and scoring not in SCORINGS:
             raise GalleryError(f"scoring must be one of {', '.join(SCORINGS)}, got {scoring!r}")
         snap = load_current(root)
-        bound = bound_embedder(root, snap.model_fingerprint, snap.manifest["model_path"], embedder, model, threads)
+        bound = bound_embedder(
+            root, snap.model_fingerprint, snap.manifest["model_path"], embedder, model, threads, arena
+        )
         try:
             calibration = bound.calibration if scoring is None else bound.calibration_for(scoring)
         except ReidError as e:

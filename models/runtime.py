@@ -150,7 +150,9 @@ class OnnxEmbedder:
     >>> vecs = emb.embed([bgr_crop])    # (1, D) float32, unit rows
     """
 
-    def __init__(self, path: str | Path | None = None, threads: int | None = None, batch_size: int = 32):
+    def __init__(
+        self, path: str | Path | None = None, threads: int | None = None, batch_size: int = 32, arena: bool = True
+    ):
         self.path = Path(path) if path is not None else default_model_path()
         if not self.path.is_file():
             raise ModelError(f"{self.path}: model file not found")
@@ -160,10 +162,11 @@ class OnnxEmbedder:
             opts.intra_op_num_threads = n
             opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
-        # No arena: it grows to the largest batch seen (the crops of the passes ending in one frame
-        # vary) and never gives it back, so a lane's memory stepped up by tens of MB for each new
-        # largest batch; without it a batch's buffers are freed after it (docs/edge.md, "Memory").
-        opts.enable_cpu_mem_arena = False
+        # onnxruntime's CPU arena grows to the largest batch seen and never gives it back: a live lane,
+        # whose batches vary with the passes ending in a frame, stepped up by tens of MB for each new
+        # largest batch. `arena=False` (the edge) frees a batch's buffers after it, at about a quarter
+        # more CPU per batch (docs/edge.md, "Memory over a day"); replays and enrolment keep the arena.
+        opts.enable_cpu_mem_arena = arena
         try:
             self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types for bad files

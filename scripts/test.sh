@@ -8,4 +8,5 @@ scripts/system-packages.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 scripts/typecheck.sh
-exec .venv/bin/python -m pytest -q "$@"
+# each test file on one of two workers (its module fixtures built once); "$@" may add or narrow
+exec .venv/bin/python -m pytest -q -n 2 --dist loadfile "$@"

@@ -93,7 +93,8 @@ class EdgeService:
             )
 
     def _open_gallery(self) -> None:
-        self.gallery = Gallery.open(self.config.gallery, model=self.config.model or None)
+        # no onnxruntime arena: a lane's memory stays flat over weeks (docs/edge.md, "Memory over a day")
+        self.gallery = Gallery.open(self.config.gallery, model=self.config.model or None, arena=False)
         # Its first run allocates: not on the first alert's time.
         self.gallery.embedder.embed([np.zeros((64, 64, 3), np.uint8)])
 
