@@ -235,16 +235,31 @@ def from_table(cls: type[T], data: dict) -> T:
     return cls(**data)
 
 
+MAX_CONFIG_BYTES = 1 << 20  # a lane.toml is a few KB: a megabyte is not a config file
+
+
 def read_toml(path: Path) -> dict:
-    """A TOML config file as a dict; any problem is a ConfigError naming the file."""
+    """A TOML config file as a dict, bounded before it is parsed; any problem is a ConfigError
+    naming the file (never a traceback: a 5000-digit number or lists nested thousands deep too)."""
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
+        with path.open("rb") as f:
+            raw = f.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file ({e.strerror or e})") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES >> 10} KiB, not a config file")
+    try:
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: cannot read config file ({e})") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    except ValueError:  # Python refuses to convert an integer of over 4300 digits
+        raise ConfigError(f"{path}: a number too long to be a setting (thousands of digits)") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: lists or tables nested too deeply to be a config") from None
 
 
 def load_config(path: str | Path | None) -> LaneConfig:

@@ -213,3 +213,25 @@ def test_the_docs_list_every_setting_with_its_limits(doc, cls, prefix):
             assert limit_text(owner, name) in documented[key], (
                 f"{doc}: {key} without its limits {limit_text(owner, name)}"
             )
+
+
+MALFORMED_TOML = {
+    "a 5000-digit number": ("[events]\nclock_offset_s = " + "1" * 5000 + "\n").encode(),
+    "deep nesting": ("zone = " + "[" * 5000 + "]" * 5000 + "\n").encode(),
+    "nan": b"[events]\nclock_offset_s = nan\n",
+    "1e400": b"[events]\nclock_offset_s = 1e400\n",
+    "invalid UTF-8": b"[events]\nclock_offset_s = 1.0  # \xff\xfe\n",
+    "a huge file": b"# " + b"x" * (2 << 20) + b"\n",
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED_TOML)
+@pytest.mark.parametrize("loader", [load_config, load_edge_config], ids=["replay", "edge"])
+def test_a_malformed_config_file_is_one_line_naming_it(tmp_path, case, loader):
+    """The lane config is an input path like the POS ones (issue 23, item 1): each malformed file is
+    refused in one line naming it, never with a ValueError or RecursionError from the parser."""
+    path = tmp_path / "lane.toml"
+    path.write_bytes(MALFORMED_TOML[case])
+    with pytest.raises(ConfigError) as e:
+        loader(path)
+    assert str(e.value).startswith(f"{path}: ") and "\n" not in str(e.value)
