@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from itertools import islice
 from pathlib import Path
 
@@ -48,10 +49,22 @@ def not_a_gallery(root: Path, missing: str) -> GalleryError:
     return GalleryError(f"{root}: not a gallery (no {missing}); create one with `reid gallery init {root}`")
 
 
-def damaged_database(root: Path, e: Exception) -> GalleryError:
+UNDECODABLE = "Could not decode to UTF-8"  # how SQLite's Python binding says a text column's bytes are garbage
+
+
+def is_damage(e: BaseException) -> bool:
+    """Whether SQLite's error is damage to gallery.db's content: corrupt pages, or a text column whose
+    bytes no longer decode (not a locked, full or misused database)."""
+    return type(e) is sqlite3.DatabaseError or (
+        isinstance(e, sqlite3.OperationalError) and str(e).startswith(UNDECODABLE)
+    )
+
+
+def damaged_database(root: Path, e: BaseException) -> GalleryError:
     """The error for a gallery.db that SQLite finds damaged part way through a command (the header
     read, a page that did not), advising what `reid gallery check` advises."""
+    reason = "text that no longer decodes as UTF-8" if str(e).startswith(UNDECODABLE) else e  # not the garbage itself
     return GalleryError(
-        f"{root / 'gallery.db'}: damaged ({e}); `reid gallery check {root}` lists what, `reid gallery repair "
+        f"{root / 'gallery.db'}: damaged ({reason}); `reid gallery check {root}` lists what, `reid gallery repair "
         f"{root}` rebuilds what can be rebuilt (damaged files are moved aside, not deleted)"
     )

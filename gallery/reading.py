@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from retail_reid.gallery import db
 from retail_reid.gallery.binding import bound_embedder
 from retail_reid.gallery.catalog import Product, check_sku
-from retail_reid.gallery.errors import GalleryError, damaged_database
+from retail_reid.gallery.errors import GalleryError, damaged_database, is_damage
 from retail_reid.gallery.renderings import LaneProfile, profile_from_meta
 from retail_reid.gallery.snapshot import read_current, stored_versions
 from retail_reid.models.runtime import OnnxEmbedder
@@ -77,7 +77,7 @@ class GalleryReader:
         """Close; a database found damaged by the command (not when opened: `db.connect` reads only
         its header) ends it with one line that advises repair, instead of SQLite's traceback."""
         self.close()
-        if type(error) is sqlite3.DatabaseError:  # corrupt pages, not a locked or misused database
+        if isinstance(error, BaseException) and is_damage(error):
             raise damaged_database(self.root, error) from None
 
     @property

@@ -31,7 +31,7 @@ from retail_reid.durable import remove_tree
 from retail_reid.faults import checkpoint
 from retail_reid.gallery import db
 from retail_reid.gallery.catalog import Product, check_text
-from retail_reid.gallery.errors import GalleryError
+from retail_reid.gallery.errors import GalleryError, damaged_database, is_damage
 from retail_reid.gallery.image_store import IMAGES_DIR
 from retail_reid.gallery.integrity import check_unit_rows
 from retail_reid.gallery.reading import GalleryReader
@@ -184,6 +184,8 @@ class VersionWriter(GalleryReader):
                 self.conn.execute("COMMIT")
             except BaseException as e:
                 self._undo(version)
+                if is_damage(e):
+                    raise damaged_database(self.root, e) from None
                 if isinstance(e, (OSError, sqlite3.OperationalError)):
                     raise GalleryError(
                         f"{self.root}: could not write the change ({failure(e)}); nothing changed, still at version "

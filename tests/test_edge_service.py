@@ -4,9 +4,10 @@ A simulated scenario (the gallery from sample/grocery/train, the lane from sampl
 played as a live stream while its POS events are posted in time; meanwhile garbage, oversized and
 unauthenticated POS requests arrive, an operator publishes a gallery version, and the webhook
 receiver is down and then comes up. Then SIGTERM, and a restart. A second test pulls the plug on a
-network camera (an MJPEG stream over HTTP) and plugs it back in; a third is a bounded soak with
-the resident memory sampled. Times are bounded generously: a loaded machine makes this slower,
-never wrong.
+network camera (an MJPEG stream over HTTP) and plugs it back in; a third is a bounded soak over
+the video's loop. Times are bounded generously: a loaded machine makes this slower, never wrong.
+(Memory is bounded by what the lane owns, counted in tests/test_lane_memory.py; the resident
+memory's slope, which a loaded machine moves, is benchmarks/bench_edge.py soak's.)
 """
 
 from __future__ import annotations
@@ -649,22 +650,14 @@ def test_camera_unplugged_and_plugged_back_and_pos_silent(gallery, scenario, tmp
 # --- bounded soak ----------------------------------------------------------------------------------
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
-
-
-def test_bounded_soak_memory_stays_flat(gallery, scenario, tmp_path):
-    """The scenario looped with its POS posted every pass, the default 8-frame queue (drops allowed);
-    resident memory sampled twice a second. The few-minute version is benchmarks/bench_edge.py.
+def test_a_looped_soak_accounts_for_every_frame_and_refuses_a_second_service(gallery, scenario, tmp_path):
+    """The scenario looped with its POS posted every pass, the default 8-frame queue (drops allowed):
+    every frame read is processed, dropped or waiting, over the loop's seam, and alerts keep coming.
     Meanwhile a second service on the same state folder is refused."""
     config = edge_config(gallery, tmp_path / "state", str(video_of(scenario)), camera={"loop": True, "queue_frames": 8})
     pos = [json.loads(line) for line in (scenario / "pos.jsonl").read_text().splitlines()]
     duration = int(cv2.VideoCapture(str(video_of(scenario))).get(cv2.CAP_PROP_FRAME_COUNT)) / SCENARIO.fps
     lane = LaneProcess(tmp_path / "run", config).start()
-    samples: list[tuple[float, float]] = []
     try:
         assert wait_until(lambda: lane.health()["camera"].get("clock_origin") is not None, SLOW)
         origin = lane.health()["camera"]["clock_origin"]
@@ -689,7 +682,6 @@ def test_bounded_soak_memory_stays_flat(gallery, scenario, tmp_path):
         while time.time() < end:
             while schedule and schedule[0][0] <= time.time():
                 assert lane.post_pos(schedule.pop(0)[1]) == 202
-            samples.append((time.time(), rss_mb(lane.proc.pid)))
             time.sleep(0.5)
         h = lane.health()
         assert lane.terminate() == 0
@@ -699,9 +691,6 @@ def test_bounded_soak_memory_stays_flat(gallery, scenario, tmp_path):
     assert second.returncode == 2 and "in use by another reid edge" in second_err and second_err.count("\n") == 1, (
         second_err
     )
-    warm = [mb for t, mb in samples if t >= samples[0][0] + soak_s / 3]  # after start-up and the first passes
-    half = len(warm) // 2
-    assert max(warm[half:]) - max(warm[:half]) < 8.0, samples  # no growth from one half to the next
     f = h["frames"]
     assert (
         0 <= f["read"] - (f["processed"] + f["dropped_by"]["queue_full"] + f["waiting"]) <= 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -108,8 +109,16 @@ def receiver():
     r.stop()
 
 
-def test_a_dead_webhook_thread_is_named_in_health_counted_and_restarted(tmp_path, built_gallery, receiver):
-    service = Service(tmp_path, built_gallery, receiver, restart_limit=100)
+@pytest.fixture(scope="module")
+def gallery(built_gallery, tmp_path_factory) -> Path:
+    """A copy of the shared gallery: a service killed mid-run may leave its database's WAL files behind."""
+    dest = tmp_path_factory.mktemp("supervised-gallery") / "gallery"
+    shutil.copytree(built_gallery, dest)
+    return dest
+
+
+def test_a_dead_webhook_thread_is_named_in_health_counted_and_restarted(tmp_path, gallery, receiver):
+    service = Service(tmp_path, gallery, receiver, restart_limit=100)
     try:
         assert wait_until(service.ready, SLOW, 0.1) and service.proc.poll() is None, service.log.read_text()
         deaths = 'reid_thread_deaths_total{thread="webhook"}'
@@ -131,8 +140,8 @@ def test_a_dead_webhook_thread_is_named_in_health_counted_and_restarted(tmp_path
         service.stop()
 
 
-def test_a_thread_that_keeps_dying_stops_the_service_with_a_non_zero_status(tmp_path, built_gallery, receiver):
-    service = Service(tmp_path, built_gallery, receiver, restart_limit=2)
+def test_a_thread_that_keeps_dying_stops_the_service_with_a_non_zero_status(tmp_path, gallery, receiver):
+    service = Service(tmp_path, gallery, receiver, restart_limit=2)
     try:
         assert service.proc.wait(SLOW) == 1
         log = service.log.read_text()

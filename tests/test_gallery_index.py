@@ -21,8 +21,7 @@ def test_index_type_follows_the_gallery_size():
 
 
 def test_a_gallery_on_the_approximate_index_matches_like_exact_search(gallery_dir, embedder, val_queries, monkeypatch):
-    """The IVF path end to end. With 288 references (96 photos, 192 renderings) in 64 lists, nprobe 24 may miss a
-    distant third SKU;
+    """The IVF path end to end. With 96 references in 36 lists, nprobe 24 may miss a distant third SKU;
     probing every list must give exact search's answers (recall at scale: benchmarks/bench_gallery.py)."""
     exact = Gallery.open(gallery_dir, embedder=embedder).match(val_queries[0], k=3)
     monkeypatch.setattr(gallery_index, "EXACT_MAX_REFS", 10)
@@ -31,7 +30,7 @@ def test_a_gallery_on_the_approximate_index_matches_like_exact_search(gallery_di
         store.remove_sku("Lime", operator="t")
         store.rollback(2, operator="t")
     g = Gallery.open(gallery_dir, embedder=embedder)
-    assert g.version == 4 and read_manifest(gallery_dir, 4)["index_factory"] == gallery_index.factory_for(288)
+    assert g.version == 4 and read_manifest(gallery_dir, 4)["index_factory"] == gallery_index.factory_for(96)
     approx = g.match(val_queries[0], k=3)
     assert [[m.sku for m in r] for r in approx] == [[m.sku for m in r] for r in exact]
     assert np.allclose([[m.score for m in r] for r in approx], [[m.score for m in r] for r in exact], atol=1e-5)
