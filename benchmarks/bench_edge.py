@@ -560,7 +560,7 @@ def main() -> int:
         p.add_argument("--nice", type=int, help="run the service at this niceness (e.g. -5 as the systemd unit does)")
         p.add_argument("--work", help="keep the gallery, scenarios and runs here (default: a temporary folder)")
     a = ap.parse_args()
-    work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="bench_edge_"))
+    work = Path(a.work).resolve() if a.work else Path(tempfile.mkdtemp(prefix="bench_edge_"))  # configs name it
     work.mkdir(parents=True, exist_ok=True)
     return {"soak": cmd_soak, "sizing": cmd_sizing, "multilane": cmd_multilane}[a.cmd](a, work)
 
