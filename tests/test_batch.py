@@ -366,8 +366,8 @@ def test_a_long_recording_in_chunks_makes_the_decisions_of_one_replay(
             for key in ("t_start", "t_end"):
                 if key in x:
                     assert x.pop(key) == pytest.approx(y.pop(key), abs=frame), (x, y)
-            if "view_quality" in x:  # ... and its boxes, cut from another background model, a pixel apart
-                assert x.pop("view_quality") == pytest.approx(y.pop("view_quality"), abs=0.02), (x, y)
+            if "view_quality" in x:  # ... so its views may be other frames: measurements, not decisions
+                assert len(x.pop("view_quality")) == len(y.pop("view_quality")), (x, y)
             if {x.get("verdict"), y.get("verdict")} == {"ok", "unconfirmed"}:
                 x.pop("verdict"), y.pop("verdict")  # a scanned SKU scoring right at switch_reject: no alert either way
             assert x == y

@@ -50,11 +50,11 @@ def small(tmp_path, embedder) -> Path:
     return root
 
 
-def test_a_new_gallery_has_renderings_off(built_gallery):
-    with GalleryStore.open(built_gallery, readonly=True) as store:
+def test_a_new_gallery_has_renderings_off(gallery_dir):
+    with GalleryStore.open(gallery_dir, readonly=True) as store:  # a read-only open leaves WAL files: a copy
         assert store.lane_profile() == OFF == LaneProfile(camera=LANE_LEVELS[LaneLevel.MIDDLE], views=0)
         assert sum(r.n_renderings for r in store.products()) == 0
-    snap = Snapshot.load(built_gallery, read_current(built_gallery))
+    snap = Snapshot.load(gallery_dir, read_current(gallery_dir))
     assert (snap.manifest["photos"], snap.manifest["renderings"], snap.index.ntotal) == (96, 0, 96)
 
 
