@@ -291,9 +291,12 @@ def head_embeddings(cache: LaneCache, head: ResidualHead | None, part: str) -> n
 
 def imagenet_embeddings(cache: LaneCache, part: str) -> np.ndarray:
     """The ImageNet backbone's pooled features inside a composed teacher, normalised: the baseline row."""
-    if "imagenet/view" not in cache.meta["teacher"]["pooled"]:
+    names = cache.meta["teacher"]["pooled"]  # the branches' pooled features, side by side in this order
+    if "imagenet/view" not in names:
         raise ValueError(f"{cache.folder}: the teacher has no ImageNet branch")
-    pooled = cache.array(part, "pooled")[:, -1280:]
+    pooled = cache.array(part, "pooled")
+    width, i = pooled.shape[1] // len(names), names.index("imagenet/view")
+    pooled = pooled[:, i * width : (i + 1) * width]
     return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
 
 
