@@ -568,7 +568,9 @@ def test_an_uploaded_photo_is_a_new_version_by_the_operator_and_can_be_removed_a
     remove = f"/gallery/products/Lime/photos/{new.id}/remove"
     r = signed_in.post(remove, data=confirmation(signed_in, remove)[1])
     assert r.status_code == 303 and _version(settings.gallery) == before + 2
-    r = signed_in.post(f"/gallery/rollback/{before + 1}", data=confirmation(signed_in, f"/gallery/rollback/{before + 1}")[1])
+    r = signed_in.post(
+        f"/gallery/rollback/{before + 1}", data=confirmation(signed_in, f"/gallery/rollback/{before + 1}")[1]
+    )
     assert r.status_code == 303 and _version(settings.gallery) == before + 3
     history = signed_in.get("/gallery/history").get_data(as_text=True)
     assert f"rolled back to the contents of version {before + 1}" in history and "alice" in history

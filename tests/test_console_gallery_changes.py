@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 
 import pytest
-from console_fixtures import csrf_token as _csrf
 from console_fixtures import confirmation as _preview
+from console_fixtures import csrf_token as _csrf
 from console_fixtures import make_settings, sign_in
 
 from retail_reid.gallery.store import GalleryStore
@@ -46,7 +46,11 @@ def test_a_single_post_cannot_roll_back_or_remove(signed_in, settings):
     before = _version(settings.gallery)
     ref = _lime(settings.gallery)[0]
     csrf = _csrf(signed_in, "/gallery")
-    for route in ("/gallery/rollback/1", "/gallery/products/Lime/remove", f"/gallery/products/Lime/photos/{ref}/remove"):
+    for route in (
+        "/gallery/rollback/1",
+        "/gallery/products/Lime/remove",
+        f"/gallery/products/Lime/photos/{ref}/remove",
+    ):
         r = signed_in.post(route, data={"csrf_token": csrf})
         assert r.status_code == 400 and "confirm it from its preview page" in r.get_data(as_text=True)
         r = signed_in.post(route, data={"csrf_token": csrf, "token": "forged.token.value"})

@@ -187,7 +187,8 @@ def test_crops_matching_another_sku_better_are_refused_without_the_override(sign
         last = store.history()[-1]
     assert last.operator == "alice" and last.action == "accept-lane-references"
     assert any(
-        sku == "Lime" and f"from alert lane-1/{WRONG.rsplit('/', 1)[1]} against the gallery's matching" in detail
+        sku == "Lime"
+        and f"from alert lane-1/{WRONG.rsplit('/', 1)[1]} against the gallery's matching" in detail
         and "crop 2 looks more like Bravo-Orange-Juice" in detail
         for sku, detail in last.entries
     )

@@ -56,6 +56,10 @@ def match_crops(gallery: Gallery, crops: list[AlertCrop], target: str) -> list[C
             found[crop.index] = CropMatch(crop, None, -1.0, -1.0, problem=str(e))
     for crop, vector in zip(readable, gallery.embedder.embed(images), strict=True):
         v = gallery.verify(vector, target)
-        best = (target, v.similarity) if v.similarity >= v.best_other_similarity else (v.best_other_sku, v.best_other_similarity)
+        best = (
+            (target, v.similarity)
+            if v.similarity >= v.best_other_similarity
+            else (v.best_other_sku, v.best_other_similarity)
+        )
         found[crop.index] = CropMatch(crop, best[0] if best[1] > -1.0 else None, best[1], v.similarity)
     return [found[c.index] for c in crops]

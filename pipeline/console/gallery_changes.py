@@ -142,10 +142,13 @@ def check_confirmation(preview: ChangePreview, token: str, operator: str, secret
         kind, target, base, signer = _serializer(secret).loads(token, max_age=TOKEN_MAX_AGE_S)
     except SignatureExpired:
         raise ConsoleError(
-            f"{preview.kind}: the preview is over {TOKEN_MAX_AGE_S // 60} minutes old; look at it again; nothing changed"
+            f"{preview.kind}: the preview is over {TOKEN_MAX_AGE_S // 60} minutes old; "
+            "look at it again; nothing changed"
         ) from None
     except (BadSignature, ValueError, TypeError):
-        raise ConsoleError(f"{preview.kind}: the confirmation is not from a preview of this change; nothing changed") from None
+        raise ConsoleError(
+            f"{preview.kind}: the confirmation is not from a preview of this change; nothing changed"
+        ) from None
     if (kind, target, signer) != (preview.kind.value, preview.target, operator):
         raise ConsoleError(f"{preview.kind}: the confirmation is not from a preview of this change; nothing changed")
     check_unchanged(base, preview.base_version)

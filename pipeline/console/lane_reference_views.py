@@ -167,7 +167,8 @@ def from_alert(source: str, key: str) -> BaseResponse:
             + "; untick it, or tick “add anyway”; nothing changed"
         )
     note = (
-        f"added from alert {source}/{key} against the gallery's matching: " + "; ".join(m.describe(sku) for m in elsewhere)
+        f"added from alert {source}/{key} against the gallery's matching: "
+        + "; ".join(m.describe(sku) for m in elsewhere)
         if elsewhere
         else None
     )
