@@ -164,6 +164,15 @@ def csrf_token(client, page: str = "/login") -> str:
     return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
 
 
+def confirmation(client, preview: str) -> tuple[str, dict[str, str]]:
+    """A gallery change's preview page and its confirm form's fields (the POST to the same address makes it)."""
+    r = client.get(preview)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    page = r.get_data(as_text=True)
+    token = re.search(r'name="token" value="([^"]+)"', page).group(1)
+    return page, {"csrf_token": re.search(r'name="csrf_token" value="([^"]+)"', page).group(1), "token": token}
+
+
 def sign_in(client, name: str = "alice") -> None:
     r = client.post("/login", data={"csrf_token": csrf_token(client), "operator": name, "password": PASSWORDS[name]})
     assert r.status_code == 303

@@ -1,7 +1,7 @@
 """The console in a real browser: Debian's Chromium, driven by Selenium through Debian's
 chromedriver (named explicitly, so Selenium Manager never downloads one). An operator signs in,
 reviews an alert, uploads a photo to a product and sees the new gallery version, accepts lane
-references, and rolls back.
+references, and rolls back (its preview first, then its confirmation).
 A screenshot of each main page is saved under the test's tmp folder (docs/console.md shows them)."""
 
 from __future__ import annotations
@@ -112,6 +112,11 @@ def test_review_an_alert_upload_a_photo_and_roll_back_in_chromium(console, brows
     _go(b, b.find_element(By.CSS_SELECTOR, "button.dismiss"))
     assert "dismissed (wrong product recognised) by alice" in _text(b).lower()
     _shot(b, shots, "alert-reviewed")
+    _go(b, b.find_element(By.PARTIAL_LINK_TEXT, "Add its crops as lane references"))  # each crop matched first
+    assert _text(b).count("best match Bravo-Orange-Juice") == 2
+    assert "2 of 2 crops look more like another product than Red-Bell-Pepper" in _text(b)
+    assert not any(box.is_selected() for box in b.find_elements(By.CSS_SELECTOR, "input[name=crop]"))
+    _shot(b, shots, "alert-references")
 
     b.get(f"{base}/alerts/replay-a/1")  # the same views over a replay's output folder, with its POS lines
     hit = b.find_element(By.CSS_SELECTOR, "tr.hit")
@@ -154,7 +159,16 @@ def test_review_an_alert_upload_a_photo_and_roll_back_in_chromium(console, brows
     _go(b, b.find_element(By.LINK_TEXT, "History"))
     top = b.find_element(By.CSS_SELECTOR, "table.list tbody tr")
     assert f"v{before + 2}" in top.text and "alice" in top.text and "current" in top.text
-    _go(b, b.find_element(By.XPATH, f"//button[text()='Roll back to v{before}']"))  # undoes the upload and the crops
+    _go(b, b.find_element(By.LINK_TEXT, f"Roll back to v{before}…"))  # undoes the upload and the crops: a preview first
+    preview = _text(b)
+    assert f"This makes version {before + 3} with the contents of version {before}" in preview
+    assert "Photos removed 3" in preview and "Products removed" not in preview and "Photos brought back" not in preview
+    removed = b.find_elements(By.CSS_SELECTOR, ".ref img")
+    assert len(removed) == 3 and all(b.execute_script("return arguments[0].naturalWidth", i) > 0 for i in removed)
+    _shot(b, shots, "rollback-preview")
+    with GalleryStore.open(gallery, readonly=True) as store:
+        assert store.history()[-1].version == before + 2  # the preview changed nothing
+    _go(b, b.find_element(By.CSS_SELECTOR, "form.confirm-change button.confirm"))
     assert f"version {before + 3}: rolled back to the contents of version {before}" in _text(b)
     _shot(b, shots, "history")
     with GalleryStore.open(gallery, readonly=True) as store:
@@ -171,12 +185,14 @@ def test_review_an_alert_upload_a_photo_and_roll_back_in_chromium(console, brows
             "alerts",
             "alert",
             "alert-reviewed",
+            "alert-references",
             "replay-alert",
             "precision",
             "gallery",
             "product",
             "lane-references",
             "lane-reference",
+            "rollback-preview",
             "history",
         )
     )
