@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from retail_reid.cli import main as reid  # noqa: E402
 from retail_reid.gallery import Gallery, GalleryError  # noqa: E402
+from retail_reid.gallery.renderings import DEFAULT_VIEWS  # noqa: E402
 from retail_reid.models.datasets import folder_set, split_file_set  # noqa: E402
 from retail_reid.models.views import LaneLevel  # noqa: E402
 from retail_reid.pipeline.config import LaneConfig, load_config  # noqa: E402
@@ -78,10 +79,13 @@ def build_gallery(work: Path, train: Path, model: str | None, lane_camera: str |
             print(f"rebuilding the gallery ({e})")
             shutil.rmtree(root)
     t = time.perf_counter()
-    reid(["gallery", "init", str(root)] + (["--model", model] if model else []))
-    reid(["gallery", "import-folder", str(root), str(train)])
+    steps = [["init", str(root)] + (["--model", model] if model else []), ["import-folder", str(root), str(train)]]
     if lane_camera:
-        reid(["gallery", "lane-camera", str(root), "--level", lane_camera])
+        steps.append(["lane-camera", str(root), "--level", lane_camera, "--views", str(DEFAULT_VIEWS)])
+    for step in steps:
+        if reid(["gallery", *step]):
+            shutil.rmtree(root)
+            raise SystemExit(f"{root}: `reid gallery {step[0]}` failed (above); the gallery was removed")
     print(f"gallery: built from {train} in {time.perf_counter() - t:.0f} s")
     return root
 
