@@ -15,10 +15,14 @@ import io
 import re
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from matplotlib import cycler, rc_context
+from matplotlib import rc_context
 from matplotlib.figure import Figure  # a Figure made without pyplot: no GUI backend, no global figure list
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 SVG = "http://www.w3.org/2000/svg"
 XLINK = "http://www.w3.org/1999/xlink"
@@ -27,15 +31,13 @@ ET.register_namespace("xlink", XLINK)
 
 WIDTH_IN = 7.5  # inches at matplotlib's 72 points each: 540 pt wide
 ROW_IN = 0.28  # a horizontal bar's height
-RC = {
+COLOURS = ("#2b6cb0", "#c05621", "#2f855a", "#6b46c1", "#b7791f", "#c53030", "#319795", "#4a5568")
+RC: dict[RcKeyType, Any] = {
     "svg.fonttype": "none",  # text stays text: readable, searchable, and in the browser's own font
     "svg.hashsalt": "retail-reid",  # ids from hashes of the content, not of a random salt
     "text.parse_math": False,  # a lane named "$1 till" is a name, not mathematics
     "font.family": "DejaVu Sans",
     "font.size": 9,
-    "axes.prop_cycle": cycler(
-        color=["#2b6cb0", "#c05621", "#2f855a", "#6b46c1", "#b7791f", "#c53030", "#319795", "#4a5568"]
-    ),
 }
 # CSS properties matplotlib writes in `style`, each also an SVG presentation attribute of the same name.
 PRESENTATION = frozenset(
@@ -68,7 +70,7 @@ _DRAWING = threading.Lock()
 
 
 def line_chart(
-    name: str, title: str, x: Sequence[str], series: dict[str, Sequence[float | None]], y_label: str, y_max: float
+    name: str, title: str, x: Sequence[str], series: Mapping[str, Sequence[float | None]], y_label: str, y_max: float
 ) -> str:
     """One line per series over the categories `x` (weeks, days), None where a series has no value;
     the y axis from 0 to `y_max`."""
@@ -77,9 +79,10 @@ def line_chart(
     with _DRAWING, rc_context(RC):
         fig = Figure(figsize=(WIDTH_IN, 3.2))
         ax = fig.subplots()
-        for label, values in series.items():
+        for i, (label, values) in enumerate(series.items()):
             ys = [float("nan") if v is None else v for v in values]
-            ax.plot(range(len(x)), ys, marker="o", label=label, clip_on=False)  # a point at 0 drawn whole
+            colour = COLOURS[i % len(COLOURS)]
+            ax.plot(range(len(x)), ys, marker="o", color=colour, label=label, clip_on=False)  # a 0 drawn whole
         ax.set_xticks(range(len(x)), list(x), rotation=30 if len(x) > 6 else 0, ha="right" if len(x) > 6 else "center")
         ax.set_xlim(-0.5, len(x) - 0.5)
         ax.set_ylim(0, y_max * 1.05 if y_max > 0 else 1)
@@ -96,7 +99,7 @@ def bar_chart(name: str, title: str, labels: Sequence[str], values: Sequence[flo
     with _DRAWING, rc_context(RC):
         fig = Figure(figsize=(WIDTH_IN, 0.9 + ROW_IN * len(labels)))
         ax = fig.subplots()
-        bars = ax.barh(range(len(labels)), values, height=0.6)
+        bars = ax.barh(range(len(labels)), values, height=0.6, color=COLOURS[0])
         ax.bar_label(bars, fmt="%g", padding=3)
         ax.set_yticks(range(len(labels)), list(labels))
         ax.invert_yaxis()
