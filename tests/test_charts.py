@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from console_fixtures import LANE_T0, make_lane
+from console_fixtures import LANE_T0, make_lane, make_users, sign_in
 
 from retail_reid.cli import main
 from retail_reid.pipeline.batch.manifest import Recording
@@ -24,6 +24,8 @@ from retail_reid.pipeline.batch.worker import Outcome, Status
 from retail_reid.pipeline.charts import bar_chart, inline_svg, line_chart
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.console.alerts import AlertFolder, SourceKind
+from retail_reid.pipeline.console.app import create_app
+from retail_reid.pipeline.console.settings import ConsoleSettings
 from retail_reid.pipeline.console.trends import (
     LaneDay,
     LaneWeek,
@@ -104,6 +106,22 @@ def test_a_live_lanes_alerts_and_pos_events_make_its_lane_hours(tmp_path):
     assert alerts == {"till-7": [LANE_T0 + 12, LANE_T0 + 40, LANE_T0 + 75, LANE_T0 + 90]}  # the replay not counted
     assert at_work == {"till-7": [LANE_T0 + 5, LANE_T0 + 30, LANE_T0 + 40.5, LANE_T0 + 59, LANE_T0 + 300]}
     assert alerts_per_lane_hour(alerts, at_work) == [LaneDay(lane="till-7", day="2025-12-29", alerts=4, lane_hours=1)]
+
+
+def test_a_precision_page_with_nothing_to_chart_says_so(tmp_path, gallery_dir):
+    idle = tmp_path / "lane-idle"  # a lane that has not written anything yet
+    idle.mkdir()
+    settings = ConsoleSettings(
+        lanes=(idle,), replays=(), gallery=gallery_dir, users=make_users(tmp_path / "users.toml"), data=tmp_path / "d"
+    )
+    client = create_app(settings).test_client()
+    sign_in(client)
+    r = client.get("/precision")
+    page = r.get_data(as_text=True)
+    assert r.status_code == 200 and "<svg" not in page
+    assert "No verdicts yet: precision is charted once alerts are reviewed." in page
+    assert "No lane at work yet: no live lane has received a POS event or raised an alert." in page
+    assert "'unsafe-inline'" not in r.headers["Content-Security-Policy"]  # the charts need no inline style
 
 
 def _texts(svg: str) -> set[str]:

@@ -1,5 +1,5 @@
 """Alert pages: the list with its filters, one alert with its evidence and verdict form, the
-precision table, and the verdict exports."""
+precision page (tables and charts), and the verdict exports."""
 
 from __future__ import annotations
 
