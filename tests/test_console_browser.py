@@ -127,6 +127,9 @@ def test_review_an_alert_upload_a_photo_and_roll_back_in_chromium(console, brows
 
     _go(b, b.find_element(By.LINK_TEXT, "Precision"))
     assert "product switch" in _text(b) and "0.00" in _text(b) and "1.00" in _text(b)
+    charts = b.find_elements(By.CSS_SELECTOR, "figure.chart svg")  # loss alerts' precision; alerts per lane-hour
+    assert len(charts) == 2 and all(c.rect["width"] > 300 and c.rect["height"] > 50 for c in charts)
+    assert {"lane-1", "replay-a", "2026-W01"} <= {t.text for t in charts[0].find_elements(By.TAG_NAME, "text")}
     _shot(b, shots, "precision")
 
     _go(b, b.find_element(By.LINK_TEXT, "Gallery"))

@@ -1,5 +1,5 @@
 """Alert pages: the list with its filters, one alert with its evidence and verdict form, the
-precision table, and the verdict exports."""
+precision page (tables and charts), and the verdict exports."""
 
 from __future__ import annotations
 
@@ -16,6 +16,14 @@ from retail_reid.pipeline.console.clip_frames import clip_frame, clip_info
 from retail_reid.pipeline.console.safe_files import CLIP_SUFFIXES, IMAGE_SUFFIXES, inside
 from retail_reid.pipeline.console.settings import ConsoleError
 from retail_reid.pipeline.console.state import operator, state
+from retail_reid.pipeline.console.trends import (
+    RATE_DAYS,
+    alerts_per_lane_hour,
+    lane_activity,
+    precision_chart,
+    rate_chart,
+    weekly_precision,
+)
 from retail_reid.pipeline.console.verdicts import (
     REASON_LABELS,
     REASONS,
@@ -234,8 +242,22 @@ def verdict(source: str, key: str) -> BaseResponse:
 @blueprint.route("/precision")
 def precision() -> str:
     rows = state().verdicts.precision()
-    tables = [(label, [r for r in rows if family_of(r.alert_type) is f]) for f, label in FAMILY_LABELS.items()]
-    return render_template("precision.html", tables=tables, any_rows=bool(rows))
+    tables = [(f, label, [r for r in rows if family_of(r.alert_type) is f]) for f, label in FAMILY_LABELS.items()]
+    charts = {
+        f: precision_chart(f"precision-{f}", f"Precision of {label} per lane and week", weekly_precision(rs))
+        for f, label, rs in tables
+        if rs
+    }
+    days = alerts_per_lane_hour(*lane_activity(state().folders.values()))
+    return render_template(
+        "precision.html",
+        tables=tables,
+        charts=charts,
+        any_rows=bool(rows),
+        days=days,
+        days_shown=RATE_DAYS,
+        rate_chart=rate_chart(days) if days else None,
+    )
 
 
 @blueprint.route("/verdicts.<fmt>")
