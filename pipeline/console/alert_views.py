@@ -328,7 +328,7 @@ def verdict(source: str, key: str) -> BaseResponse | tuple[str, int]:
     rows, _ = _listed(filters)
     todo = [a for a, v in rows if v is None]  # the alert just judged is not among them
     after = [a for a in todo if _order(a) < _order(alert)]
-    following = (after or todo or [None])[0]  # the next one below it in the list, else from the top
+    following = next(iter(after or todo), None)  # the next one below it in the list, else from the top
     if following is None:
         flash("No unreviewed alert left in this list.")
         return redirect(url_for("alerts.index", **list_args()), 303)
