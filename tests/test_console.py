@@ -78,6 +78,7 @@ GET_ROUTES = [
     REPLAY_ALERT,
     f"{LANE_ALERT}/evidence/0",
     f"{LANE_ALERT}/evidence/3/frames/0",
+    f"{LANE_ALERT}/thumbnail",
     "/precision",
     "/verdicts.csv",
     "/verdicts.jsonl",
@@ -87,6 +88,7 @@ GET_ROUTES = [
 ]
 POST_ROUTES = [
     f"{LANE_ALERT}/verdict",
+    "/alerts/verdicts",
     "/gallery/products",
     "/gallery/products/Lime/photos",
     "/gallery/products/Lime/photos/1/remove",
@@ -197,7 +199,7 @@ def test_the_list_shows_lane_and_replay_alerts_and_filters_them(signed_in):
     assert "6 shown" in html  # 4 lane alerts + 2 replay alerts; the basket line is not an alert
     html = signed_in.get("/alerts?type=product_switch&lane=lane-1").get_data(as_text=True)
     assert "2 shown" in html and "Red-Bell-Pepper" in html
-    html = signed_in.get("/alerts?source=replay-a").get_data(as_text=True)
+    html = signed_in.get("/alerts?folder=replay-a").get_data(as_text=True)
     assert "2 shown" in html
     assert "0 shown" in signed_in.get("/alerts?from=2030-01-01").get_data(as_text=True)
     assert "4 shown" in signed_in.get("/alerts?lane=lane-1&from=2025-12-29&to=2025-12-29").get_data(as_text=True)

@@ -32,7 +32,8 @@ from retail_reid.pipeline.console.verdicts import DB_NAME, VerdictStore
 SECRET_FILE = "session.key"
 OPEN_ENDPOINTS = frozenset({"auth.login", "static"})
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'; "
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; "
+    "form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -89,7 +90,7 @@ def create_app(settings: ConsoleSettings) -> Flask:
         throttle=SignInThrottle(),
         decisions=ReferenceDecisions(settings.data / DECISIONS_DB),
     )
-    formatting.install(app)
+    formatting.install(app, settings.zone)
     app.url_map.converters["sku"] = SkuConverter
     for module in (auth_views, alert_views, gallery_views, lane_reference_views):
         app.register_blueprint(module.blueprint)
