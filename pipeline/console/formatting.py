@@ -23,6 +23,11 @@ def utc(t: float) -> str:
     return datetime.fromtimestamp(t, timezone.utc).strftime(UTC_FORMAT)
 
 
+def utc_day(t: float) -> str:
+    """The UTC day of a time: the precision page's charts count by it, whatever the operator's zone."""
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d")
+
+
 class Clock:
     """Times as the operator reads them: in their zone, the UTC time on hover."""
 

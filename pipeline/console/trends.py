@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from retail_reid.pipeline.charts import line_chart
 from retail_reid.pipeline.console.alerts import AlertFamily, AlertFolder, SourceKind
-from retail_reid.pipeline.console.formatting import day
+from retail_reid.pipeline.console.formatting import utc_day
 from retail_reid.pipeline.console.verdicts import PrecisionRow
 
 RATE_DAYS = 28  # the most recent days of alerts per lane-hour shown
@@ -63,14 +63,14 @@ def alerts_per_lane_hour(alerts: dict[str, list[float]], at_work: dict[str, list
     counts: dict[tuple[str, str], int] = defaultdict(int)
     for lane, times in alerts.items():
         for t in times:
-            counts[lane, day(t)] += 1
+            counts[lane, utc_day(t)] += 1
             hours[lane].add(int(t // HOUR_S))
     for lane, times in at_work.items():
         hours[lane].update(int(t // HOUR_S) for t in times)
     per_day: dict[tuple[str, str], int] = defaultdict(int)
     for lane, held in hours.items():
         for h in held:
-            per_day[lane, day(h * HOUR_S)] += 1
+            per_day[lane, utc_day(h * HOUR_S)] += 1
     recent = set(sorted({d for _, d in per_day})[-RATE_DAYS:])
     return [
         LaneDay(lane=lane, day=d, alerts=counts[lane, d], lane_hours=n)
