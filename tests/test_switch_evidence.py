@@ -139,13 +139,8 @@ def test_thresholds_take_the_evidence_settings_from_the_config():
         view_min_sharpness=15.0,
     )
     t = Thresholds.resolve(cfg, None)
-    assert (t.switch_min_views, t.switch_min_agreement, t.switch_view_margin, t.view_min_side, t.view_min_sharpness) == (
-        3,
-        0.5,
-        0.05,
-        32,
-        15.0,
-    )
+    evidence = (t.switch_min_views, t.switch_min_agreement, t.switch_view_margin, t.view_min_side, t.view_min_sharpness)
+    assert evidence == (3, 0.5, 0.05, 32, 15.0)
 
 
 @pytest.mark.parametrize(
