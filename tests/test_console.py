@@ -279,21 +279,23 @@ def test_a_lane_alert_shows_its_lane_frame_clip_and_the_pos_lines_the_lane_recor
     html = signed_in.get(LANE_ALERT).get_data(as_text=True)
     # evidence: two crops (0, 1), the lane mid-pass (2), the clip (3), as the lane service wrote them
     assert html.count(f"{LANE_ALERT}/evidence/0") == 1 and f'src="{LANE_ALERT}/evidence/2" alt="the lane' in html
-    frames = re.findall(rf'src="{LANE_ALERT}/evidence/3/frames/(\d+)"', html)
-    assert len(frames) == 12 and frames[0] == "0" and "download the clip" in html
+    assert re.search(rf'<video class="clip-video" controls[^>]* src="{LANE_ALERT}/evidence/3"', html)
+    assert "/frames/" not in html  # an MP4 plays: no stills
     lane_frame = cv2.imdecode(np.frombuffer(signed_in.get(f"{LANE_ALERT}/evidence/2").data, np.uint8), cv2.IMREAD_COLOR)
     assert lane_frame.shape == (240, 320, 3)  # the whole lane, not a crop
-    clip = cv2.VideoCapture(str(next(settings.lanes[0].glob("evidence/*/track00007.avi"))))
-    count = int(clip.get(cv2.CAP_PROP_FRAME_COUNT))
-    clip.release()
-    assert frames[-1] == str(count - 1)
-    still = signed_in.get(f"{LANE_ALERT}/evidence/3/frames/{frames[-1]}")
-    assert still.status_code == 200 and still.mimetype == "image/jpeg"
-    assert cv2.imdecode(np.frombuffer(still.data, np.uint8), cv2.IMREAD_COLOR).shape == (240, 320, 3)
-    download = signed_in.get(f"{LANE_ALERT}/evidence/3")
-    assert download.status_code == 200 and "attachment" in download.headers["Content-Disposition"]
-    for route in (f"{LANE_ALERT}/evidence/3/frames/{count}", f"{LANE_ALERT}/evidence/2/frames/0"):
-        assert signed_in.get(route).status_code == 404, route  # past the clip's end; a picture has no frames
+    whole = signed_in.get(f"{LANE_ALERT}/evidence/3")
+    mp4 = next(settings.lanes[0].glob("evidence/*/track00007.mp4")).read_bytes()
+    assert whole.status_code == 200 and whole.mimetype == "video/mp4" and whole.data == mp4
+    assert whole.headers["Accept-Ranges"] == "bytes" and "attachment" not in whole.headers.get("Content-Disposition", "")
+    # a browser asks for byte ranges to play and seek: 206 with exactly those bytes
+    part = signed_in.get(f"{LANE_ALERT}/evidence/3", headers={"Range": "bytes=100-1099"})
+    assert part.status_code == 206 and part.data == mp4[100:1100]
+    assert part.headers["Content-Range"] == f"bytes 100-1099/{len(mp4)}"
+    tail = signed_in.get(f"{LANE_ALERT}/evidence/3", headers={"Range": "bytes=-10"})
+    assert tail.status_code == 206 and tail.data == mp4[-10:]
+    beyond = signed_in.get(f"{LANE_ALERT}/evidence/3", headers={"Range": f"bytes={len(mp4)}-"})
+    assert beyond.status_code == 416
+    assert signed_in.get(f"{LANE_ALERT}/evidence/3/frames/0").status_code == 404  # stills are for AVI clips only
     # the POS lines within 20 s, from both of the lane's files (pos.1.jsonl, then pos.jsonl), the scan marked
     assert _pos_rows(html) == [
         ("-10.00", "scan", "Granny-Smith"),
@@ -312,6 +314,29 @@ def test_a_lane_alert_shows_its_lane_frame_clip_and_the_pos_lines_the_lane_recor
     for name in ("pos.jsonl", "pos.1.jsonl"):
         (settings.lanes[0] / name).unlink()
     assert "the lane has recorded no POS events" in signed_in.get(LANE_ALERT).get_data(as_text=True)
+
+
+def test_an_older_lanes_avi_clip_is_shown_as_still_frames(signed_in, settings):
+    page = "/alerts/lane-1/lane-1-9f3a1c2e-3"  # crops (0, 1) and an MJPEG AVI (2), as lanes wrote them before
+    html = signed_in.get(page).get_data(as_text=True)
+    frames = re.findall(rf'src="{page}/evidence/2/frames/(\d+)"', html)
+    assert len(frames) == 12 and frames[0] == "0" and frames[-1] == "29" and "<video" not in html
+    assert "download the clip</a> (MJPEG AVI)" in html
+    still = signed_in.get(f"{page}/evidence/2/frames/29")
+    assert still.status_code == 200 and still.mimetype == "image/jpeg"
+    assert cv2.imdecode(np.frombuffer(still.data, np.uint8), cv2.IMREAD_COLOR).shape == (240, 320, 3)
+    download = signed_in.get(f"{page}/evidence/2")
+    assert download.status_code == 200 and "attachment" in download.headers["Content-Disposition"]
+    for route in (f"{page}/evidence/2/frames/30", f"{page}/evidence/0/frames/0"):
+        assert signed_in.get(route).status_code == 404, route  # past the clip's end; a picture has no frames
+
+
+def test_a_clip_larger_than_a_lane_writes_is_not_served(signed_in, settings, monkeypatch):
+    from retail_reid.pipeline.console import clip_frames
+
+    monkeypatch.setattr(clip_frames, "MAX_CLIP_BYTES", 100)
+    assert signed_in.get(f"{LANE_ALERT}/evidence/3").status_code == 404
+    assert "1 clips cannot be read" in signed_in.get(LANE_ALERT).get_data(as_text=True)
 
 
 def test_a_real_replay_output_folder_is_shown_whole(tmp_path, gallery_dir, monkeypatch):
