@@ -142,6 +142,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from retail_reid.gallery import Gallery  # imported when used: `reid --help` stays fast
     from retail_reid.pipeline.replay import replay
 
+    recording = _recording(args)  # before any work: a typo stops it at once
     config = load_config(args.config)
     if args.zone:
         config = dataclasses.replace(config, zone=Zone.parse(args.zone, "--zone"))
@@ -172,7 +173,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         progress=True,
         on_warning=warn,
         references=sampler,
-        recording=_recording(args),
+        recording=recording,
     )
     if shown > WARNINGS_SHOWN:
         print(f"... and {shown - WARNINGS_SHOWN} more warnings in summary.json", file=sys.stderr)

@@ -23,8 +23,8 @@ from retail_reid.pipeline.evidence import EvidenceWriter
 from retail_reid.pipeline.lane import LaneProcessor, LaneResult, Sighting, resolve_zone
 from retail_reid.pipeline.pos import PosEvent, PosEventType, read_pos_log
 from retail_reid.pipeline.read_ahead import read_ahead
-from retail_reid.pipeline.recording import RecordingIdentity
 from retail_reid.pipeline.recognition import GalleryLike
+from retail_reid.pipeline.recording import RecordingIdentity
 from retail_reid.pipeline.report import write_report
 from retail_reid.pipeline.sources import FrameSource, open_source
 from retail_reid.pipeline.types import BasketEvent, Event, EventType, ItemPass, PassRecord

@@ -85,9 +85,8 @@ def _pass(track: int, t0: float, t1: float, embedding: np.ndarray) -> tuple[Item
 
 def _evidence(item: ItemPass) -> tuple[str, ...]:
     """What an evidence writer would name: the pass's crops still held, and its lane frame."""
-    return tuple(f"crops/track{item.track_id}_{i}.jpg" for i in range(len(item.crops))) + (
-        f"crops/track{item.track_id}_lane.jpg",
-    )
+    crops = [f"crops/track{item.track_id}_{i}.jpg" for i in range(len(item.crops))]
+    return (*crops, f"crops/track{item.track_id}_lane.jpg")
 
 
 def _builder(
@@ -134,7 +133,8 @@ def test_non_scan_waits_for_the_window_then_names_what_was_seen():
     (event,) = b.advance(2.5, [])
     assert event.type == "non_scan" and event.track_id == 4 and event.seen_sku == "Banana"
     assert event.seen_score == pytest.approx(1.0) and event.scanned_sku is None and event.txn == "T1"
-    assert event.t_start == 1.0 and event.t_end == 2.0 and event.evidence == ("crops/track4_0.jpg", "crops/track4_lane.jpg")
+    assert event.t_start == 1.0 and event.t_end == 2.0
+    assert event.evidence == ("crops/track4_0.jpg", "crops/track4_lane.jpg")
 
 
 def test_a_late_scan_within_the_window_still_belongs_to_the_pass():

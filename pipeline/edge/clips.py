@@ -4,8 +4,9 @@ bounded ring, JPEG-encoded (`ClipRing`), and when a pass raises an alert the fra
 beside the pass's crops (`ClipEvidenceWriter`), listed in the alert's `evidence` and served at
 GET /evidence/... . H.264 in MP4 (`yuv420p`, the index at the front) is what every browser plays
 in a `<video>` element, Chromium, Firefox and Safari alike; PyAV's wheel carries the encoder
-(libx264, with FFmpeg), while OpenCV's carries none (only VP8/VP9, encoded 4x slower). Memory is capped by `ring_s` and `ring_mb`; the clips on disk by
-`max_disk_mb`, the oldest clips (never crops) removed to make room. A clip that cannot be written
+(libx264, with FFmpeg), while OpenCV's carries none (only VP8/VP9, encoded 4x slower). Memory is
+capped by `ring_s` and `ring_mb`; the clips on disk by `max_disk_mb`, the oldest clips (never
+crops) removed to make room. A clip that cannot be written
 (disk short, encoder failure) is skipped like a crop: the alert goes out without it.
 """
 
@@ -140,7 +141,6 @@ class ClipEvidenceWriter(EvidenceWriter):
             log.info("%s: removed, clips over their %g MB cap", old, self.config.max_disk_mb)
 
 
-
 def write_mp4(path: Path, frames: list[tuple[float, bytes]], fps: float) -> None:
     """JPEG frames as an H.264 MP4, each shown at its own time from the first (a frame the camera
     dropped leaves the previous one on screen). The first frame sets the size; a frame of another
@@ -161,7 +161,9 @@ def write_mp4(path: Path, frames: list[tuple[float, bytes]], fps: float) -> None
             pts = round((ts - frames[0][0]) * 1000)
             if image is None or image.shape != shape or pts <= last:
                 continue
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image[:height, :width]), format="bgr24")
+            frame = av.VideoFrame.from_ndarray(
+                np.ascontiguousarray(image[:height, :width], dtype=np.uint8), format="bgr24"
+            )
             frame.pts, frame.time_base, last = pts, ms, pts
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
