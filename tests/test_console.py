@@ -77,7 +77,8 @@ GET_ROUTES = [
     LANE_ALERT,
     REPLAY_ALERT,
     f"{LANE_ALERT}/evidence/0",
-    f"{LANE_ALERT}/evidence/3/frames/0",
+    f"{LANE_ALERT}/evidence/3",  # the MP4 clip
+    "/alerts/lane-1/lane-1-9f3a1c2e-3/evidence/2/frames/0",  # a frame of an older lane's AVI clip
     "/precision",
     "/verdicts.csv",
     "/verdicts.jsonl",
