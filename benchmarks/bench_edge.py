@@ -44,6 +44,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -160,12 +161,12 @@ def _proc_sample(pid: int) -> tuple[float, float]:
 def _histogram_quantile(metrics: str, name: str, q: float) -> float | None:
     """The upper bound of the bucket holding quantile q of a Prometheus histogram (its series,
     one per lane, summed)."""
-    counts: dict[float, int] = {}
-    for line in metrics.splitlines():
-        if line.startswith(f"{name}_bucket"):
-            le = line.split('le="')[1].split('"')[0]
-            bound = math.inf if le == "+Inf" else float(le)
-            counts[bound] = counts.get(bound, 0) + int(line.rsplit(" ", 1)[1])
+    counts: dict[float, float] = {}
+    for family in text_string_to_metric_families(metrics):
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket":
+                bound = float(sample.labels["le"])  # "+Inf" included
+                counts[bound] = counts.get(bound, 0.0) + sample.value
     buckets = sorted(counts.items())
     total = buckets[-1][1] if buckets else 0
     if not total:

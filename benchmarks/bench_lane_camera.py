@@ -11,8 +11,11 @@ recipe (`reid train-lane-head` trains the same head from the same cache and seed
 gives these figures to within float rounding). Columns: Recall@1 of the SKU for the photo as taken,
 then per level a single crop and a pass (the level's 6 views of one item averaged). Galleries:
 - clean: the train photos as taken, SKUs by centroid;
-- rendered: the train photos plus, per photo, one middle-level and one hard-level rendering (the
-  cache's training views: a gallery that also holds lane-camera renderings of its photos).
+- pooled: the train photos plus, per photo, one middle-level and one hard-level rendering (the
+  cache's training views: a gallery that also holds lane-camera renderings of its photos), each SKU
+  one centroid of them all;
+- apart: the same references, each SKU scored by the better of its photos' centroid and its
+  renderings' centroid (how the product's gallery scores a SKU, gallery/matching.py).
 `--onnx MODEL` (repeatable) embeds the same seeded views with an ONNX file instead of reading the
 cache (the 81 only, clean gallery): an exported head or its int8 file checked end to end.
 Class-disjoint (Musgrave's reality check): per fold of benchmarks/folds.json, the head is trained
@@ -22,7 +25,7 @@ so only the ImageNet row is class-disjoint end to end; the head rows are class-d
 head learned.
 
 The choice rule, fixed before any run: the recipe with the highest class-disjoint middle-level
-Recall@1 (single crop and pass averaged, rendered gallery) whose clean val Recall@1 is not below the
+Recall@1 (single crop and pass averaged, rendered gallery pooled) whose clean val Recall@1 is not below the
 teacher's by more than 0.005.
 """
 
@@ -67,15 +70,21 @@ def parse_recipe(text: str) -> tuple[str, HeadRecipe]:
     return name, replace(HeadRecipe(), **changes)  # type: ignore[arg-type]
 
 
-def galleries(cache: LaneCache, emb: np.ndarray, skus: set[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The clean and rendered galleries of `skus` from a train part's embeddings."""
+Gallery = tuple[np.ndarray, np.ndarray, np.ndarray | None]  # vectors, labels, which rows are renderings
+
+
+def galleries(cache: LaneCache, emb: np.ndarray, skus: set[str]) -> dict[str, Gallery]:
+    """The clean and rendered galleries of `skus` from a train part's embeddings: the rendered one
+    scored by one centroid per SKU (pooled) and by the better of two (apart, as the product does)."""
     per = 1 + len(TRAIN_LEVELS)
     labels = cache.gallery_labels
     keep = np.flatnonzero(np.isin(labels, sorted(skus)))
-    rendered = (keep[:, None] * per + np.arange(per)).ravel()
+    rows = (keep[:, None] * per + np.arange(per)).ravel()
+    kinds = np.tile(np.arange(per) > 0, len(keep))
     return {
-        "clean": (emb[keep * per], labels[keep]),
-        "rendered": (emb[rendered], np.repeat(labels[keep], per)),
+        "clean": (emb[keep * per], labels[keep], None),
+        "pooled": (emb[rows], np.repeat(labels[keep], per), None),
+        "apart": (emb[rows], np.repeat(labels[keep], per), kinds),
     }
 
 
@@ -86,7 +95,7 @@ def scores(
     q = np.flatnonzero(np.isin(labels, sorted(skus)))
     rows = val.reshape(len(labels), -1, val.shape[1])[q].reshape(-1, val.shape[1])
     kept = galleries(cache, train, skus) if rendered else {"clean": galleries(cache, train, skus)["clean"]}
-    return {name: lane_recall(g, gl, rows, labels[q]) for name, (g, gl) in kept.items()}
+    return {name: lane_recall(g, gl, rows, labels[q], kinds) for name, (g, gl, kinds) in kept.items()}
 
 
 def embed_views(cache: LaneCache, embedder: OnnxEmbedder, data_root: str) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ camera side by side (see docs/pipeline.md for the targets and recorded figures).
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_replay.py [--data DATASET]
         (DATASET: the Grocery Store Dataset, see README.md "Data"; default $GROCERY)
         [--difficulty easy hard] [--scenarios 3] [--passes 40] [--dev] [--model M] [--work DIR]
-        [--config lane.toml]
+        [--config lane.toml] [--lane-camera middle]  (the gallery also holds lane-camera renderings)
 
 Benchmark lanes: easy lane i has seed 100 + i, hard lane i seed 300 + i. Tune only on development
 lanes (`--dev`: easy 10 + i, hard 30 + i); the two sets never share a seed as long as
@@ -37,7 +37,9 @@ sys.path.insert(0, str(REPO))
 
 from retail_reid.cli import main as reid  # noqa: E402
 from retail_reid.gallery import Gallery, GalleryError  # noqa: E402
+from retail_reid.gallery.renderings import DEFAULT_VIEWS  # noqa: E402
 from retail_reid.models.datasets import folder_set, split_file_set  # noqa: E402
+from retail_reid.models.views import LaneLevel  # noqa: E402
 from retail_reid.pipeline.config import LaneConfig, load_config  # noqa: E402
 from retail_reid.pipeline.replay import replay  # noqa: E402
 from retail_reid.pipeline.score import Score, StoreRates, read_events, read_truth, score  # noqa: E402
@@ -65,8 +67,10 @@ def folder_view(split: Path, root: Path, dest: Path) -> Path:
     return dest
 
 
-def build_gallery(work: Path, train: Path, model: str | None) -> Path:
-    root = work / "gallery"
+def build_gallery(work: Path, train: Path, model: str | None, lane_camera: str | None = None) -> Path:
+    """The train photos' gallery (with lane-camera renderings at the declared level `lane_camera`,
+    the profile's default views, when given), built once per model and kept in `work`."""
+    root = work / (f"gallery-{lane_camera}" if lane_camera else "gallery")
     if root.exists():
         try:
             Gallery.open(root, model=model)
@@ -75,8 +79,13 @@ def build_gallery(work: Path, train: Path, model: str | None) -> Path:
             print(f"rebuilding the gallery ({e})")
             shutil.rmtree(root)
     t = time.perf_counter()
-    reid(["gallery", "init", str(root)] + (["--model", model] if model else []))
-    reid(["gallery", "import-folder", str(root), str(train)])
+    steps = [["init", str(root)] + (["--model", model] if model else []), ["import-folder", str(root), str(train)]]
+    if lane_camera:
+        steps.append(["lane-camera", str(root), "--level", lane_camera, "--views", str(DEFAULT_VIEWS)])
+    for step in steps:
+        if reid(["gallery", *step]):
+            shutil.rmtree(root)
+            raise SystemExit(f"{root}: `reid gallery {step[0]}` failed (above); the gallery was removed")
     print(f"gallery: built from {train} in {time.perf_counter() - t:.0f} s")
     return root
 
@@ -133,7 +142,7 @@ def prepare(a: argparse.Namespace, prefix: str) -> Bench:
     work.mkdir(parents=True, exist_ok=True)
     train = folder_view(data / "train.txt", data, work / "train")
     folder_view(data / "val.txt", data, work / "val")
-    gallery = Gallery.open(build_gallery(work, train, a.model), model=a.model)
+    gallery = Gallery.open(build_gallery(work, train, a.model, a.lane_camera), model=a.model)
     return Bench(work, gallery, load_config(a.config), read_coarse_classes(data / "classes.csv"))
 
 
@@ -238,6 +247,11 @@ def parse_lane_arguments(ap: argparse.ArgumentParser, scenarios: int, passes: in
     ap.add_argument("--passes", type=int, default=passes, help="item passes per lane")
     ap.add_argument("--model", help="embedder (default: the shipped model)")
     ap.add_argument("--config", help="lane config TOML")
+    ap.add_argument(
+        "--lane-camera",
+        choices=[level.value for level in LaneLevel],
+        help="also render the gallery's photos through this declared lane camera (default: none, as a new gallery)",
+    )
     ap.add_argument("--work", help="keep views, gallery, scenarios and runs here (default: a temporary folder)")
     a = ap.parse_args()
     if not 1 <= a.scenarios < 20:

@@ -1,7 +1,7 @@
 """Choose the product-switch decision's settings on the development lanes, offline.
 
     OMP_NUM_THREADS=1 REID_THREADS=1 .venv/bin/python benchmarks/tune_switch.py --data $GROCERY \
-        --scenarios 10 --passes 50 --work /tmp/tune12 [--model M] [--false-budget 0.8]
+        --scenarios 10 --passes 50 --work /tmp/tune12 [--model M] [--false-budget 0.8] [--lane-camera middle]
 
 Replays the development lanes (easy seeds 10+, hard seeds 30+; never the benchmark's) once, keeps
 every scanned pass with its crops, recognises it once, then judges it again under each setting
@@ -180,7 +180,8 @@ def main() -> int:
     bench = prepare(a, "tune_switch_")
     gallery, config = bench.gallery, bench.config
     # The replays are the slow part: their passes are kept per model, config and lanes.
-    key = f"{gallery.embedder.fingerprint[:12]}-{a.scenarios}x{a.passes}-{hash_config(config)}"
+    rendered = f"-{a.lane_camera}-renderings" if a.lane_camera else ""
+    key = f"{gallery.embedder.fingerprint[:12]}{rendered}-{a.scenarios}x{a.passes}-{hash_config(config)}"
     cache = bench.work / f"scanned-passes-{key}.pickle"
     lanes = collected_once(cache, lambda: {d: collect(d, a, bench) for d in Difficulty})
     cached = CachedVerify(gallery)

@@ -4,8 +4,8 @@ SKU, and follow new versions published by operators without stopping.
 A SKU is scored the way the model's calibration was fitted (its default, or the one asked for):
 "centroid", the cosine to the normalised mean of the SKU's references (steadier: one odd photo does
 not decide), or "nearest", the cosine to its nearest reference. A SKU's references are its photos,
-its lane references and its photos' lane-camera renderings (gallery/renderings.py), all alike: the
-simplest rule, kept until the lane-view benchmark chooses another (docs/gallery.md).
+its lane references and its photos' lane-camera renderings (gallery/renderings.py); by centroid,
+the renderings are averaged apart and the SKU scores the better of its two centroids (`Centroids`).
 
 Queries run against an immutable in-memory snapshot of one version; `refresh` loads a newer version
 beside it and swaps a single reference, so queries in flight finish on the version they started with.
@@ -69,23 +69,46 @@ def load_current(root: Path) -> Snapshot:
 
 
 class Centroids:
-    """Each SKU's references averaged and normalised, in a FAISS index of their own (exact up to
-    CENTROID_EXACT_MAX SKUs, IVF beyond; ids are SKU positions; SKUs without references have none).
+    """Each SKU's references averaged and normalised, apart by kind: its photos and lane references in
+    one centroid, its lane-camera renderings (if any) in another, all in one FAISS index (exact up to
+    CENTROID_EXACT_MAX centroids, IVF beyond; id `kind * SKUs + position`). A SKU scores the better of
+    its centroids: a clean crop lies near its photos, a lane-camera crop near its renderings, and
+    pooled into one centroid the renderings pulled the photos' own matches away (docs/gallery.md).
     Computed once per loaded version, in chunks, so memory stays small."""
 
     def __init__(self, snap: Snapshot):
-        dim = snap.index.d
-        sums = np.zeros((len(snap.skus), dim), np.float64)
+        dim, n = snap.index.d, len(snap.skus)
+        sums = np.zeros((2 * n, dim), np.float64)  # row kind * n + position; kind 1: renderings
         for start in range(0, len(snap.ref_ids), CENTROID_CHUNK):
-            ids = snap.ref_ids[start : start + CENTROID_CHUNK]
-            np.add.at(sums, snap.ref_sku[start : start + CENTROID_CHUNK], reference_vectors(snap.index, ids))
+            part = slice(start, start + CENTROID_CHUNK)
+            rows = snap.rendered[part] * n + snap.ref_sku[part]
+            np.add.at(sums, rows, reference_vectors(snap.index, snap.ref_ids[part]))
         norms = np.linalg.norm(sums, axis=1)
-        self.positions = np.flatnonzero(norms > 0)  # index row -> SKU position
-        self.vectors = np.zeros((len(snap.skus), dim), np.float32)  # SKU position -> centroid (zeros: no references)
-        self.vectors[self.positions] = sums[self.positions] / norms[self.positions, None]
-        self.index = build_index(
-            self.vectors[self.positions], self.positions, factory_for(len(self.positions), CENTROID_EXACT_MAX)
-        )
+        present = np.flatnonzero(norms > 0)
+        self.skus = n
+        self.kinds = 1 + bool(snap.rendered.any())  # centroids a SKU may have: what a search must look past
+        self.vectors = np.zeros((2 * n, dim), np.float32)  # zeros: the SKU has no reference of that kind
+        self.vectors[present] = sums[present] / norms[present, None]
+        self.present = norms > 0
+        self.index = build_index(self.vectors[present], present, factory_for(len(present), CENTROID_EXACT_MAX))
+
+    def score(self, pos: int, query: np.ndarray) -> float:
+        """The better of the SKU's centroids (it has at least one)."""
+        rows = [r for r in (pos, self.skus + pos) if self.present[r]]
+        return float((self.vectors[rows] @ query).max())
+
+    def rank(self, queries: np.ndarray, k: int, exclude: int | None) -> list[list[tuple[int, float]]]:
+        """Per query, up to k (SKU position, score) best first, each SKU once, leaving out `exclude`."""
+        depth = min(self.index.ntotal, (k + (exclude is not None)) * self.kinds)
+        scores, found = self.index.search(queries, depth)
+        ranked = []
+        for srow, frow in zip(scores, found, strict=True):
+            best: dict[int, float] = {}  # insertion order is score order
+            for s, f in zip(srow, frow, strict=True):
+                if f >= 0 and (pos := int(f) % self.skus) != exclude:
+                    best.setdefault(pos, float(s))
+            ranked.append(list(best.items())[:k])
+        return ranked
 
 
 class Gallery:
@@ -216,7 +239,7 @@ class Gallery:
     def _score(self, snap: Snapshot, pos: int, query: np.ndarray) -> float:
         """The query's score for the SKU at `pos` (which has references)."""
         if self.scoring == "centroid":
-            return float(self._centroids(snap).vectors[pos] @ query)
+            return self._centroids(snap).score(pos, query)
         return float((reference_vectors(snap.index, snap.sku_refs[pos]) @ query).max())
 
     def _rank(self, snap: Snapshot, queries: np.ndarray, k: int, exclude: int | None) -> list[list[tuple[int, float]]]:
@@ -224,12 +247,7 @@ class Gallery:
         if snap.index.ntotal == 0:
             return [[] for _ in range(len(queries))]
         if self.scoring == "centroid":
-            index = self._centroids(snap).index
-            scores, found = index.search(queries, min(index.ntotal, k + (exclude is not None)))
-            return [
-                [(int(p), float(s)) for s, p in zip(srow, prow, strict=True) if p >= 0 and p != exclude][:k]
-                for srow, prow in zip(scores, found, strict=True)
-            ]
+            return self._centroids(snap).rank(queries, k, exclude)
         return self._rank_nearest(snap, queries, k, exclude)
 
     def _rank_nearest(

@@ -32,6 +32,7 @@ T = TypeVar("T")
 VERSIONS_DIR = "versions"
 CURRENT = "CURRENT"
 MANIFEST, INDEX, ROWS, CATALOG, REFS = "manifest.json", "index.faiss", "rows.npy", "catalog.json", "refs.json"
+RENDERED = "rendered.npy"  # (N,) bool per row of rows.npy: a lane-camera rendering (matching scores them apart)
 LOADED = (INDEX, ROWS, CATALOG)  # what a reader loads; REFS (each reference's photo) is for repair and export
 FORMAT = "retail-reid-gallery-version"
 FORMAT_VERSION = 1
@@ -103,12 +104,15 @@ def write_version(root: Path, content: VersionContent) -> Path:
         index, how = _index_for(root, content)
         rows = io.BytesIO()
         np.save(rows, np.stack([content.ref_ids.astype(np.int64), content.ref_skus.astype(np.int64)], axis=1))
+        rendered = io.BytesIO()
+        np.save(rendered, np.array(["rendering_of" in r for r in content.references], bool))
         catalog = [{**p.to_dict(), "image": content.images.get(p.sku)} for p in content.products]
         files = {
             INDEX: faiss.serialize_index(index).tobytes(),
             ROWS: rows.getvalue(),
             CATALOG: json.dumps({"products": catalog}, ensure_ascii=False).encode(),
             REFS: json.dumps({"references": content.references}, ensure_ascii=False).encode(),
+            RENDERED: rendered.getvalue(),
         }
         for name, data in files.items():
             write_durably(tmp / name, data, "version")
@@ -190,6 +194,7 @@ class Snapshot:
     ref_ids: np.ndarray  # (N,) int64, ascending
     ref_sku: np.ndarray  # (N,) int64, SKU position of each reference in ref_ids
     sku_refs: list[np.ndarray]  # SKU position -> the ids of its references
+    rendered: np.ndarray  # (N,) bool, per row of ref_ids: a lane-camera rendering rather than a photo or lane reference
     _derived: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -249,7 +254,31 @@ class Snapshot:
             ref_ids=ref_ids,
             ref_sku=ref_sku,
             sku_refs=[ref_ids[order[bounds[i] : bounds[i + 1]]] for i in range(len(products))],
+            rendered=_rendered_rows(d, manifest, n),
         )
+
+
+def _rendered_rows(d: Path, manifest: dict, n: int) -> np.ndarray:
+    """Which rows are lane-camera renderings: RENDERED, or for a version written before it existed,
+    its REFS when the manifest counts renderings (else none are)."""
+    if RENDERED in manifest["files"]:
+        data = _read_file(d, RENDERED)
+        if problem := checksum_problem(manifest, RENDERED, data):
+            raise GalleryError(f"{d / RENDERED}: {problem}; version {manifest['version']} is damaged")
+        try:
+            rendered = np.load(io.BytesIO(data), allow_pickle=False)
+        except ValueError as e:
+            raise GalleryError(f"{d / RENDERED}: damaged ({str(e).splitlines()[0]})") from None
+    elif manifest.get("renderings", 0):
+        data = _read_file(d, REFS)
+        if problem := checksum_problem(manifest, REFS, data):
+            raise GalleryError(f"{d / REFS}: {problem}; version {manifest['version']} is damaged")
+        rendered = np.array(["rendering_of" in r for r in json.loads(data)["references"]], bool)
+    else:
+        rendered = np.zeros(n, bool)
+    if rendered.shape != (n,) or rendered.dtype != bool:
+        raise GalleryError(f"{d}: {RENDERED} marks {rendered.shape} rows where the version has {n}; it is damaged")
+    return rendered
 
 
 def _read_file(d: Path, name: str) -> bytes:

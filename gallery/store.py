@@ -260,13 +260,15 @@ class GalleryStore(VersionWriter):
         model: str | Path | None = None,
         embedder: OnnxEmbedder | None = None,
         origin: RefOrigin = RefOrigin.PHOTO,
+        notes: Sequence[tuple[str | None, str]] = (),
     ) -> ChangeResult:
         """Add (sku, photo path) references and create or update the products in `updates` as one version.
 
         Bad photos, and photos already in the gallery, refuse the whole change (nothing is written)
         unless `skip_bad`, which leaves them out and reports them in `skipped`. `origin` marks them
         in the catalogue (lane references: crops the lanes kept, docs/console.md). Catalogue photos
-        also get the gallery's lane-camera renderings (gallery/renderings.py).
+        also get the gallery's lane-camera renderings (gallery/renderings.py). `notes` are (SKU,
+        text) lines added to the change's audit entries (why an operator made it, say).
         """
         operator = operator_name(operator)
         if not os.access(self.root, os.W_OK):
@@ -317,6 +319,7 @@ class GalleryStore(VersionWriter):
             if not keep and not entries:
                 raise GalleryError("nothing to change: the product already has these details")
             entries += self._insert_refs([photos[i] for i in keep], vectors[keep], version, renderings[keep])
+            entries += list(notes)
             skus = sorted({sku for sku, _ in entries if sku})
             return (
                 f"{action}: {_count(len(keep), 'reference')} for {_count(len(skus), 'SKU')} ({_short(skus)})",

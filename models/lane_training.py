@@ -301,15 +301,27 @@ def imagenet_embeddings(cache: LaneCache, part: str) -> np.ndarray:
 
 
 def lane_recall(
-    gallery: np.ndarray, gallery_labels: np.ndarray, val: np.ndarray, val_labels: np.ndarray
+    gallery: np.ndarray,
+    gallery_labels: np.ndarray,
+    val: np.ndarray,
+    val_labels: np.ndarray,
+    rendered: np.ndarray | None = None,
 ) -> dict[str, float]:
     """Recall@1 of the val photos' SKUs against the gallery's centroids: as taken, and per lane level
     for single views and for passes (the level's views of a photo averaged). `val` holds VAL_VIEWS
-    rows per photo: the photo, then EVAL_VIEWS views of each level in LaneLevel order."""
+    rows per photo: the photo, then EVAL_VIEWS views of each level in LaneLevel order. With
+    `rendered` (a bool per gallery row: a lane-camera rendering), a SKU scores the better of its
+    photos' and its renderings' centroids, as the product's gallery does (gallery/matching.py)."""
     val = val.reshape(len(val_labels), VAL_VIEWS, -1)
 
     def recall(queries: np.ndarray, labels: np.ndarray) -> float:
         skus, scores = sku_scores(gallery, gallery_labels, queries, "centroid")
+        if rendered is not None:
+            for kind in (~rendered, rendered):
+                kind_skus, kind_scores = sku_scores(gallery[kind], gallery_labels[kind], queries, "centroid")
+                if not np.array_equal(kind_skus, skus):
+                    raise ValueError("every SKU needs photos and renderings to be scored by its better centroid")
+                scores = kind_scores if kind is not rendered else np.maximum(scores, kind_scores)
         return round(float(np.mean(skus[scores.argmax(1)] == labels)), 3)
 
     out = {"clean": recall(val[:, 0], val_labels)}

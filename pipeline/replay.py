@@ -20,7 +20,7 @@ from tqdm import tqdm
 from retail_reid.errors import ReidError
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.evidence import EvidenceWriter
-from retail_reid.pipeline.lane import LaneProcessor, LaneResult, Sighting, resolve_zone
+from retail_reid.pipeline.lane import LaneDescription, LaneProcessor, LaneResult, Sighting, resolve_zone
 from retail_reid.pipeline.pos import PosEvent, PosEventType, read_pos_log
 from retail_reid.pipeline.read_ahead import read_ahead
 from retail_reid.pipeline.recognition import GalleryLike
@@ -144,7 +144,7 @@ def replay(
             warn(_video_end_warnings(source, stats, video))
             with open(staging / "passes.jsonl", "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(r.to_dict()) + "\n" for r in records)
-            summary = _summary(events, records, pos, stats, lane, gallery, source, warnings, video, pos_path)
+            summary = _summary(events, records, pos, stats, lane.describe(), gallery, source, warnings, video, pos_path)
             if recording is not None:
                 summary["recording"] = recording.to_dict()
             (staging / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
@@ -268,7 +268,7 @@ def _summary(
     records: list[PassRecord],
     pos: list[PosEvent],
     stats: ReplayStats,
-    lane: LaneProcessor,
+    ran: LaneDescription,
     gallery: GalleryLike,
     source: FrameSource,
     warnings: list[str],
@@ -295,12 +295,12 @@ def _summary(
         "frame_ms": _spread(np.asarray(stats.frame_seconds), 1000.0),
         "frame_size": list(source.size),
         "fps": source.fps,
-        "zone": [lane.zone.x1, lane.zone.y1, lane.zone.x2, lane.zone.y2],
-        "lighting_relearns": getattr(lane.detector, "relearned", 0),
+        "zone": [ran.zone.x1, ran.zone.y1, ran.zone.x2, ran.zone.y2],
+        "lighting_relearns": ran.lighting_relearns,
         "model": {"path": str(embedder.path), "fingerprint": embedder.fingerprint, "embedding_dim": embedder.dim},
         "gallery_version": gallery.version,
-        "thresholds": asdict(lane.recogniser.thresholds),
-        "config": _plain(asdict(lane.config)),
+        "thresholds": asdict(ran.thresholds),
+        "config": _plain(asdict(ran.config)),
         "warnings": warnings,
     }
 

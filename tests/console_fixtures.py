@@ -90,6 +90,26 @@ def make_lane(root: Path, lane: str = "lane-1") -> Path:
     return root
 
 
+def make_busy_lane(root: Path, alerts: int = 50, lane: str = "lane-2") -> Path:
+    """A lane's state folder with a day's worth of `alerts` alerts to review, a minute apart from
+    LANE_T0 + 1000 s, ten to a transaction (T100, T101, ...), each with one crop of a product of
+    the sample (product switches scanned as the next product, every fifth a non-scan)."""
+    skus = sorted(p.name for p in SAMPLE_VAL.iterdir())
+    crops = root / "evidence" / "busy"
+    crops.mkdir(parents=True)
+    for sku in skus:
+        shutil.copy(_photo(sku), crops / f"{sku}.jpg")
+    lines = []
+    for i in range(alerts):
+        seen, other = skus[i % len(skus)], skus[(i + 1) % len(skus)]
+        kind, scanned = ("non_scan", None) if i % 5 == 4 else ("product_switch", other)
+        event = _event(kind, LANE_T0 + 1000 + 60 * i, 100 + i, seen, scanned, [f"evidence/busy/{seen}.jpg"])
+        head = {"seq": i + 1, "id": f"{lane}-busy-{i + 1}", "lane": lane, "written_at": LANE_T0 + 1003 + 60 * i}
+        lines.append({**head, **event, "txn": f"T{100 + i // 10}"})
+    (root / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return root
+
+
 def _lane_evidence(root: Path, folder: str, track: int, sku: str, t0: float) -> tuple[str, ...]:
     """What `reid edge` with `[edge.clips]` keeps of a pass from `t0` to `t0 + 1.2`: two crops,
     the lane mid-pass and a clip, from frames of a lane showing the item's photo moving across."""
@@ -179,6 +199,15 @@ def csrf_token(client, page: str = "/login") -> str:
     """The CSRF token of a form on `page` (Flask's test client)."""
     html = client.get(page).get_data(as_text=True)
     return re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+
+
+def confirmation(client, preview: str) -> tuple[str, dict[str, str]]:
+    """A gallery change's preview page and its confirm form's fields (the POST to the same address makes it)."""
+    r = client.get(preview)
+    assert r.status_code == 200, r.get_data(as_text=True)
+    page = r.get_data(as_text=True)
+    token = re.search(r'name="token" value="([^"]+)"', page).group(1)
+    return page, {"csrf_token": re.search(r'name="csrf_token" value="([^"]+)"', page).group(1), "token": token}
 
 
 def sign_in(client, name: str = "alice") -> None:

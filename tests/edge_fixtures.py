@@ -13,10 +13,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.http_api import ApiContext, ApiServer, LaneRoutes
-from retail_reid.pipeline.edge.metrics import EdgeMetrics
+from retail_reid.pipeline.edge.metrics import EdgeMetrics, ServiceMetrics
 from retail_reid.pipeline.edge.pos_intake import PosInbox
 from retail_reid.pipeline.edge.settings import HttpConfig
 from retail_reid.pipeline.types import Event, EventType
@@ -24,8 +25,18 @@ from retail_reid.pipeline.types import Event, EventType
 REPO = Path(__file__).resolve().parents[1]
 
 
-def metrics() -> EdgeMetrics:
-    return EdgeMetrics(lambda: 7, lambda: 1.0, lambda: 0)
+def metrics(gallery_version: float = 7, lane: str = "", service: ServiceMetrics | None = None) -> EdgeMetrics:
+    """One lane's metrics, in a service of its own unless `service` is given."""
+    return EdgeMetrics(service or ServiceMetrics(lambda: gallery_version), lambda: 1.0, lambda: 0, lane=lane)
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one sample of a /metrics text, parsed as Prometheus parses it."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return s.value
+    raise KeyError(f"{name}{labels} not in the metrics text")
 
 
 def alert(i: int) -> Event:

@@ -151,6 +151,8 @@ def test_chain_summary_adds_up(clean):
     assert summary["baskets"]["transactions"] == 8 and 0 <= summary["baskets"]["mean"]["jaccard"] <= 1
     assert len(summary["slowest"]) == 4 and summary["failed"] == []
     page = (out / "index.html").read_text()
+    assert page.count("<svg ") == 2  # alerts per lane-hour by store and lane, and the slowest recordings
+    assert all(f">{s} / {lane}</text>" in page for s, lane in [("S1", "L1"), ("S1", "L2"), ("S2", "L1"), ("S2", "L2")])
     for rid in per:
         assert f'href="recordings/{rid}/report.html"' in page and (out / "recordings" / rid / "report.html").is_file()
     assert json.loads((out / "summary.json").read_text()) == summary

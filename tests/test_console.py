@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from console_fixtures import LANE_T0, PASSWORDS, SAMPLE_VAL, make_lane, make_settings
+from console_fixtures import LANE_T0, PASSWORDS, SAMPLE_VAL, confirmation, make_lane, make_settings
 from console_fixtures import csrf_token as _token
 from console_fixtures import sign_in as _sign_in
 from gallery_fixtures import run_reid, writer_env
@@ -79,6 +79,7 @@ GET_ROUTES = [
     f"{LANE_ALERT}/evidence/0",
     f"{LANE_ALERT}/evidence/3",  # the MP4 clip
     "/alerts/lane-1/lane-1-9f3a1c2e-3/evidence/2/frames/0",  # a frame of an older lane's AVI clip
+    f"{LANE_ALERT}/thumbnail",
     "/precision",
     "/verdicts.csv",
     "/verdicts.jsonl",
@@ -88,10 +89,12 @@ GET_ROUTES = [
 ]
 POST_ROUTES = [
     f"{LANE_ALERT}/verdict",
+    "/alerts/verdicts",
     "/gallery/products",
     "/gallery/products/Lime/photos",
     "/gallery/products/Lime/photos/1/remove",
-    "/gallery/rollback",
+    "/gallery/products/Lime/remove",
+    "/gallery/rollback/1",
 ]
 
 
@@ -197,7 +200,7 @@ def test_the_list_shows_lane_and_replay_alerts_and_filters_them(signed_in):
     assert "6 shown" in html  # 4 lane alerts + 2 replay alerts; the basket line is not an alert
     html = signed_in.get("/alerts?type=product_switch&lane=lane-1").get_data(as_text=True)
     assert "2 shown" in html and "Red-Bell-Pepper" in html
-    html = signed_in.get("/alerts?source=replay-a").get_data(as_text=True)
+    html = signed_in.get("/alerts?folder=replay-a").get_data(as_text=True)
     assert "2 shown" in html
     assert "0 shown" in signed_in.get("/alerts?from=2030-01-01").get_data(as_text=True)
     assert "4 shown" in signed_in.get("/alerts?lane=lane-1&from=2025-12-29&to=2025-12-29").get_data(as_text=True)
@@ -643,12 +646,11 @@ def test_an_uploaded_photo_is_a_new_version_by_the_operator_and_can_be_removed_a
     assert f"version {before + 1}" in html and f"/gallery/products/Lime/photos/{new.id}" in html
     assert signed_in.get(f"/gallery/products/Lime/photos/{new.id}").data == PHOTO.read_bytes()
     assert signed_in.get(f"/gallery/products/Kiwi/photos/{new.id}").status_code == 404  # not Kiwi's photo
-    r = signed_in.post(
-        f"/gallery/products/Lime/photos/{new.id}/remove", data={"csrf_token": _token(signed_in, "/gallery")}
-    )
+    remove = f"/gallery/products/Lime/photos/{new.id}/remove"
+    r = signed_in.post(remove, data=confirmation(signed_in, remove)[1])
     assert r.status_code == 303 and _version(settings.gallery) == before + 2
     r = signed_in.post(
-        "/gallery/rollback", data={"csrf_token": _token(signed_in, "/gallery"), "version": str(before + 1)}
+        f"/gallery/rollback/{before + 1}", data=confirmation(signed_in, f"/gallery/rollback/{before + 1}")[1]
     )
     assert r.status_code == 303 and _version(settings.gallery) == before + 3
     history = signed_in.get("/gallery/history").get_data(as_text=True)
@@ -779,13 +781,13 @@ def test_the_server_refuses_a_huge_body_from_its_length_alone(settings):
 def test_gallery_errors_are_one_line_with_nothing_changed(signed_in, settings):
     before = _version(settings.gallery)
     token = _token(signed_in, "/gallery")
-    for data, message in (
-        ({"version": "abc"}, "version: expected a whole number"),
-        ({"version": "999"}, "there is no version 999"),
-        ({"version": str(before)}, f"version {before} is the current version already"),
+    for version, message in (
+        ("999", "there is no version 999"),
+        (str(before), f"version {before} is the current version already"),
     ):
-        r = signed_in.post("/gallery/rollback", data={"csrf_token": token, **data})
+        r = signed_in.post(f"/gallery/rollback/{version}", data={"csrf_token": token})
         assert r.status_code == 400 and message in r.get_data(as_text=True)
+    assert signed_in.post("/gallery/rollback/abc", data={"csrf_token": token}).status_code == 404
     assert signed_in.get("/gallery/products/No-Such-Thing").status_code == 404
     assert signed_in.post("/gallery/products/Lime/photos/99999/remove", data={"csrf_token": token}).status_code == 404
     assert _version(settings.gallery) == before

@@ -5,6 +5,7 @@ route behind sign-in and CSRF, bad input refused with nothing changed."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -129,21 +130,81 @@ def test_bad_decisions_are_refused_with_nothing_changed(signed_in, settings, dat
     assert _state(settings.gallery) == before
 
 
-def test_a_wrong_product_dismissal_offers_its_crops_to_the_product_really_there(signed_in, settings):
+def _dismiss_as_wrong_product(client) -> tuple[str, list[str]]:
+    """Dismiss the switch as "wrong product recognised"; the CSRF token and the crops its page offers."""
+    token = _token(client, "/alerts")
+    client.post(f"{WRONG}/verdict", data={"csrf_token": token, "decision": "dismissed", "reason": "wrong_product"})
+    assert "Add its crops as lane references" in client.get(WRONG).get_data(as_text=True)
+    page = client.get(f"{WRONG}/references").get_data(as_text=True)
+    return token, re.findall(r'name="crop" value="(\d+)"', page)
+
+
+def test_only_a_wrong_product_dismissal_offers_its_crops(signed_in, settings):
     token = _token(signed_in, "/alerts")
-    r = signed_in.post(f"{WRONG}/references", data={"csrf_token": token, "sku": "Lime"})
-    assert r.status_code == 400 and "only an alert dismissed as" in r.get_data(as_text=True)
-    assert "Add as lane references" not in signed_in.get(WRONG).get_data(as_text=True)
-    signed_in.post(f"{WRONG}/verdict", data={"csrf_token": token, "decision": "dismissed", "reason": "wrong_product"})
-    assert "Add as lane references" in signed_in.get(WRONG).get_data(as_text=True)
+    for r in (
+        signed_in.post(f"{WRONG}/references", data={"csrf_token": token, "sku": "Lime", "crop": "0"}),
+        signed_in.get(f"{WRONG}/references"),
+    ):
+        assert r.status_code == 400 and "only an alert dismissed as" in r.get_data(as_text=True)
+    assert "Add its crops as lane references" not in signed_in.get(WRONG).get_data(as_text=True)
+    token, crops = _dismiss_as_wrong_product(signed_in)
     before = _state(settings.gallery)
-    r = signed_in.post(f"{WRONG}/references", data={"csrf_token": token, "sku": "No-Such-Product"})
-    assert r.status_code == 400 and "unknown product" in r.get_data(as_text=True)
+    for data, message in (
+        ({"sku": "No-Such-Product", "crop": crops}, "unknown product"),
+        ({"sku": "Bravo-Orange-Juice"}, "tick at least one crop"),
+        ({"sku": "Bravo-Orange-Juice", "crop": "99"}, "not one of this alert&#39;s crops"),
+    ):
+        r = signed_in.post(f"{WRONG}/references", data={"csrf_token": token, **data})
+        assert r.status_code == 400 and message in r.get_data(as_text=True)
     assert _state(settings.gallery) == before
-    r = signed_in.post(f"{WRONG}/references", data={"csrf_token": token, "sku": "Lime"})
+
+
+def test_the_crops_page_shows_each_crops_best_match(signed_in):
+    _, crops = _dismiss_as_wrong_product(signed_in)  # the crops show Bravo-Orange-Juice; Red-Bell-Pepper was scanned
+    page = signed_in.get(f"{WRONG}/references").get_data(as_text=True)
+    assert len(crops) == 2 and page.count("best match Bravo-Orange-Juice 0.") == 2
+    assert 'value="Red-Bell-Pepper"' in page and "2 of 2 crops look more like another product" in page
+    assert 'name="override"' in page and page.count("checked") == 0  # not ticked for the scanned SKU
+    page = signed_in.get(f"{WRONG}/references?sku=Bravo-Orange-Juice").get_data(as_text=True)
+    assert "look more like another product" not in page and page.count(" checked>") == 2
+
+
+def test_crops_matching_another_sku_better_are_refused_without_the_override(signed_in, settings):
+    token, crops = _dismiss_as_wrong_product(signed_in)
+    before = _state(settings.gallery)
+    r = signed_in.post(f"{WRONG}/references", data={"csrf_token": token, "sku": "Lime", "crop": crops})
+    text = r.get_data(as_text=True)
+    assert r.status_code == 400 and "crop 1 looks more like Bravo-Orange-Juice (0." in text and "than Lime (" in text
+    assert "and 1 more of the ticked crops" in text and "nothing changed" in text
+    assert _state(settings.gallery) == before
+    r = signed_in.post(
+        f"{WRONG}/references", data={"csrf_token": token, "sku": "Lime", "crop": crops, "override": "yes"}
+    )
     assert r.status_code == 303
     version, origins = _state(settings.gallery)
     assert version == before[0] + 1 and origins.count("lane") == 2
+    with GalleryStore.open(settings.gallery, readonly=True) as store:
+        last = store.history()[-1]
+    assert last.operator == "alice" and last.action == "accept-lane-references"
+    assert any(
+        sku == "Lime"
+        and f"from alert lane-1/{WRONG.rsplit('/', 1)[1]} against the gallery's matching" in detail
+        and "crop 2 looks more like Bravo-Orange-Juice" in detail
+        for sku, detail in last.entries
+    )
+    assert "against the gallery&#39;s matching" in signed_in.get("/gallery/history").get_data(as_text=True)
+
+
+def test_crops_matching_the_product_chosen_are_added_without_the_override(signed_in, settings):
+    token, crops = _dismiss_as_wrong_product(signed_in)
+    before = _state(settings.gallery)
+    r = signed_in.post(f"{WRONG}/references", data={"csrf_token": token, "sku": "Bravo-Orange-Juice", "crop": crops})
+    assert r.status_code == 303
+    with GalleryStore.open(settings.gallery, readonly=True) as store:
+        last = store.history()[-1]
+        origins = [r.origin for r in store.product("Bravo-Orange-Juice")[1]]
+    assert last.version == before[0] + 1 and origins.count("lane") == 2
+    assert not any("against the gallery's matching" in detail for _, detail in last.entries)
 
 
 def test_a_folder_that_is_not_lane_references_is_refused_at_start(tmp_path, gallery_dir):

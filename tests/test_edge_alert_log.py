@@ -63,7 +63,7 @@ from pathlib import Path
 import numpy as np
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.evidence import EvidenceWriter
-from retail_reid.pipeline.edge.metrics import EdgeMetrics
+from retail_reid.pipeline.edge.metrics import EdgeMetrics, ServiceMetrics
 from retail_reid.pipeline.types import Crop, Event, EventType, ItemPass
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 root = Path(sys.argv[1])
@@ -76,7 +76,7 @@ resource.setrlimit(resource.RLIMIT_FSIZE, (size + 100, hard))
 log.append(ev(2), 1); log.append(ev(3), 1)
 full = {"size_kept": (root / "events.jsonl").stat().st_size == size, "unwritten": log.unwritten, "error": log.error,
         "readable": [r["seq"] for r in log.read_after(0, 10)]}
-m = EdgeMetrics(lambda: 1, lambda: 1, lambda: 0)
+m = EdgeMetrics(ServiceMetrics(lambda: 1), lambda: 1, lambda: 0)
 writer = EvidenceWriter(root, "evidence/run", on_failure=lambda reason: m.evidence_failures.inc())
 crop = Crop(image=np.random.default_rng(0).integers(0, 255, (120, 80, 3), dtype=np.uint8), ts=0.0, box=(0, 0, 80, 120),
             quality=1.0)

@@ -19,9 +19,10 @@ from retail_reid.cli import main
 from retail_reid.gallery import GalleryError
 from retail_reid.gallery.bundle import export_bundle, import_bundle
 from retail_reid.gallery.check import check_path
+from retail_reid.gallery.matching import Gallery
 from retail_reid.gallery.photos import RefOrigin
 from retail_reid.gallery.renderings import OFF, LaneProfile, seed_for
-from retail_reid.gallery.snapshot import Snapshot, read_current, read_manifest
+from retail_reid.gallery.snapshot import Snapshot, read_current, read_manifest, version_dir
 from retail_reid.gallery.store import GalleryStore
 from retail_reid.images import read_image
 from retail_reid.models.views import LANE_LEVELS, LaneCamera, LaneLevel
@@ -205,3 +206,48 @@ def test_a_gallery_from_before_renderings_is_migrated_with_renderings_off(small,
         assert [(r.n_refs, r.n_renderings) for r in store.products()] == [(2, 0), (1, 0)]
         store.set_lane_camera(LaneProfile(), operator="t", embedder=embedder)
         assert [(r.n_refs, r.n_renderings) for r in store.products()] == [(2, 4), (1, 2)]
+
+
+def test_a_sku_scores_the_better_of_its_photos_and_its_renderings_centroid(small, embedder):
+    """By centroid, renderings are averaged apart from the photos: a crop like the photos is not pulled
+    down by the renderings, nor a lane-camera crop by the photos."""
+    with GalleryStore.open(small) as store:
+        store.add("Lime", LIME, operator="t", embedder=embedder)
+    snap = Snapshot.load(small, read_current(small))
+    assert snap.manifest["renderings"] == 6 and int(snap.rendered.sum()) == 6
+    vectors = snap.index.reconstruct_batch(snap.ref_ids)
+    kiwi = snap.ref_sku == snap.position["Kiwi"]
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return v / np.linalg.norm(v)
+
+    photos, rendered = unit(vectors[kiwi & ~snap.rendered].mean(0)), unit(vectors[kiwi & snap.rendered].mean(0))
+    pooled = unit(vectors[kiwi].mean(0))
+    g = Gallery.open(small, embedder, scoring="centroid")
+    for query in (photos, rendered):
+        (best, *_), *_ = g.match(query[None], k=2)
+        assert best.sku == "Kiwi" and best.score == pytest.approx(1.0, abs=1e-5)
+        assert best.score > float(pooled @ query) + 1e-3  # what one pooled centroid gave
+        assert g.verify(query, "Kiwi").similarity == pytest.approx(1.0, abs=1e-5)
+    assert [m.sku for m in g.match(photos[None], k=5)[0]] == ["Kiwi", "Lime"]  # each SKU once
+
+
+def test_which_references_are_renderings_is_read_from_an_older_versions_refs(small):
+    """A version written before rendered.npy existed: its refs.json tells which rows are renderings."""
+    snap = Snapshot.load(small, read_current(small))
+    d = version_dir(small, snap.version)
+    manifest = json.loads((d / "manifest.json").read_text())
+    for key in ("files", "sha256"):
+        del manifest[key]["rendered.npy"]
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    (d / "rendered.npy").unlink()
+    assert np.array_equal(Snapshot.load(small, snap.version).rendered, snap.rendered)
+
+
+def test_a_damaged_rendered_file_is_a_one_line_error_naming_it(small):
+    snap = Snapshot.load(small, read_current(small))
+    path = version_dir(small, snap.version) / "rendered.npy"
+    path.write_bytes(path.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(GalleryError, match=r"rendered\.npy: .*damaged") as e:
+        Snapshot.load(small, snap.version)
+    assert "\n" not in str(e.value)

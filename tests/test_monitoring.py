@@ -8,20 +8,12 @@ import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
-
-from retail_reid.pipeline.edge.metrics import EdgeMetrics
+from edge_fixtures import metrics
+from monitoring_files import DASHBOARD, OWN_METRIC, RULE_TESTS, RULES
 
 yaml = pytest.importorskip("yaml")  # PyYAML, the [dev] extra
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
-RULES, RULE_TESTS, DASHBOARD = (
-    DEPLOY / "prometheus-rules.yml",
-    DEPLOY / "prometheus-rules.test.yml",
-    DEPLOY / "grafana-dashboard.json",
-)
-OWN_METRIC = re.compile(r"\b(?:reid|process)_[a-z_]+\b")  # this service's metrics and the standard process ones
 SELECTOR = re.compile(r"\b((?:reid|process)_[a-z_]+)\{([^}]*)\}")
 MATCHER = re.compile(r'(\w+)\s*(?:=|!=|=~|!~)\s*"([^"]*)"')
 SCRAPE_LABELS = {"job", "instance"}  # added by Prometheus, not by the exporter
@@ -30,7 +22,7 @@ SCRAPE_LABELS = {"job", "instance"}  # added by Prometheus, not by the exporter
 def _exported() -> dict[str, set[tuple[str, str]]]:
     """Every sample name the exporter writes, with the (label, value) pairs it carries."""
     out: dict[str, set[tuple[str, str]]] = {}
-    for line in EdgeMetrics(lambda: 1, lambda: 1.0, lambda: 0).render().splitlines():
+    for line in metrics().render().splitlines():
         if line.startswith("#"):
             continue
         name, _, labels = line.split(" ")[0].partition("{")

@@ -30,6 +30,7 @@ EXTRAS_ONLY = {
     "werkzeug",  # flask's own, imported directly by the console's URL converter
     "waitress",  # [console]
     "ray",  # [ray]
+    "matplotlib",  # [console] and [ray]: their pages' charts
     "paho",  # [mqtt]
 }
 # pip's words when it cannot reach an index at all (as opposed to a resolution or build failure).

@@ -175,6 +175,10 @@ def test_outputs_summary_baskets_and_report(run, scenario):
     assert summary["frames_processed"] == frames and summary["frames_dropped"] == 0
     assert summary["speed_x_realtime"] > 0 and summary["counts"]["basket"] == 2
     assert summary["counts"]["non_scan"] == sum(a["type"] == "non_scan" for a in lines)
+    assert summary["zone"] == list(truth.zone)
+    # each threshold in force under its [events] setting's name, the evidence counts as set
+    assert set(summary["thresholds"]) <= set(summary["config"]["events"])
+    assert summary["thresholds"]["switch_min_views"] == summary["config"]["events"]["switch_min_views"]
     report = (run / "report.html").read_text()
     n_alerts = sum(a["type"] != "basket" for a in lines)
     assert report.count('class="card"') == n_alerts

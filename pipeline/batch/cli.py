@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from retail_reid.errors import ReidError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -41,8 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from retail_reid.pipeline.batch.manifest import read_manifest
-    from retail_reid.pipeline.batch.runner import BatchError, BatchOptions, run_batch
     from retail_reid.pipeline.batch.worker import GallerySpec
+
+    try:
+        from retail_reid.pipeline.batch.runner import BatchError, BatchOptions, run_batch
+    except ImportError as e:  # matplotlib, which draws the summary page's charts (Ray is checked when it runs)
+        raise ReidError(f"reid replay-batch needs the [ray] extra: pip install 'retail-reid[ray]' ({e})") from None
 
     for name in ("workers", "threads"):
         value = getattr(args, name)

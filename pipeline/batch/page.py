@@ -1,10 +1,15 @@
-"""OUT/index.html: the chain summary as one page (no scripts), linking each recording's report."""
+"""OUT/index.html: the chain summary as one page (no scripts), linking each recording's report,
+with charts of the alert rates by lane and of the slowest recordings beside their tables."""
 
 from __future__ import annotations
 
 import html
 
+from retail_reid.pipeline.charts import bar_chart
 from retail_reid.pipeline.report import STYLE
+
+CHART_STYLE = "svg.chart{display:block;max-width:100%;height:auto;margin:8px 0}"
+NOTHING_REPLAYED = "<p>No recording replayed yet: nothing to chart.</p>"
 
 
 def _cell(v: object) -> str:
@@ -26,6 +31,21 @@ def _rate_rows(groups: list[dict], keys: list[str], types: list[str]) -> list[li
     ]
 
 
+def lane_rates(summary: dict) -> tuple[list[str], list[float]]:
+    """The chart of alerts per lane-hour: "store / lane" labels and their rates (lanes with video)."""
+    lanes = [g for g in summary["by_lane"] if g["alerts_per_lane_hour"] is not None]
+    return [f"{g['store']} / {g['lane']}" for g in lanes], [g["alerts_per_lane_hour"] for g in lanes]
+
+
+def slowest_speeds(summary: dict) -> tuple[list[str], list[float]]:
+    """The chart of the slowest recordings: their ids and multiples of real time, slowest first."""
+    return [s["id"] for s in summary["slowest"]], [s["speed_x_realtime"] for s in summary["slowest"]]
+
+
+def _chart(name: str, title: str, bars: tuple[list[str], list[float]], x_label: str) -> str:
+    return bar_chart(name, title, *bars, x_label) if bars[0] else NOTHING_REPLAYED
+
+
 def render_page(summary: dict) -> str:
     """The page's HTML; links are relative, so OUT can be moved or served as it is."""
     types = sorted(summary["totals"]["by_type"])
@@ -33,7 +53,7 @@ def render_page(summary: dict) -> str:
     rate_headers = ["lane-hours", "transactions", "alerts", *types, "per lane-hour", "per 1,000 txn"]
     body = [
         "<!doctype html><html><head><meta charset='utf-8'><title>retail-reid chain replay</title>",
-        f"<style>{STYLE}</style></head><body><h1>Chain replay summary</h1>",
+        f"<style>{STYLE}{CHART_STYLE}</style></head><body><h1>Chain replay summary</h1>",
         "<p>" + ", ".join(f"{v} {html.escape(k)}" for k, v in summary["recordings"].items()) + " recordings; this run: "
         f"{run['workers']} workers, started in {run['start_seconds']} s, replayed in {run['replay_seconds']} s</p>",
         "<h2>Totals</h2>",
@@ -41,6 +61,7 @@ def render_page(summary: dict) -> str:
         "<h2>By store</h2>",
         _table(["store", *rate_headers], _rate_rows(summary["by_store"], ["store"], types)),
         "<h2>By lane</h2>",
+        _chart("lane-rates", "Alerts per lane-hour by store and lane", lane_rates(summary), "alerts per lane-hour"),
         _table(["store", "lane", *rate_headers], _rate_rows(summary["by_lane"], ["store", "lane"], types)),
     ]
     b = summary["baskets"]
@@ -60,6 +81,7 @@ def render_page(summary: dict) -> str:
         ]
     body += [
         "<h2>Slowest</h2>",
+        _chart("slowest", "Slowest recordings (multiple of real time)", slowest_speeds(summary), "× real time"),
         _table(
             ["recording", "video s", "processing s", "× real time"],
             [

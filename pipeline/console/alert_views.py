@@ -1,21 +1,36 @@
-"""Alert pages: the list with its filters, one alert with its evidence and verdict form, the
-precision table, and the verdict exports."""
+"""Alert pages: the list with its filters and search, one alert with its evidence and verdict form,
+verdicts on one alert or on several at once, the precision page (tables and charts), and the
+verdict exports.
+
+The list's filters travel in every alert page's address, so that after a verdict the analyst is
+taken to the next unreviewed alert of the same list, and its keys (static/review.js) step through it."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, Response, abort, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
 
 from retail_reid.pipeline.console.alerts import KEY, Alert, AlertFamily, AlertFolder, AlertType, SourceKind, family_of
 from retail_reid.pipeline.console.clip_frames import clip_frame, clip_info, playable, within_bounds
+from retail_reid.pipeline.console.formatting import label
 from retail_reid.pipeline.console.safe_files import CLIP_SUFFIXES, IMAGE_SUFFIXES, inside
 from retail_reid.pipeline.console.settings import ConsoleError
 from retail_reid.pipeline.console.state import operator, state
+from retail_reid.pipeline.console.thumbnails import thumbnail as make_thumbnail
+from retail_reid.pipeline.console.trends import (
+    RATE_DAYS,
+    alerts_per_lane_hour,
+    lane_activity,
+    precision_chart,
+    rate_chart,
+    weekly_precision,
+)
 from retail_reid.pipeline.console.verdicts import (
     REASON_LABELS,
     REASONS,
@@ -33,13 +48,18 @@ if TYPE_CHECKING:
 
 blueprint = Blueprint("alerts", __name__)
 PAGE = 100  # alerts a list page shows
+MAX_BULK = PAGE  # alerts one bulk verdict may judge: a page's worth
 PHOTOS = 4  # gallery photos shown per product on an alert page
+MAX_SEARCH = 128  # characters of a SKU or transaction searched for
+THUMBNAIL_MAX_AGE_S = 3600  # the browser keeps an alert's thumbnail (its evidence does not change)
 UNREVIEWED = "unreviewed"
 DECISIONS = frozenset(d.value for d in Decision)
 TYPES = frozenset(t.value for t in AlertType)
 FAMILIES = frozenset(f.value for f in AlertFamily)
 EVIDENCE_SUFFIXES = IMAGE_SUFFIXES | CLIP_SUFFIXES
 FAMILY_LABELS = {AlertFamily.LOSS: "loss alerts", AlertFamily.SERVICE: "customer service (double scans)"}
+FILTER_ARGS = ("folder", "lane", "family", "type", "verdict", "sku", "txn", "from", "to")
+MINUTE_FORMAT = "%Y-%m-%dT%H:%M"  # what <input type="datetime-local"> sends
 
 
 @dataclass(frozen=True)
@@ -49,29 +69,33 @@ class Filters:
     family: str  # loss alerts, customer service (double scans), or both
     type: str
     verdict: str
-    day_from: float | None
-    day_to: float | None  # exclusive: the end of the day given
+    sku: str  # part of the SKU seen or scanned, any case
+    txn: str  # the transaction id, any case
+    after: float | None  # Unix seconds, from the operator's day or minute given
+    before: float | None  # exclusive: the end of the day or minute given
 
     @classmethod
-    def from_args(cls) -> Filters:
-        a = request.args
-        verdict = a.get("verdict", "")
+    def from_args(cls, args: Mapping[str, str], zone: tzinfo) -> Filters:
+        """The list's filters from a request's arguments, or a ConsoleError naming the field."""
+        verdict = args.get("verdict", "")
         if verdict not in ("", UNREVIEWED, *DECISIONS):
             raise ConsoleError(f"verdict: expected {UNREVIEWED}, confirmed or dismissed, got {verdict!r}")
-        kind = a.get("type", "")
+        kind = args.get("type", "")
         if kind and kind not in TYPES:
             raise ConsoleError(f"type: expected one of {', '.join(AlertType)}, got {kind!r}")
-        family = a.get("family", "")
+        family = args.get("family", "")
         if family and family not in FAMILIES:
             raise ConsoleError(f"family: expected one of {', '.join(AlertFamily)}, got {family!r}")
         return cls(
-            a.get("source", ""),
-            a.get("lane", ""),
-            family,
-            kind,
-            verdict,
-            _day(a.get("from", ""), "from", 0),
-            _day(a.get("to", ""), "to", 86400),
+            source=args.get("folder", ""),
+            lane=args.get("lane", ""),
+            family=family,
+            type=kind,
+            verdict=verdict,
+            sku=_search(args, "sku"),
+            txn=_search(args, "txn"),
+            after=_moment(args.get("from", ""), "from", zone, end=False),
+            before=_moment(args.get("to", ""), "to", zone, end=True),
         )
 
     def keep(self, alert: Alert, verdict: Verdict | None) -> bool:
@@ -83,18 +107,64 @@ class Filters:
             return False
         if self.verdict in DECISIONS and (verdict is None or verdict.decision != self.verdict):
             return False
-        if self.day_from is not None and alert.when < self.day_from:
+        rec = alert.record
+        if self.sku and not any(_contains(rec.get(f), self.sku) for f in ("seen_sku", "scanned_sku")):
             return False
-        return self.day_to is None or alert.when < self.day_to
+        if self.txn and str(rec.get("txn")).casefold() != self.txn:
+            return False
+        if self.after is not None and alert.when < self.after:
+            return False
+        return self.before is None or alert.when < self.before
 
 
-def _day(text: str, field: str, offset: float) -> float | None:
+def _search(args: Mapping[str, str], field: str) -> str:
+    text = args.get(field, "").strip()
+    if len(text) > MAX_SEARCH:
+        raise ConsoleError(f"{field}: at most {MAX_SEARCH} characters, got {len(text)}")
+    return text.casefold()
+
+
+def _contains(value: object, part: str) -> bool:
+    return value is not None and part in str(value).casefold()
+
+
+def _moment(text: str, field: str, zone: tzinfo, end: bool) -> float | None:
+    """A day (YYYY-MM-DD) or a minute (YYYY-MM-DDTHH:MM) in the operator's zone, as Unix seconds:
+    its start, or with `end` the start of the next day or minute."""
     if not text:
         return None
-    try:
-        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp() + offset
-    except ValueError:
-        raise ConsoleError(f"{field}: expected a date YYYY-MM-DD, got {text[:40]!r}") from None
+    for fmt, step in (("%Y-%m-%d", timedelta(days=1)), (MINUTE_FORMAT, timedelta(minutes=1))):
+        try:
+            t = datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        return (t + step if end else t).replace(tzinfo=zone).timestamp()
+    raise ConsoleError(f"{field}: expected a date YYYY-MM-DD or a time YYYY-MM-DDTHH:MM, got {text[:40]!r}")
+
+
+def _filters() -> Filters:
+    return Filters.from_args(request.args, state().settings.zone)
+
+
+def list_args() -> dict[str, Any]:
+    """The list's filters of this request, as the arguments of the pages' addresses."""
+    return {k: request.args[k] for k in FILTER_ARGS if request.args.get(k)}
+
+
+def _order(alert: Alert) -> tuple[float, float, str, str]:
+    """The list's order, newest first when reversed; ties broken so that next and previous are defined."""
+    return (alert.when, alert.t_start, alert.source, alert.key)
+
+
+def _listed(filters: Filters) -> tuple[list[tuple[Alert, Verdict | None]], list[Alert]]:
+    """The alerts the filters keep with their verdicts, newest first, and every alert."""
+    st = state()
+    latest = st.verdicts.latest()
+    every = [a for f in st.folders.values() for a in f.alerts()]
+    rows = [(a, latest.get((a.source, a.key))) for a in every]
+    rows = [r for r in rows if filters.keep(*r)]
+    rows.sort(key=lambda r: _order(r[0]), reverse=True)
+    return rows, every
 
 
 def _folder(source: str) -> AlertFolder:
@@ -119,41 +189,58 @@ def home() -> BaseResponse:
 
 @blueprint.route("/alerts")
 def index() -> str:
-    filters = Filters.from_args()
-    st = state()
-    latest = st.verdicts.latest()
-    every = [a for f in st.folders.values() for a in f.alerts()]
-    rows = [(a, latest.get((a.source, a.key))) for a in every]
-    rows = [r for r in rows if filters.keep(*r)]
-    rows.sort(key=lambda r: (r[0].when, r[0].t_start), reverse=True)
+    return _list_page(_filters())
+
+
+def _list_page(filters: Filters, error: str = "", form: Mapping[str, str] | None = None) -> str:
+    """The alert list; after a refused bulk verdict, with its error and the form as it was sent."""
+    rows, every = _listed(filters)
     page = max(1, request.args.get("page", 1, type=int) or 1)
+    shown = rows[(page - 1) * PAGE : page * PAGE]
+    picked = set(request.form.getlist("alert")) if form is not None else set()
     return render_template(
         "alerts.html",
-        rows=rows[(page - 1) * PAGE : page * PAGE],
+        rows=shown,
+        start=next((a for a, v in rows if v is None), rows[0][0] if rows else None),  # where review begins
         total=len(rows),
         page=page,
         pages=max(1, -(-len(rows) // PAGE)),
         filters=filters,
-        folders=st.folders,
+        args=list_args(),
+        zone=state().settings.time_zone,
+        folders=state().folders,
         lanes=sorted({a.lane for a in every}),
         types=list(AlertType),
         families=FAMILY_LABELS,
-        bad_lines={name: f.bad_lines for name, f in st.folders.items() if f.bad_lines},
+        bad_lines={name: f.bad_lines for name, f in state().folders.items() if f.bad_lines},
+        thumbnails={(a.source, a.key) for a, _ in shown if _thumbnail_index(a) is not None},
+        reasons=REASON_LABELS,
+        error=error,
+        form=form or {},
+        picked=picked,
     )
 
 
 @blueprint.route("/alerts/<source>/<key>")
 def show(source: str, key: str) -> str:
     folder, alert = _alert(source, key)
+    return _alert_page(folder, alert)
+
+
+def _alert_page(folder: AlertFolder, alert: Alert, error: str = "", form: Mapping[str, str] | None = None) -> str:
+    """An alert's page; after a refused verdict, with its error and the form as it was sent."""
     st = state()
     pos, pos_missing = folder.pos_around(alert)
     rec = alert.record
-    history = st.verdicts.history(source, key)
+    history = st.verdicts.history(alert.source, alert.key)
     wrong_product = bool(history) and history[0].reason is Reason.WRONG_PRODUCT and bool(alert.crops)
     kinds = [(i, evidence_kind(rel), _evidence_file(folder, rel)) for i, rel in enumerate(alert.evidence)]
     clip_files = [(i, path) for i, kind, path in kinds if kind is EvidenceKind.CLIP and path is not None]
     videos = [i for i, path in clip_files if playable(path)]
     clips = [(i, clip_info(path)) for i, path in clip_files if i not in videos]  # older lanes' AVI: stills
+    rows, _ = _listed(_filters())
+    newer = [a for a, _ in rows if _order(a) > _order(alert)]
+    older = [a for a, _ in rows if _order(a) < _order(alert)]
     return render_template(
         "alert.html",
         alert=alert,
@@ -174,6 +261,11 @@ def show(source: str, key: str) -> str:
         pos_missing=pos_missing,
         reasons=REASON_LABELS,
         offered={r: REASON_LABELS[r] for r in REASONS[alert.type.family]},
+        args=list_args(),
+        previous=newer[-1] if newer else None,
+        next=older[0] if older else None,
+        error=error,
+        form=form or {},
     )
 
 
@@ -213,35 +305,134 @@ def clip_still(source: str, key: str, index: int, frame: int) -> Response:
     return Response(jpeg, mimetype="image/jpeg")
 
 
+def _verdict(alert: Alert, decision: Decision, reason: Reason | None, note: str, now: float) -> Verdict:
+    return Verdict(
+        source=alert.source,
+        alert_key=alert.key,
+        lane=alert.lane,
+        alert_type=alert.type.value,
+        alert_time=alert.when,
+        decision=decision,
+        reason=reason,
+        note=note,
+        reviewer=operator(),
+        decided_at=now,
+    )
+
+
+def _said(decision: Decision, reason: Reason | None) -> str:
+    return decision.value + (f" ({REASON_LABELS[reason]})" if reason else "")
+
+
 @blueprint.route("/alerts/<source>/<key>/verdict", methods=["POST"])
-def verdict(source: str, key: str) -> BaseResponse:
-    _, alert = _alert(source, key)
+def verdict(source: str, key: str) -> BaseResponse | tuple[str, int]:
+    """One alert's verdict; then the next unreviewed alert of the list it was opened from. The
+    decision is the button clicked (the form has no default button: Enter in the note records
+    nothing); a refused verdict shows the page again with the reason and the note as they were."""
+    folder, alert = _alert(source, key)
     form = request.form
-    decision, reason, note = check_verdict(
-        form.get("decision", ""), form.get("reason", ""), form.get("note", ""), alert.type.family
-    )
-    state().verdicts.record(
-        Verdict(
-            source=alert.source,
-            alert_key=alert.key,
-            lane=alert.lane,
-            alert_type=alert.type.value,
-            alert_time=alert.when,
-            decision=decision,
-            reason=reason,
-            note=note,
-            reviewer=operator(),
-            decided_at=time.time(),
+    filters = _filters()
+    try:
+        decision, reason, note = check_verdict(
+            form.get("decision", ""), form.get("reason", ""), form.get("note", ""), alert.type.family
         )
-    )
-    return redirect(url_for("alerts.show", source=source, key=key), 303)
+    except ConsoleError as e:
+        return _alert_page(folder, alert, error=str(e), form=form), 400
+    state().verdicts.record(_verdict(alert, decision, reason, note, time.time()))
+    flash(f"{_said(decision, reason)}: {label(alert.type)} {alert.source}/{alert.key}")
+    rows, _ = _listed(filters)
+    todo = [a for a, v in rows if v is None]  # the alert just judged is not among them
+    after = [a for a in todo if _order(a) < _order(alert)]
+    following = next(iter(after or todo), None)  # the next one below it in the list, else from the top
+    if following is None:
+        flash("No unreviewed alert left in this list.")
+        return redirect(url_for("alerts.index", **list_args()), 303)
+    return redirect(url_for("alerts.show", source=following.source, key=following.key, **list_args()), 303)
+
+
+@blueprint.route("/alerts/verdicts", methods=["POST"])
+def bulk_verdict() -> BaseResponse | tuple[str, int]:
+    """One verdict on several alerts ticked in the list: one row per alert in the verdicts, as if
+    each had been given alone, all stored or none."""
+    form = request.form
+    filters = _filters()
+    try:
+        alerts = _picked(form.getlist("alert"))
+        verdicts = []
+        now = time.time()
+        for alert in alerts:
+            try:
+                decision, reason, note = check_verdict(
+                    form.get("decision", ""), form.get("reason", ""), form.get("note", ""), alert.type.family
+                )
+            except ConsoleError as e:
+                raise ConsoleError(f"{alert.source}/{alert.key} ({label(alert.type)}): {e}") from None
+            verdicts.append(_verdict(alert, decision, reason, note, now))
+    except ConsoleError as e:
+        return _list_page(filters, error=str(e), form=form), 400
+    state().verdicts.record(*verdicts)
+    flash(f"{_said(verdicts[0].decision, verdicts[0].reason)}: {len(verdicts)} alerts")
+    return redirect(url_for("alerts.index", **list_args()), 303)
+
+
+def _picked(values: list[str]) -> list[Alert]:
+    """The alerts ticked (`source/key` each), or a ConsoleError naming the first unknown one."""
+    unique = list(dict.fromkeys(values))
+    if not unique:
+        raise ConsoleError("alert: tick at least one alert")
+    if len(unique) > MAX_BULK:
+        raise ConsoleError(f"alert: at most {MAX_BULK} alerts at once, got {len(unique)}")
+    alerts = []
+    for value in unique:
+        source, _, key = value.partition("/")
+        folder = state().folders.get(source)
+        alert = folder.alert(key) if folder is not None and KEY.fullmatch(key) else None
+        if alert is None:
+            raise ConsoleError(f"alert: no alert {value[:200]!r}")
+        alerts.append(alert)
+    return alerts
+
+
+def _thumbnail_index(alert: Alert) -> int | None:
+    """The evidence the list shows small: the first crop, else the lane mid-pass (a picture only)."""
+    kinds = [(i, evidence_kind(rel)) for i, rel in enumerate(alert.evidence)]
+    for wanted in (EvidenceKind.CROP, EvidenceKind.LANE):
+        found = [i for i, kind in kinds if kind is wanted]
+        if found:
+            return found[0]
+    return None
+
+
+@blueprint.route("/alerts/<source>/<key>/thumbnail")
+def thumbnail(source: str, key: str) -> Response:
+    folder, alert = _alert(source, key)
+    index = _thumbnail_index(alert)
+    path = inside(folder.root, alert.evidence[index]) if index is not None else None
+    jpeg = make_thumbnail(path) if path is not None else None
+    if jpeg is None:
+        abort(404, "no picture of this alert to show")
+    return Response(jpeg, mimetype="image/jpeg", headers={"Cache-Control": f"private, max-age={THUMBNAIL_MAX_AGE_S}"})
 
 
 @blueprint.route("/precision")
 def precision() -> str:
     rows = state().verdicts.precision()
-    tables = [(label, [r for r in rows if family_of(r.alert_type) is f]) for f, label in FAMILY_LABELS.items()]
-    return render_template("precision.html", tables=tables, any_rows=bool(rows))
+    tables = [(f, label, [r for r in rows if family_of(r.alert_type) is f]) for f, label in FAMILY_LABELS.items()]
+    charts = {
+        f: precision_chart(f"precision-{f}", f"Precision of {label} per lane and week", weekly_precision(rs))
+        for f, label, rs in tables
+        if rs
+    }
+    days = alerts_per_lane_hour(*lane_activity(state().folders.values()))
+    return render_template(
+        "precision.html",
+        tables=tables,
+        charts=charts,
+        any_rows=bool(rows),
+        days=days,
+        days_shown=RATE_DAYS,
+        rate_chart=rate_chart(days) if days else None,
+    )
 
 
 @blueprint.route("/verdicts.<fmt>")

@@ -33,6 +33,7 @@ SECRET_FILE = "session.key"
 OPEN_ENDPOINTS = frozenset({"auth.login", "static"})
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'self'; "
+    "script-src 'self'; "
     "form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -90,7 +91,7 @@ def create_app(settings: ConsoleSettings) -> Flask:
         throttle=SignInThrottle(),
         decisions=ReferenceDecisions(settings.data / DECISIONS_DB),
     )
-    formatting.install(app)
+    formatting.install(app, settings.zone)
     app.url_map.converters["sku"] = SkuConverter
     for module in (auth_views, alert_views, gallery_views, lane_reference_views):
         app.register_blueprint(module.blueprint)

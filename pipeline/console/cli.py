@@ -73,6 +73,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default: %(default)g; every session ends 12 h after sign-in)",
     )
     p.add_argument(
+        "--time-zone",
+        default="UTC",
+        metavar="ZONE",
+        help="the time zone the pages write times in, an IANA name such as Europe/Paris (UTC is shown on hover) "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
         "--add-user",
         metavar="NAME",
         help="add or replace an operator in --users (password read from the terminal or stdin) and exit",
@@ -129,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         secure_cookies=args.secure_cookies,
         session_idle_minutes=args.session_idle_minutes,
+        time_zone=args.time_zone,
     )
     if not bind.loopback and not args.allow_remote:
         raise ConsoleError(

@@ -11,11 +11,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retail_reid.gallery import GalleryError
+from retail_reid.gallery.matching import Gallery
 from retail_reid.gallery.photos import RefOrigin
 from retail_reid.gallery.reading import ProductRow, RefRow, VersionRow
+from retail_reid.gallery.snapshot import read_current
 from retail_reid.gallery.store import ChangeResult, GalleryStore
 from retail_reid.images import decode_image
 from retail_reid.models.runtime import OnnxEmbedder
+from retail_reid.pipeline.console.gallery_changes import (
+    ChangeKind,
+    ChangePreview,
+    check_unchanged,
+    preview_remove_photo,
+    preview_remove_product,
+    preview_rollback,
+)
 from retail_reid.pipeline.console.safe_files import inside
 from retail_reid.pipeline.console.settings import ConsoleError
 
@@ -35,7 +45,9 @@ class GalleryAccess:
         self.root = root
         self.staging = staging  # under the console's data folder
         self._embedder: OnnxEmbedder | None = None
+        self._matcher: Gallery | None = None
         self._write = threading.Lock()  # one change at a time from this process (the store's lock covers others)
+        self._matching = threading.Lock()  # the matcher is loaded or refreshed by one request at a time
 
     def _open(self, readonly: bool = True) -> GalleryStore:
         return GalleryStore.open(self.root, readonly=readonly)
@@ -97,9 +109,25 @@ class GalleryAccess:
         with self._open() as store:
             return store.reference_hashes()
 
-    def add_lane_references(self, sku: str, paths: list[Path], operator: str) -> ChangeResult:
+    def matcher(self) -> Gallery:
+        """The current version matched as the lanes match it (their `Gallery`, its default scoring),
+        loaded once and refreshed when a new version is published."""
+        with self._matching:
+            if self._matcher is not None:
+                try:
+                    self._matcher.refresh()
+                    return self._matcher
+                except GalleryError:  # rebuilt with another model: load it afresh
+                    self._matcher = None
+            with self._open() as store:
+                embedder = self._embedder_for(store)
+            self._matcher = Gallery.open(self.root, embedder)
+            return self._matcher
+
+    def add_lane_references(self, sku: str, paths: list[Path], operator: str, note: str | None = None) -> ChangeResult:
         """Crops a lane kept (already checked files inside the console's folders) as references of
-        an existing product, marked as lane references; crops already in the gallery are left out."""
+        an existing product, marked as lane references; crops already in the gallery are left out.
+        `note` goes into the gallery's audit log under the SKU (an operator's override, say)."""
         with self._write, self._open(readonly=False) as store:
             if sku not in {p.product.sku for p in store.products()}:
                 raise ConsoleError(f"sku: unknown product {sku!r}; lane references go to products the gallery holds")
@@ -111,15 +139,27 @@ class GalleryAccess:
                 skip_bad=True,
                 embedder=self._embedder_for(store),
                 origin=RefOrigin.LANE,
+                notes=[(sku, note)] if note else [],
             )
 
-    def remove_photo(self, ref_id: int, operator: str) -> ChangeResult:
-        with self._write, self._open(readonly=False) as store:
-            return store.remove_ref(ref_id, operator=operator)
+    def preview(self, kind: ChangeKind, target: str, sku: str | None = None) -> ChangePreview:
+        """What a destructive change would do to the current version (`sku`: the removed photo's product)."""
+        with self._open() as store:
+            if kind is ChangeKind.ROLLBACK:
+                return preview_rollback(store, int(target))
+            if kind is ChangeKind.REMOVE_PRODUCT:
+                return preview_remove_product(store, target)
+            return preview_remove_photo(store, sku or "", int(target))
 
-    def rollback(self, version: int, operator: str) -> ChangeResult:
+    def apply(self, preview: ChangePreview, operator: str) -> ChangeResult:
+        """Make a previewed change, refused if the gallery is no longer at the version previewed."""
         with self._write, self._open(readonly=False) as store:
-            return store.rollback(version, operator=operator)
+            check_unchanged(preview.base_version, read_current(self.root))
+            if preview.kind is ChangeKind.ROLLBACK:
+                return store.rollback(int(preview.target), operator=operator)
+            if preview.kind is ChangeKind.REMOVE_PRODUCT:
+                return store.remove_sku(preview.target, operator=operator)
+            return store.remove_ref(int(preview.target), operator=operator)
 
 
 def _stage(folder: Path, uploads: list[Upload]) -> list[Path]:

@@ -1,15 +1,24 @@
-"""Gallery pages: the products with their photos, uploads, removing a photo, the history of
-versions with who did what, and rolling back. Every change goes through `GalleryStore`."""
+"""Gallery pages: the products with their photos, uploads, removing a photo or a product, the
+history of versions with who did what, and rolling back. Every change goes through `GalleryStore`;
+the ones that take photos out (removals, rollbacks) are previewed first and made only by the
+preview's own confirmation (`gallery_changes`)."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, request, send_file, url_for
 from werkzeug.utils import secure_filename
 
 from retail_reid.gallery import GalleryError
 from retail_reid.pipeline.console.gallery_access import Upload
+from retail_reid.pipeline.console.gallery_changes import (
+    TOKEN_MAX_AGE_S,
+    ChangeKind,
+    ChangePreview,
+    check_confirmation,
+    token_for,
+)
 from retail_reid.pipeline.console.settings import ConsoleError
 from retail_reid.pipeline.console.state import operator, state
 
@@ -27,13 +36,6 @@ def _uploads() -> list[Upload]:
         raise ConsoleError(f"photos: at most {MAX_FILES} photos at a time, got {len(files)}")
     # The body is already capped by MAX_CONTENT_LENGTH, so reading a file here is bounded.
     return [Upload(secure_filename(f.filename or "") or "photo", f.read()) for f in files]
-
-
-def _int(field: str) -> int:
-    value = request.form.get(field, "")
-    if not value.isdigit():
-        raise ConsoleError(f"{field}: expected a whole number, got {value[:40]!r}")
-    return int(value)
 
 
 @blueprint.route("/gallery")
@@ -84,22 +86,72 @@ def add_photos(sku: str) -> BaseResponse:
     return redirect(url_for("gallery.product", sku=sku), 303)
 
 
-@blueprint.route("/gallery/products/<sku:sku>/photos/<int:ref_id>/remove", methods=["POST"])
-def remove_photo(sku: str, ref_id: int) -> BaseResponse:
-    if state().gallery.photo_file(sku, ref_id) is None:
-        abort(404, f"no current reference {ref_id} of {sku!r}")
-    result = state().gallery.remove_photo(ref_id, operator())
-    flash(f"version {result.version}: {result.summary}")
-    return redirect(url_for("gallery.product", sku=sku), 303)
-
-
 @blueprint.route("/gallery/history")
 def history() -> str:
     return render_template("history.html", versions=state().gallery.history())
 
 
-@blueprint.route("/gallery/rollback", methods=["POST"])
-def rollback() -> BaseResponse:
-    result = state().gallery.rollback(_int("version"), operator())
+def _preview(kind: ChangeKind, target: str, sku: str | None = None) -> ChangePreview:
+    try:
+        return state().gallery.preview(kind, target, sku)
+    except GalleryError as e:
+        if kind is ChangeKind.ROLLBACK:
+            raise  # a version that cannot be rolled back to: 400 with its reason
+        abort(404, str(e))  # a product or photo that is not (or no longer) in the gallery
+
+
+def _show(preview: ChangePreview, back: str) -> str:
+    """The preview page: what the change takes out and brings back, and its confirm form."""
+    return render_template(
+        "gallery_change.html",
+        preview=preview,
+        back=back,
+        token=token_for(preview, operator(), current_app.config["SECRET_KEY"]),
+        gallery_name=state().settings.gallery.name,
+        max_age_min=TOKEN_MAX_AGE_S // 60,
+    )
+
+
+def _confirm(preview: ChangePreview, back: str) -> BaseResponse:
+    """Make the previewed change if the form is that preview's confirmation (and, for a change that
+    leaves the lanes nothing to recognise, carries the gallery's name typed in)."""
+    check_confirmation(preview, request.form.get("token", ""), operator(), current_app.config["SECRET_KEY"])
+    name = state().settings.gallery.name
+    if preview.empties and request.form.get("gallery_name", "").strip() != name:
+        raise ConsoleError(
+            f"gallery_name: this change leaves the gallery with {preview.products_after} products and "
+            f"{preview.photos_after} photos; type the gallery's name, {name}, to make it; nothing changed"
+        )
+    result = state().gallery.apply(preview, operator())
     flash(f"version {result.version}: {result.summary}")
-    return redirect(url_for("gallery.history"), 303)
+    return redirect(back, 303)
+
+
+@blueprint.route("/gallery/rollback/<int:version>")
+def rollback_preview(version: int) -> str:
+    return _show(_preview(ChangeKind.ROLLBACK, str(version)), url_for("gallery.history"))
+
+
+@blueprint.route("/gallery/rollback/<int:version>", methods=["POST"])
+def rollback(version: int) -> BaseResponse:
+    return _confirm(_preview(ChangeKind.ROLLBACK, str(version)), url_for("gallery.history"))
+
+
+@blueprint.route("/gallery/products/<sku:sku>/remove")
+def remove_product_preview(sku: str) -> str:
+    return _show(_preview(ChangeKind.REMOVE_PRODUCT, sku), url_for("gallery.product", sku=sku))
+
+
+@blueprint.route("/gallery/products/<sku:sku>/remove", methods=["POST"])
+def remove_product(sku: str) -> BaseResponse:
+    return _confirm(_preview(ChangeKind.REMOVE_PRODUCT, sku), url_for("gallery.index"))
+
+
+@blueprint.route("/gallery/products/<sku:sku>/photos/<int:ref_id>/remove")
+def remove_photo_preview(sku: str, ref_id: int) -> str:
+    return _show(_preview(ChangeKind.REMOVE_PHOTO, str(ref_id), sku), url_for("gallery.product", sku=sku))
+
+
+@blueprint.route("/gallery/products/<sku:sku>/photos/<int:ref_id>/remove", methods=["POST"])
+def remove_photo(sku: str, ref_id: int) -> BaseResponse:
+    return _confirm(_preview(ChangeKind.REMOVE_PHOTO, str(ref_id), sku), url_for("gallery.product", sku=sku))

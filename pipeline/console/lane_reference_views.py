@@ -2,7 +2,8 @@
 scans, offered as gallery references; an operator accepts or rejects them in bulk (accepted ones
 become references marked as lane references, through `GalleryStore`; neither is offered again). A
 dismissed alert whose reason is "wrong product recognised" offers its crops to the product that was
-really there."""
+really there, each with the SKU it matches best: a crop that matches another SKU better than that
+product is refused unless the operator overrides it, and the override goes into the gallery's audit log."""
 
 from __future__ import annotations
 
@@ -11,12 +12,15 @@ from typing import TYPE_CHECKING
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
 
 from retail_reid.pipeline.console.alert_views import _alert
+from retail_reid.pipeline.console.alerts import Alert, AlertFolder
+from retail_reid.pipeline.console.crop_matches import AlertCrop, match_crops
 from retail_reid.pipeline.console.reference_decisions import Decision
-from retail_reid.pipeline.console.safe_files import inside
+from retail_reid.pipeline.console.safe_files import IMAGE_SUFFIXES, inside
 from retail_reid.pipeline.console.settings import ConsoleError
 from retail_reid.pipeline.console.state import operator, state
 from retail_reid.pipeline.console.verdicts import Decision as VerdictDecision
 from retail_reid.pipeline.console.verdicts import Reason
+from retail_reid.pipeline.evidence import EvidenceKind, evidence_kind
 from retail_reid.pipeline.lane_references import SHA256, Suggestion, suggestions
 
 if TYPE_CHECKING:
@@ -102,22 +106,72 @@ def decide(sku: str) -> BaseResponse:
     return redirect(url_for("references.product", sku=sku), 303)
 
 
-@blueprint.route("/alerts/<source>/<key>/references", methods=["POST"])
-def from_alert(source: str, key: str) -> BaseResponse:
-    """The crops of an alert dismissed as "wrong product recognised", as references of the product
-    the operator says was really there."""
+def _wrong_product(source: str, key: str) -> tuple[AlertFolder, Alert, list[AlertCrop]]:
+    """An alert whose latest verdict is a "wrong product recognised" dismissal, and its crops."""
     folder, alert = _alert(source, key)
-    st = state()
-    history = st.verdicts.history(source, key)
+    history = state().verdicts.history(source, key)
     latest = history[0] if history else None
     if latest is None or latest.decision is not VerdictDecision.DISMISSED or latest.reason is not Reason.WRONG_PRODUCT:
         raise ConsoleError("only an alert dismissed as “wrong product recognised” offers its crops as references")
+    crops = [(i, inside(folder.root, rel, IMAGE_SUFFIXES)) for i, rel in enumerate(alert.evidence)]
+    kept = [(i, p) for i, p in crops if p is not None and evidence_kind(alert.evidence[i]) is EvidenceKind.CROP]
+    if not kept:
+        raise ConsoleError("this alert kept no crops to add")
+    return folder, alert, [AlertCrop(number=n, index=i, path=p) for n, (i, p) in enumerate(kept, start=1)]
+
+
+@blueprint.route("/alerts/<source>/<key>/references")
+def alert_crops(source: str, key: str) -> str:
+    """The alert's crops, each with the SKU it matches best and its similarity to the product chosen."""
+    _, alert, crops = _wrong_product(source, key)
+    st = state()
+    sku = request.args.get("sku", alert.record.get("scanned_sku") or "").strip()
+    products = [p.product.sku for p in st.gallery.products()]
+    return render_template(
+        "alert_references.html",
+        alert=alert,
+        sku=sku,
+        known=sku in products,
+        products=products,
+        matches=match_crops(st.gallery.matcher(), crops, sku),
+    )
+
+
+@blueprint.route("/alerts/<source>/<key>/references", methods=["POST"])
+def from_alert(source: str, key: str) -> BaseResponse:
+    """The ticked crops of an alert dismissed as "wrong product recognised", as references of the
+    product the operator says was really there; crops that match another SKU better only with the override."""
+    _, _, crops = _wrong_product(source, key)
     sku = request.form.get("sku", "").strip()
     if not sku:
         raise ConsoleError("sku: choose the product that was really there")
-    paths = [p for p in (inside(folder.root, rel) for rel in alert.crops) if p is not None]
-    if not paths:
-        raise ConsoleError("this alert kept no crops to add")
-    result = st.gallery.add_lane_references(sku, paths, operator())
-    flash(f"version {result.version}: {result.summary}")
+    st = state()
+    if sku not in {p.product.sku for p in st.gallery.products()}:
+        raise ConsoleError(f"sku: unknown product {sku!r}; lane references go to products the gallery holds")
+    by_index = {c.index: c for c in crops}
+    picked = request.form.getlist("crop")
+    if not picked:
+        raise ConsoleError("crop: tick at least one crop")
+    bad = next((c for c in picked if not c.isdigit() or int(c) not in by_index), None)
+    if bad is not None:
+        raise ConsoleError(f"crop: not one of this alert's crops: {bad[:20]!r}")
+    matches = match_crops(st.gallery.matcher(), [by_index[i] for i in sorted({int(c) for c in picked})], sku)
+    unreadable = next((m for m in matches if m.problem), None)
+    if unreadable is not None:
+        raise ConsoleError(f"crop {unreadable.crop.number}: cannot be read ({unreadable.problem}); nothing changed")
+    elsewhere = [m for m in matches if m.elsewhere]
+    if elsewhere and request.form.get("override") != "yes":
+        raise ConsoleError(
+            f"{elsewhere[0].describe(sku)}"
+            + (f" (and {len(elsewhere) - 1} more of the ticked crops)" if len(elsewhere) > 1 else "")
+            + "; untick it, or tick “add anyway”; nothing changed"
+        )
+    note = (
+        f"added from alert {source}/{key} against the gallery's matching: "
+        + "; ".join(m.describe(sku) for m in elsewhere)
+        if elsewhere
+        else None
+    )
+    result = st.gallery.add_lane_references(sku, [m.crop.path for m in matches], operator(), note=note)
+    flash(f"version {result.version}: {result.summary}" + (f" ({note})" if note else ""))
     return redirect(url_for("alerts.show", source=source, key=key), 303)

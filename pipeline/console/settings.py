@@ -4,6 +4,7 @@ console's own data folder, and the address it listens on (loopback unless the op
 from __future__ import annotations
 
 import ipaddress
+import zoneinfo
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -72,6 +73,17 @@ class ConsoleSettings:
     secure_cookies: Flag = False  # set when served over HTTPS (behind a TLS proxy)
     # a signed-in session unused this long ends (every session ends 12 h after sign-in)
     session_idle_minutes: Annotated[Real, Field(ge=1, le=720)] = SESSION_IDLE_MINUTES
+    time_zone: str = "UTC"  # the zone the pages write times in (an IANA name: Europe/Paris); UTC on hover
+
+    @property
+    def zone(self) -> zoneinfo.ZoneInfo:
+        """The operator's time zone, or a ConsoleError naming --time-zone."""
+        try:
+            return zoneinfo.ZoneInfo(self.time_zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ConsoleError(
+                f"--time-zone {self.time_zone!r}: not an IANA time zone name (e.g. Europe/Paris, America/New_York)"
+            ) from None
 
     @property
     def max_upload_bytes(self) -> int:
@@ -97,3 +109,4 @@ class ConsoleSettings:
                 raise ConsoleError(f"--lane-references {folder}: not a lane-references folder (no products/)")
         if not self.gallery.is_dir():
             raise ConsoleError(f"--gallery {self.gallery}: no such folder")
+        self.zone  # noqa: B018 (refused now, with its flag, rather than at the first page)

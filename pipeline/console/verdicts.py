@@ -140,25 +140,36 @@ class VerdictStore:
     def close(self) -> None:
         self._conn.close()
 
-    def record(self, verdict: Verdict) -> None:
-        """Store a verdict durably (committed and fsynced before this returns)."""
-        with self._lock:
-            self._conn.execute(
-                "INSERT INTO verdicts (source, alert_key, lane, alert_type, alert_time, decision, reason, note, "
-                "reviewer, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    verdict.source,
-                    verdict.alert_key,
-                    verdict.lane,
-                    verdict.alert_type,
-                    verdict.alert_time,
-                    verdict.decision.value,
-                    verdict.reason.value if verdict.reason else None,
-                    verdict.note,
-                    verdict.reviewer,
-                    verdict.decided_at,
-                ),
+    def record(self, *verdicts: Verdict) -> None:
+        """Store verdicts durably, all or none (one transaction, committed and fsynced before this
+        returns): a bulk verdict is one row per alert, as if each had been given alone."""
+        rows = [
+            (
+                v.source,
+                v.alert_key,
+                v.lane,
+                v.alert_type,
+                v.alert_time,
+                v.decision.value,
+                v.reason.value if v.reason else None,
+                v.note,
+                v.reviewer,
+                v.decided_at,
             )
+            for v in verdicts
+        ]
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                self._conn.executemany(
+                    "INSERT INTO verdicts (source, alert_key, lane, alert_type, alert_time, decision, reason, note, "
+                    "reviewer, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
 
     def _rows(self, sql: str, args: tuple = ()) -> Iterator[Verdict]:
         with self._lock:

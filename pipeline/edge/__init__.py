@@ -20,7 +20,7 @@ its own module:
 | `clips` | `ClipRing`, `ClipEvidenceWriter`: clips of alert passes from a bounded ring of recent frames |
 | `lane_worker` | `LaneWorker`: the thread that feeds frames and POS events to the lane, and its evidence crops |
 | `gallery_watch` | `GalleryWatcher`: follows newly published gallery versions |
-| `metrics` | Prometheus counters, gauges and histograms, written by hand |
+| `metrics` | the service's Prometheus registry (prometheus-client) and each lane's series in it |
 | `http_api` | the loopback HTTP API: POST /pos, GET /events, /health, /metrics (per lane: /lanes/NAME/...) |
 | `worker` | `Worker`: the base of the threads above (start, stop with join and timeout, failure kept, restart) |
 | `supervisor` | `Supervisor`: a dead thread named in health, counted, restarted with back-off, or the service stopped |

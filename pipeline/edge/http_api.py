@@ -93,7 +93,6 @@ class ApiContext:
     refresh_gallery: Callable[[], dict]
     evidence_root: Path | None = None  # STATE/evidence: crops and clips served at /evidence/...
     lanes: Mapping[str, LaneRoutes] = field(default_factory=dict)  # by name, served at /lanes/NAME/...
-    render_metrics: Callable[[], str] | None = None  # the /metrics text (default: `metrics`)
 
     def route(self, path: str) -> tuple[LaneRoutes | None, str]:
         """The lane a path addresses and the path left (`/pos`, `/events`, `/evidence/...`); None
@@ -252,8 +251,7 @@ class _Handler(BaseHTTPRequestHandler):
         if (self.server.config.reads_need_token or evidence) and not self._authorized():
             return
         if url.path == "/metrics":
-            text = ctx.render_metrics() if ctx.render_metrics is not None else ctx.metrics.render()
-            self._send(200, text.encode(), CONTENT_TYPE)
+            self._send(200, ctx.metrics.render().encode(), CONTENT_TYPE)
         elif lane is None or not (evidence or path == "/events"):
             self._json(404, {"error": self._no_such(url.path)})
         elif evidence:

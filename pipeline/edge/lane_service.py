@@ -24,7 +24,7 @@ from retail_reid.pipeline.edge.camera import CameraFeed, FrameQueue
 from retail_reid.pipeline.edge.clips import ClipEvidenceWriter, ClipRing
 from retail_reid.pipeline.edge.http_api import LaneRoutes
 from retail_reid.pipeline.edge.lane_worker import LaneWorker
-from retail_reid.pipeline.edge.metrics import DROP_REASONS, EdgeMetrics
+from retail_reid.pipeline.edge.metrics import DROP_REASONS, EdgeMetrics, ServiceMetrics
 from retail_reid.pipeline.edge.mqtt import MqttLink, MqttPublisher
 from retail_reid.pipeline.edge.pos_intake import PosFileTailer, PosInbox
 from retail_reid.pipeline.edge.pos_record import PosRecord
@@ -51,11 +51,11 @@ class LaneService:
     """One lane's parts. `open` takes the state folder and builds them (what can fail, before any
     thread starts), `start` starts its threads, `stop_intake` and `finish` stop them in order."""
 
-    def __init__(self, config: EdgeConfig, lane_config: LaneConfig, gallery: Gallery, labelled: bool):
+    def __init__(self, config: EdgeConfig, lane_config: LaneConfig, gallery: Gallery, service_metrics: ServiceMetrics):
         self.config = config
         self.lane_config = lane_config
         self.gallery = gallery
-        self.labelled = labelled  # several lanes: metrics carry a lane label
+        self.service_metrics = service_metrics  # the service's registry, this lane's series bound in it
         self.state = Path(config.state_dir)
         self.started_at = time.time()
         self._lock_fd: int | None = None
@@ -78,11 +78,11 @@ class LaneService:
         cfg = self.config
         # The gauges read parts made below, when scraped (after start).
         self.metrics = EdgeMetrics(
-            lambda: self.gallery.version,
+            self.service_metrics,
             lambda: float(self.camera.connected),
             lambda: self.webhook.pending() if self.webhook else 0,
             lambda: float(self.mqtt is not None and self.mqtt.connected),
-            lane=cfg.lane if self.labelled else "",
+            lane=cfg.lane,
         )
         # This start's name: in alert ids and the evidence folder, so neither repeats after a restart.
         run = secrets.token_hex(4)

@@ -24,7 +24,7 @@ from pathlib import Path
 from retail_reid.durable import replace_atomically
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.edge.dead_letters import DeadLetter, DeadLetters
-from retail_reid.pipeline.edge.metrics import Counter
+from retail_reid.pipeline.edge.metrics import LaneCounter
 from retail_reid.pipeline.edge.settings import EdgeError, MqttConfig, WebhookConfig
 from retail_reid.pipeline.edge.worker import Worker
 
@@ -47,9 +47,9 @@ class OutboxCounters:
     """The sender's counters: delivered, failed attempts, alerts set aside as dead letters (None:
     a sender whose failures are never for good)."""
 
-    delivered: Counter
-    failures: Counter
-    dead_lettered: Counter | None
+    delivered: LaneCounter
+    failures: LaneCounter
+    dead_lettered: LaneCounter | None
 
 
 @dataclass(frozen=True, kw_only=True)

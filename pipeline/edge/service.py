@@ -35,7 +35,7 @@ from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.edge.gallery_watch import GalleryWatcher
 from retail_reid.pipeline.edge.http_api import ApiContext, ApiServer
 from retail_reid.pipeline.edge.lane_service import LaneService
-from retail_reid.pipeline.edge.metrics import render_lanes
+from retail_reid.pipeline.edge.metrics import ServiceMetrics
 from retail_reid.pipeline.edge.settings import EdgeConfig, EdgeError
 from retail_reid.pipeline.edge.supervisor import Supervisor
 from retail_reid.pipeline.edge.worker import Worker
@@ -101,9 +101,10 @@ class EdgeService:
     def _open_lanes(self) -> None:
         """Each lane's state folder (locked) and parts; one watcher for all lanes, its counters the
         process's series (no lane label)."""
-        several = len(self.lane_configs) > 1
+        # Several lanes: each lane's series carry a lane label.
+        self.metrics = ServiceMetrics(lambda: self.gallery.version, labelled=len(self.lane_configs) > 1)
         for edge, lane_config in self.lane_configs:
-            lane = LaneService(edge, lane_config, self.gallery, labelled=several)
+            lane = LaneService(edge, lane_config, self.gallery, self.metrics)
             lane.open()
             self.lanes.append(lane)
         self.watcher = GalleryWatcher(self.gallery, self.config.gallery_poll_s, self.lanes[0].metrics)
@@ -119,7 +120,6 @@ class EdgeService:
             self._refresh_gallery,
             first.evidence_root,
             lanes={lane.config.lane: lane.routes for lane in self.lanes},
-            render_metrics=lambda: render_lanes([lane.metrics for lane in self.lanes]),
         )
         try:
             self.http = ApiServer(cfg.http, context)
