@@ -528,9 +528,9 @@ def test_a_double_scan_late_in_its_window_still_has_the_items_crops():
     )
     b.add_pos(_scan(1.5, "Apple"))
     b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
-    assert b.advance(2.0, []) == []
+    assert b.advance(2.0, []).events == []
     b.add_pos(_scan(6.5, "Apple"))  # after the first scan's void window (3.5): the pass's crops were due to go
-    out = [e for t in range(20, 120) for e in b.advance(t / 10, []) if isinstance(e, Event)]
+    out = [e for t in range(20, 120) for e in b.advance(t / 10, []).events if isinstance(e, Event)]
     assert [(e.type, e.track_id, e.evidence) for e in out] == [
         ("double_scan", 1, ("crops/track1_0.jpg", "crops/track1_lane.jpg"))
     ]
