@@ -163,8 +163,9 @@ class EventBuilder:
         self._cancelled: list[tuple[_Scan, float]] = []  # pending scans voided: (scan, void time)
         self._txns: dict[str, _Txn] = {}
         self._done_txns: dict[str, None] = {}  # the latest DONE_TXNS_KEPT, oldest first
-        # Paid passes keep their crops (the evidence of an alert a void would raise) until a void can no
-        # longer reopen them in time: by id, (lane time they are shed at, pass). After that `_recent`
+        # Paid passes keep their crops (the evidence of an alert a void would raise, or of a double
+        # scan) until a void can no longer reopen them in time, nor a second scan charge them: by id,
+        # (lane time they are shed at, pass). After that `_recent`
         # still holds the pass, without crops, so memory per scan stays small.
         self._crops_kept: dict[int, tuple[float, _Pass]] = {}
         self._loose = _Txn("", -math.inf)  # passes and scans outside any transaction
@@ -343,7 +344,8 @@ class EventBuilder:
         judgement = judgement or self.judge(p.rec, None if scan is None else scan.sku)
         if scan is not None:
             self._use(scan, p)
-            self._keep_crops(p, self._due(scan.ts, scan.txn))
+            # until a void can come, and until a second scan of it can (a double scan shows them)
+            self._keep_crops(p, max(self._due(scan.ts, scan.txn), item.t_end + self.config.window_after_s))
             if scan.sku is None:
                 judgement = replace(judgement, verdict=Verdict.UNVERIFIED, scanned_score=None, scanned_confidence=None)
         p.judgement = judgement
@@ -424,11 +426,12 @@ class EventBuilder:
         self._crops_kept[id(p)] = (until if kept is None else max(until, kept[0]), p)
 
     def _shed_crops(self, now: float) -> None:
-        """Drop the crops of paid passes whose void window has closed. A void after that still reopens
+        """Drop the crops of paid passes whose void window has closed and that no scan still pending
+        may charge a second time (a double scan shows them). A void after that still reopens
         the pass, and its non-scan alert goes out with the evidence still in memory (the lane frame,
         a clip), without crops."""
         for key, (until, p) in list(self._crops_kept.items()):
-            if now >= until:
+            if now >= until and not any(self._claimable(s, p.item.t_start, p.item.t_end) for s in self._scans):
                 p.item = replace(p.item, crops=())
                 del self._crops_kept[key]
 
@@ -482,6 +485,8 @@ class EventBuilder:
             self._scans.remove(scan)
             scan.state = _State.HELD
             scan.double_of = self._double_of(scan)
+            if scan.double_of is not None:  # its crops are the double scan's evidence, when it goes out
+                self._keep_crops(scan.double_of, self._due(scan.ts, scan.txn))
             self._held.append(scan)
         self._cancelled = [(s, t) for s, t in self._cancelled if not self._unclaimed(s, now, open_starts)]
         return out
@@ -552,6 +557,7 @@ class EventBuilder:
             seen_confidence=j.seen_confidence,
             scanned_score=j.scanned_score,
             scanned_confidence=j.scanned_confidence,
+            evidence=self.save_evidence(double.item),  # the one item the camera saw, charged twice
         )
 
     def _baskets(self, now: float, open_starts: list[float]) -> list[BasketEvent]:

@@ -83,13 +83,19 @@ def _pass(track: int, t0: float, t1: float, embedding: np.ndarray) -> tuple[Item
     return item, Recognition(embedding=embedding, matches=tuple(GALLERY.match(embedding[None])[0]))
 
 
+def _evidence(item: ItemPass) -> tuple[str, ...]:
+    """What an evidence writer would name: the pass's crops still held, and its lane frame."""
+    crops = [f"crops/track{item.track_id}_{i}.jpg" for i in range(len(item.crops))]
+    return (*crops, f"crops/track{item.track_id}_lane.jpg")
+
+
 def _builder(config: EventConfig = CONFIG, basket: BasketConfig | None = None) -> EventBuilder:
     return EventBuilder(
         Recogniser(GALLERY, THRESHOLDS).judge,
         config,
         basket,
         GALLERY.sku_for_barcode,
-        save_evidence=lambda item: (f"crops/track{item.track_id}.jpg",),
+        save_evidence=_evidence,
     )
 
 
@@ -124,7 +130,8 @@ def test_non_scan_waits_for_the_window_then_names_what_was_seen():
     (event,) = b.advance(2.5, []).events
     assert event.type == "non_scan" and event.track_id == 4 and event.seen_sku == "Banana"
     assert event.seen_score == pytest.approx(1.0) and event.scanned_sku is None and event.txn == "T1"
-    assert event.t_start == 1.0 and event.t_end == 2.0 and event.evidence == ("crops/track4.jpg",)
+    assert event.t_start == 1.0 and event.t_end == 2.0
+    assert event.evidence == ("crops/track4_0.jpg", "crops/track4_lane.jpg")
 
 
 def test_a_late_scan_within_the_window_still_belongs_to_the_pass():
@@ -510,6 +517,23 @@ def test_a_second_scan_for_one_pass_is_a_double_scan_not_a_scan_without_item():
     assert event.type == "double_scan" and not event.type.loss and event.track_id == 1
     assert (event.t_start, event.scanned_sku, event.seen_sku) == (1.8, "Apple", "Apple")
     assert basket.scanned == {"Apple": 2} and basket.seen == {"Apple": 1}
+    # its evidence: the one item the camera saw, crops included (kept until the double scan went out)
+    assert event.evidence == ("crops/track1_0.jpg", "crops/track1_lane.jpg")
+
+
+def test_a_double_scan_late_in_its_window_still_has_the_items_crops():
+    config = EventConfig(window_before_s=1.0, window_after_s=5.0, void_window_s=2.0)
+    b = EventBuilder(
+        Recogniser(GALLERY, THRESHOLDS).judge, config, None, GALLERY.sku_for_barcode, save_evidence=_evidence
+    )
+    b.add_pos(_scan(1.5, "Apple"))
+    b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
+    assert b.advance(2.0, []).events == []
+    b.add_pos(_scan(6.5, "Apple"))  # after the first scan's void window (3.5): the pass's crops were due to go
+    out = [e for t in range(20, 120) for e in b.advance(t / 10, []).events if isinstance(e, Event)]
+    assert [(e.type, e.track_id, e.evidence) for e in out] == [
+        ("double_scan", 1, ("crops/track1_0.jpg", "crops/track1_lane.jpg"))
+    ]
 
 
 @pytest.mark.parametrize("first, second", [(1.3, 1.8), (1.2, 1.6)])  # the pass took the first, or the second
