@@ -111,10 +111,12 @@ def test_each_recording_equals_a_single_replay(clean, lanes, built_gallery, tmp_
     assert len({r["worker"] for r in summary["per_recording"]}) == 2
     for rid, lane in (("s1-l1", lanes[0]), ("s1-l2", lanes[1])):
         single = tmp_path / rid
+        ours = json.loads((out / "recordings" / rid / "summary.json").read_text())
+        rec = ours["recording"]  # the manifest's store, lane and start, given to the single replay as flags
         args = ["replay", str(lane / "video.mp4"), "--pos", str(lane / "pos.jsonl"), "--gallery", str(built_gallery)]
+        args += ["--store", rec["store"], "--lane", rec["lane"], "--start", rec["start"]]
         assert main([*args, "--config", str(lane / "lane.toml"), "--out", str(single)]) == 0
         assert _outputs(out, rid) == {name: (single / name).read_text() for name in OUTPUTS}
-        ours = json.loads((out / "recordings" / rid / "summary.json").read_text())
         theirs = json.loads((single / "summary.json").read_text())
         assert {k: v for k, v in ours.items() if k not in TIMING} == {
             k: v for k, v in theirs.items() if k not in TIMING

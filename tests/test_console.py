@@ -32,7 +32,7 @@ from retail_reid.gallery.store import GalleryStore
 from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.console.alerts import open_folders
 from retail_reid.pipeline.console.app import create_app
-from retail_reid.pipeline.console.formatting import label, stamp
+from retail_reid.pipeline.console.formatting import label, utc
 from retail_reid.pipeline.console.safe_files import inside
 from retail_reid.pipeline.console.server import make_server
 from retail_reid.pipeline.console.settings import Bind, ConsoleError
@@ -395,7 +395,7 @@ def test_a_real_replay_output_folder_is_shown_whole(tmp_path, gallery_dir, monke
         html = client.get(f"/alerts/out/{i}").get_data(as_text=True)
         assert label(line["type"]) in html and "store-7 · lane-3" in html
         # dated by the recording: 08:00 UTC plus the alert's time into the video
-        assert stamp(1_796_025_600.0 + line["t_start"]) in html
+        assert utc(1_796_025_600.0 + line["t_start"]) in html
         for j in range(len(line["evidence"])):
             assert client.get(f"/alerts/out/{i}/evidence/{j}").status_code == 200
         if line["track_id"] is not None:  # the replay keeps the lane mid-pass with the crops
@@ -415,7 +415,7 @@ def test_a_replay_is_listed_by_its_recordings_store_lane_and_time(tmp_path, gall
     client = create_app(settings).test_client()
     _sign_in(client)
     assert "2 shown" in client.get("/alerts?lane=lane-3&from=2026-11-30&to=2026-11-30").get_data(as_text=True)
-    assert "0 shown" in client.get("/alerts?source=replay-a&to=2026-11-29").get_data(as_text=True)
+    assert "0 shown" in client.get("/alerts?folder=replay-a&to=2026-11-29").get_data(as_text=True)
     html = client.get(REPLAY_ALERT).get_data(as_text=True)  # t_start 10.1 s into the recording
     assert "store-7 · lane-3" in html and "2026-11-30 08:00:10 UTC" in html and "replay of" not in html
 
