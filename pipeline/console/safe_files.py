@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
+from retail_reid.images import IMAGE_SUFFIXES
+
 CLIP_SUFFIXES = frozenset({".avi"})  # an alert's clip (the edge's [edge.clips])
 
 
