@@ -2,6 +2,8 @@
 
 Baskets are multisets of SKUs (`collections.Counter`): three apples seen and two scanned is a
 disagreement a plain set would hide. Intersection counts the smaller multiplicity of each SKU.
+`Basket` keeps both counts of one transaction as passes and scans are decided; the event builder
+and the merge of a chunked replay both count with it.
 
 Empty baskets: two empty baskets agree perfectly (1.0); an empty basket against a non-empty one
 has nothing in common (0.0), including for the overlap coefficient, whose smaller side is then empty.
@@ -11,12 +13,16 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from retail_reid.pipeline.config import BasketConfig
+from retail_reid.pipeline.types import BasketEvent
 
 # Tversky weights: a missed scan (seen, not scanned) is the loss we hunt, so it costs more than
 # a scan the camera did not see (often an occluded item).
 TVERSKY_ALPHA = 1.0
 TVERSKY_BETA = 0.5
+UNKNOWN = "unknown"  # the seen-basket entry for an item the gallery could not name
 
 
 def _sizes(a: Counter, b: Counter) -> tuple[int, int, int]:
@@ -81,3 +87,41 @@ def compare(seen: Counter, scanned: Counter, alpha: float = TVERSKY_ALPHA, beta:
     return BasketScores(
         jaccard(seen, scanned), dice(seen, scanned), overlap(seen, scanned), tversky(seen, scanned, alpha, beta)
     )
+
+
+@dataclass
+class Basket:
+    """One transaction's basket as the camera saw it (a pass counts under the SKU it was seen as,
+    or `UNKNOWN`) and as the till scanned it (under the scan's label: its SKU, or "barcode:CODE").
+    A count taken back to nothing leaves no entry."""
+
+    seen: Counter[str] = field(default_factory=Counter)
+    scanned: Counter[str] = field(default_factory=Counter)
+
+    def see(self, sku: str | None, n: int = 1) -> str:
+        """Count `n` passes seen as `sku` (None: unknown; negative: taken back); returns the entry counted."""
+        entry = sku or UNKNOWN
+        self.seen[entry] += n
+        self.seen += Counter()  # drop entries counted down to nothing
+        return entry
+
+    def scan(self, label: str, n: int = 1) -> None:
+        """Count `n` units scanned under `label` (negative: taken back, by a void)."""
+        self.scanned[label] += n
+        self.scanned += Counter()  # drop entries counted down to nothing
+
+    def __bool__(self) -> bool:
+        return bool(self.seen or self.scanned)
+
+    def event(self, txn: str | None, weights: BasketConfig) -> BasketEvent:
+        """The basket event of transaction `txn` (None: passes and scans outside any transaction)."""
+        s = compare(self.seen, self.scanned, weights.tversky_alpha, weights.tversky_beta)
+        return BasketEvent(
+            txn=txn,
+            seen=dict(self.seen),
+            scanned=dict(self.scanned),
+            jaccard=s.jaccard,
+            dice=s.dice,
+            overlap=s.overlap,
+            tversky=s.tversky,
+        )

@@ -18,6 +18,7 @@ from retail_reid.pipeline.config import load_config
 from retail_reid.pipeline.console import cli as console_cli
 from retail_reid.pipeline.contract import SchemaName, load_schema, schema_text
 from retail_reid.pipeline.edge import cli as edge_cli
+from retail_reid.pipeline.recording import RecordingError, RecordingIdentity, parse_start
 from retail_reid.pipeline.score import (
     DEFAULT_TOL,
     Alert,
@@ -141,6 +142,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from retail_reid.gallery import Gallery  # imported when used: `reid --help` stays fast
     from retail_reid.pipeline.replay import replay
 
+    recording = _recording(args)  # before any work: a typo stops it at once
     config = load_config(args.config)
     if args.zone:
         config = dataclasses.replace(config, zone=Zone.parse(args.zone, "--zone"))
@@ -171,6 +173,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         progress=True,
         on_warning=warn,
         references=sampler,
+        recording=recording,
     )
     if shown > WARNINGS_SHOWN:
         print(f"... and {shown - WARNINGS_SHOWN} more warnings in summary.json", file=sys.stderr)
@@ -187,6 +190,21 @@ def cmd_replay(args: argparse.Namespace) -> int:
             + (f" ({sampler.error})" if sampler.error else "")
         )
     return 0
+
+
+def _recording(args: argparse.Namespace) -> RecordingIdentity | None:
+    """`--store`, `--lane` and `--start` together, or none of them."""
+    given = {"--store": args.store, "--lane": args.lane, "--start": args.start}
+    if not any(given.values()):
+        return None
+    missing = [name for name, value in given.items() if not value]
+    if missing:
+        raise ReidError(f"{', '.join(missing)}: needed with {', '.join(n for n in given if n not in missing)}")
+    start = parse_start(args.start, "--start")  # a RecordingError naming --start
+    try:
+        return RecordingIdentity(store=args.store, lane=args.lane, start=start)
+    except RecordingError as e:  # a blank --store or --lane
+        raise RecordingError(f"--{e}") from None
 
 
 def cmd_schema(a: argparse.Namespace) -> int:
@@ -324,6 +342,14 @@ def _register_replay(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="keep crops of confidently verified passes in DIR as suggested gallery references "
         "(rules: the config's [lane_references] table; docs/console.md)",
+    )
+    p.add_argument("--store", help="the store the recording was made in (with --lane and --start)")
+    p.add_argument("--lane", help="the recording's lane (with --store and --start)")
+    p.add_argument(
+        "--start",
+        metavar="ISO8601",
+        help="wall-clock time of the video's first frame, e.g. 2026-11-30T09:00:00+01:00 (UTC without an offset); "
+        "the console dates the alerts by it",
     )
     p.set_defaults(func=cmd_replay)
 

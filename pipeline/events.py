@@ -21,20 +21,18 @@ still cancel them.
 from __future__ import annotations
 
 import math
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TypedDict
 
 from retail_reid.compat import StrEnum
 from retail_reid.pipeline.association import assign, claimable
-from retail_reid.pipeline.basket import compare
+from retail_reid.pipeline.basket import Basket
 from retail_reid.pipeline.config import BasketConfig, EventConfig
 from retail_reid.pipeline.pos import EntryMethod, PosEvent, PosEventType
 from retail_reid.pipeline.recognition import Judgement, Recognition
 from retail_reid.pipeline.types import BasketEvent, Event, EventType, ItemPass, PassRecord, Verdict
-
-UNKNOWN = "unknown"  # the seen-basket entry for an item the gallery could not name
 
 
 class _PassSaid(TypedDict):
@@ -85,8 +83,7 @@ class _Txn:
     end: float | None = None  # None while open
     explicit: bool = False  # opened by a txn_start line, not inferred from its scans
     last_scan: float | None = None
-    seen: Counter = field(default_factory=Counter)
-    scanned: Counter = field(default_factory=Counter)
+    basket: Basket = field(default_factory=Basket)
 
 
 @dataclass(eq=False)
@@ -126,10 +123,21 @@ class _Reopened:
     void_ts: float
 
 
+@dataclass(frozen=True, kw_only=True)
+class Decisions:
+    """What one `EventBuilder.advance` or `flush` decided: alerts and baskets (`events`), every
+    item pass decided, alert or not (`passes`), and problems with the POS events added since the
+    call before (`warnings`)."""
+
+    events: list[Event | BasketEvent] = field(default_factory=list)
+    passes: list[PassRecord] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
 class EventBuilder:
     """Feed it scans (`add_pos`) and recognised passes (`add_pass`) in any interleaving, then
     `advance(now, open_starts)` with the POS-clock time the lane has seen up to and the start
-    times of tracks still in the zone; it returns the events that can be decided."""
+    times of tracks still in the zone; it returns what can be decided (`Decisions`)."""
 
     def __init__(
         self,
@@ -138,15 +146,14 @@ class EventBuilder:
         basket: BasketConfig | None = None,
         resolve_barcode: Callable[[str], str | None] = lambda code: None,
         save_evidence: Callable[[ItemPass], tuple[str, ...]] = lambda item: (),
-        on_pass: Callable[[PassRecord], None] | None = None,
     ):
         self.judge = judge
         self.config = config or EventConfig()
         self.basket = basket or BasketConfig()
         self.resolve_barcode = resolve_barcode
         self.save_evidence = save_evidence
-        self.on_pass = on_pass
-        self.warnings: list[str] = []
+        self._warnings: list[str] = []  # since the last decisions, which hand them out
+        self._records: list[PassRecord] = []  # passes decided since the last decisions
         self._passes: list[_Pass] = []
         self._scans: list[_Scan] = []  # pending, by time
         self._recent: deque[_Scan] = deque(maxlen=RECENT_SCANS)  # every scan, for voids to find
@@ -156,8 +163,9 @@ class EventBuilder:
         self._cancelled: list[tuple[_Scan, float]] = []  # pending scans voided: (scan, void time)
         self._txns: dict[str, _Txn] = {}
         self._done_txns: dict[str, None] = {}  # the latest DONE_TXNS_KEPT, oldest first
-        # Paid passes keep their crops (the evidence of an alert a void would raise) until a void can no
-        # longer reopen them in time: by id, (lane time they are shed at, pass). After that `_recent`
+        # Paid passes keep their crops (the evidence of an alert a void would raise, or of a double
+        # scan) until a void can no longer reopen them in time, nor a second scan charge them: by id,
+        # (lane time they are shed at, pass). After that `_recent`
         # still holds the pass, without crops, so memory per scan stays small.
         self._crops_kept: dict[int, tuple[float, _Pass]] = {}
         self._loose = _Txn("", -math.inf)  # passes and scans outside any transaction
@@ -218,7 +226,7 @@ class EventBuilder:
         )
         if target is None:
             txn = "" if event.txn is None else f" in transaction {event.txn!r}"
-            self.warnings.append(f"{event.where}void of {label} at {event.ts:.2f}s has no scan{txn} to cancel")
+            self._warnings.append(f"{event.where}void of {label} at {event.ts:.2f}s has no scan{txn} to cancel")
             return
         surplus = next((s for s in self._held if target.state is _State.USED and s.double_of in target.paid), None)
         target = surplus or target  # a pass scanned twice keeps one scan, whichever of the two the void names
@@ -237,7 +245,7 @@ class EventBuilder:
 
     def _txn(self, name: str, ts: float) -> _Txn:
         if name in self._done_txns:
-            self.warnings.append(f"transaction {name!r} reappears at {ts:.2f}s after its basket was reported")
+            self._warnings.append(f"transaction {name!r} reappears at {ts:.2f}s after its basket was reported")
             del self._done_txns[name]
         return self._txns.setdefault(name, _Txn(name, ts))
 
@@ -252,7 +260,28 @@ class EventBuilder:
 
     # --- decisions -----------------------------------------------------------------------------
 
-    def advance(self, now: float, open_starts: list[float]) -> list[Event | BasketEvent]:
+    def advance(self, now: float, open_starts: list[float]) -> Decisions:
+        """Decide what the lane's clock at `now` settles, with the tracks begun at `open_starts` still in the zone."""
+        return self._decisions(self._advance(now, open_starts))
+
+    def flush(self) -> Decisions:
+        """Decide everything still pending (end of the recording)."""
+        out = self._advance(math.inf, [])
+        for txn in self._txns.values():
+            txn.end = math.inf if txn.end is None else txn.end
+        out += self._baskets(math.inf, [])
+        if self._loose.basket:
+            out.append(self._loose.basket.event(None, self.basket))
+            self._loose = _Txn("", -math.inf)
+        return self._decisions(out)
+
+    def _decisions(self, events: list[Event | BasketEvent]) -> Decisions:
+        """`events` with the passes decided and the warnings met since the last decisions."""
+        decided = Decisions(events=events, passes=self._records, warnings=self._warnings)
+        self._records, self._warnings = [], []
+        return decided
+
+    def _advance(self, now: float, open_starts: list[float]) -> list[Event | BasketEvent]:
         out: list[Event | BasketEvent] = []
         after = self.config.window_after_s
         picked = self._pick_scans(open_starts, now)
@@ -265,17 +294,6 @@ class EventBuilder:
         out += self._release(now, open_starts)
         out += self._baskets(now, open_starts)
         self._shed_crops(now)
-        return out
-
-    def flush(self) -> list[Event | BasketEvent]:
-        """Decide everything still pending (end of the recording)."""
-        out = self.advance(math.inf, [])
-        for txn in self._txns.values():
-            txn.end = math.inf if txn.end is None else txn.end
-        out += self._baskets(math.inf, [])
-        if self._loose.seen or self._loose.scanned:
-            out.append(self._basket_event(None, self._loose))
-            self._loose = _Txn("", -math.inf)
         return out
 
     def _claimable(self, scan: _Scan, start: float, end: float) -> bool:
@@ -326,18 +344,17 @@ class EventBuilder:
         judgement = judgement or self.judge(p.rec, None if scan is None else scan.sku)
         if scan is not None:
             self._use(scan, p)
-            self._keep_crops(p, self._due(scan.ts, scan.txn))
+            # until a void can come, and until a second scan of it can (a double scan shows them)
+            self._keep_crops(p, max(self._due(scan.ts, scan.txn), item.t_end + self.config.window_after_s))
             if scan.sku is None:
                 judgement = replace(judgement, verdict=Verdict.UNVERIFIED, scanned_score=None, scanned_confidence=None)
         p.judgement = judgement
         txn_name = self._txn_of(scan.txn if scan is not None else None, (item.t_start + item.t_end) / 2)
         if p.seen_in is not None:  # decided before its scan was voided: counted again below
             txn, entry = p.seen_in
-            txn.seen[entry] -= 1
+            txn.basket.see(entry, -1)
         txn = self._txns.get(txn_name, self._loose) if txn_name is not None else self._loose
-        p.seen_in = (txn, judgement.seen_sku or UNKNOWN)
-        txn.seen[p.seen_in[1]] += 1
-        txn.seen += Counter()  # drop entries counted down to nothing
+        p.seen_in = (txn, txn.basket.see(judgement.seen_sku))
         said = _PassSaid(
             track_id=item.track_id,
             t_start=item.t_start,
@@ -348,15 +365,14 @@ class EventBuilder:
             scan_ts=None if scan is None else scan.ts,
             txn=txn_name,
         )
-        if self.on_pass is not None:
-            self.on_pass(
-                PassRecord(
-                    **said,
-                    verdict=judgement.verdict,
-                    scanned_sku=None if scan is None else scan.label,
-                    view_quality=tuple(c.quality for c in item.crops),
-                )
+        self._records.append(
+            PassRecord(
+                **said,
+                verdict=judgement.verdict,
+                scanned_sku=None if scan is None else scan.label,
+                view_quality=tuple(c.quality for c in item.crops),
             )
+        )
         alert = judgement.verdict.alert
         said_before, p.alerted = p.alerted, None if alert is None else (alert, None if scan is None else scan.label)
         if alert is None or p.alerted == said_before:  # voided and scanned again as before: already alerted
@@ -402,8 +418,7 @@ class EventBuilder:
     def _count(self, scan: _Scan, sign: int) -> None:
         """Add (or take back, for a void) the scan's quantity in the basket it was counted in."""
         if scan.counted is not None:
-            scan.counted.scanned[scan.label] += sign * scan.qty
-            scan.counted.scanned += Counter()  # drop entries counted down to nothing
+            scan.counted.basket.scan(scan.label, sign * scan.qty)
 
     def _keep_crops(self, p: _Pass, until: float) -> None:
         """Keep the pass's crops until lane time `until` at least."""
@@ -411,11 +426,12 @@ class EventBuilder:
         self._crops_kept[id(p)] = (until if kept is None else max(until, kept[0]), p)
 
     def _shed_crops(self, now: float) -> None:
-        """Drop the crops of paid passes whose void window has closed. A void after that still reopens
+        """Drop the crops of paid passes whose void window has closed and that no scan still pending
+        may charge a second time (a double scan shows them). A void after that still reopens
         the pass, and its non-scan alert goes out with the evidence still in memory (the lane frame,
         a clip), without crops."""
         for key, (until, p) in list(self._crops_kept.items()):
-            if now >= until:
+            if now >= until and not any(self._claimable(s, p.item.t_start, p.item.t_end) for s in self._scans):
                 p.item = replace(p.item, crops=())
                 del self._crops_kept[key]
 
@@ -469,6 +485,8 @@ class EventBuilder:
             self._scans.remove(scan)
             scan.state = _State.HELD
             scan.double_of = self._double_of(scan)
+            if scan.double_of is not None:  # its crops are the double scan's evidence, when it goes out
+                self._keep_crops(scan.double_of, self._due(scan.ts, scan.txn))
             self._held.append(scan)
         self._cancelled = [(s, t) for s, t in self._cancelled if not self._unclaimed(s, now, open_starts)]
         return out
@@ -539,6 +557,7 @@ class EventBuilder:
             seen_confidence=j.seen_confidence,
             scanned_score=j.scanned_score,
             scanned_confidence=j.scanned_confidence,
+            evidence=self.save_evidence(double.item),  # the one item the camera saw, charged twice
         )
 
     def _baskets(self, now: float, open_starts: list[float]) -> list[BasketEvent]:
@@ -557,17 +576,5 @@ class EventBuilder:
             self._done_txns[name] = None
             if len(self._done_txns) > DONE_TXNS_KEPT:
                 del self._done_txns[next(iter(self._done_txns))]
-            out.append(self._basket_event(name, txn))
+            out.append(txn.basket.event(name, self.basket))
         return out
-
-    def _basket_event(self, name: str | None, txn: _Txn) -> BasketEvent:
-        s = compare(txn.seen, txn.scanned, self.basket.tversky_alpha, self.basket.tversky_beta)
-        return BasketEvent(
-            txn=name,
-            seen=dict(txn.seen),
-            scanned=dict(txn.scanned),
-            jaccard=s.jaccard,
-            dice=s.dice,
-            overlap=s.overlap,
-            tversky=s.tversky,
-        )

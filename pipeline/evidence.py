@@ -1,8 +1,8 @@
 """Evidence of an alert pass: the JPEG crops of the item, and one frame of the whole lane from the
 middle of the pass (downscaled), written under ROOT/FOLDER and named by track
 (`FOLDER/track00012_0.jpg`, `FOLDER/track00012_lane.jpg`), with paths relative to ROOT as the
-alert's `evidence`. `evidence_kind` tells them apart (and from a clip, `FOLDER/track00012.avi`,
-which the edge's `ClipEvidenceWriter` adds).
+alert's `evidence`. `evidence_kind` tells them apart (and from a clip, `FOLDER/track00012.mp4`,
+which the edge's `ClipEvidenceWriter` adds; lanes before 8 Dec 2026 wrote `.avi` clips).
 
 The lane frame comes from `LaneView`, a small ring of recent frames that the lane feeds
 (`EvidenceWriter.see`, every frame; one kept every `LANE_VIEW_EVERY_S`), since a pass is only
@@ -38,7 +38,9 @@ LANE_VIEW_EVERY_S = 0.5  # a frame of the lane kept this often (lane time): the 
 LANE_VIEW_KEEP_S = 60.0  # ... for this long: a pass of up to about a minute keeps its middle frame
 LANE_VIEW_MAX_BYTES = 16_000_000  # ... and at most this many bytes of them in memory
 LANE_SUFFIX = "_lane.jpg"
-CLIP_SUFFIX = ".avi"
+CLIP_SUFFIX = ".mp4"  # H.264: what the edge writes and browsers play
+OLD_CLIP_SUFFIX = ".avi"  # MJPEG: what lanes wrote before; the console shows its frames as stills
+CLIP_SUFFIXES = (CLIP_SUFFIX, OLD_CLIP_SUFFIX)
 
 
 class EvidenceError(ReidError, OSError):
@@ -48,7 +50,7 @@ class EvidenceError(ReidError, OSError):
 class EvidenceKind(StrEnum):
     CROP = "crop"  # the item, cut from one frame
     LANE = "lane"  # the whole lane, from the middle of the pass
-    CLIP = "clip"  # the pass as a short MJPEG AVI (the edge's [edge.clips])
+    CLIP = "clip"  # the pass as a short H.264 MP4 (or an older lane's MJPEG AVI; the edge's [edge.clips])
 
 
 def crop_name(folder: str, track_id: int, index: int) -> str:
@@ -65,7 +67,7 @@ def clip_name(folder: str, track_id: int) -> str:
 
 def evidence_kind(path: str) -> EvidenceKind:
     """What an `evidence` path holds, from its name."""
-    if path.endswith(CLIP_SUFFIX):
+    if path.endswith(CLIP_SUFFIXES):
         return EvidenceKind.CLIP
     return EvidenceKind.LANE if path.endswith(LANE_SUFFIX) else EvidenceKind.CROP
 

@@ -13,14 +13,12 @@ from dataclasses import dataclass, field
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.crops import CropSelector
 from retail_reid.pipeline.detector import make_detector
-from retail_reid.pipeline.events import EventBuilder
+from retail_reid.pipeline.events import Decisions, EventBuilder
 from retail_reid.pipeline.evidence import EvidenceWriter
 from retail_reid.pipeline.pos import PosEvent, PosEventType
 from retail_reid.pipeline.recognition import GalleryLike, Recogniser, Thresholds
 from retail_reid.pipeline.tracker import PassTracker, TrackSpan
 from retail_reid.pipeline.types import (
-    BasketEvent,
-    Event,
     Frame,
     ItemPass,
     PassRecord,
@@ -32,15 +30,24 @@ from retail_reid.pipeline.types import (
 
 
 @dataclass(frozen=True, kw_only=True)
-class LaneResult:
+class LaneResult(Decisions):
     """What one step of the lane decided: alerts and baskets (`events`), every item pass decided,
     alert or not (`passes`), problems to tell the operator (`warnings`), and the scans left
     unjudged because the camera could not see when they were made (`unseen_scans`)."""
 
-    events: list[Event | BasketEvent] = field(default_factory=list)
-    passes: list[PassRecord] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
     unseen_scans: list[PosEvent] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaneDescription:
+    """What a lane runs with, for a replay's summary: the zone it watches (clipped, exclusions
+    cut out), its settings, the similarity thresholds they resolved to against the gallery's
+    model, and how often the detector relearnt the background after a change of light."""
+
+    zone: Zone
+    config: LaneConfig
+    thresholds: Thresholds
+    lighting_relearns: int
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -89,8 +96,6 @@ class LaneProcessor:
         self.recogniser = Recogniser(gallery, thresholds)
         self.camera_was_blind = camera_was_blind
         self.evidence = evidence
-        self._decided: list[Event | BasketEvent] = []
-        self._passes: list[PassRecord] = []
         self._unseen: list[PosEvent] = []
         self.events = EventBuilder(
             self.recogniser.judge,
@@ -98,7 +103,6 @@ class LaneProcessor:
             config.basket,
             resolve_barcode=gallery.sku_for_barcode,
             save_evidence=evidence if evidence is not None else lambda item: (),
-            on_pass=self._passes.append if references is None else self._pass_decided,
         )
         self.references = references
         self._items: dict[int, ItemPass] = {}  # undecided passes by track, kept only for `references`
@@ -107,6 +111,15 @@ class LaneProcessor:
         self.passes = 0
         self._pos: list[tuple[float, int, PosEvent]] = []  # waiting, by POS time then arrival
         self._arrival = itertools.count()
+
+    def describe(self) -> LaneDescription:
+        """What the lane runs with (`LaneDescription`)."""
+        return LaneDescription(
+            zone=self.zone,
+            config=self.config,
+            thresholds=self.recogniser.thresholds,
+            lighting_relearns=getattr(self.detector, "relearned", 0),  # the motion detector's; a model relearns nothing
+        )
 
     @property
     def pos_waiting(self) -> int:
@@ -146,29 +159,31 @@ class LaneProcessor:
             self.evidence.see(now, seen.frame.image)
         self._recognise(seen.ended)
         self.frames += 1
-        self._decide(now, seen.open_starts)
-        return self._take()
+        return self._result(self.events.advance(now, list(seen.open_starts)))
 
     def advance(self, ts: float) -> LaneResult:
         """Move the lane's clock to camera time `ts` without a frame: decide the passes whose scan
         window has closed (the camera is down, and no frame will say the time)."""
         now = ts + self.offset
         self._release(now)
-        self._decide(now, self._open_starts())
-        return self._take()
+        return self._result(self.events.advance(now, list(self._open_starts())))
 
     def finish(self) -> LaneResult:
         """Release every POS event and decide everything still pending."""
         self._release(math.inf)
         self._recognise(self._passes_of(self.tracker.flush()))
-        self._decided += self.events.flush()
-        return self._take()
+        return self._result(self.events.flush())
 
-    def _pass_decided(self, record: PassRecord) -> None:
-        self._passes.append(record)
-        item = self._items.pop(record.track_id, None)
-        if item is not None and self.references is not None:
-            self.references(item, record)
+    def _result(self, decided: Decisions) -> LaneResult:
+        """A step's result: what the event builder decided, and the scans left unjudged meanwhile.
+        Each decided pass goes to `references` with its crops."""
+        if self.references is not None:
+            for record in decided.passes:
+                item = self._items.pop(record.track_id, None)
+                if item is not None:
+                    self.references(item, record)
+        unseen, self._unseen = self._unseen, []
+        return LaneResult(events=decided.events, passes=decided.passes, warnings=decided.warnings, unseen_scans=unseen)
 
     def _release(self, now: float) -> None:
         while self._pos and self._pos[0][0] <= now:
@@ -181,17 +196,6 @@ class LaneProcessor:
     def _open_starts(self) -> tuple[float, ...]:
         """The lane times at which the tracks still open started."""
         return tuple(t + self.offset for t in self.tracker.open_tracks.values())
-
-    def _decide(self, now: float, open_starts: tuple[float, ...]) -> None:
-        self._decided += self.events.advance(now, list(open_starts))
-
-    def _take(self) -> LaneResult:
-        result = LaneResult(
-            events=self._decided, passes=self._passes.copy(), warnings=self.events.warnings, unseen_scans=self._unseen
-        )
-        self._decided, self._unseen, self.events.warnings = [], [], []
-        self._passes.clear()  # the list the event builder appends to
-        return result
 
     def _passes_of(self, spans: list[TrackSpan]) -> list[ItemPass]:
         """The ended tracks as passes on the lane's clock, with their crops (the crops of tracks no

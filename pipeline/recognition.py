@@ -55,18 +55,20 @@ class GalleryLike(Protocol):
 
 @dataclass(frozen=True)
 class Thresholds:
-    """Similarities behind the decisions (cosine, accept a claim when similarity >= threshold)."""
+    """Similarities behind the decisions (cosine, accept a claim when similarity >= threshold).
+    Each field is named as its `[events]` setting, so a setting keeps one name from lane.toml to
+    the decision (and in summary.json)."""
 
     switch_reject: float  # the scanned SKU scores below this: it does not look like the item
     switch_accept: float  # another SKU scores at least this: the item looks like that one
     unknown_below: float  # no SKU reaches this: the item is not in the gallery
     min_margin: float  # the other SKU must beat the scanned one by this much
     # Evidence a switch needs (the defaults ask for none beyond the thresholds above):
-    min_views: int = 1  # usable views of the item
-    min_agreement: float = 0.0  # share of them that on their own name the same other SKU ...
-    view_margin: float = 0.0  # ... beating the scanned SKU by at least this much
-    min_view_side: int = 0  # a usable view is at least this many pixels on its short side ...
-    min_view_sharpness: float = 0.0  # ... and at least this sharp (view_quality.sharpness)
+    switch_min_views: int = 1  # usable views of the item
+    switch_min_agreement: float = 0.0  # share of them that on their own name the same other SKU ...
+    switch_view_margin: float = 0.0  # ... beating the scanned SKU by at least this much
+    view_min_side: int = 0  # a usable view is at least this many pixels on its short side ...
+    view_min_sharpness: float = 0.0  # ... and at least this sharp (view_quality.sharpness)
 
     @classmethod
     def resolve(cls, config: EventConfig, calibration: Calibration | None) -> Thresholds:
@@ -103,11 +105,11 @@ class Thresholds:
             value("switch_accept", config.switch_accept),
             value("unknown_below", config.unknown_below),
             config.min_margin,
-            min_views=config.switch_min_views,
-            min_agreement=config.switch_min_agreement,
-            view_margin=config.switch_view_margin,
-            min_view_side=config.view_min_side,
-            min_view_sharpness=config.view_min_sharpness,
+            switch_min_views=config.switch_min_views,
+            switch_min_agreement=config.switch_min_agreement,
+            switch_view_margin=config.switch_view_margin,
+            view_min_side=config.view_min_side,
+            view_min_sharpness=config.view_min_sharpness,
         )
 
 
@@ -206,8 +208,8 @@ class Recogniser:
     def usable(self, image: np.ndarray) -> bool:
         """Whether a crop is big and sharp enough to testify about what the item is."""
         t = self.thresholds
-        return min(image.shape[:2]) >= t.min_view_side and (
-            t.min_view_sharpness <= 0 or sharpness(image) >= t.min_view_sharpness
+        return min(image.shape[:2]) >= t.view_min_side and (
+            t.view_min_sharpness <= 0 or sharpness(image) >= t.view_min_sharpness
         )
 
     def switch_evidence(self, rec: Recognition, scanned_sku: str, other_sku: str) -> bool:
@@ -219,13 +221,13 @@ class Recogniser:
         else:
             assert rec.embedding is not None  # judge() asks only about passes with an embedding
             views = rec.embedding[None]
-        if len(views) < t.min_views:
+        if len(views) < t.switch_min_views:
             return False
-        if t.min_agreement <= 0:
+        if t.switch_min_agreement <= 0:
             return True
         checks = [self.gallery.verify(v, scanned_sku) for v in views]
-        agree = sum(c.best_other_sku == other_sku and -c.margin >= t.view_margin for c in checks)
-        return agree >= t.min_agreement * len(views)
+        agree = sum(c.best_other_sku == other_sku and -c.margin >= t.switch_view_margin for c in checks)
+        return agree >= t.switch_min_agreement * len(views)
 
     def judge(self, rec: Recognition, scanned_sku: str | None) -> Judgement:
         t = self.thresholds

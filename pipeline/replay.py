@@ -20,10 +20,11 @@ from tqdm import tqdm
 from retail_reid.errors import ReidError
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.evidence import EvidenceWriter
-from retail_reid.pipeline.lane import LaneProcessor, LaneResult, Sighting, resolve_zone
+from retail_reid.pipeline.lane import LaneDescription, LaneProcessor, LaneResult, Sighting, resolve_zone
 from retail_reid.pipeline.pos import PosEvent, PosEventType, read_pos_log
 from retail_reid.pipeline.read_ahead import read_ahead
 from retail_reid.pipeline.recognition import GalleryLike
+from retail_reid.pipeline.recording import RecordingIdentity
 from retail_reid.pipeline.report import write_report
 from retail_reid.pipeline.sources import FrameSource, open_source
 from retail_reid.pipeline.types import BasketEvent, Event, EventType, ItemPass, PassRecord
@@ -101,12 +102,15 @@ def replay(
     progress: bool = False,
     on_warning: Callable[[str], None] = lambda warning: None,
     references: Callable[[ItemPass, PassRecord], object] | None = None,
+    recording: RecordingIdentity | None = None,
 ) -> dict:
     """Run the lane over a recording and its POS log; write OUT/events.jsonl, passes.jsonl,
     summary.json, report.html and the evidence crops. Returns the summary. Each warning goes to
     `on_warning` as soon as it is known: those about the inputs (skipped POS lines, a clipped
     zone, scans the gallery cannot check) before the first frame is read. `references` is given
-    every decided pass with its crops (a lane-reference sampler)."""
+    every decided pass with its crops (a lane-reference sampler). `recording` (its store, lane and
+    start) goes into summary.json, so the console dates and labels its alerts by it. The POS log's
+    path is kept absolute, so the console finds it from any working directory."""
     out = Path(out)
     config = config or LaneConfig()
     warnings: list[str] = []
@@ -140,7 +144,9 @@ def replay(
             warn(_video_end_warnings(source, stats, video))
             with open(staging / "passes.jsonl", "w", encoding="utf-8") as f:
                 f.writelines(json.dumps(r.to_dict()) + "\n" for r in records)
-            summary = _summary(events, records, pos, stats, lane, gallery, source, warnings, video, pos_path)
+            summary = _summary(events, records, pos, stats, lane.describe(), gallery, source, warnings, video, pos_path)
+            if recording is not None:
+                summary["recording"] = recording.to_dict()
             (staging / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
             write_report(staging / "report.html", staging, events, records, pos, gallery, summary)
             publish_output(staging, out)
@@ -262,7 +268,7 @@ def _summary(
     records: list[PassRecord],
     pos: list[PosEvent],
     stats: ReplayStats,
-    lane: LaneProcessor,
+    ran: LaneDescription,
     gallery: GalleryLike,
     source: FrameSource,
     warnings: list[str],
@@ -273,7 +279,7 @@ def _summary(
     embedder = gallery.embedder
     return {
         "video": str(video),
-        "pos": str(pos_path),
+        "pos": str(Path(pos_path).absolute()),
         "counts": {t: counts.get(t, 0) for t in EventType},
         "passes": len(records),
         "verdicts": dict(Counter(r.verdict for r in records)),
@@ -289,12 +295,12 @@ def _summary(
         "frame_ms": _spread(np.asarray(stats.frame_seconds), 1000.0),
         "frame_size": list(source.size),
         "fps": source.fps,
-        "zone": [lane.zone.x1, lane.zone.y1, lane.zone.x2, lane.zone.y2],
-        "lighting_relearns": getattr(lane.detector, "relearned", 0),
+        "zone": [ran.zone.x1, ran.zone.y1, ran.zone.x2, ran.zone.y2],
+        "lighting_relearns": ran.lighting_relearns,
         "model": {"path": str(embedder.path), "fingerprint": embedder.fingerprint, "embedding_dim": embedder.dim},
         "gallery_version": gallery.version,
-        "thresholds": asdict(lane.recogniser.thresholds),
-        "config": _plain(asdict(lane.config)),
+        "thresholds": asdict(ran.thresholds),
+        "config": _plain(asdict(ran.config)),
         "warnings": warnings,
     }
 

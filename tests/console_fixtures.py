@@ -66,6 +66,8 @@ def make_lane(root: Path, lane: str = "lane-1") -> Path:
                 rel = f"evidence/{ev.name}/track{track:05d}_{i}.jpg"
                 shutil.copy(_photo(seen or "Lime", i + 1), root / rel)
                 evidence.append(rel)
+            if track == 9:  # a clip as lanes wrote them before they wrote MP4: an MJPEG AVI
+                evidence.append(_old_avi_clip(root, f"evidence/{ev.name}/track{track:05d}.avi", seen or "Lime"))
         head = {
             "seq": seq,
             "id": f"{lane}-9f3a1c2e-{seq}",
@@ -133,6 +135,21 @@ def _lane_evidence(root: Path, folder: str, track: int, sku: str, t0: float) -> 
             crop = cv2.imread(str(_photo(sku, len(crops) + 1)))
             crops.append(Crop(image=crop, ts=ts, box=(x, 80, x + 80, 160), quality=1.0))
     return writer(ItemPass(track_id=track, t_start=t0, t_end=t0 + 1.2, frames=18, crops=tuple(crops)))
+
+
+def _old_avi_clip(root: Path, rel: str, sku: str, frames: int = 30) -> str:
+    """An MJPEG AVI of the item's photo moving across the lane (`frames` at 15 fps)."""
+    import cv2
+    import numpy as np
+
+    photo = cv2.resize(cv2.imread(str(_photo(sku))), (80, 80))
+    writer = cv2.VideoWriter(str(root / rel), cv2.VideoWriter.fourcc(*"MJPG"), 15.0, (320, 240))
+    for i in range(frames):
+        image = np.full((240, 320, 3), 90, np.uint8)
+        image[80:160, 10 + i * 5 : 90 + i * 5] = photo
+        writer.write(image)
+    writer.release()
+    return rel
 
 
 def _pos_record(root: Path) -> None:

@@ -145,6 +145,9 @@ def test_chain_summary_adds_up(clean):
     assert per["s1-l1"]["alerts"] == per["s2-l2"]["alerts"]
     events = [json.loads(line) for line in (out / "recordings" / "s1-l1" / "events.jsonl").read_text().splitlines()]
     assert per["s1-l1"]["alerts"] == {t: sum(e["type"] == t for e in events) for t in per["s1-l1"]["alerts"]}
+    for rid, store, lane in (("s1-l1", "S1", "L1"), ("s2-l2", "S2", "L2")):  # the console dates and labels by it
+        recorded = json.loads((out / "recordings" / rid / "summary.json").read_text())["recording"]
+        assert recorded == {"store": store, "lane": lane, "start": "2026-11-30T08:00:00+00:00"}
     assert summary["baskets"]["transactions"] == 8 and 0 <= summary["baskets"]["mean"]["jaccard"] <= 1
     assert len(summary["slowest"]) == 4 and summary["failed"] == []
     page = (out / "index.html").read_text()
@@ -399,6 +402,19 @@ def test_without_ray_the_batch_says_how_to_install_it(monkeypatch):
 
 
 # --- the manifest --------------------------------------------------------------------------------
+
+
+def test_a_manifests_store_lane_and_start_are_the_recordings_identity(tmp_path):
+    (tmp_path / "lane.toml").write_text("zone = [0, 0, 10, 10]\n")
+    rows = [
+        _row("utc", tmp_path, video="v.mp4", pos="p.jsonl", config="lane.toml"),  # no offset: UTC
+        _row("paris", tmp_path, "S9", "L4", start="2026-11-30T09:00:00+01:00", config="lane.toml"),
+        _row("zulu", tmp_path, start="2026-11-30T08:00:00Z", config="lane.toml"),
+    ]
+    utc, paris, zulu = (r.identity for r in read_manifest(_write_csv(tmp_path / "m.csv", rows)))
+    assert utc.to_dict() == {"store": "S1", "lane": "L1", "start": "2026-11-30T08:00:00+00:00"}
+    assert (paris.store, paris.lane) == ("S9", "L4") and utc.time_of(10.0) == paris.time_of(10.0) == zulu.time_of(10.0)
+    assert utc.time_of(10.0) == 1_796_025_610.0  # 2026-11-30 08:00:10 UTC
 
 
 def test_manifest_csv_and_json_lines_read_alike(lanes, tmp_path):

@@ -32,7 +32,7 @@ from retail_reid.gallery.store import GalleryStore
 from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.console.alerts import open_folders
 from retail_reid.pipeline.console.app import create_app
-from retail_reid.pipeline.console.formatting import label
+from retail_reid.pipeline.console.formatting import label, stamp
 from retail_reid.pipeline.console.safe_files import inside
 from retail_reid.pipeline.console.server import make_server
 from retail_reid.pipeline.console.settings import Bind, ConsoleError
@@ -77,7 +77,8 @@ GET_ROUTES = [
     LANE_ALERT,
     REPLAY_ALERT,
     f"{LANE_ALERT}/evidence/0",
-    f"{LANE_ALERT}/evidence/3/frames/0",
+    f"{LANE_ALERT}/evidence/3",  # the MP4 clip
+    "/alerts/lane-1/lane-1-9f3a1c2e-3/evidence/2/frames/0",  # a frame of an older lane's AVI clip
     f"{LANE_ALERT}/thumbnail",
     "/precision",
     "/verdicts.csv",
@@ -222,7 +223,10 @@ def test_double_scans_are_reviewed_apart_from_loss_alerts(signed_in, settings):
         "scanned_sku": "Lemon",
         "scan_ts": LANE_T0 + 59.0,
         "txn": "T1",
-        "evidence": [],
+        "evidence": [  # the one item pass it charged twice: its crops (as the lane's switch at 75 s wrote them)
+            "evidence/20251229T092000Z-9f3a1c2e/track00009_0.jpg",
+            "evidence/20251229T092000Z-9f3a1c2e/track00009_1.jpg",
+        ],
     }
     with open(settings.lanes[0] / "events.jsonl", "a") as f:
         f.write(json.dumps(double) + "\n")
@@ -233,6 +237,9 @@ def test_double_scans_are_reviewed_apart_from_loss_alerts(signed_in, settings):
     page = "/alerts/lane-1/lane-1-9f3a1c2e-6"
     html = signed_in.get(page).get_data(as_text=True)
     assert "Customer service, not a loss alert" in html and ("+0.00", "scan", "Lemon") in _pos_rows(html)
+    assert "the camera saw one item (track 9, its crops above) and the till scanned it twice" in html
+    assert html.count(f'src="{page}/evidence/') == 2 and "s in the zone" not in html
+    assert all(signed_in.get(f"{page}/evidence/{i}").mimetype == "image/jpeg" for i in (0, 1))
     assert "two items really bought" in html and "scan missed by the POS log" not in html  # its own reasons
 
     def judge(path: str, reason: str = "") -> int:
@@ -282,21 +289,24 @@ def test_a_lane_alert_shows_its_lane_frame_clip_and_the_pos_lines_the_lane_recor
     html = signed_in.get(LANE_ALERT).get_data(as_text=True)
     # evidence: two crops (0, 1), the lane mid-pass (2), the clip (3), as the lane service wrote them
     assert html.count(f"{LANE_ALERT}/evidence/0") == 1 and f'src="{LANE_ALERT}/evidence/2" alt="the lane' in html
-    frames = re.findall(rf'src="{LANE_ALERT}/evidence/3/frames/(\d+)"', html)
-    assert len(frames) == 12 and frames[0] == "0" and "download the clip" in html
+    assert re.search(rf'<video class="clip-video" controls[^>]* src="{LANE_ALERT}/evidence/3"', html)
+    assert "/frames/" not in html  # an MP4 plays: no stills
     lane_frame = cv2.imdecode(np.frombuffer(signed_in.get(f"{LANE_ALERT}/evidence/2").data, np.uint8), cv2.IMREAD_COLOR)
     assert lane_frame.shape == (240, 320, 3)  # the whole lane, not a crop
-    clip = cv2.VideoCapture(str(next(settings.lanes[0].glob("evidence/*/track00007.avi"))))
-    count = int(clip.get(cv2.CAP_PROP_FRAME_COUNT))
-    clip.release()
-    assert frames[-1] == str(count - 1)
-    still = signed_in.get(f"{LANE_ALERT}/evidence/3/frames/{frames[-1]}")
-    assert still.status_code == 200 and still.mimetype == "image/jpeg"
-    assert cv2.imdecode(np.frombuffer(still.data, np.uint8), cv2.IMREAD_COLOR).shape == (240, 320, 3)
-    download = signed_in.get(f"{LANE_ALERT}/evidence/3")
-    assert download.status_code == 200 and "attachment" in download.headers["Content-Disposition"]
-    for route in (f"{LANE_ALERT}/evidence/3/frames/{count}", f"{LANE_ALERT}/evidence/2/frames/0"):
-        assert signed_in.get(route).status_code == 404, route  # past the clip's end; a picture has no frames
+    whole = signed_in.get(f"{LANE_ALERT}/evidence/3")
+    mp4 = next(settings.lanes[0].glob("evidence/*/track00007.mp4")).read_bytes()
+    assert whole.status_code == 200 and whole.mimetype == "video/mp4" and whole.data == mp4
+    assert whole.headers["Accept-Ranges"] == "bytes"
+    assert whole.headers["Content-Disposition"].startswith("inline")  # to play, not to download
+    # a browser asks for byte ranges to play and seek: 206 with exactly those bytes
+    part = signed_in.get(f"{LANE_ALERT}/evidence/3", headers={"Range": "bytes=100-1099"})
+    assert part.status_code == 206 and part.data == mp4[100:1100]
+    assert part.headers["Content-Range"] == f"bytes 100-1099/{len(mp4)}"
+    tail = signed_in.get(f"{LANE_ALERT}/evidence/3", headers={"Range": "bytes=-10"})
+    assert tail.status_code == 206 and tail.data == mp4[-10:]
+    beyond = signed_in.get(f"{LANE_ALERT}/evidence/3", headers={"Range": f"bytes={len(mp4)}-"})
+    assert beyond.status_code == 416
+    assert signed_in.get(f"{LANE_ALERT}/evidence/3/frames/0").status_code == 404  # stills are for AVI clips only
     # the POS lines within 20 s, from both of the lane's files (pos.1.jsonl, then pos.jsonl), the scan marked
     assert _pos_rows(html) == [
         ("-10.00", "scan", "Granny-Smith"),
@@ -317,6 +327,29 @@ def test_a_lane_alert_shows_its_lane_frame_clip_and_the_pos_lines_the_lane_recor
     assert "the lane has recorded no POS events" in signed_in.get(LANE_ALERT).get_data(as_text=True)
 
 
+def test_an_older_lanes_avi_clip_is_shown_as_still_frames(signed_in, settings):
+    page = "/alerts/lane-1/lane-1-9f3a1c2e-3"  # crops (0, 1) and an MJPEG AVI (2), as lanes wrote them before
+    html = signed_in.get(page).get_data(as_text=True)
+    frames = re.findall(rf'src="{page}/evidence/2/frames/(\d+)"', html)
+    assert len(frames) == 12 and frames[0] == "0" and frames[-1] == "29" and "<video" not in html
+    assert "download the clip</a> (MJPEG AVI)" in html
+    still = signed_in.get(f"{page}/evidence/2/frames/29")
+    assert still.status_code == 200 and still.mimetype == "image/jpeg"
+    assert cv2.imdecode(np.frombuffer(still.data, np.uint8), cv2.IMREAD_COLOR).shape == (240, 320, 3)
+    download = signed_in.get(f"{page}/evidence/2")
+    assert download.status_code == 200 and "attachment" in download.headers["Content-Disposition"]
+    for route in (f"{page}/evidence/2/frames/30", f"{page}/evidence/0/frames/0"):
+        assert signed_in.get(route).status_code == 404, route  # past the clip's end; a picture has no frames
+
+
+def test_a_clip_larger_than_a_lane_writes_is_not_served(signed_in, settings, monkeypatch):
+    from retail_reid.pipeline.console import clip_frames
+
+    monkeypatch.setattr(clip_frames, "MAX_CLIP_BYTES", 100)
+    assert signed_in.get(f"{LANE_ALERT}/evidence/3").status_code == 404
+    assert "1 clips cannot be read" in signed_in.get(LANE_ALERT).get_data(as_text=True)
+
+
 def test_a_real_replay_output_folder_is_shown_whole(tmp_path, gallery_dir, monkeypatch):
     """`reid simulate` + `reid replay` as an investigator runs them, then every alert page of the output."""
     lane = tmp_path / "lane"
@@ -325,7 +358,7 @@ def test_a_real_replay_output_folder_is_shown_whole(tmp_path, gallery_dir, monke
     )
     truth = json.loads((lane / "truth.json").read_text())
     out = tmp_path / "out"
-    monkeypatch.chdir(tmp_path)  # the replay records --pos as given: relative, as an operator would type it
+    monkeypatch.chdir(tmp_path)  # --pos relative, as an operator would type it
     zone = ",".join(map(str, truth["zone"]))
     args = [
         "replay",
@@ -336,8 +369,19 @@ def test_a_real_replay_output_folder_is_shown_whole(tmp_path, gallery_dir, monke
         str(gallery_dir),
         "--zone",
         zone,
+        "--store",
+        "store-7",
+        "--lane",
+        "lane-3",
+        "--start",
+        "2026-11-30T09:00:00+01:00",
     ]
     assert reid_main([*args, "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["pos"] == str(tmp_path / "lane" / "pos.jsonl")  # kept absolute: found from anywhere
+    assert summary["recording"] == {"store": "store-7", "lane": "lane-3", "start": "2026-11-30T09:00:00+01:00"}
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the console starts from another folder
     lines = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
     alerts = [x for x in lines if x["type"] != "basket"]
     assert alerts, "the scenario should raise alerts"
@@ -349,7 +393,9 @@ def test_a_real_replay_output_folder_is_shown_whole(tmp_path, gallery_dir, monke
         if line["type"] == "basket":
             continue
         html = client.get(f"/alerts/out/{i}").get_data(as_text=True)
-        assert label(line["type"]) in html
+        assert label(line["type"]) in html and "store-7 · lane-3" in html
+        # dated by the recording: 08:00 UTC plus the alert's time into the video
+        assert stamp(1_796_025_600.0 + line["t_start"]) in html
         for j in range(len(line["evidence"])):
             assert client.get(f"/alerts/out/{i}/evidence/{j}").status_code == 200
         if line["track_id"] is not None:  # the replay keeps the lane mid-pass with the crops
@@ -359,6 +405,39 @@ def test_a_real_replay_output_folder_is_shown_whole(tmp_path, gallery_dir, monke
             assert cv2.imread(str(out / lane_frame)).shape == (480, 640, 3)
         if line["scan_ts"] is not None:
             assert 'class="hit"' in html  # its scan found in the POS log
+
+
+def test_a_replay_is_listed_by_its_recordings_store_lane_and_time(tmp_path, gallery_dir):
+    settings = make_settings(tmp_path, gallery_dir)
+    summary_file = settings.replays[0] / "summary.json"
+    recording = {"store": "store-7", "lane": "lane-3", "start": "2026-11-30T08:00:00Z"}
+    summary_file.write_text(json.dumps({**json.loads(summary_file.read_text()), "recording": recording}))
+    client = create_app(settings).test_client()
+    _sign_in(client)
+    assert "2 shown" in client.get("/alerts?lane=lane-3&from=2026-11-30&to=2026-11-30").get_data(as_text=True)
+    assert "0 shown" in client.get("/alerts?source=replay-a&to=2026-11-29").get_data(as_text=True)
+    html = client.get(REPLAY_ALERT).get_data(as_text=True)  # t_start 10.1 s into the recording
+    assert "store-7 · lane-3" in html and "2026-11-30 08:00:10 UTC" in html and "replay of" not in html
+
+
+def test_a_relative_pos_path_is_taken_from_the_replay_folder_and_a_missing_one_is_named(
+    tmp_path, gallery_dir, monkeypatch, caplog
+):
+    settings = make_settings(tmp_path, gallery_dir)
+    replay = settings.replays[0]
+    summary = json.loads((replay / "summary.json").read_text())
+    (replay / "summary.json").write_text(json.dumps({**summary, "pos": "../replay-a-pos.jsonl"}))
+    monkeypatch.chdir(gallery_dir)  # not where the replay ran
+    client = create_app(settings).test_client()
+    _sign_in(client)
+    assert 'class="hit"' in client.get(REPLAY_ALERT).get_data(as_text=True)
+    (replay / "summary.json").write_text(json.dumps({**summary, "pos": "gone/pos.jsonl"}))
+    with caplog.at_level("WARNING", logger="reid.console"):
+        client = create_app(settings).test_client()
+    missing = f"{replay / 'summary.json'}: the POS log it names, {replay / 'gone' / 'pos.jsonl'}, is missing"
+    assert missing in caplog.text  # said once, when the console starts
+    _sign_in(client)
+    assert "cannot be read" in client.get(REPLAY_ALERT).get_data(as_text=True)
 
 
 def test_a_replays_pos_log_is_the_one_its_summary_named_and_is_never_shown_raw(tmp_path, gallery_dir):

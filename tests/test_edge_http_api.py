@@ -254,6 +254,7 @@ def test_evidence_files_are_served_with_the_token_and_nothing_outside_their_fold
     crop = evidence / "20261130T090000Z-ab12" / "track00007_0.jpg"
     crop.write_bytes(b"\xff\xd8jpeg bytes\xff\xd9")
     (evidence / "20261130T090000Z-ab12" / "track00007.avi").write_bytes(b"RIFF clip")
+    (evidence / "20261130T090000Z-ab12" / "track00008.mp4").write_bytes(b"ftyp clip")
     (tmp_path / "secret.jpg").write_bytes(b"not evidence")
     (evidence / "link.jpg").symlink_to(tmp_path / "secret.jpg")
     (evidence / "notes.txt").write_text("not a served type")
@@ -265,6 +266,8 @@ def test_evidence_files_are_served_with_the_token_and_nothing_outside_their_fold
         assert call(url + "/evidence/20261130T090000Z-ab12%2Ftrack00007_0.jpg")[1] == crop.read_bytes()  # one param
         code, body, headers = call(url + "/evidence/20261130T090000Z-ab12/track00007.avi")
         assert code == 200 and body == b"RIFF clip" and headers["Content-Type"] == "video/x-msvideo"
+        code, body, headers = call(url + "/evidence/20261130T090000Z-ab12/track00008.mp4")
+        assert code == 200 and body == b"ftyp clip" and headers["Content-Type"] == "video/mp4"
         code, _, _ = call(url + "/evidence/20261130T090000Z-ab12/track00007_0.jpg", token=None)
         assert code == 401  # evidence always needs the token, even with open reads
         for path in (

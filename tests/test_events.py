@@ -83,16 +83,19 @@ def _pass(track: int, t0: float, t1: float, embedding: np.ndarray) -> tuple[Item
     return item, Recognition(embedding=embedding, matches=tuple(GALLERY.match(embedding[None])[0]))
 
 
-def _builder(
-    config: EventConfig = CONFIG, basket: BasketConfig | None = None, records: list | None = None
-) -> EventBuilder:
+def _evidence(item: ItemPass) -> tuple[str, ...]:
+    """What an evidence writer would name: the pass's crops still held, and its lane frame."""
+    crops = [f"crops/track{item.track_id}_{i}.jpg" for i in range(len(item.crops))]
+    return (*crops, f"crops/track{item.track_id}_lane.jpg")
+
+
+def _builder(config: EventConfig = CONFIG, basket: BasketConfig | None = None) -> EventBuilder:
     return EventBuilder(
         Recogniser(GALLERY, THRESHOLDS).judge,
         config,
         basket,
         GALLERY.sku_for_barcode,
-        save_evidence=lambda item: (f"crops/track{item.track_id}.jpg",),
-        on_pass=None if records is None else records.append,
+        save_evidence=_evidence,
     )
 
 
@@ -110,40 +113,41 @@ def _alerts(events) -> list[tuple[str, int | None]]:
 
 
 def test_a_scanned_item_that_looks_like_its_scan_raises_nothing_and_is_decided_at_once():
-    records = []
-    b = _builder(records=records)
+    b = _builder()
     b.add_pos(_scan(1.5, "Apple"))
     b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
-    assert b.advance(2.0, []) == []  # the scan lies inside the pass: no need to wait for the window
-    assert [(r.track_id, r.verdict, r.seen_sku, r.scanned_sku) for r in records] == [(1, "ok", "Apple", "Apple")]
-    assert [e for e in b.flush() if isinstance(e, Event)] == []
+    decided = b.advance(2.0, [])
+    assert decided.events == []  # the scan lies inside the pass: no need to wait for the window
+    assert [(r.track_id, r.verdict, r.seen_sku, r.scanned_sku) for r in decided.passes] == [(1, "ok", "Apple", "Apple")]
+    assert [e for e in b.flush().events if isinstance(e, Event)] == []
 
 
 def test_non_scan_waits_for_the_window_then_names_what_was_seen():
     b = _builder()
     b.add_pos(PosEvent(ts=0.0, type=PosEventType.TXN_START, txn="T1"))
     b.add_pass(*_pass(4, 1.0, 2.0, _vec(Banana=1)))
-    assert b.advance(2.3, []) == []  # a scan could still come until 2.5
-    (event,) = b.advance(2.5, [])
+    assert b.advance(2.3, []).events == []  # a scan could still come until 2.5
+    (event,) = b.advance(2.5, []).events
     assert event.type == "non_scan" and event.track_id == 4 and event.seen_sku == "Banana"
     assert event.seen_score == pytest.approx(1.0) and event.scanned_sku is None and event.txn == "T1"
-    assert event.t_start == 1.0 and event.t_end == 2.0 and event.evidence == ("crops/track4.jpg",)
+    assert event.t_start == 1.0 and event.t_end == 2.0
+    assert event.evidence == ("crops/track4_0.jpg", "crops/track4_lane.jpg")
 
 
 def test_a_late_scan_within_the_window_still_belongs_to_the_pass():
     b = _builder()
     b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
-    assert b.advance(2.2, []) == []
+    assert b.advance(2.2, []).events == []
     b.add_pos(_scan(2.35, "Apple"))
-    assert _alerts(b.advance(2.6, [])) == []
-    assert _alerts(b.flush()) == []
+    assert _alerts(b.advance(2.6, []).events) == []
+    assert _alerts(b.flush().events) == []
 
 
 def test_product_switch_names_the_sku_seen_and_the_sku_scanned():
     b = _builder()
     b.add_pos(_scan(1.5, "Apple"))
     b.add_pass(*_pass(2, 1.0, 2.0, _vec(Banana=0.95, Apple=0.3)))
-    (event,) = b.advance(2.0, [])
+    (event,) = b.advance(2.0, []).events
     assert event.type == "product_switch" and event.seen_sku == "Banana" and event.scanned_sku == "Apple"
     assert event.scanned_score < 0.5 < 0.7 <= event.seen_score and event.scan_ts == 1.5
 
@@ -153,31 +157,31 @@ def test_close_call_is_not_a_switch():
     b = _builder()
     b.add_pos(_scan(1.5, "Apple"))
     b.add_pass(*_pass(2, 1.0, 2.0, _vec(Banana=1.0, Apple=0.97, Carrot=0.2)))
-    assert _alerts(b.advance(2.0, [])) == []
+    assert _alerts(b.advance(2.0, []).events) == []
 
 
 def test_unknown_item_is_reported_as_such_not_as_a_switch():
     b = _builder()
     b.add_pos(_scan(1.5, "Apple"))
     b.add_pass(*_pass(3, 1.0, 2.0, _vec(nothing=1)))  # like nothing in the gallery
-    (event,) = b.advance(2.0, [])
+    (event,) = b.advance(2.0, []).events
     assert event.type == "unknown_item" and event.seen_sku is None and event.scanned_sku == "Apple"
     b.add_pass(*_pass(4, 5.0, 6.0, _vec(nothing=1)))
-    (event,) = b.advance(7.0, [])
+    (event,) = b.advance(7.0, []).events
     assert event.type == "non_scan" and event.seen_sku is None
 
 
 def test_a_doubtful_scan_without_a_clear_alternative_is_not_an_alert():
-    records = []
-    b = _builder(records=records)
+    b = _builder()
     b.add_pos(_scan(1.5, "Apple"))
     b.add_pos(_scan(5.5, "Apple"))
     e = _vec(Apple=0.45, Banana=0.6, nothing=0.66)  # Apple 0.45 < 0.5; Banana 0.6: a match, but below 0.7
     b.add_pass(*_pass(1, 1.0, 2.0, e))
     e = _vec(Apple=0.55, Banana=0.62, nothing=0.56)  # Apple 0.55 >= 0.5 but Banana is not 0.05 better
     b.add_pass(*_pass(2, 5.0, 6.0, e))
-    assert _alerts(b.advance(7.0, [])) == []
-    assert [(r.verdict, r.seen_sku) for r in records] == [("unconfirmed", "Banana"), ("ok", "Apple")]
+    decided = b.advance(7.0, [])
+    assert _alerts(decided.events) == []
+    assert [(r.verdict, r.seen_sku) for r in decided.passes] == [("unconfirmed", "Banana"), ("ok", "Apple")]
 
 
 def test_a_pass_without_any_usable_crop_is_not_judged_on_appearance():
@@ -185,7 +189,7 @@ def test_a_pass_without_any_usable_crop_is_not_judged_on_appearance():
     b.add_pos(_scan(1.5, "Apple"))
     item, _ = _pass(1, 1.0, 2.0, _vec(Banana=1))
     b.add_pass(item, Recognition(embedding=None, matches=()))
-    assert _alerts(b.advance(3.0, [])) == []
+    assert _alerts(b.advance(3.0, []).events) == []
 
 
 # --- association --------------------------------------------------------------------------------
@@ -194,10 +198,10 @@ def test_a_pass_without_any_usable_crop_is_not_judged_on_appearance():
 def test_scan_without_item_waits_for_passes_that_could_still_claim_it():
     b = _builder()
     b.add_pos(_scan(10.0, "Carrot"))
-    assert b.advance(10.5, []) == []  # an item may yet enter within window_before_s
-    assert b.advance(11.2, [10.6]) == []  # a track opened at 10.6 is still in the zone
-    assert b.advance(19.9, []) == []  # a void may still cancel it, for void_window_s (10 s)
-    (event,) = b.advance(20.0, [])
+    assert b.advance(10.5, []).events == []  # an item may yet enter within window_before_s
+    assert b.advance(11.2, [10.6]).events == []  # a track opened at 10.6 is still in the zone
+    assert b.advance(19.9, []).events == []  # a void may still cancel it, for void_window_s (10 s)
+    (event,) = b.advance(20.0, []).events
     assert event.type == "scan_without_item" and event.scanned_sku == "Carrot" and event.t_start == event.t_end == 10.0
     assert event.track_id is None and event.txn == "T1"
 
@@ -206,8 +210,8 @@ def test_a_scan_without_item_is_reported_when_its_transaction_ends_if_sooner():
     b = _builder()
     b.add_pos(_scan(10.0, "Carrot"))
     b.add_pos(PosEvent(ts=12.0, type=PosEventType.TXN_END, txn="T1"))
-    assert b.advance(11.9, []) == []
-    assert _alerts(b.advance(12.0, [])) == [("scan_without_item", None)]
+    assert b.advance(11.9, []).events == []
+    assert _alerts(b.advance(12.0, []).events) == [("scan_without_item", None)]
 
 
 def test_each_scan_goes_to_the_nearest_pass_and_to_one_pass_only():
@@ -215,14 +219,14 @@ def test_each_scan_goes_to_the_nearest_pass_and_to_one_pass_only():
     b.add_pos(_scan(2.4, "Apple"))  # 0.4 s after pass 1, 0.6 s before pass 2
     b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
     b.add_pass(*_pass(2, 3.0, 4.0, _vec(Apple=1)))
-    assert _alerts(b.advance(10.0, [])) == [("non_scan", 2)]
+    assert _alerts(b.advance(10.0, []).events) == [("non_scan", 2)]
 
     b = _builder()
     b.add_pos(_scan(3.5, "Apple"))  # inside pass 2, 1.5 s after pass 1 (outside its window anyway)
     b.add_pos(_scan(2.6, "Apple"))  # 0.6 s after pass 1 (outside its 0.5 s window), 0.4 s before pass 2
     b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
     b.add_pass(*_pass(2, 3.0, 4.0, _vec(Apple=1)))
-    out = b.advance(13.0, [])  # past the void window of the scan at 2.6
+    out = b.advance(13.0, []).events  # past the void window of the scan at 2.6
     # the scan at 2.6 lies in pass 2's window too, and pass 2 was paid by another Apple scan: a double scan
     assert sorted(_alerts(out)) == [("double_scan", 2), ("non_scan", 1)]
 
@@ -231,35 +235,37 @@ def test_a_pass_does_not_take_a_scan_that_fits_a_pass_still_in_the_zone_better()
     b = _builder()
     b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
     b.add_pos(_scan(2.45, "Apple"))  # within pass 1's window, but an item entered at 2.3
-    out = b.advance(2.6, [2.3])
+    out = b.advance(2.6, [2.3]).events
     assert _alerts(out) == [("non_scan", 1)]
     b.add_pass(*_pass(2, 2.3, 3.0, _vec(Apple=1)))
-    assert _alerts(b.advance(3.0, [])) == []
+    assert _alerts(b.advance(3.0, []).events) == []
 
 
 def test_a_scan_goes_to_the_item_crossing_the_middle_when_two_are_in_the_zone():
     b = _builder()
     b.add_pos(_scan(68.2, "Apple"))
     b.add_pass(*_pass(1, 67.0, 68.5, _vec(Banana=1)))  # the lead item, never scanned
-    assert b.advance(68.9, [67.7]) == []  # the follower, still in the zone, is mid-zone at the scan
-    assert _alerts(b.advance(69.0, [67.7])) == [("non_scan", 1)]
+    assert b.advance(68.9, [67.7]).events == []  # the follower, still in the zone, is mid-zone at the scan
+    assert _alerts(b.advance(69.0, [67.7]).events) == [("non_scan", 1)]
     b.add_pass(*_pass(2, 67.7, 69.0, _vec(Apple=1)))
-    assert _alerts(b.advance(69.5, [])) == []
+    assert _alerts(b.advance(69.5, []).events) == []
 
 
 def test_a_lead_item_scanned_while_the_follower_crosses_the_middle_keeps_its_scan():
     # the lead item's scan (4.97) fits the follower's middle better, but the follower has its own (5.28)
-    records = []
-    b = _builder(records=records)
+    b = _builder()
     b.add_pos(_scan(4.966, "Apple"))
     b.add_pass(*_pass(1, 3.933, 5.133, _vec(Apple=1)))
-    assert b.advance(5.2, [4.533]) == []  # the follower, still in the zone, may take that scan
+    decided = b.advance(5.2, [4.533])
+    assert decided.events == decided.passes == []  # the follower, still in the zone, may take that scan
     b.add_pos(_scan(5.278, "Banana"))
-    assert b.advance(5.3, [4.533]) == []  # now each has one: the lead item's is inside its span
-    assert [(r.track_id, r.scanned_sku, r.verdict) for r in records] == [(1, "Apple", "ok")]
+    decided = b.advance(5.3, [4.533])
+    assert decided.events == []  # now each has one: the lead item's is inside its span
+    assert [(r.track_id, r.scanned_sku, r.verdict) for r in decided.passes] == [(1, "Apple", "ok")]
     b.add_pass(*_pass(2, 4.533, 5.867, _vec(Banana=1)))
-    assert _alerts(b.advance(6.5, [])) == []
-    assert [(r.track_id, r.scanned_sku, r.verdict) for r in records] == [(1, "Apple", "ok"), (2, "Banana", "ok")]
+    decided = b.advance(6.5, [])
+    assert _alerts(decided.events) == []
+    assert [(r.track_id, r.scanned_sku, r.verdict) for r in decided.passes] == [(2, "Banana", "ok")]
 
 
 def test_two_items_side_by_side_and_one_scan():
@@ -267,20 +273,20 @@ def test_two_items_side_by_side_and_one_scan():
     b.add_pos(_scan(2.0, "Apple"))
     b.add_pass(*_pass(1, 1.0, 3.0, _vec(Apple=1)))
     b.add_pass(*_pass(2, 1.5, 3.5, _vec(Apple=1)))
-    alerts = _alerts(b.advance(5.0, []))
+    alerts = _alerts(b.advance(5.0, []).events)
     assert len(alerts) == 1 and alerts[0][0] == "non_scan"
 
 
 def test_barcodes_resolve_through_the_catalogue_and_unknown_ones_are_not_alerts():
-    records = []
-    b = _builder(records=records)
+    b = _builder()
     b.add_pos(_scan(1.5, barcode="0001"))
     b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
     b.add_pos(_scan(5.5, barcode="9999", line=7))
     b.add_pass(*_pass(2, 5.0, 6.0, _vec(Banana=1)))  # would be a switch if the barcode were known
-    assert _alerts(b.advance(10.0, [])) == []
-    assert [r.verdict for r in records] == ["ok", "unverified"]
-    (basket,) = [e for e in b.flush() if isinstance(e, BasketEvent)]
+    decided = b.advance(10.0, [])
+    assert _alerts(decided.events) == []
+    assert [r.verdict for r in decided.passes] == ["ok", "unverified"]
+    (basket,) = [e for e in b.flush().events if isinstance(e, BasketEvent)]
     assert basket.scanned == {"Apple": 1, "barcode:9999": 1}
 
 
@@ -309,8 +315,8 @@ def _basket_run(config: BasketConfig) -> list:
     b.add_pos(_scan(5.5, "Carrot"))
     b.add_pass(*_pass(3, 5.0, 6.0, _vec(Banana=1)))  # switch
     b.add_pos(PosEvent(ts=8.0, type=PosEventType.TXN_END, txn="T1"))
-    early = b.advance(8.2, [])
-    return early, b.advance(8.5, [])
+    early = b.advance(8.2, []).events
+    return early, b.advance(8.5, []).events
 
 
 def test_basket_per_transaction_once_it_has_closed():
@@ -333,10 +339,10 @@ def test_transactions_known_only_from_their_scans():
     b.add_pos(_scan(1.5, "Apple", txn="A"))
     b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
     b.add_pass(*_pass(2, 2.8, 3.2, _vec(Banana=1)))  # not scanned, after A's last scan: A is still open
-    out = b.advance(3.7, [])
+    out = b.advance(3.7, []).events
     b.add_pos(_scan(10.5, "Carrot", txn="B"))  # B begins: A is over
     b.add_pass(*_pass(3, 10.0, 11.0, _vec(Carrot=1)))
-    out += b.advance(12.0, []) + b.flush()
+    out += b.advance(12.0, []).events + b.flush().events
     baskets = {e.txn: e for e in out if isinstance(e, BasketEvent)}
     assert baskets["A"].seen == {"Apple": 1, "Banana": 1} and baskets["A"].scanned == {"Apple": 1}
     assert baskets["B"].seen == {"Carrot": 1} and baskets["B"].scanned == {"Carrot": 1}
@@ -346,7 +352,7 @@ def test_transactions_known_only_from_their_scans():
 def test_events_serialise_with_the_documented_fields():
     b = _builder()
     b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
-    out = b.flush()
+    out = b.flush().events
     lines = [json.loads(json.dumps(e.to_dict())) for e in out]
     assert {
         "type",
@@ -401,14 +407,14 @@ def _run(pos: list[PosEvent], passes: list[tuple], until: float = 100.0):
     items += [(t / 10, 2, None) for t in range(int(until * 10))]
     out = []
     for ts, kind, x in sorted(items, key=lambda x: x[:2]):
-        out += b.advance(ts, [p[0].t_start for p in passes if p[0].t_start <= ts <= p[0].t_end])
+        out += b.advance(ts, [p[0].t_start for p in passes if p[0].t_start <= ts <= p[0].t_end]).events
         if kind == 2:
             continue
         if kind:
             b.add_pass(*x)
         else:
             b.add_pos(x)
-    out += b.advance(until, []) + b.flush()
+    out += b.advance(until, []).events + b.flush().events
     return b, [e for e in out if isinstance(e, Event)], [e for e in out if isinstance(e, BasketEvent)]
 
 
@@ -453,10 +459,10 @@ def test_the_voided_alert_waits_for_a_rescan_until_the_void_window_closes():
     b = _builder()
     b.add_pos(_pos(1.5, PosEventType.SCAN, "Apple"))
     b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
-    assert b.advance(2.0, []) == []
+    assert b.advance(2.0, []).events == []
     b.add_pos(_pos(4.0, PosEventType.VOID, "Apple"))
-    assert b.advance(13.9, []) == []
-    assert _alerts(b.advance(14.0, [])) == [("non_scan", 1)]
+    assert b.advance(13.9, []).events == []
+    assert _alerts(b.advance(14.0, []).events) == [("non_scan", 1)]
 
 
 @pytest.mark.parametrize(
@@ -511,6 +517,23 @@ def test_a_second_scan_for_one_pass_is_a_double_scan_not_a_scan_without_item():
     assert event.type == "double_scan" and not event.type.loss and event.track_id == 1
     assert (event.t_start, event.scanned_sku, event.seen_sku) == (1.8, "Apple", "Apple")
     assert basket.scanned == {"Apple": 2} and basket.seen == {"Apple": 1}
+    # its evidence: the one item the camera saw, crops included (kept until the double scan went out)
+    assert event.evidence == ("crops/track1_0.jpg", "crops/track1_lane.jpg")
+
+
+def test_a_double_scan_late_in_its_window_still_has_the_items_crops():
+    config = EventConfig(window_before_s=1.0, window_after_s=5.0, void_window_s=2.0)
+    b = EventBuilder(
+        Recogniser(GALLERY, THRESHOLDS).judge, config, None, GALLERY.sku_for_barcode, save_evidence=_evidence
+    )
+    b.add_pos(_scan(1.5, "Apple"))
+    b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
+    assert b.advance(2.0, []).events == []
+    b.add_pos(_scan(6.5, "Apple"))  # after the first scan's void window (3.5): the pass's crops were due to go
+    out = [e for t in range(20, 120) for e in b.advance(t / 10, []).events if isinstance(e, Event)]
+    assert [(e.type, e.track_id, e.evidence) for e in out] == [
+        ("double_scan", 1, ("crops/track1_0.jpg", "crops/track1_lane.jpg"))
+    ]
 
 
 @pytest.mark.parametrize("first, second", [(1.3, 1.8), (1.2, 1.6)])  # the pass took the first, or the second
@@ -529,10 +552,11 @@ def test_a_void_with_nothing_to_cancel_is_a_warning_naming_its_line():
     b.add_pos(_pos(1.0, PosEventType.SCAN, "Apple", txn="T2"))
     b.add_pos(_pos(2.0, PosEventType.VOID, "Apple", line=9))  # T1 has no Apple scan
     b.add_pos(_pos(3.0, PosEventType.VOID, "Carrot", txn=None, line=10))
-    assert b.warnings == [
+    assert b.advance(3.0, []).warnings == [
         "line 9: void of Apple at 2.00s has no scan in transaction 'T1' to cancel",
         "line 10: void of Carrot at 3.00s has no scan to cancel",
     ]
+    assert b.advance(4.0, []).warnings == []  # each warning is handed out once
 
 
 def test_a_keyed_produce_switch_is_caught_and_carries_its_entry_and_weight():
@@ -593,7 +617,7 @@ def test_a_paid_pass_keeps_its_crops_only_while_a_void_may_reopen_it_in_time():
     gc.collect()
     assert sum(r() is not None for r in crops) == 0  # each was let go when its void window closed
     b.add_pos(_pos(20.0 * 299 + 5.0, PosEventType.VOID, "Apple", txn="T299"))  # a late void still reopens it ...
-    assert _alerts(b.flush()) == [("non_scan", 299)]
+    assert _alerts(b.flush().events) == [("non_scan", 299)]
     assert saved == [(299, 0)]  # ... its alert goes out, without crops
 
 
@@ -602,10 +626,10 @@ def test_a_pass_voided_within_its_window_keeps_its_crops_for_the_alert():
     saved = _crops_saved(b)
     b.add_pos(_pos(1.5, PosEventType.SCAN, "Apple"))
     b.add_pass(*_pass(1, 1.0, 2.0, _vec(Apple=1)))
-    assert b.advance(2.0, []) == []
+    assert b.advance(2.0, []).events == []
     b.add_pos(_pos(9.0, PosEventType.VOID, "Apple"))  # within the scan's void window (10 s): reopened ...
-    assert b.advance(12.0, []) == []  # ... past that window, waiting for a re-scan until 19.0
-    assert _alerts(b.advance(19.0, [])) == [("non_scan", 1)]
+    assert b.advance(12.0, []).events == []  # ... past that window, waiting for a re-scan until 19.0
+    assert _alerts(b.advance(19.0, []).events) == [("non_scan", 1)]
     assert saved == [(1, 1)]
 
 
@@ -617,6 +641,6 @@ def test_transactions_done_are_remembered_up_to_a_bound():
         b.advance(i + 1.0, [])  # its basket reported
     assert len(b._done_txns) == DONE_TXNS_KEPT  # the oldest 50 forgotten
     b.add_pos(_scan(DONE_TXNS_KEPT + 60.0, "Apple", txn=f"T{DONE_TXNS_KEPT + 49}"))
-    assert b.warnings == [
+    assert b.advance(DONE_TXNS_KEPT + 60.0, []).warnings == [
         f"transaction 'T{DONE_TXNS_KEPT + 49}' reappears at {DONE_TXNS_KEPT + 60.0:.2f}s after its basket was reported"
     ]

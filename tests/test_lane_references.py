@@ -116,17 +116,18 @@ def test_a_manifest_cannot_point_outside_its_folder(tmp_path):
 
 def test_the_lane_gives_each_decided_pass_with_its_crops_once(built_gallery):
     from retail_reid.gallery import Gallery
+    from retail_reid.pipeline.events import Decisions
     from retail_reid.pipeline.lane import LaneProcessor
     from retail_reid.pipeline.types import Zone
 
     seen: list[tuple[ItemPass, PassRecord]] = []
     lane = LaneProcessor(Gallery.open(built_gallery), Zone(0, 0, 64, 64), references=lambda i, r: seen.append((i, r)))
     item = _pass(7, _crop(7))
-    lane._items[7] = item  # as `_finish_passes` leaves an undecided pass
-    lane.events.on_pass(_record(7))  # the event builder decides it
-    lane.events.on_pass(_record(8))  # a pass the lane never held: no crops to give
+    lane._items[7] = item  # as `_recognise` leaves an undecided pass
+    # the event builder decides it, and a pass the lane never held (no crops to give)
+    result = lane._result(Decisions(passes=[_record(7), _record(8)]))
     assert seen == [(item, _record(7))] and lane._items == {}
-    assert [r.track_id for r in lane.finish().passes] == [7, 8]
+    assert [r.track_id for r in result.passes] == [7, 8]
 
 
 def _old_gallery(gallery: Path) -> None:

@@ -29,6 +29,7 @@ EXTRAS_ONLY = {
     "flask_wtf",
     "werkzeug",  # flask's own, imported directly by the console's URL converter
     "waitress",  # [console]
+    "itsdangerous",  # [console]: the signed confirmations of gallery changes
     "ray",  # [ray]
     "matplotlib",  # [console] and [ray]: their pages' charts
     "paho",  # [mqtt]

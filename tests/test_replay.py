@@ -175,6 +175,10 @@ def test_outputs_summary_baskets_and_report(run, scenario):
     assert summary["frames_processed"] == frames and summary["frames_dropped"] == 0
     assert summary["speed_x_realtime"] > 0 and summary["counts"]["basket"] == 2
     assert summary["counts"]["non_scan"] == sum(a["type"] == "non_scan" for a in lines)
+    assert summary["zone"] == list(truth.zone)
+    # each threshold in force under its [events] setting's name, the evidence counts as set
+    assert set(summary["thresholds"]) <= set(summary["config"]["events"])
+    assert summary["thresholds"]["switch_min_views"] == summary["config"]["events"]["switch_min_views"]
     report = (run / "report.html").read_text()
     n_alerts = sum(a["type"] != "basket" for a in lines)
     assert report.count('class="card"') == n_alerts
@@ -422,3 +426,18 @@ def test_config_file_maps_onto_the_defaults(tmp_path):
         f.write_text(text)
         with pytest.raises(ConfigError, match=needle):
             load_config(f)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--store", "S1"], "--lane, --start: needed with --store"),
+        (["--store", "S1", "--lane", "L1", "--start", "monday"], "--start: 'monday' is not an ISO 8601 date and time"),
+        (["--store", " ", "--lane", "L1", "--start", "2026-11-30T08:00:00"], "--store: is empty"),
+    ],
+)
+def test_a_recordings_identity_needs_all_three_flags_well_formed(tmp_path, capsys, flags, message):
+    args = ["replay", "v.mp4", "--pos", "p.jsonl", "--gallery", str(tmp_path / "none"), "--out", str(tmp_path / "o")]
+    assert main([*args, *flags]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and not (tmp_path / "o").exists()  # before any work

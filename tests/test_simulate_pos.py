@@ -22,6 +22,9 @@ from retail_reid.pipeline.simulate_pos import PosCaseKind, TillRates
 from retail_reid.pipeline.types import Crop, ItemPass
 
 VAL = Path(__file__).resolve().parents[1] / "sample" / "grocery" / "val"
+# A simulated till lane (the `lane` fixture's settings, seed 11, 320x240; its truth and POS log) and what
+# the event builder decided over it when it still handed pass records out through a callback: pinned.
+PINNED = Path(__file__).resolve().parent / "data" / "till_lane"
 TILL = TillRates(quantity=0.15, void=0.15, void_kept=0.05, double_scan=0.05, keyed=0.05, keyed_switch=0.05)
 
 
@@ -93,14 +96,15 @@ class OneHotGallery:
 
 
 def _decide(lane: Path, out: Path) -> Path:
-    """The event logic over the lane's POS log and its true passes, stepped frame by frame as the lane does."""
+    """The event logic over the lane's POS log and its true passes, stepped frame by frame as the lane
+    does: OUT/events.jsonl (returned) and OUT/passes.jsonl."""
     truth = read_truth(lane / "truth.json")
     pos, _ = read_pos_log(lane / "pos.jsonl")
     gallery = OneHotGallery(sorted({p.sku for p in truth.passes} | {e.sku for e in pos if e.sku}))
     builder = EventBuilder(Recogniser(gallery, Thresholds(0.5, 0.7, 0.5, 0.05)).judge)
     crop = Crop(image=np.zeros((8, 8, 3), np.uint8), ts=0.0, box=(0, 0, 8, 8), quality=1.0)
     waiting = sorted(truth.passes, key=lambda p: p.t_end)
-    events = []
+    decisions = []
     for step in range(int((max(e.ts for e in pos) + 15) * truth.fps)):
         now = step / truth.fps
         while pos and pos[0].ts <= now:
@@ -110,11 +114,20 @@ def _decide(lane: Path, out: Path) -> Path:
             item = ItemPass(track_id=step, t_start=p.t_start, t_end=p.t_end, frames=5, crops=(crop,))
             e = gallery.vector(p.sku)
             builder.add_pass(item, Recognition(embedding=e, matches=tuple(gallery.match(e[None])[0])))
-        events += builder.advance(now, [p.t_start for p in waiting if p.t_start <= now])
-    events += builder.flush()
+        decisions.append(builder.advance(now, [p.t_start for p in waiting if p.t_start <= now]))
+    decisions.append(builder.flush())
+    events = [e for d in decisions for e in d.events]
+    records = [r for d in decisions for r in d.passes]
+    (out / "passes.jsonl").write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records))
     path = out / "events.jsonl"
     path.write_text("".join(json.dumps(e.to_dict()) + "\n" for e in events))
     return path
+
+
+def test_the_event_builder_decides_a_till_lane_as_pinned_to_the_byte(tmp_path):
+    """Every alert, basket and pass record of a lane with every till case, byte for byte as pinned."""
+    assert _decide(PINNED, tmp_path).read_bytes() == (PINNED / "events.jsonl").read_bytes()
+    assert (tmp_path / "passes.jsonl").read_bytes() == (PINNED / "passes.jsonl").read_bytes()
 
 
 def test_with_a_perfect_camera_till_cases_draw_no_false_alert_and_every_anomaly_is_found(lane, tmp_path):

@@ -56,11 +56,11 @@ STRICT = Thresholds(
     switch_accept=0.6,
     unknown_below=0.3,
     min_margin=0.1,
-    min_views=2,
-    min_agreement=0.75,
-    view_margin=0.1,
-    min_view_side=40,
-    min_view_sharpness=20.0,
+    switch_min_views=2,
+    switch_min_agreement=0.75,
+    switch_view_margin=0.1,
+    view_min_side=40,
+    view_min_sharpness=20.0,
 )
 
 
@@ -95,7 +95,7 @@ def test_too_few_usable_views_leave_the_pass_unverified():
 def test_a_view_must_beat_the_scanned_sku_by_the_view_margin():
     close = _unit(Oat=1, Milk=0.95)  # Oat by a hair on its own
     strict = Recogniser(TinyGallery(), STRICT).judge(_rec(_unit(Oat=1), close), "Milk")
-    lenient = Recogniser(TinyGallery(), Thresholds(**{**vars(STRICT), "view_margin": 0.0})).judge(
+    lenient = Recogniser(TinyGallery(), Thresholds(**{**vars(STRICT), "switch_view_margin": 0.0})).judge(
         _rec(_unit(Oat=1), close), "Milk"
     )
     assert strict.verdict is Verdict.UNVERIFIED and lenient.verdict is Verdict.PRODUCT_SWITCH
@@ -139,13 +139,8 @@ def test_thresholds_take_the_evidence_settings_from_the_config():
         view_min_sharpness=15.0,
     )
     t = Thresholds.resolve(cfg, None)
-    assert (t.min_views, t.min_agreement, t.view_margin, t.min_view_side, t.min_view_sharpness) == (
-        3,
-        0.5,
-        0.05,
-        32,
-        15.0,
-    )
+    evidence = (t.switch_min_views, t.switch_min_agreement, t.switch_view_margin, t.view_min_side, t.view_min_sharpness)
+    assert evidence == (3, 0.5, 0.05, 32, 15.0)
 
 
 @pytest.mark.parametrize(
@@ -175,7 +170,7 @@ def test_a_pass_weights_its_views_by_quality():
     good = dataclasses.replace(_crop((0, 200, 0), 64), quality=0.9)
     poor = dataclasses.replace(_crop((230, 0, 0), 64), quality=0.1)
     item = ItemPass(track_id=1, t_start=0.0, t_end=1.0, frames=9, crops=(good, poor))
-    loose = dataclasses.replace(STRICT, min_view_sharpness=0.0)
+    loose = dataclasses.replace(STRICT, view_min_sharpness=0.0)
     (weighted,) = Recogniser(TinyGallery(), loose).recognise([item])
     (plain,) = Recogniser(TinyGallery(), loose, weight_power=0.0).recognise([item])
     assert weighted.matches[0].sku == "Oat" and plain.matches[0].sku == "Milk"

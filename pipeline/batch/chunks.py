@@ -38,9 +38,8 @@ from pathlib import Path
 import cv2
 
 from retail_reid.errors import ReidError
-from retail_reid.pipeline.basket import compare
+from retail_reid.pipeline.basket import Basket
 from retail_reid.pipeline.config import LaneConfig
-from retail_reid.pipeline.events import UNKNOWN
 from retail_reid.pipeline.evidence import EvidenceKind, crop_name, evidence_kind, lane_frame_name
 from retail_reid.pipeline.pos import PosEvent, read_pos_log
 from retail_reid.pipeline.report import write_report
@@ -200,8 +199,7 @@ def merge_chunks(
             txn_first.setdefault(e.txn, e.ts)
     events: list[dict] = []
     passes: list[dict] = []
-    loose_seen: Counter = Counter()
-    loose_scanned: Counter = Counter()
+    loose = Basket()  # passes and scans outside any transaction, as the chunks that own them decided
     labels = {round(e.ts, 4): e.sku or f"barcode:{e.barcode}" for e in pos if e.type == "scan"}
     id_base = 0
     summaries = []
@@ -214,9 +212,9 @@ def merge_chunks(
             if p["track_id"] in owned_ids:
                 passes.append({**p, "track_id": p["track_id"] + id_base})
                 if p["txn"] is None:
-                    loose_seen[p["seen_sku"] or UNKNOWN] += 1
+                    loose.see(p["seen_sku"])
                     if p["scanned_sku"] is not None:
-                        loose_scanned[p["scanned_sku"]] += 1
+                        loose.scan(p["scanned_sku"])
         for ev in _lines(run.folder / "events.jsonl"):
             if ev["type"] == "basket":
                 if ev["txn"] is not None and plan.owner(txn_first[ev["txn"]] - plan.offset_s) == i:
@@ -227,23 +225,12 @@ def merge_chunks(
                 if plan.owner(ev["scan_ts"] - plan.offset_s) == i:
                     events.append(ev)
                     if ev["txn"] is None:
-                        loose_scanned[labels.get(ev["scan_ts"], ev["scanned_sku"])] += 1
+                        loose.scan(labels.get(ev["scan_ts"], ev["scanned_sku"]))
             elif ev["track_id"] in owned_ids:
                 events.append(_renumber(ev, id_base, run.folder, dest))
         id_base += max((p["track_id"] for p in chunk_passes), default=0)
-    if loose_seen or loose_scanned:
-        s = compare(loose_seen, loose_scanned, config.basket.tversky_alpha, config.basket.tversky_beta)
-        events.append(
-            BasketEvent(
-                txn=None,
-                seen=dict(loose_seen),
-                scanned=dict(loose_scanned),
-                jaccard=s.jaccard,
-                dice=s.dice,
-                overlap=s.overlap,
-                tversky=s.tversky,
-            ).to_dict()
-        )
+    if loose:
+        events.append(loose.event(None, config.basket).to_dict())
     with open(dest / "events.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(e) + "\n" for e in events)
     with open(dest / "passes.jsonl", "w", encoding="utf-8") as f:

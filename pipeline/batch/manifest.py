@@ -3,7 +3,8 @@ strictly so a typo stops the batch before any work, with one line naming the lin
 
 Fields: `id` (the recording's output folder name), `video`, `pos` (the till's log), `config` (a
 lane.toml: zone and settings, read by `pipeline.config`), `store`, `lane`, `start` (ISO 8601
-date and time the recording starts). Relative paths are resolved against the manifest's folder.
+date and time the recording starts; UTC without an offset), which each replay records in its
+summary.json for the console (`pipeline.recording`). Relative paths are resolved against the manifest's folder.
 Whether the video and POS log can be read is checked per recording when it runs, so a bad one
 fails alone.
 """
@@ -22,6 +23,7 @@ from retail_reid.bounded_json import parse_object
 from retail_reid.compat import StrEnum
 from retail_reid.errors import ReidError
 from retail_reid.pipeline.config import ConfigError, LaneConfig, load_config
+from retail_reid.pipeline.recording import RecordingError, RecordingIdentity, parse_start
 from retail_reid.userfiles import read_user_file
 
 MAX_MANIFEST_BYTES = 64 * 2**20  # about 200,000 rows: far beyond a chain's day
@@ -53,8 +55,13 @@ class Recording:
     config: LaneConfig
     store: str
     lane: str
-    start: datetime
+    start: datetime  # timezone-aware: one given without an offset is UTC
     line: int
+
+    @property
+    def identity(self) -> RecordingIdentity:
+        """Its store, lane and start, as its replay records them for the console."""
+        return RecordingIdentity(store=self.store, lane=self.lane, start=self.start)
 
 
 def read_manifest(path: str | Path) -> list[Recording]:
@@ -149,8 +156,8 @@ def _recording(path: Path, line: int, row: dict[str, str], configs: dict[Path, L
             f"{where(Field.ID)}: {rid!r} must be 1-128 letters, digits, '.', '_' or '-' (it names a folder)"
         )
     try:
-        start = datetime.fromisoformat(row[Field.START].strip())
-    except ValueError:
+        start = parse_start(row[Field.START], "start")
+    except RecordingError:
         raise ManifestError(f"{where(Field.START)}: {row[Field.START]!r} is not an ISO 8601 date and time") from None
     base = path.parent
 

@@ -111,7 +111,9 @@ class ReplayWorker:
             recording,
             out,
             digest,
-            lambda work: replay(recording.video, recording.pos, self._loaded(), work, recording.config),
+            lambda work: replay(
+                recording.video, recording.pos, self._loaded(), work, recording.config, recording=recording.identity
+            ),
         )
 
     def run_chunk(self, recording: Recording, plan: ChunkPlan, chunk: Chunk, out: Path) -> ChunkRun | Outcome:
@@ -122,7 +124,14 @@ class ReplayWorker:
         folder.mkdir(parents=True)
         try:
             shift = write_chunk_inputs(recording.video, recording.pos, plan, chunk, folder)
-            replay(folder / CHUNK_VIDEO, folder / CHUNK_POS, self._loaded(), folder / "out", recording.config)
+            replay(
+                folder / CHUNK_VIDEO,
+                folder / CHUNK_POS,
+                self._loaded(),
+                folder / "out",
+                recording.config,
+                recording=recording.identity,  # the merged summary keeps the first chunk's
+            )
         except ChunkError as e:
             shutil.rmtree(folder, ignore_errors=True)
             return Outcome(id=recording.id, status=Status.WHOLE, error=str(e))

@@ -18,7 +18,7 @@ from flask import Blueprint, Response, abort, flash, redirect, render_template, 
 
 from retail_reid.images import IMAGE_SUFFIXES
 from retail_reid.pipeline.console.alerts import KEY, Alert, AlertFamily, AlertFolder, AlertType, SourceKind, family_of
-from retail_reid.pipeline.console.clip_frames import clip_frame, clip_info
+from retail_reid.pipeline.console.clip_frames import clip_frame, clip_info, playable, within_bounds
 from retail_reid.pipeline.console.formatting import label
 from retail_reid.pipeline.console.safe_files import CLIP_SUFFIXES, inside
 from retail_reid.pipeline.console.settings import ConsoleError
@@ -42,7 +42,7 @@ from retail_reid.pipeline.console.verdicts import (
     to_csv,
     to_jsonl,
 )
-from retail_reid.pipeline.evidence import EvidenceKind, evidence_kind
+from retail_reid.pipeline.evidence import OLD_CLIP_SUFFIX, EvidenceKind, evidence_kind
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response as BaseResponse  # what redirect() returns
@@ -236,7 +236,9 @@ def _alert_page(folder: AlertFolder, alert: Alert, error: str = "", form: Mappin
     history = st.verdicts.history(alert.source, alert.key)
     wrong_product = bool(history) and history[0].reason is Reason.WRONG_PRODUCT and bool(alert.crops)
     kinds = [(i, evidence_kind(rel), _evidence_file(folder, rel)) for i, rel in enumerate(alert.evidence)]
-    clips = [(i, clip_info(path)) for i, kind, path in kinds if kind is EvidenceKind.CLIP and path is not None]
+    clip_files = [(i, path) for i, kind, path in kinds if kind is EvidenceKind.CLIP and path is not None]
+    videos = [i for i, path in clip_files if playable(path)]
+    clips = [(i, clip_info(path)) for i, path in clip_files if i not in videos]  # older lanes' AVI: stills
     rows, _ = _listed(_filters())
     newer = [a for a, _ in rows if _order(a) > _order(alert)]
     older = [a for a, _ in rows if _order(a) < _order(alert)]
@@ -249,6 +251,7 @@ def _alert_page(folder: AlertFolder, alert: Alert, error: str = "", form: Mappin
         products=[p.product.sku for p in st.gallery.products()] if wrong_product else [],
         evidence=[i for i, kind, path in kinds if kind is EvidenceKind.CROP and path is not None],
         lane_frames=[i for i, kind, path in kinds if kind is EvidenceKind.LANE and path is not None],
+        videos=videos,
         clips=[(i, info) for i, info in clips if info is not None],
         bad_clips=sum(info is None for _, info in clips),
         missing_evidence=sum(path is None for _, _, path in kinds),
@@ -284,17 +287,20 @@ def _evidence_path(source: str, key: str, index: int) -> Path:
 @blueprint.route("/alerts/<source>/<key>/evidence/<int:index>")
 def evidence(source: str, key: str, index: int) -> Response:
     """An evidence file by its place in the alert's list (the client never names a path): a
-    picture to show, or the clip to download."""
+    picture to show, the MP4 clip to play (in the byte ranges the browser asks for), or an older
+    lane's AVI clip to download."""
     path = _evidence_path(source, key, index)
     clip = path.suffix.lower() in CLIP_SUFFIXES
-    return send_file(path, max_age=0, as_attachment=clip)
+    if clip and not within_bounds(path):
+        abort(404, "the clip is larger than any clip a lane writes")
+    return send_file(path, max_age=0, conditional=True, as_attachment=clip and not playable(path))
 
 
 @blueprint.route("/alerts/<source>/<key>/evidence/<int:index>/frames/<int:frame>")
 def clip_still(source: str, key: str, index: int, frame: int) -> Response:
-    """One frame of the alert's clip as a JPEG (browsers play no AVI; the page runs no scripts)."""
+    """One frame of an older lane's AVI clip as a JPEG (browsers play no AVI)."""
     path = _evidence_path(source, key, index)
-    jpeg = clip_frame(path, frame) if path.suffix.lower() in CLIP_SUFFIXES else None
+    jpeg = clip_frame(path, frame) if path.suffix.lower() == OLD_CLIP_SUFFIX else None
     if jpeg is None:
         abort(404, "no such frame of a clip in the alert's folder")
     return Response(jpeg, mimetype="image/jpeg")

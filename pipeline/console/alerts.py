@@ -7,6 +7,7 @@ not an alert is skipped (a torn or foreign line never stops the console)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
@@ -19,8 +20,10 @@ from retail_reid.compat import StrEnum
 from retail_reid.pipeline.console.pos_lines import PosLines
 from retail_reid.pipeline.evidence import EvidenceKind, evidence_kind
 from retail_reid.pipeline.pos import POS_RECORD_FILE, POS_RECORD_OLDER, PosEvent
+from retail_reid.pipeline.recording import RecordingError, RecordingIdentity
 from retail_reid.pipeline.types import MAX_EVENT_LINE_BYTES
 
+log = logging.getLogger("reid.console")
 EVENTS = "events.jsonl"
 SUMMARY = "summary.json"
 MAX_SUMMARY_BYTES = 16 << 20  # a replay's summary.json is a few KB
@@ -62,10 +65,13 @@ class Alert:
     key: str  # unique within the source: the edge's `id`, or the replay's line number
     lane: str
     type: AlertType
-    when: float  # Unix seconds: the alert's time on a lane; the replay's run time (events.jsonl's mtime) on a replay
+    # Unix seconds: the alert's time on a lane or in a recording whose start is known
+    # (`reid replay --start`); otherwise the replay's run time (events.jsonl's mtime)
+    when: float
     t_start: float  # on the POS clock (Unix seconds live, video seconds in a replay)
     t_end: float
     record: dict  # the whole line, for the alert page
+    store: str = ""  # a replay's recording's store, when the replay was told it
 
     @property
     def evidence(self) -> list[str]:
@@ -95,14 +101,18 @@ class AlertFolder:
         self.name = name
         self.kind = kind
         self.root = root
+        self.recording: RecordingIdentity | None = None  # a replay's store, lane and start, when given
         self._cache = _Cache()
         if kind is SourceKind.LANE:  # the older file first: events come out in the order received
             what = "the lane's POS record"
             self.pos_files = [PosLines(root / name, what, growing=True) for name in (POS_RECORD_OLDER, POS_RECORD_FILE)]
             self.pos_missing = f"the lane has recorded no POS events ({root / POS_RECORD_FILE})"
         else:
-            log, self.pos_missing = _replay_pos_log(root)
-            self.pos_files = [] if log is None else [PosLines(log, "the replay's POS log", growing=False)]
+            summary, self.pos_missing = _replay_summary(root)
+            pos_log, self.recording = summary
+            self.pos_files = [] if pos_log is None else [PosLines(pos_log, "the replay's POS log", growing=False)]
+            if self.pos_missing:
+                log.warning("%s", self.pos_missing)
         self._lock = threading.Lock()
 
     def alerts(self) -> tuple[Alert, ...]:
@@ -165,9 +175,12 @@ class AlertFolder:
             if not isinstance(key, str) or not KEY.fullmatch(key):
                 key = f"line{lineno}"
             lane = lane if isinstance(lane, str) and lane else self.name
+        elif self.recording is not None:
+            key, lane, when = str(lineno), self.recording.lane, self.recording.time_of(t0)
         else:
             key, lane, when = str(lineno), self.name, mtime
-        return Alert(self.name, key, lane, kind, when, t0, t1, record)
+        store = self.recording.store if self.recording is not None else ""
+        return Alert(self.name, key, lane, kind, when, t0, t1, record, store)
 
     def pos_around(self, alert: Alert) -> tuple[list[PosEvent], str | None]:
         """The POS lines within POS_AROUND_S of the alert, by time, and why there are none when
@@ -184,16 +197,29 @@ class AlertFolder:
         return sorted(found, key=lambda e: e.ts), "; ".join(reasons) or None
 
 
-def _replay_pos_log(root: Path) -> tuple[Path | None, str]:
-    """The POS log a replay ran with, as its summary.json names it when the console starts (the
-    operator's own input file; no request can point the console at another file)."""
+def _replay_summary(root: Path) -> tuple[tuple[Path | None, RecordingIdentity | None], str]:
+    """The POS log a replay ran with and its recording's store, lane and start, as its summary.json
+    names them when the console starts (the operator's own input file; no request can point the
+    console at another file), and why the POS lines cannot be shown. A relative POS path (a replay
+    before 8 Dec 2026 kept it as typed) is taken from the replay's folder."""
+    where = root / SUMMARY
     try:
-        pos = parse_object((root / SUMMARY).read_bytes(), "", max_bytes=MAX_SUMMARY_BYTES)["pos"]
-        if not isinstance(pos, str) or not pos:
-            raise TypeError("'pos' is not a path")
-    except (OSError, JsonRejected, KeyError, TypeError) as e:
-        return None, f"{root / SUMMARY} names no POS log ({e})"
-    return Path(pos), ""
+        summary = parse_object(where.read_bytes(), "", max_bytes=MAX_SUMMARY_BYTES)
+    except (OSError, JsonRejected) as e:
+        return (None, None), f"{where} names no POS log ({e})"
+    recording = None
+    if "recording" in summary:
+        try:
+            recording = RecordingIdentity.from_dict(summary["recording"], str(where))
+        except RecordingError as e:
+            log.warning("%s; its alerts are dated by the replay's run", e)
+    pos = summary.get("pos")
+    if not isinstance(pos, str) or not pos:
+        return (None, recording), f"{where} names no POS log ('pos' is not a path)"
+    path = Path(pos).expanduser()
+    path = path if path.is_absolute() else root / path
+    missing = "" if path.is_file() else f"{where}: the POS log it names, {path}, is missing"
+    return (path, recording), missing
 
 
 def open_folders(lanes: tuple[Path, ...], replays: tuple[Path, ...]) -> dict[str, AlertFolder]:

@@ -32,7 +32,8 @@ from retail_reid.pipeline.console.verdicts import DB_NAME, VerdictStore
 SECRET_FILE = "session.key"
 OPEN_ENDPOINTS = frozenset({"auth.login", "static"})
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; "
+    "Content-Security-Policy": "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'self'; "
+    "script-src 'self'; "
     "form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",

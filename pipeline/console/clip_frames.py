@@ -1,8 +1,8 @@
-"""An alert's clip (the edge's MJPEG AVI, `[edge.clips]`) shown as a sequence of still frames:
-browsers play no AVI and the console's pages run no scripts, so the page shows up to
-`FRAMES_SHOWN` frames spread over the clip, each served as a JPEG, with the AVI to download. The
-clip is the lane's own file, read only when it lies in its folder (`safe_files.inside`), and only
-up to `MAX_CLIP_BYTES` and `MAX_FRAMES`."""
+"""An alert's clip (`[edge.clips]`): an H.264 MP4 the page plays in a `<video>` element, or an
+older lane's MJPEG AVI, which browsers do not play, shown as a sequence of still frames (up to
+`FRAMES_SHOWN` spread over the clip, each served as a JPEG, with the AVI to download). The clip is
+the lane's own file, read only when it lies in its folder (`safe_files.inside`), and only up to
+`MAX_CLIP_BYTES` (served or decoded) and `MAX_FRAMES`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+
+from retail_reid.pipeline.evidence import CLIP_SUFFIX
 
 FRAMES_SHOWN = 12
 MAX_CLIP_BYTES = 512 * 2**20  # a larger file is not a clip the lane wrote (its cap is per lane, 500 MB by default)
@@ -31,8 +33,18 @@ class ClipInfo:
         return [(i, i / self.fps if self.fps > 0 else 0.0) for i in picks]
 
 
+def playable(path: Path) -> bool:
+    """A clip the browser plays itself (the edge's MP4), not too large to serve."""
+    return path.suffix.lower() == CLIP_SUFFIX and within_bounds(path)
+
+
+def within_bounds(path: Path) -> bool:
+    """Not larger than any clip a lane writes."""
+    return path.stat().st_size <= MAX_CLIP_BYTES
+
+
 def _open(path: Path) -> cv2.VideoCapture | None:
-    if path.stat().st_size > MAX_CLIP_BYTES:
+    if not within_bounds(path):
         return None
     capture = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
     if not capture.isOpened():

@@ -7,8 +7,9 @@ from __future__ import annotations
 from pathlib import Path, PurePosixPath
 
 from retail_reid.images import IMAGE_SUFFIXES
+from retail_reid.pipeline.evidence import CLIP_SUFFIXES as CLIPS
 
-CLIP_SUFFIXES = frozenset({".avi"})  # an alert's clip (the edge's [edge.clips])
+CLIP_SUFFIXES = frozenset(CLIPS)  # an alert's clip (the edge's [edge.clips]): MP4, or an older lane's AVI
 
 
 def inside(root: Path, relpath: str, suffixes: frozenset[str] = IMAGE_SUFFIXES) -> Path | None:

@@ -1,9 +1,12 @@
 """Clips of alert passes (`[edge.clips]`, off by default): the lane keeps its recent frames in a
 bounded ring, JPEG-encoded (`ClipRing`), and when a pass raises an alert the frames from
-`before_s` before the item entered to `after_s` after it left are written as a short MJPEG AVI
+`before_s` before the item entered to `after_s` after it left are written as a short H.264 MP4
 beside the pass's crops (`ClipEvidenceWriter`), listed in the alert's `evidence` and served at
-GET /evidence/... . Memory is capped by `ring_s` and `ring_mb`; the clips on disk by
-`max_disk_mb`, the oldest clips (never crops) removed to make room. A clip that cannot be written
+GET /evidence/... . H.264 in MP4 (`yuv420p`, the index at the front) is what every browser plays
+in a `<video>` element, Chromium, Firefox and Safari alike; PyAV's wheel carries the encoder
+(libx264, with FFmpeg), while OpenCV's carries none (only VP8/VP9, encoded 4x slower). Memory is
+capped by `ring_s` and `ring_mb`; the clips on disk by `max_disk_mb`, the oldest clips (never
+crops) removed to make room. A clip that cannot be written
 (disk short, encoder failure) is skipped like a crop: the alert goes out without it.
 """
 
@@ -13,16 +16,23 @@ import errno
 import logging
 from collections import deque
 from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 
 from retail_reid.pipeline.edge.settings import ClipConfig
-from retail_reid.pipeline.evidence import CLIP_SUFFIX, EvidenceWriter, clip_name
+from retail_reid.pipeline.evidence import CLIP_SUFFIXES, EvidenceWriter, clip_name
 from retail_reid.pipeline.types import Frame, ItemPass
 
 log = logging.getLogger("reid.edge.clips")
+CODEC = "libx264"
+# fast to encode on an edge CPU (about 20 ms a 720p frame), small files; a keyframe every second,
+# so a browser seeks within the clip without decoding it from the start
+ENCODER_OPTIONS = {"preset": "veryfast", "crf": "23", "g": "15"}
+MAX_FPS = 120.0
 
 
 class ClipRing:
@@ -72,7 +82,12 @@ class ClipEvidenceWriter(EvidenceWriter):
         clips_root = (root / folder).parent  # every start's folder: the cap is on all clips of the lane
         self._clips: deque[tuple[Path, int]] = deque(
             sorted(
-                ((p, p.stat().st_size) for p in clips_root.glob(f"*/*{CLIP_SUFFIX}") if p.is_file()),
+                (
+                    (p, p.stat().st_size)
+                    for suffix in CLIP_SUFFIXES  # an older lane's AVI clips count too
+                    for p in clips_root.glob(f"*/*{suffix}")
+                    if p.is_file()
+                ),
                 key=lambda entry: entry[0].stat().st_mtime,
             )
         )
@@ -108,22 +123,12 @@ class ClipEvidenceWriter(EvidenceWriter):
         return name
 
     def _write(self, path: Path, frames: list[tuple[float, bytes]]) -> None:
-        first = cv2.imdecode(np.frombuffer(frames[0][1], np.uint8), cv2.IMREAD_COLOR)
-        if first is None:
-            raise OSError(errno.EIO, "a kept frame could not be decoded")
-        fps = (len(frames) - 1) / max(frames[-1][0] - frames[0][0], 1e-3)
-        size = (first.shape[1], first.shape[0])
+        fps = min((len(frames) - 1) / max(frames[-1][0] - frames[0][0], 1e-3), MAX_FPS)
         path.parent.mkdir(parents=True, exist_ok=True)
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), min(fps, 120.0), size)
-        if not writer.isOpened():
-            raise OSError(errno.EIO, "the MJPEG writer could not be opened")
         try:
-            for _, data in frames:
-                image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-                if image is not None and (image.shape[1], image.shape[0]) == size:
-                    writer.write(image)
-        finally:
-            writer.release()
+            write_mp4(path, frames, fps)
+        except av.FFmpegError as e:
+            raise OSError(errno.EIO, f"the H.264 encoder failed ({e})") from None
         if not path.is_file() or path.stat().st_size == 0:
             raise OSError(errno.EIO, "nothing was written")
 
@@ -134,3 +139,31 @@ class ClipEvidenceWriter(EvidenceWriter):
             old, _ = self._clips.popleft()
             old.unlink(missing_ok=True)
             log.info("%s: removed, clips over their %g MB cap", old, self.config.max_disk_mb)
+
+
+def write_mp4(path: Path, frames: list[tuple[float, bytes]], fps: float) -> None:
+    """JPEG frames as an H.264 MP4, each shown at its own time from the first (a frame the camera
+    dropped leaves the previous one on screen). The first frame sets the size; a frame of another
+    size is skipped; an odd last row or column is cut (yuv420p, what browsers play, needs even sides)."""
+    first = cv2.imdecode(np.frombuffer(frames[0][1], np.uint8), cv2.IMREAD_COLOR)
+    if first is None:
+        raise OSError(errno.EIO, "a kept frame could not be decoded")
+    shape = first.shape
+    height, width = shape[0] - shape[0] % 2, shape[1] - shape[1] % 2
+    ms = Fraction(1, 1000)
+    with av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+        stream = out.add_stream(CODEC, rate=Fraction(round(fps * 1000), 1000), options=ENCODER_OPTIONS)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = ms  # milliseconds: the frames' own times
+        last = -1
+        for ts, data in frames:
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            pts = round((ts - frames[0][0]) * 1000)
+            if image is None or image.shape != shape or pts <= last:
+                continue
+            frame = av.VideoFrame.from_ndarray(
+                np.ascontiguousarray(image[:height, :width], dtype=np.uint8), format="bgr24"
+            )
+            frame.pts, frame.time_base, last = pts, ms, pts
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))

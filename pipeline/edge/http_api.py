@@ -58,7 +58,11 @@ EVICT_AFTER_S = 0.25  # a connection still sending its request after this long m
 MAX_CLOSING = 512  # refused connections being read before closing; beyond it the oldest is closed at once
 EVIDENCE_ROUTE = "/evidence/"
 LANES_ROUTE = "/lanes/"  # several lanes: /lanes/NAME/pos, /lanes/NAME/events, /lanes/NAME/evidence/...
-EVIDENCE_TYPES = {".jpg": "image/jpeg", ".avi": "video/x-msvideo"}  # crops, and clips of alert passes
+EVIDENCE_TYPES = {  # crops, and clips of alert passes (older lanes wrote AVI)
+    ".jpg": "image/jpeg",
+    ".mp4": "video/mp4",
+    ".avi": "video/x-msvideo",
+}
 MAX_PARAM_DIGITS = 18  # a query number longer than this is out of range (and never converted)
 BUSY = (
     b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"

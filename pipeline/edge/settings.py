@@ -169,7 +169,7 @@ class MqttConfig:
 @settings("edge.clips")
 @dataclass(frozen=True, config=SETTINGS)
 class ClipConfig:
-    """Clips of alert passes: a bounded ring of recent frames, written as a short MJPEG AVI per alert."""
+    """Clips of alert passes: a bounded ring of recent frames, written as a short H.264 MP4 per alert."""
 
     enabled: Flag = False  # off by default: a JPEG per frame costs CPU, and clips cost disk
     # the clip starts this long before the item entered the zone ...
