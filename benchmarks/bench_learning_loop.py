@@ -39,11 +39,12 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 from bench_replay import add_data_argument, build_gallery, folder_view  # noqa: E402
 
 from retail_reid.gallery import Gallery  # noqa: E402
+from retail_reid.gallery.lane_suggestions import choose_automatic, suggestions  # noqa: E402
 from retail_reid.gallery.photos import RefOrigin  # noqa: E402
 from retail_reid.gallery.store import GalleryStore  # noqa: E402
 from retail_reid.models.datasets import folder_set  # noqa: E402
 from retail_reid.pipeline.config import LaneConfig, LaneReferenceConfig, load_config  # noqa: E402
-from retail_reid.pipeline.lane_references import LaneReferenceSampler, choose_automatic, suggestions  # noqa: E402
+from retail_reid.pipeline.lane_references import LaneReferenceSampler  # noqa: E402
 from retail_reid.pipeline.recognition import aggregate  # noqa: E402
 from retail_reid.pipeline.replay import replay  # noqa: E402
 from retail_reid.pipeline.score import read_events, read_truth, score  # noqa: E402

@@ -113,8 +113,8 @@ def cmd_show(a: argparse.Namespace) -> int:
 
 
 def cmd_accept_lane_references(a: argparse.Namespace) -> int:
+    from retail_reid.gallery.lane_suggestions import choose_automatic, references_folder, suggestions
     from retail_reid.gallery.photos import RefOrigin
-    from retail_reid.pipeline.lane_references import choose_automatic, references_folder, suggestions
 
     if not 0 < a.min_confidence < 1:
         raise GalleryError(f"--min-confidence must be in (0, 1), got {a.min_confidence}")

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from retail_reid.errors import ReidError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+from retail_reid.images import IMAGE_SUFFIXES
 
 
 class DataError(ReidError, ValueError):

@@ -46,6 +46,10 @@ QTY_MAX = 999  # one line of a till pays for at most this many items
 WEIGHT_MAX_KG = 100.0  # more than a checkout scale weighs
 MAX_TEXT_CHARS = 256  # a longer SKU, barcode or transaction is garbage (or an attack), not a till's field
 MAX_LINE_BYTES = 64 << 10  # a longer line of a POS log is garbage, not a POS event
+# A lane's record of the POS events it received, in its state folder: written by `reid edge`
+# (pipeline/edge/pos_record.py), read by the console; the older file is the one rotated out.
+POS_RECORD_FILE = "pos.jsonl"
+POS_RECORD_OLDER = "pos.1.jsonl"
 
 
 class PosError(ReidError, ValueError):

@@ -14,8 +14,7 @@ import cv2
 import numpy as np
 
 from retail_reid.errors import ReidError
-from retail_reid.images import ImageError, read_image
-from retail_reid.models.datasets import IMAGE_SUFFIXES
+from retail_reid.images import IMAGE_SUFFIXES, ImageError, read_image
 from retail_reid.pipeline.types import Frame
 
 # After a failed read inside a file, try this many more before deciding the rest is unreadable:

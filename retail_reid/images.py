@@ -33,6 +33,7 @@ MAX_PIXELS = 24_000_000  # formats decoded whole: 6000 x 4000, a DSLR photo
 MAX_JPEG_PIXELS = 120_000_000  # JPEGs are decoded reduced; above ~11k x 11k surely not a product photo
 MAX_SIDE = 4096  # longest side kept of a decoded image
 DECODES_AT_ONCE = 2
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})  # what a folder of images holds
 REDUCED = ((2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4), (8, cv2.IMREAD_REDUCED_COLOR_8))
 _decode_slots = threading.BoundedSemaphore(DECODES_AT_ONCE)
 

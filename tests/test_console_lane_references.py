@@ -12,10 +12,10 @@ import pytest
 from console_fixtures import csrf_token as _token
 from console_fixtures import make_lane_references, make_settings, sign_in
 
+from retail_reid.gallery.lane_suggestions import suggestions
 from retail_reid.gallery.store import GalleryStore
 from retail_reid.pipeline.console.app import create_app
 from retail_reid.pipeline.console.settings import ConsoleError
-from retail_reid.pipeline.lane_references import suggestions
 
 pytest.importorskip("flask")
 

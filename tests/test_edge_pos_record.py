@@ -11,8 +11,15 @@ import sys
 
 from edge_fixtures import REPO
 
-from retail_reid.pipeline.edge.pos_record import POS_RECORD_FILE, POS_RECORD_OLDER, PosRecord
-from retail_reid.pipeline.pos import EntryMethod, PosEvent, PosEventType, read_pos_log
+from retail_reid.pipeline.edge.pos_record import PosRecord
+from retail_reid.pipeline.pos import (
+    POS_RECORD_FILE,
+    POS_RECORD_OLDER,
+    EntryMethod,
+    PosEvent,
+    PosEventType,
+    read_pos_log,
+)
 
 
 def _scan(i: int) -> PosEvent:

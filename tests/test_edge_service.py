@@ -38,9 +38,8 @@ from retail_reid.gallery import Gallery
 from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.contract import SchemaName
-from retail_reid.pipeline.edge.pos_record import POS_RECORD_FILE
 from retail_reid.pipeline.evidence import EvidenceKind, evidence_kind
-from retail_reid.pipeline.pos import read_pos_log
+from retail_reid.pipeline.pos import POS_RECORD_FILE, read_pos_log
 from retail_reid.pipeline.replay import replay
 from retail_reid.pipeline.score import read_events, read_truth, score
 from retail_reid.pipeline.simulate import SimConfig, simulate

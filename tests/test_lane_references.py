@@ -13,16 +13,10 @@ import numpy as np
 import pytest
 from gallery_fixtures import run_reid
 
+from retail_reid.gallery.lane_suggestions import IMAGES, choose_automatic, read_samples, references_folder, suggestions
 from retail_reid.gallery.store import GalleryStore
 from retail_reid.pipeline.config import ConfigError, LaneConfig, LaneReferenceConfig, from_table
-from retail_reid.pipeline.lane_references import (
-    IMAGES,
-    LaneReferenceSampler,
-    choose_automatic,
-    read_samples,
-    references_folder,
-    suggestions,
-)
+from retail_reid.pipeline.lane_references import LaneReferenceSampler
 from retail_reid.pipeline.types import Crop, ItemPass, PassRecord, Verdict
 
 SAMPLE_VAL = Path(__file__).resolve().parents[1] / "sample" / "grocery" / "val"
@@ -182,7 +176,8 @@ def test_accept_lane_references_refuses_bad_input_in_one_line(gallery_dir, tmp_p
 
 def test_reid_edge_samples_under_its_state_folder_only_when_enabled(built_gallery, tmp_path):
     from retail_reid.gallery import Gallery
-    from retail_reid.pipeline.lane_references import FOLDER, lane_reference_sampler
+    from retail_reid.gallery.lane_suggestions import FOLDER
+    from retail_reid.pipeline.lane_references import lane_reference_sampler
 
     gallery = Gallery.open(built_gallery)
     assert lane_reference_sampler(tmp_path, LaneConfig(), gallery, "lane-1") is None

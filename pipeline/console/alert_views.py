@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
 
+from retail_reid.images import IMAGE_SUFFIXES
 from retail_reid.pipeline.console.alerts import KEY, Alert, AlertFamily, AlertFolder, AlertType, SourceKind, family_of
 from retail_reid.pipeline.console.clip_frames import clip_frame, clip_info, playable, within_bounds
 from retail_reid.pipeline.console.formatting import label
-from retail_reid.pipeline.console.safe_files import CLIP_SUFFIXES, IMAGE_SUFFIXES, inside
+from retail_reid.pipeline.console.safe_files import CLIP_SUFFIXES, inside
 from retail_reid.pipeline.console.settings import ConsoleError
 from retail_reid.pipeline.console.state import operator, state
 from retail_reid.pipeline.console.thumbnails import thumbnail as make_thumbnail

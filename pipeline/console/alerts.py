@@ -18,9 +18,8 @@ from pathlib import Path
 from retail_reid.bounded_json import JsonRejected, parse_json, parse_object
 from retail_reid.compat import StrEnum
 from retail_reid.pipeline.console.pos_lines import PosLines
-from retail_reid.pipeline.edge.pos_record import POS_RECORD_FILE, POS_RECORD_OLDER
 from retail_reid.pipeline.evidence import EvidenceKind, evidence_kind
-from retail_reid.pipeline.pos import PosEvent
+from retail_reid.pipeline.pos import POS_RECORD_FILE, POS_RECORD_OLDER, PosEvent
 from retail_reid.pipeline.recording import RecordingError, RecordingIdentity
 from retail_reid.pipeline.types import MAX_EVENT_LINE_BYTES
 

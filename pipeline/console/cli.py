@@ -103,7 +103,7 @@ def _password() -> str:
 
 def lane_reference_folders(states: list[str], extra: list[str]) -> tuple[Path, ...]:
     """Each lane's STATE/lane-references that exists, and the folders given."""
-    from retail_reid.pipeline.lane_references import FOLDER
+    from retail_reid.gallery.lane_suggestions import FOLDER
 
     found = [Path(s) / FOLDER for s in states if (Path(s) / FOLDER).is_dir()]
     return tuple(dict.fromkeys([*found, *map(Path, extra)]))

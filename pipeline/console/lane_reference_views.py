@@ -11,17 +11,18 @@ from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
 
+from retail_reid.gallery.lane_suggestions import SHA256, Suggestion, suggestions
+from retail_reid.images import IMAGE_SUFFIXES
 from retail_reid.pipeline.console.alert_views import _alert
 from retail_reid.pipeline.console.alerts import Alert, AlertFolder
 from retail_reid.pipeline.console.crop_matches import AlertCrop, match_crops
 from retail_reid.pipeline.console.reference_decisions import Decision
-from retail_reid.pipeline.console.safe_files import IMAGE_SUFFIXES, inside
+from retail_reid.pipeline.console.safe_files import inside
 from retail_reid.pipeline.console.settings import ConsoleError
 from retail_reid.pipeline.console.state import operator, state
 from retail_reid.pipeline.console.verdicts import Decision as VerdictDecision
 from retail_reid.pipeline.console.verdicts import Reason
 from retail_reid.pipeline.evidence import EvidenceKind, evidence_kind
-from retail_reid.pipeline.lane_references import SHA256, Suggestion, suggestions
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response as BaseResponse  # what redirect() returns

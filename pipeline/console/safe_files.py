@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path, PurePosixPath
 
+from retail_reid.images import IMAGE_SUFFIXES
 from retail_reid.pipeline.evidence import CLIP_SUFFIXES as CLIPS
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"})
 CLIP_SUFFIXES = frozenset(CLIPS)  # an alert's clip (the edge's [edge.clips]): MP4, or an older lane's AVI
 
 

@@ -16,12 +16,10 @@ import os
 from pathlib import Path
 
 from retail_reid.durable import append_lines, fsync_dir
-from retail_reid.pipeline.pos import PosEvent
+from retail_reid.pipeline.pos import POS_RECORD_FILE, POS_RECORD_OLDER, PosEvent
 
 log = logging.getLogger("reid.edge.pos")
 
-POS_RECORD_FILE = "pos.jsonl"
-POS_RECORD_OLDER = "pos.1.jsonl"
 POS_RECORD_MAX_BYTES = 8_000_000  # about 80 000 events: weeks of a busy lane
 
 
