@@ -278,5 +278,6 @@ def test_the_batch_summary_page_shows_its_charts_in_chromium(batch_out):
         assert {"S1 / L1", "S2 / L3", "s1-l1-b"} <= labels
         bars = driver.find_elements(By.CSS_SELECTOR, "svg.chart path[fill='#2b6cb0']")
         assert len(bars) == 5 and all(b.rect["width"] > 0 for b in bars[:1] + bars[2:])  # S2 / L3's bar is 0 wide
+        driver.save_screenshot(str(out / "chain-summary.png"))  # docs/batch.md shows it
     finally:
         driver.quit()
