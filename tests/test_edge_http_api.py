@@ -248,6 +248,34 @@ def test_get_routes_need_the_token_when_one_is_set_but_health(api, tmp_path):
         _stop(server)
 
 
+def test_an_evidence_clip_is_served_in_byte_ranges_as_a_video_element_asks(tmp_path):
+    evidence = tmp_path / "evidence"
+    (evidence / "run").mkdir(parents=True)
+    data = bytes(range(256)) * 4  # 1024 bytes
+    (evidence / "run" / "track00008.mp4").write_bytes(data)
+    url, server = _serve(tmp_path, reads_need_token=False)
+    server.context = dataclasses.replace(server.context, evidence_root=evidence)
+    clip = url + "/evidence/run/track00008.mp4"
+    try:
+        code, body, headers = call(clip)
+        assert (code, body, headers["Accept-Ranges"]) == (200, data, "bytes")
+        for asked, first, last in (("bytes=10-19", 10, 19), ("bytes=1000-", 1000, 1023), ("bytes=-24", 1000, 1023),
+                                   ("bytes=1020-5000", 1020, 1023), ("bytes=0-0", 0, 0)):  # fmt: skip
+            code, body, headers = call(clip, headers={"Range": asked})
+            assert code == 206 and body == data[first : last + 1], asked
+            assert headers["Content-Range"] == f"bytes {first}-{last}/1024" and headers["Content-Length"] == str(
+                last - first + 1
+            )
+        for asked in ("bytes=1024-", "bytes=5000-6000", "bytes=-0"):
+            code, body, headers = call(clip, headers={"Range": asked})
+            assert (code, body, headers["Content-Range"]) == (416, b"", "bytes */1024"), asked
+        for asked in ("bytes=0-1,5-9", "items=0-9", "bytes=9-3", "bytes=-", "bytes=" + "9" * 40 + "-"):
+            code, body, _ = call(clip, headers={"Range": asked})  # not one valid range: the whole file
+            assert (code, body) == (200, data), asked
+    finally:
+        _stop(server)
+
+
 def test_evidence_files_are_served_with_the_token_and_nothing_outside_their_folder(tmp_path):
     evidence = tmp_path / "evidence"
     (evidence / "20261130T090000Z-ab12").mkdir(parents=True)

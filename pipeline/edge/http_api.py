@@ -5,7 +5,7 @@ framework needed on the edge box):
     GET  /events?since=N&limit=M alerts with seq > N, oldest first (token)          200 / 400 / 401
     GET  /health                 camera, frame rates, gallery, model, POS, webhook  200 (503 if the lane has stopped)
     GET  /metrics                Prometheus text format (token)                      200 / 401
-    GET  /evidence/RUN/FILE      an alert's crop or clip (token, always)             200 / 401 / 404
+    GET  /evidence/RUN/FILE      an alert's crop or clip (token, always; one byte range) 200 / 206 / 401 / 404 / 416
     POST /admin/gallery/refresh  switch to a newly published gallery now (token)    200 / 401
 
 With several lanes in one service the lane's routes take its name: POST /lanes/LANE/pos, GET
@@ -29,7 +29,7 @@ import hmac
 import json
 import logging
 import os
-import shutil
+import re
 import socket
 import stat
 import sys
@@ -326,12 +326,28 @@ class _Handler(BaseHTTPRequestHandler):
             if not stat.S_ISREG(info.st_mode):
                 self._json(404, {"error": f"no such evidence file: {url_path[:200]}"})
                 return
-            self.send_response(200)
+            size = info.st_size
+            span = byte_range(self.headers.get("Range"), size)
+            if span is UNSATISFIABLE:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            first, last = span if span is not None else (0, size - 1)
+            self.send_response(206 if span is not None else 200)
             self.send_header("Content-Type", EVIDENCE_TYPES[path.suffix.lower()])
-            self.send_header("Content-Length", str(info.st_size))
+            self.send_header("Accept-Ranges", "bytes")  # a browser's <video> seeks a clip by ranges
+            if span is not None:
+                self.send_header("Content-Range", f"bytes {first}-{last}/{size}")
+            self.send_header("Content-Length", str(last - first + 1))
             self.send_header("Cache-Control", "private, max-age=86400")  # evidence files never change
             self.end_headers()
-            shutil.copyfileobj(f, self.wfile, 65536)
+            f.seek(first)
+            left = last - first + 1
+            while left > 0 and (chunk := f.read(min(65536, left))):
+                self.wfile.write(chunk)
+                left -= len(chunk)
 
     def _events(self, lane: LaneRoutes, query: dict[str, list[str]]) -> None:
         try:
@@ -433,6 +449,26 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
+
+
+UNSATISFIABLE = (-1, -1)  # a Range no byte of the file is in: 416
+RANGE = re.compile(r"bytes=(\d{0,19})-(\d{0,19})")
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The (first, last) bytes of one `Range: bytes=...` request (RFC 9110), UNSATISFIABLE when it
+    starts past the end, None when there is none or it is not a single range (served whole, as
+    the RFC lets a server do)."""
+    match = RANGE.fullmatch(header.strip()) if header else None
+    if match is None or match.groups() == ("", ""):
+        return None
+    start, end = match.groups()
+    if not start:  # the last `end` bytes
+        return (max(size - int(end), 0), size - 1) if int(end) and size else UNSATISFIABLE
+    first, last = int(start), min(int(end), size - 1) if end else size - 1
+    if end and int(end) < first:
+        return None  # not a valid range: ignored
+    return (first, last) if first < size else UNSATISFIABLE
 
 
 def evidence_file(root: Path, url_path: str) -> Path | None:
