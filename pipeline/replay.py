@@ -139,7 +139,8 @@ def replay(
                 references=references,
             )
             warn([str(w) for w in map(lane.push_pos, pos) if w is not None])
-            events, records = _run(lane, source, staging / "events.jsonl", progress, warn, stats)
+            tag = {} if recording is None else {"recording": recording.to_dict()}
+            events, records = _run(lane, source, staging / "events.jsonl", progress, warn, stats, tag)
             warn(source.problems)
             warn(_video_end_warnings(source, stats, video))
             with open(staging / "passes.jsonl", "w", encoding="utf-8") as f:
@@ -165,8 +166,10 @@ def _run(
     progress: bool,
     warn: Callable[[list[str]], None],
     stats: ReplayStats,
+    tag: dict[str, object],
 ) -> tuple[list[Event | BasketEvent], list[PassRecord]]:
-    """Feed every frame to the lane (its POS events are already pushed), then finish it. Scans
+    """Feed every frame to the lane (its POS events are already pushed), then finish it; each event
+    line gets `tag`'s fields (the recording's identity, when known). Scans
     after the last frame are not judged: the lane leaves those too late for any seen pass unjudged
     (`stats.after_end`), and a scan after the last frame that no pass claimed is no
     scan_without_item either (its item may have come after the end)."""
@@ -187,7 +190,7 @@ def _run(
                     assert isinstance(e, Event) and e.scan_ts is not None  # as _after_the_video found
                     stats.scans_after_end.append(e.scan_ts)
                     continue
-                sink.write(json.dumps(e.to_dict()) + "\n")
+                sink.write(json.dumps({**e.to_dict(), **tag}) + "\n")
                 if now is not None and isinstance(e, Event) and e.track_id is not None:
                     stats.alert_delays.append(now - e.t_end)
             events.extend(result.events)

@@ -52,6 +52,9 @@ def lanes(tmp_path_factory) -> list[Path]:
     return out
 
 
+IDENTITY = ["--store", "S1", "--lane", "L1", "--start", "2026-11-30T08:00:00"]  # a single replay as _row's
+
+
 def _row(rid: str, lane: Path, store: str = "S1", lane_name: str = "L1", **override: str) -> dict:
     row = {
         "id": rid,
@@ -323,7 +326,7 @@ def test_a_recording_that_cannot_be_cut_is_replayed_whole(ray_local, lanes, buil
     cut = tmp_path / "cut.avi"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     single = tmp_path / "single"
-    args = ["replay", str(cut), "--pos", str(lanes[0] / "pos.jsonl"), "--gallery", str(built_gallery)]
+    args = ["replay", str(cut), "--pos", str(lanes[0] / "pos.jsonl"), "--gallery", str(built_gallery), *IDENTITY]
     assert main([*args, "--config", str(lanes[0] / "lane.toml"), "--out", str(single)]) == 0
     manifest = _write_csv(tmp_path / "manifest.csv", [_row("cut", lanes[0], video=str(cut))])
     listed = int(cv2.VideoCapture(str(cut)).get(cv2.CAP_PROP_FRAME_COUNT))
@@ -351,7 +354,7 @@ def test_a_long_recording_in_chunks_makes_the_decisions_of_one_replay(
 ):
     long_lane = request.getfixturevalue(lane_name)
     single = tmp_path / "single"
-    args = ["replay", str(long_lane / "video.mp4"), "--pos", str(long_lane / "pos.jsonl")]
+    args = ["replay", str(long_lane / "video.mp4"), "--pos", str(long_lane / "pos.jsonl"), *IDENTITY]
     assert (
         main([*args, "--gallery", str(built_gallery), "--config", str(long_lane / "lane.toml"), "--out", str(single)])
         == 0

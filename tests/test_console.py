@@ -24,6 +24,7 @@ import pytest
 from console_fixtures import LANE_T0, PASSWORDS, SAMPLE_VAL, confirmation, make_lane, make_settings
 from console_fixtures import csrf_token as _token
 from console_fixtures import sign_in as _sign_in
+from contract_fixtures import assert_valid
 from gallery_fixtures import run_reid, writer_env
 from werkzeug.test import EnvironBuilder, run_wsgi_app
 
@@ -39,6 +40,7 @@ from retail_reid.pipeline.console.settings import Bind, ConsoleError
 from retail_reid.pipeline.console.throttle import SignInThrottle
 from retail_reid.pipeline.console.users import Operators, add_operator
 from retail_reid.pipeline.console.verdicts import DB_NAME, VerdictStore
+from retail_reid.pipeline.contract import SchemaName
 from retail_reid.pipeline.simulate import SimConfig, simulate
 
 pytest.importorskip("flask")
@@ -385,6 +387,9 @@ def test_a_real_replay_output_folder_is_shown_whole(tmp_path, gallery_dir, monke
     lines = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
     alerts = [x for x in lines if x["type"] != "basket"]
     assert alerts, "the scenario should raise alerts"
+    for i, line in enumerate(lines, start=1):  # every line carries the recording, as the schema allows
+        assert line["recording"] == summary["recording"], i
+        assert_valid(SchemaName.EVENT, line, what=f"events.jsonl:{i}")
     settings = make_settings(tmp_path / "console", gallery_dir)
     client = create_app(settings.__class__(**{**settings.__dict__, "replays": (out,)})).test_client()
     _sign_in(client)

@@ -229,8 +229,9 @@ def merge_chunks(
             elif ev["track_id"] in owned_ids:
                 events.append(_renumber(ev, id_base, run.folder, dest))
         id_base += max((p["track_id"] for p in chunk_passes), default=0)
-    if loose:
-        events.append(loose.event(None, config.basket).to_dict())
+    if loose:  # the recording's identity on its line, as the chunks wrote it on theirs
+        tag = {"recording": summaries[0]["recording"]} if "recording" in summaries[0] else {}
+        events.append({**loose.event(None, config.basket).to_dict(), **tag})
     with open(dest / "events.jsonl", "w", encoding="utf-8") as f:
         f.writelines(json.dumps(e) + "\n" for e in events)
     with open(dest / "passes.jsonl", "w", encoding="utf-8") as f:
@@ -256,7 +257,9 @@ def _renumber(e: dict, id_base: int, src: Path, dest: Path) -> dict:
     return {**e, "track_id": track, "evidence": evidence}
 
 
-def _event(d: dict) -> Event | BasketEvent:
+def _event(line: dict) -> Event | BasketEvent:
+    """A merged line as the record the report draws (the recording's identity is the line's only)."""
+    d = {k: v for k, v in line.items() if k != "recording"}
     if d["type"] == "basket":
         return BasketEvent(**{k: v for k, v in d.items() if k != "type"})
     return Event(**{**d, "evidence": tuple(d["evidence"])})
