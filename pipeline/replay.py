@@ -9,7 +9,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import closing
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -166,7 +166,7 @@ def _run(
     progress: bool,
     warn: Callable[[list[str]], None],
     stats: ReplayStats,
-    tag: dict[str, object],
+    tag: Mapping[str, object],
 ) -> tuple[list[Event | BasketEvent], list[PassRecord]]:
     """Feed every frame to the lane (its POS events are already pushed), then finish it; each event
     line gets `tag`'s fields (the recording's identity, when known). Scans
