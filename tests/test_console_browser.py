@@ -118,8 +118,9 @@ def _press(driver, keys: str, leaves: bool = True) -> None:
     """Press keys on the page (not in a field); with `leaves`, wait for the page they lead to."""
     page = driver.find_element(By.TAG_NAME, "html")
     ActionChains(driver).send_keys(keys).perform()
-    if leaves:
+    if leaves:  # the old page gone, then the new one loaded whole (keys sent meanwhile hit a dying document)
         WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def _key_of(driver) -> str:
