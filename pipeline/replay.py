@@ -109,7 +109,8 @@ def replay(
     `on_warning` as soon as it is known: those about the inputs (skipped POS lines, a clipped
     zone, scans the gallery cannot check) before the first frame is read. `references` is given
     every decided pass with its crops (a lane-reference sampler). `recording` (its store, lane and
-    start) goes into summary.json, so the console dates and labels its alerts by it. The POS log's
+    start) goes into summary.json and on every events.jsonl line, so the console dates and labels its
+    alerts by it. The POS log's
     path is kept absolute, so the console finds it from any working directory."""
     out = Path(out)
     config = config or LaneConfig()
