@@ -110,8 +110,8 @@ def replay(
     zone, scans the gallery cannot check) before the first frame is read. `references` is given
     every decided pass with its crops (a lane-reference sampler). `recording` (its store, lane and
     start) goes into summary.json and on every events.jsonl line, so the console dates and labels its
-    alerts by it. The POS log's
-    path is kept absolute, so the console finds it from any working directory."""
+    alerts by it. The POS log's path is kept absolute, so the console finds it from any working
+    directory."""
     out = Path(out)
     config = config or LaneConfig()
     warnings: list[str] = []
