@@ -20,11 +20,11 @@ from retail_reid.pipeline.console.settings import Bind
 from retail_reid.pipeline.console.verdicts import DB_NAME, VerdictStore
 
 webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -93,11 +93,28 @@ def _shot(driver, folder: Path, name: str) -> None:
     (folder / f"{name}.png").write_bytes(base64.b64decode(shot["data"]))
 
 
+def _mark_page(driver) -> None:
+    """Mark the document shown now; the next page loaded starts without the mark."""
+    driver.execute_script("window.__reidOldPage = true")
+
+
+def _wait_next_page(driver) -> None:
+    """Wait until a new document has replaced the marked one and has loaded whole.
+
+    Chromium answers a query about the dying document with assorted errors while it navigates
+    ("Node with given id does not belong to the document", a lost execution context), so those
+    count as "not yet" rather than failing the test; keys sent before the wait ends would hit it.
+    """
+    WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script("return window.__reidOldPage === undefined && document.readyState === 'complete'")
+    )
+
+
 def _go(driver, element) -> None:
     """Click a link or a form's button and wait until the next page has replaced this one."""
-    page = driver.find_element(By.TAG_NAME, "html")
+    _mark_page(driver)
     element.click()
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
+    _wait_next_page(driver)
 
 
 def _text(driver) -> str:
@@ -108,19 +125,19 @@ def _sign_in(driver, base: str, page: str) -> None:
     """Sign in as alice from `page` with the keyboard (Enter in the password signs in)."""
     driver.get(f"{base}{page}")
     driver.find_element(By.NAME, "operator").send_keys("alice")
-    page_before = driver.find_element(By.TAG_NAME, "html")
+    _mark_page(driver)
     driver.find_element(By.NAME, "password").send_keys(PASSWORDS["alice"] + Keys.ENTER)
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page_before))
+    _wait_next_page(driver)
     assert page in driver.current_url
 
 
 def _press(driver, keys: str, leaves: bool = True) -> None:
     """Press keys on the page (not in a field); with `leaves`, wait for the page they lead to."""
-    page = driver.find_element(By.TAG_NAME, "html")
+    if leaves:
+        _mark_page(driver)
     ActionChains(driver).send_keys(keys).perform()
-    if leaves:  # the old page gone, then the new one loaded whole (keys sent meanwhile hit a dying document)
-        WebDriverWait(driver, 30).until(expected_conditions.staleness_of(page))
-        WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    if leaves:
+        _wait_next_page(driver)
 
 
 def _key_of(driver) -> str:
