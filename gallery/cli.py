@@ -234,18 +234,31 @@ def cmd_lane_camera(a: argparse.Namespace) -> int:
         return _report(store.set_lane_camera(wanted, operator=a.operator, progress=True, again=a.again, model=a.model))
 
 
-def _operator_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--operator", help="who makes the change, for the audit log (default: your user name)")
-
-
-def _model_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="the gallery's ONNX model file, if it is no longer where the gallery was created")
-
-
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add `reid gallery` and its actions, in the order `reid gallery --help` lists them."""
     g = sub.add_parser("gallery", help="create and change the gallery of reference photos per SKU")
     gs = g.add_subparsers(dest="gallery_command", metavar="ACTION", required=True)
+    for add in (
+        _add_init,
+        _add_add,
+        _add_import_folder,
+        _add_remove,
+        _add_list,
+        _add_show,
+        _add_check,
+        _add_repair,
+        _add_export,
+        _add_import,
+        _add_accept_lane_references,
+        _add_lane_camera,
+        _add_history,
+        _add_rollback,
+        _add_rebuild,
+    ):
+        add(gs)
 
+
+def _add_init(gs: argparse._SubParsersAction) -> None:
     p = gs.add_parser("init", help="create an empty gallery bound to an embedder model")
     p.add_argument("dir", help="the new gallery's directory (must not exist, or be empty)")
     p.add_argument("--model", help="ONNX embedder (default: the shipped model)")
@@ -255,6 +268,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _operator_arg(p)
     p.set_defaults(func=cmd_init)
 
+
+def _add_add(gs: argparse._SubParsersAction) -> None:
     p = gs.add_parser("add", help="add reference photos of one SKU (creating the product if new)")
     p.add_argument("dir")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="photos of the product")
@@ -263,25 +278,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--barcode", action="append", default=[], help="GTIN or PLU scanned for this product (repeatable)")
     p.add_argument("--category")
     p.add_argument("--price", type=float)
-    p.add_argument(
-        "--skip-bad", action="store_true", help="add the good photos and report the bad ones, instead of refusing all"
-    )
+    _skip_bad_arg(p, verb="add")
     _model_arg(p)
     _operator_arg(p)
     p.set_defaults(func=cmd_add)
 
+
+def _add_import_folder(gs: argparse._SubParsersAction) -> None:
     p = gs.add_parser("import-folder", help="add FOLDER/<sku>/*.jpg for many products at once")
     p.add_argument("dir")
     p.add_argument("folder")
-    p.add_argument(
-        "--skip-bad",
-        action="store_true",
-        help="import the good photos and report the bad ones, instead of refusing all",
-    )
+    _skip_bad_arg(p, verb="import")
     _model_arg(p)
     _operator_arg(p)
     p.set_defaults(func=cmd_import_folder)
 
+
+def _add_remove(gs: argparse._SubParsersAction) -> None:
     p = gs.add_parser("remove", help="retire a product (--sku) or take out one reference (--ref, see `show`)")
     p.add_argument("dir")
     what = p.add_mutually_exclusive_group(required=True)
@@ -290,17 +303,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     _operator_arg(p)
     p.set_defaults(func=cmd_remove)
 
+
+def _add_list(gs: argparse._SubParsersAction) -> None:
     p = gs.add_parser("list", help="the products and how many references each has")
     p.add_argument("dir")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_list)
 
+
+def _add_show(gs: argparse._SubParsersAction) -> None:
     p = gs.add_parser("show", help="one product's details and references")
     p.add_argument("dir")
     p.add_argument("--sku", required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_show)
 
+
+def _add_check(gs: argparse._SubParsersAction) -> None:
     p = gs.add_parser(
         "check",
         help="damaged files (checksums; exit 1 if any), confusable SKUs, likely wrong-product photos, duplicates, "
@@ -320,6 +339,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _model_arg(p)
     p.set_defaults(func=cmd_check)
 
+
+def _add_repair(gs: argparse._SubParsersAction) -> None:
     p = gs.add_parser(
         "repair",
         help="rebuild CURRENT, the database or damaged versions from the stored versions and photos "
@@ -329,17 +350,23 @@ def register(sub: argparse._SubParsersAction) -> None:
     _operator_arg(p)
     p.set_defaults(func=cmd_repair)
 
+
+def _add_export(gs: argparse._SubParsersAction) -> None:
     p = gs.add_parser("export", help="write the published version to a single archive (a bundle) with checksums")
     p.add_argument("dir")
     p.add_argument("bundle", help="the archive to write (.tar)")
     p.set_defaults(func=cmd_export)
 
+
+def _add_import(gs: argparse._SubParsersAction) -> None:
     p = gs.add_parser("import", help="replace the gallery's contents with a bundle's, as a new version (checked first)")
     p.add_argument("dir", help="a gallery created with the bundle's model")
     p.add_argument("bundle")
     _operator_arg(p)
     p.set_defaults(func=cmd_import)
 
+
+def _add_accept_lane_references(gs: argparse._SubParsersAction) -> None:
     p = gs.add_parser(
         "accept-lane-references",
         help="add the lanes' confident crops as references without review (the automatic mode, docs/console.md)",
@@ -362,6 +389,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _operator_arg(p)
     p.set_defaults(func=cmd_accept_lane_references)
 
+
+def _add_lane_camera(gs: argparse._SubParsersAction) -> None:
     p = gs.add_parser(
         "lane-camera",
         help="show or set the lane camera through which every photo is also rendered (lane-camera renderings)",
@@ -385,20 +414,45 @@ def register(sub: argparse._SubParsersAction) -> None:
     _operator_arg(p)
     p.set_defaults(func=cmd_lane_camera)
 
+
+def _add_history(gs: argparse._SubParsersAction) -> None:
     p = gs.add_parser("history", help="the versions: who changed what, when")
     p.add_argument("dir")
     p.add_argument("-v", "--verbose", action="store_true", help="also each change's per-SKU entries")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_history)
 
+
+def _add_rollback(gs: argparse._SubParsersAction) -> None:
     p = gs.add_parser("rollback", help="make a new version with the contents of an older one")
     p.add_argument("dir")
     p.add_argument("version", type=int)
     _operator_arg(p)
     p.set_defaults(func=cmd_rollback)
 
+
+def _add_rebuild(gs: argparse._SubParsersAction) -> None:
     p = gs.add_parser("rebuild", help="re-embed every reference with another model into a new version")
     p.add_argument("dir")
     p.add_argument("--model", required=True, help="the new ONNX embedder")
     _operator_arg(p)
     p.set_defaults(func=cmd_rebuild)
+
+
+# --- options several actions share --------------------------------------------------------------
+
+
+def _operator_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--operator", help="who makes the change, for the audit log (default: your user name)")
+
+
+def _model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="the gallery's ONNX model file, if it is no longer where the gallery was created")
+
+
+def _skip_bad_arg(p: argparse.ArgumentParser, *, verb: str) -> None:
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help=f"{verb} the good photos and report the bad ones, instead of refusing all",
+    )

@@ -446,8 +446,26 @@ def cmd_calibrate(a: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the embedder's subcommands to the `reid` parser, in the order `reid --help` lists them."""
+    for add in (
+        _add_train,
+        _add_quantize,
+        _add_train_tail,
+        _add_train_lane_head,
+        _add_compose,
+        _add_interpolate,
+        _add_checkpoint_from_onnx,
+        _add_embed,
+        _add_eval,
+        _add_export,
+        _add_calibrate,
+    ):
+        add(sub)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="fine-tune the embedder (needs the [train] extra)")
-    p.add_argument("--root", help="folder that relative paths in split files start from")
+    _root_option(p)
     p.add_argument("--train", required=True, help="split file (train.txt) or folder-per-SKU tree")
     p.add_argument("--val", required=True, help="split file (val.txt) or folder-per-SKU tree, for keep-best")
     p.add_argument(
@@ -474,49 +492,46 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--dim", type=int, default=128, help="embedding size")
     p.add_argument("--size", type=int, default=224, help="input size in pixels")
-    p.add_argument("--loss", default="triplet", choices=["triplet", "contrastive", "multi-similarity", "arcface"])
-    p.add_argument(
-        "--miner", default="semihard", choices=["all", "hard", "semihard", "easy"], help="triplet miner type"
-    )
-    p.add_argument("--margin", type=float, default=0.2, help="triplet loss and miner margin")
+    _loss_options(p, default="triplet")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--skus-per-batch", type=int, default=16, help="P")
-    p.add_argument("--per-sku", type=int, default=4, help="K")
+    _batch_options(p)
     p.add_argument("--lr-backbone", type=float, default=2e-4)
     p.add_argument("--lr-head", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--warmup-epochs", type=float, default=0.5)
     p.add_argument("--freeze-blocks", type=int, default=0, help="freeze the stem and the first N blocks")
     p.add_argument("--steps-per-epoch", type=int, default=0, help="0: one pass over the training images")
-    p.add_argument(
-        "--fold",
-        type=int,
-        help="class-disjoint run: train without fold K's SKUs, then export OUT/embedder.onnx and evaluate those "
+    _fold_options(
+        p,
+        fold="class-disjoint run: train without fold K's SKUs, then export OUT/embedder.onnx and evaluate those "
         "SKUs into OUT/class_disjoint.json (benchmarks/bench_class_disjoint.py --fold-run pools the folds)",
     )
-    p.add_argument("--folds", default=str(FOLDS_FILE), help="folds file for --fold (default: benchmarks/folds.json)")
     p.add_argument("--limit-skus", type=int, default=0, help="use only the first N SKUs (quick runs)")
     p.add_argument("--limit-per-sku", type=int, default=0, help="at most N training images per SKU")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    _seed_and_threads(p)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
+
+def _add_quantize(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "quantize", help="an fp32 ONNX embedder -> static int8, calibrated (e.g. for a CPU without VNNI; [train] extra)"
     )
     p.add_argument("model", help="fp32 ONNX embedder (reid export or reid compose)")
     p.add_argument("--out", required=True, help="int8 ONNX file")
-    p.add_argument("--root", help="folder that relative paths in split files start from")
-    p.add_argument("--gallery", required=True, help="reference photos: int8 ranges and calibration")
-    p.add_argument("--calib", required=True, help="query photos of the same SKUs, for calibration")
-    p.add_argument("--int8-images", type=int, default=200, help="reference photos that calibrate int8 ranges")
-    _scoring_option(p)
-    p.add_argument("--quiet", action="store_true")
+    _photo_sets(
+        p,
+        gallery="reference photos: int8 ranges and calibration",
+        calib="query photos of the same SKUs, for calibration",
+    )
+    _int8_options(p, also_write=False)
+    _calibration_options(p)
     p.set_defaults(func=cmd_quantize)
 
+
+def _add_train_tail(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train-tail",
         help="train an embedder that keeps the ImageNet features in view, from cached backbone features "
@@ -534,25 +549,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--imagenet-weight", type=float, default=0.5, help="share of the ImageNet features' cosine in the embedding's"
     )
-    p.add_argument(
-        "--loss", default="multi-similarity", choices=["triplet", "contrastive", "multi-similarity", "arcface"]
-    )
-    p.add_argument(
-        "--miner", default="semihard", choices=["all", "hard", "semihard", "easy"], help="triplet miner type"
-    )
-    p.add_argument("--margin", type=float, default=0.2, help="triplet loss and miner margin")
+    _loss_options(p, default="multi-similarity")
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--skus-per-batch", type=int, default=16, help="P")
-    p.add_argument("--per-sku", type=int, default=4, help="K")
+    _batch_options(p)
     p.add_argument("--lr-tail", type=float, default=5e-4)
     p.add_argument("--lr-head", type=float, default=2e-3)
-    p.add_argument("--fold", type=int, help="class-disjoint run: train without fold K's SKUs and report them")
-    p.add_argument("--folds", default=str(FOLDS_FILE), help="folds file for --fold (default: benchmarks/folds.json)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    _fold_options(p, fold="class-disjoint run: train without fold K's SKUs and report them")
+    _seed_and_threads(p)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train_tail)
 
+
+def _add_train_lane_head(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train-lane-head",
         help="teach an embedder the lane camera's views: a residual head on its features, trained from a cache of "
@@ -567,14 +575,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--distill", type=float, default=1.0, help="weight of the pull towards the clean photo's place")
     p.add_argument("--clean-share", type=float, default=0.25, help="share of training views that are the photo itself")
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--skus-per-batch", type=int, default=16, help="P")
-    p.add_argument("--per-sku", type=int, default=4, help="K")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: the library defaults)")
-    _scoring_option(p)
-    p.add_argument("--quiet", action="store_true")
+    _batch_options(p)
+    _seed_and_threads(p, threads="CPU threads (0: the library defaults)")  # the cache's ONNX runs and torch's
+    _calibration_options(p)
     p.set_defaults(func=cmd_train_lane_head)
 
+
+def _add_compose(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "compose",
         help="join a fine-tuned ONNX embedder with the ImageNet backbone's features into one calibrated model",
@@ -591,15 +598,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="keep the ImageNet features' K leading principal directions over --gallery (default: all)",
     )
     p.add_argument("--out", required=True, help="composed ONNX file")
-    p.add_argument("--root", help="folder that relative paths in split files start from")
-    p.add_argument("--gallery", required=True, help="reference photos: centre the ImageNet features, calibrate")
-    p.add_argument("--calib", required=True, help="query photos of the same SKUs, for calibration")
-    p.add_argument("--int8", metavar="OUT", help="also write a statically quantised int8 model here")
-    p.add_argument("--int8-images", type=int, default=200, help="reference photos that calibrate int8 ranges")
-    _scoring_option(p)
-    p.add_argument("--quiet", action="store_true")
+    _photo_sets(
+        p,
+        gallery="reference photos: centre the ImageNet features, calibrate",
+        calib="query photos of the same SKUs, for calibration",
+    )
+    _int8_options(p, also_write=True)
+    _calibration_options(p)
     p.set_defaults(func=cmd_compose)
 
+
+def _add_interpolate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "interpolate", help="mix a model's weights with its fine-tuned run's (WiSE-FT; needs the [train] extra)"
     )
@@ -613,6 +622,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="run folder for the mixed best.pt (export it with reid export)")
     p.set_defaults(func=cmd_interpolate)
 
+
+def _add_checkpoint_from_onnx(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "checkpoint-from-onnx",
         help="a best.pt rebuilt from an exported embedder, to fine-tune it with reid train --init (needs [train])",
@@ -620,10 +631,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="ONNX embedder made by reid export from a reid train run")
     p.add_argument("--out", required=True, help="the best.pt to write")
     p.add_argument("--photos", required=True, help="photos (split file or folder) to recalibrate batch norms on")
-    p.add_argument("--root", help="folder that relative paths in split files start from")
+    _root_option(p)
     p.add_argument("--count", type=int, default=256, help="photos used, spread evenly over --photos")
     p.set_defaults(func=cmd_checkpoint_from_onnx)
 
+
+def _add_embed(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("embed", help="embed images with an ONNX model into a .npy file")
     p.add_argument("images", nargs="*", help="image files")
     p.add_argument("--list", help="file with one image path per line (text after a comma is ignored)")
@@ -638,9 +651,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_embed)
 
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="retrieval and verification metrics of ONNX models")
     p.add_argument("--model", action="append", help="ONNX embedder; repeat to compare (default: the shipped model)")
-    p.add_argument("--root", help="folder that relative paths in split files start from")
+    _root_option(p)
     p.add_argument("--gallery", required=True, help="split file or folder: the references")
     p.add_argument("--queries", required=True, help="split file or folder: the queries")
     p.add_argument(
@@ -652,6 +667,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
 
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint to calibrated ONNX (and int8)")
     p.add_argument("checkpoint", nargs="?", help="best.pt from reid train")
     p.add_argument(
@@ -669,30 +686,58 @@ def register(sub: argparse._SubParsersAction) -> None:
         "training makes objects look larger than at test time, so a somewhat larger test size often helps",
     )
     p.add_argument("--out", required=True, help="output .onnx")
-    p.add_argument("--root", help="folder that relative paths in split files start from")
-    p.add_argument("--gallery", required=True, help="references for calibration (e.g. train.txt)")
-    p.add_argument("--calib", required=True, help="validation queries for parity and calibration (e.g. val.txt)")
+    _photo_sets(
+        p,
+        gallery="references for calibration (e.g. train.txt)",
+        calib="validation queries for parity and calibration (e.g. val.txt)",
+    )
     p.add_argument("--no-flip", action="store_true", help="do not bake test-time flip averaging into the graph")
-    p.add_argument("--int8", help="also write a statically quantised int8 model here")
-    p.add_argument("--int8-images", type=int, default=200, help="real images used to calibrate int8 ranges")
-    _scoring_option(p)
-    p.add_argument("--quiet", action="store_true")
+    _int8_options(p, also_write=True)
+    _calibration_options(p)
     p.set_defaults(func=cmd_export)
 
+
+def _add_calibrate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "calibrate", help="refit an ONNX embedder's calibration on your own references and queries (in place)"
     )
     p.add_argument(
         "model", help="the .onnx file to recalibrate (rewritten whole; galleries bound to it must be rebuilt)"
     )
-    p.add_argument("--root", help="folder that relative paths in split files start from")
-    p.add_argument("--gallery", required=True, help="split file or folder-per-SKU tree: the references")
-    p.add_argument(
-        "--calib", required=True, help="split file or folder-per-SKU tree: queries of the same SKUs, not in --gallery"
+    _photo_sets(
+        p,
+        gallery="split file or folder-per-SKU tree: the references",
+        calib="split file or folder-per-SKU tree: queries of the same SKUs, not in --gallery",
     )
+    _calibration_options(p)
+    p.set_defaults(func=cmd_calibrate)
+
+
+# --- options several commands share -------------------------------------------------------------
+
+
+def _root_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--root", help="folder that relative paths in split files start from")
+
+
+def _photo_sets(p: argparse.ArgumentParser, *, gallery: str, calib: str) -> None:
+    """--root, --gallery (references) and --calib (queries of the same SKUs): what a calibration is fitted on."""
+    _root_option(p)
+    p.add_argument("--gallery", required=True, help=gallery)
+    p.add_argument("--calib", required=True, help=calib)
+
+
+def _int8_options(p: argparse.ArgumentParser, *, also_write: bool) -> None:
+    """How many references set the int8 ranges, after --int8 OUT where the int8 model is a second output."""
+    if also_write:
+        p.add_argument("--int8", metavar="OUT", help="also write a statically quantised int8 model here")
+    p.add_argument("--int8-images", type=int, default=200, help="reference photos that calibrate int8 ranges")
+
+
+def _calibration_options(p: argparse.ArgumentParser) -> None:
+    """The last options of every command that calibrates the model it writes."""
     _scoring_option(p)
     p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_calibrate)
 
 
 def _scoring_option(p: argparse.ArgumentParser) -> None:
@@ -704,3 +749,27 @@ def _scoring_option(p: argparse.ArgumentParser) -> None:
         "0.82 Recall@1 on grocery val against 0.78 with the shipped model) or its nearest reference; "
         "both are calibrated",
     )
+
+
+def _loss_options(p: argparse.ArgumentParser, *, default: str) -> None:
+    p.add_argument("--loss", default=default, choices=["triplet", "contrastive", "multi-similarity", "arcface"])
+    p.add_argument(
+        "--miner", default="semihard", choices=["all", "hard", "semihard", "easy"], help="triplet miner type"
+    )
+    p.add_argument("--margin", type=float, default=0.2, help="triplet loss and miner margin")
+
+
+def _batch_options(p: argparse.ArgumentParser) -> None:
+    """P x K batches: P SKUs, K photos of each."""
+    p.add_argument("--skus-per-batch", type=int, default=16, help="P")
+    p.add_argument("--per-sku", type=int, default=4, help="K")
+
+
+def _fold_options(p: argparse.ArgumentParser, *, fold: str) -> None:
+    p.add_argument("--fold", type=int, help=fold)
+    p.add_argument("--folds", default=str(FOLDS_FILE), help="folds file for --fold (default: benchmarks/folds.json)")
+
+
+def _seed_and_threads(p: argparse.ArgumentParser, threads: str = "torch CPU threads (0: torch's default)") -> None:
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help=threads)

@@ -228,33 +228,21 @@ def cmd_schema(a: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the lane's subcommands to the `reid` parser."""
-    _register_simulate(sub)
-    p = sub.add_parser("score", help="precision and recall of a run's alerts against a scenario's truth.json")
-    p.add_argument("truth", help="truth.json (from reid simulate, or labelled by hand)")
-    p.add_argument("events", help="events.jsonl written by a replay")
-    p.add_argument(
-        "--tol",
-        type=float,
-        default=DEFAULT_TOL,
-        help=f"seconds by which an alert's span may miss the true span and still match (default {DEFAULT_TOL:g})",
-    )
-    p.add_argument("--json", action="store_true", help="print the score as JSON")
-    p.set_defaults(func=cmd_score)
-
-    p = sub.add_parser("events", help="a run's alerts as a table: time, type, SKU seen, SKU scanned, confidence")
-    p.add_argument("events", help="events.jsonl written by a replay or the lane service")
-    p.set_defaults(func=cmd_events)
-
-    _register_replay(sub)
-    batch_cli.register(sub)
-    console_cli.register(sub)
-    _register_schema(sub)
-
-    edge_cli.register(sub)
+    """Add the lane's subcommands to the `reid` parser, in the order `reid --help` lists them."""
+    for add in (
+        _add_simulate,
+        _add_score,
+        _add_events,
+        _add_replay,
+        batch_cli.register,
+        console_cli.register,
+        _add_schema,
+        edge_cli.register,
+    ):
+        add(sub)
 
 
-def _register_simulate(sub: argparse._SubParsersAction) -> None:
+def _add_simulate(sub: argparse._SubParsersAction) -> None:
     d = SimConfig()
     p = sub.add_parser("simulate", help="make a checkout-lane video, its POS log and truth.json from product photos")
     p.add_argument("out", help="folder to write video.mp4 (or .avi), pos.jsonl and truth.json into")
@@ -320,7 +308,27 @@ def _add_till_flags(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{key.replace('_', '-')}-rate", type=float, default=0.0, help=f"share of passes: {text}")
 
 
-def _register_replay(sub: argparse._SubParsersAction) -> None:
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("score", help="precision and recall of a run's alerts against a scenario's truth.json")
+    p.add_argument("truth", help="truth.json (from reid simulate, or labelled by hand)")
+    p.add_argument("events", help="events.jsonl written by a replay")
+    p.add_argument(
+        "--tol",
+        type=float,
+        default=DEFAULT_TOL,
+        help=f"seconds by which an alert's span may miss the true span and still match (default {DEFAULT_TOL:g})",
+    )
+    p.add_argument("--json", action="store_true", help="print the score as JSON")
+    p.set_defaults(func=cmd_score)
+
+
+def _add_events(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("events", help="a run's alerts as a table: time, type, SKU seen, SKU scanned, confidence")
+    p.add_argument("events", help="events.jsonl written by a replay or the lane service")
+    p.set_defaults(func=cmd_events)
+
+
+def _add_replay(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "replay",
         help="find non-scans and product switches in a recorded checkout video",
@@ -354,7 +362,7 @@ def _register_replay(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_replay)
 
 
-def _register_schema(sub: argparse._SubParsersAction) -> None:
+def _add_schema(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "schema",
         help="print the JSON Schemas of events, POS lines, health and lane.toml, and the edge's OpenAPI document",

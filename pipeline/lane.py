@@ -70,6 +70,11 @@ class LaneProcessor:
     frame (a live camera that is down), and `finish` decides everything left (end of a
     recording, or a service stopping). Each returns a `LaneResult`; an event is decided at the
     latest one association window after its item left the zone.
+
+    What callers may read besides those results: `describe()` (zone, settings, thresholds),
+    `pos_waiting`, and the attributes `frames` (frames concluded), `passes` (item passes decided)
+    and `offset` (clock_offset_s: lane time minus camera time). The detector, recogniser, builder
+    and the rest are the lane's own.
     """
 
     def __init__(

@@ -80,16 +80,16 @@ class LaneWorker(Worker):
         self._early: list[PosEvent] = []  # received before the first frame made the lane
 
     def status(self) -> dict:
-        waiting = len(self._early) if self.lane is None else self.lane.pos_waiting
+        lane = self.lane  # read once: the lane thread makes it on the first frame
+        waiting = len(self._early) if lane is None else lane.pos_waiting
+        zone = None if lane is None else lane.describe().zone
         return {
             "frames_processed": int(self.metrics.frames_processed.value()),
             "fps": round(self.meter.rate(), 2),
             "passes": self.passes,
             "pos_waiting": waiting + len(self.inbox),
             "frames_waiting": len(self.frames),
-            "zone": None
-            if self.lane is None
-            else [self.lane.zone.x1, self.lane.zone.y1, self.lane.zone.x2, self.lane.zone.y2],
+            "zone": None if zone is None else [zone.x1, zone.y1, zone.x2, zone.y2],
             "frame_size_error": self.frame_size_error,
         }
 
