@@ -206,6 +206,11 @@ def train_tail(
     seed_everything(recipe.seed)
     labels = cache.train_labels
     keep = sorted(set(labels))
+    if len(keep) < recipe.skus_per_batch:
+        raise ValueError(
+            f"{len(keep)} SKUs to train on, fewer than the {recipe.skus_per_batch} SKUs a batch holds: "
+            "lower --skus-per-batch"
+        )
     y = np.searchsorted(keep, labels)
     maps = torch.from_numpy(cache.maps("train"))
     teacher = torch.from_numpy(cache.teacher)
@@ -224,6 +229,12 @@ def train_tail(
     start, seconds, losses = 0, 0.0, []
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
+        if state["recipe"] != asdict(recipe):
+            changed = sorted(k for k, v in asdict(recipe).items() if state["recipe"].get(k) != v)
+            raise ValueError(
+                f"{checkpoint}: saved by a run with other settings ({', '.join(changed)}); "
+                "use those settings, or another checkpoint to start afresh"
+            )
         net.load_state_dict(state["net"])
         objective.loss.load_state_dict(state["loss"])
         opt.load_state_dict(state["opt"])
