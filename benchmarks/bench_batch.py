@@ -36,7 +36,7 @@ from retail_reid.models.datasets import folder_set  # noqa: E402
 from retail_reid.pipeline.batch.manifest import read_manifest  # noqa: E402
 from retail_reid.pipeline.batch.runner import BatchOptions, require_ray, run_batch  # noqa: E402
 from retail_reid.pipeline.batch.worker import GallerySpec  # noqa: E402
-from retail_reid.pipeline.simulate import SimConfig, simulate  # noqa: E402
+from retail_reid.pipeline.harness.simulate import SimConfig, simulate  # noqa: E402
 
 SPEEDUP_TARGET = 1.7  # 2 workers against 1, on this 2-core machine
 

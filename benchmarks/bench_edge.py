@@ -51,8 +51,8 @@ sys.path.insert(0, str(REPO))
 
 from retail_reid.cli import main as reid  # noqa: E402
 from retail_reid.models.datasets import folder_set  # noqa: E402
-from retail_reid.pipeline.score import read_events, read_truth, score  # noqa: E402
-from retail_reid.pipeline.simulate import SimConfig, simulate  # noqa: E402
+from retail_reid.pipeline.harness.score import read_events, read_truth, score  # noqa: E402
+from retail_reid.pipeline.harness.simulate import SimConfig, simulate  # noqa: E402
 
 SAMPLE = REPO / "sample" / "grocery"
 TOKEN = "bench-token"

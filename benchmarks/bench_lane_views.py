@@ -30,7 +30,7 @@ from retail_reid.images import read_image  # noqa: E402
 from retail_reid.models.datasets import split_file_set  # noqa: E402
 from retail_reid.models.metrics import sku_scores  # noqa: E402
 from retail_reid.models.runtime import OnnxEmbedder  # noqa: E402
-from retail_reid.pipeline.simulate import _Look  # noqa: E402  (the simulator's own drawing of an item)
+from retail_reid.pipeline.harness.simulate import _Look  # noqa: E402  (the simulator's own drawing of an item)
 
 BELT_GREY = 60
 

@@ -41,9 +41,9 @@ from retail_reid.gallery.renderings import DEFAULT_VIEWS  # noqa: E402
 from retail_reid.models.datasets import folder_set, split_file_set  # noqa: E402
 from retail_reid.models.views import LaneLevel  # noqa: E402
 from retail_reid.pipeline.config import LaneConfig, load_config  # noqa: E402
+from retail_reid.pipeline.harness.score import Score, StoreRates, read_events, read_truth, score  # noqa: E402
+from retail_reid.pipeline.harness.simulate import Difficulty, SimConfig, Truth, read_coarse_classes, simulate  # noqa: E402
 from retail_reid.pipeline.replay import replay  # noqa: E402
-from retail_reid.pipeline.score import Score, StoreRates, read_events, read_truth, score  # noqa: E402
-from retail_reid.pipeline.simulate import Difficulty, SimConfig, Truth, read_coarse_classes, simulate  # noqa: E402
 from retail_reid.pipeline.types import Zone  # noqa: E402
 
 TARGETS = {"non_scan": (0.95, 0.95), "product_switch": (0.85, 0.90)}  # (recall, precision)

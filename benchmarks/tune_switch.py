@@ -34,9 +34,9 @@ from bench_replay import FIRST_SEED, Bench, parse_lane_arguments, prepare, simul
 from retail_reid.gallery import Gallery
 from retail_reid.gallery.matching import Verification
 from retail_reid.pipeline.config import EventConfig, LaneConfig
+from retail_reid.pipeline.harness.simulate import Difficulty, Pass
 from retail_reid.pipeline.recognition import Recogniser, Recognition, Thresholds
 from retail_reid.pipeline.replay import replay
-from retail_reid.pipeline.simulate import Difficulty, Pass
 from retail_reid.pipeline.types import ItemPass, PassRecord, Verdict, Zone
 
 GRID = {
