@@ -40,8 +40,6 @@ from pathlib import Path
 import numpy as np
 
 from retail_reid.images import read_image
-from retail_reid.models.disjoint import GroceryData
-from retail_reid.models.folds import FOLDS_FILE, read_folds
 from retail_reid.models.lane_training import (
     RECALL_COLUMNS,
     TRAIN_LEVELS,
@@ -54,6 +52,8 @@ from retail_reid.models.lane_training import (
     train_head,
     val_views,
 )
+from retail_reid.models.research.disjoint import GroceryData
+from retail_reid.models.research.folds import FOLDS_FILE, read_folds
 from retail_reid.models.runtime import OnnxEmbedder
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from retail_reid.models.datasets import DataError
 
-FOLDS_FILE = Path(__file__).resolve().parent.parent / "benchmarks" / "folds.json"
+FOLDS_FILE = Path(__file__).resolve().parents[2] / "benchmarks" / "folds.json"
 
 
 @dataclass(frozen=True)
