@@ -30,7 +30,8 @@ from pathlib import Path
 
 from bench_embedder import real_crops, timed
 
-from retail_reid.models.research.disjoint import GroceryData, Query, embed_data, fold_report, pool
+from retail_reid.models.datasets import GroceryData
+from retail_reid.models.research.disjoint import Query, embed_data, fold_report, pool
 from retail_reid.models.research.folds import FOLDS_FILE, read_folds
 from retail_reid.models.runtime import OnnxEmbedder
 

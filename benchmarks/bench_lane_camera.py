@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from retail_reid.images import read_image
+from retail_reid.models.datasets import GroceryData
 from retail_reid.models.lane_training import (
     RECALL_COLUMNS,
     TRAIN_LEVELS,
@@ -52,7 +53,6 @@ from retail_reid.models.lane_training import (
     train_head,
     val_views,
 )
-from retail_reid.models.research.disjoint import GroceryData
 from retail_reid.models.research.folds import FOLDS_FILE, read_folds
 from retail_reid.models.runtime import OnnxEmbedder
 

@@ -157,8 +157,9 @@ def _evaluate_held_out(
     """Export the fold's best checkpoint (training size, flip averaged, as shipped models are) and judge it
     on the SKUs it never saw: writes embedder.onnx and class_disjoint.json beside best.pt
     (benchmarks/bench_class_disjoint.py --fold-run judges every fold's embedder.onnx and pools them)."""
+    from retail_reid.models.datasets import GroceryData
     from retail_reid.models.export import export_onnx
-    from retail_reid.models.research.disjoint import GroceryData, embed_data, fold_report
+    from retail_reid.models.research.disjoint import embed_data, fold_report
     from retail_reid.models.runtime import OnnxEmbedder
     from retail_reid.models.train import load_checkpoint
 

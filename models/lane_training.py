@@ -37,10 +37,10 @@ from torch import nn
 from tqdm import tqdm
 
 from retail_reid.images import read_image
+from retail_reid.models.datasets import GroceryData
 from retail_reid.models.losses import build_objective
 from retail_reid.models.metrics import sku_scores
 from retail_reid.models.onnx_file import save_whole, set_info
-from retail_reid.models.research.disjoint import GroceryData
 from retail_reid.models.runtime import OUTPUT_NAME, ModelInfo, OnnxEmbedder
 from retail_reid.models.train import lr_lambda, seed_everything
 from retail_reid.models.views import LANE_LEVELS, LaneLevel

@@ -31,9 +31,10 @@ from tqdm import tqdm
 from retail_reid.images import read_image
 from retail_reid.models.backbone import create_backbone
 from retail_reid.models.data import LabelledImages, train_transform
+from retail_reid.models.datasets import GroceryData
 from retail_reid.models.net import _stages
 from retail_reid.models.preprocess import Preprocess
-from retail_reid.models.research.disjoint import GroceryData, Query, view_images
+from retail_reid.models.research.disjoint import Query, view_images
 
 if TYPE_CHECKING:
     from retail_reid.models.backbone import TimmBackbone
