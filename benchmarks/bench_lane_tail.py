@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from retail_reid.images import read_image
 from retail_reid.models.backbone import create_backbone
-from retail_reid.models.disjoint import GroceryData
+from retail_reid.models.datasets import GroceryData
 from retail_reid.models.lane_tail import (
     PER_PHOTO,
     TailCache,

@@ -16,7 +16,7 @@ import numpy as np
 from retail_reid.errors import ReidError
 from retail_reid.models.calibration import SCORINGS
 from retail_reid.models.datasets import ImageSet, iconic_set, image_set, read_list_file
-from retail_reid.models.folds import FOLDS_FILE
+from retail_reid.models.research.folds import FOLDS_FILE
 from retail_reid.models.views import AUGMENTATIONS
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     train_set = _limit(all_train, a.limit_skus, a.limit_per_sku)
     held_out: set[str] = set()
     if a.fold is not None:  # class-disjoint: the fold's SKUs are neither trained on nor used to keep the best
-        from retail_reid.models.folds import read_folds
+        from retail_reid.models.research.folds import read_folds
 
         folds = read_folds(a.folds)
         held_out = folds.held_out(a.fold)
@@ -104,10 +104,10 @@ def cmd_train_tail(a: argparse.Namespace) -> int:
     _need_train_extra()
     import torch
 
-    from retail_reid.models.disjoint import fold_report
-    from retail_reid.models.feature_cache import FeatureCache, build_cache
-    from retail_reid.models.folds import read_folds
-    from retail_reid.models.tail_train import Recipe, embed_eval, save_checkpoint, train_on_cache
+    from retail_reid.models.research.disjoint import fold_report
+    from retail_reid.models.research.feature_cache import FeatureCache, build_cache
+    from retail_reid.models.research.folds import read_folds
+    from retail_reid.models.research.tail_train import Recipe, embed_eval, save_checkpoint, train_on_cache
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -157,8 +157,9 @@ def _evaluate_held_out(
     """Export the fold's best checkpoint (training size, flip averaged, as shipped models are) and judge it
     on the SKUs it never saw: writes embedder.onnx and class_disjoint.json beside best.pt
     (benchmarks/bench_class_disjoint.py --fold-run judges every fold's embedder.onnx and pools them)."""
-    from retail_reid.models.disjoint import GroceryData, embed_data, fold_report
+    from retail_reid.models.datasets import GroceryData
     from retail_reid.models.export import export_onnx
+    from retail_reid.models.research.disjoint import embed_data, fold_report
     from retail_reid.models.runtime import OnnxEmbedder
     from retail_reid.models.train import load_checkpoint
 
@@ -852,7 +853,9 @@ def _batch_options(p: argparse.ArgumentParser) -> None:
 
 def _fold_options(p: argparse.ArgumentParser, *, fold: str) -> None:
     p.add_argument("--fold", type=int, help=fold)
-    p.add_argument("--folds", default=str(FOLDS_FILE), help="folds file for --fold (default: benchmarks/folds.json)")
+    p.add_argument(
+        "--folds", default=str(FOLDS_FILE), help="folds file for --fold (default: the project's, inside the package)"
+    )
 
 
 def _seed_and_threads(p: argparse.ArgumentParser, threads: str = "torch CPU threads (0: torch's default)") -> None:

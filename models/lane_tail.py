@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from retail_reid.images import read_image
 from retail_reid.models.backbone import create_backbone
-from retail_reid.models.disjoint import GroceryData
+from retail_reid.models.datasets import GroceryData
 from retail_reid.models.evaluate import Embedded, calibrate
 from retail_reid.models.export import export_onnx, set_calibration
 from retail_reid.models.lane_training import VAL_VIEWS, val_views
@@ -137,7 +137,7 @@ def build_tail_cache(
         if (folder / f"{part}_maps.npy").exists():
             continue
         n = len(paths) * per
-        outs: np.ndarray | None = None
+        outs: np.memmap | None = None
         row = 0
         for i, p in enumerate(tqdm(paths, desc=part, disable=not progress)):
             x = np.stack([pre(v) for v in make(read_image(p), i, spec.seed)]).astype(np.float32)
