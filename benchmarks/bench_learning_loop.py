@@ -46,10 +46,11 @@ from retail_reid.models.datasets import folder_set  # noqa: E402
 from retail_reid.pipeline.config import LaneConfig, LaneReferenceConfig, load_config  # noqa: E402
 from retail_reid.pipeline.lane_references import LaneReferenceSampler  # noqa: E402
 from retail_reid.pipeline.recognition import aggregate  # noqa: E402
+from retail_reid.pipeline.records import PassRecord, Verdict  # noqa: E402
 from retail_reid.pipeline.replay import replay  # noqa: E402
 from retail_reid.pipeline.score import read_events, read_truth, score  # noqa: E402
 from retail_reid.pipeline.simulate import Difficulty, SimConfig, Truth, read_coarse_classes, simulate  # noqa: E402
-from retail_reid.pipeline.types import ItemPass, PassRecord, Verdict, Zone  # noqa: E402
+from retail_reid.pipeline.types import ItemPass, Zone  # noqa: E402
 
 TEACH_SEED, TEST_SEED = 700, 800
 KINDS = ("product_switch", "non_scan")

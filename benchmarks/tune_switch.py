@@ -35,9 +35,10 @@ from retail_reid.gallery import Gallery
 from retail_reid.gallery.matching import Verification
 from retail_reid.pipeline.config import EventConfig, LaneConfig
 from retail_reid.pipeline.recognition import Recogniser, Recognition, Thresholds
+from retail_reid.pipeline.records import PassRecord, Verdict
 from retail_reid.pipeline.replay import replay
 from retail_reid.pipeline.simulate import Difficulty, Pass
-from retail_reid.pipeline.types import ItemPass, PassRecord, Verdict, Zone
+from retail_reid.pipeline.types import ItemPass, Zone
 
 GRID = {
     "switch_reject": ["confidence:0.05", "confidence:0.1", "confidence:0.2", "confidence:0.3"],
