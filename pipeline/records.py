@@ -194,11 +194,38 @@ class LogStamp:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Event:
+class _Framed:
+    """An events.jsonl line's frame around its event: a replay's `recording` (store, lane, start)
+    goes after the event's fields, a lane service's `logged` stamp before them."""
+
+    recording: RecordingIdentity | None = None
+    logged: LogStamp | None = None
+
+    def to_dict(self) -> dict:
+        front = {} if self.logged is None else self.logged.to_dict()
+        back = {} if self.recording is None else {"recording": self.recording.to_dict()}
+        return {**front, **self._fields(), **back}
+
+    def _fields(self) -> dict:
+        raise NotImplementedError
+
+    @staticmethod
+    def _frame(obj: Mapping[str, Any], where: str) -> dict[str, Any]:
+        """The frame's fields of a line, as keyword arguments."""
+        recording = None
+        if "recording" in obj:
+            try:
+                recording = RecordingIdentity.from_dict(obj["recording"], where)
+            except RecordingError as e:
+                raise RecordError(str(e)) from None
+        return {"recording": recording, "logged": LogStamp.from_dict(obj, where)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event(_Framed):
     """One alert or customer-service line of events.jsonl. Times are on the POS clock; scores are
     cosine similarities. `entry` and `weight_kg` are the scan's; `voided_sku` and `void_ts` name the
-    void that left a pass unpaid. `recording` (a replay's store, lane and start) goes after the
-    event's fields, a lane service's `logged` stamp before them."""
+    void that left a pass unpaid."""
 
     type: EventType  # never BASKET
     t_start: float
@@ -217,32 +244,27 @@ class Event:
     weight_kg: float | None = None
     voided_sku: str | None = None
     void_ts: float | None = None
-    recording: RecordingIdentity | None = None
-    logged: LogStamp | None = None
 
-    def to_dict(self) -> dict:
-        return _framed(
-            self,
-            {
-                "type": self.type,
-                "t_start": round(self.t_start, 3),
-                "t_end": round(self.t_end, 3),
-                "track_id": self.track_id,
-                "seen_sku": self.seen_sku,
-                "seen_score": _round(self.seen_score),
-                "seen_confidence": _round(self.seen_confidence),
-                "scanned_sku": self.scanned_sku,
-                "scanned_score": _round(self.scanned_score),
-                "scanned_confidence": _round(self.scanned_confidence),
-                "scan_ts": _round(self.scan_ts),
-                "txn": self.txn,
-                "evidence": list(self.evidence),
-                "entry": self.entry,
-                "weight_kg": self.weight_kg,
-                "voided_sku": self.voided_sku,
-                "void_ts": _round(self.void_ts),
-            },
-        )
+    def _fields(self) -> dict:
+        return {
+            "type": self.type,
+            "t_start": round(self.t_start, 3),
+            "t_end": round(self.t_end, 3),
+            "track_id": self.track_id,
+            "seen_sku": self.seen_sku,
+            "seen_score": _round(self.seen_score),
+            "seen_confidence": _round(self.seen_confidence),
+            "scanned_sku": self.scanned_sku,
+            "scanned_score": _round(self.scanned_score),
+            "scanned_confidence": _round(self.scanned_confidence),
+            "scan_ts": _round(self.scan_ts),
+            "txn": self.txn,
+            "evidence": list(self.evidence),
+            "entry": self.entry,
+            "weight_kg": self.weight_kg,
+            "voided_sku": self.voided_sku,
+            "void_ts": _round(self.void_ts),
+        }
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any], where: str) -> Event:
@@ -272,13 +294,12 @@ class Event:
             weight_kg=f.optional(f.number, "weight_kg"),
             voided_sku=f.optional(f.text, "voided_sku"),
             void_ts=f.optional(f.number, "void_ts"),
-            recording=_recording(obj, where),
-            logged=LogStamp.from_dict(obj, where),
+            **cls._frame(obj, where),
         )
 
 
 @dataclass(frozen=True, kw_only=True)
-class BasketEvent:
+class BasketEvent(_Framed):
     """Per transaction: the basket the camera saw against the basket the till scanned."""
 
     txn: str | None
@@ -289,23 +310,18 @@ class BasketEvent:
     overlap: float
     tversky: float
     type: EventType = field(default=EventType.BASKET, init=False)
-    recording: RecordingIdentity | None = None
-    logged: LogStamp | None = None
 
-    def to_dict(self) -> dict:
-        return _framed(
-            self,
-            {
-                "type": self.type,
-                "txn": self.txn,
-                "seen": dict(sorted(self.seen.items())),
-                "scanned": dict(sorted(self.scanned.items())),
-                "jaccard": round(self.jaccard, 4),
-                "dice": round(self.dice, 4),
-                "overlap": round(self.overlap, 4),
-                "tversky": round(self.tversky, 4),
-            },
-        )
+    def _fields(self) -> dict:
+        return {
+            "type": self.type,
+            "txn": self.txn,
+            "seen": dict(sorted(self.seen.items())),
+            "scanned": dict(sorted(self.scanned.items())),
+            "jaccard": round(self.jaccard, 4),
+            "dice": round(self.dice, 4),
+            "overlap": round(self.overlap, 4),
+            "tversky": round(self.tversky, 4),
+        }
 
     @classmethod
     def from_dict(cls, obj: Mapping[str, Any], where: str) -> BasketEvent:
@@ -319,8 +335,7 @@ class BasketEvent:
             dice=f.number("dice"),
             overlap=f.number("overlap"),
             tversky=f.number("tversky"),
-            recording=_recording(obj, where),
-            logged=LogStamp.from_dict(obj, where),
+            **cls._frame(obj, where),
         )
 
 
@@ -412,22 +427,6 @@ def _lines(path: str | Path, what: str) -> list[tuple[str, bytes]]:
 
 
 # --- fields --------------------------------------------------------------------------------------
-
-
-def _framed(record: Event | BasketEvent, fields: dict) -> dict:
-    """A record's fields with the alert log's stamp in front and the recording behind, when it has them."""
-    front = {} if record.logged is None else record.logged.to_dict()
-    back = {} if record.recording is None else {"recording": record.recording.to_dict()}
-    return {**front, **fields, **back}
-
-
-def _recording(obj: Mapping[str, Any], where: str) -> RecordingIdentity | None:
-    if "recording" not in obj:
-        return None
-    try:
-        return RecordingIdentity.from_dict(obj["recording"], where)
-    except RecordingError as e:
-        raise RecordError(str(e)) from None
 
 
 def _round(x: float | None) -> float | None:
