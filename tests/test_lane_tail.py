@@ -70,3 +70,24 @@ def test_a_checkpoint_of_other_settings_is_refused_by_name(tmp_path: Path):
         train_tail(cache, TailRecipe(epochs=2, skus_per_batch=8, distill=1.0), checkpoint=checkpoint)
     with pytest.raises(ValueError, match="lower --skus-per-batch"):
         train_tail(cache, TailRecipe(epochs=1, skus_per_batch=32))
+
+
+def test_the_command_refuses_a_cache_of_another_teacher_or_shape_in_one_line(tmp_path: Path, capsys):
+    from retail_reid.cli import main
+    from retail_reid.models.runtime import OnnxEmbedder
+
+    _synthetic_cache(tmp_path)
+    meta_path = tmp_path / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    args = ["train-lane-tail", "--root", str(tmp_path), "--cache", str(tmp_path), "--out", str(tmp_path / "m.onnx")]
+    meta_path.write_text(json.dumps({**meta, "teacher": {"path": "other.onnx", "fingerprint": "other"}}))
+    assert main(args) == 2
+    assert "cached from another teacher (other.onnx)" in capsys.readouterr().err
+    shipped = OnnxEmbedder(None)
+    meta_path.write_text(
+        json.dumps({**meta, "teacher": {"path": str(shipped.path), "fingerprint": shipped.fingerprint}})
+    )
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "holds maps for --tail-stages 2 --size 64" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "m.onnx").exists()
