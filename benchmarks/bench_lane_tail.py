@@ -5,7 +5,8 @@ student with checkpoints after every epoch (a stopped run resumes), and prints R
 photos' SKUs as `bench_lane_camera.py` does: the same seeded views (the photo as taken, 6 views per
 lane level, single and pass-averaged), the train photos as taken as the gallery, SKUs by centroid.
 Rows: the ImageNet-only backbone at the student's size (its pooled features, no training), the
-teacher (optional: it embeds every val view, a few minutes), and the student.
+teacher (optional: it embeds every val view, a few minutes) with the ensembles of the teacher and
+the student (their embeddings summed, the student weighted), and the student.
 
     OMP_NUM_THREADS=2 python benchmarks/bench_lane_tail.py --root $GROCERY --cache runs/tail-cache \
         --run runs/lane-tail [--epochs 30] [--distill 3] [--teacher-row]
@@ -38,6 +39,8 @@ from retail_reid.models.lane_tail import (
 from retail_reid.models.lane_training import RECALL_COLUMNS, lane_recall, val_views
 from retail_reid.models.net import Tail
 from retail_reid.models.runtime import OnnxEmbedder
+
+ENSEMBLE_WEIGHTS = (0.3, 0.5, 0.7)  # the tail's weight when the teacher's and its embeddings are summed
 
 
 @torch.no_grad()
@@ -93,12 +96,20 @@ def main() -> None:
     rows: dict[str, dict[str, float]] = {}
     g, v = imagenet_rows(cache)
     rows["ImageNet-only (pooled, no flip)"] = lane_recall(g, gallery_labels, v, val_labels)
-    if args.teacher_row:
-        rows["teacher (shipped)"] = lane_recall(
-            cache.teacher[: cache.meta["n_gallery"]], gallery_labels, teacher_val(cache, args.root), val_labels
-        )
     gallery = tail_embeddings(cache, net, "train", np.arange(cache.meta["n_gallery"]) * PER_PHOTO)
-    rows["lane tail (student)"] = lane_recall(gallery, gallery_labels, tail_embeddings(cache, net, "val"), val_labels)
+    val = tail_embeddings(cache, net, "val")
+    if args.teacher_row:
+        teacher_gallery, teacher = cache.teacher[: cache.meta["n_gallery"]], teacher_val(cache, args.root)
+        rows["teacher (shipped)"] = lane_recall(teacher_gallery, gallery_labels, teacher, val_labels)
+        for w in ENSEMBLE_WEIGHTS:  # both models on every crop, their embeddings summed
+            both = teacher + w * val
+            rows[f"teacher + {w} x tail, teacher's gallery"] = lane_recall(
+                teacher_gallery, gallery_labels, both / np.linalg.norm(both, axis=1, keepdims=True), val_labels
+            )
+    rows["lane tail (student)"] = lane_recall(gallery, gallery_labels, val, val_labels)
+    rows["lane tail, the teacher's gallery"] = lane_recall(  # a gallery the shipped model built serves it
+        cache.teacher[: cache.meta["n_gallery"]], gallery_labels, val, val_labels
+    )
     print("| row | " + " | ".join(RECALL_COLUMNS) + " |")
     print("|---|" + "---|" * len(RECALL_COLUMNS))
     for name, r in rows.items():
