@@ -241,3 +241,30 @@ def test_one_lanes_references_are_dropped_in_one_version(gallery_dir, tmp_path):
     again = run_reid("gallery", "drop-lane", gallery_dir, "--lane", "lane-1")
     assert again.returncode != 0 and "no lane references of lane 'lane-1'" in again.stderr
     assert suggestions([tmp_path / "lane-1"])  # the lane's own folder is left as it was
+
+
+def test_labelling_changes_no_decision_and_labels_only_clean_passes_of_the_pinned_till_lane(tmp_path, monkeypatch):
+    """The pinned lane of every till case, decided with till labels on: the same bytes; each label
+    is one pass, scanned once, and none of a quantity, void or double-scan case."""
+    import test_simulate_pos as pinned
+
+    labels: list[TillLabel] = []
+
+    class Labelling(EventBuilder):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, till_labels=True, **kw)
+
+        def _decisions(self, events):
+            decided = super()._decisions(events)
+            labels.extend(decided.labelled)
+            return decided
+
+    monkeypatch.setattr(pinned, "EventBuilder", Labelling)
+    pinned.test_the_event_builder_decides_a_till_lane_as_pinned_to_the_byte(tmp_path)
+    truth = json.loads((pinned.PINNED / "truth.json").read_text())
+    spans = {(p["t_start"], p["t_end"]): p for p in truth["passes"]}
+    ambiguous = {(c["t_start"], c["t_end"]) for c in truth["pos_cases"] if c["case"] != "keyed"}
+    assert labels and len({x.item.track_id for x in labels}) == len(labels)
+    for x in labels:
+        span = (round(x.item.t_start, 3), round(x.item.t_end, 3))
+        assert span not in ambiguous and spans[span]["scanned_sku"] == x.sku
