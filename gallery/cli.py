@@ -123,27 +123,9 @@ def cmd_accept_lane_references(a: argparse.Namespace) -> int:
     rules = ls.Consensus(margin=a.margin, min_passes=a.min_passes, min_days=a.min_days)
     found = ls.suggestions([ls.references_folder(Path(p)) for p in a.sources])
     with GalleryStore.open(a.dir) as store:
-        lane_refs, known = store.lane_reference_counts(), store.reference_hashes()
-        chosen = ls.choose_automatic(
-            found,
-            min_confidence=a.min_confidence,
-            max_per_product=a.max_per_product,
-            products={r.product.sku for r in store.products()},
-            lane_refs=lane_refs,
-            known=known,
+        chosen = ls.choose_accepted(
+            found, store, min_confidence=a.min_confidence, max_per_product=a.max_per_product, rules=rules, model=a.model
         )
-        if any(s.crop.policy is ls.LabelPolicy.TILL for ss in found.values() for s in ss):
-            for s in chosen:
-                lane_refs[s.sku] = lane_refs.get(s.sku, 0) + 1
-            chosen += ls.choose_consensus(
-                found,
-                vectors=ls.candidate_vectors(found, store.embedder(model=a.model)),
-                refs=store.reference_vectors(),
-                rules=rules,
-                max_per_product=a.max_per_product,
-                lane_refs=lane_refs,
-                known=known | {s.crop.sha256 for s in chosen},
-            )
         if not chosen:
             print(f"nothing to accept: no lane reference meets the rules ({sum(map(len, found.values()))} kept)")
             return 0

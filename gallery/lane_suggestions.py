@@ -22,7 +22,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from retail_reid.durable import replace_atomically
 from retail_reid.errors import ReidError
 from retail_reid.gallery.photos import embed_photos
 from retail_reid.models.runtime import OnnxEmbedder
+
+if TYPE_CHECKING:
+    from retail_reid.gallery.reading import GalleryReader
 
 FOLDER = "lane-references"  # under a lane's state folder
 IMAGES = "images"
@@ -277,3 +280,38 @@ def choose_consensus(
         room = max_per_product - lane_refs.get(sku, 0)
         chosen.extend(s for _, s in scored[: max(room, 0)])
     return chosen
+
+
+def choose_accepted(
+    found: dict[str, list[Suggestion]],
+    store: GalleryReader,
+    *,
+    min_confidence: float,
+    max_per_product: int,
+    rules: Consensus,
+    model: str | Path | None = None,
+) -> list[Suggestion]:
+    """What the automatic mode accepts into `store`'s gallery: the confident crops (`choose_automatic`),
+    then the till candidates that pass the consensus (`choose_consensus`) in the room left."""
+    lane_refs, known = store.lane_reference_counts(), store.reference_hashes()
+    chosen = choose_automatic(
+        found,
+        min_confidence=min_confidence,
+        max_per_product=max_per_product,
+        products={r.product.sku for r in store.products()},
+        lane_refs=lane_refs,
+        known=known,
+    )
+    if not any(s.crop.policy is LabelPolicy.TILL for ss in found.values() for s in ss):
+        return chosen
+    for s in chosen:
+        lane_refs[s.sku] = lane_refs.get(s.sku, 0) + 1
+    return chosen + choose_consensus(
+        found,
+        vectors=candidate_vectors(found, store.embedder(model=model)),
+        refs=store.reference_vectors(),
+        rules=rules,
+        max_per_product=max_per_product,
+        lane_refs=lane_refs,
+        known=known | {s.crop.sha256 for s in chosen},
+    )
