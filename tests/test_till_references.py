@@ -32,7 +32,7 @@ from retail_reid.pipeline.events import EventBuilder, TillLabel
 from retail_reid.pipeline.lane_references import LaneReferenceSampler
 from retail_reid.pipeline.pos import PosEvent, PosEventType
 from retail_reid.pipeline.recognition import Recogniser
-from retail_reid.pipeline.types import ItemPass
+from retail_reid.pipeline.types import Crop, ItemPass
 
 TILL = LaneReferenceConfig(policy=LabelPolicy.TILL, per_product=3, min_gap_s=0, max_total_mb=100)
 
@@ -268,3 +268,31 @@ def test_labelling_changes_no_decision_and_labels_only_clean_passes_of_the_pinne
     for x in labels:
         span = (round(x.item.t_start, 3), round(x.item.t_end, 3))
         assert span not in ambiguous and spans[span]["scanned_sku"] == x.sku
+
+
+def test_accept_lane_references_takes_honest_till_candidates_and_leaves_a_switched_item_out(gallery_dir, tmp_path):
+    """Through `reid gallery` with the shipped model: four passes of bananas scanned as bananas,
+    one Granny-Smith apple scanned as a banana (a switch): the bananas become references."""
+    import cv2
+
+    val = Path(__file__).resolve().parents[1] / "sample" / "grocery" / "val"
+    crops = [*sorted((val / "Banana").glob("*.jpg"))[:4], sorted((val / "Granny-Smith").glob("*.jpg"))[0]]
+    rules = LaneReferenceConfig(policy=LabelPolicy.TILL, min_gap_s=0)
+    s = LaneReferenceSampler(tmp_path / "lane-3", rules, lambda x: x, lane="lane-3")
+    for i, path in enumerate(crops):
+        image = cv2.resize(cv2.imread(str(path)), (160, 160))
+        item = ItemPass(
+            track_id=i,
+            t_start=i,
+            t_end=i + 1.0,
+            frames=5,
+            crops=(Crop(image=image, ts=i, box=(0, 0, 160, 160), quality=1.0),),
+        )
+        assert s.labelled(TillLabel(item=item, sku="Banana", scan_ts=i, txn=None, seen_sku=None, seen_score=0.0)) == 1
+    r = run_reid("gallery", "accept-lane-references", gallery_dir, "--from", tmp_path / "lane-3", "--min-passes", "3")
+    assert r.returncode == 0, r.stderr
+    assert "accept-lane-references: 4 references for 1 SKU (Banana)" in r.stdout
+    shown = run_reid("gallery", "show", gallery_dir, "--sku", "Banana").stdout
+    assert shown.count('lane "lane-3" at ') == 4 and "at 5.000 (till)" not in shown  # the apple (pass 4) left out
+    r = run_reid("gallery", "accept-lane-references", gallery_dir, "--from", tmp_path / "lane-3", "--min-days", "0")
+    assert r.returncode == 2 and "--min-days must be in [1, 366], got 0" in r.stderr
