@@ -26,17 +26,12 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from bench_replay import add_data_argument, build_gallery, folder_view  # noqa: E402
-
-from retail_reid.models.datasets import folder_set  # noqa: E402
-from retail_reid.pipeline.batch.manifest import read_manifest  # noqa: E402
-from retail_reid.pipeline.batch.runner import BatchOptions, require_ray, run_batch  # noqa: E402
-from retail_reid.pipeline.batch.worker import GallerySpec  # noqa: E402
-from retail_reid.pipeline.simulate import SimConfig, simulate  # noqa: E402
+from retail_reid.models.datasets import folder_set
+from retail_reid.pipeline.batch.manifest import read_manifest
+from retail_reid.pipeline.batch.runner import BatchOptions, require_ray, run_batch
+from retail_reid.pipeline.batch.worker import GallerySpec
+from retail_reid.pipeline.harness.bench_lanes import add_data_argument, build_gallery, folder_view
+from retail_reid.pipeline.harness.simulate import SimConfig, simulate
 
 SPEEDUP_TARGET = 1.7  # 2 workers against 1, on this 2-core machine
 

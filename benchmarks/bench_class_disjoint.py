@@ -1,7 +1,7 @@
 """Class-disjoint evaluation (issue 11): how an embedder places products it never trained on.
 
-The 81 SKUs of the grocery data are split into folds (benchmarks/folds.json, whole coarse kinds per
-fold; retail_reid.models.folds). For each fold, its held-out SKUs alone: their train photos as the
+The 81 SKUs of the grocery data are split into folds (models/research/folds.json, whole coarse kinds per
+fold; retail_reid.models.research.folds). For each fold, its held-out SKUs alone: their train photos as the
 gallery and their val photos as queries, as photographed, as a lane camera sees them, and with a
 hand over part of the item then the lane camera (seeded: the same views for every model); and the
 catalog photo (iconic) as the gallery. SKUs are scored by centroid. Folds are pooled.
@@ -30,8 +30,9 @@ from pathlib import Path
 
 from bench_embedder import real_crops, timed
 
-from retail_reid.models.disjoint import GroceryData, Query, embed_data, fold_report, pool
-from retail_reid.models.folds import FOLDS_FILE, read_folds
+from retail_reid.models.datasets import GroceryData
+from retail_reid.models.research.disjoint import Query, embed_data, fold_report, pool
+from retail_reid.models.research.folds import FOLDS_FILE, read_folds
 from retail_reid.models.runtime import OnnxEmbedder
 
 COLUMNS = [(str(q), m) for q in Query for m in ("recall_at_1", "map_at_r", "tar_at_far_0.01")]
@@ -87,7 +88,7 @@ def fmt(row: dict[str, dict[str, float]]) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=os.environ.get("GROCERY"), help="the grocery data (default: $GROCERY)")
-    ap.add_argument("--folds", default=str(FOLDS_FILE), help="folds file (default: benchmarks/folds.json)")
+    ap.add_argument("--folds", default=str(FOLDS_FILE), help="folds file (default: models/research/folds.json)")
     ap.add_argument("--model", action="append", default=[], help="ONNX model evaluated on every fold; repeat")
     ap.add_argument("--fold-run", action="append", default=[], help="run folder with fold*/class_disjoint.json")
     ap.add_argument(

@@ -25,9 +25,10 @@ import sys
 import numpy as np
 
 from retail_reid.models.compose import principal_basis
-from retail_reid.models.disjoint import Embeddings, GroceryData, Query, embed_data, fold_report, pool
+from retail_reid.models.datasets import GroceryData
 from retail_reid.models.evaluate import Embedded
-from retail_reid.models.folds import FOLDS_FILE, read_folds
+from retail_reid.models.research.disjoint import Embeddings, Query, embed_data, fold_report, pool
+from retail_reid.models.research.folds import FOLDS_FILE, read_folds
 from retail_reid.models.runtime import OnnxEmbedder
 
 

@@ -46,14 +46,12 @@ import cv2
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from retail_reid.cli import main as reid
+from retail_reid.models.datasets import folder_set
+from retail_reid.pipeline.harness.score import read_events, read_truth, score
+from retail_reid.pipeline.harness.simulate import SimConfig, simulate
+
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from retail_reid.cli import main as reid  # noqa: E402
-from retail_reid.models.datasets import folder_set  # noqa: E402
-from retail_reid.pipeline.score import read_events, read_truth, score  # noqa: E402
-from retail_reid.pipeline.simulate import SimConfig, simulate  # noqa: E402
-
 SAMPLE = REPO / "sample" / "grocery"
 TOKEN = "bench-token"
 LATENCY_TARGET_S = 1.0
@@ -204,7 +202,6 @@ def run_service(
         **os.environ,
         "OMP_NUM_THREADS": "1",
         "REID_THREADS": str(cpus or os.cpu_count() or 1),
-        "PYTHONPATH": str(REPO),
     }
     command = [
         sys.executable,

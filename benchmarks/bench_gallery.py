@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,8 +21,6 @@ from types import SimpleNamespace
 
 import faiss
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retail_reid.gallery import index as gallery_index
 from retail_reid.gallery.catalog import Product

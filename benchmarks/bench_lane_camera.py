@@ -18,7 +18,7 @@ then per level a single crop and a pass (the level's 6 views of one item average
   renderings' centroid (how the product's gallery scores a SKU, gallery/matching.py).
 `--onnx MODEL` (repeatable) embeds the same seeded views with an ONNX file instead of reading the
 cache (the 81 only, clean gallery): an exported head or its int8 file checked end to end.
-Class-disjoint (Musgrave's reality check): per fold of benchmarks/folds.json, the head is trained
+Class-disjoint (Musgrave's reality check): per fold of models/research/folds.json, the head is trained
 on the other folds' SKUs only and judged on the fold's SKUs (their train photos as the gallery,
 their val photos as queries), folds pooled. The teacher itself was fine-tuned on all 81 products,
 so only the ImageNet row is class-disjoint end to end; the head rows are class-disjoint in what the
@@ -40,8 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from retail_reid.images import read_image
-from retail_reid.models.disjoint import GroceryData
-from retail_reid.models.folds import FOLDS_FILE, read_folds
+from retail_reid.models.datasets import GroceryData
 from retail_reid.models.lane_training import (
     RECALL_COLUMNS,
     TRAIN_LEVELS,
@@ -54,6 +53,7 @@ from retail_reid.models.lane_training import (
     train_head,
     val_views,
 )
+from retail_reid.models.research.folds import FOLDS_FILE, read_folds
 from retail_reid.models.runtime import OnnxEmbedder
 
 

@@ -24,10 +24,11 @@ import torch.nn.functional as F
 
 from retail_reid.images import read_image
 from retail_reid.models.backbone import create_backbone
-from retail_reid.models.disjoint import GroceryData
+from retail_reid.models.datasets import GroceryData
 from retail_reid.models.lane_tail import (
     PER_PHOTO,
     TailCache,
+    TailCacheSpec,
     TailRecipe,
     build_tail_cache,
     export_tail,
@@ -72,12 +73,17 @@ def main() -> None:
     ap.add_argument("--run", required=True, help="folder for the checkpoint and the figures")
     ap.add_argument("--teacher", help="teacher ONNX model (default: the shipped one)")
     ap.add_argument("--teacher-row", action="store_true", help="also score the teacher on the same views")
+    ap.add_argument("--tail-stages", type=int, default=TailCacheSpec.tail_stages, help="stages trained (cache)")
+    ap.add_argument("--size", type=int, default=TailCacheSpec.size, help="input size in pixels (cache)")
     ap.add_argument("--export", help="write the student here as a calibrated ONNX embedder")
     for f in fields(TailRecipe):
         ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
     args = ap.parse_args()
     torch.set_num_threads(2)
-    cache = build_tail_cache(args.root, args.cache, args.teacher)
+    spec = TailCacheSpec(tail_stages=args.tail_stages, size=args.size)
+    cache = build_tail_cache(args.root, args.cache, args.teacher, spec)
+    if (cache.meta["tail_stages"], cache.meta["size"]) != (spec.tail_stages, spec.size):
+        ap.error(f"{args.cache} holds the maps for {cache.meta['tail_stages']} stages at {cache.meta['size']} px")
     recipe = TailRecipe(**{f.name: getattr(args, f.name) for f in fields(TailRecipe)})
     run = Path(args.run)
     run.mkdir(parents=True, exist_ok=True)

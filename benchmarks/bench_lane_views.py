@@ -21,16 +21,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from bench_replay import add_data_argument  # noqa: E402
-
-from retail_reid.images import read_image  # noqa: E402
-from retail_reid.models.datasets import split_file_set  # noqa: E402
-from retail_reid.models.metrics import sku_scores  # noqa: E402
-from retail_reid.models.runtime import OnnxEmbedder  # noqa: E402
-from retail_reid.pipeline.simulate import _Look  # noqa: E402  (the simulator's own drawing of an item)
+from retail_reid.images import read_image
+from retail_reid.models.datasets import split_file_set
+from retail_reid.models.metrics import sku_scores
+from retail_reid.models.runtime import OnnxEmbedder
+from retail_reid.pipeline.harness.bench_lanes import add_data_argument
+from retail_reid.pipeline.harness.simulate import _Look  # the simulator's own drawing of an item
 
 BELT_GREY = 60
 

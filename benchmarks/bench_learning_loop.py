@@ -34,30 +34,19 @@ from pathlib import Path
 
 import cv2
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-from bench_replay import add_data_argument, build_gallery, folder_view  # noqa: E402
-
-from retail_reid.gallery import Gallery  # noqa: E402
-from retail_reid.gallery.lane_suggestions import (  # noqa: E402
-    Consensus,
-    LabelPolicy,
-    choose_accepted,
-    lane_source,
-    suggestions,
-)
-from retail_reid.gallery.photos import RefOrigin  # noqa: E402
-from retail_reid.gallery.store import GalleryStore  # noqa: E402
-from retail_reid.models.datasets import folder_set  # noqa: E402
-from retail_reid.pipeline.config import LaneConfig, LaneReferenceConfig, load_config  # noqa: E402
-from retail_reid.pipeline.lane_references import LaneReferenceSampler  # noqa: E402
-from retail_reid.pipeline.recognition import aggregate  # noqa: E402
-from retail_reid.pipeline.replay import replay  # noqa: E402
-from retail_reid.pipeline.score import read_events, read_truth, score  # noqa: E402
-from retail_reid.pipeline.simulate import Difficulty, SimConfig, Truth, read_coarse_classes, simulate  # noqa: E402
-from retail_reid.pipeline.types import ItemPass, PassRecord, Verdict, Zone  # noqa: E402
+from retail_reid.gallery import Gallery
+from retail_reid.gallery.lane_suggestions import Consensus, LabelPolicy, choose_accepted, lane_source, suggestions
+from retail_reid.gallery.photos import RefOrigin
+from retail_reid.gallery.store import GalleryStore
+from retail_reid.models.datasets import folder_set
+from retail_reid.pipeline.config import LaneConfig, LaneReferenceConfig, load_config
+from retail_reid.pipeline.harness.bench_lanes import add_data_argument, build_gallery, folder_view
+from retail_reid.pipeline.harness.score import read_events, read_truth, score
+from retail_reid.pipeline.harness.simulate import Difficulty, SimConfig, Truth, read_coarse_classes, simulate
+from retail_reid.pipeline.lane_references import LaneReferenceSampler
+from retail_reid.pipeline.recognition import aggregate
+from retail_reid.pipeline.replay import replay
+from retail_reid.pipeline.types import ItemPass, PassRecord, Verdict, Zone
 
 TEACH_SEED, TEST_SEED = 700, 800
 KINDS = ("product_switch", "non_scan")

@@ -1,9 +1,9 @@
 """Embedder recipes compared on products never trained on (issue 11, part 2), from a feature cache.
 
 Every recipe keeps the trunk of an ImageNet backbone frozen (`KeepImageNetNet`) and trains what
-follows it from cached views (`retail_reid.models.feature_cache`), so a recipe's four class-disjoint
+follows it from cached views (`retail_reid.models.research.feature_cache`), so a recipe's four class-disjoint
 folds and its all-81 run take minutes on two CPU cores. Per recipe:
-- class-disjoint: for each fold of benchmarks/folds.json, trained on the other folds' SKUs, judged on
+- class-disjoint: for each fold of models/research/folds.json, trained on the other folds' SKUs, judged on
   the fold's held-out SKUs (their train photos as the gallery, their val photos as queries: as
   photographed, as a lane camera sees them, with a hand; and the catalog-photo gallery), SKUs by
   centroid, folds pooled by queries: the protocol of bench_class_disjoint.py, the same seeded views;
@@ -34,10 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from retail_reid.models.disjoint import Query, fold_report, pool
-from retail_reid.models.feature_cache import FeatureCache, build_cache
-from retail_reid.models.folds import FOLDS_FILE, read_folds
-from retail_reid.models.tail_train import Recipe, embed_eval, train_on_cache
+from retail_reid.models.research.disjoint import Query, fold_report, pool
+from retail_reid.models.research.feature_cache import FeatureCache, build_cache
+from retail_reid.models.research.folds import FOLDS_FILE, read_folds
+from retail_reid.models.research.tail_train import Recipe, embed_eval, train_on_cache
 
 BASE = Recipe()
 RECIPES: dict[str, Recipe] = {
@@ -122,7 +122,7 @@ def main() -> int:
     ap.add_argument("--backbone", default="tf_efficientnet_lite0", help="with --build: the timm backbone")
     ap.add_argument("--size", type=int, default=224, help="with --build: input size in pixels")
     ap.add_argument("--views", type=int, default=8, help="with --build: augmented views per training photo")
-    ap.add_argument("--folds", default=str(FOLDS_FILE), help="folds file (default: benchmarks/folds.json)")
+    ap.add_argument("--folds", default=str(FOLDS_FILE), help="folds file (default: models/research/folds.json)")
     ap.add_argument("--recipe", action="append", choices=sorted(RECIPES), help="recipes to run (default: all)")
     ap.add_argument(
         "--custom",

@@ -24,70 +24,20 @@ import argparse
 import dataclasses
 import json
 import os
-import shutil
 import sys
-import tempfile
-import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from retail_reid.cli import main as reid  # noqa: E402
-from retail_reid.gallery import Gallery, GalleryError  # noqa: E402
-from retail_reid.gallery.renderings import DEFAULT_VIEWS  # noqa: E402
-from retail_reid.models.datasets import folder_set, split_file_set  # noqa: E402
-from retail_reid.models.views import LaneLevel  # noqa: E402
-from retail_reid.pipeline.config import LaneConfig, load_config  # noqa: E402
-from retail_reid.pipeline.replay import replay  # noqa: E402
-from retail_reid.pipeline.score import Score, StoreRates, read_events, read_truth, score  # noqa: E402
-from retail_reid.pipeline.simulate import Difficulty, SimConfig, Truth, read_coarse_classes, simulate  # noqa: E402
-from retail_reid.pipeline.types import Zone  # noqa: E402
+from retail_reid.pipeline.harness.bench_lanes import FIRST_SEED, Bench, parse_lane_arguments, prepare, simulated_lane
+from retail_reid.pipeline.harness.score import Score, StoreRates, read_events, score
+from retail_reid.pipeline.harness.simulate import Difficulty
+from retail_reid.pipeline.replay import replay
+from retail_reid.pipeline.types import Zone
 
 TARGETS = {"non_scan": (0.95, 0.95), "product_switch": (0.85, 0.90)}  # (recall, precision)
 SWITCH_SKU_TARGET = 0.80  # found switches that name the seen SKU right
 FALSE_ALERT_TARGET = 1.0  # false loss alerts per 100 normal passes, at most
 SPEED_TARGET = 15.0
-FIRST_SEED = {  # (benchmark, development) seed of lane 0
-    Difficulty.EASY: (100, 10),
-    Difficulty.HARD: (300, 30),
-}
-
-
-def folder_view(split: Path, root: Path, dest: Path) -> Path:
-    """FOLDER/<sku>/<photo> symlinks for a grocery split file (the gallery imports folders)."""
-    images = split_file_set(split, root)
-    for path, sku in zip(images.paths, images.labels, strict=True):
-        link = dest / sku / path.name
-        if not link.exists():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to(path.resolve())
-    return dest
-
-
-def build_gallery(work: Path, train: Path, model: str | None, lane_camera: str | None = None) -> Path:
-    """The train photos' gallery (with lane-camera renderings at the declared level `lane_camera`,
-    the profile's default views, when given), built once per model and kept in `work`."""
-    root = work / (f"gallery-{lane_camera}" if lane_camera else "gallery")
-    if root.exists():
-        try:
-            Gallery.open(root, model=model)
-            return root  # reused: built earlier with this same model
-        except GalleryError as e:  # made with another model: start over
-            print(f"rebuilding the gallery ({e})")
-            shutil.rmtree(root)
-    t = time.perf_counter()
-    steps = [["init", str(root)] + (["--model", model] if model else []), ["import-folder", str(root), str(train)]]
-    if lane_camera:
-        steps.append(["lane-camera", str(root), "--level", lane_camera, "--views", str(DEFAULT_VIEWS)])
-    for step in steps:
-        if reid(["gallery", *step]):
-            shutil.rmtree(root)
-            raise SystemExit(f"{root}: `reid gallery {step[0]}` failed (above); the gallery was removed")
-    print(f"gallery: built from {train} in {time.perf_counter() - t:.0f} s")
-    return root
 
 
 @dataclass
@@ -121,38 +71,6 @@ class Tally:
         if summary["alert_delay_s"]:
             self.delays.append(summary["alert_delay_s"]["p95"])
         self.frame_ms.append(summary["frame_ms"]["max"])
-
-
-@dataclass(frozen=True)
-class Bench:
-    """What every lane of a run shares: the work folder (the grocery splits as folders, the
-    lanes, the runs), the gallery of the train photos, the lane config and the coarse classes."""
-
-    work: Path
-    gallery: Gallery
-    config: LaneConfig
-    coarse: dict
-
-
-def prepare(a: argparse.Namespace, prefix: str) -> Bench:
-    """The work folder (--work, or a new temporary one) with the splits' folder views, the gallery
-    (built once per model) and the config (--config)."""
-    data = Path(a.data)
-    work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix=prefix))
-    work.mkdir(parents=True, exist_ok=True)
-    train = folder_view(data / "train.txt", data, work / "train")
-    folder_view(data / "val.txt", data, work / "val")
-    gallery = Gallery.open(build_gallery(work, train, a.model, a.lane_camera), model=a.model)
-    return Bench(work, gallery, load_config(a.config), read_coarse_classes(data / "classes.csv"))
-
-
-def simulated_lane(bench: Bench, difficulty: Difficulty, seed: int, passes: int) -> tuple[Path, Truth]:
-    """Lane `seed` of a difficulty, simulated from the val photos once (kept in the work folder)."""
-    sim = SimConfig.preset(difficulty, passes=passes, transactions=max(1, passes // 10), seed=seed)
-    scen = bench.work / f"scenario-{difficulty}{seed}"
-    if not (scen / "truth.json").exists():
-        simulate(folder_set(bench.work / "val"), scen, sim, coarse=bench.coarse)
-    return scen, read_truth(scen / "truth.json")
 
 
 def run_lanes(difficulty: Difficulty, a: argparse.Namespace, bench: Bench) -> Tally:
@@ -225,38 +143,6 @@ def report(tallies: dict[Difficulty, Tally], show_errors: int) -> None:
         print(f"\n{n}: {len(errors)} errors" + (f" (first {show_errors})" if len(errors) > show_errors else ""))
         for line in errors[:show_errors]:
             print("  " + line)
-
-
-def add_data_argument(
-    ap: argparse.ArgumentParser, what: str = "the Grocery Store Dataset folder with train.txt and val.txt"
-) -> None:
-    """--data, defaulting to $GROCERY (required when that is unset): every grocery benchmark takes it so."""
-    ap.add_argument(
-        "--data",
-        default=os.environ.get("GROCERY"),
-        required="GROCERY" not in os.environ,
-        help=f"{what} (default: $GROCERY)",
-    )
-
-
-def parse_lane_arguments(ap: argparse.ArgumentParser, scenarios: int, passes: int) -> argparse.Namespace:
-    """The options every lane benchmark takes (--data, --scenarios, --passes, --model, --config,
-    --work), added to `ap`, parsed and checked."""
-    add_data_argument(ap)
-    ap.add_argument("--scenarios", type=int, default=scenarios, help="lanes per difficulty (1-19)")
-    ap.add_argument("--passes", type=int, default=passes, help="item passes per lane")
-    ap.add_argument("--model", help="embedder (default: the shipped model)")
-    ap.add_argument("--config", help="lane config TOML")
-    ap.add_argument(
-        "--lane-camera",
-        choices=[level.value for level in LaneLevel],
-        help="also render the gallery's photos through this declared lane camera (default: none, as a new gallery)",
-    )
-    ap.add_argument("--work", help="keep views, gallery, scenarios and runs here (default: a temporary folder)")
-    a = ap.parse_args()
-    if not 1 <= a.scenarios < 20:
-        ap.error("--scenarios must be 1-19 (more would reach the other lane set's seeds)")
-    return a
 
 
 def main() -> int:

@@ -33,7 +33,7 @@ for k in "${folds[@]}"; do
 import sys
 
 from retail_reid.models.datasets import split_file_set
-from retail_reid.models.folds import read_folds
+from retail_reid.models.research.folds import read_folds
 
 split, root, fold = sys.argv[1:]
 print(*split_file_set(split, root).only(read_folds().trained(int(fold))).paths, sep="\n")

@@ -34,21 +34,26 @@ import hashlib
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_replay import FIRST_SEED, Bench, parse_lane_arguments, prepare, simulated_lane
-from tune_switch import CachedVerify, Count, ScannedPass, collected_once, hash_config, judge_all, overlapping
 
 from retail_reid.compat import StrEnum
 from retail_reid.gallery import Gallery
 from retail_reid.models.runtime import OnnxEmbedder
 from retail_reid.pipeline.crops import CUT_PENALTY, touches_edge
+from retail_reid.pipeline.harness.bench_lanes import FIRST_SEED, Bench, parse_lane_arguments, prepare, simulated_lane
+from retail_reid.pipeline.harness.offline_judging import (
+    CachedVerify,
+    Count,
+    ScannedPass,
+    collected_once,
+    hash_config,
+    judge_all,
+    overlapping,
+)
+from retail_reid.pipeline.harness.simulate import Difficulty, Pass
 from retail_reid.pipeline.recognition import MATCHES_KEPT, Recogniser, Recognition, Thresholds
 from retail_reid.pipeline.replay import replay
-from retail_reid.pipeline.simulate import Difficulty, Pass
 from retail_reid.pipeline.types import Crop, ItemPass, PassRecord, Zone
 from retail_reid.pipeline.view_quality import ViewQuality, sharpness, view_quality
 

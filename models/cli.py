@@ -16,7 +16,7 @@ import numpy as np
 from retail_reid.errors import ReidError
 from retail_reid.models.calibration import SCORINGS
 from retail_reid.models.datasets import ImageSet, iconic_set, image_set, read_list_file
-from retail_reid.models.folds import FOLDS_FILE
+from retail_reid.models.research.folds import FOLDS_FILE
 from retail_reid.models.views import AUGMENTATIONS
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     train_set = _limit(all_train, a.limit_skus, a.limit_per_sku)
     held_out: set[str] = set()
     if a.fold is not None:  # class-disjoint: the fold's SKUs are neither trained on nor used to keep the best
-        from retail_reid.models.folds import read_folds
+        from retail_reid.models.research.folds import read_folds
 
         folds = read_folds(a.folds)
         held_out = folds.held_out(a.fold)
@@ -104,10 +104,10 @@ def cmd_train_tail(a: argparse.Namespace) -> int:
     _need_train_extra()
     import torch
 
-    from retail_reid.models.disjoint import fold_report
-    from retail_reid.models.feature_cache import FeatureCache, build_cache
-    from retail_reid.models.folds import read_folds
-    from retail_reid.models.tail_train import Recipe, embed_eval, save_checkpoint, train_on_cache
+    from retail_reid.models.research.disjoint import fold_report
+    from retail_reid.models.research.feature_cache import FeatureCache, build_cache
+    from retail_reid.models.research.folds import read_folds
+    from retail_reid.models.research.tail_train import Recipe, embed_eval, save_checkpoint, train_on_cache
 
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -157,8 +157,9 @@ def _evaluate_held_out(
     """Export the fold's best checkpoint (training size, flip averaged, as shipped models are) and judge it
     on the SKUs it never saw: writes embedder.onnx and class_disjoint.json beside best.pt
     (benchmarks/bench_class_disjoint.py --fold-run judges every fold's embedder.onnx and pools them)."""
-    from retail_reid.models.disjoint import GroceryData, embed_data, fold_report
+    from retail_reid.models.datasets import GroceryData
     from retail_reid.models.export import export_onnx
+    from retail_reid.models.research.disjoint import embed_data, fold_report
     from retail_reid.models.runtime import OnnxEmbedder
     from retail_reid.models.train import load_checkpoint
 
@@ -452,6 +453,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         _add_quantize,
         _add_train_tail,
         _add_train_lane_head,
+        _add_train_lane_tail,
         _add_compose,
         _add_interpolate,
         _add_checkpoint_from_onnx,
@@ -579,6 +581,90 @@ def _add_train_lane_head(sub: argparse._SubParsersAction) -> None:
     _seed_and_threads(p, threads="CPU threads (0: the library defaults)")  # the cache's ONNX runs and torch's
     _calibration_options(p)
     p.set_defaults(func=cmd_train_lane_head)
+
+
+def _add_train_lane_tail(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train-lane-tail",
+        help="teach an embedder's upper stages the lane camera's views, from a cache of the frozen lower stages' "
+        "maps of seeded lane-camera renderings (minutes to cache, about a minute an epoch on a CPU; needs the "
+        "[train] extra)",
+    )
+    p.add_argument("--root", required=True, help="grocery-style dataset root (train.txt, val.txt, classes.csv)")
+    p.add_argument("--cache", required=True, help="tail cache folder (computed there first; resumes a stopped build)")
+    p.add_argument("--teacher", help="the ONNX embedder whose space it learns (default: the shipped model)")
+    p.add_argument("--out", required=True, help="the student as an ONNX embedder (calibrated on the cached val views)")
+    p.add_argument(
+        "--checkpoint", help="save after every epoch here and resume from it (default: checkpoint.pt beside --out)"
+    )
+    p.add_argument("--epochs-now", type=int, help="run at most this many epochs now (resume later with the same call)")
+    p.add_argument("--tail-stages", type=int, default=2, help="the backbone's last stages that train (the cache's)")
+    p.add_argument("--size", type=int, default=224, help="input size in pixels (the cache's)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--distill", type=float, default=3.0, help="weight of the pull towards the clean photo's place")
+    p.add_argument("--clean-share", type=float, default=0.25, help="share of training views that are the photo itself")
+    _batch_options(p)
+    _seed_and_threads(p, threads="CPU threads (0: the library defaults)")
+    _calibration_options(p)
+    p.set_defaults(func=cmd_train_lane_tail)
+
+
+def cmd_train_lane_tail(a: argparse.Namespace) -> int:
+    _need_train_extra()
+    import torch
+
+    from retail_reid.models.lane_tail import (
+        PER_PHOTO,
+        TailCacheSpec,
+        TailRecipe,
+        build_tail_cache,
+        export_tail,
+        tail_embeddings,
+        train_tail,
+    )
+    from retail_reid.models.lane_training import lane_recall
+    from retail_reid.models.runtime import OnnxEmbedder
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    spec = TailCacheSpec(tail_stages=a.tail_stages, size=a.size, seed=a.seed)
+    cache = build_tail_cache(a.root, a.cache, a.teacher, spec, threads=a.threads or 2, progress=not a.quiet)
+    if cache.meta["teacher"]["fingerprint"] != OnnxEmbedder(a.teacher).fingerprint:
+        raise ReidError(
+            f"{a.cache}: cached from another teacher ({cache.meta['teacher']['path']}); use another --cache"
+        )
+    if (cache.meta["tail_stages"], cache.meta["size"]) != (spec.tail_stages, spec.size):
+        raise ReidError(
+            f"{a.cache}: holds maps for --tail-stages {cache.meta['tail_stages']} --size {cache.meta['size']}; "
+            "use those or another --cache"
+        )
+    recipe = TailRecipe(
+        epochs=a.epochs,
+        distill=a.distill,
+        clean_share=a.clean_share,
+        skus_per_batch=a.skus_per_batch,
+        per_sku=a.per_sku,
+        seed=a.seed,
+    )
+    out = Path(a.out)
+    checkpoint = Path(a.checkpoint) if a.checkpoint else out.with_name("checkpoint.pt")
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        net, summary = train_tail(cache, recipe, checkpoint=checkpoint, epochs_now=a.epochs_now, log=not a.quiet)
+    except ValueError as e:
+        raise ReidError(str(e)) from None
+    if summary["epochs"] < recipe.epochs:
+        print(f"{checkpoint}: {summary['epochs']} of {recipe.epochs} epochs trained; run the same command to go on")
+        return 0
+    export_tail(cache, net, out, recipe, a.scoring)
+    n = cache.meta["n_gallery"]
+    gallery = tail_embeddings(cache, net, "train", np.arange(n) * PER_PHOTO)
+    figures = lane_recall(
+        gallery, cache.train_labels[:n], tail_embeddings(cache, net, "val"), np.asarray(cache.meta["val_labels"])
+    )
+    print(f"{out}: the student of {cache.meta['teacher']['path']} ({summary['seconds']} s of training)")
+    print(json.dumps(figures))
+    return 0
 
 
 def _add_compose(sub: argparse._SubParsersAction) -> None:
@@ -767,7 +853,9 @@ def _batch_options(p: argparse.ArgumentParser) -> None:
 
 def _fold_options(p: argparse.ArgumentParser, *, fold: str) -> None:
     p.add_argument("--fold", type=int, help=fold)
-    p.add_argument("--folds", default=str(FOLDS_FILE), help="folds file for --fold (default: benchmarks/folds.json)")
+    p.add_argument(
+        "--folds", default=str(FOLDS_FILE), help="folds file for --fold (default: the project's, inside the package)"
+    )
 
 
 def _seed_and_threads(p: argparse.ArgumentParser, threads: str = "torch CPU threads (0: torch's default)") -> None:

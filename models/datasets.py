@@ -113,3 +113,21 @@ def image_set(spec: str | Path, root: str | Path | None = None) -> ImageSet:
     if p.is_dir():
         return folder_set(p)
     return split_file_set(p, root)
+
+
+@dataclass(frozen=True)
+class GroceryData:
+    """The three image sets of a grocery-style dataset root: train.txt, val.txt, classes.csv."""
+
+    train: ImageSet
+    val: ImageSet
+    iconic: ImageSet | None
+
+    @classmethod
+    def load(cls, root: str | Path) -> GroceryData:
+        root = Path(root)
+        iconic = iconic_set(root) if (root / "classes.csv").exists() else None
+        return cls(split_file_set(root / "train.txt", root), split_file_set(root / "val.txt", root), iconic)
+
+    def only(self, skus: set[str]) -> GroceryData:
+        return GroceryData(self.train.only(skus), self.val.only(skus), self.iconic.only(skus) if self.iconic else None)

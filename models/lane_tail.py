@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from retail_reid.images import read_image
 from retail_reid.models.backbone import create_backbone
-from retail_reid.models.disjoint import GroceryData
+from retail_reid.models.datasets import GroceryData
 from retail_reid.models.evaluate import Embedded, calibrate
 from retail_reid.models.export import export_onnx, set_calibration
 from retail_reid.models.lane_training import VAL_VIEWS, val_views
@@ -137,7 +137,7 @@ def build_tail_cache(
         if (folder / f"{part}_maps.npy").exists():
             continue
         n = len(paths) * per
-        outs: np.ndarray | None = None
+        outs: np.memmap | None = None
         row = 0
         for i, p in enumerate(tqdm(paths, desc=part, disable=not progress)):
             x = np.stack([pre(v) for v in make(read_image(p), i, spec.seed)]).astype(np.float32)
@@ -206,6 +206,11 @@ def train_tail(
     seed_everything(recipe.seed)
     labels = cache.train_labels
     keep = sorted(set(labels))
+    if len(keep) < recipe.skus_per_batch:
+        raise ValueError(
+            f"{len(keep)} SKUs to train on, fewer than the {recipe.skus_per_batch} SKUs a batch holds: "
+            "lower --skus-per-batch"
+        )
     y = np.searchsorted(keep, labels)
     maps = torch.from_numpy(cache.maps("train"))
     teacher = torch.from_numpy(cache.teacher)
@@ -224,6 +229,12 @@ def train_tail(
     start, seconds, losses = 0, 0.0, []
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
+        if state["recipe"] != asdict(recipe):
+            changed = sorted(k for k, v in asdict(recipe).items() if state["recipe"].get(k) != v)
+            raise ValueError(
+                f"{checkpoint}: saved by a run with other settings ({', '.join(changed)}); "
+                "use those settings, or another checkpoint to start afresh"
+            )
         net.load_state_dict(state["net"])
         objective.loss.load_state_dict(state["loss"])
         opt.load_state_dict(state["opt"])

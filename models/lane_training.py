@@ -37,7 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from retail_reid.images import read_image
-from retail_reid.models.disjoint import GroceryData
+from retail_reid.models.datasets import GroceryData
 from retail_reid.models.losses import build_objective
 from retail_reid.models.metrics import sku_scores
 from retail_reid.models.onnx_file import save_whole, set_info

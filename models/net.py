@@ -80,7 +80,7 @@ def _stages(backbone: TimmBackbone) -> nn.Sequential:
 
 class Trunk(nn.Module):
     """The front of a backbone, kept at its ImageNet weights: the stem and every stage but the last
-    `tail_stages`. Its output is what `retail_reid.models.feature_cache` stores per view, so recipes
+    `tail_stages`. Its output is what `retail_reid.models.research.feature_cache` stores per view, so recipes
     that train only the tail run from cached tensors instead of the whole network."""
 
     def __init__(self, backbone: TimmBackbone, tail_stages: int):

@@ -18,8 +18,7 @@ from retail_reid.pipeline.config import load_config
 from retail_reid.pipeline.console import cli as console_cli
 from retail_reid.pipeline.contract import SchemaName, load_schema, schema_text
 from retail_reid.pipeline.edge import cli as edge_cli
-from retail_reid.pipeline.recording import RecordingError, RecordingIdentity, parse_start
-from retail_reid.pipeline.score import (
+from retail_reid.pipeline.harness.score import (
     DEFAULT_TOL,
     Alert,
     check_same_recording,
@@ -28,7 +27,7 @@ from retail_reid.pipeline.score import (
     read_truth,
     score,
 )
-from retail_reid.pipeline.simulate import (
+from retail_reid.pipeline.harness.simulate import (
     HARD_SETTINGS,
     Difficulty,
     SimConfig,
@@ -36,7 +35,8 @@ from retail_reid.pipeline.simulate import (
     read_coarse_classes,
     simulate,
 )
-from retail_reid.pipeline.simulate_pos import TillRates
+from retail_reid.pipeline.harness.simulate_pos import TillRates
+from retail_reid.pipeline.recording import RecordingError, RecordingIdentity, parse_start
 from retail_reid.pipeline.types import Zone
 
 WARNINGS_SHOWN = 10  # replay warnings printed; the rest are in summary.json

@@ -36,7 +36,7 @@ SHARPNESS_SIDE = 96  # crops are measured at this long side, so sharpness does n
 HAND_SIDE = 64  # crops are measured for skin at this long side (cheap; a hand is a big region)
 # Skin in OpenCV's YCrCb: Chai and Ngan's box (Cr 133-173, Cb 77-127), its blue-difference floor
 # raised to 85 as it also takes in yellow and orange packaging; a floor on the luma keeps dark
-# shadow out. Every skin tone the simulator draws (pipeline.simulate) lies inside it.
+# shadow out. Every skin tone the simulator draws (pipeline.harness.simulate) lies inside it.
 SKIN_LOW = np.array([40, 133, 85], np.uint8)
 SMOOTH_BELOW = 8.0  # grey levels: a hand's local spread (5x5 px at HAND_SIDE), twice a noisy camera's
 SKIN_HIGH = np.array([255, 173, 127], np.uint8)

@@ -28,8 +28,8 @@ from retail_reid.pipeline.batch.outputs import MARKER, WORK
 from retail_reid.pipeline.batch.runner import LOCAL_ONLY_ENV, BatchError, BatchOptions, require_ray, run_batch
 from retail_reid.pipeline.batch.worker import GallerySpec
 from retail_reid.pipeline.config import LaneConfig
+from retail_reid.pipeline.harness.simulate import SimConfig, simulate
 from retail_reid.pipeline.pos import PosEvent, read_pos_log
-from retail_reid.pipeline.simulate import SimConfig, simulate
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE = REPO / "sample" / "grocery"

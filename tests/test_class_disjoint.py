@@ -8,11 +8,11 @@ import pytest
 from grocery_fixtures import SAMPLE, grocery_root
 
 from retail_reid.images import read_image
-from retail_reid.models.datasets import DataError
-from retail_reid.models.disjoint import Embeddings, GroceryData, Query, fold_report, pool
+from retail_reid.models.datasets import DataError, GroceryData
 from retail_reid.models.evaluate import Embedded
-from retail_reid.models.folds import coarse_kinds, make_folds, read_folds
 from retail_reid.models.metrics import map_at_r
+from retail_reid.models.research.disjoint import Embeddings, Query, fold_report, pool
+from retail_reid.models.research.folds import coarse_kinds, make_folds, read_folds
 from retail_reid.models.views import SKIN_RGB, hand_occlusion, lane_camera
 
 

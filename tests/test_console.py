@@ -41,7 +41,7 @@ from retail_reid.pipeline.console.throttle import SignInThrottle
 from retail_reid.pipeline.console.users import Operators, add_operator
 from retail_reid.pipeline.console.verdicts import DB_NAME, VerdictStore
 from retail_reid.pipeline.contract import SchemaName
-from retail_reid.pipeline.simulate import SimConfig, simulate
+from retail_reid.pipeline.harness.simulate import SimConfig, simulate
 
 pytest.importorskip("flask")
 

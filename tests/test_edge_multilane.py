@@ -30,7 +30,7 @@ from retail_reid.pipeline.edge.http_api import ApiContext, ApiServer, LaneRoutes
 from retail_reid.pipeline.edge.metrics import ServiceMetrics
 from retail_reid.pipeline.edge.pos_intake import PosInbox
 from retail_reid.pipeline.edge.settings import HttpConfig, load_edge_config, load_edge_lanes
-from retail_reid.pipeline.simulate import SimConfig, simulate
+from retail_reid.pipeline.harness.simulate import SimConfig, simulate
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample" / "grocery"

@@ -39,10 +39,10 @@ from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.contract import SchemaName
 from retail_reid.pipeline.evidence import EvidenceKind, evidence_kind
+from retail_reid.pipeline.harness.score import read_events, read_truth, score
+from retail_reid.pipeline.harness.simulate import SimConfig, simulate
 from retail_reid.pipeline.pos import POS_RECORD_FILE, read_pos_log
 from retail_reid.pipeline.replay import replay
-from retail_reid.pipeline.score import read_events, read_truth, score
-from retail_reid.pipeline.simulate import SimConfig, simulate
 from retail_reid.pipeline.types import Zone
 
 REPO = Path(__file__).resolve().parents[1]

@@ -68,8 +68,8 @@ def test_the_lane_camera_augmentation_hands_the_jpeg_encoder_bgr():
 
 def test_train_tail_from_a_cache_writes_a_checkpoint_that_exports_to_onnx(tmp_path, capsys):
     from retail_reid.cli import main
-    from retail_reid.models.feature_cache import FeatureCache
-    from retail_reid.models.folds import coarse_kinds, make_folds
+    from retail_reid.models.research.feature_cache import FeatureCache
+    from retail_reid.models.research.folds import coarse_kinds, make_folds
     from retail_reid.models.runtime import OnnxEmbedder
 
     root = grocery_root(tmp_path)

@@ -18,9 +18,9 @@ from retail_reid.gallery import Gallery
 from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.events import DONE_TXNS_KEPT, RECENT_SCANS
+from retail_reid.pipeline.harness.simulate import SimConfig, simulate
 from retail_reid.pipeline.lane import LaneProcessor
 from retail_reid.pipeline.pos import parse_pos_event
-from retail_reid.pipeline.simulate import SimConfig, simulate
 from retail_reid.pipeline.sources import open_source
 from retail_reid.pipeline.types import Crop, Frame, Zone
 

@@ -129,6 +129,9 @@ def test_the_api_imports_and_embeds_beside_a_users_models_and_pipeline(venv, use
                     assert e.name.split(".")[0] in {sorted(EXTRAS_ONLY)!r}, (module.name, e)
         assert "torch" not in sys.modules and "models" not in sys.modules and "pipeline" not in sys.modules
         assert Gallery.__module__.startswith("retail_reid.gallery.")
+        from retail_reid.models.research.folds import read_folds
+
+        assert len(read_folds().folds) == 4  # the project's folds, package data
         # what 3.10 lacks, from retail_reid.compat, behaves as 3.11's
         from retail_reid.compat import StrEnum, tomllib
 

@@ -13,8 +13,8 @@ from retail_reid.cli import main
 from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.config import ConfigError, EventConfig, load_config
 from retail_reid.pipeline.contract import SchemaName
-from retail_reid.pipeline.score import read_events, read_truth, score
-from retail_reid.pipeline.simulate import SimConfig, simulate
+from retail_reid.pipeline.harness.score import read_events, read_truth, score
+from retail_reid.pipeline.harness.simulate import SimConfig, simulate
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample" / "grocery"
 # 14 passes in two transactions: 2 never scanned, 2 scanned as another product, 1 phantom scan.

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from retail_reid.cli import main
-from retail_reid.pipeline.score import (
+from retail_reid.pipeline.harness.score import (
     Alert,
     ScoreError,
     StoreRates,
@@ -22,8 +22,8 @@ from retail_reid.pipeline.score import (
     read_truth,
     score,
 )
-from retail_reid.pipeline.simulate import Anomaly, Pass, Truth
-from retail_reid.pipeline.simulate_pos import PosCase, PosCaseKind
+from retail_reid.pipeline.harness.simulate import Anomaly, Pass, Truth
+from retail_reid.pipeline.harness.simulate_pos import PosCase, PosCaseKind
 
 PASSES = (
     Pass(1.0, 2.0, "Kiwi", "Kiwi", "T1"),

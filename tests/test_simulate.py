@@ -15,9 +15,9 @@ import pytest
 from retail_reid.cli import main
 from retail_reid.images import ImageError
 from retail_reid.models.datasets import folder_set
+from retail_reid.pipeline.harness.score import read_truth
+from retail_reid.pipeline.harness.simulate import SimConfig, SimulationError, simulate
 from retail_reid.pipeline.pos import read_pos_log
-from retail_reid.pipeline.score import read_truth
-from retail_reid.pipeline.simulate import SimConfig, SimulationError, simulate
 
 VAL = Path(__file__).resolve().parents[1] / "sample" / "grocery" / "val"
 SMALL = dict(width=320, height=240, fps=10.0)

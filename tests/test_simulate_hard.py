@@ -13,7 +13,7 @@ import pytest
 
 from retail_reid.cli import main
 from retail_reid.models.datasets import folder_set
-from retail_reid.pipeline.simulate import (
+from retail_reid.pipeline.harness.simulate import (
     HARD_SETTINGS,
     Difficulty,
     SimConfig,

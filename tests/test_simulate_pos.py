@@ -14,11 +14,11 @@ import pytest
 from retail_reid.cli import main
 from retail_reid.models.datasets import folder_set
 from retail_reid.pipeline.events import EventBuilder
+from retail_reid.pipeline.harness.score import read_events, read_truth, score
+from retail_reid.pipeline.harness.simulate import SimConfig, SimulationError, read_coarse_classes, simulate
+from retail_reid.pipeline.harness.simulate_pos import PosCaseKind, TillRates
 from retail_reid.pipeline.pos import EntryMethod, PosEventType, read_pos_log
 from retail_reid.pipeline.recognition import Recogniser, Recognition, Thresholds
-from retail_reid.pipeline.score import read_events, read_truth, score
-from retail_reid.pipeline.simulate import SimConfig, SimulationError, read_coarse_classes, simulate
-from retail_reid.pipeline.simulate_pos import PosCaseKind, TillRates
 from retail_reid.pipeline.types import Crop, ItemPass
 
 VAL = Path(__file__).resolve().parents[1] / "sample" / "grocery" / "val"

@@ -7,12 +7,23 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from retail_reid.models.datasets import DataError
 
-FOLDS_FILE = Path(__file__).resolve().parent.parent / "benchmarks" / "folds.json"
+if TYPE_CHECKING:
+    if sys.version_info >= (3, 11):
+        from importlib.resources.abc import Traversable  # only named in annotations
+    else:
+        from importlib.abc import Traversable
+
+# The project's folds (81 grocery SKUs in 4), package data beside this module so that an installed
+# wheel has them too.
+FOLDS_FILE = resources.files("retail_reid.models.research").joinpath("folds.json")
 
 
 @dataclass(frozen=True)
@@ -77,9 +88,9 @@ def make_folds(coarse: dict[str, str], k: int = 4) -> Folds:
     return Folds(coarse=dict(sorted(coarse.items())), folds=tuple(tuple(sorted(f)) for f in folds))
 
 
-def read_folds(path: str | Path = FOLDS_FILE) -> Folds:
-    """Folds written by `Folds.to_json` (the project's are benchmarks/folds.json), checked disjoint."""
-    p = Path(path)
+def read_folds(path: str | Path | Traversable = FOLDS_FILE) -> Folds:
+    """Folds written by `Folds.to_json` (the project's are `FOLDS_FILE`), checked disjoint."""
+    p = Path(path) if isinstance(path, str) else path
     try:
         raw = json.loads(p.read_text(encoding="utf-8"))
         coarse, folds = dict(raw["coarse"]), tuple(tuple(f) for f in raw["folds"])

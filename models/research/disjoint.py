@@ -13,7 +13,7 @@ import numpy as np
 
 from retail_reid.compat import StrEnum
 from retail_reid.images import ImageError, read_image
-from retail_reid.models.datasets import DataError, ImageSet, iconic_set, split_file_set
+from retail_reid.models.datasets import DataError, GroceryData
 from retail_reid.models.evaluate import Embedded, embed_set
 from retail_reid.models.metrics import gallery_query, map_at_r, verification, verification_scores
 from retail_reid.models.runtime import OnnxEmbedder
@@ -29,24 +29,6 @@ class Query(StrEnum):
     LANE = "lane camera"  # the same photos as a lane camera sees them (models.views.lane_camera)
     HAND = "lane camera + hand"  # a hand over part of the item, then the lane camera
     ICONIC = "iconic gallery"  # val photos against the one catalog photo per SKU
-
-
-@dataclass(frozen=True)
-class GroceryData:
-    """The three image sets of a grocery-style dataset root: train.txt, val.txt, classes.csv."""
-
-    train: ImageSet
-    val: ImageSet
-    iconic: ImageSet | None
-
-    @classmethod
-    def load(cls, root: str | Path) -> GroceryData:
-        root = Path(root)
-        iconic = iconic_set(root) if (root / "classes.csv").exists() else None
-        return cls(split_file_set(root / "train.txt", root), split_file_set(root / "val.txt", root), iconic)
-
-    def only(self, skus: set[str]) -> GroceryData:
-        return GroceryData(self.train.only(skus), self.val.only(skus), self.iconic.only(skus) if self.iconic else None)
 
 
 @dataclass

@@ -8,7 +8,7 @@ instead of days. The trunk runs on onnxruntime (several times faster than torch 
 A cache folder holds, for the training views (V augmented views per training photo, half "photo"
 and half "checkout" augmentations) and for the evaluation views (the train photos as the gallery,
 the catalog photos, the val photos as photographed / as a lane camera sees them / with a hand, the
-views `retail_reid.models.disjoint` shows an ONNX model, each with its mirror): the input of the
+views `retail_reid.models.research.disjoint` shows an ONNX model, each with its mirror): the input of the
 last stage (`tap1`), of the last two stages (`tap2`), both float16, and the pooled ImageNet
 features (`pooled`); `meta.json` says which row is which.
 """
@@ -31,9 +31,10 @@ from tqdm import tqdm
 from retail_reid.images import read_image
 from retail_reid.models.backbone import create_backbone
 from retail_reid.models.data import LabelledImages, train_transform
-from retail_reid.models.disjoint import GroceryData, Query, view_images
+from retail_reid.models.datasets import GroceryData
 from retail_reid.models.net import _stages
 from retail_reid.models.preprocess import Preprocess
+from retail_reid.models.research.disjoint import Query, view_images
 
 if TYPE_CHECKING:
     from retail_reid.models.backbone import TimmBackbone

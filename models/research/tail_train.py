@@ -18,11 +18,11 @@ import torch.nn.functional as F
 from pytorch_metric_learning.samplers import MPerClassSampler
 
 from retail_reid.models.backbone import create_backbone
-from retail_reid.models.disjoint import Embeddings, Query
 from retail_reid.models.evaluate import Embedded
-from retail_reid.models.feature_cache import FeatureCache
 from retail_reid.models.losses import build_objective
 from retail_reid.models.net import KEEP_IMAGENET, KeepImageNetNet
+from retail_reid.models.research.disjoint import Embeddings, Query
+from retail_reid.models.research.feature_cache import FeatureCache
 from retail_reid.models.train import lr_lambda, seed_everything
 
 

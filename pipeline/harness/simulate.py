@@ -36,8 +36,8 @@ from retail_reid.compat import StrEnum
 from retail_reid.errors import ReidError
 from retail_reid.images import read_image
 from retail_reid.models.datasets import ImageSet
+from retail_reid.pipeline.harness.simulate_pos import PosCase, TillPlan, TillRates
 from retail_reid.pipeline.pos import PosEvent, PosEventType
-from retail_reid.pipeline.simulate_pos import PosCase, TillPlan, TillRates
 
 OUTPUT_NAMES = ("video.mp4", "video.avi", "pos.jsonl", "truth.json")
 # Containers tried in order: MPEG-4 Part 2 in MP4 is written by every opencv-python-headless
@@ -195,7 +195,7 @@ class Anomaly:
 
 @dataclass(frozen=True)
 class Truth:
-    """The contents of truth.json (read back by `retail_reid.pipeline.score.read_truth`). `video` is relative
+    """The contents of truth.json (read back by `retail_reid.pipeline.harness.score.read_truth`). `video` is relative
     to the truth file's folder."""
 
     video: str

@@ -22,9 +22,9 @@ from retail_reid.bounded_json import parse_object
 from retail_reid.compat import StrEnum
 from retail_reid.errors import ReidError
 from retail_reid.gallery.integrity import file_sha256
+from retail_reid.pipeline.harness.simulate import Anomaly, Pass, Truth
+from retail_reid.pipeline.harness.simulate_pos import PosCase, PosCaseKind
 from retail_reid.pipeline.pos import PosEventType
-from retail_reid.pipeline.simulate import Anomaly, Pass, Truth
-from retail_reid.pipeline.simulate_pos import PosCase, PosCaseKind
 from retail_reid.pipeline.types import MAX_EVENT_LINE_BYTES
 from retail_reid.userfiles import read_user_file
 
