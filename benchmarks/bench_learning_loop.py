@@ -45,8 +45,9 @@ from retail_reid.pipeline.harness.score import read_events, read_truth, score
 from retail_reid.pipeline.harness.simulate import Difficulty, SimConfig, Truth, read_coarse_classes, simulate
 from retail_reid.pipeline.lane_references import LaneReferenceSampler
 from retail_reid.pipeline.recognition import aggregate
+from retail_reid.pipeline.records import PassRecord, Verdict
 from retail_reid.pipeline.replay import replay
-from retail_reid.pipeline.types import ItemPass, PassRecord, Verdict, Zone
+from retail_reid.pipeline.types import ItemPass, Zone
 
 TEACH_SEED, TEST_SEED = 700, 800
 KINDS = ("product_switch", "non_scan")

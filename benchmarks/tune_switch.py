@@ -33,8 +33,9 @@ from retail_reid.pipeline.harness.offline_judging import (
 )
 from retail_reid.pipeline.harness.simulate import Difficulty
 from retail_reid.pipeline.recognition import Recogniser, Thresholds
+from retail_reid.pipeline.records import PassRecord
 from retail_reid.pipeline.replay import replay
-from retail_reid.pipeline.types import ItemPass, PassRecord, Zone
+from retail_reid.pipeline.types import ItemPass, Zone
 
 GRID = {
     "switch_reject": ["confidence:0.05", "confidence:0.1", "confidence:0.2", "confidence:0.3"],

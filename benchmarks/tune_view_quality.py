@@ -53,8 +53,9 @@ from retail_reid.pipeline.harness.offline_judging import (
 )
 from retail_reid.pipeline.harness.simulate import Difficulty, Pass
 from retail_reid.pipeline.recognition import MATCHES_KEPT, Recogniser, Recognition, Thresholds
+from retail_reid.pipeline.records import PassRecord
 from retail_reid.pipeline.replay import replay
-from retail_reid.pipeline.types import Crop, ItemPass, PassRecord, Zone
+from retail_reid.pipeline.types import Crop, ItemPass, Zone
 from retail_reid.pipeline.view_quality import ViewQuality, sharpness, view_quality
 
 POWERS = (0.0, 0.5, 1.0, 2.0, 4.0)

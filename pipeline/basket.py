@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from retail_reid.pipeline.config import BasketConfig
-from retail_reid.pipeline.types import BasketEvent
+from retail_reid.pipeline.records import BasketEvent
 
 # Tversky weights: a missed scan (seen, not scanned) is the loss we hunt, so it costs more than
 # a scan the camera did not see (often an occluded item).

@@ -37,7 +37,8 @@ from retail_reid.pipeline.basket import Basket
 from retail_reid.pipeline.config import BasketConfig, EventConfig
 from retail_reid.pipeline.pos import EntryMethod, PosEvent, PosEventType
 from retail_reid.pipeline.recognition import Judgement, Recognition
-from retail_reid.pipeline.types import BasketEvent, Event, EventType, ItemPass, PassRecord, Verdict
+from retail_reid.pipeline.records import BasketEvent, Event, EventType, PassRecord, Verdict
+from retail_reid.pipeline.types import ItemPass
 
 
 class _PassSaid(TypedDict):

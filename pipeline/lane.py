@@ -17,16 +17,9 @@ from retail_reid.pipeline.events import Decisions, EventBuilder, TillLabel
 from retail_reid.pipeline.evidence import EvidenceWriter
 from retail_reid.pipeline.pos import PosEvent, PosEventType
 from retail_reid.pipeline.recognition import GalleryLike, Recogniser, Thresholds
+from retail_reid.pipeline.records import PassRecord
 from retail_reid.pipeline.tracker import PassTracker, TrackSpan
-from retail_reid.pipeline.types import (
-    Frame,
-    ItemPass,
-    PassRecord,
-    ScanWarning,
-    Unverifiable,
-    Zone,
-    ZoneError,
-)
+from retail_reid.pipeline.types import Frame, ItemPass, ScanWarning, Unverifiable, Zone, ZoneError
 
 
 @dataclass(frozen=True, kw_only=True)

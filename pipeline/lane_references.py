@@ -48,7 +48,8 @@ from retail_reid.gallery.lane_suggestions import (
 from retail_reid.pipeline.config import LaneConfig, LaneReferenceConfig
 from retail_reid.pipeline.events import TillLabel
 from retail_reid.pipeline.recognition import GalleryLike
-from retail_reid.pipeline.types import ItemPass, PassRecord, Verdict
+from retail_reid.pipeline.records import PassRecord, Verdict
+from retail_reid.pipeline.types import ItemPass
 from retail_reid.pipeline.view_quality import sharpness
 
 JPEG_QUALITY = 92

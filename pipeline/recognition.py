@@ -19,7 +19,8 @@ import numpy as np
 
 from retail_reid.models.calibration import Calibration
 from retail_reid.pipeline.config import ConfigError, EventConfig, Threshold
-from retail_reid.pipeline.types import Crop, ItemPass, Verdict
+from retail_reid.pipeline.records import Verdict
+from retail_reid.pipeline.types import Crop, ItemPass
 from retail_reid.pipeline.view_quality import sharpness
 
 if TYPE_CHECKING:

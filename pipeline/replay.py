@@ -9,7 +9,7 @@ import os
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -26,9 +26,10 @@ from retail_reid.pipeline.pos import PosEvent, PosEventType, read_pos_log
 from retail_reid.pipeline.read_ahead import read_ahead
 from retail_reid.pipeline.recognition import GalleryLike
 from retail_reid.pipeline.recording import RecordingIdentity
+from retail_reid.pipeline.records import BasketEvent, Event, EventType, PassRecord
 from retail_reid.pipeline.report import write_report
 from retail_reid.pipeline.sources import FrameSource, open_source
-from retail_reid.pipeline.types import BasketEvent, Event, EventType, ItemPass, PassRecord
+from retail_reid.pipeline.types import ItemPass
 
 # Frames observed (decoded, detected, tracked) ahead of the deciding half of the lane, which works
 # on the other core: at most this many, and at most this much of memory in frames.
@@ -144,8 +145,7 @@ def replay(
                 labels=labels,
             )
             warn([str(w) for w in map(lane.push_pos, pos) if w is not None])
-            tag = {} if recording is None else {"recording": recording.to_dict()}
-            events, records = _run(lane, source, staging / "events.jsonl", progress, warn, stats, tag)
+            events, records = _run(lane, source, staging / "events.jsonl", progress, warn, stats, recording)
             warn(source.problems)
             warn(_video_end_warnings(source, stats, video))
             with open(staging / "passes.jsonl", "w", encoding="utf-8") as f:
@@ -171,13 +171,13 @@ def _run(
     progress: bool,
     warn: Callable[[list[str]], None],
     stats: ReplayStats,
-    tag: Mapping[str, object],
+    recording: RecordingIdentity | None,
 ) -> tuple[list[Event | BasketEvent], list[PassRecord]]:
     """Feed every frame to the lane (its POS events are already pushed), then finish it; each event
-    line gets `tag`'s fields (the recording's identity, when known). Scans
-    after the last frame are not judged: the lane leaves those too late for any seen pass unjudged
-    (`stats.after_end`), and a scan after the last frame that no pass claimed is no
-    scan_without_item either (its item may have come after the end)."""
+    line carries the recording's identity, when known. Scans after the last frame are not judged:
+    the lane leaves those too late for any seen pass unjudged (`stats.after_end`), and a scan after
+    the last frame that no pass claimed is no scan_without_item either (its item may have come
+    after the end)."""
     events: list[Event | BasketEvent] = []
     records: list[PassRecord] = []
     first_ts = last_ts = None
@@ -195,7 +195,8 @@ def _run(
                     assert isinstance(e, Event) and e.scan_ts is not None  # as _after_the_video found
                     stats.scans_after_end.append(e.scan_ts)
                     continue
-                sink.write(json.dumps({**e.to_dict(), **tag}) + "\n")
+                e = replace(e, recording=recording)
+                sink.write(json.dumps(e.to_dict()) + "\n")
                 if now is not None and isinstance(e, Event) and e.track_id is not None:
                     stats.alert_delays.append(now - e.t_end)
             events.extend(result.events)

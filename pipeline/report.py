@@ -17,30 +17,18 @@ from retail_reid.images import ImageError, read_image
 from retail_reid.pipeline.evidence import EvidenceKind, evidence_kind
 from retail_reid.pipeline.pos import PosEvent
 from retail_reid.pipeline.recognition import GalleryLike
-from retail_reid.pipeline.types import BasketEvent, Event, EventType, PassRecord
+from retail_reid.pipeline.records import LOSS_TYPES, BasketEvent, Event, EventType, PassRecord, Verdict
 
 THUMB_SIDE = 220  # long side of inlined pictures: enough to judge, small enough to mail
 TIMELINE_WIDTH = 1100  # at least; longer recordings get PIXELS_PER_SECOND, up to MAX_TIMELINE_WIDTH
 PIXELS_PER_SECOND = 12
 MAX_TIMELINE_WIDTH = 60_000
-VERDICT_COLOURS = {
-    "ok": "#9aa5b1",
-    "unconfirmed": "#b6c2cf",
-    "unverified": "#c8cdd3",
-    "non_scan": "#d64545",
-    "product_switch": "#e08a1e",
-    "unknown_item": "#8a5cc2",
-    "scan_without_item": "#1f7ae0",
-    "double_scan": "#2a9d8f",
+# A pass's bar has its verdict's colour; a scan's tick the colour of the alert it raised alone.
+TIMELINE_COLOURS = {
+    **{str(v): v.colour for v in Verdict},
+    **{str(t): t.colour for t in (EventType.SCAN_WITHOUT_ITEM, EventType.DOUBLE_SCAN)},
 }
 VOID_COLOUR = "#c2185b"
-TITLES = {
-    "non_scan": "Item passed without a scan",
-    "product_switch": "Scanned SKU does not match the item",
-    "unknown_item": "Item not recognised",
-    "scan_without_item": "Scan with no item seen",
-    "double_scan": "Scanned twice for one item (the customer was overcharged)",
-}
 VOIDED_TITLE = "Item passed; its only scan was voided"
 
 STYLE = """
@@ -111,7 +99,7 @@ def _timeline(records: list[PassRecord], pos: list[PosEvent], events: list[Event
             )
     parts.append('<text x="4" y="62">passes</text><text x="4" y="112">scans</text>')
     for r in records:
-        colour = VERDICT_COLOURS.get(r.verdict, "#777")
+        colour = r.verdict.colour
         seen = f"seen {r.seen_sku}" if r.seen_sku else "no known SKU seen"
         scanned = f"scanned {r.scanned_sku}" if r.scanned_sku else "not scanned"
         tip = html.escape(f"track {r.track_id}: {r.verdict}, {seen}, {scanned}, {r.t_start:.2f}–{r.t_end:.2f}s")
@@ -119,17 +107,17 @@ def _timeline(records: list[PassRecord], pos: list[PosEvent], events: list[Event
             f'<rect x="{x(r.t_start):.1f}" y="45" width="{max(2.0, x(r.t_end) - x(r.t_start)):.1f}" height="26" '
             f'fill="{colour}"><title>{tip}</title></rect>'
         )
-    lonely = {round(e.t_start, 3) for e in events if e.type == "scan_without_item"}
-    doubles = {round(e.t_start, 3) for e in events if e.type == "double_scan"}
+    lonely = {round(e.t_start, 3) for e in events if e.type is EventType.SCAN_WITHOUT_ITEM}
+    doubles = {round(e.t_start, 3) for e in events if e.type is EventType.DOUBLE_SCAN}
     for p in pos:
         if p.type not in ("scan", "void"):
             continue
         colour = (
             VOID_COLOUR
             if p.type == "void"
-            else VERDICT_COLOURS["scan_without_item"]
+            else EventType.SCAN_WITHOUT_ITEM.colour
             if round(p.ts, 3) in lonely
-            else VERDICT_COLOURS["double_scan"]
+            else EventType.DOUBLE_SCAN.colour
             if round(p.ts, 3) in doubles
             else "#33414f"
         )
@@ -149,14 +137,14 @@ def _timeline(records: list[PassRecord], pos: list[PosEvent], events: list[Event
     parts.append("</svg>")
     legend = "".join(
         f'<span><i style="background:{c}"></i>{html.escape(v)}</span>'
-        for v, c in {**VERDICT_COLOURS, "void": VOID_COLOUR}.items()
+        for v, c in {**TIMELINE_COLOURS, "void": VOID_COLOUR}.items()
     )
     return '<div style="overflow-x:auto">' + "".join(parts) + f'</div><div class="legend">{legend}</div>'
 
 
 def _event_card(e: Event, run_dir: Path, gallery: GalleryLike) -> str:
-    colour = VERDICT_COLOURS.get(e.type, "#777")
-    title = VOIDED_TITLE if e.voided_sku is not None else TITLES.get(e.type, e.type)
+    colour = e.type.colour
+    title = VOIDED_TITLE if e.voided_sku is not None else e.type.headline
     track = "" if e.track_id is None else f", track {e.track_id}"
     txn = "" if e.txn is None else f", transaction {html.escape(e.txn)}"
     head = f"<b>{html.escape(title)}</b> — {_fmt(e.t_start, 2)}s to {_fmt(e.t_end, 2)}s{track}{txn}"
@@ -222,9 +210,8 @@ def write_report(
     summary: dict,
 ) -> None:
     """Write the page; evidence paths in events are relative to `run_dir`."""
-    # EventType(...): a batch replay rebuilds events from their JSON lines, with the type as a plain string
-    alerts = [e for e in events if isinstance(e, Event) and EventType(e.type).loss]
-    service = [e for e in events if isinstance(e, Event) and not EventType(e.type).loss]
+    alerts = [e for e in events if isinstance(e, Event) and e.type.loss]
+    service = [e for e in events if isinstance(e, Event) and not e.type.loss]
     baskets = [e for e in events if isinstance(e, BasketEvent)]
     c = summary["counts"]
     facts = [
@@ -234,7 +221,7 @@ def write_report(
         ("duration", f"{summary['video_seconds']:.1f}s, processed at {summary['speed_x_realtime']}× real time"),
         ("item passes", summary["passes"]),
         ("scans", summary["scans"]),
-        ("loss alerts", ", ".join(f"{k}: {v}" for k, v in c.items() if EventType(k).loss)),
+        ("loss alerts", ", ".join(f"{k}: {v}" for k, v in c.items() if k in LOSS_TYPES)),
         ("customer service", f"double scans: {c.get(EventType.DOUBLE_SCAN, 0)}"),
         ("model", f"{Path(summary['model']['path']).name} ({summary['model']['fingerprint'][:12]})"),
     ]

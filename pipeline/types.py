@@ -1,10 +1,11 @@
-"""The plain data that flows from one lane stage to the next: frames, zone, detections, crops,
-item passes and events. Stages share nothing else, so each can be swapped or tested alone."""
+"""The plain data that flows from one lane stage to the next: frames, zone, detections, crops and
+item passes (the events and pass records they end in are in `retail_reid.pipeline.records`).
+Stages share nothing else, so each can be swapped or tested alone."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import TypeGuard
 
@@ -13,31 +14,10 @@ import numpy as np
 
 from retail_reid.compat import StrEnum
 from retail_reid.errors import ReidError
-from retail_reid.pipeline.pos import EntryMethod
 
 
 class ZoneError(ReidError, ValueError):
     """A scan zone that is malformed or lies outside the frame."""
-
-
-MAX_EVENT_LINE_BYTES = 1 << 20  # an events.jsonl line (an alert, a basket) is a few KB; a longer one is garbage
-
-
-class EventType(StrEnum):
-    """The `type` of an events.jsonl line: one of the loss alerts, a customer-service event (a
-    double scan overcharges the customer), or a transaction's basket."""
-
-    NON_SCAN = "non_scan"
-    PRODUCT_SWITCH = "product_switch"
-    UNKNOWN_ITEM = "unknown_item"
-    SCAN_WITHOUT_ITEM = "scan_without_item"
-    DOUBLE_SCAN = "double_scan"
-    BASKET = "basket"
-
-    @property
-    def loss(self) -> bool:
-        """Whether this is a loss alert (what loss prevention reads), not a customer-service event or a basket."""
-        return self not in (EventType.DOUBLE_SCAN, EventType.BASKET)
 
 
 class Unverifiable(StrEnum):
@@ -58,26 +38,6 @@ class ScanWarning:
 
     def __str__(self) -> str:
         return self.text
-
-
-class Verdict(StrEnum):
-    """What was decided about one item pass: an alert type; or OK (the item looks like its scan);
-    UNCONFIRMED (it does not quite, but no other SKU clearly does either); UNVERIFIED (the camera
-    cannot check the scan: another SKU looks likelier but the views are too poor or disagree too
-    much to accuse, or the scanned SKU has no references in the gallery, or its barcode is unknown)."""
-
-    OK = "ok"
-    UNCONFIRMED = "unconfirmed"
-    UNVERIFIED = "unverified"
-    NON_SCAN = "non_scan"
-    PRODUCT_SWITCH = "product_switch"
-    UNKNOWN_ITEM = "unknown_item"
-
-    @property
-    def alert(self) -> EventType | None:
-        """The alert this verdict raises, if any."""
-        alerts = (Verdict.NON_SCAN, Verdict.PRODUCT_SWITCH, Verdict.UNKNOWN_ITEM)
-        return EventType(self.value) if self in alerts else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -326,114 +286,3 @@ class ItemPass:
     t_end: float  # camera clock, last frame the item was seen
     frames: int  # frames in which the item was detected
     crops: tuple[Crop, ...]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Event:
-    """One alert or customer-service line of events.jsonl. Times are on the POS clock; scores are
-    cosine similarities. `entry` and `weight_kg` are the scan's; `voided_sku` and `void_ts` name the
-    void that left a pass unpaid."""
-
-    type: EventType  # never BASKET
-    t_start: float
-    t_end: float
-    track_id: int | None = None
-    seen_sku: str | None = None
-    seen_score: float | None = None
-    seen_confidence: float | None = None
-    scanned_sku: str | None = None
-    scanned_score: float | None = None
-    scanned_confidence: float | None = None
-    scan_ts: float | None = None
-    txn: str | None = None
-    evidence: tuple[str, ...] = ()
-    entry: EntryMethod | None = None
-    weight_kg: float | None = None
-    voided_sku: str | None = None
-    void_ts: float | None = None
-
-    def to_dict(self) -> dict:
-        return {
-            "type": self.type,
-            "t_start": round(self.t_start, 3),
-            "t_end": round(self.t_end, 3),
-            "track_id": self.track_id,
-            "seen_sku": self.seen_sku,
-            "seen_score": _round(self.seen_score),
-            "seen_confidence": _round(self.seen_confidence),
-            "scanned_sku": self.scanned_sku,
-            "scanned_score": _round(self.scanned_score),
-            "scanned_confidence": _round(self.scanned_confidence),
-            "scan_ts": _round(self.scan_ts),
-            "txn": self.txn,
-            "evidence": list(self.evidence),
-            "entry": self.entry,
-            "weight_kg": self.weight_kg,
-            "voided_sku": self.voided_sku,
-            "void_ts": _round(self.void_ts),
-        }
-
-
-@dataclass(frozen=True, kw_only=True)
-class BasketEvent:
-    """Per transaction: the basket the camera saw against the basket the till scanned."""
-
-    txn: str | None
-    seen: dict[str, int]
-    scanned: dict[str, int]
-    jaccard: float
-    dice: float
-    overlap: float
-    tversky: float
-    type: EventType = field(default=EventType.BASKET, init=False)
-
-    def to_dict(self) -> dict:
-        return {
-            "type": self.type,
-            "txn": self.txn,
-            "seen": dict(sorted(self.seen.items())),
-            "scanned": dict(sorted(self.scanned.items())),
-            "jaccard": round(self.jaccard, 4),
-            "dice": round(self.dice, 4),
-            "overlap": round(self.overlap, 4),
-            "tversky": round(self.tversky, 4),
-        }
-
-
-@dataclass(frozen=True, kw_only=True)
-class PassRecord:
-    """What was decided about one item pass, alert or not: a line of passes.jsonl and a bar on
-    the report's timeline."""
-
-    track_id: int
-    t_start: float  # POS clock
-    t_end: float
-    verdict: Verdict
-    seen_sku: str | None
-    seen_score: float
-    scanned_sku: str | None = None  # the SKU, or "barcode:CODE" when the catalogue does not know it
-    scanned_score: float | None = None
-    scan_ts: float | None = None
-    txn: str | None = None
-    # The quality score of each of its crops (pipeline.view_quality, in [0, 1]), best first: the
-    # order of an alert's evidence crops; a crop's weight in the pass's embedding grows with it.
-    view_quality: tuple[float, ...] = ()
-
-    def to_dict(self) -> dict:
-        return {
-            "track_id": self.track_id,
-            "t_start": round(self.t_start, 3),
-            "t_end": round(self.t_end, 3),
-            "verdict": self.verdict,
-            "seen_sku": self.seen_sku,
-            "seen_score": _round(self.seen_score),
-            "scanned_sku": self.scanned_sku,
-            "scanned_score": _round(self.scanned_score),
-            "scan_ts": _round(self.scan_ts),
-            "txn": self.txn,
-            "view_quality": [round(float(q), 4) for q in self.view_quality],
-        }
-
-
-def _round(x: float | None) -> float | None:
-    return None if x is None else round(float(x), 4)

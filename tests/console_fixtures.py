@@ -80,10 +80,13 @@ def make_lane(root: Path, lane: str = "lane-1") -> Path:
         "seq": 5,
         "id": f"{lane}-9f3a1c2e-5",
         "lane": lane,
+        "written_at": LANE_T0 + 100,
+        "gallery_version": 2,
         "type": "basket",
         "txn": "T1",
         "seen": {},
         "scanned": {},
+        **dict.fromkeys(("jaccard", "dice", "overlap", "tversky"), 1.0),
     }
     (root / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in [*lines, basket]))
     _pos_record(root)
@@ -105,6 +108,7 @@ def make_busy_lane(root: Path, alerts: int = 50, lane: str = "lane-2") -> Path:
         kind, scanned = ("non_scan", None) if i % 5 == 4 else ("product_switch", other)
         event = _event(kind, LANE_T0 + 1000 + 60 * i, 100 + i, seen, scanned, [f"evidence/busy/{seen}.jpg"])
         head = {"seq": i + 1, "id": f"{lane}-busy-{i + 1}", "lane": lane, "written_at": LANE_T0 + 1003 + 60 * i}
+        head["gallery_version"] = 2
         lines.append({**head, **event, "txn": f"T{100 + i // 10}"})
     (root / "events.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     return root
@@ -238,7 +242,8 @@ def make_lane_references(root: Path, sku: str = "Lime", photos: int = 3) -> Path
 
     from retail_reid.pipeline.config import LaneReferenceConfig
     from retail_reid.pipeline.lane_references import LaneReferenceSampler
-    from retail_reid.pipeline.types import Crop, ItemPass, PassRecord, Verdict
+    from retail_reid.pipeline.records import PassRecord, Verdict
+    from retail_reid.pipeline.types import Crop, ItemPass
 
     sampler = LaneReferenceSampler(root, LaneReferenceConfig(min_gap_s=0), confidence=lambda s: s, lane="lane-1")
     for i in range(photos):

@@ -20,7 +20,7 @@ from retail_reid.pipeline.edge.http_api import ApiContext, ApiServer, LaneRoutes
 from retail_reid.pipeline.edge.metrics import EdgeMetrics, ServiceMetrics
 from retail_reid.pipeline.edge.pos_intake import PosInbox
 from retail_reid.pipeline.edge.settings import HttpConfig
-from retail_reid.pipeline.types import Event, EventType
+from retail_reid.pipeline.records import Event, EventType
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import pytest
 from edge_fixtures import wait_until
+from test_records import assert_lines_come_back
 
 from retail_reid.cli import main
 from retail_reid.models.datasets import folder_set
@@ -120,6 +121,7 @@ def test_each_recording_equals_a_single_replay(clean, lanes, built_gallery, tmp_
         args += ["--store", rec["store"], "--lane", rec["lane"], "--start", rec["start"]]
         assert main([*args, "--config", str(lane / "lane.toml"), "--out", str(single)]) == 0
         assert _outputs(out, rid) == {name: (single / name).read_text() for name in OUTPUTS}
+        assert_lines_come_back(single / "events.jsonl", single / "passes.jsonl")  # the recording's identity too
         theirs = json.loads((single / "summary.json").read_text())
         assert {k: v for k, v in ours.items() if k not in TIMING} == {
             k: v for k, v in theirs.items() if k not in TIMING
@@ -366,6 +368,7 @@ def test_a_long_recording_in_chunks_makes_the_decisions_of_one_replay(
     merged = tmp_path / "out" / "recordings" / "long"
     ours, theirs = (json.loads((d / "summary.json").read_text()) for d in (merged, single))
     assert len(ours["chunks"]) == 4
+    assert_lines_come_back(merged / "events.jsonl", merged / "passes.jsonl")
     for key in ("counts", "passes", "scans", "frames_processed", "frames_dropped", "video_seconds"):
         assert ours[key] == theirs[key], key
     frame = 1 / 15 + 1e-3

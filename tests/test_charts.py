@@ -35,6 +35,7 @@ from retail_reid.pipeline.console.trends import (
     weekly_precision,
 )
 from retail_reid.pipeline.console.verdicts import Decision, Reason, Verdict, VerdictStore
+from retail_reid.pipeline.records import Event, EventType
 
 MONDAY = datetime(2026, 11, 30, tzinfo=timezone.utc).timestamp()  # ISO week 2026-W49
 WEEK = 7 * 86400
@@ -193,7 +194,8 @@ def _recording(out: Path, rid: str, store: str, lane: str, video_s: float, speed
             }
         )
     )
-    (folder / "events.jsonl").write_text("".join(json.dumps({"type": k}) + "\n" for k in kinds))
+    alerts = [Event(type=EventType(k), t_start=float(i), t_end=i + 1.0) for i, k in enumerate(kinds)]
+    (folder / "events.jsonl").write_text("".join(json.dumps(e.to_dict()) + "\n" for e in alerts))
     start = datetime(2026, 11, 30, 8, tzinfo=timezone.utc)
     return Recording(rid, Path(f"{rid}.mp4"), Path("pos.jsonl"), Path("lane.toml"), LaneConfig(), store, lane, start, 2)
 

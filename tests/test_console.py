@@ -215,6 +215,8 @@ def test_double_scans_are_reviewed_apart_from_loss_alerts(signed_in, settings):
         "seq": 6,
         "id": "lane-1-9f3a1c2e-6",
         "lane": "lane-1",
+        "written_at": LANE_T0 + 60.0,
+        "gallery_version": 2,
         "type": "double_scan",
         "t_start": LANE_T0 + 59.0,
         "t_end": LANE_T0 + 59.0,
@@ -476,7 +478,8 @@ def test_a_running_lanes_new_alerts_are_read_as_they_are_appended(tmp_path):
     lane = make_lane(tmp_path / "lane")
     folder = open_folders((lane,), ())["lane"]
     assert [a.key for a in folder.alerts()] == [f"lane-1-9f3a1c2e-{i}" for i in (1, 2, 3, 4)]
-    line = {"seq": 6, "id": "lane-1-x-6", "lane": "lane-1", "type": "non_scan", "t_start": 1.0e9, "t_end": 1.0e9 + 1}
+    stamp = {"seq": 6, "id": "lane-1-x-6", "lane": "lane-1", "written_at": 1.0e9 + 2, "gallery_version": 2}
+    line = {**stamp, "type": "non_scan", "t_start": 1.0e9, "t_end": 1.0e9 + 1}
     text = json.dumps(line) + "\n"
     with open(lane / "events.jsonl", "a") as f:
         f.write(text + text.replace("x-6", "x-7")[:30])  # one whole line, one being written
@@ -500,6 +503,8 @@ def test_no_route_reads_a_file_outside_the_folders(signed_in, settings, tmp_path
         "seq": 9,
         "id": "lane-1-x-9",
         "lane": "lane-1",
+        "written_at": 1_767_000_502.0,
+        "gallery_version": 2,
         "type": "non_scan",
         "t_start": 1_767_000_500.0,
         "t_end": 1_767_000_501.0,

@@ -11,7 +11,7 @@ import sys
 from edge_fixtures import REPO, alert
 
 from retail_reid.pipeline.edge.alert_log import AlertLog
-from retail_reid.pipeline.types import BasketEvent
+from retail_reid.pipeline.records import BasketEvent
 
 
 def test_alert_log_numbers_continue_across_restarts_and_since_reads_any_point(tmp_path):
@@ -64,7 +64,8 @@ import numpy as np
 from retail_reid.pipeline.edge.alert_log import AlertLog
 from retail_reid.pipeline.evidence import EvidenceWriter
 from retail_reid.pipeline.edge.metrics import EdgeMetrics, ServiceMetrics
-from retail_reid.pipeline.types import Crop, Event, EventType, ItemPass
+from retail_reid.pipeline.types import Crop, ItemPass
+from retail_reid.pipeline.records import Event, EventType
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 root = Path(sys.argv[1])
 log = AlertLog(root / "events.jsonl", "l", "l-x")

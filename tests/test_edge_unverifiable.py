@@ -22,7 +22,8 @@ from retail_reid.pipeline.edge.metrics import observed
 from retail_reid.pipeline.edge.pos_intake import PosInbox
 from retail_reid.pipeline.lane import LaneResult, scan_warning
 from retail_reid.pipeline.pos import PosEvent, PosEventType
-from retail_reid.pipeline.types import EventType, ScanWarning, Unverifiable
+from retail_reid.pipeline.records import EventType
+from retail_reid.pipeline.types import ScanWarning, Unverifiable
 
 
 class Catalogue:

@@ -15,7 +15,8 @@ from retail_reid.pipeline.events import DONE_TXNS_KEPT, EventBuilder
 from retail_reid.pipeline.lane import scan_warning
 from retail_reid.pipeline.pos import EntryMethod, PosEvent, PosEventType
 from retail_reid.pipeline.recognition import Recogniser, Recognition, Thresholds
-from retail_reid.pipeline.types import BasketEvent, Crop, Event, ItemPass, ScanWarning, Unverifiable
+from retail_reid.pipeline.records import BasketEvent, Event
+from retail_reid.pipeline.types import Crop, ItemPass, ScanWarning, Unverifiable
 
 SKUS = {"Apple": [1, 0, 0, 0], "Banana": [0, 1, 0, 0], "Carrot": [0, 0, 1, 0]}
 BARCODES = {"0001": "Apple"}

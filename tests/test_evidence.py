@@ -80,6 +80,7 @@ def test_the_lane_view_is_bounded_in_time_and_memory():
 
 def test_a_replay_keeps_the_lane_frame_of_each_alert_and_chunks_keep_its_name(tmp_path):
     from retail_reid.pipeline.batch.chunks import _renumber
+    from retail_reid.pipeline.records import Event, EventType
 
     src, dest = tmp_path / "chunk", tmp_path / "merged"
     (src / "crops").mkdir(parents=True)
@@ -89,7 +90,8 @@ def test_a_replay_keeps_the_lane_frame_of_each_alert_and_chunks_keep_its_name(tm
     evidence = EvidenceWriter(src, "crops", lane_view=view)(
         ItemPass(track_id=2, t_start=0.5, t_end=1.5, frames=9, crops=(CROP,))
     )
-    merged = _renumber({"track_id": 2, "evidence": list(evidence)}, 100, src, dest)
-    assert merged["evidence"] == ["crops/track00102_0.jpg", "crops/track00102_lane.jpg"]
-    assert all((dest / p).is_file() for p in merged["evidence"])
+    alert = Event(type=EventType.NON_SCAN, t_start=0.5, t_end=1.5, track_id=2, evidence=evidence)
+    merged = _renumber(alert, 100, src, dest)
+    assert merged.track_id == 102 and merged.evidence == ("crops/track00102_0.jpg", "crops/track00102_lane.jpg")
+    assert all((dest / p).is_file() for p in merged.evidence)
     assert evidence_kind("evidence/run/track00102.avi") is EvidenceKind.CLIP

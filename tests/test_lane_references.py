@@ -17,7 +17,8 @@ from retail_reid.gallery.lane_suggestions import IMAGES, choose_automatic, read_
 from retail_reid.gallery.store import GalleryStore
 from retail_reid.pipeline.config import ConfigError, LaneConfig, LaneReferenceConfig, from_table
 from retail_reid.pipeline.lane_references import LaneReferenceSampler
-from retail_reid.pipeline.types import Crop, ItemPass, PassRecord, Verdict
+from retail_reid.pipeline.records import PassRecord, Verdict
+from retail_reid.pipeline.types import Crop, ItemPass
 
 SAMPLE_VAL = Path(__file__).resolve().parents[1] / "sample" / "grocery" / "val"
 RULES = LaneReferenceConfig(min_confidence=0.9, per_product=3, min_gap_s=0, max_total_mb=100)

@@ -8,14 +8,14 @@ import re
 from pathlib import Path
 
 from retail_reid.pipeline.pos import EntryMethod, PosEvent, PosEventType
+from retail_reid.pipeline.records import Event, EventType, PassRecord, Verdict
 from retail_reid.pipeline.report import _timeline, write_report
-from retail_reid.pipeline.types import Event, EventType, PassRecord, Verdict
 
 
 def timeline() -> str:
     records = [
-        PassRecord(track_id=1, t_start=1.0, t_end=2.0, verdict="non_scan", seen_sku="Kiwi", seen_score=0.8),
-        PassRecord(track_id=2, t_start=3.0, t_end=4.0, verdict="unknown_item", seen_sku=None, seen_score=0.1),
+        PassRecord(track_id=1, t_start=1.0, t_end=2.0, verdict=Verdict.NON_SCAN, seen_sku="Kiwi", seen_score=0.8),
+        PassRecord(track_id=2, t_start=3.0, t_end=4.0, verdict=Verdict.UNKNOWN_ITEM, seen_sku=None, seen_score=0.1),
     ]
     pos = [
         PosEvent(ts=0.5, type="txn_start", txn="T1"),

@@ -185,6 +185,11 @@ def test_matching_is_one_to_one_within_tolerance_and_maximum(truth_spans, alert_
     assert len(pairs) == best
 
 
+BASKET_LINE = (
+    '{"type": "basket", "txn": "T2", "seen": {}, "scanned": {}, "jaccard": 0, "dice": 0, "overlap": 0, "tversky": 0}'
+)
+
+
 @pytest.mark.parametrize(
     "content, needle",
     [
@@ -198,17 +203,13 @@ def test_matching_is_one_to_one_within_tolerance_and_maximum(truth_spans, alert_
             '{"type": "product_switch", "t_start": 3, "t_end": 4, "seen_sku": 7}',
             "field 'seen_sku' must be a non-empty string",
         ),
-        ('{"type": "basket", "txn": "T1", "seen": {"Kiwi": -1}, "scanned": {}}', "field 'seen' must be an object"),
-        (
-            '{"type": "basket", "txn": "T2", "seen": {}, "scanned": {}}',
-            "events.jsonl:2: a second basket for transaction 'T2'",
-        ),
+        (BASKET_LINE.replace('"T2", "seen": {}', '"T1", "seen": {"Kiwi": -1}'), "field 'seen' must be an object"),
+        (BASKET_LINE, "events.jsonl:2: a second basket for transaction 'T2'"),
     ],
 )
 def test_bad_event_lines_are_errors_with_their_line(tmp_path, content, needle):
-    first = '{"type": "basket", "txn": "T2", "seen": {}, "scanned": {}}'
     with pytest.raises(ScoreError, match=needle.replace("[", r"\[")):
-        read_events(write_events(tmp_path, [first, content]))
+        read_events(write_events(tmp_path, [BASKET_LINE, content]))
 
 
 def test_empty_events_file_means_no_alerts(tmp_path):
@@ -389,7 +390,7 @@ def test_events_prints_the_alerts_as_a_table_in_time_order(tmp_path, capsys):
         [
             {**alert("product_switch", 65.25, 66.0, "Lemon", "Banana"), "seen_confidence": 0.934},
             alert("non_scan", 3.1, 3.9, "Lime"),
-            {"type": "basket", "txn": "T1", "seen": {"Lime": 1}, "scanned": {}},
+            {**json.loads(BASKET_LINE), "txn": "T1", "seen": {"Lime": 1}},
             alert("scan_without_item", 7.5, 7.5, None, "Avocado"),
         ],
     )

@@ -14,7 +14,8 @@ from retail_reid.gallery import SkuMatch as Match
 from retail_reid.gallery import Verification as Check
 from retail_reid.pipeline.config import ConfigError, CropConfig, EventConfig, LaneConfig
 from retail_reid.pipeline.recognition import Recogniser, Recognition, Thresholds
-from retail_reid.pipeline.types import Crop, ItemPass, Verdict
+from retail_reid.pipeline.records import Verdict
+from retail_reid.pipeline.types import Crop, ItemPass
 
 SKUS = {"Milk": np.array([1, 0, 0, 0], np.float32), "Oat": np.array([0, 1, 0, 0], np.float32)}
 SKUS["Juice"] = np.array([0, 0, 1, 0], np.float32)

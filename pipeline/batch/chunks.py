@@ -32,8 +32,9 @@ import json
 import math
 import shutil
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 
@@ -42,11 +43,13 @@ from retail_reid.pipeline.basket import Basket
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.evidence import EvidenceKind, crop_name, evidence_kind, lane_frame_name
 from retail_reid.pipeline.pos import PosEvent, read_pos_log
+from retail_reid.pipeline.recording import RecordingIdentity
+from retail_reid.pipeline.records import BasketEvent, Event, PassRecord, read_events, read_passes
 from retail_reid.pipeline.report import write_report
-from retail_reid.pipeline.types import BasketEvent, Event, PassRecord
 
 CHUNK_VIDEO = "chunk.avi"
 CHUNK_POS = "pos.jsonl"
+_Shifted = TypeVar("_Shifted", Event, PassRecord)
 
 
 class ChunkError(ReidError, ValueError):
@@ -176,16 +179,13 @@ class ChunkRun:
     start: float
 
 
-def _lines(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-
-
-def _shift(d: dict, start: float) -> dict:
-    out = dict(d)
-    for key, digits in (("t_start", 3), ("t_end", 3), ("scan_ts", 4)):
-        if out.get(key) is not None:
-            out[key] = round(out[key] + start, digits)
-    return out
+def _shift(record: _Shifted, start: float) -> _Shifted:
+    """The record with its times moved from the chunk's clock onto the recording's (its void's time
+    stays as the chunk decided it)."""
+    scan_ts = None if record.scan_ts is None else round(record.scan_ts + start, 4)
+    return replace(
+        record, t_start=round(record.t_start + start, 3), t_end=round(record.t_end + start, 3), scan_ts=scan_ts
+    )
 
 
 def merge_chunks(
@@ -197,8 +197,8 @@ def merge_chunks(
     for e in pos:
         if e.txn is not None:
             txn_first.setdefault(e.txn, e.ts)
-    events: list[dict] = []
-    passes: list[dict] = []
+    events: list[Event | BasketEvent] = []
+    passes: list[PassRecord] = []
     loose = Basket()  # passes and scans outside any transaction, as the chunks that own them decided
     labels = {round(e.ts, 4): e.sku or f"barcode:{e.barcode}" for e in pos if e.type == "scan"}
     id_base = 0
@@ -206,63 +206,58 @@ def merge_chunks(
     for run in runs:
         i = run.chunk.index
         summaries.append(json.loads((run.folder / "summary.json").read_text(encoding="utf-8")))
-        chunk_passes = [_shift(p, run.start) for p in _lines(run.folder / "passes.jsonl")]
-        owned_ids = {p["track_id"] for p in chunk_passes if plan.owner(p["t_start"] - plan.offset_s) == i}
+        chunk_passes = [_shift(p, run.start) for p in read_passes(run.folder / "passes.jsonl")]
+        owned_ids = {p.track_id for p in chunk_passes if plan.owner(p.t_start - plan.offset_s) == i}
         for p in chunk_passes:
-            if p["track_id"] in owned_ids:
-                passes.append({**p, "track_id": p["track_id"] + id_base})
-                if p["txn"] is None:
-                    loose.see(p["seen_sku"])
-                    if p["scanned_sku"] is not None:
-                        loose.scan(p["scanned_sku"])
-        for ev in _lines(run.folder / "events.jsonl"):
-            if ev["type"] == "basket":
-                if ev["txn"] is not None and plan.owner(txn_first[ev["txn"]] - plan.offset_s) == i:
+            if p.track_id in owned_ids:
+                passes.append(replace(p, track_id=p.track_id + id_base))
+                if p.txn is None:
+                    loose.see(p.seen_sku)
+                    if p.scanned_sku is not None:
+                        loose.scan(p.scanned_sku)
+        for ev in read_events(run.folder / "events.jsonl"):
+            if isinstance(ev, BasketEvent):
+                if ev.txn is not None and plan.owner(txn_first[ev.txn] - plan.offset_s) == i:
                     events.append(ev)
                 continue
             ev = _shift(ev, run.start)
-            if ev["track_id"] is None:  # a scan without item
-                if plan.owner(ev["scan_ts"] - plan.offset_s) == i:
+            if ev.track_id is None:  # a scan without item
+                assert ev.scan_ts is not None  # a scan without item is the scan's
+                if plan.owner(ev.scan_ts - plan.offset_s) == i:
                     events.append(ev)
-                    if ev["txn"] is None:
-                        loose.scan(labels.get(ev["scan_ts"], ev["scanned_sku"]))
-            elif ev["track_id"] in owned_ids:
+                    if ev.txn is None:
+                        label = labels.get(ev.scan_ts, ev.scanned_sku)
+                        assert label is not None  # the POS log's scan, or the SKU it named
+                        loose.scan(label)
+            elif ev.track_id in owned_ids:
                 events.append(_renumber(ev, id_base, run.folder, dest))
-        id_base += max((p["track_id"] for p in chunk_passes), default=0)
+        id_base += max((p.track_id for p in chunk_passes), default=0)
     if loose:  # the recording's identity on its line, as the chunks wrote it on theirs
-        tag = {"recording": summaries[0]["recording"]} if "recording" in summaries[0] else {}
-        events.append({**loose.event(None, config.basket).to_dict(), **tag})
+        recording = summaries[0].get("recording")
+        identity = None if recording is None else RecordingIdentity.from_dict(recording, "the first chunk's summary")
+        events.append(replace(loose.event(None, config.basket), recording=identity))
     with open(dest / "events.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(e) + "\n" for e in events)
+        f.writelines(json.dumps(e.to_dict()) + "\n" for e in events)
     with open(dest / "passes.jsonl", "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(p) + "\n" for p in passes)
+        f.writelines(json.dumps(p.to_dict()) + "\n" for p in passes)
     summary = _merged_summary(summaries, runs, plan, events, passes, pos, pos_warnings, video, pos_path)
     (dest / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    alerts = [_event(e) for e in events]
-    records = [PassRecord(**p) for p in passes]
-    write_report(dest / "report.html", dest, alerts, records, pos, gallery, summary)
+    write_report(dest / "report.html", dest, events, passes, pos, gallery, summary)
     return summary
 
 
-def _renumber(e: dict, id_base: int, src: Path, dest: Path) -> dict:
+def _renumber(e: Event, id_base: int, src: Path, dest: Path) -> Event:
     """The event with its track id made unique across chunks, and its evidence files renamed to match."""
-    track = e["track_id"] + id_base
+    assert e.track_id is not None  # only an item pass's events are renumbered
+    track = e.track_id + id_base
     evidence = []
     (dest / "crops").mkdir(exist_ok=True)  # as a whole replay, only when there is evidence
-    for k, rel in enumerate(e["evidence"]):
+    for k, rel in enumerate(e.evidence):
         lane = evidence_kind(rel) is EvidenceKind.LANE
         name = lane_frame_name("crops", track) if lane else crop_name("crops", track, k)
         shutil.copyfile(src / rel, dest / name)
         evidence.append(name)
-    return {**e, "track_id": track, "evidence": evidence}
-
-
-def _event(line: dict) -> Event | BasketEvent:
-    """A merged line as the record the report draws (the recording's identity is the line's only)."""
-    d = {k: v for k, v in line.items() if k != "recording"}
-    if d["type"] == "basket":
-        return BasketEvent(**{k: v for k, v in d.items() if k != "type"})
-    return Event(**{**d, "evidence": tuple(d["evidence"])})
+    return replace(e, track_id=track, evidence=tuple(evidence))
 
 
 def _worst(spreads: list[dict | None]) -> dict | None:
@@ -275,15 +270,15 @@ def _merged_summary(
     summaries: list[dict],
     runs: list[ChunkRun],
     plan: ChunkPlan,
-    events: list[dict],
-    passes: list[dict],
+    events: list[Event | BasketEvent],
+    passes: list[PassRecord],
     pos: list[PosEvent],
     pos_warnings: list[str],
     video: Path,
     pos_path: Path,
 ) -> dict:
     first = summaries[0]
-    counts = Counter(e["type"] for e in events)
+    counts = Counter(str(e.type) for e in events)
     seconds = sum(s["processing_seconds"] for s in summaries)
     video_seconds = plan.frames / plan.fps
     warnings = list(pos_warnings)
@@ -295,7 +290,7 @@ def _merged_summary(
         "pos": str(pos_path),
         "counts": {t: counts.get(t, 0) for t in first["counts"]},
         "passes": len(passes),
-        "verdicts": dict(Counter(p["verdict"] for p in passes)),
+        "verdicts": dict(Counter(str(p.verdict) for p in passes)),
         "scans": sum(e.type == "scan" for e in pos),
         "frames_processed": plan.frames,
         "frames_dropped": 0,

@@ -18,8 +18,8 @@ from retail_reid.pipeline.batch.manifest import Recording
 from retail_reid.pipeline.batch.outputs import recording_dir
 from retail_reid.pipeline.batch.page import render_page
 from retail_reid.pipeline.batch.worker import Outcome, Status
+from retail_reid.pipeline.records import LOSS_TYPES, BasketEvent, read_events
 
-BASKET = "basket"
 MEASURES = ("jaccard", "dice", "overlap", "tversky")
 SLOWEST = 10  # recordings listed as the slowest
 
@@ -39,8 +39,7 @@ def _read_recording(out: Path, r: Recording, outcome: Outcome) -> dict:
         return {**row, "error": outcome.error}
     folder = recording_dir(out, r.id)
     s = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    lines = [json.loads(line) for line in (folder / "events.jsonl").read_text(encoding="utf-8").splitlines()]
-    baskets = [e for e in lines if e["type"] == BASKET and e["txn"] is not None]
+    baskets = [e for e in read_events(folder / "events.jsonl") if isinstance(e, BasketEvent) and e.txn is not None]
     return {
         **row,
         "report": f"{folder.relative_to(out)}/report.html",
@@ -51,8 +50,8 @@ def _read_recording(out: Path, r: Recording, outcome: Outcome) -> dict:
         "passes": s["passes"],
         "scans": s["scans"],
         "transactions": len(baskets),
-        "alerts": {k: v for k, v in s["counts"].items() if k not in (BASKET, "double_scan")},  # loss alerts only
-        "baskets": [{m: b[m] for m in MEASURES} for b in baskets],
+        "alerts": {k: v for k, v in s["counts"].items() if k in LOSS_TYPES},
+        "baskets": [{m: getattr(b, m) for m in MEASURES} for b in baskets],
     }
 
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
 
 from retail_reid.images import IMAGE_SUFFIXES
-from retail_reid.pipeline.console.alerts import KEY, Alert, AlertFamily, AlertFolder, AlertType, SourceKind, family_of
+from retail_reid.pipeline.console.alerts import ALERT_FAMILIES, KEY, Alert, AlertFolder, SourceKind, family_of
 from retail_reid.pipeline.console.clip_frames import clip_frame, clip_info, playable, within_bounds
 from retail_reid.pipeline.console.formatting import label
 from retail_reid.pipeline.console.safe_files import CLIP_SUFFIXES, inside
@@ -43,6 +43,7 @@ from retail_reid.pipeline.console.verdicts import (
     to_jsonl,
 )
 from retail_reid.pipeline.evidence import OLD_CLIP_SUFFIX, EvidenceKind, evidence_kind
+from retail_reid.pipeline.records import ALERT_TYPES
 
 if TYPE_CHECKING:
     from werkzeug.wrappers import Response as BaseResponse  # what redirect() returns
@@ -55,10 +56,8 @@ MAX_SEARCH = 128  # characters of a SKU or transaction searched for
 THUMBNAIL_MAX_AGE_S = 3600  # the browser keeps an alert's thumbnail (its evidence does not change)
 UNREVIEWED = "unreviewed"
 DECISIONS = frozenset(d.value for d in Decision)
-TYPES = frozenset(t.value for t in AlertType)
-FAMILIES = frozenset(f.value for f in AlertFamily)
 EVIDENCE_SUFFIXES = IMAGE_SUFFIXES | CLIP_SUFFIXES
-FAMILY_LABELS = {AlertFamily.LOSS: "loss alerts", AlertFamily.SERVICE: "customer service (double scans)"}
+FAMILY_LABELS = {f: f.label for f in ALERT_FAMILIES}
 FILTER_ARGS = ("folder", "lane", "family", "type", "verdict", "sku", "txn", "from", "to")
 MINUTE_FORMAT = "%Y-%m-%dT%H:%M"  # what <input type="datetime-local"> sends
 
@@ -82,11 +81,11 @@ class Filters:
         if verdict not in ("", UNREVIEWED, *DECISIONS):
             raise ConsoleError(f"verdict: expected {UNREVIEWED}, confirmed or dismissed, got {verdict!r}")
         kind = args.get("type", "")
-        if kind and kind not in TYPES:
-            raise ConsoleError(f"type: expected one of {', '.join(AlertType)}, got {kind!r}")
+        if kind and kind not in ALERT_TYPES:
+            raise ConsoleError(f"type: expected one of {', '.join(ALERT_TYPES)}, got {kind!r}")
         family = args.get("family", "")
-        if family and family not in FAMILIES:
-            raise ConsoleError(f"family: expected one of {', '.join(AlertFamily)}, got {family!r}")
+        if family and family not in ALERT_FAMILIES:
+            raise ConsoleError(f"family: expected one of {', '.join(ALERT_FAMILIES)}, got {family!r}")
         return cls(
             source=args.get("folder", ""),
             lane=args.get("lane", ""),
@@ -211,7 +210,7 @@ def _list_page(filters: Filters, error: str = "", form: Mapping[str, str] | None
         zone=state().settings.time_zone,
         folders=state().folders,
         lanes=sorted({a.lane for a in every}),
-        types=list(AlertType),
+        types=list(ALERT_TYPES),
         families=FAMILY_LABELS,
         bad_lines={name: f.bad_lines for name, f in state().folders.items() if f.bad_lines},
         thumbnails={(a.source, a.key) for a, _ in shown if _thumbnail_index(a) is not None},

@@ -8,26 +8,32 @@ not an alert is skipped (a torn or foreign line never stops the console)."""
 from __future__ import annotations
 
 import logging
-import math
 import os
 import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from retail_reid.bounded_json import JsonRejected, parse_json, parse_object
+from retail_reid.bounded_json import JsonRejected, parse_object
 from retail_reid.compat import StrEnum
 from retail_reid.pipeline.console.pos_lines import PosLines
 from retail_reid.pipeline.evidence import EvidenceKind, evidence_kind
 from retail_reid.pipeline.pos import POS_RECORD_FILE, POS_RECORD_OLDER, PosEvent
 from retail_reid.pipeline.recording import RecordingError, RecordingIdentity
-from retail_reid.pipeline.types import MAX_EVENT_LINE_BYTES
+from retail_reid.pipeline.records import (
+    ALERT_TYPES,
+    MAX_EVENT_LINE_BYTES,
+    Event,
+    EventFamily,
+    EventType,
+    RecordError,
+    event_from_dict,
+)
 
 log = logging.getLogger("reid.console")
 EVENTS = "events.jsonl"
 SUMMARY = "summary.json"
 MAX_SUMMARY_BYTES = 16 << 20  # a replay's summary.json is a few KB
-NOT_ALERTS = ("basket",)  # a transaction's basket: a comparison, nothing to review
 KEY = re.compile(r"[A-Za-z0-9._-]{1,128}")  # what an alert's key may look like in a URL
 POS_AROUND_S = 20.0  # POS lines shown on each side of an alert
 
@@ -37,26 +43,12 @@ class SourceKind(StrEnum):
     REPLAY = "replay"  # a `reid replay` output folder
 
 
-class AlertFamily(StrEnum):
-    LOSS = "loss"  # the store may be losing goods: what loss prevention reviews
-    SERVICE = "service"  # the customer may be overcharged: customer service, kept apart
+ALERT_FAMILIES = tuple(dict.fromkeys(t.family for t in ALERT_TYPES))  # loss, then customer service
 
 
-class AlertType(StrEnum):
-    NON_SCAN = "non_scan"
-    PRODUCT_SWITCH = "product_switch"
-    UNKNOWN_ITEM = "unknown_item"
-    SCAN_WITHOUT_ITEM = "scan_without_item"
-    DOUBLE_SCAN = "double_scan"
-
-    @property
-    def family(self) -> AlertFamily:
-        return AlertFamily.SERVICE if self is AlertType.DOUBLE_SCAN else AlertFamily.LOSS
-
-
-def family_of(kind: str) -> AlertFamily:
-    """The family of an alert type as stored with a verdict."""
-    return AlertType(kind).family if kind in AlertType.__members__.values() else AlertFamily.LOSS
+def family_of(kind: str) -> EventFamily:
+    """The family of an alert type as stored with a verdict (one this version does not know: loss)."""
+    return EventType(kind).family if kind in ALERT_TYPES else EventFamily.LOSS
 
 
 @dataclass(frozen=True)
@@ -64,7 +56,7 @@ class Alert:
     source: str  # the folder's name in the console
     key: str  # unique within the source: the edge's `id`, or the replay's line number
     lane: str
-    type: AlertType
+    type: EventType  # an alert's: never a basket
     # Unix seconds: the alert's time on a lane or in a recording whose start is known
     # (`reid replay --start`); otherwise the replay's run time (events.jsonl's mtime)
     when: float
@@ -149,27 +141,20 @@ class AlertFolder:
                     break
                 offset += len(raw)
                 lineno += 1
-                try:
-                    record = parse_json(raw, "", max_bytes=MAX_EVENT_LINE_BYTES)
-                except JsonRejected:  # not a line the lane wrote: shown as unreadable below
-                    record = None
-                if isinstance(record, dict) and record.get("type") in NOT_ALERTS:
+                if not raw.strip():
                     continue
-                alert = self._alert(record, lineno, st.st_mtime) if isinstance(record, dict) else None
-                if alert is not None:
-                    alerts.append(alert)
-                elif raw.strip():
+                try:
+                    record = parse_object(raw, "", max_bytes=MAX_EVENT_LINE_BYTES)
+                    event = event_from_dict(record, f"line {lineno}")
+                except (JsonRejected, RecordError):  # not a line the lane wrote: counted as unreadable
                     bad += 1
+                    continue
+                if isinstance(event, Event):  # a basket is a comparison, nothing to review
+                    alerts.append(self._alert(event, record, lineno, st.st_mtime))
         return _Cache(cache.file, st.st_mtime_ns, offset, lineno, tuple(alerts), bad)
 
-    def _alert(self, record: dict, lineno: int, mtime: float) -> Alert | None:
-        try:
-            kind = AlertType(record["type"])
-            t0, t1 = float(record["t_start"]), float(record["t_end"])
-        except (ValueError, KeyError, TypeError):  # an unknown type, a missing or bad time
-            return None
-        if not (math.isfinite(t0) and math.isfinite(t1)):
-            return None
+    def _alert(self, event: Event, record: dict, lineno: int, mtime: float) -> Alert:
+        t0, t1 = float(event.t_start), float(event.t_end)
         if self.kind is SourceKind.LANE:
             key, lane, when = record.get("id"), record.get("lane"), t0
             if not isinstance(key, str) or not KEY.fullmatch(key):
@@ -180,7 +165,7 @@ class AlertFolder:
         else:
             key, lane, when = str(lineno), self.name, mtime
         store = self.recording.store if self.recording is not None else ""
-        return Alert(self.name, key, lane, kind, when, t0, t1, record, store)
+        return Alert(self.name, key, lane, event.type, when, t0, t1, record, store)
 
     def pos_around(self, alert: Alert) -> tuple[list[PosEvent], str | None]:
         """The POS lines within POS_AROUND_S of the alert, by time, and why there are none when

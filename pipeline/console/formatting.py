@@ -9,13 +9,8 @@ from pathlib import PurePath
 from flask import Flask
 from markupsafe import Markup
 
-TYPE_LABELS = {
-    "non_scan": "non-scan",
-    "product_switch": "product switch",
-    "unknown_item": "unknown item",
-    "scan_without_item": "scan without item",
-    "double_scan": "double scan",
-}
+from retail_reid.pipeline.records import EventType
+
 UTC_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
 
 
@@ -46,7 +41,8 @@ class Clock:
 
 
 def label(kind: str) -> str:
-    return TYPE_LABELS.get(kind, kind)
+    """An event type's label ("non-scan"); anything else as it is."""
+    return EventType(kind).label if kind in EventType.__members__.values() else kind
 
 
 def basename(path: str) -> str:

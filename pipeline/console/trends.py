@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from retail_reid.pipeline.charts import line_chart
-from retail_reid.pipeline.console.alerts import AlertFamily, AlertFolder, SourceKind
+from retail_reid.pipeline.console.alerts import AlertFolder, SourceKind
 from retail_reid.pipeline.console.formatting import utc_day
 from retail_reid.pipeline.console.verdicts import PrecisionRow
 
@@ -90,7 +90,7 @@ def lane_activity(folders: Iterable[AlertFolder]) -> tuple[dict[str, list[float]
         every = folder.alerts()
         lane = every[0].lane if every else folder.name
         for a in every:
-            if a.type.family is AlertFamily.LOSS:
+            if a.type.loss:
                 alerts[a.lane].append(a.when)
         at_work[lane] += [e.ts for pos in folder.pos_files for e in pos.events()[0]]
     return alerts, at_work

@@ -18,9 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from retail_reid.compat import StrEnum
-from retail_reid.pipeline.console.alerts import AlertFamily
 from retail_reid.pipeline.console.durable_db import open_durable_db
 from retail_reid.pipeline.console.settings import ConsoleError
+from retail_reid.pipeline.records import EventFamily
 
 DB_NAME = "verdicts.db"
 MAX_NOTE = 2000
@@ -66,8 +66,8 @@ REASON_LABELS = {
     Reason.OTHER: "other",
 }
 REASONS = {  # the reasons a dismissal of each family of alert may give, as the page offers them
-    AlertFamily.LOSS: (Reason.WRONG_PRODUCT, Reason.NOT_A_PRODUCT, Reason.SCAN_MISSED_BY_POS, Reason.OTHER),
-    AlertFamily.SERVICE: (Reason.TWO_ITEMS, Reason.WRONG_PRODUCT, Reason.OTHER),
+    EventFamily.LOSS: (Reason.WRONG_PRODUCT, Reason.NOT_A_PRODUCT, Reason.SCAN_MISSED_BY_POS, Reason.OTHER),
+    EventFamily.SERVICE: (Reason.TWO_ITEMS, Reason.WRONG_PRODUCT, Reason.OTHER),
 }
 
 
@@ -99,7 +99,7 @@ class PrecisionRow:
 
 
 def check_verdict(
-    decision: str, reason: str, note: str, family: AlertFamily = AlertFamily.LOSS
+    decision: str, reason: str, note: str, family: EventFamily = EventFamily.LOSS
 ) -> tuple[Decision, Reason | None, str]:
     """A form's fields as a verdict on an alert of `family`, or a ConsoleError naming the field."""
     try:

@@ -2,8 +2,8 @@
 each appended and fsynced once. It is the service's outbox too: the webhook sender delivers from
 it, `GET /events?since=` reads it, and a restart carries on from it.
 
-Each line is the replay's event (`Event.to_dict()` / `BasketEvent.to_dict()`) with a few fields
-in front: `seq` (1, 2, ... continuing across restarts), `id` (unique to this lane and state folder:
+Each line is the replay's event (`Event.to_dict()` / `BasketEvent.to_dict()`) with its
+`records.LogStamp` in front: `seq` (1, 2, ... continuing across restarts), `id` (unique to this lane and state folder:
 the webhook's idempotency key), `lane`, `written_at` (Unix seconds) and `gallery_version`.
 
 A write that fails (disk full) is cut back to the last whole line and kept in memory, in order,
@@ -18,11 +18,12 @@ import os
 import threading
 import time
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
 from retail_reid.durable import append_lines
-from retail_reid.pipeline.types import BasketEvent, Event
+from retail_reid.pipeline.records import BasketEvent, Event, LogStamp
 
 log = logging.getLogger("reid.edge.alerts")
 
@@ -37,7 +38,7 @@ class AlertLog:
         self.id_prefix = id_prefix
         self._lock = threading.Lock()
         self._appended = threading.Condition(self._lock)
-        self._unwritten: deque[tuple[int, dict, int]] = deque()  # (seq, event fields, gallery version)
+        self._unwritten: deque[tuple[int, Event | BasketEvent, int]] = deque()  # (seq, event, gallery version)
         self.lost = 0  # alerts dropped because the disk refused more than MAX_UNWRITTEN
         self.error: str | None = None
         self.last_seq, self._size = self._recover()
@@ -61,7 +62,7 @@ class AlertLog:
                     "alert %d lost: %d alerts already wait for the disk (%s)", self.last_seq, MAX_UNWRITTEN, self.error
                 )
                 return self.last_seq
-            self._unwritten.append((self.last_seq, event.to_dict(), gallery_version))
+            self._unwritten.append((self.last_seq, event, gallery_version))
             self._write_unwritten()
             return self.last_seq
 
@@ -78,16 +79,15 @@ class AlertLog:
 
     def _write_unwritten(self) -> None:
         while self._unwritten:
-            seq, fields, version = self._unwritten[0]
-            record = {
-                "seq": seq,
-                "id": f"{self.id_prefix}-{seq}",
-                "lane": self.lane,
-                "written_at": round(time.time(), 3),
-                "gallery_version": version,
-                **fields,
-            }
-            data = (json.dumps(record) + "\n").encode()
+            seq, event, version = self._unwritten[0]
+            stamp = LogStamp(
+                seq=seq,
+                id=f"{self.id_prefix}-{seq}",
+                lane=self.lane,
+                written_at=round(time.time(), 3),
+                gallery_version=version,
+            )
+            data = (json.dumps(replace(event, logged=stamp).to_dict()) + "\n").encode()
             try:
                 append_lines(self._fd, data, self._size, self.path)
             except OSError as e:

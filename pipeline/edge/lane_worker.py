@@ -32,7 +32,8 @@ from retail_reid.pipeline.evidence import EvidenceWriter
 from retail_reid.pipeline.lane import LaneProcessor, LaneResult, resolve_zone
 from retail_reid.pipeline.pos import PosEvent, PosEventType
 from retail_reid.pipeline.recognition import GalleryLike
-from retail_reid.pipeline.types import Event, EventType, Frame, ItemPass, PassRecord, ScanWarning, Unverifiable
+from retail_reid.pipeline.records import Event, EventType, PassRecord
+from retail_reid.pipeline.types import Frame, ItemPass, ScanWarning, Unverifiable
 
 log = logging.getLogger("reid.edge.lane")
 

@@ -13,7 +13,8 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
-from retail_reid.pipeline.types import EventType, Unverifiable
+from retail_reid.pipeline.records import EventType
+from retail_reid.pipeline.types import Unverifiable
 
 # No `_created` series next to every counter and histogram: the dashboard and rules do not use them,
 # and they would double the series scraped (a process-wide switch of the library).

@@ -19,7 +19,7 @@ from retail_reid.gallery.matching import Verification
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.harness.simulate import Pass
 from retail_reid.pipeline.recognition import Recogniser, Recognition
-from retail_reid.pipeline.types import Verdict
+from retail_reid.pipeline.records import Verdict
 
 T = TypeVar("T")
 

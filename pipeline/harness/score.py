@@ -22,18 +22,27 @@ from retail_reid.bounded_json import parse_object
 from retail_reid.compat import StrEnum
 from retail_reid.errors import ReidError
 from retail_reid.gallery.integrity import file_sha256
+from retail_reid.pipeline import records
 from retail_reid.pipeline.harness.simulate import Anomaly, Pass, Truth
 from retail_reid.pipeline.harness.simulate_pos import PosCase, PosCaseKind
 from retail_reid.pipeline.pos import PosEventType
-from retail_reid.pipeline.types import MAX_EVENT_LINE_BYTES
+from retail_reid.pipeline.records import (
+    ALERT_TYPES,
+    MAX_EVENT_LINE_BYTES,
+    PASS_ALERT_TYPES,
+    BasketEvent,
+    EventType,
+    RecordError,
+    event_from_dict,
+)
 from retail_reid.userfiles import read_user_file
 
-SCORED_TYPES = ("non_scan", "product_switch", "scan_without_item")
-# Event types with a time span; "unknown_item" is scored only when the truth labels some, and the
-# customer-service "double_scan" when the truth or the run has some.
-SPAN_TYPES = (*SCORED_TYPES, "unknown_item", "double_scan")
-LOSS_TYPES = ("non_scan", "product_switch", "scan_without_item", "unknown_item")
-PASS_TYPES = ("non_scan", "product_switch", "unknown_item")  # anomalies of an item pass: the others are normal
+# Always scored; "unknown_item" is scored only when the truth labels some, and the customer-service
+# "double_scan" when the truth or the run has some.
+SCORED_TYPES = tuple(str(t) for t in (EventType.NON_SCAN, EventType.PRODUCT_SWITCH, EventType.SCAN_WITHOUT_ITEM))
+SPAN_TYPES = tuple(str(t) for t in ALERT_TYPES)  # event types with a time span: the alerts
+LOSS_TYPES = tuple(str(t) for t in records.LOSS_TYPES)
+PASS_TYPES = tuple(str(t) for t in PASS_ALERT_TYPES)  # anomalies of an item pass: the others are normal
 POS_TYPES = frozenset(PosEventType)  # the `type` of a POS log's line: no events.jsonl line has one
 DEFAULT_TOL = 1.0
 TIMELINE_MARGIN_S = 30.0  # alerts this far outside the truth's time span cannot be about it
@@ -231,13 +240,8 @@ def _pos_cases(items: object, p: Path) -> tuple[PosCase, ...]:
     return tuple(out)
 
 
-def _counts(obj: dict, key: str, where: str) -> Counter:
-    v = obj.get(key)
-    if not isinstance(v, dict) or not all(
-        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in v.values()
-    ):
-        raise ScoreError(f"{where}: field '{key}' must be an object of SKU: count (counts >= 0), got {v!r}")
-    return Counter({k: n for k, n in v.items() if n})
+def _counts(counts: dict[str, int]) -> Counter:
+    return Counter({k: n for k, n in counts.items() if n})
 
 
 def _recording_named_by(events_path: Path) -> Path | None:
@@ -282,8 +286,11 @@ def check_same_recording(truth_path: str | Path, truth: Truth, events: Events) -
 
 
 def read_events(path: str | Path) -> Events:
-    """events.jsonl from a replay. Any malformed line is an error naming its line: a score that
-    silently skipped alerts would be a wrong score. An empty file is valid (no alerts)."""
+    """events.jsonl from a replay (or a lane service), each line read as `records` reads it, with
+    what scoring needs to refuse: a truth or a POS log given instead, a second basket of one
+    transaction. Any malformed line is an error naming its line: a score that silently skipped
+    alerts would be a wrong score. Lines of a type this version does not know are counted, not
+    scored. An empty file is valid (no alerts)."""
     p = Path(path)
     raw = read_user_file(p, "events file", ScoreError)
     if _is_truth_text(raw.decode("utf-8-sig", errors="replace")):
@@ -307,29 +314,33 @@ def read_events(path: str | Path) -> Events:
                 f"{where}: a till event ({kind!r} at 'ts'), not an alert: this is a POS log, not the events.jsonl "
                 "of a run; give the events.jsonl that `reid replay` wrote"
             )
-        if kind in SPAN_TYPES:
-            start, end = _span(obj, where)
-            alerts.append(
-                Alert(
-                    type=kind,
-                    t_start=start,
-                    t_end=end,
-                    seen_sku=_sku(obj, "seen_sku", where),
-                    scanned_sku=_sku(obj, "scanned_sku", where),
-                    line=lineno,
-                    confidence=None if obj.get("seen_confidence") is None else _number(obj, "seen_confidence", where),
-                )
-            )
-        elif kind == "basket":
-            txn = _sku(obj, "txn", where)
-            if txn in basket_lines:
-                raise ScoreError(
-                    f"{where}: a second basket for transaction {txn!r} (the first is on line {basket_lines[txn]})"
-                )
-            basket_lines[txn] = lineno
-            baskets.append(BasketLine(txn, _counts(obj, "seen", where), _counts(obj, "scanned", where), lineno))
-        else:
+        if kind not in EventType.__members__.values():
             other[kind] += 1
+            continue
+        try:
+            record = event_from_dict(obj, where)
+        except RecordError as e:
+            raise ScoreError(str(e)) from None
+        if isinstance(record, BasketEvent):
+            if record.txn in basket_lines:
+                raise ScoreError(
+                    f"{where}: a second basket for transaction {record.txn!r} "
+                    f"(the first is on line {basket_lines[record.txn]})"
+                )
+            basket_lines[record.txn] = lineno
+            baskets.append(BasketLine(record.txn, _counts(record.seen), _counts(record.scanned), lineno))
+            continue
+        alerts.append(
+            Alert(
+                type=kind,
+                t_start=float(record.t_start),
+                t_end=float(record.t_end),
+                seen_sku=record.seen_sku,
+                scanned_sku=record.scanned_sku,
+                line=lineno,
+                confidence=None if record.seen_confidence is None else float(record.seen_confidence),
+            )
+        )
     if other and not alerts and not baskets:
         found = ", ".join(f"{n} {k!r}" for k, n in other.most_common(3))
         raise ScoreError(
