@@ -3,13 +3,15 @@ confident crops recognise later lanes better?
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_learning_loop.py [--data DATASET]
         [--teach 3] [--test 3] [--passes 40] [--difficulty hard] [--min-confidence 0.95]
-        [--sample-confidence 0.9] [--max-per-product 5] [--review] [--model M] [--config lane.toml] [--work DIR]
+        [--sample-confidence 0.9] [--max-per-product 5] [--policy confident|till] [--margin 0.05]
+        [--min-passes 3] [--min-days 1] [--review] [--model M] [--config lane.toml] [--work DIR]
 
 A shift on simulated lanes (`reid simulate --difficulty hard` by default) against a gallery built
 from the dataset's train photos. The val photos are split per product into two disjoint halves, so
 a later lane never shows the very photo an earlier lane taught: the first `--teach` lanes (seeds
 700 and up) are made from one half and replayed with a lane-reference sampler; their crops are
-accepted by the automatic mode's rules (`reid gallery accept-lane-references`) into a copy of the
+accepted by the automatic mode's rules (`reid gallery accept-lane-references`; with --policy till
+the sampler keeps what the till labelled and the consensus rule decides) into a copy of the
 gallery; the `--test` lanes (seeds 800 and up, the other half) are then replayed against the
 gallery before and after. With --review, an analyst also dismisses the teach lanes' false switch
 alerts as "wrong product recognised" and gives their crops to the product really there (the
@@ -33,7 +35,7 @@ from pathlib import Path
 import cv2
 
 from retail_reid.gallery import Gallery
-from retail_reid.gallery.lane_suggestions import choose_automatic, suggestions
+from retail_reid.gallery.lane_suggestions import Consensus, LabelPolicy, choose_accepted, lane_source, suggestions
 from retail_reid.gallery.photos import RefOrigin
 from retail_reid.gallery.store import GalleryStore
 from retail_reid.models.datasets import folder_set
@@ -123,7 +125,10 @@ def run(
         if references is not None:
             references.lane = scen.name  # each crop says which lane it came from
         cfg = dataclasses.replace(config, zone=Zone(*truth.zone))
-        replay(scen / truth.video, scen / "pos.jsonl", gallery, out, cfg, overwrite=True, references=hook)
+        labels = None if references is None else references.labels
+        replay(
+            scen / truth.video, scen / "pos.jsonl", gallery, out, cfg, overwrite=True, references=hook, labels=labels
+        )
         result = score(truth, read_events(out / "events.jsonl"), 1.0)
         for t in result.types:
             if t.type in tally.kinds:
@@ -156,6 +161,10 @@ def main() -> int:
     )
     ap.add_argument("--min-confidence", type=float, default=0.95, help="the automatic mode's rule")
     ap.add_argument("--max-per-product", type=int, default=5, help="the automatic mode's rule")
+    ap.add_argument("--policy", type=LabelPolicy, default=LabelPolicy.CONFIDENT, help="the sampler's policy")
+    ap.add_argument("--margin", type=float, default=Consensus().margin, help="the consensus rule (till candidates)")
+    ap.add_argument("--min-passes", type=int, default=Consensus().min_passes, help="the consensus rule")
+    ap.add_argument("--min-days", type=int, default=Consensus().min_days, help="the consensus rule")
     ap.add_argument(
         "--review",
         action="store_true",
@@ -191,7 +200,7 @@ def main() -> int:
     refs = work / "lane-references"
     shutil.rmtree(refs, ignore_errors=True)
     gallery = Gallery.open(base, model=a.model)
-    rules = LaneReferenceConfig(min_confidence=a.sample_confidence, per_product=20, min_gap_s=0)
+    rules = LaneReferenceConfig(min_confidence=a.sample_confidence, per_product=20, min_gap_s=0, policy=a.policy)
     sampler = LaneReferenceSampler(refs, rules, lambda s: float(gallery.calibration.confidence(s)), "teach")
     print("teach: the first lanes, sampling lane references", flush=True)
     dismissed: list[tuple[str, ItemPass]] | None = [] if a.review else None
@@ -201,13 +210,13 @@ def main() -> int:
     shutil.rmtree(taught, ignore_errors=True)
     shutil.copytree(base, taught)
     with GalleryStore.open(taught) as store:
-        chosen = choose_automatic(
+        chosen = choose_accepted(
             suggestions([refs]),
+            store,
             min_confidence=a.min_confidence,
             max_per_product=a.max_per_product,
-            products={r.product.sku for r in store.products()},
-            lane_refs=store.lane_reference_counts(),
-            known=store.reference_hashes(),
+            rules=Consensus(margin=a.margin, min_passes=a.min_passes, min_days=a.min_days),
+            model=a.model,
         )
         wrong = _wrong_references(chosen, teach_dirs, teach)
         if chosen:
@@ -219,6 +228,7 @@ def main() -> int:
                 skip_bad=True,
                 model=a.model,
                 origin=RefOrigin.LANE,
+                sources={s.path: lane_source(s) for s in chosen},
             )
             print(f"taught: version {result.version}: {result.summary}")
         if dismissed:

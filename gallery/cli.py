@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from retail_reid.gallery import lane_suggestions as ls
 from retail_reid.gallery.bundle import export_bundle, import_bundle
 from retail_reid.gallery.check import MIN_REFS, check_path, format_check
 from retail_reid.gallery.errors import GalleryError
@@ -113,22 +114,17 @@ def cmd_show(a: argparse.Namespace) -> int:
 
 
 def cmd_accept_lane_references(a: argparse.Namespace) -> int:
-    from retail_reid.gallery.lane_suggestions import choose_automatic, references_folder, suggestions
     from retail_reid.gallery.photos import RefOrigin
 
     if not 0 < a.min_confidence < 1:
         raise GalleryError(f"--min-confidence must be in (0, 1), got {a.min_confidence}")
     if a.max_per_product < 1:
         raise GalleryError(f"--max-per-product must be at least 1, got {a.max_per_product}")
-    found = suggestions([references_folder(Path(p)) for p in a.sources])
+    rules = ls.Consensus(margin=a.margin, min_passes=a.min_passes, min_days=a.min_days)
+    found = ls.suggestions([ls.references_folder(Path(p)) for p in a.sources])
     with GalleryStore.open(a.dir) as store:
-        chosen = choose_automatic(
-            found,
-            min_confidence=a.min_confidence,
-            max_per_product=a.max_per_product,
-            products={r.product.sku for r in store.products()},
-            lane_refs=store.lane_reference_counts(),
-            known=store.reference_hashes(),
+        chosen = ls.choose_accepted(
+            found, store, min_confidence=a.min_confidence, max_per_product=a.max_per_product, rules=rules, model=a.model
         )
         if not chosen:
             print(f"nothing to accept: no lane reference meets the rules ({sum(map(len, found.values()))} kept)")
@@ -142,8 +138,14 @@ def cmd_accept_lane_references(a: argparse.Namespace) -> int:
                 skip_bad=True,
                 model=a.model,
                 origin=RefOrigin.LANE,
+                sources={s.path: ls.lane_source(s) for s in chosen},
             )
         )
+
+
+def cmd_drop_lane(a: argparse.Namespace) -> int:
+    with GalleryStore.open(a.dir) as store:
+        return _report(store.drop_lane(a.lane, operator=a.operator))
 
 
 def cmd_history(a: argparse.Namespace) -> int:
@@ -250,6 +252,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         _add_export,
         _add_import,
         _add_accept_lane_references,
+        _add_drop_lane,
         _add_lane_camera,
         _add_history,
         _add_rollback,
@@ -369,10 +372,14 @@ def _add_import(gs: argparse._SubParsersAction) -> None:
 def _add_accept_lane_references(gs: argparse._SubParsersAction) -> None:
     p = gs.add_parser(
         "accept-lane-references",
-        help="add the lanes' confident crops as references without review (the automatic mode, docs/console.md)",
-        description="Rules: only products the gallery holds; only crops kept at or above --min-confidence and not "
-        "already references; per product, the most confident first until it holds --max-per-product lane "
-        "references. One new version, the references marked as lane references.",
+        help="add the lanes' confident crops, and till candidates that pass the consensus, as references without "
+        "review (the automatic mode, docs/console.md)",
+        description="Rules: only products the gallery holds; only crops not already references; a confident crop "
+        "kept at or above --min-confidence; a till candidate only when its SKU has candidates from --min-passes "
+        "passes on --min-days days and it looks like its SKU (its photos and its other candidates) by --margin more "
+        "than like any other SKU (docs/gallery.md); per product, the most confident first until it holds "
+        "--max-per-product lane references. One new version, the references marked as lane references, each "
+        "recording its lane and time.",
     )
     p.add_argument("dir")
     p.add_argument(
@@ -385,9 +392,33 @@ def _add_accept_lane_references(gs: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--min-confidence", type=float, default=0.95, help="default %(default)s")
     p.add_argument("--max-per-product", type=int, default=5, help="default %(default)s")
+    limits = ls.Consensus.LIMITS
+    for flag, kind, what in (
+        ("margin", float, "a till candidate's cosine margin over any other SKU"),
+        ("min-passes", int, "till candidate passes of its SKU, at least"),
+        ("min-days", int, "distinct days of those passes, at least"),
+    ):
+        low, high = limits[flag.replace("-", "_")]
+        default = getattr(ls.Consensus(), flag.replace("-", "_"))
+        p.add_argument(
+            f"--{flag}", type=kind, default=default, help=f"{what}, in [{low:g}, {high:g}] (default {default})"
+        )
     _model_arg(p)
     _operator_arg(p)
     p.set_defaults(func=cmd_accept_lane_references)
+
+
+def _add_drop_lane(gs: argparse._SubParsersAction) -> None:
+    p = gs.add_parser(
+        "drop-lane",
+        help="take every lane reference one lane taught out of the gallery, as one version",
+        description="Finds the lane references whose recorded source names LANE (those accepted by this version of "
+        "accept-lane-references or the console; older ones record only their file: remove them with --ref).",
+    )
+    p.add_argument("dir")
+    p.add_argument("--lane", required=True, help="the lane's name, as its crops record it (the edge's lane id)")
+    _operator_arg(p)
+    p.set_defaults(func=cmd_drop_lane)
 
 
 def _add_lane_camera(gs: argparse._SubParsersAction) -> None:

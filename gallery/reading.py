@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from retail_reid.gallery import db
 from retail_reid.gallery.binding import bound_embedder
 from retail_reid.gallery.catalog import Product, check_sku
@@ -130,6 +132,18 @@ class GalleryReader:
                 "SELECT sku, COUNT(*) FROM refs WHERE removed_version IS NULL AND origin = 'lane' GROUP BY sku"
             ).fetchall()
         )
+
+    def reference_vectors(self) -> dict[str, np.ndarray]:
+        """Each active product's current photos and lane references (not renderings) as rows of
+        unit vectors under the gallery's model: what the consensus of lane candidates weighs."""
+        found: dict[str, list[np.ndarray]] = {}
+        rows = self.conn.execute(
+            "SELECT r.sku, r.embedding FROM refs r JOIN products p ON p.sku = r.sku WHERE r.removed_version IS NULL "
+            f"AND p.active = 1 AND {db.photos_only(self.conn)} ORDER BY r.id"
+        )
+        for sku, blob in rows:
+            found.setdefault(sku, []).append(np.frombuffer(blob, dtype=np.float32))
+        return {sku: np.stack(vs) for sku, vs in found.items()}
 
     def reference_hashes(self) -> set[str]:
         """The sha256 of every current reference photo (a crop already added is not offered again)."""

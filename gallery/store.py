@@ -7,7 +7,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from retail_reid.gallery.errors import GalleryError
 from retail_reid.gallery.image_store import IMAGES_DIR, sha256_bytes, store_image
 from retail_reid.gallery.index import reference_vectors
 from retail_reid.gallery.integrity import DAMAGED_DIR
+from retail_reid.gallery.lane_suggestions import lane_prefix
 from retail_reid.gallery.photos import Photo, RefOrigin, embed_photos, read_bytes
 from retail_reid.gallery.renderings import META_KEY, OFF, LaneProfile, embed_renderings, profile_json
 from retail_reid.gallery.snapshot import CURRENT, VERSIONS_DIR, Snapshot, read_current, stored_versions, version_dir
@@ -261,6 +262,7 @@ class GalleryStore(VersionWriter):
         embedder: OnnxEmbedder | None = None,
         origin: RefOrigin = RefOrigin.PHOTO,
         notes: Sequence[tuple[str | None, str]] = (),
+        sources: Mapping[Path, str] | None = None,
     ) -> ChangeResult:
         """Add (sku, photo path) references and create or update the products in `updates` as one version.
 
@@ -268,14 +270,15 @@ class GalleryStore(VersionWriter):
         unless `skip_bad`, which leaves them out and reports them in `skipped`. `origin` marks them
         in the catalogue (lane references: crops the lanes kept, docs/console.md). Catalogue photos
         also get the gallery's lane-camera renderings (gallery/renderings.py). `notes` are (SKU,
-        text) lines added to the change's audit entries (why an operator made it, say).
+        text) lines added to the change's audit entries (why an operator made it, say). `sources`
+        replaces what is recorded as a path's source (a lane reference's lane and time).
         """
         operator = operator_name(operator)
         if not os.access(self.root, os.W_OK):
             raise GalleryError(f"{self.root}: cannot change the gallery: the directory is read-only for this user")
         embedder = self.embedder(embedder, model)
         photos, vectors, errors = embed_photos(items, embedder, progress=progress)
-        photos = [replace(p, origin=origin) for p in photos]
+        photos = [replace(p, origin=origin, source=(sources or {}).get(p.path, p.source)) for p in photos]
         profile = self.lane_profile() if origin is RefOrigin.PHOTO else OFF
 
         def render(profile: LaneProfile) -> np.ndarray:
@@ -433,6 +436,34 @@ class GalleryStore(VersionWriter):
             ]
 
         return self._change("remove", operator_name(operator), apply)
+
+    def drop_lane(self, lane: str, *, operator: str | None = None) -> ChangeResult:
+        """Take every lane reference one lane taught out of the gallery, as one version (its camera
+        moved, or it taught wrong). Only references whose recorded source names their lane
+        (`lane_source`, accepted since lanes were recorded) are found."""
+        prefix = lane_prefix(lane)
+
+        def apply(version: int) -> tuple[str, AuditEntries]:
+            rows = self.conn.execute(
+                "SELECT id, sku FROM refs WHERE removed_version IS NULL AND origin = ? AND substr(source, 1, ?) = ?",
+                (RefOrigin.LANE.value, len(prefix), prefix),
+            ).fetchall()
+            if not rows:
+                raise GalleryError(f"no lane references of lane {lane!r} in the gallery; nothing changed")
+            self.conn.executemany("UPDATE refs SET removed_version = ? WHERE id = ?", [(version, i) for i, _ in rows])
+            per_sku: dict[str, int] = {}
+            for _, sku in rows:
+                per_sku[sku] = per_sku.get(sku, 0) + 1
+            return (
+                f"dropped {_count(len(rows), 'lane reference')} of lane {lane!r} from {_count(len(per_sku), 'SKU')} "
+                f"({_short(sorted(per_sku))})",
+                [
+                    (sku, f"dropped {_count(n, 'lane reference')} of lane {lane!r}")
+                    for sku, n in sorted(per_sku.items())
+                ],
+            )
+
+        return self._change("drop-lane", operator_name(operator), apply)
 
     def remove_ref(self, ref_id: int, *, operator: str | None = None) -> ChangeResult:
         """Take one reference (by its id, see `show`) out of the gallery."""

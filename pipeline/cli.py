@@ -173,6 +173,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         progress=True,
         on_warning=warn,
         references=sampler,
+        labels=None if sampler is None else sampler.labels,
         recording=recording,
     )
     if shown > WARNINGS_SHOWN:

@@ -14,6 +14,7 @@ from pydantic import Field, PlainValidator, ValidationInfo, WithJsonSchema
 from pydantic.dataclasses import dataclass
 
 from retail_reid.compat import StrEnum, tomllib
+from retail_reid.gallery.lane_suggestions import LabelPolicy
 from retail_reid.pipeline.setting_types import SETTINGS, ConfigError, Flag, Real, Text, Whole, named, rule, settings
 from retail_reid.pipeline.types import Polygon, Zone, ZoneError, areas_from_list
 from retail_reid.pipeline.yolo import YoloLayout
@@ -193,6 +194,9 @@ class LaneReferenceConfig:
     (pipeline/lane_references.py); `reid edge` samples when `enabled`, `reid replay` with --lane-references."""
 
     enabled: Flag = False
+    # confident: passes the camera verified (min_confidence); till: passes the till labelled alone
+    # (one scan matched in time, one item, no void, no quantity), kept as candidates for consensus
+    policy: LabelPolicy = LabelPolicy.CONFIDENT
     min_confidence: Annotated[Real, Field(gt=0, lt=1)] = 0.9  # calibrated confidence of the verified match
     min_side: Annotated[Whole, Field(ge=8, le=4096)] = 48  # pixels, the crop's short side
     # variance of the Laplacian (pipeline.view_quality.sharpness)

@@ -16,6 +16,11 @@ second scan of the product a pass already paid for is a double scan, a customer-
 (the customer is overcharged), not a scan without an item. Scans no pass claims wait
 `void_window_s` (or until their transaction ends) before they are reported, since a void may
 still cancel them.
+
+With `till_labels`, the builder also says which paid passes the till labelled unambiguously
+(`TillLabel`, in `Decisions.labelled`) once no void can reopen them in time: the pass's own scan,
+of a known SKU, quantity 1, is the only scan (voided ones included) its window holds, paid for no
+other pass, claimable by no other pass or open track, and the pass was never reopened by a void.
 """
 
 from __future__ import annotations
@@ -94,6 +99,7 @@ class _Pass:
     judgement: Judgement | None = None  # once decided
     seen_in: tuple[_Txn, str] | None = None  # the basket and entry it was counted under, once decided
     alerted: tuple[EventType, str | None] | None = None  # the alert it raised and for which scan, if any
+    reopened: bool = False  # a void reopened it once: the till no longer labels it
 
 
 @dataclass(eq=False)
@@ -125,14 +131,28 @@ class _Reopened:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TillLabel:
+    """A pass the till labelled unambiguously (its crops, the scanned SKU), with what the camera
+    made of it when it was decided."""
+
+    item: ItemPass
+    sku: str
+    scan_ts: float
+    txn: str | None
+    seen_sku: str | None
+    seen_score: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class Decisions:
     """What one `EventBuilder.advance` or `flush` decided: alerts and baskets (`events`), every
-    item pass decided, alert or not (`passes`), and problems with the POS events added since the
-    call before (`warnings`)."""
+    item pass decided, alert or not (`passes`), problems with the POS events added since the
+    call before (`warnings`), and, with `till_labels`, the passes the till labelled (`labelled`)."""
 
     events: list[Event | BasketEvent] = field(default_factory=list)
     passes: list[PassRecord] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    labelled: list[TillLabel] = field(default_factory=list)
 
 
 class EventBuilder:
@@ -147,8 +167,12 @@ class EventBuilder:
         basket: BasketConfig | None = None,
         resolve_barcode: Callable[[str], str | None] = lambda code: None,
         save_evidence: Callable[[ItemPass], tuple[str, ...]] = lambda item: (),
+        till_labels: bool = False,
     ):
         self.judge = judge
+        self.till_labels = till_labels
+        self._labelled: list[TillLabel] = []  # since the last decisions
+        self._spans: deque[tuple[int, float, float]] = deque(maxlen=RECENT_SCANS)  # recent passes: track, start, end
         self.config = config or EventConfig()
         self.basket = basket or BasketConfig()
         self.resolve_barcode = resolve_barcode
@@ -258,6 +282,8 @@ class EventBuilder:
 
     def add_pass(self, item: ItemPass, rec: Recognition) -> None:
         self._passes.append(_Pass(item, rec))
+        if self.till_labels:
+            self._spans.append((item.track_id, item.t_start, item.t_end))
 
     # --- decisions -----------------------------------------------------------------------------
 
@@ -278,8 +304,8 @@ class EventBuilder:
 
     def _decisions(self, events: list[Event | BasketEvent]) -> Decisions:
         """`events` with the passes decided and the warnings met since the last decisions."""
-        decided = Decisions(events=events, passes=self._records, warnings=self._warnings)
-        self._records, self._warnings = [], []
+        decided = Decisions(events=events, passes=self._records, warnings=self._warnings, labelled=self._labelled)
+        self._records, self._warnings, self._labelled = [], [], []
         return decided
 
     def _advance(self, now: float, open_starts: list[float]) -> list[Event | BasketEvent]:
@@ -294,7 +320,7 @@ class EventBuilder:
         out += self._decide_scans(now, open_starts)
         out += self._release(now, open_starts)
         out += self._baskets(now, open_starts)
-        self._shed_crops(now)
+        self._shed_crops(now, open_starts)
         return out
 
     def _claimable(self, scan: _Scan, start: float, end: float) -> bool:
@@ -426,18 +452,39 @@ class EventBuilder:
         kept = self._crops_kept.get(id(p))
         self._crops_kept[id(p)] = (until if kept is None else max(until, kept[0]), p)
 
-    def _shed_crops(self, now: float) -> None:
+    def _shed_crops(self, now: float, open_starts: list[float]) -> None:
         """Drop the crops of paid passes whose void window has closed and that no scan still pending
         may charge a second time (a double scan shows them). A void after that still reopens
         the pass, and its non-scan alert goes out with the evidence still in memory (the lane frame,
-        a clip), without crops."""
+        a clip), without crops. With `till_labels`, a pass the till labelled goes out first."""
         for key, (until, p) in list(self._crops_kept.items()):
             if now >= until and not any(self._claimable(s, p.item.t_start, p.item.t_end) for s in self._scans):
+                label = self._till_label(p, now, open_starts) if self.till_labels else None
+                if label is not None:
+                    self._labelled.append(label)
                 p.item = replace(p.item, crops=())
                 del self._crops_kept[key]
 
+    def _till_label(self, p: _Pass, now: float, open_starts: list[float]) -> TillLabel | None:
+        """The till's label of a paid pass, if unambiguous (the module's docstring says when)."""
+        item = p.item
+        in_window = [s for s in self._recent if self._claimable(s, item.t_start, item.t_end)]
+        if p.reopened or p.judgement is None or len(in_window) != 1:
+            return None
+        scan = in_window[0]
+        if scan.state is not _State.USED or scan.paid != [p] or scan.qty != 1 or scan.sku is None:
+            return None
+        others = [(t0, t1) for track, t0, t1 in self._spans if track != item.track_id]
+        if any(self._claimable(scan, t0, t1) for t0, t1 in others + [(t0, now) for t0 in open_starts]):
+            return None
+        j = p.judgement
+        return TillLabel(
+            item=item, sku=scan.sku, scan_ts=scan.ts, txn=scan.txn, seen_sku=j.seen_sku, seen_score=j.seen_score
+        )
+
     def _reopen(self, r: _Reopened) -> None:
         """Wait for a re-scan of a voided pass; a scan no pass claimed near the void is taken at once."""
+        r.p.reopened = True
         self._keep_crops(r.p, self._due(r.void_ts, r.voided.txn))
         rescan = next((s for s in self._held if s.double_of is None and self._rescans(s, r)), None)
         if rescan is None:

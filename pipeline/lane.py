@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from retail_reid.pipeline.config import LaneConfig
 from retail_reid.pipeline.crops import CropSelector
 from retail_reid.pipeline.detector import make_detector
-from retail_reid.pipeline.events import Decisions, EventBuilder
+from retail_reid.pipeline.events import Decisions, EventBuilder, TillLabel
 from retail_reid.pipeline.evidence import EvidenceWriter
 from retail_reid.pipeline.pos import PosEvent, PosEventType
 from retail_reid.pipeline.recognition import GalleryLike, Recogniser, Thresholds
@@ -78,12 +78,15 @@ class LaneProcessor:
         evidence: EvidenceWriter | None = None,
         camera_was_blind: Callable[[float], bool] = lambda ts: False,
         references: Callable[[ItemPass, PassRecord], object] | None = None,
+        labels: Callable[[TillLabel], object] | None = None,
     ):
         """`evidence` writes the crops and the lane frame of alert passes (none: not kept) and sees
         every frame for the latter; `camera_was_blind(ts)` says whether the camera was down at
         camera time `ts`, so that a scan made then is left unjudged instead of being called a scan
         without item; `references` is given every decided
-        pass with its crops (a `LaneReferenceSampler`; none: crops are dropped once judged)."""
+        pass with its crops (a `LaneReferenceSampler`; none: crops are dropped once judged); `labels`
+        every pass the till labelled unambiguously, once no void can change it (the sampler's
+        `labelled`, for the till policy)."""
         self.gallery = gallery
         self.config = config = config or LaneConfig()
         self.zone = zone = zone.excluding(config.exclude)
@@ -101,8 +104,10 @@ class LaneProcessor:
             config.basket,
             resolve_barcode=gallery.sku_for_barcode,
             save_evidence=evidence if evidence is not None else lambda item: (),
+            till_labels=labels is not None,
         )
         self.references = references
+        self.labels = labels
         self._items: dict[int, ItemPass] = {}  # undecided passes by track, kept only for `references`
         self.offset = config.events.clock_offset_s
         self.frames = 0
@@ -180,6 +185,9 @@ class LaneProcessor:
                 item = self._items.pop(record.track_id, None)
                 if item is not None:
                     self.references(item, record)
+        if self.labels is not None:
+            for label in decided.labelled:
+                self.labels(label)
         unseen, self._unseen = self._unseen, []
         return LaneResult(events=decided.events, passes=decided.passes, warnings=decided.warnings, unseen_scans=unseen)
 

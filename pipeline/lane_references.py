@@ -1,5 +1,6 @@
 """Lane references: a bounded sample of crops from item passes whose scan the camera verified with
-high confidence, kept per product on disk so that an operator (`reid console`) or the automatic rule
+high confidence (policy `confident`) or that the till labelled unambiguously (policy `till`), kept
+per product on disk so that an operator (`reid console`) or the automatic rule
 (`reid gallery accept-lane-references`) can turn them into gallery references. The lane sees every
 product from the exact angle, light and blur that its alerts are judged in; the gallery's photos were
 taken elsewhere.
@@ -10,12 +11,16 @@ The folder's layout, its manifests and the reading of them are the gallery's
 Each file is written by `retail_reid.durable.replace_atomically`, the crop before the manifest that
 names it, so a crash leaves at worst a crop no manifest names; a sampler removes those when it starts.
 
-Rules: a pass is sampled when its verdict is ok (the seen SKU is the scanned one), the calibrated
-confidence of that match is at least `min_confidence`, and a crop is at least `min_side` pixels on
-its short side and `min_sharpness` sharp. At most `per_pass` crops of a pass (its best), at most one
-pass per product every `min_gap_s` seconds of lane time. A product holds at most `per_product` crops
-(the oldest goes first); all products together at most `max_total_mb` (the oldest crop of the product
-with the most crops goes first, so rare products keep theirs).
+Rules: under the confident policy a pass is sampled when its verdict is ok (the seen SKU is the
+scanned one) and the calibrated confidence of that match is at least `min_confidence`; under the till
+policy when the lane's event builder labels it (`TillLabel`: one scan of a known SKU matched in time,
+quantity 1, one item, no void; given once no void can reopen it), whatever the camera's confidence,
+its crops going to the scanned SKU as candidates (the gallery accepts them only by consensus). A
+crop is at least `min_side` pixels on its short side and `min_sharpness` sharp. At most `per_pass`
+crops of a pass (its best), at most one pass per product every `min_gap_s` seconds of lane time. A
+product holds at most `per_product` crops (the oldest goes first); all products together at most
+`max_total_mb` (the oldest crop of the product with the most crops goes first, so rare products keep
+theirs).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from retail_reid.gallery.lane_suggestions import (
     FOLDER,
     IMAGES,
     PRODUCTS,
+    LabelPolicy,
     LaneCrop,
     LaneReferenceError,
     ProductSample,
@@ -40,6 +46,7 @@ from retail_reid.gallery.lane_suggestions import (
     write_sample,
 )
 from retail_reid.pipeline.config import LaneConfig, LaneReferenceConfig
+from retail_reid.pipeline.events import TillLabel
 from retail_reid.pipeline.recognition import GalleryLike
 from retail_reid.pipeline.records import PassRecord, Verdict
 from retail_reid.pipeline.types import ItemPass
@@ -50,7 +57,8 @@ log = logging.getLogger("reid.lane_references")
 
 
 class LaneReferenceSampler:
-    """Called by the lane with each decided pass and its crops; keeps those the rules allow."""
+    """Called by the lane with each decided pass and its crops (the confident policy), or with each
+    pass the till labelled (`labelled`, the till policy); keeps those the rules allow."""
 
     def __init__(
         self,
@@ -86,17 +94,39 @@ class LaneReferenceSampler:
     def total_bytes(self) -> int:
         return sum(c.bytes for s in self.samples.values() for c in s.crops)
 
+    @property
+    def labels(self) -> Callable[[TillLabel], int] | None:
+        """What the lane gives its till labels to: `labelled` under the till policy, else None."""
+        return self.labelled if self.config.policy is LabelPolicy.TILL else None
+
     def __call__(self, item: ItemPass, record: PassRecord) -> int:
-        """Keep the usable crops of a confidently verified pass; returns how many were kept."""
-        cfg = self.config
+        """Keep the usable crops of a confidently verified pass (the confident policy); returns how
+        many were kept."""
         sku = record.seen_sku
+        if self.config.policy is not LabelPolicy.CONFIDENT:
+            return 0
         if record.verdict is not Verdict.OK or sku is None or sku != record.scanned_sku:
             return 0
         confidence = float(self.confidence(record.seen_score))
-        if not math.isfinite(confidence) or confidence < cfg.min_confidence:
+        if not math.isfinite(confidence) or confidence < self.config.min_confidence:
             return 0
+        return self._keep(item, sku, confidence, sku, record.seen_score)
+
+    def labelled(self, label: TillLabel) -> int:
+        """Keep the usable crops of a pass the till labelled, as candidates of the scanned SKU (the
+        till policy); returns how many were kept."""
+        if self.config.policy is not LabelPolicy.TILL:
+            return 0
+        confidence = float(self.confidence(label.seen_score))
+        return self._keep(
+            label.item, label.sku, confidence if math.isfinite(confidence) else 0.0, label.seen_sku, label.seen_score
+        )
+
+    def _keep(self, item: ItemPass, sku: str, confidence: float, seen_sku: str | None, seen_score: float) -> int:
+        """Keep up to `per_pass` usable crops of `item` under `sku`, with why."""
+        cfg = self.config
         last = self._last.get(sku)
-        if last is not None and record.t_end - last < cfg.min_gap_s:
+        if last is not None and item.t_end - last < cfg.min_gap_s:
             return 0
         usable = [
             c
@@ -127,15 +157,18 @@ class LaneReferenceSampler:
                         bytes=len(data),
                         confidence=round(confidence, 4),
                         quality=round(crop.quality, 4),
-                        ts=round(record.t_end, 3),
+                        ts=round(item.t_end, 3),
                         lane=self.lane,
-                        track_id=record.track_id,
+                        track_id=item.track_id,
+                        policy=cfg.policy,
+                        seen_sku=seen_sku,
+                        seen_score=round(float(seen_score), 4),
                     )
                 )
                 known.add(sha)
                 added += 1
             if added:
-                self._last[sku] = record.t_end
+                self._last[sku] = item.t_end
                 self._evict(sample)
                 self.kept += added
         except OSError as e:  # never stops the lane: references are a by-product; the next pass tries again

@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from retail_reid.errors import ReidError
 from retail_reid.pipeline.config import LaneConfig
+from retail_reid.pipeline.events import TillLabel
 from retail_reid.pipeline.evidence import EvidenceWriter
 from retail_reid.pipeline.lane import LaneDescription, LaneProcessor, LaneResult, Sighting, resolve_zone
 from retail_reid.pipeline.pos import PosEvent, PosEventType, read_pos_log
@@ -103,13 +104,15 @@ def replay(
     progress: bool = False,
     on_warning: Callable[[str], None] = lambda warning: None,
     references: Callable[[ItemPass, PassRecord], object] | None = None,
+    labels: Callable[[TillLabel], object] | None = None,
     recording: RecordingIdentity | None = None,
 ) -> dict:
     """Run the lane over a recording and its POS log; write OUT/events.jsonl, passes.jsonl,
     summary.json, report.html and the evidence crops. Returns the summary. Each warning goes to
     `on_warning` as soon as it is known: those about the inputs (skipped POS lines, a clipped
     zone, scans the gallery cannot check) before the first frame is read. `references` is given
-    every decided pass with its crops (a lane-reference sampler). `recording` (its store, lane and
+    every decided pass with its crops (a lane-reference sampler), `labels` every pass the till
+    labelled unambiguously (the sampler's `labels`, for the till policy). `recording` (its store, lane and
     start) goes into summary.json and on every events.jsonl line, so the console dates and labels its
     alerts by it. The POS log's path is kept absolute, so the console finds it from any working
     directory."""
@@ -139,6 +142,7 @@ def replay(
                 evidence=EvidenceWriter(staging, "crops"),
                 camera_was_blind=lambda ts: stats.after_end(ts, config.events.window_after_s),
                 references=references,
+                labels=labels,
             )
             warn([str(w) for w in map(lane.push_pos, pos) if w is not None])
             events, records = _run(lane, source, staging / "events.jsonl", progress, warn, stats, recording)

@@ -124,10 +124,18 @@ class GalleryAccess:
             self._matcher = Gallery.open(self.root, embedder)
             return self._matcher
 
-    def add_lane_references(self, sku: str, paths: list[Path], operator: str, note: str | None = None) -> ChangeResult:
+    def add_lane_references(
+        self,
+        sku: str,
+        paths: list[Path],
+        operator: str,
+        note: str | None = None,
+        sources: dict[Path, str] | None = None,
+    ) -> ChangeResult:
         """Crops a lane kept (already checked files inside the console's folders) as references of
         an existing product, marked as lane references; crops already in the gallery are left out.
-        `note` goes into the gallery's audit log under the SKU (an operator's override, say)."""
+        `note` goes into the gallery's audit log under the SKU (an operator's override, say);
+        `sources` what the gallery records a path came from (its lane and time: `lane_source`)."""
         with self._write, self._open(readonly=False) as store:
             if sku not in {p.product.sku for p in store.products()}:
                 raise ConsoleError(f"sku: unknown product {sku!r}; lane references go to products the gallery holds")
@@ -140,6 +148,7 @@ class GalleryAccess:
                 embedder=self._embedder_for(store),
                 origin=RefOrigin.LANE,
                 notes=[(sku, note)] if note else [],
+                sources=sources,
             )
 
     def preview(self, kind: ChangeKind, target: str, sku: str | None = None) -> ChangePreview:

@@ -1,6 +1,7 @@
 """Lane references in the console: per product, the crops the lanes kept of confidently verified
-scans, offered as gallery references; an operator accepts or rejects them in bulk (accepted ones
-become references marked as lane references, through `GalleryStore`; neither is offered again). A
+scans (and the till policy's candidates, marked as such), offered as gallery references; an operator
+accepts or rejects them in bulk (accepted ones become references marked as lane references, with
+their lane and time, through `GalleryStore`; neither is offered again). A
 dismissed alert whose reason is "wrong product recognised" offers its crops to the product that was
 really there, each with the SKU it matches best: a crop that matches another SKU better than that
 product is refused unless the operator overrides it, and the override goes into the gallery's audit log."""
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, request, send_file, url_for
 
-from retail_reid.gallery.lane_suggestions import SHA256, Suggestion, suggestions
+from retail_reid.gallery.lane_suggestions import SHA256, Suggestion, lane_source, suggestions
 from retail_reid.images import IMAGE_SUFFIXES
 from retail_reid.pipeline.console.alert_views import _alert
 from retail_reid.pipeline.console.alerts import Alert, AlertFolder
@@ -99,7 +100,9 @@ def decide(sku: str) -> BaseResponse:
     st = state()
     if decision is Decision.ACCEPTED:
         chosen = [offered[h] for h in dict.fromkeys(picked)]
-        result = st.gallery.add_lane_references(sku, [s.path for s in chosen], operator())
+        result = st.gallery.add_lane_references(
+            sku, [s.path for s in chosen], operator(), sources={s.path: lane_source(s) for s in chosen}
+        )
         flash(f"version {result.version}: {result.summary}")
     else:
         flash(f"{len(picked)} crop{'' if len(picked) == 1 else 's'} of {sku} rejected: not suggested again")

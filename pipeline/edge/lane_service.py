@@ -114,6 +114,7 @@ class LaneService:
             self.evidence = (
                 EvidenceWriter(self.state, folder, min_free, on_failure=self._evidence_failed) if cfg.evidence else None
             )
+        sampler = lane_reference_sampler(self.state, self.lane_config, self.gallery, cfg.lane)
         self.worker = LaneWorker(
             self.gallery,
             self.lane_config,
@@ -124,7 +125,8 @@ class LaneService:
             self.evidence,
             self.metrics,
             clip_ring=self.clip_ring,
-            references=lane_reference_sampler(self.state, self.lane_config, self.gallery, cfg.lane),
+            references=sampler,
+            labels=None if sampler is None else sampler.labels,
             pos_record=self.pos_record,
         )
         self.mqtt = (

@@ -27,6 +27,7 @@ from retail_reid.pipeline.edge.metrics import EdgeMetrics
 from retail_reid.pipeline.edge.pos_intake import PosInbox
 from retail_reid.pipeline.edge.pos_record import PosRecord
 from retail_reid.pipeline.edge.worker import Worker
+from retail_reid.pipeline.events import TillLabel
 from retail_reid.pipeline.evidence import EvidenceWriter
 from retail_reid.pipeline.lane import LaneProcessor, LaneResult, resolve_zone
 from retail_reid.pipeline.pos import PosEvent, PosEventType
@@ -56,11 +57,13 @@ class LaneWorker(Worker):
         metrics: EdgeMetrics,
         clip_ring: ClipRing | None = None,
         references: Callable[[ItemPass, PassRecord], object] | None = None,
+        labels: Callable[[TillLabel], object] | None = None,
         pos_record: PosRecord | None = None,
     ):
         super().__init__("lane")
         self.pos_record = pos_record  # STATE/pos.jsonl: the POS events taken, for review
         self.references = references  # lane-reference sampler ([lane_references] enabled), or None
+        self.labels = labels  # ... its till labels (policy till), or None
         self.gallery = gallery
         self.config = config
         self.camera = camera
@@ -160,6 +163,7 @@ class LaneWorker(Worker):
             evidence=self.evidence,
             camera_was_blind=self.camera.was_blind,
             references=self.references,
+            labels=self.labels,
         )
         self.size = size
         log.info("lane ready: %dx%d frames, zone %s", size[0], size[1], zone.as_text())
