@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import torch
 from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -59,6 +60,28 @@ def export_onnx(net: torch.nn.Module, pre: Preprocess, out: Path, extra: dict, f
     )
     write_metadata(out, ModelInfo(dim, pre, (), {**extra, "flip_tta": flip_tta}))
     return out
+
+
+def cpu_session(net: torch.nn.Module, size: int, threads: int) -> ort.InferenceSession:
+    """`net` (an image network, input "x" of size x size, any batch) as an onnxruntime CPU session,
+    through a temporary ONNX file: the caches run frozen network parts there, several times faster
+    than torch eager on a CPU."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "net.onnx"
+        torch.onnx.export(
+            net.eval(),
+            (torch.zeros(1, 3, size, size),),
+            str(path),
+            input_names=["x"],
+            dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}},
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+        )
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.log_severity_level = 3
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
 def check_parity(net: torch.nn.Module, onnx_path: Path, images: Sequence[Path]) -> float:

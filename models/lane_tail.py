@@ -17,13 +17,11 @@ item's parts learn from the renderings themselves, sized for two CPU cores:
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 from pytorch_metric_learning.samplers import MPerClassSampler
@@ -34,8 +32,8 @@ from retail_reid.images import read_image
 from retail_reid.models.backbone import create_backbone
 from retail_reid.models.datasets import GroceryData
 from retail_reid.models.evaluate import Embedded, calibrate
-from retail_reid.models.export import export_onnx, set_calibration
-from retail_reid.models.lane_training import VAL_VIEWS, val_views
+from retail_reid.models.export import cpu_session, export_onnx, set_calibration
+from retail_reid.models.lane_training import VAL_VIEWS, CacheFolder, val_views
 from retail_reid.models.losses import build_objective
 from retail_reid.models.net import Tail, Trunk
 from retail_reid.models.preprocess import Preprocess
@@ -54,26 +52,6 @@ def train_renderings(img: np.ndarray, index: int, seed: int) -> list[np.ndarray]
     return [img] + [LANE_LEVELS[level].render(img, rng) for level, n in TRAIN_RENDERINGS for _ in range(n)]
 
 
-def _trunk_session(backbone: str, tail_stages: int, size: int, threads: int) -> ort.InferenceSession:
-    trunk = Trunk(create_backbone(backbone), tail_stages).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "trunk.onnx"
-        torch.onnx.export(
-            trunk,
-            (torch.zeros(1, 3, size, size),),
-            str(path),
-            input_names=["x"],
-            dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}},
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
 @dataclass(frozen=True, kw_only=True)
 class TailCacheSpec:
     backbone: str = "tf_efficientnet_lite0"
@@ -83,16 +61,8 @@ class TailCacheSpec:
 
 
 @dataclass
-class TailCache:
+class TailCache(CacheFolder):
     """A cache folder: the trunk's maps of every view, the teacher's embedding of each clean photo."""
-
-    folder: Path
-    meta: dict
-
-    @classmethod
-    def open(cls, folder: str | Path) -> TailCache:
-        folder = Path(folder)
-        return cls(folder, json.loads((folder / "meta.json").read_text()))
 
     def maps(self, part: str) -> np.ndarray:
         """part "train" (PER_PHOTO rows a photo) or "val" (VAL_VIEWS rows a photo), read into memory."""
@@ -101,10 +71,6 @@ class TailCache:
     @property
     def teacher(self) -> np.ndarray:
         return np.load(self.folder / "teacher.npy")
-
-    @property
-    def train_labels(self) -> np.ndarray:
-        return np.asarray(self.meta["train_labels"])
 
 
 def build_tail_cache(
@@ -124,7 +90,7 @@ def build_tail_cache(
     data = GroceryData.load(data_root)
     train = data.train + data.iconic if data.iconic else data.train
     pre = Preprocess(size=spec.size)
-    session = _trunk_session(spec.backbone, spec.tail_stages, spec.size, threads)
+    session = cpu_session(Trunk(create_backbone(spec.backbone), spec.tail_stages), spec.size, threads)
     embedder = OnnxEmbedder(teacher, threads=threads)
     if not (folder / "teacher.npy").exists():
         clean = (read_image(p) for p in tqdm(train.paths, desc="teacher", disable=not progress))

@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -44,6 +45,9 @@ from retail_reid.models.onnx_file import save_whole, set_info
 from retail_reid.models.runtime import OUTPUT_NAME, ModelInfo, OnnxEmbedder
 from retail_reid.models.train import lr_lambda, seed_everything
 from retail_reid.models.views import LANE_LEVELS, LaneLevel
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self is Python 3.11; only named in annotations
 
 TRAIN_LEVELS = (LaneLevel.MIDDLE, LaneLevel.HARD)  # one view each, after the photo itself
 EVAL_VIEWS = 6  # views of each val photo per level: single crops, and one pass averaged
@@ -116,25 +120,30 @@ def _run(tapped: _Tapped, views: Iterator[np.ndarray], n: int, folder: Path, par
 
 
 @dataclass
-class LaneCache:
-    """A lane cache folder: the teacher's embeddings and pooled features of every cached view."""
+class CacheFolder:
+    """A cache folder of views of the training photos, opened by its meta.json."""
 
     folder: Path
     meta: dict
 
     @classmethod
-    def open(cls, folder: str | Path) -> LaneCache:
+    def open(cls, folder: str | Path) -> Self:
         folder = Path(folder)
         return cls(folder, json.loads((folder / "meta.json").read_text()))
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        return np.asarray(self.meta["train_labels"])
+
+
+@dataclass
+class LaneCache(CacheFolder):
+    """A lane cache folder: the teacher's embeddings and pooled features of every cached view."""
 
     def array(self, part: str, what: str) -> np.ndarray:
         """part "train" (1 + len(TRAIN_LEVELS) rows a photo) or "val" (VAL_VIEWS rows a photo);
         what "emb" or "pooled"."""
         return np.load(self.folder / f"{part}_{what}.npy")
-
-    @property
-    def train_labels(self) -> np.ndarray:
-        return np.asarray(self.meta["train_labels"])
 
     @property
     def gallery_rows(self) -> np.ndarray:

@@ -16,7 +16,6 @@ features (`pooled`); `meta.json` says which row is which.
 from __future__ import annotations
 
 import json
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from retail_reid.images import read_image
 from retail_reid.models.backbone import create_backbone
 from retail_reid.models.data import LabelledImages, train_transform
 from retail_reid.models.datasets import GroceryData
+from retail_reid.models.export import cpu_session
 from retail_reid.models.net import _stages
 from retail_reid.models.preprocess import Preprocess
 from retail_reid.models.research.disjoint import Query, view_images
@@ -96,23 +96,7 @@ class FeatureCache:
 
 
 def _session(backbone: str, size: int, threads: int) -> ort.InferenceSession:
-    net = _Taps(create_backbone(backbone)).eval()
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "taps.onnx"
-        torch.onnx.export(
-            net,
-            (torch.zeros(1, 3, size, size),),
-            str(path),
-            input_names=["x"],
-            dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=4096)}},
-            dynamo=True,
-            external_data=False,
-            verbose=False,
-        )
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.log_severity_level = 3
-        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return cpu_session(_Taps(create_backbone(backbone)), size, threads)
 
 
 def _write(
