@@ -5,7 +5,7 @@ A SKU is scored the way the model's calibration was fitted (its default, or the 
 "centroid", the cosine to the normalised mean of the SKU's references (steadier: one odd photo does
 not decide), or "nearest", the cosine to its nearest reference. A SKU's references are its photos,
 its lane references and its photos' lane-camera renderings (gallery/renderings.py); by centroid,
-the renderings are averaged apart and the SKU scores the better of its two centroids (`Centroids`).
+each kind is averaged apart and the SKU scores the best of its centroids (`Centroids`).
 
 Queries run against an immutable in-memory snapshot of one version; `refresh` loads a newer version
 beside it and swaps a single reference, so queries in flight finish on the version they started with.
@@ -18,11 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from retail_reid.compat import StrEnum
 from retail_reid.errors import ReidError
 from retail_reid.gallery.binding import bound_embedder
 from retail_reid.gallery.errors import GalleryError
 from retail_reid.gallery.index import build_index, factory_for, reference_vectors
-from retail_reid.gallery.snapshot import Snapshot, read_current
+from retail_reid.gallery.snapshot import RowKind, Snapshot, read_current
 from retail_reid.models.calibration import SCORINGS, Calibration
 from retail_reid.models.runtime import OnnxEmbedder
 
@@ -68,33 +69,48 @@ def load_current(root: Path) -> Snapshot:
     raise GalleryError(f"{root}: the current version changed {LOAD_TRIES} times while loading; try again")
 
 
-class Centroids:
-    """Each SKU's references averaged and normalised, apart by kind: its photos and lane references in
-    one centroid, its lane-camera renderings (if any) in another, all in one FAISS index (exact up to
-    CENTROID_EXACT_MAX centroids, IVF beyond; id `kind * SKUs + position`). A SKU scores the better of
-    its centroids: a clean crop lies near its photos, a lane-camera crop near its renderings, and
-    pooled into one centroid the renderings pulled the photos' own matches away (docs/gallery.md).
-    Computed once per loaded version, in chunks, so memory stays small."""
+class LaneMatching(StrEnum):
+    """How a SKU's lane references count in centroid scoring (chosen on development lanes:
+    docs/gallery.md, "Lane references in matching")."""
 
-    def __init__(self, snap: Snapshot):
+    APART = "apart"  # their own centroid, beside the photos' and the renderings'
+    POOLED = "pooled"  # averaged with the photos into one centroid
+
+
+class Centroids:
+    """Each SKU's references averaged and normalised, apart by kind: its photos, its lane-camera
+    renderings and its lane references each in a centroid (lane references with the photos under
+    LaneMatching.POOLED), all in one FAISS index (exact up to CENTROID_EXACT_MAX centroids, IVF
+    beyond; id `slot * SKUs + position`). A SKU scores the best of its centroids: a clean crop lies
+    near its photos, a lane-camera crop near its renderings and the lane's own crops, and pooled into
+    one centroid the other kinds pulled the photos' own matches away (docs/gallery.md). Computed once
+    per loaded version, in chunks, so memory stays small."""
+
+    def __init__(self, snap: Snapshot, lane: LaneMatching = LaneMatching.APART):
         dim, n = snap.index.d, len(snap.skus)
-        sums = np.zeros((2 * n, dim), np.float64)  # row kind * n + position; kind 1: renderings
+        slot = np.array([int(k) for k in RowKind])  # a row's kind -> its centroid's slot
+        if lane is LaneMatching.POOLED:
+            slot[RowKind.LANE] = RowKind.PHOTO
+        slots = len(RowKind)
+        sums = np.zeros((slots * n, dim), np.float64)  # row slot * n + position
         for start in range(0, len(snap.ref_ids), CENTROID_CHUNK):
             part = slice(start, start + CENTROID_CHUNK)
-            rows = snap.rendered[part] * n + snap.ref_sku[part]
+            rows = slot[snap.kinds[part]] * n + snap.ref_sku[part]
             np.add.at(sums, rows, reference_vectors(snap.index, snap.ref_ids[part]))
         norms = np.linalg.norm(sums, axis=1)
         present = np.flatnonzero(norms > 0)
         self.skus = n
-        self.kinds = 1 + bool(snap.rendered.any())  # centroids a SKU may have: what a search must look past
-        self.vectors = np.zeros((2 * n, dim), np.float32)  # zeros: the SKU has no reference of that kind
+        self.slots = slots
+        # centroids a SKU may have: what a search must look past
+        self.kinds = len(np.unique(slot[snap.kinds])) or 1
+        self.vectors = np.zeros((slots * n, dim), np.float32)  # zeros: the SKU has no reference of that kind
         self.vectors[present] = sums[present] / norms[present, None]
         self.present = norms > 0
         self.index = build_index(self.vectors[present], present, factory_for(len(present), CENTROID_EXACT_MAX))
 
     def score(self, pos: int, query: np.ndarray) -> float:
-        """The better of the SKU's centroids (it has at least one)."""
-        rows = [r for r in (pos, self.skus + pos) if self.present[r]]
+        """The best of the SKU's centroids (it has at least one)."""
+        rows = [r for r in range(pos, self.slots * self.skus, self.skus) if self.present[r]]
         return float((self.vectors[rows] @ query).max())
 
     def rank(self, queries: np.ndarray, k: int, exclude: int | None) -> list[list[tuple[int, float]]]:
@@ -118,12 +134,20 @@ class Gallery:
     >>> g.match(g.embedder.embed([crop]), k=3)[0][0].sku
     """
 
-    def __init__(self, root: Path, snapshot: Snapshot, embedder: OnnxEmbedder, calibration: Calibration):
+    def __init__(
+        self,
+        root: Path,
+        snapshot: Snapshot,
+        embedder: OnnxEmbedder,
+        calibration: Calibration,
+        lane_matching: LaneMatching = LaneMatching.APART,
+    ):
         self.root = root
         self._snap = snapshot
         self.embedder = embedder
         self.calibration = calibration
         self.scoring = calibration.scoring
+        self.lane_matching = lane_matching
 
     @classmethod
     def open(
@@ -135,6 +159,7 @@ class Gallery:
         scoring: str | None = None,
         threads: int | None = None,
         arena: bool = True,
+        lane_matching: LaneMatching = LaneMatching.APART,
     ) -> Gallery:
         """Open the current version. The embedder must be the gallery's model (refused otherwise);
         one loaded here runs `threads` inference threads (None: REID_THREADS, or all cores), with
@@ -142,6 +167,7 @@ class Gallery:
 
         scoring: "centroid" or "nearest" (see the module's docstring); by default the model's default,
         and always one the model is calibrated for, so scores, confidences and thresholds agree.
+        lane_matching: how lane references count under centroid scoring (LaneMatching).
         """
         root = Path(path)
         if not root.is_dir():
@@ -156,7 +182,7 @@ class Gallery:
             calibration = bound.calibration if scoring is None else bound.calibration_for(scoring)
         except ReidError as e:
             raise GalleryError(str(e)) from None
-        gallery = cls(root, snap, bound, calibration)
+        gallery = cls(root, snap, bound, calibration, lane_matching)
         gallery._prepare(snap)
         return gallery
 
@@ -194,9 +220,9 @@ class Gallery:
         if self.scoring == "centroid":
             self._centroids(snap)
 
-    @staticmethod
-    def _centroids(snap: Snapshot) -> Centroids:
-        return snap.derived("centroids", Centroids)
+    def _centroids(self, snap: Snapshot) -> Centroids:
+        lane = self.lane_matching
+        return snap.derived(f"centroids-{lane}", lambda s: Centroids(s, lane))
 
     def match(self, embeddings: np.ndarray, k: int = 5) -> list[list[SkuMatch]]:
         """Per query row, up to k SKUs ranked by score, with calibrated confidences."""

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import IntEnum
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,16 +27,35 @@ from retail_reid.gallery.catalog import Product
 from retail_reid.gallery.errors import GalleryError, not_a_gallery
 from retail_reid.gallery.index import EXACT, build_index, can_update, describe, factory_for, tune, update_index
 from retail_reid.gallery.integrity import check_index_vectors
+from retail_reid.gallery.photos import RefOrigin
 
 T = TypeVar("T")
 
 VERSIONS_DIR = "versions"
 CURRENT = "CURRENT"
 MANIFEST, INDEX, ROWS, CATALOG, REFS = "manifest.json", "index.faiss", "rows.npy", "catalog.json", "refs.json"
-RENDERED = "rendered.npy"  # (N,) bool per row of rows.npy: a lane-camera rendering (matching scores them apart)
+KINDS = "kinds.npy"  # (N,) int8 per row of rows.npy: its RowKind (matching scores the kinds apart)
 LOADED = (INDEX, ROWS, CATALOG)  # what a reader loads; REFS (each reference's photo) is for repair and export
 FORMAT = "retail-reid-gallery-version"
 FORMAT_VERSION = 1
+
+
+class RowKind(IntEnum):
+    """What a row of a version is, for matching: each kind of a SKU is averaged into its own centroid."""
+
+    PHOTO = 0
+    RENDERING = 1  # a lane-camera rendering of a photo (gallery/renderings.py)
+    LANE = 2  # a lane reference: a crop a lane saw (gallery/lane_suggestions.py)
+
+
+def row_kinds(references: list[dict]) -> np.ndarray:
+    """The RowKind of each reference as a version's REFS records it."""
+    by_origin = {RefOrigin.RENDERING.value: RowKind.RENDERING, RefOrigin.LANE.value: RowKind.LANE}
+    kinds = [
+        RowKind.RENDERING if "rendering_of" in r else by_origin.get(r.get("origin", ""), RowKind.PHOTO)
+        for r in references
+    ]
+    return np.array(kinds, np.int8)
 
 
 def version_dir(root: Path, version: int) -> Path:
@@ -104,15 +124,15 @@ def write_version(root: Path, content: VersionContent) -> Path:
         index, how = _index_for(root, content)
         rows = io.BytesIO()
         np.save(rows, np.stack([content.ref_ids.astype(np.int64), content.ref_skus.astype(np.int64)], axis=1))
-        rendered = io.BytesIO()
-        np.save(rendered, np.array(["rendering_of" in r for r in content.references], bool))
+        kinds = io.BytesIO()
+        np.save(kinds, row_kinds(content.references))
         catalog = [{**p.to_dict(), "image": content.images.get(p.sku)} for p in content.products]
         files = {
             INDEX: faiss.serialize_index(index).tobytes(),
             ROWS: rows.getvalue(),
             CATALOG: json.dumps({"products": catalog}, ensure_ascii=False).encode(),
             REFS: json.dumps({"references": content.references}, ensure_ascii=False).encode(),
-            RENDERED: rendered.getvalue(),
+            KINDS: kinds.getvalue(),
         }
         for name, data in files.items():
             write_durably(tmp / name, data, "version")
@@ -130,6 +150,7 @@ def write_version(root: Path, content: VersionContent) -> Path:
             "refs": len(content.ref_ids),
             "photos": content.photos,
             "renderings": len(content.ref_ids) - content.photos,
+            "lane_references": sum(r.get("origin") == RefOrigin.LANE.value for r in content.references),
             "lane_camera": content.lane_camera,
             "skus": len(content.products),
             "keep_versions": content.keep_versions,
@@ -194,7 +215,7 @@ class Snapshot:
     ref_ids: np.ndarray  # (N,) int64, ascending
     ref_sku: np.ndarray  # (N,) int64, SKU position of each reference in ref_ids
     sku_refs: list[np.ndarray]  # SKU position -> the ids of its references
-    rendered: np.ndarray  # (N,) bool, per row of ref_ids: a lane-camera rendering rather than a photo or lane reference
+    kinds: np.ndarray  # (N,) int8, per row of ref_ids: its RowKind
     _derived: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -254,31 +275,27 @@ class Snapshot:
             ref_ids=ref_ids,
             ref_sku=ref_sku,
             sku_refs=[ref_ids[order[bounds[i] : bounds[i + 1]]] for i in range(len(products))],
-            rendered=_rendered_rows(d, manifest, n),
+            kinds=_kinds_of_rows(d, manifest, n),
         )
 
 
-def _rendered_rows(d: Path, manifest: dict, n: int) -> np.ndarray:
-    """Which rows are lane-camera renderings: RENDERED, or for a version written before it existed,
-    its REFS when the manifest counts renderings (else none are)."""
-    if RENDERED in manifest["files"]:
-        data = _read_file(d, RENDERED)
-        if problem := checksum_problem(manifest, RENDERED, data):
-            raise GalleryError(f"{d / RENDERED}: {problem}; version {manifest['version']} is damaged")
-        try:
-            rendered = np.load(io.BytesIO(data), allow_pickle=False)
-        except ValueError as e:
-            raise GalleryError(f"{d / RENDERED}: damaged ({str(e).splitlines()[0]})") from None
-    elif manifest.get("renderings", 0):
-        data = _read_file(d, REFS)
-        if problem := checksum_problem(manifest, REFS, data):
-            raise GalleryError(f"{d / REFS}: {problem}; version {manifest['version']} is damaged")
-        rendered = np.array(["rendering_of" in r for r in json.loads(data)["references"]], bool)
-    else:
-        rendered = np.zeros(n, bool)
-    if rendered.shape != (n,) or rendered.dtype != bool:
-        raise GalleryError(f"{d}: {RENDERED} marks {rendered.shape} rows where the version has {n}; it is damaged")
-    return rendered
+def _kinds_of_rows(d: Path, manifest: dict, n: int) -> np.ndarray:
+    """Each row's RowKind: KINDS, or for a version written before it existed, what its REFS say."""
+    name = KINDS if KINDS in manifest["files"] else REFS
+    data = _read_file(d, name)
+    if problem := checksum_problem(manifest, name, data):
+        raise GalleryError(f"{d / name}: {problem}; version {manifest['version']} is damaged")
+    try:
+        kinds = (
+            np.load(io.BytesIO(data), allow_pickle=False)
+            if name == KINDS
+            else row_kinds(json.loads(data)["references"])
+        )
+    except (ValueError, KeyError, TypeError) as e:
+        raise GalleryError(f"{d / name}: damaged ({str(e).splitlines()[0]})") from None
+    if kinds.shape != (n,) or kinds.dtype != np.int8 or (n and not 0 <= kinds.min() <= kinds.max() < len(RowKind)):
+        raise GalleryError(f"{d / name}: gives kinds of {kinds.shape} rows where the version has {n}; it is damaged")
+    return kinds
 
 
 def _read_file(d: Path, name: str) -> bytes:

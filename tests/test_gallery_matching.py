@@ -169,7 +169,7 @@ def test_centroids_of_many_skus_are_searched_with_an_ivf_index_that_finds_the_sa
     monkeypatch.setattr(gallery_index, "LISTS_PER_SQRT_REF", 1)  # 3 lists for 12 centroids
     monkeypatch.setattr(gallery_index, "IVF_NPROBE", 1000)  # every list: any difference from exact is the index's fault
     g = Gallery.open(built_gallery, embedder=embedder)
-    assert isinstance(matching.Gallery._centroids(g.snapshot).index, faiss.IndexIVF)
+    assert isinstance(g._centroids(g.snapshot).index, faiss.IndexIVF)
     labels, vectors = stored_refs(built_gallery)
     queries, truth = val_queries
     for q, ranked in zip(queries, g.match(queries, k=3), strict=True):

@@ -19,10 +19,10 @@ from retail_reid.cli import main
 from retail_reid.gallery import GalleryError
 from retail_reid.gallery.bundle import export_bundle, import_bundle
 from retail_reid.gallery.check import check_path
-from retail_reid.gallery.matching import Gallery
+from retail_reid.gallery.matching import Gallery, LaneMatching
 from retail_reid.gallery.photos import RefOrigin
 from retail_reid.gallery.renderings import OFF, LaneProfile, seed_for
-from retail_reid.gallery.snapshot import Snapshot, read_current, read_manifest, version_dir
+from retail_reid.gallery.snapshot import RowKind, Snapshot, read_current, read_manifest, version_dir
 from retail_reid.gallery.store import GalleryStore
 from retail_reid.images import read_image
 from retail_reid.models.views import LANE_LEVELS, LaneCamera, LaneLevel
@@ -214,17 +214,18 @@ def test_a_sku_scores_the_better_of_its_photos_and_its_renderings_centroid(small
     with GalleryStore.open(small) as store:
         store.add("Lime", LIME, operator="t", embedder=embedder)
     snap = Snapshot.load(small, read_current(small))
-    assert snap.manifest["renderings"] == 6 and int(snap.rendered.sum()) == 6
+    rendered = snap.kinds == RowKind.RENDERING
+    assert snap.manifest["renderings"] == 6 and int(rendered.sum()) == 6
     vectors = snap.index.reconstruct_batch(snap.ref_ids)
     kiwi = snap.ref_sku == snap.position["Kiwi"]
 
     def unit(v: np.ndarray) -> np.ndarray:
         return v / np.linalg.norm(v)
 
-    photos, rendered = unit(vectors[kiwi & ~snap.rendered].mean(0)), unit(vectors[kiwi & snap.rendered].mean(0))
+    photos, views = unit(vectors[kiwi & ~rendered].mean(0)), unit(vectors[kiwi & rendered].mean(0))
     pooled = unit(vectors[kiwi].mean(0))
     g = Gallery.open(small, embedder, scoring="centroid")
-    for query in (photos, rendered):
+    for query in (photos, views):
         (best, *_), *_ = g.match(query[None], k=2)
         assert best.sku == "Kiwi" and best.score == pytest.approx(1.0, abs=1e-5)
         assert best.score > float(pooled @ query) + 1e-3  # what one pooled centroid gave
@@ -232,22 +233,47 @@ def test_a_sku_scores_the_better_of_its_photos_and_its_renderings_centroid(small
     assert [m.sku for m in g.match(photos[None], k=5)[0]] == ["Kiwi", "Lime"]  # each SKU once
 
 
-def test_which_references_are_renderings_is_read_from_an_older_versions_refs(small):
-    """A version written before rendered.npy existed: its refs.json tells which rows are renderings."""
+def test_lane_references_score_in_their_own_centroid_unless_pooled(small, embedder):
+    """Lane references are a third kind: apart (the default), a crop like them scores their centroid
+    whole; pooled, they are averaged with the photos as before."""
+    with GalleryStore.open(small) as store:
+        store.add_photos([("Kiwi", LIME[0])], {}, action="t", embedder=embedder, origin=RefOrigin.LANE)
     snap = Snapshot.load(small, read_current(small))
+    lane = snap.kinds == RowKind.LANE
+    assert snap.manifest["lane_references"] == int(lane.sum()) == 1
+    vectors = snap.index.reconstruct_batch(snap.ref_ids)
+    query = vectors[lane][0]
+
+    def centroid(rows: np.ndarray) -> np.ndarray:
+        v = vectors[rows].mean(0)
+        return v / np.linalg.norm(v)
+
+    photos_and_lane, views = centroid(snap.kinds != RowKind.RENDERING), centroid(snap.kinds == RowKind.RENDERING)
+    apart = Gallery.open(small, embedder, scoring="centroid")
+    pooled = Gallery.open(small, embedder, scoring="centroid", lane_matching=LaneMatching.POOLED)
+    assert apart.match(query[None], k=1)[0][0].score == pytest.approx(1.0, abs=1e-5)
+    similarity = pooled.verify(query, "Kiwi").similarity
+    assert similarity == pytest.approx(max(float(query @ photos_and_lane), float(query @ views)), abs=1e-5)
+    assert similarity < 1.0 - 1e-3
+
+
+def test_the_kind_of_each_reference_is_read_from_an_older_versions_refs(small):
+    """A version written before kinds.npy existed: its refs.json tells which rows are renderings."""
+    snap = Snapshot.load(small, read_current(small))
+    assert (snap.kinds == RowKind.RENDERING).sum() == snap.manifest["renderings"] > 0
     d = version_dir(small, snap.version)
     manifest = json.loads((d / "manifest.json").read_text())
     for key in ("files", "sha256"):
-        del manifest[key]["rendered.npy"]
+        del manifest[key]["kinds.npy"]
     (d / "manifest.json").write_text(json.dumps(manifest))
-    (d / "rendered.npy").unlink()
-    assert np.array_equal(Snapshot.load(small, snap.version).rendered, snap.rendered)
+    (d / "kinds.npy").unlink()
+    assert np.array_equal(Snapshot.load(small, snap.version).kinds, snap.kinds)
 
 
-def test_a_damaged_rendered_file_is_a_one_line_error_naming_it(small):
+def test_a_damaged_kinds_file_is_a_one_line_error_naming_it(small):
     snap = Snapshot.load(small, read_current(small))
-    path = version_dir(small, snap.version) / "rendered.npy"
+    path = version_dir(small, snap.version) / "kinds.npy"
     path.write_bytes(path.read_bytes()[:-1] + b"\x00")
-    with pytest.raises(GalleryError, match=r"rendered\.npy: .*damaged") as e:
+    with pytest.raises(GalleryError, match=r"kinds\.npy: .*damaged") as e:
         Snapshot.load(small, snap.version)
     assert "\n" not in str(e.value)
