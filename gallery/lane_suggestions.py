@@ -244,29 +244,37 @@ def choose_consensus(
     A SKU's candidates (not already references) count only with at least `min_passes` passes on
     at least `min_days` days. Then a candidate c of SKU s is accepted when
 
-        cos(c, own) - max over SKUs t != s of cos(c, unit(mean(refs[t]))) >= margin,
+        cos(c, own) - max over SKUs t != s of cos(c, rival(t)) >= margin,
         own = unit(unit(mean(refs[s])) + unit(mean(candidates of s from other passes)))
+        rival(t) = unit(unit(mean(refs[t])) + unit(mean(candidates of t)))
 
-    (own is the photos' centroid alone when s has no candidate from another pass): the photos and
-    the lane's other crops weigh alike, so neither a few odd photos nor a run of switched items
-    decides alone. Per product, the widest margins first until it holds `max_per_product` lane
-    references."""
+    (the photos' centroid alone where there are no such candidates): the photos and the lane's crops
+    weigh alike, so neither a few odd photos nor a run of switched items decides alone, and every
+    SKU is looked at the same way: a lane crop resembles other lane crops (their blur, light and
+    hands) more than any photo, so against rivals of photos alone a switched item's crop passed as
+    its scanned SKU's (docs/gallery.md). Per product, the widest margins first until it holds
+    `max_per_product` lane references."""
     skus = sorted(refs)
     if not skus:
         return []
+    pending = {sku: _pending(found.get(sku, []), vectors, known) for sku in skus}
     centroids = np.stack([_unit(refs[t].mean(axis=0)) for t in skus])
+    rivals_all = np.stack(
+        [
+            _unit(centroids[i] + _unit(np.mean([vectors[s.crop.sha256] for s in pending[t]], axis=0)))
+            if pending[t]
+            else centroids[i]
+            for i, t in enumerate(skus)
+        ]
+    )
     chosen: list[Suggestion] = []
     for sku in sorted(found.keys() & refs.keys()):
-        pending: dict[str, Suggestion] = {}
-        for s in found[sku]:
-            if s.crop.policy is LabelPolicy.TILL and s.crop.sha256 not in known and s.crop.sha256 in vectors:
-                pending.setdefault(s.crop.sha256, s)
-        cands = list(pending.values())
+        cands = pending[sku]
         passes = {_pass_of(s.crop) for s in cands}
         if len(passes) < rules.min_passes or len({s.crop.day for s in cands}) < rules.min_days:
             continue
         own_photos = centroids[skus.index(sku)]
-        rivals = np.delete(centroids, skus.index(sku), axis=0)
+        rivals = np.delete(rivals_all, skus.index(sku), axis=0)
         scored: list[tuple[float, Suggestion]] = []
         for s in cands:
             v = vectors[s.crop.sha256]
@@ -280,6 +288,15 @@ def choose_consensus(
         room = max_per_product - lane_refs.get(sku, 0)
         chosen.extend(s for _, s in scored[: max(room, 0)])
     return chosen
+
+
+def _pending(found: list[Suggestion], vectors: Mapping[str, np.ndarray], known: set[str]) -> list[Suggestion]:
+    """A SKU's till candidates that are not references yet and have an embedding, each crop once."""
+    pending: dict[str, Suggestion] = {}
+    for s in found:
+        if s.crop.policy is LabelPolicy.TILL and s.crop.sha256 not in known and s.crop.sha256 in vectors:
+            pending.setdefault(s.crop.sha256, s)
+    return list(pending.values())
 
 
 def choose_accepted(

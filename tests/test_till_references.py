@@ -203,6 +203,31 @@ def test_consensus_accepts_honest_candidates_and_rejects_a_switched_items():
     )  # the confidence rule never takes a candidate
 
 
+def test_consensus_looks_at_rival_skus_with_their_lane_crops_too():
+    """Lane crops resemble each other (the 4th axis: the lane's blur and light) more than any photo:
+    a pear scanned as an apple is nearer the apples' lane crops than the pears' photos, but not
+    nearer them than the pears' own lane crops, so it is left out while the honest apples pass."""
+    honest = [_unit(0.4, 0, 0, 1), _unit(0.4, 0.05, 0, 1), _unit(0.35, 0, 0.05, 1)]
+    switched = [_unit(0.02, 0.4, 0.02, 1)]
+    apples, apple_vectors = _candidates("Apple", honest + switched)
+    pears, pear_vectors = _candidates("Pear", [_unit(0, 0.4, 0, 1), _unit(0.05, 0.4, 0, 1), _unit(0, 0.35, 0.05, 1)])
+    vectors = apple_vectors | pear_vectors
+    chosen = choose_consensus(
+        {"Apple": apples, "Pear": pears},
+        vectors=vectors,
+        refs=REFS,
+        rules=CONSENSUS,
+        max_per_product=10,
+        lane_refs={},
+        known=set(),
+    )
+    assert sorted((s.sku, s.crop.track_id) for s in chosen) == [("Apple", 0), ("Apple", 1), ("Apple", 2)] + [
+        ("Pear", i) for i in range(3)
+    ]
+    alone = _consensus(apples, apple_vectors)  # the pears' lane crops unknown: the rival is their photos
+    assert 3 in {s.crop.track_id for s in alone}
+
+
 def test_consensus_waits_for_enough_passes_on_enough_days():
     found, vectors = _candidates("Apple", [_unit(1, 0, 0.2, 0)] * 2)
     assert _consensus(found, vectors) == []  # 2 passes, 3 wanted
