@@ -8,14 +8,19 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import cv2
 import pytest
+from console_fixtures import SAMPLE_VAL, make_lane_references, make_settings, sign_in
 from console_fixtures import csrf_token as _token
-from console_fixtures import make_lane_references, make_settings, sign_in
 
-from retail_reid.gallery.lane_suggestions import suggestions
+from retail_reid.gallery.lane_suggestions import LabelPolicy, suggestions
 from retail_reid.gallery.store import GalleryStore
+from retail_reid.pipeline.config import LaneReferenceConfig
 from retail_reid.pipeline.console.app import create_app
 from retail_reid.pipeline.console.settings import ConsoleError
+from retail_reid.pipeline.events import TillLabel
+from retail_reid.pipeline.lane_references import LaneReferenceSampler
+from retail_reid.pipeline.types import Crop, ItemPass
 
 pytest.importorskip("flask")
 
@@ -77,6 +82,20 @@ def test_suggestions_are_listed_per_product_and_their_crops_served(signed_in, re
     assert r.status_code == 200 and r.data[:3] == b"\xff\xd8\xff"
     for bad in ("../../etc/passwd", "0" * 64, "%2e%2e%2fgallery.db"):
         assert signed_in.get(f"/lane-references/crops/{bad}").status_code == 404
+
+
+def test_a_till_candidate_is_shown_as_such_with_what_the_camera_saw(signed_in, refs):
+    """A crop the till labelled (policy till) is offered as a candidate, with the camera's own SKU."""
+    image = cv2.imread(str(SAMPLE_VAL / "Lime" / sorted(p.name for p in (SAMPLE_VAL / "Lime").iterdir())[-1]))
+    crop = Crop(image=image, ts=50.0, box=(0, 0, image.shape[1], image.shape[0]), quality=1.0)
+    item = ItemPass(track_id=7, t_start=49.0, t_end=50.0, frames=5, crops=(crop,))
+    sampler = LaneReferenceSampler(
+        refs, LaneReferenceConfig(policy=LabelPolicy.TILL, min_gap_s=0), lambda s: s, "lane-1"
+    )
+    assert sampler.labelled(TillLabel(item=item, sku="Lime", scan_ts=49.5, txn="T", seen_sku="Kiwi", seen_score=0.4))
+    page = signed_in.get("/lane-references/products/Lime").get_data(as_text=True)
+    assert "till candidate: the camera saw Kiwi" in page
+    assert page.count("till candidate") == 1  # the confident crops are not marked
 
 
 def test_accepting_in_bulk_makes_attributed_lane_references_once(signed_in, settings, refs):
