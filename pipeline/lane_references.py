@@ -81,7 +81,8 @@ class LaneReferenceSampler:
             self._remove_unnamed()
         except OSError as e:
             raise LaneReferenceError(f"{root}: cannot use the lane-references folder ({e.strerror or e})") from None
-        self._last: dict[str, float] = {}  # SKU -> lane time of its last sampled pass
+        # (lane, SKU) -> lane time of its last sampled pass: each lane has a clock of its own
+        self._last: dict[tuple[str, str], float] = {}
 
     def _remove_unnamed(self) -> None:
         """Crops a crash left without a manifest naming them."""
@@ -125,7 +126,7 @@ class LaneReferenceSampler:
     def _keep(self, item: ItemPass, sku: str, confidence: float, seen_sku: str | None, seen_score: float) -> int:
         """Keep up to `per_pass` usable crops of `item` under `sku`, with why."""
         cfg = self.config
-        last = self._last.get(sku)
+        last = self._last.get((self.lane, sku))
         if last is not None and item.t_end - last < cfg.min_gap_s:
             return 0
         usable = [
@@ -168,7 +169,7 @@ class LaneReferenceSampler:
                 known.add(sha)
                 added += 1
             if added:
-                self._last[sku] = item.t_end
+                self._last[(self.lane, sku)] = item.t_end
                 self._evict(sample)
                 self.kept += added
         except OSError as e:  # never stops the lane: references are a by-product; the next pass tries again

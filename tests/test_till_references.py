@@ -6,6 +6,7 @@ switched item's, and dropping one lane's references from the gallery in one vers
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,16 @@ def test_the_till_policy_keeps_candidates_with_their_origin_and_ignores_verified
     assert (crop.seen_sku, crop.seen_score, crop.confidence) == ("Kiwi", 0.31, 0.31)
     confident = LaneReferenceSampler(tmp_path / "c", LaneReferenceConfig(), confidence=lambda x: x)
     assert confident.labels is None and confident.labelled(label) == 0
+
+
+def test_the_gap_between_sampled_passes_is_kept_per_lane_each_on_its_own_clock(tmp_path):
+    """Lanes replayed one after another through one sampler each start their clock at 0: a pass of
+    the second lane is not "earlier" than the first lane's last one."""
+    s = LaneReferenceSampler(tmp_path, replace(TILL, min_gap_s=60), confidence=lambda x: x, lane="lane-1")
+    for lane, t, kept in (("lane-1", 100.0, 1), ("lane-1", 130.0, 0), ("lane-2", 10.0, 1), ("lane-1", 170.0, 1)):
+        s.lane = lane
+        item = ItemPass(track_id=int(t), t_start=t - 1, t_end=t, frames=5, crops=(_crop(int(t)),))
+        assert s.labelled(TillLabel(item=item, sku="Apple", scan_ts=t, txn="T", seen_sku=None, seen_score=0.2)) == kept
 
 
 def test_till_candidates_are_bounded_per_product_and_in_bytes_like_the_confident_ones(tmp_path):
