@@ -309,12 +309,7 @@ def main() -> int:
     galleries |= {f"taught, lane refs {m}": (taught, m) for m in LaneMatching}
     if dev:
         print("dev: the development lanes against the taught gallery, lane references in matching each way")
-        rows = {
-            m.value: run(
-                dev, Gallery.open(taught, model=a.model, lane_matching=m), config, work / f"runs-dev-{m}"
-            ).row()
-            for m in LaneMatching
-        }
+        rows = {m.value: run(dev, open_as(taught, m, a), config, work / f"runs-dev-{m}").row() for m in LaneMatching}
         table(f"{a.dev} development lanes, taught gallery", rows)
     print("test: the benchmark lanes against each gallery", flush=True)
     rows = {
