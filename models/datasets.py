@@ -129,5 +129,10 @@ class GroceryData:
         iconic = iconic_set(root) if (root / "classes.csv").exists() else None
         return cls(split_file_set(root / "train.txt", root), split_file_set(root / "val.txt", root), iconic)
 
+    @property
+    def train_and_iconic(self) -> ImageSet:
+        """The train photos followed by the catalog photos (if any): what the caches render."""
+        return self.train + self.iconic if self.iconic else self.train
+
     def only(self, skus: set[str]) -> GroceryData:
         return GroceryData(self.train.only(skus), self.val.only(skus), self.iconic.only(skus) if self.iconic else None)

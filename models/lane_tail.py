@@ -88,7 +88,7 @@ def build_tail_cache(
     if (folder / "meta.json").exists():
         return TailCache.open(folder)
     data = GroceryData.load(data_root)
-    train = data.train + data.iconic if data.iconic else data.train
+    train = data.train_and_iconic
     pre = Preprocess(size=spec.size)
     session = cpu_session(Trunk(create_backbone(spec.backbone), spec.tail_stages), spec.size, threads)
     embedder = OnnxEmbedder(teacher, threads=threads)

@@ -170,7 +170,7 @@ def build_lane_cache(
     if (folder / "meta.json").exists():
         return LaneCache.open(folder)
     data = GroceryData.load(data_root)
-    train = data.train + data.iconic if data.iconic else data.train
+    train = data.train_and_iconic
     tapped = _Tapped(OnnxEmbedder(teacher, threads=threads), threads)
     for part, paths, make, per in (
         ("val", list(data.val.paths), val_views, VAL_VIEWS),

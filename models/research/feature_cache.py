@@ -149,7 +149,7 @@ def build_cache(
     torch.manual_seed(seed)
     np.random.seed(seed)
 
-    train = data.train + data.iconic if data.iconic else data.train
+    train = data.train_and_iconic
     skus = sorted(set(train.labels))
     images = LabelledImages(train, {s: i for i, s in enumerate(skus)}, pre, train=True, progress=progress)
     augment = [train_transform(pre, "photo"), train_transform(pre, "checkout")]
